@@ -1,0 +1,27 @@
+"""Error types that reach the user as one line.
+
+``JobError`` is bad input (job file, topology, CLI flag, data file): the CLI prints its message as one
+line on rank 0 and every rank exits with status 2. Messages name the job key (``[section] key``) and
+say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Invalid user input; ``str(err)`` is the complete one-line message."""
+
+
+class NonFiniteInputError(ValueError):
+    """A compressor was asked to encode NaN or infinite values (a diverging run)."""
+
+
+class DivergenceError(RuntimeError):
+    """The run diverged; the message names the algorithm's stability-relevant parameters."""
+
+
+# Exit statuses of the CLI (documented in the README).
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
