@@ -1,0 +1,193 @@
+"""The algorithm interface, its registry, and what the runner hands each algorithm.
+
+An algorithm is one file: it declares its job keys (``params``), what graph and mixing weights it needs,
+its state (named flat arrays), and its per-step update. It talks to other ranks only through the comm
+objects in its ``Context`` (a ``Neighborhood`` for graph exchanges, ``Collectives`` for reductions), and
+compresses only through the shared ``Compressor``; it never re-implements packing, exchange or logging.
+Algorithm modules do not import mpi4py, so they (and the job validation that reads their declarations)
+load without MPI.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+from mpidecent.errors import NonFiniteInputError
+from mpidecent.params import Param
+from mpidecent.rng import RandomKey
+
+if TYPE_CHECKING:
+    from mpidecent.compression import Compressor, Packed
+    from mpidecent.learning.problems import Objective
+
+
+class Exchange(Protocol):
+    """A preallocated neighbour exchange of fixed-size byte messages (see ``comm/exchange.py``)."""
+
+    recv: np.ndarray  # (in_degree, recv_nbytes) uint8, row k from in_neighbors[k]
+
+    def start(self, send_buf: np.ndarray) -> None: ...
+
+    def wait(self) -> np.ndarray: ...
+
+
+class Neighborhood(Protocol):
+    """This rank's in- and out-neighbours on a static graph (see ``comm/graph.py``)."""
+
+    in_neighbors: np.ndarray
+    out_neighbors: np.ndarray
+
+    def exchange(self, send_nbytes: int, recv_nbytes: int, tag: int = 0) -> Exchange: ...
+
+
+class Collectives(Protocol):
+    """Reductions over all ranks (see ``comm/collectives.py``)."""
+
+    size: int
+
+    def allreduce_sum(self, array: np.ndarray) -> None: ...
+
+
+@dataclass
+class StepStats:
+    """What one rank did in one step. Bits are counted from the packed buffers (payload + headers), per
+    out-edge; bytes are what was handed to MPI; seconds are wall-clock on this rank."""
+
+    loss: float
+    bits_sent: int
+    bytes_sent: int
+    messages_sent: int
+    compute_s: float
+    comm_s: float
+    nonfinite: bool = False  # this rank's state became NaN/inf and it sent a neutral message instead
+
+
+@dataclass
+class Context:
+    """Everything the runner builds for an algorithm on one rank."""
+
+    rank: int
+    size: int
+    seed: int
+    dtype: np.dtype
+    params: Mapping[str, Any]
+    objective: Objective
+    compressor: Compressor
+    collectives: Collectives
+    neighborhood: Neighborhood | None = None
+    # Row ``rank`` of the mixing matrix W (row = receiver): own weight and the in-neighbours' weights
+    # in ``neighborhood.in_neighbors`` order.
+    self_weight: float = 1.0
+    in_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+class Stopwatch:
+    """Accumulates compute and communication seconds of one step."""
+
+    def __init__(self) -> None:
+        self.compute_s = 0.0
+        self.comm_s = 0.0
+        self._t = time.perf_counter()
+
+    def compute(self) -> None:
+        now = time.perf_counter()
+        self.compute_s += now - self._t
+        self._t = now
+
+    def comm(self) -> None:
+        now = time.perf_counter()
+        self.comm_s += now - self._t
+        self._t = now
+
+
+class Algorithm(ABC):
+    """Base class of every algorithm; subclasses register with ``@register``."""
+
+    name: ClassVar[str]
+    doc: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    # "directed": a strongly connected digraph; "undirected": a connected undirected graph;
+    # "complete": no graph (a collective over all ranks).
+    graph: ClassVar[str] = "directed"
+    # Property W must have: "column_stochastic" (push-sum) or "doubly_stochastic" (D-PSGD), or None.
+    weights_property: ClassVar[str | None] = None
+    default_weights: ClassVar[str] = "column_uniform"
+    # Compressor names this algorithm accepts (None = any).
+    compressors: ClassVar[tuple[str, ...] | None] = ("identity",)
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.compressor = ctx.compressor
+        self.objective = ctx.objective
+        self.nonfinite = False
+        self._zeros: np.ndarray | None = None
+
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume this rank, by name (flat arrays; scalars as shape-(1,) arrays)."""
+
+    @abstractmethod
+    def step(self, t: int) -> StepStats:
+        """Run iteration ``t`` (0-based) on this rank; every rank calls it for the same t."""
+
+    @abstractmethod
+    def model_view(self) -> np.ndarray:
+        """The model this rank reports (de-biased where the algorithm needs it), length dim."""
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Algorithm-specific per-rank numbers logged as /metrics/rank/<name>."""
+        return {}
+
+    def describe(self) -> str:
+        keys = ", ".join(f"{p.name}={self.ctx.params[p.name]}" for p in self.params)
+        text = f"{self.name}({keys})"
+        if self.compressors != ("identity",):
+            text += f" with {self.compressor.describe()}"
+        return text
+
+    def encode_or_flag(self, v: np.ndarray, key: RandomKey, out: np.ndarray) -> Packed:
+        """Encode ``v``; if it holds NaN/inf, flag this rank and send an all-zero message instead.
+
+        A rank must never drop out of an exchange its neighbours are waiting on: the runner's per-step
+        status reduction then stops every rank together with a clear message.
+        """
+        try:
+            return self.compressor.encode(v, key, out)
+        except NonFiniteInputError:
+            self.nonfinite = True
+            if self._zeros is None:
+                self._zeros = np.zeros_like(v)
+            return self.compressor.encode(self._zeros, key, out)
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def register(cls: type[Algorithm]) -> type[Algorithm]:
+    ALGORITHMS[cls.name] = cls
+    return cls
+
+
+LR_PARAMS: tuple[Param, ...] = (
+    Param("lr", float, 0.1, "learning rate α₀ (step size of the gradient step)", minimum=0.0),
+    Param("lr_schedule", str, "constant",
+          "step size α_t: constant = α₀; inverse = α₀ / (1 + t/lr_decay_steps); "
+          "inverse_sqrt = α₀ / √(1 + t/lr_decay_steps)", choices=("constant", "inverse", "inverse_sqrt")),
+    Param("lr_decay_steps", float, 100.0, "time scale of the decaying schedules, in steps",
+          minimum=0.0, exclusive_minimum=True),
+)
+
+
+def step_size(params: Mapping[str, Any], t: int) -> float:
+    """α_t of the job's schedule at iteration t (0-based)."""
+    lr, schedule = float(params["lr"]), params["lr_schedule"]
+    if schedule == "constant":
+        return lr
+    scale = 1.0 + t / float(params["lr_decay_steps"])
+    return lr / scale if schedule == "inverse" else lr / scale ** 0.5

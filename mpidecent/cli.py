@@ -1,0 +1,182 @@
+"""Command line: ``mpidecent run | topology | info`` (thin: parse, validate, hand over).
+
+``run`` is started on every rank by ``mpirun``/``srun``. Each rank validates the job on its own (pure,
+before any collective), then all ranks agree: if any rank found a problem, rank 0 prints one line and
+every rank exits with status 2, so a bad job never leaves ranks waiting in a collective. After that, an
+uncaught exception on any rank aborts the whole job (``abort_on_error``).
+
+Exit statuses: 0 success, 1 internal error, 2 bad input (job file, CLI flag, existing results file),
+3 the run diverged (results so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import mpidecent
+from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, JobError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, only on rank 0, with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from mpidecent.comm.world import launcher_rank
+
+        if launcher_rank() in (None, 0):
+            sys.stderr.write(f"mpidecent: error: {message} (see mpidecent {self.prog.split()[-1]} --help)\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mpidecent", description="Decentralized, communication-compressed learning on MPI.")
+    parser.add_argument("--version", action="version", version=f"mpidecent {mpidecent.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train (start with mpirun -n N)",
+                         description="Run a job on every rank: mpirun -n N mpidecent run JOB.toml")
+    run.add_argument("job", help="job file (TOML)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a job key, e.g. --set algorithm.lr=0.05 (repeatable)")
+    run.add_argument("--out", help="results file (default: [run] out, else runs/<name>.h5)")
+    run.add_argument("--force", action="store_true", help="overwrite an existing results file")
+    run.add_argument("--quiet", action="store_true", help="no progress lines or summary")
+
+    topo = sub.add_parser("topology", help="inspect a job's graph: degrees, connectivity, spectral gap")
+    topo.add_argument("job", help="job file (TOML)")
+    topo.add_argument("-n", "--nodes", type=int, help="number of nodes (default: [topology] n)")
+    topo.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    sub.add_parser("info", help="MPI library, thread level, one-sided component, h5py MPI support")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "topology":
+        return _topology(args)
+    return _info()
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"mpidecent: error: {message}\n")
+    return EXIT_BAD_INPUT
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mpidecent.comm.world import abort_on_error, init_mpi
+
+    env = init_mpi(probe_osc=True)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    problem: str | None = None
+    plan = None
+    out = ""
+    try:
+        _check_launch(comm.size)
+        from mpidecent.config import load_job
+        from mpidecent.plan import plan_job
+
+        job = load_job(args.job, args.overrides)
+        plan = plan_job(job, comm.size)
+        out = args.out or job.run["out"]
+        if os.path.exists(out) and not args.force:
+            raise JobError(f"results file {out!r} already exists; pass --force to overwrite it or --out to "
+                           "write elsewhere")
+        if os.path.isdir(out):
+            raise JobError(f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5")
+    except JobError as err:
+        problem = str(err)
+    # The first collective: every rank learns whether any rank found a problem.
+    problems = comm.allgather(problem)
+    found = [(r, p) for r, p in enumerate(problems) if p]
+    if found:
+        if comm.rank == 0:
+            rank, text = found[0]
+            where = "" if all(p == text for _, p in found) and len(found) == comm.size else f" (on rank {rank})"
+            sys.stderr.write(f"mpidecent: error: {text}{where}\n")
+            sys.stderr.flush()
+        return EXIT_BAD_INPUT
+    abort_on_error()
+    from mpidecent.runner import Runner
+
+    return Runner(plan, env, out, overwrite=args.force, quiet=args.quiet).run()
+
+
+def _check_launch(size: int) -> None:
+    """Under Slurm, a world size different from SLURM_NTASKS means the launcher and MPI disagree (for
+    example a PMI mismatch that starts every rank as a singleton)."""
+    tasks = os.environ.get("SLURM_NTASKS")
+    if tasks and tasks.isdigit() and int(tasks) != size and "SLURM_JOB_ID" in os.environ:
+        raise JobError(f"MPI started {size} rank(s) but Slurm allocated SLURM_NTASKS = {tasks}: the MPI library "
+                       "and the launcher disagree (check srun --mpi=pmix or use mpirun inside the allocation)")
+
+
+def _topology(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mpidecent.algorithms import ALGORITHMS
+    from mpidecent.config import load_job
+    from mpidecent.plan import build_topology
+    from mpidecent.topology import connectivity_problem, is_strongly_connected, spectral_gap
+
+    try:
+        job = load_job(args.job, args.overrides)
+        n = args.nodes or job.topology["n"]
+        if not n or n < 1:
+            raise JobError("give the number of nodes with -n N (or set [topology] n)")
+        graph, weights = build_topology(job, n)
+    except JobError as err:
+        return _fail(str(err))
+    algo = ALGORITHMS[job.algorithm["name"]]
+    strong = is_strongly_connected(graph)
+    print(f"topology: {job.topology['kind']} ({'directed' if graph.directed else 'undirected'}), {n} nodes, "
+          f"{graph.num_edges} directed edges; weights: {job.topology['weights']}")
+    print(f"{'node':>6} {'in':>4} {'out':>4}  out-neighbours")
+    for i in range(n):
+        nbrs = " ".join(str(j) for j in graph.out_neighbors(i))
+        print(f"{i:>6} {graph.in_degree[i]:>4} {graph.out_degree[i]:>4}  {nbrs}")
+    print(f"in-degree min/mean/max: {graph.in_degree.min()}/{graph.in_degree.mean():.2f}/{graph.in_degree.max()}; "
+          f"out-degree min/mean/max: {graph.out_degree.min()}/{graph.out_degree.mean():.2f}/{graph.out_degree.max()}")
+    regular = bool(np.all(graph.out_degree == graph.out_degree[0]))
+    print(f"strongly connected: {'yes' if strong else 'no (' + str(connectivity_problem(graph)) + ')'}")
+    print(f"regular out-degree: {'yes' if regular else 'no (push-sum weights y_i will differ from 1)'}")
+    print(f"spectral gap of W: {spectral_gap(weights):.6f} (1 − |λ₂|; larger mixes faster)")
+    if algo.graph == "directed" and not strong:
+        print(f"warning: {algo.name} needs a strongly connected graph; this job would be refused")
+    return EXIT_OK
+
+
+def _info() -> int:
+    from mpidecent.comm.world import init_mpi, threads_per_rank
+
+    env = init_mpi(probe_osc=True)
+    import h5py
+    import numpy as np
+    import torch
+
+    if env.rank != 0:
+        return EXIT_OK
+    rows = [
+        ("mpidecent", mpidecent.__version__),
+        ("MPI library", env.library),
+        ("MPI standard", env.standard),
+        ("thread level", env.thread_level),
+        ("ranks in this launch", str(env.size)),
+        ("one-sided (osc) component", env.osc_component),
+        ("mpi4py", env.mpi4py_version),
+        ("h5py", f"{h5py.__version__} (HDF5 {h5py.version.hdf5_version})"),
+        ("h5py has MPI", "yes" if h5py.get_config().mpi else "NO - parallel results files will not work"),
+        ("torch", f"{torch.__version__}, {threads_per_rank()} thread(s) per rank"),
+        ("numpy", np.__version__),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return EXIT_OK

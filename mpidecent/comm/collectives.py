@@ -1,0 +1,36 @@
+"""Reductions over all ranks, on flat numpy buffers (uppercase, in place, no pickle).
+
+Every rank of ``comm`` must call each method in the same order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+
+class Collectives:
+    def __init__(self, comm: MPI.Intracomm) -> None:
+        self.comm = comm
+        self.size = comm.size
+        self.rank = comm.rank
+
+    def allreduce_sum(self, array: np.ndarray) -> None:
+        """array ← Σ over ranks of array (contiguous numpy array, in place)."""
+        self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+
+    def allreduce_max(self, array: np.ndarray) -> None:
+        self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.MAX)
+
+    def sum_scalars(self, *values: float) -> np.ndarray:
+        """Element-wise sum over ranks of a few float64 scalars (one Allreduce)."""
+        buf = np.array(values, dtype=np.float64)
+        self.allreduce_sum(buf)
+        return buf
+
+    def gather_row(self, values: np.ndarray) -> np.ndarray | None:
+        """Rank 0 gets the (size, len(values)) stack of every rank's float64 row; others get None."""
+        row = np.ascontiguousarray(values, dtype=np.float64)
+        out = np.empty((self.size, row.size), dtype=np.float64) if self.rank == 0 else None
+        self.comm.Gather(row, out, root=0)
+        return out

@@ -1,0 +1,96 @@
+"""Starting MPI, ending every rank on an error, and describing the MPI library.
+
+``init_mpi`` initialises MPI once per process (importing ``mpi4py.MPI``) and, when asked, finds the
+one-sided (osc) component that serves windows on ``COMM_WORLD`` (see ``comm/osc.py``).
+
+``abort_on_error`` makes an uncaught exception on any rank print its traceback once (from that rank)
+and ``Abort`` the whole job, instead of leaving the other ranks blocked in a collective.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+
+
+def launcher_rank() -> int | None:
+    """This process's rank as told by the launcher's environment, before MPI is initialised."""
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+def threads_per_rank() -> int:
+    """Compute threads for one rank: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else 1.
+
+    Never the torch default (all cores), which oversubscribes a node as soon as several ranks share it.
+    """
+    for name in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+@dataclass(frozen=True)
+class MpiEnvironment:
+    rank: int
+    size: int
+    library: str
+    standard: str
+    thread_level: str
+    osc_component: str
+    mpi4py_version: str
+
+
+_env: MpiEnvironment | None = None
+
+
+def init_mpi(probe_osc: bool = False) -> MpiEnvironment:
+    """Initialise MPI (idempotent) and describe it. Collective over COMM_WORLD when ``probe_osc``."""
+    global _env
+    if _env is not None and (_env.osc_component != "not probed" or not probe_osc):
+        return _env
+    import mpi4py
+    from mpi4py import MPI
+
+    from mpidecent.comm.osc import probe_osc_component
+
+    levels = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
+              MPI.THREAD_SERIALIZED: "serialized", MPI.THREAD_MULTIPLE: "multiple"}
+    version = MPI.Get_version()
+    _env = MpiEnvironment(
+        rank=MPI.COMM_WORLD.rank,
+        size=MPI.COMM_WORLD.size,
+        library=" ".join(MPI.Get_library_version().replace("\x00", "").split()),
+        standard=f"{version[0]}.{version[1]}",
+        thread_level=levels.get(MPI.Query_thread(), str(MPI.Query_thread())),
+        osc_component=probe_osc_component(MPI.COMM_WORLD) if probe_osc else "not probed",
+        mpi4py_version=mpi4py.__version__,
+    )
+    return _env
+
+
+def abort_on_error() -> None:
+    """Install an excepthook that prints the error from the failing rank and aborts every rank."""
+
+    def hook(exc_type, exc, tb) -> None:  # pragma: no cover - exercised through subprocess tests
+        rank = launcher_rank()
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(f"mpidecent: internal error on rank {rank}:\n{text}")
+        sys.stderr.flush()
+        try:
+            from mpi4py import MPI
+
+            if MPI.Is_initialized() and not MPI.Is_finalized():
+                MPI.COMM_WORLD.Abort(1)
+        finally:
+            os._exit(1)
+
+    sys.excepthook = hook

@@ -1,0 +1,220 @@
+"""Job files: TOML → a validated, frozen ``Job``.
+
+Pure (no MPI): every rank runs ``load_job`` on its own before the first collective, so a bad job fails
+identically everywhere. Each section's keys are declared as ``Param`` tuples, by this module for the
+fixed sections ([run]) and by the plug-ins for the variant sections (topology kinds, algorithms,
+compressors, data sets, models): an unknown key, a wrong type or an out-of-range value raises
+``JobError`` with one line naming ``[section] key``.
+
+``--set section.key=value`` overrides are applied to the parsed table before validation; the value is
+read as a TOML literal (``0.05``, ``true``, ``[1, 2]``, ``"ring"``), and a bare word is taken as a string.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from mpidecent.algorithms import ALGORITHMS
+from mpidecent.compression import COMPRESSORS
+from mpidecent.errors import JobError
+from mpidecent.learning.data import resolve_data
+from mpidecent.learning.models import resolve_model
+from mpidecent.params import Param, resolve
+from mpidecent.topology import KINDS
+
+SECTIONS = ("run", "topology", "algorithm", "compression", "data", "model")
+
+RUN_PARAMS: tuple[Param, ...] = (
+    Param("name", str, "", "run name (default: the job file's name without .toml)"),
+    Param("seed", int, 0, "seed of every random choice (minibatches, quantization, ...)", minimum=0),
+    Param("steps", int, 100, "number of iterations", minimum=1),
+    Param("log_every", int, 10, "log metrics (and print progress) every this many steps", minimum=1),
+    Param("out", str, "", "results file (default: runs/<name>.h5); --out overrides"),
+    Param("dtype", str, "float64", "floating-point type of models and messages' state",
+          choices=("float64", "float32")),
+    Param("divergence_threshold", float, 1e8,
+          "stop the run as diverged when any model entry exceeds this magnitude (checked at log steps)",
+          minimum=0.0, exclusive_minimum=True),
+)
+
+TOPOLOGY_COMMON: tuple[Param, ...] = (
+    Param("kind", str, "complete", "graph family", choices=tuple(KINDS)),
+    Param("n", int, 0, "number of nodes; 0 = the number of MPI ranks started (when set it must match)",
+          minimum=0),
+    Param("directed", bool, None, "directed graph (default depends on the kind)"),
+    Param("weights", str, "auto",
+          "mixing matrix: column_uniform (push-sum), metropolis (undirected); auto = the algorithm's choice",
+          choices=("auto", "column_uniform", "metropolis")),
+)
+
+ALGORITHM_NAME = Param("name", str, doc="algorithm", choices=tuple(ALGORITHMS))
+COMPRESSION_NAME = Param("name", str, "identity", "compression operator", choices=tuple(COMPRESSORS))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job. Sections are read-only mappings of every key (defaults filled in)."""
+
+    run: Mapping[str, Any]
+    topology: Mapping[str, Any]
+    algorithm: Mapping[str, Any]
+    compression: Mapping[str, Any]
+    data: Mapping[str, Any]
+    model: Mapping[str, Any]
+    source: str  # the job file's text as given
+    path: str  # where it came from ("<string>" for text)
+    overrides: tuple[str, ...]
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        return getattr(self, name)
+
+    def to_toml(self) -> str:
+        """The resolved job (every key, defaults included) as TOML; ``load_text`` of it gives this job."""
+        lines: list[str] = []
+        for name in SECTIONS:
+            lines.append(f"[{name}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in self.section(name).items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def load_job(path: str | Path, overrides: Sequence[str] = ()) -> Job:
+    """Read, override and validate the job file at ``path``; raises ``JobError``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobError(f"job file {str(path)!r} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise JobError(f"job file {str(path)!r} cannot be read: {err}") from None
+    return load_text(text, str(path), overrides, default_name=path.stem)
+
+
+def load_text(text: str, path: str = "<string>", overrides: Sequence[str] = (),
+              default_name: str = "job") -> Job:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise JobError(f"{path}: invalid TOML: {err}") from None
+    for override in overrides:
+        _apply_override(table, override)
+    return validate(table, text, path, tuple(overrides), default_name)
+
+
+def _apply_override(table: dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise JobError(f"--set {override!r}: expected section.key=value, e.g. --set algorithm.lr=0.05")
+    section, name = parts
+    if section not in SECTIONS:
+        raise JobError(f"--set {override!r}: unknown section [{section}]{_did_you_mean(section, SECTIONS)}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as ring or qsgd
+    sub = table.setdefault(section, {})
+    if not isinstance(sub, dict):
+        raise JobError(f"[{section}] must be a table")
+    sub[name] = value
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean [{close[0]}]?)" if close else f" (sections: {', '.join(options)})"
+
+
+def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>", overrides: tuple[str, ...] = (),
+             default_name: str = "job") -> Job:
+    """Validate a parsed job table (see module docstring)."""
+    for name, value in table.items():
+        if name not in SECTIONS:
+            raise JobError(f"unknown section [{name}]{_did_you_mean(name, SECTIONS)}")
+        if not isinstance(value, dict):
+            raise JobError(f"[{name}] must be a table (a [{name}] header with key = value lines)")
+    if "algorithm" not in table:
+        raise JobError(f"{path}: missing [algorithm] section (name = one of {', '.join(ALGORITHMS)})")
+
+    run = resolve("run", RUN_PARAMS, table.get("run", {}))
+    run["name"] = run["name"] or default_name
+    run["out"] = run["out"] or f"runs/{run['name']}.h5"
+
+    algo_table = table["algorithm"]
+    if "name" not in algo_table:
+        raise JobError(f"[algorithm] missing required key 'name' (one of {', '.join(ALGORITHMS)})")
+    algo_name = ALGORITHM_NAME.coerce("algorithm", algo_table["name"])
+    algo_cls = ALGORITHMS[algo_name]
+    algorithm = {"name": algo_name,
+                 **resolve("algorithm", algo_cls.params, algo_table, owner=algo_name, ignore=("name",))}
+
+    topology = _validate_topology(table.get("topology"), algo_cls)
+
+    comp_table = table.get("compression", {})
+    comp_name = COMPRESSION_NAME.coerce("compression", comp_table.get("name", "identity"))
+    if algo_cls.compressors is not None and comp_name not in algo_cls.compressors:
+        raise JobError(f"[compression] name = {comp_name!r} is not supported by {algo_name} "
+                       f"(it sends {' or '.join(algo_cls.compressors)} messages; use quantized_push_sum "
+                       f"for compressed push-sum)")
+    compression = {"name": comp_name, **resolve("compression", COMPRESSORS[comp_name].params, comp_table,
+                                               owner=comp_name, ignore=("name",))}
+
+    data = resolve_data(table.get("data", {}))
+    model = resolve_model(table.get("model", {}))
+    return Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model)),
+               source=source, path=path, overrides=overrides)
+
+
+def _validate_topology(table: Mapping[str, Any] | None, algo_cls: type) -> dict[str, Any]:
+    if algo_cls.graph == "complete":
+        # A collective over all ranks: a graph would be ignored, so only the complete graph is accepted.
+        table = dict(table or {"kind": "complete"})
+        if table.get("kind", "complete") != "complete":
+            raise JobError(f"[topology] kind = {table['kind']!r}: {algo_cls.name} all-reduces over every rank; "
+                           "remove [topology] or set kind = \"complete\"")
+    elif table is None:
+        raise JobError(f"missing [topology] section: {algo_cls.name} needs a graph "
+                       f"(kind = one of {', '.join(KINDS)})")
+    if "kind" not in table:
+        raise JobError(f"[topology] missing required key 'kind' (one of {', '.join(KINDS)})")
+    common = resolve("topology", TOPOLOGY_COMMON, {k: v for k, v in table.items() if k in
+                                                  {p.name for p in TOPOLOGY_COMMON}})
+    kind = KINDS[common["kind"]]
+    specific = resolve("topology", kind.params, table, owner=kind.name,
+                       ignore=tuple(p.name for p in TOPOLOGY_COMMON))
+    if common["directed"] is None:
+        common["directed"] = kind.default_directed
+    if algo_cls.graph == "undirected" and common["directed"]:
+        raise JobError(f"[topology] directed = true: {algo_cls.name} needs an undirected graph; set "
+                       "directed = false or use push_sum / quantized_push_sum on directed graphs")
+    weights = common["weights"]
+    if weights == "auto":
+        common["weights"] = algo_cls.default_weights if algo_cls.graph != "complete" else "metropolis"
+    elif weights == "metropolis" and common["directed"]:
+        raise JobError("[topology] weights = \"metropolis\" needs an undirected graph (directed = false); "
+                       "use weights = \"column_uniform\" on directed graphs")
+    return {**common, **specific}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
+                                                         ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        raise ValueError("TOML has no null")
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")

@@ -1,0 +1,152 @@
+"""The results file: one parallel HDF5 file per run (``h5py`` with ``driver="mpio"``).
+
+Layout (``docs/results-format.md`` documents every item)::
+
+    /                       attrs: format_version, mpidecent_version, job, job_source, overrides, world_size,
+                                   mpi_library, mpi4py_version, h5py_version, osc_component, started,
+                                   finished, status, message, algorithm, compressor, ...
+    /topology/edges         (E, 2) int32, directed edges src → dst
+    /topology/weights       (n, n) float64, the mixing matrix used (row i = receiver i)
+    /metrics/step           (L,) int64, logged steps (0 = before the first iteration)
+    /metrics/rank/<name>    (L, n), one column per rank
+    /metrics/global/<name>  (L,)
+
+Which ranks call: every method, on every rank, in the same order (HDF5 metadata operations — file
+creation, dataset creation and resizing, attributes — are collective). Each rank writes its own column
+of the per-rank series; rank 0 writes the global series. Datasets grow by one row per log point and the
+file is flushed, so a crashed or still-running run leaves a readable file whose ``status`` says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import h5py
+from h5py import h5fd, h5p, h5s
+import numpy as np
+from mpi4py import MPI
+
+FORMAT_VERSION = 1
+
+# name → (dtype, unit, description); algorithms may add float64 extras (see Algorithm.extra_metrics).
+RANK_SERIES: dict[str, tuple[str, str, str]] = {
+    "loss": ("f8", "", "mean minibatch training loss (incl. ℓ2) over the steps since the previous log point"),
+    "local_objective": ("f8", "", "F_i at this rank's reported model: full-shard loss + ℓ2"),
+    "bits_sent": ("i8", "bits", "cumulative bits sent (packed payload + headers, counted per out-edge)"),
+    "bytes_sent": ("i8", "bytes", "cumulative bytes handed to MPI sends"),
+    "messages_sent": ("i8", "messages", "cumulative point-to-point messages sent"),
+    "compute_s": ("f8", "s", "cumulative seconds computing (gradients, compression, mixing)"),
+    "comm_s": ("f8", "s", "cumulative seconds in communication calls"),
+}
+GLOBAL_SERIES: dict[str, tuple[str, str, str]] = {
+    "avg_model_loss": ("f8", "", "f(x̄): the network objective at the average of the reported models"),
+    "suboptimality": ("f8", "", "f(x̄) − f*, with f* computed once by Newton's method (NaN if unknown)"),
+    "accuracy": ("f8", "fraction", "training accuracy of the average model"),
+    "consensus_distance": ("f8", "", "(1/n) Σ_i ‖x_i − x̄‖² over the reported models"),
+    "cumulative_bits": ("i8", "bits", "Σ over ranks of bits_sent"),
+    "cumulative_bytes": ("i8", "bytes", "Σ over ranks of bytes_sent"),
+    "wall_s": ("f8", "s", "wall-clock seconds since the start of the training loop (rank 0)"),
+}
+
+
+def _attr_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return str(value)  # plain str: h5py cannot store str subclasses such as torch.__version__
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    return value
+
+
+_COLLECTIVE = h5p.create(h5p.DATASET_XFER)
+_COLLECTIVE.set_dxpl_mpio(h5fd.MPIO_COLLECTIVE)
+
+
+def _write_element(dset: h5py.Dataset, index: tuple[int, ...] | None, value: float) -> None:
+    """Collective write of one element at ``index`` (``None``: take part, write nothing)."""
+    fspace = dset.id.get_space()
+    mspace = h5s.create_simple((1,))
+    if index is None:
+        fspace.select_none()
+        mspace.select_none()
+    else:
+        fspace.select_hyperslab(index, (1,) * len(index))
+    dset.id.write(mspace, fspace, np.array([value], dtype=dset.dtype), dxpl=_COLLECTIVE)
+
+
+class ResultsWriter:
+    """Writes one run's results file collectively (see module docstring)."""
+
+    def __init__(self, path: str, comm: MPI.Intracomm, overwrite: bool, rank_extras: Sequence[str] = ()):
+        self.path = path
+        self.comm = comm
+        self.rank = comm.rank
+        self.size = comm.size
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)  # every rank: harmless races with exist_ok
+        self.file = h5py.File(path, "w" if overwrite else "w-", driver="mpio", comm=comm)
+        self.rank_series = dict(RANK_SERIES)
+        for name in rank_extras:
+            self.rank_series[name] = ("f8", "", "algorithm-specific per-rank value")
+        self.rows = 0
+        metrics = self.file.create_group("metrics")
+        self._step = self._series(metrics, "step", "i8", (), "", "logged step (iterations completed)")
+        group = metrics.create_group("rank")
+        self._rank = {name: self._series(group, name, dt, (self.size,), unit, doc)
+                      for name, (dt, unit, doc) in self.rank_series.items()}
+        group = metrics.create_group("global")
+        self._global = {name: self._series(group, name, dt, (), unit, doc)
+                        for name, (dt, unit, doc) in GLOBAL_SERIES.items()}
+
+    @staticmethod
+    def _series(group: h5py.Group, name: str, dtype: str, tail: tuple[int, ...], unit: str,
+                doc: str) -> h5py.Dataset:
+        dset = group.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+                                    chunks=(64, *tail))
+        dset.attrs["unit"] = unit
+        dset.attrs["description"] = doc
+        return dset
+
+    def set_attrs(self, attrs: Mapping[str, Any], group: str = "/") -> None:
+        """Collective: every rank passes identical values."""
+        target = self.file[group]
+        for key, value in attrs.items():
+            target.attrs[key] = _attr_value(value)
+
+    def write_topology(self, edges: np.ndarray, weights: np.ndarray, attrs: Mapping[str, Any]) -> None:
+        group = self.file.create_group("topology")
+        e = group.create_dataset("edges", data=np.asarray(edges, dtype=np.int32).reshape(-1, 2))
+        e.attrs["description"] = "directed edges src → dst (undirected graphs list both directions)"
+        w = group.create_dataset("weights", data=np.asarray(weights, dtype=np.float64))
+        w.attrs["description"] = "mixing matrix W actually used, row i = receiver i"
+        self.set_attrs(attrs, "topology")
+
+    def append(self, step: int, rank_values: Mapping[str, float], global_values: Mapping[str, float]) -> None:
+        """Add one log row. Collective: every rank passes its own ``rank_values``; ``global_values``
+        are written by rank 0 (other ranks may pass the same or an empty mapping)."""
+        row = self.rows
+        for dset in (self._step, *self._rank.values(), *self._global.values()):
+            dset.resize(row + 1, axis=0)
+        # Collective writes: each rank writes its own element of every per-rank series and rank 0 the
+        # global ones; the other ranks still take part with an empty selection (h5py's high-level
+        # indexing skips the write call for an empty selection, which would leave rank 0 alone in it).
+        for name, dset in self._rank.items():
+            _write_element(dset, (row, self.rank), rank_values[name])
+        top = self.rank == 0
+        _write_element(self._step, (row,) if top else None, step)
+        for name, dset in self._global.items():
+            _write_element(dset, (row,) if top else None, global_values[name] if top else 0)
+        self.rows = row + 1
+        self.file.flush()
+
+    def create_event_dataset(self, name: str, data: np.ndarray) -> None:
+        """Collective: write a small whole array under /events (every rank passes identical data)."""
+        group = self.file.require_group("events")
+        group.create_dataset(name, data=data)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()

@@ -1,0 +1,309 @@
+"""Builds a run from a validated ``Plan`` and owns the step loop, logging cadence and results file.
+
+Which ranks call: ``Runner(...).run()`` on every rank of ``COMM_WORLD`` after the job was validated and
+the ranks agreed that it is valid (see ``cli.py``). Rank 0 prints progress and the summary.
+
+Per step a synchronous algorithm's ``step(t)`` runs on every rank, followed by one tiny status
+reduction (is any rank's state non-finite?), so that a diverging run stops on every rank at the same
+step boundary with a clear message while the results file is still closed properly. At log points
+(step 0, every ``log_every`` steps and the last step) the runner computes the network metrics with a few
+reductions and appends one row to the results file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+import torch
+from mpi4py import MPI
+
+import mpidecent
+from mpidecent.algorithms import ALGORITHMS, Algorithm, Context, StepStats
+from mpidecent.comm.collectives import Collectives
+from mpidecent.comm.graph import GraphNeighborhood
+from mpidecent.comm.world import MpiEnvironment, threads_per_rank
+from mpidecent.compression import build_compressor
+from mpidecent.errors import EXIT_DIVERGED, EXIT_OK
+from mpidecent.io.results import FORMAT_VERSION, ResultsWriter
+from mpidecent.learning.data import load_dataset, make_shard, partition
+from mpidecent.learning.models import build_flat_model
+from mpidecent.learning.problems import TorchObjective, logistic_optimum
+from mpidecent.plan import Plan
+
+
+@dataclass
+class Totals:
+    """Cumulative per-rank counters since step 0."""
+
+    bits: int = 0
+    bytes: int = 0
+    messages: int = 0
+    compute_s: float = 0.0
+    comm_s: float = 0.0
+    losses: list[float] = field(default_factory=list)  # minibatch losses since the last log point
+
+    def add(self, s: StepStats) -> None:
+        self.bits += s.bits_sent
+        self.bytes += s.bytes_sent
+        self.messages += s.messages_sent
+        self.compute_s += s.compute_s
+        self.comm_s += s.comm_s
+        self.losses.append(s.loss)
+
+
+@dataclass
+class LogRow:
+    step: int
+    rank_values: dict[str, float]
+    global_values: dict[str, float]
+    max_abs: float  # largest |entry| of any rank's model (NaN if any is non-finite)
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Runner:
+    """One run on this rank (see module docstring)."""
+
+    def __init__(self, plan: Plan, env: MpiEnvironment, out: str, overwrite: bool, quiet: bool = False) -> None:
+        self.plan = plan
+        self.job = plan.job
+        self.env = env
+        self.out = out
+        self.overwrite = overwrite
+        self.quiet = quiet
+        self.comm = MPI.COMM_WORLD.Dup()  # our own communication context, separate from the user's
+        self.rank, self.size = self.comm.rank, self.comm.size
+        self.collectives = Collectives(self.comm)
+        self.dtype = np.dtype(self.job.run["dtype"])
+        self.seed = int(self.job.run["seed"])
+        torch.set_num_threads(threads_per_rank())
+        self.neighborhood: GraphNeighborhood | None = None
+        self.algorithm = self._build_algorithm()
+
+    # ---- set-up -------------------------------------------------------------------------------------------
+
+    def _build_algorithm(self) -> Algorithm:
+        job, rank = self.job, self.rank
+        dataset = load_dataset(job.data)
+        parts = partition(dataset.labels, self.size, job.data["partition"], job.data["seed"])
+        shard = make_shard(dataset, parts, rank)
+        flat = build_flat_model(job.model, dataset.num_features, dataset.num_classes, self.dtype, self.seed)
+        self.objective = TorchObjective(flat, shard, job.model["l2"], job.data["batch_size"], self.seed, rank,
+                                        flat.module.data_loss)
+        self.optimum = self._optimum(dataset, parts)
+        algo_cls = ALGORITHMS[job.algorithm["name"]]
+        compressor = build_compressor(job.compression["name"], flat.dim, self.dtype, job.compression)
+        weights = self.plan.weights
+        ctx = Context(rank=rank, size=self.size, seed=self.seed, dtype=self.dtype, params=job.algorithm,
+                      objective=self.objective, compressor=compressor, collectives=self.collectives,
+                      self_weight=float(weights[rank, rank]))
+        if algo_cls.graph != "complete":
+            self.neighborhood = GraphNeighborhood(self.comm, self.plan.graph)
+            ctx.neighborhood = self.neighborhood
+            ctx.in_weights = weights[rank, self.neighborhood.in_neighbors]
+        return algo_cls(ctx)
+
+    def _optimum(self, dataset, parts) -> float:
+        """f* of the network objective, computed once on rank 0 (NaN when unknown)."""
+        value = math.nan
+        if self.rank == 0 and self.job.model["name"] == "logistic" and self.job.model["l2"] > 0:
+            shards = [(dataset.features[p], dataset.labels[p]) for p in parts]
+            value = logistic_optimum(shards, self.job.model["l2"]).value
+        return float(self.comm.bcast(value, root=0))
+
+    # ---- metrics --------------------------------------------------------------------------------------------
+
+    def _log_row(self, step: int, totals: Totals, wall_s: float) -> LogRow:
+        """Collective: network metrics at the reported models (4 small reductions + one of size d)."""
+        model = np.asarray(self.algorithm.model_view(), dtype=np.float64)
+        mean = model.copy()
+        self.collectives.allreduce_sum(mean)
+        mean /= self.size
+        local_at_mean = self.objective.evaluate(mean)
+        local_own = self.objective.evaluate(model)
+        spread = float(np.sum((model - mean) ** 2))
+        sums = self.collectives.sum_scalars(spread, local_at_mean.objective, local_at_mean.correct,
+                                            local_at_mean.count, totals.compute_s, totals.comm_s)
+        counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
+        self.collectives.allreduce_sum(counts)
+        max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf])
+        self.collectives.allreduce_max(max_abs)
+        avg_loss = sums[1] / self.size
+        rank_values = {
+            "loss": float(np.mean(totals.losses)) if totals.losses else math.nan,
+            "local_objective": local_own.objective,
+            "bits_sent": totals.bits,
+            "bytes_sent": totals.bytes,
+            "messages_sent": totals.messages,
+            "compute_s": totals.compute_s,
+            "comm_s": totals.comm_s,
+            **self.algorithm.extra_metrics(),
+        }
+        global_values = {
+            "avg_model_loss": avg_loss,
+            "suboptimality": avg_loss - self.optimum,
+            "accuracy": sums[2] / sums[3] if sums[3] else math.nan,
+            "consensus_distance": sums[0] / self.size,
+            "cumulative_bits": int(counts[0]),
+            "cumulative_bytes": int(counts[1]),
+            "wall_s": wall_s,
+            "compute_s_total": sums[4],
+            "comm_s_total": sums[5],
+        }
+        totals.losses.clear()
+        return LogRow(step, rank_values, global_values, float(max_abs[0]))
+
+    # ---- the run --------------------------------------------------------------------------------------------
+
+    def _metadata(self) -> dict:
+        job, algo, plan = self.job, self.algorithm, self.plan
+        started = self.comm.bcast(_utc_now(), root=0)
+        hosts = self.comm.allgather(socket.gethostname())
+        return {
+            "format_version": FORMAT_VERSION,
+            "mpidecent_version": mpidecent.__version__,
+            "job": job.to_toml(),
+            "job_source": job.source,
+            "job_path": job.path,
+            "overrides": "\n".join(job.overrides),
+            "run_name": job.run["name"],
+            "algorithm": job.algorithm["name"],
+            "algorithm_description": algo.describe(),
+            "compressor": job.compression["name"],
+            "compressor_description": algo.compressor.describe(),
+            "compressor_bits": algo.compressor.bits,
+            "model_dim": self.objective.dim,
+            "dtype": job.run["dtype"],
+            "optimum": self.optimum,
+            "world_size": self.size,
+            "hosts": ",".join(sorted(set(hosts))),
+            "mpi_library": self.env.library,
+            "mpi_standard": self.env.standard,
+            "mpi_thread_level": self.env.thread_level,
+            "mpi4py_version": self.env.mpi4py_version,
+            "osc_component": self.env.osc_component,
+            "h5py_version": h5py.__version__,
+            "hdf5_version": h5py.version.hdf5_version,
+            "torch_version": torch.__version__,
+            "numpy_version": np.__version__,
+            "torch_threads_per_rank": torch.get_num_threads(),
+            "started": started,
+            "finished": "",
+            "status": "running",
+            "message": "",
+            "steps_requested": job.run["steps"],
+            "steps_completed": 0,
+        }
+
+    def run(self) -> int:
+        """Run every step; returns the process exit status (0, or EXIT_DIVERGED)."""
+        job, algo = self.job, self.algorithm
+        steps, log_every = job.run["steps"], job.run["log_every"]
+        rank_extras = list(algo.extra_metrics())
+        writer = ResultsWriter(self.out, self.comm, self.overwrite, rank_extras)
+        try:
+            writer.set_attrs(self._metadata())
+            writer.write_topology(self.plan.graph.edges, self.plan.weights, {
+                "kind": job.topology["kind"], "directed": bool(self.plan.graph.directed),
+                "n": self.plan.n, "weights_name": job.topology["weights"],
+                "strongly_connected": bool(self.plan.strongly_connected),
+                "spectral_gap": float(self.plan.spectral_gap)})
+            status, message, last = self._loop(writer, steps, log_every)
+            finished = self.comm.bcast(_utc_now(), root=0)
+            writer.set_attrs({"finished": finished, "status": status, "message": message,
+                              "steps_completed": last.step, "wall_s": last.global_values["wall_s"]})
+        finally:
+            writer.close()
+            if self.neighborhood is not None:
+                self.neighborhood.free()
+        if self.rank == 0:
+            if message:
+                print(f"mpidecent: {message}", file=sys.stderr, flush=True)
+            if not self.quiet:
+                print(self.summary(last, status), flush=True)
+        return EXIT_OK if status == "completed" else EXIT_DIVERGED
+
+    def _loop(self, writer: ResultsWriter, steps: int, log_every: int) -> tuple[str, str, LogRow]:
+        algo, threshold = self.algorithm, self.job.run["divergence_threshold"]
+        totals = Totals()
+        flag = np.zeros(1, dtype=np.int32)
+        start = time.perf_counter()
+        row = self._log_row(0, totals, 0.0)
+        writer.append(0, row.rank_values, row.global_values)
+        self._progress(row, steps, 0.0)
+        for t in range(steps):
+            stats = algo.step(t)
+            totals.add(stats)
+            done = t + 1
+            # Every rank learns whether any rank went non-finite, so all stop at the same step.
+            flag[0] = int(stats.nonfinite or not math.isfinite(stats.loss))
+            self.collectives.allreduce_max(flag)
+            bad = bool(flag[0])
+            if bad or done % log_every == 0 or done == steps:
+                row = self._log_row(done, totals, time.perf_counter() - start)
+                writer.append(done, row.rank_values, row.global_values)
+                if bad or not row.max_abs <= threshold:
+                    return "diverged", self._divergence_message(done, row, stats), row
+                self._progress(row, steps, time.perf_counter() - start)
+        return "completed", "", row
+
+    def _divergence_message(self, step: int, row: LogRow, stats: StepStats) -> str:
+        local_bad = stats.nonfinite or not math.isfinite(stats.loss) or not np.all(
+            np.isfinite(self.algorithm.model_view()))
+        ranks = [r for r, b in enumerate(self.comm.allgather(local_bad)) if b]
+        what = (f"non-finite values on rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+                if ranks else f"a model entry exceeded [run] divergence_threshold = {self.job.run['divergence_threshold']:g}"
+                f" (max |x| = {row.max_abs:.3g})")
+        return (f"run diverged at step {step}: {what}; {self.algorithm.describe()}. Lower [algorithm] lr"
+                f"{' or gamma' if 'gamma' in self.job.algorithm else ''}, or use a finer quantizer. Results so far "
+                f"are in {self.out}")
+
+    # ---- output (rank 0) --------------------------------------------------------------------------------------
+
+    def _progress(self, row: LogRow, steps: int, elapsed: float) -> None:
+        if self.rank != 0 or self.quiet:
+            return
+        g = row.global_values
+        rate = row.step / elapsed if elapsed > 0 else math.nan
+        eta = (steps - row.step) / rate if row.step and rate > 0 else math.nan
+        eta_text = f"ETA {eta:5.1f}s" if math.isfinite(eta) else "ETA    -"
+        print(f"[{self.job.run['name']}] step {row.step:>{len(str(steps))}}/{steps}  "
+              f"loss {g['avg_model_loss']:.6f}  subopt {g['suboptimality']:.3e}  "
+              f"consensus {g['consensus_distance']:.2e}  bits {g['cumulative_bits']:.3e}  "
+              f"{rate:6.1f} steps/s  {eta_text}", flush=True)
+
+    def summary(self, row: LogRow, status: str) -> str:
+        g, job, plan = row.global_values, self.job, self.plan
+        steps = max(row.step, 1)
+        busy = g["compute_s_total"] + g["comm_s_total"]
+        compute_share = g["compute_s_total"] / busy if busy > 0 else math.nan
+        lines = [
+            ("run", f"{job.run['name']} ({status}, {row.step}/{job.run['steps']} steps)"),
+            ("algorithm", self.algorithm.describe()),
+            ("topology", f"{job.topology['kind']} ({'directed' if plan.graph.directed else 'undirected'}), "
+                         f"{plan.n} nodes, {plan.graph.num_edges} edges, spectral gap {plan.spectral_gap:.4f}"),
+            ("model", f"{job.model['name']}, d = {self.objective.dim}, {job.run['dtype']}"),
+            ("avg-model loss", f"{g['avg_model_loss']:.8f}"),
+            ("optimum f*", f"{self.optimum:.8f}"),
+            ("suboptimality", f"{g['suboptimality']:.4e}"),
+            ("accuracy", f"{g['accuracy']:.4f}"),
+            ("consensus dist.", f"{g['consensus_distance']:.4e}"),
+            ("bits sent", f"{g['cumulative_bits']:.6e} total, {g['cumulative_bits'] / (plan.n * steps):.1f} "
+                          "per node per step"),
+            ("bytes sent", f"{g['cumulative_bytes']:,} total"),
+            ("wall time", f"{g['wall_s']:.2f} s (compute {100 * compute_share:.0f}%, "
+                          f"communication {100 * (1 - compute_share):.0f}% of rank time)"),
+            ("results", self.out),
+        ]
+        width = max(len(k) for k, _ in lines)
+        rule = "-" * (width + 2 + max(len(v) for _, v in lines))
+        return "\n".join([rule, *(f"{k:<{width}}  {v}" for k, v in lines), rule])

@@ -1,0 +1,109 @@
+"""Job-file validation: every bad input gets one line naming the key (config.py, plan.py)."""
+
+from pathlib import Path
+
+import pytest
+
+from mpidecent.config import load_job, load_text
+from mpidecent.errors import JobError
+from mpidecent.plan import plan_job
+
+JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.toml"))
+
+BASE = """
+[run]
+steps = 20
+[topology]
+kind = "chord_ring"
+[algorithm]
+name = "quantized_push_sum"
+lr = 0.5
+[compression]
+name = "qsgd"
+levels = 16
+"""
+
+
+def error_of(text: str, overrides=(), world: int = 8) -> str:
+    with pytest.raises(JobError) as info:
+        plan_job(load_text(text, overrides=overrides), world)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])
+def test_shipped_jobs_validate_at_eight_ranks(path):
+    job = load_job(path)
+    plan = plan_job(job, 8)
+    assert plan.n == 8
+
+
+def test_defaults_filled_and_resolved_toml_round_trips():
+    job = load_text(BASE)
+    assert job.algorithm["gamma"] == 1.0 and job.algorithm["reference"] is True
+    assert job.compression["bucket"] == 64
+    assert job.topology["directed"] is True and job.topology["weights"] == "column_uniform"
+    assert job.run["out"] == "runs/job.h5"
+    again = load_text(job.to_toml())
+    assert again.to_toml() == job.to_toml()
+
+
+def test_overrides_are_typed_and_bare_words_are_strings():
+    job = load_text(BASE, overrides=["algorithm.lr=0.05", "run.steps=7", "topology.kind=ring",
+                                     "algorithm.reference=false"])
+    assert job.algorithm["lr"] == 0.05 and job.run["steps"] == 7
+    assert job.topology["kind"] == "ring" and job.algorithm["reference"] is False
+
+
+@pytest.mark.parametrize("text, overrides, expected", [
+    (BASE, ["compression.levels=0"], "[compression] levels must be ≥ 1, got 0"),
+    (BASE, ["compression.level=3"], "[compression] unknown key 'level' for qsgd (did you mean 'levels'?"),
+    (BASE, ["algorithm.gamma=1.5"], "[algorithm] gamma must be ≤ 1, got 1.5"),
+    (BASE, ["algorithm.gamma=0"], "[algorithm] gamma must be > 0, got 0"),
+    (BASE, ['run.steps="ten"'], "[run] steps must be an integer, got 'ten'"),
+    (BASE, ["run.steps=true"], "[run] steps must be an integer, got true"),
+    (BASE, ["algorithm.name=pushsum"], "[algorithm] name must be one of"),
+    (BASE, ["compression.name=qsdg"], "did you mean 'qsgd'?"),
+    (BASE, ["topology.kind=torsu"], "did you mean 'torus'?"),
+    (BASE, ["topology.n=16"], "[topology] n = 16 but 8 MPI ranks were started"),
+    (BASE, ["topology.kind=torus", "topology.rows=3"], "[topology] rows = 3 does not divide the number of nodes (8)"),
+    (BASE, ["topology.kind=star", "topology.directed=true"], "not strongly connected (nodes 1, 2, 3, 4, 5, 6, 7 "
+                                                             "cannot reach node 0)"),
+    (BASE, ["data.samples=4"], "[data] samples = 4 is fewer than the 8 nodes"),
+    (BASE, ["run.dtype=float16"], "[run] dtype must be one of 'float64', 'float32'"),
+    (BASE, ["lr=0.1"], "--set 'lr=0.1': expected section.key=value"),
+    (BASE, ["optimizer.lr=0.1"], "unknown section [optimizer]"),
+    ("[algorithm]\nname = \"push_sum\"\n", [], "missing [topology] section"),
+    ("[topology]\nkind = \"ring\"\n", [], "missing [algorithm] section"),
+    ("[algorithm]\nname = \"push_sum\"\n[topology]\nkind = \"ring\"\n[compression]\nname = \"qsgd\"\n", [],
+     "not supported by push_sum"),
+    ("[algorithm]\nname = \"dpsgd\"\n[topology]\nkind = \"exponential\"\n", [],
+     "dpsgd needs an undirected graph"),
+    ("[algorithm]\nname = \"allreduce_sgd\"\n[topology]\nkind = \"ring\"\n", [],
+     "allreduce_sgd all-reduces over every rank"),
+    ("[algorithm]\nname = \"dpsgd\"\n[topology]\nkind = \"ring\"\nweights = \"column_uniform\"\n"
+     "[data]\nsamples = 100\n", ["topology.kind=star"], "not doubly stochastic"),
+    ("[algorithm]\nname = \"push_sum\"\n[topology]\nkind = \"ring\"\ndirected = true\nweights = \"metropolis\"\n", [],
+     "weights = \"metropolis\" needs an undirected graph"),
+    ("[run\nsteps = 3\n", [], "invalid TOML"),
+    ("run = 3\n", [], "[run] must be a table"),
+])
+def test_bad_jobs_name_the_key(text, overrides, expected):
+    assert expected in error_of(text, overrides)
+
+
+def test_missing_job_file(tmp_path):
+    with pytest.raises(JobError, match="job file .*nope.toml' not found"):
+        load_job(tmp_path / "nope.toml")
+
+
+def test_relative_edge_file_is_read_next_to_the_job(tmp_path):
+    (tmp_path / "graph.txt").write_text("# a directed ring of 4 plus a chord\n0 1\n1 2\n2 3\n3 0\n0 2\n")
+    job_path = tmp_path / "job.toml"
+    job_path.write_text('[algorithm]\nname = "push_sum"\n[topology]\nkind = "file"\npath = "graph.txt"\n'
+                        "directed = true\n[data]\nsamples = 40\n")
+    plan = plan_job(load_job(job_path), 4)
+    assert plan.graph.out_neighbors(0).tolist() == [1, 2]
+    with pytest.raises(JobError, match="out of range for 3 ranks"):
+        plan_job(load_job(job_path), 3)
