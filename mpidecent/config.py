@@ -8,6 +8,9 @@ compressors, data sets, models): an unknown key, a wrong type or an out-of-range
 
 ``--set section.key=value`` overrides are applied to the parsed table before validation; the value is
 read as a TOML literal (``0.05``, ``true``, ``[1, 2]``, ``"ring"``), and a bare word is taken as a string.
+Switching a plug-in with ``--set`` (``--set compression.name=identity``) sets aside the file's keys that
+only the replaced plug-in knew (after checking them against it), so runs can be compared side by side
+from one job file; ``Job.set_aside`` lists them and the run prints them.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class Job:
     source: str  # the job file's text as given
     path: str  # where it came from ("<string>" for text)
     overrides: tuple[str, ...]
+    # Keys of the job file that belonged to a plug-in replaced by --set (e.g. compression.levels after
+    # --set compression.name=identity); they were valid for it and are not used.
+    set_aside: tuple[str, ...] = ()
 
     def section(self, name: str) -> Mapping[str, Any]:
         return getattr(self, name)
@@ -123,7 +129,30 @@ def _apply_override(table: dict[str, Any], override: str) -> None:
     sub = table.setdefault(section, {})
     if not isinstance(sub, dict):
         raise JobError(f"[{section}] must be a table")
+    selector = _SELECTORS.get(section)
+    if name == selector and sub.get(name, value) != value:
+        # Switching plug-in from the command line (e.g. --set compression.name=identity): remember the
+        # one the file chose, so its own keys can be set aside instead of being rejected as unknown.
+        table.setdefault(_SWITCHED, {}).setdefault(section, sub[name])
     sub[name] = value
+
+
+_SELECTORS = {"topology": "kind", "algorithm": "name", "compression": "name", "data": "name", "model": "name"}
+_SWITCHED = "__switched__"  # internal: section → plug-in name the job file chose before a --set switch
+
+
+def _set_aside(section: str, table: dict[str, Any], old_params: tuple[Param, ...] | None,
+               new_params: tuple[Param, ...], keep: tuple[str, ...]) -> list[str]:
+    """Drop from ``table`` the keys that belong to the plug-in the file chose but not to the new one
+    (they are validated against the old plug-in first). Returns the dropped keys."""
+    if old_params is None:
+        return []
+    old_names = {p.name for p in old_params}
+    new_names = {p.name for p in new_params} | set(keep)
+    dropped = [k for k in table if k in old_names and k not in new_names]
+    for key in dropped:
+        next(p for p in old_params if p.name == key).coerce(section, table.pop(key))
+    return dropped
 
 
 def _did_you_mean(word: str, options: Sequence[str]) -> str:
@@ -134,6 +163,9 @@ def _did_you_mean(word: str, options: Sequence[str]) -> str:
 def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>", overrides: tuple[str, ...] = (),
              default_name: str = "job") -> Job:
     """Validate a parsed job table (see module docstring)."""
+    table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in table.items()}
+    switched = table.pop(_SWITCHED, {})
+    set_aside: list[str] = []
     for name, value in table.items():
         if name not in SECTIONS:
             raise JobError(f"unknown section [{name}]{_did_you_mean(name, SECTIONS)}")
@@ -151,13 +183,25 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
         raise JobError(f"[algorithm] missing required key 'name' (one of {', '.join(ALGORITHMS)})")
     algo_name = ALGORITHM_NAME.coerce("algorithm", algo_table["name"])
     algo_cls = ALGORITHMS[algo_name]
+    old_algo = ALGORITHMS.get(switched.get("algorithm", ""))
+    set_aside += [f"algorithm.{k}" for k in _set_aside("algorithm", algo_table, old_algo and old_algo.params,
+                                                      algo_cls.params, ("name",))]
     algorithm = {"name": algo_name,
                  **resolve("algorithm", algo_cls.params, algo_table, owner=algo_name, ignore=("name",))}
 
-    topology = _validate_topology(table.get("topology"), algo_cls)
+    topo_table = table.get("topology")
+    if topo_table is not None and "topology" in switched and topo_table.get("kind") in KINDS:
+        old_kind = KINDS.get(switched["topology"])
+        set_aside += [f"topology.{k}" for k in _set_aside(
+            "topology", topo_table, old_kind and old_kind.params, KINDS[topo_table["kind"]].params,
+            tuple(p.name for p in TOPOLOGY_COMMON))]
+    topology = _validate_topology(topo_table, algo_cls)
 
     comp_table = table.get("compression", {})
     comp_name = COMPRESSION_NAME.coerce("compression", comp_table.get("name", "identity"))
+    old_comp = COMPRESSORS.get(switched.get("compression", ""))
+    set_aside += [f"compression.{k}" for k in _set_aside("compression", comp_table, old_comp and old_comp.params,
+                                                        COMPRESSORS[comp_name].params, ("name",))]
     if algo_cls.compressors is not None and comp_name not in algo_cls.compressors:
         raise JobError(f"[compression] name = {comp_name!r} is not supported by {algo_name} "
                        f"(it sends {' or '.join(algo_cls.compressors)} messages; use quantized_push_sum "
@@ -168,7 +212,7 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
     data = resolve_data(table.get("data", {}))
     model = resolve_model(table.get("model", {}))
     return Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model)),
-               source=source, path=path, overrides=overrides)
+               source=source, path=path, overrides=overrides, set_aside=tuple(set_aside))
 
 
 def _validate_topology(table: Mapping[str, Any] | None, algo_cls: type) -> dict[str, Any]:

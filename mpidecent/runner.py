@@ -175,6 +175,7 @@ class Runner:
             "job_source": job.source,
             "job_path": job.path,
             "overrides": "\n".join(job.overrides),
+            "set_aside": ",".join(job.set_aside),
             "run_name": job.run["name"],
             "algorithm": job.algorithm["name"],
             "algorithm_description": algo.describe(),
@@ -209,6 +210,9 @@ class Runner:
         job, algo = self.job, self.algorithm
         steps, log_every = job.run["steps"], job.run["log_every"]
         rank_extras = list(algo.extra_metrics())
+        if self.rank == 0 and job.set_aside and not self.quiet:
+            print(f"note: --set switched a plug-in; unused keys of the job file: {', '.join(job.set_aside)}",
+                  flush=True)
         writer = ResultsWriter(self.out, self.comm, self.overwrite, rank_extras)
         try:
             writer.set_attrs(self._metadata())

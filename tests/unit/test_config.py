@@ -56,6 +56,20 @@ def test_overrides_are_typed_and_bare_words_are_strings():
     assert job.topology["kind"] == "ring" and job.algorithm["reference"] is False
 
 
+def test_switching_a_plugin_with_set_sets_aside_only_the_old_plugins_keys():
+    text = BASE.replace("lr = 0.5", "lr = 0.5\ngamma = 0.5")
+    job = load_text(text, overrides=["algorithm.name=push_sum", "compression.name=identity"])
+    assert job.algorithm["name"] == "push_sum" and "gamma" not in job.algorithm
+    assert job.set_aside == ("algorithm.gamma", "compression.levels")
+    assert dict(job.compression) == {"name": "identity", "precision": "state"}
+    # keys unknown to both plug-ins are still errors, and set-aside keys are still checked
+    assert "unknown key 'bogus' for identity" in error_of(BASE, ["compression.name=identity",
+                                                                 "compression.bogus=1"])
+    assert "levels must be ≥ 1" in error_of(BASE, ["compression.levels=0", "compression.name=identity"])
+    # without a --set switch, a foreign key is an error as before
+    assert "unknown key 'levels' for identity" in error_of(BASE.replace('"qsgd"', '"identity"'))
+
+
 @pytest.mark.parametrize("text, overrides, expected", [
     (BASE, ["compression.levels=0"], "[compression] levels must be ≥ 1, got 0"),
     (BASE, ["compression.level=3"], "[compression] unknown key 'level' for qsgd (did you mean 'levels'?"),

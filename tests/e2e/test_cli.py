@@ -1,0 +1,158 @@
+"""End to end: the real CLI under mpirun, and the HDF5 results file it leaves (design §4)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import h5py
+import numpy as np
+import pytest
+
+from cli import ROOT, mpidecent
+from mpidecent.compression import build_compressor
+from mpidecent.config import load_job, load_text
+from mpidecent.plan import plan_job
+
+QUICKSTART = str(ROOT / "jobs" / "quickstart.toml")
+FAST = ["--set", "run.steps=60", "--set", "run.log_every=20"]
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "quick.h5"
+    result = mpidecent("run", QUICKSTART, *FAST, "--out", str(out), ranks=4)
+    return result, out
+
+
+@pytest.mark.timeout(300)
+def test_quickstart_prints_progress_and_summary(quickstart_run):
+    result, out = quickstart_run
+    assert result.returncode == 0, result.stderr
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[quickstart] step")]
+    assert [line.split()[2] for line in progress] == ["0/60", "20/60", "40/60", "60/60"]
+    for key in ("avg-model loss", "suboptimality", "bits sent", "consensus dist.", str(out)):
+        assert key in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_results_file_has_the_documented_layout_and_exact_bit_counts(quickstart_run):
+    result, out = quickstart_run
+    assert result.returncode == 0, result.stderr
+    job = load_job(QUICKSTART, FAST[1::2])
+    plan = plan_job(job, 4)
+    with h5py.File(out, "r") as f:
+        attrs = f.attrs
+        assert attrs["format_version"] == 1 and attrs["world_size"] == 4
+        assert attrs["status"] == "completed" and attrs["steps_completed"] == 60
+        assert attrs["algorithm"] == "quantized_push_sum" and attrs["osc_component"] == "rdma"
+        assert "Open MPI" in attrs["mpi_library"] and attrs["finished"]
+        assert load_text(attrs["job"]).to_toml() == job.to_toml()  # the stored job is the resolved job
+        np.testing.assert_array_equal(f["topology/edges"][()], plan.graph.edges)
+        np.testing.assert_allclose(f["topology/weights"][()].sum(axis=0), 1.0, rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(f["metrics/step"][()], [0, 20, 40, 60])
+        for name in ("loss", "bits_sent", "bytes_sent", "messages_sent", "compute_s", "comm_s",
+                     "push_sum_weight", "local_objective"):
+            assert f[f"metrics/rank/{name}"].shape == (4, 4), name
+        for name in ("avg_model_loss", "suboptimality", "consensus_distance", "cumulative_bits", "accuracy"):
+            assert f[f"metrics/global/{name}"].shape == (4,), name
+        # Bits are counted from the packed buffers: 60 steps × out-degree × (qsgd bits + 64 bits of y).
+        dim = job.data["features"] + 1
+        per_message = build_compressor("qsgd", dim, np.float64, job.compression).bits + 64
+        out_degree = plan.graph.out_degree
+        np.testing.assert_array_equal(f["metrics/rank/bits_sent"][-1], 60 * out_degree * per_message)
+        np.testing.assert_array_equal(f["metrics/rank/bytes_sent"][-1], 60 * out_degree * ((per_message + 7) // 8))
+        np.testing.assert_array_equal(f["metrics/rank/messages_sent"][-1], 60 * out_degree)
+        assert f["metrics/global/cumulative_bits"][-1] == f["metrics/rank/bits_sent"][-1].sum()
+        sub = f["metrics/global/suboptimality"][()]
+        assert sub[-1] < sub[0] / 10 and np.all(sub > 0)
+        assert f["metrics/rank/bits_sent"].attrs["unit"] == "bits"
+
+
+@pytest.mark.timeout(300)
+def test_existing_results_are_never_overwritten_without_force(quickstart_run):
+    _, out = quickstart_run
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    result = mpidecent("run", QUICKSTART, *FAST, "--out", str(out), ranks=4)
+    assert result.returncode == 2
+    assert result.stderr.count("already exists; pass --force") == 1
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+
+
+BAD_JOBS = [
+    (["--set", "compression.levels=0"], "[compression] levels must be ≥ 1, got 0"),
+    (["--set", "algorithm.gama=0.5"], "[algorithm] unknown key 'gama' for quantized_push_sum"),
+    (["--set", "run.steps=many"], "[run] steps must be an integer, got 'many'"),
+    (["--set", "algorithm.name=sgd"], "[algorithm] name must be one of"),
+    (["--set", "compression.name=topk"], "[compression] name must be one of"),
+    (["--set", "topology.kind=mesh"], "[topology] kind must be one of"),
+    (["--set", "topology.kind=star", "--set", "topology.directed=true"], "is not strongly connected"),
+    (["--set", "topology.n=8"], "[topology] n = 8 but 4 MPI ranks were started"),
+    (["--set", "topology.kind=torus", "--set", "topology.rows=3"], "[topology] rows = 3 does not divide"),
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("overrides, message", BAD_JOBS, ids=[m[:40] for _, m in BAD_JOBS])
+def test_bad_jobs_end_every_rank_with_one_line(tmp_path, overrides, message):
+    out = tmp_path / "bad.h5"
+    result = mpidecent("run", QUICKSTART, *overrides, "--out", str(out), ranks=4, timeout=120)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stderr.count(message) == 1, result.stderr
+    mine = [line for line in result.stderr.splitlines() if line.startswith("mpidecent:")]
+    assert len(mine) == 1 and "Traceback" not in result.stderr
+    assert result.seconds < 60
+    assert not out.exists()
+
+
+@pytest.mark.timeout(120)
+def test_bad_flags_and_missing_files(tmp_path):
+    result = mpidecent("run", QUICKSTART, "--sett", "x", ranks=2, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("unrecognized arguments: --sett") == 1
+    result = mpidecent("run", str(tmp_path / "missing.toml"), ranks=2, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("missing.toml' not found") == 1
+
+
+@pytest.mark.timeout(300)
+def test_divergence_stops_every_rank_and_keeps_results(tmp_path):
+    """Quantized push-sum spec property 5: coarse qsgd on a directed ring diverges at γ = 1."""
+    job = tmp_path / "unstable.toml"
+    job.write_text(
+        '[run]\nsteps = 400\nlog_every = 50\n[topology]\nkind = "ring"\ndirected = true\n'
+        '[algorithm]\nname = "quantized_push_sum"\nlr = 0.0\ngamma = 1.0\n'
+        '[compression]\nname = "qsgd"\nlevels = 4\nbucket = 64\n'
+        '[data]\nfeatures = 200\n[model]\ninit = "normal"\ninit_scale = 1.0\n')
+    out = tmp_path / "unstable.h5"
+    result = mpidecent("run", str(job), "--out", str(out), ranks=4, timeout=240)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("run diverged at step") == 1
+    assert "gamma=1.0" in result.stderr and "qsgd(levels=4, bucket=64)" in result.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "diverged" and f["metrics/step"].shape[0] >= 1
+    stable = mpidecent("run", str(job), "--set", "algorithm.gamma=0.2", "--out", str(tmp_path / "stable.h5"),
+                       ranks=4, timeout=240)
+    assert stable.returncode == 0, stable.stderr
+
+
+@pytest.mark.timeout(120)
+def test_topology_command_reports_degrees_connectivity_and_gap():
+    result = mpidecent("topology", QUICKSTART, "-n", "8")
+    assert result.returncode == 0, result.stderr
+    assert "strongly connected: yes" in result.stdout
+    assert "regular out-degree: no" in result.stdout
+    assert "spectral gap of W:" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 8
+    bad = mpidecent("topology", QUICKSTART, "-n", "8", "--set", "topology.kind=star",
+                    "--set", "topology.directed=true")
+    assert bad.returncode == 0 and "strongly connected: no (nodes 1, 2, 3, 4, 5, 6, 7 cannot reach node 0)" in bad.stdout
+
+
+@pytest.mark.timeout(120)
+def test_info_reports_mpi_osc_and_parallel_h5py():
+    result = mpidecent("info", ranks=2)
+    assert result.returncode == 0, result.stderr
+    assert "Open MPI" in result.stdout
+    assert "one-sided (osc) component  rdma" in result.stdout
+    assert "h5py has MPI               yes" in result.stdout
+    assert "ranks in this launch       2" in result.stdout
