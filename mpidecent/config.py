@@ -262,3 +262,63 @@ def _toml_value(value: Any) -> str:
     if value is None:
         raise ValueError("TOML has no null")
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+# ---- the job-file reference, generated from the declarations above ----------------------------------------
+
+
+def _row(p: Param) -> str:
+    kinds = " or ".join({bool: "bool", int: "int", float: "float", str: "string", list: "list"}[k] for k in p.kinds)
+    bounds = []
+    if p.choices is not None:
+        bounds.append(" \\| ".join(_toml_value(c) for c in p.choices))
+    if p.minimum is not None:
+        bounds.append(("> " if p.exclusive_minimum else "≥ ") + f"{p.minimum:g}")
+    if p.maximum is not None:
+        bounds.append(f"≤ {p.maximum:g}")
+    default = "required" if p.required else ("(depends)" if p.default is None else f"`{_toml_value(p.default)}`")
+    return f"| `{p.name}` | {kinds} | {default} | {'; '.join(bounds)} | {p.doc} |"
+
+
+def _table(params: Sequence[Param]) -> list[str]:
+    if not params:
+        return ["(no keys of its own)", ""]
+    return ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|", *map(_row, params), ""]
+
+
+def job_reference() -> str:
+    """Markdown reference of every job-file section and key (``docs/job-file.md`` is this text)."""
+    from mpidecent.learning.data import COMMON_PARAMS as DATA_COMMON, DATASETS
+    from mpidecent.learning.models import COMMON_PARAMS as MODEL_COMMON, MODELS
+
+    out = ["# Job file reference", "",
+           "Generated from the code's declarations by `python -m mpidecent.config > docs/job-file.md`;",
+           "a unit test fails when this file and the code disagree. Unknown keys, wrong types and",
+           "out-of-range values are errors naming `[section] key`.", "",
+           "## [run]", "", *_table(RUN_PARAMS),
+           "## [topology]", "", "Keys of every kind:", "", *_table(TOPOLOGY_COMMON)]
+    for kind in KINDS.values():
+        default = "true" if kind.default_directed else "false"
+        out += [f"### kind = \"{kind.name}\"", "", f"{kind.doc} (directed default: {default})", "",
+                *_table(kind.params)]
+    out += ["## [algorithm]", ""]
+    for algo in ALGORITHMS.values():
+        needs = {"directed": "a strongly connected directed graph", "undirected": "a connected undirected graph",
+                 "complete": "no graph (all ranks)"}[algo.graph]
+        out += [f"### name = \"{algo.name}\"", "", f"{algo.doc}. Needs {needs}; compression: "
+                f"{', '.join(algo.compressors) if algo.compressors else 'any'}.", "", *_table(algo.params)]
+    out += ["## [compression]", ""]
+    for comp in COMPRESSORS.values():
+        summary = (comp.__doc__ or "").strip().splitlines()[0]
+        out += [f"### name = \"{comp.name}\"", "", summary, "", *_table(comp.params)]
+    out += ["## [data]", "", "Keys of every data set:", "", *_table(DATA_COMMON)]
+    for data in DATASETS.values():
+        out += [f"### name = \"{data.name}\"", "", data.doc, "", *_table(data.params)]
+    out += ["## [model]", "", "Keys of every model:", "", *_table(MODEL_COMMON)]
+    for model in MODELS.values():
+        out += [f"### name = \"{model.name}\"", "", model.doc, "", *_table(model.params)]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(job_reference(), end="")

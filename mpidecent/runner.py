@@ -279,11 +279,11 @@ class Runner:
         g = row.global_values
         rate = row.step / elapsed if elapsed > 0 else math.nan
         eta = (steps - row.step) / rate if row.step and rate > 0 else math.nan
-        eta_text = f"ETA {eta:5.1f}s" if math.isfinite(eta) else "ETA    -"
+        speed = f"{rate:6.1f} steps/s  ETA {eta:5.1f}s" if math.isfinite(eta) else ""
         print(f"[{self.job.run['name']}] step {row.step:>{len(str(steps))}}/{steps}  "
-              f"loss {g['avg_model_loss']:.6f}  subopt {g['suboptimality']:.3e}  "
-              f"consensus {g['consensus_distance']:.2e}  bits {g['cumulative_bits']:.3e}  "
-              f"{rate:6.1f} steps/s  {eta_text}", flush=True)
+              f"avg-loss {g['avg_model_loss']:.6f}  subopt {g['suboptimality']:.3e}  "
+              f"consensus {g['consensus_distance']:.2e}  bits {g['cumulative_bits']:.3e}  {speed}".rstrip(),
+              flush=True)
 
     def summary(self, row: LogRow, status: str) -> str:
         g, job, plan = row.global_values, self.job, self.plan

@@ -121,3 +121,11 @@ def test_relative_edge_file_is_read_next_to_the_job(tmp_path):
     assert plan.graph.out_neighbors(0).tolist() == [1, 2]
     with pytest.raises(JobError, match="out of range for 3 ranks"):
         plan_job(load_job(job_path), 3)
+
+
+def test_job_file_reference_is_in_sync_with_the_code():
+    from mpidecent.config import job_reference
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "job-file.md"
+    assert doc.read_text(encoding="utf-8") == job_reference(), \
+        "regenerate it: python -m mpidecent.config > docs/job-file.md"

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Run the mpidecent test suite with the .venv from scripts/setup.sh.
+#
+#   scripts/run_tests.sh [pytest args...]      e.g. scripts/run_tests.sh -k topology -x
+#
+# Phases (all run, even after a failure; a summary follows):
+#   unit+e2e   python -m pytest tests/unit tests/e2e          (one process; e2e tests start mpirun)
+#   mpi np=4   mpirun -n 4 python -m pytest --with-mpi tests/mpi
+#   mpi np=8   mpirun -n 8 python -m pytest --with-mpi tests/mpi
+# A missing test directory, or one without test files, skips its phase. Every phase runs under
+# `timeout`, and pytest-timeout (thread method) kills a test blocked in an MPI call, so a hang
+# fails the run instead of stalling it.
+#
+# Environment knobs:
+#   MPIDECENT_TEST_TIMEOUT   per-test timeout in seconds (pytest-timeout; default 300)
+#   MPIDECENT_PHASE_TIMEOUT  wall-clock limit per phase in seconds (default 900)
+#   MPIDECENT_MPI_SIZES      rank counts for tests/mpi (default "4 8")
+#   MPIDECENT_ALL_RANKS=1    stream every rank's output (default: rank 0 live, other ranks'
+#                            output shown only when the phase fails)
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+VENV="$REPO/.venv"
+PY="$VENV/bin/python"
+TEST_TIMEOUT="${MPIDECENT_TEST_TIMEOUT:-300}"
+PHASE_TIMEOUT="${MPIDECENT_PHASE_TIMEOUT:-900}"
+MPI_SIZES="${MPIDECENT_MPI_SIZES:-4 8}"
+
+if [[ ! -x "$PY" ]] || ! "$PY" -c 'import pytest, pytest_timeout' 2>/dev/null; then
+    echo "run_tests.sh: $VENV missing or without the test extras; run scripts/setup.sh (or make setup) first" >&2
+    exit 2
+fi
+# shellcheck source=scripts/mpienv.sh
+. "$REPO/scripts/mpienv.sh"
+# Tests that start subprocesses (`mpirun ... python`, `mpidecent`) find the venv's.
+export VIRTUAL_ENV="$VENV"
+export PATH="$VENV/bin:$PATH"
+# No stray .pyc files in the tree (the suite runs concurrently with edits).
+export PYTHONDONTWRITEBYTECODE=1
+
+COMMON=(-q -p no:cacheprovider "--timeout=$TEST_TIMEOUT")
+# mpirun hands ranks a pty, so pytest would colour its output even into a log file or CI.
+[[ -t 1 ]] || COMMON+=(--color=no)
+LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/mpidecent-tests.XXXXXX")"
+trap 'rm -rf "$LOGDIR"' EXIT
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+has_tests() {  # any test_*.py / *_test.py below the given directories?
+    local d
+    for d in "$@"; do
+        [[ -d "$d" ]] && [[ -n "$(find "$d" -name 'test_*.py' -o -name '*_test.py' | head -n 1)" ]] && return 0
+    done
+    return 1
+}
+
+NAMES=() RESULTS=() TIMES=()
+record() { NAMES+=("$1"); RESULTS+=("$2"); TIMES+=("$3"); }
+# Interpret an exit status: 0 pass, 5 = pytest collected nothing (e.g. -k deselected all),
+# 124/137 = killed by `timeout`.
+classify() {
+    case "$1" in
+        0) echo PASS ;;
+        5) echo "PASS (no tests selected)" ;;
+        124 | 137) echo "FAIL (phase timeout ${PHASE_TIMEOUT}s)" ;;
+        *) echo "FAIL (exit $1)" ;;
+    esac
+}
+
+# ---- phase a: single-process tests -------------------------------------------------------------
+phase_serial() {
+    local name="unit+e2e" dirs=() d t0 rc
+    for d in tests/unit tests/e2e; do
+        has_tests "$d" && dirs+=("$d")
+    done
+    if ((${#dirs[@]} == 0)); then
+        echo "=== $name: skipped (no tests in tests/unit or tests/e2e)"
+        record "$name" "SKIP (no tests)" 0.0
+        return
+    fi
+    echo "=== $name: python -m pytest ${dirs[*]} ${*@Q}"
+    t0=$(now)
+    # Default (signal) timeout method here: a stuck test fails alone and the run continues.
+    timeout -k 30 "$PHASE_TIMEOUT" "$PY" -m pytest "${COMMON[@]}" "${dirs[@]}" "$@"
+    rc=$?
+    record "$name" "$(classify $rc)" "$(since "$t0")"
+}
+
+# ---- phases b, c: tests/mpi under mpirun -------------------------------------------------------
+phase_mpi() {
+    local np="$1"; shift
+    local name="mpi np=$np" t0 rc r log
+    if ! has_tests tests/mpi; then
+        echo "=== $name: skipped (no tests in tests/mpi)"
+        record "$name" "SKIP (no tests)" 0.0
+        return
+    fi
+    echo "=== $name: mpirun -n $np python -m pytest --with-mpi tests/mpi ${*@Q}"
+    local out="$LOGDIR/np$np"
+    mkdir -p "$out"
+    # timeout_method=thread: the signal method cannot interrupt a rank blocked inside an MPI call.
+    # On expiry pytest-timeout dumps the stacks and os._exit()s that rank; mpirun then sees a rank
+    # die without MPI_Finalize and tears the whole job down. `timeout` is the backstop.
+    local pytest_cmd=("$PY" -m pytest "${COMMON[@]}" -o timeout_method=thread --with-mpi tests/mpi "$@")
+    t0=$(now)
+    if [[ "${MPIDECENT_ALL_RANKS:-0}" == 1 ]]; then
+        timeout -k 30 "$PHASE_TIMEOUT" mpirun -n "$np" "${pytest_cmd[@]}"
+        rc=$?
+    else
+        # Rank 0 prints live; the others write to $out/rank.N.log (exec keeps mpirun -> python a
+        # direct parent/child pair so signals reach python).
+        timeout -k 30 "$PHASE_TIMEOUT" mpirun -n "$np" bash -c '
+            r="${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-${PMI_RANK:-0}}}"
+            if [ "$r" = 0 ]; then exec "$@"; else exec "$@" >"'"$out"'/rank.$r.log" 2>&1; fi
+        ' rank "${pytest_cmd[@]}"
+        rc=$?
+        if ((rc != 0 && rc != 5)); then
+            for ((r = 1; r < np; r++)); do
+                log="$out/rank.$r.log"
+                [[ -s "$log" ]] || continue
+                echo "----- rank $r output (last 60 lines) -----"
+                tail -n 60 "$log"
+            done
+        fi
+    fi
+    record "$name" "$(classify $rc)" "$(since "$t0")"
+}
+
+T0=$(now)
+phase_serial "$@"
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "=== mpi phases: mpirun not on PATH" >&2
+    record "mpi" "FAIL (mpirun not found)" 0.0
+else
+    for np in $MPI_SIZES; do
+        phase_mpi "$np" "$@"
+    done
+fi
+
+echo
+echo "=== test summary (total $(since "$T0")s)"
+failed=0
+for i in "${!NAMES[@]}"; do
+    printf '  %-10s %-34s %8ss\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}"
+    [[ "${RESULTS[$i]}" == FAIL* ]] && failed=1
+done
+if ((failed)); then
+    echo "=== FAILED"
+    exit 1
+fi
+echo "=== OK"
