@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import mpidecent
@@ -86,11 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         job = load_job(args.job, args.overrides)
         plan = plan_job(job, comm.size)
         out = args.out or job.run["out"]
-        if os.path.exists(out) and not args.force:
-            raise JobError(f"results file {out!r} already exists; pass --force to overwrite it or --out to "
-                           "write elsewhere")
-        if os.path.isdir(out):
-            raise JobError(f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5")
+        _check_output(out, args.force)
     except JobError as err:
         problem = str(err)
     # The first collective: every rank learns whether any rank found a problem.
@@ -107,6 +104,26 @@ def _run(args: argparse.Namespace) -> int:
     from mpidecent.runner import Runner
 
     return Runner(plan, env, out, overwrite=args.force, quiet=args.quiet).run()
+
+
+def _check_output(out: str, force: bool) -> None:
+    """The results file can be created: not a directory, not existing (unless --force), and its folder
+    can be made and written (tried for real with a probe file: permission bits say nothing to root or
+    about read-only file systems). Checked before any collective, so a bad path ends every rank with
+    one line instead of failing inside the collective file creation."""
+    if os.path.isdir(out):
+        raise JobError(f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5")
+    if os.path.exists(out) and not force:
+        raise JobError(f"results file {out!r} already exists; pass --force to overwrite it or --out to "
+                       "write elsewhere")
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise JobError(f"results file {out!r}: cannot write in {folder!r} ({err.strerror}); choose another "
+                       "--out or [run] out") from None
 
 
 def _check_launch(size: int) -> None:

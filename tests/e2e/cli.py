@@ -22,7 +22,16 @@ class Result:
 
 def mpidecent(*args: str, ranks: int | None = None, timeout: float = 180) -> Result:
     """``mpirun -n ranks python -m mpidecent args...`` (or no mpirun when ranks is None)."""
-    command = f"{shlex.quote(sys.executable)} -m mpidecent {' '.join(shlex.quote(a) for a in args)}"
+    return _launch(f"-m mpidecent {' '.join(shlex.quote(a) for a in args)}", ranks, timeout)
+
+
+def run_python(code: str, ranks: int, timeout: float = 180) -> Result:
+    """``mpirun -n ranks python -c code``."""
+    return _launch(f"-c {shlex.quote(code)}", ranks, timeout)
+
+
+def _launch(python_args: str, ranks: int | None, timeout: float) -> Result:
+    command = f"{shlex.quote(sys.executable)} {python_args}"
     if ranks is not None:
         command = f"mpirun -n {ranks} {command}"
     start = time.perf_counter()

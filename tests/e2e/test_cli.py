@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import h5py
 import numpy as np
 import pytest
 
-from cli import ROOT, mpidecent
+from cli import ROOT, mpidecent, run_python
 from mpidecent.compression import build_compressor
 from mpidecent.config import load_job, load_text
 from mpidecent.plan import plan_job
@@ -47,6 +48,9 @@ def test_results_file_has_the_documented_layout_and_exact_bit_counts(quickstart_
         assert attrs["status"] == "completed" and attrs["steps_completed"] == 60
         assert attrs["algorithm"] == "quantized_push_sum" and attrs["osc_component"] == "rdma"
         assert "Open MPI" in attrs["mpi_library"] and attrs["finished"]
+        # design §6: torch threads per rank = SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else 1
+        expected_threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("OMP_NUM_THREADS") or 1)
+        assert attrs["torch_threads_per_rank"] == expected_threads
         assert load_text(attrs["job"]).to_toml() == job.to_toml()  # the stored job is the resolved job
         np.testing.assert_array_equal(f["topology/edges"][()], plan.graph.edges)
         np.testing.assert_allclose(f["topology/weights"][()].sum(axis=0), 1.0, rtol=0, atol=1e-15)
@@ -103,6 +107,27 @@ def test_bad_jobs_end_every_rank_with_one_line(tmp_path, overrides, message):
     assert len(mine) == 1 and "Traceback" not in result.stderr
     assert result.seconds < 60
     assert not out.exists()
+
+
+@pytest.mark.timeout(120)
+def test_unwritable_results_path_is_one_line_on_every_rank():
+    result = mpidecent("run", QUICKSTART, "--out", "/proc/mpidecent-nope/run.h5", ranks=4, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("cannot write in '/proc/mpidecent-nope'") == 1
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_an_exception_on_one_rank_aborts_the_whole_job():
+    """design §6: the other ranks, blocked in a collective, must not hang."""
+    code = ("from mpidecent.comm.world import abort_on_error, init_mpi; init_mpi(); abort_on_error(); "
+            "from mpi4py import MPI; comm = MPI.COMM_WORLD; "
+            "comm.rank == 1 and 1 / 0; comm.Barrier()")
+    result = run_python(code, ranks=4, timeout=90)
+    assert result.returncode != 0
+    assert result.stderr.count("mpidecent: internal error on rank 1") == 1
+    assert "ZeroDivisionError" in result.stderr
+    assert result.seconds < 60
 
 
 @pytest.mark.timeout(120)

@@ -53,3 +53,17 @@ def test_dpsgd_converges_to_the_optimum_with_a_decaying_step(mpi_tmp_path, comm)
     assert constant["global/suboptimality"][-1] > 3 * sub[-1]
     # Exact full-precision traffic: 64 bits per entry to each of the 2 ring neighbours, every step.
     np.testing.assert_array_equal(decaying["rank/bits_sent"][-1], 200 * 2 * 11 * 64)
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(180)
+def test_float32_runs_send_32_bit_entries_and_match_float64(mpi_tmp_path, comm):
+    directed = ["algorithm.name=push_sum", "topology.kind=chord_ring", "algorithm.lr_schedule=inverse",
+                "algorithm.lr_decay_steps=20"]
+    single = run_job(JOB, mpi_tmp_path / "f32.h5", directed + ["run.dtype=float32"])
+    double = run_job(JOB, mpi_tmp_path / "f64.h5", directed)
+    assert single["attrs"]["compressor_bits"] == 32 * 11 and double["attrs"]["compressor_bits"] == 64 * 11
+    ratio = single["rank/bits_sent"][-1] / double["rank/bits_sent"][-1]
+    np.testing.assert_allclose(ratio, (32 * 11 + 64) / (64 * 11 + 64))  # y stays an exact float64
+    assert abs(single["global/suboptimality"][-1] - double["global/suboptimality"][-1]) <= 1e-5
+    assert double["global/suboptimality"][-1] <= 1e-3 * double["global/suboptimality"][0]

@@ -129,3 +129,14 @@ def test_job_file_reference_is_in_sync_with_the_code():
     doc = Path(__file__).resolve().parents[2] / "docs" / "job-file.md"
     assert doc.read_text(encoding="utf-8") == job_reference(), \
         "regenerate it: python -m mpidecent.config > docs/job-file.md"
+
+
+def test_validation_needs_no_mpi():
+    """Job validation runs on every rank before MPI is used, so its modules must not import mpi4py."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mpidecent.config, mpidecent.plan, mpidecent.algorithms, mpidecent.learning.problems; "
+            "print('mpi4py' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
