@@ -229,6 +229,7 @@ class Runner:
             writer.close()
             if self.neighborhood is not None:
                 self.neighborhood.free()
+            self.comm.Free()
         if self.rank == 0:
             if message:
                 print(f"mpidecent: {message}", file=sys.stderr, flush=True)
