@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="job file (TOML)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a job key, e.g. --set algorithm.lr=0.05 (repeatable)")
-    run.add_argument("--out", help="results file (default: [run] out, else runs/<name>.h5)")
+    run.add_argument("--out", help="results file (default: [run] out, else runs/<name>.h5); for a job with "
+                                   "[[sweep]] variants, the folder of their files")
     run.add_argument("--force", action="store_true", help="overwrite an existing results file")
     run.add_argument("--quiet", action="store_true", help="no progress lines or summary")
 
@@ -77,17 +78,19 @@ def _run(args: argparse.Namespace) -> int:
 
     comm = MPI.COMM_WORLD
     problem: str | None = None
-    plan = None
-    out = ""
+    work: list[tuple[object, str]] = []  # (plan, results file) per job, in order
     try:
         _check_launch(comm.size)
-        from mpidecent.config import load_job
+        from mpidecent.config import load_jobs
         from mpidecent.plan import plan_job
 
-        job = load_job(args.job, args.overrides)
-        plan = plan_job(job, comm.size)
-        out = args.out or job.run["out"]
-        _check_output(out, args.force)
+        jobs = load_jobs(args.job, args.overrides)
+        for job in jobs:
+            out = job.run["out"]
+            if args.out:  # one results file, or the folder of a sweep's files
+                out = os.path.join(args.out, f"{job.variant}.h5") if job.variant else args.out
+            _check_output(out, args.force)
+            work.append((plan_job(job, comm.size), out))
     except JobError as err:
         problem = str(err)
     # The first collective: every rank learns whether any rank found a problem.
@@ -101,9 +104,16 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
         return EXIT_BAD_INPUT
     abort_on_error()
-    from mpidecent.runner import Runner
+    from mpidecent.runner import Runner, comparison_table
 
-    return Runner(plan, env, out, overwrite=args.force, quiet=args.quiet).run()
+    status, runs = EXIT_OK, []
+    for plan, out in work:
+        runner = Runner(plan, env, out, overwrite=args.force, quiet=args.quiet)
+        status = max(status, runner.run())  # a diverged variant does not stop the rest of a sweep
+        runs.append(runner.result)
+    if len(runs) > 1 and comm.rank == 0:
+        print(comparison_table(runs), flush=True)
+    return status
 
 
 def _check_output(out: str, force: bool) -> None:
@@ -139,34 +149,39 @@ def _topology(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mpidecent.algorithms import ALGORITHMS
-    from mpidecent.config import load_job
+    from mpidecent.config import load_jobs
     from mpidecent.plan import build_topology
-    from mpidecent.topology import connectivity_problem, is_strongly_connected, spectral_gap
+    from mpidecent.topology import connectivity_problem, is_strongly_connected
+    from mpidecent.topology.schedule import schedule_spectral_gap
 
     try:
-        job = load_job(args.job, args.overrides)
+        job = load_jobs(args.job, args.overrides)[0]
         n = args.nodes or job.topology["n"]
         if not n or n < 1:
             raise JobError("give the number of nodes with -n N (or set [topology] n)")
-        graph, weights = build_topology(job, n)
+        schedule, weights = build_topology(job, n)
     except JobError as err:
         return _fail(str(err))
     algo = ALGORITHMS[job.algorithm["name"]]
+    graph = schedule.union()
     strong = is_strongly_connected(graph)
+    period = f"; time-varying, period {schedule.period} (degrees below are of the union)" \
+        if schedule.time_varying else ""
     print(f"topology: {job.topology['kind']} ({'directed' if graph.directed else 'undirected'}), {n} nodes, "
-          f"{graph.num_edges} directed edges; weights: {job.topology['weights']}")
+          f"{graph.num_edges} directed edges; weights: {job.topology['weights']}{period}")
     print(f"{'node':>6} {'in':>4} {'out':>4}  out-neighbours")
     for i in range(n):
         nbrs = " ".join(str(j) for j in graph.out_neighbors(i))
         print(f"{i:>6} {graph.in_degree[i]:>4} {graph.out_degree[i]:>4}  {nbrs}")
     print(f"in-degree min/mean/max: {graph.in_degree.min()}/{graph.in_degree.mean():.2f}/{graph.in_degree.max()}; "
           f"out-degree min/mean/max: {graph.out_degree.min()}/{graph.out_degree.mean():.2f}/{graph.out_degree.max()}")
-    regular = bool(np.all(graph.out_degree == graph.out_degree[0]))
+    regular = all(bool(np.all(g.out_degree == g.out_degree[0])) for g in schedule.graphs)
     print(f"strongly connected: {'yes' if strong else 'no (' + str(connectivity_problem(graph)) + ')'}")
     print(f"regular out-degree: {'yes' if regular else 'no (push-sum weights y_i will differ from 1)'}")
-    print(f"spectral gap of W: {spectral_gap(weights):.6f} (1 − |λ₂|; larger mixes faster)")
-    if algo.graph == "directed" and not strong:
-        print(f"warning: {algo.name} needs a strongly connected graph; this job would be refused")
+    print(f"spectral gap of W: {schedule_spectral_gap(weights):.6f} (1 − |λ₂|{' per step over a period' if schedule.time_varying else ''}; "
+          "larger mixes faster)")
+    if algo.graph in ("directed", "undirected") and not strong and job.topology["kind"] != "disconnected":
+        print(f"warning: {algo.name} needs a connected graph; this job would be refused")
     return EXIT_OK
 
 

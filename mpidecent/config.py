@@ -15,8 +15,12 @@ from one job file; ``Job.set_aside`` lists them and the run prints them.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import math
+import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,10 +31,11 @@ from typing import Any
 from mpidecent.algorithms import ALGORITHMS
 from mpidecent.compression import COMPRESSORS
 from mpidecent.errors import JobError
-from mpidecent.learning.data import resolve_data
-from mpidecent.learning.models import resolve_model
+from mpidecent.learning.data import data_task, resolve_data
+from mpidecent.learning.models import check_model_task, resolve_model
 from mpidecent.params import Param, resolve
 from mpidecent.topology import KINDS
+from mpidecent.topology.schedule import SCHEDULES
 
 SECTIONS = ("run", "topology", "algorithm", "compression", "data", "model")
 
@@ -48,7 +53,8 @@ RUN_PARAMS: tuple[Param, ...] = (
 )
 
 TOPOLOGY_COMMON: tuple[Param, ...] = (
-    Param("kind", str, "complete", "graph family", choices=tuple(KINDS)),
+    Param("kind", str, "complete", "graph family (static) or schedule (time-varying)",
+          choices=(*KINDS, *SCHEDULES)),
     Param("n", int, 0, "number of nodes; 0 = the number of MPI ranks started (when set it must match)",
           minimum=0),
     Param("directed", bool, None, "directed graph (default depends on the kind)"),
@@ -77,6 +83,8 @@ class Job:
     # Keys of the job file that belonged to a plug-in replaced by --set (e.g. compression.levels after
     # --set compression.name=identity); they were valid for it and are not used.
     set_aside: tuple[str, ...] = ()
+    # For a variant of a [[sweep]]: its name (the sweep's settings are already applied).
+    variant: str = ""
 
     def section(self, name: str) -> Mapping[str, Any]:
         return getattr(self, name)
@@ -91,48 +99,123 @@ class Job:
         return "\n".join(lines)
 
 
-def load_job(path: str | Path, overrides: Sequence[str] = ()) -> Job:
-    """Read, override and validate the job file at ``path``; raises ``JobError``."""
-    path = Path(path)
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise JobError(f"job file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise JobError(f"job file {str(path)!r} cannot be read: {err}") from None
-    return load_text(text, str(path), overrides, default_name=path.stem)
+
+
+def load_job(path: str | Path, overrides: Sequence[str] = ()) -> Job:
+    """Read, override and validate a job file without a [[sweep]]; raises ``JobError``."""
+    path = Path(path)
+    return load_text(_read(path), str(path), overrides, default_name=path.stem)
 
 
 def load_text(text: str, path: str = "<string>", overrides: Sequence[str] = (),
               default_name: str = "job") -> Job:
+    jobs = load_text_jobs(text, path, overrides, default_name)
+    if len(jobs) != 1:
+        raise JobError(f"{path}: has a [[sweep]] of {len(jobs)} variants; load it with load_jobs")
+    return jobs[0]
+
+
+def load_jobs(path: str | Path, overrides: Sequence[str] = ()) -> list[Job]:
+    """Every job of a job file: one, or one per [[sweep]] variant (see ``load_text_jobs``)."""
+    path = Path(path)
+    return load_text_jobs(_read(path), str(path), overrides, default_name=path.stem)
+
+
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def load_text_jobs(text: str, path: str = "<string>", overrides: Sequence[str] = (),
+                   default_name: str = "job") -> list[Job]:
+    """Parse a job file; with ``[[sweep]]`` entries, one job per entry::
+
+        [[sweep]]
+        name = "Q10"
+        set = { "algorithm.gossip_rounds" = 10, "compression.fraction" = 0.1 }
+
+    Each variant is the file's job with its ``set`` applied, then the command line's ``--set``
+    overrides. Variant ``v`` of a job named ``base`` is named ``base-v`` and writes
+    ``<[run] out folder, default runs/base>/v.h5``. Every variant is validated here, so a bad one
+    stops the whole sweep before anything runs."""
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise JobError(f"{path}: invalid TOML: {err}") from None
-    for override in overrides:
-        _apply_override(table, override)
-    return validate(table, text, path, tuple(overrides), default_name)
+    sweep = table.pop("sweep", None)
+    if sweep is None:
+        for override in overrides:
+            _apply_override(table, override)
+        return [validate(table, text, path, tuple(overrides), default_name)]
+    if not isinstance(sweep, list) or not sweep or not all(isinstance(v, dict) for v in sweep):
+        raise JobError("[[sweep]] must be one or more tables, each with name = \"...\" and set = { ... }")
+    run = table.get("run", {})
+    base = run.get("name") if isinstance(run, dict) and isinstance(run.get("name"), str) else default_name
+    folder = run.get("out") if isinstance(run, dict) and isinstance(run.get("out"), str) and run.get("out") \
+        else f"runs/{base}"
+    jobs, seen = [], set()
+    for index, variant in enumerate(sweep):
+        unknown = set(variant) - {"name", "set"}
+        name = variant.get("name")
+        if unknown:
+            raise JobError(f"[[sweep]] entry {index + 1}: unknown key {sorted(unknown)[0]!r} (keys: name, set)")
+        if not isinstance(name, str) or not _VARIANT_NAME.fullmatch(name):
+            raise JobError(f"[[sweep]] entry {index + 1}: name must be a string of letters, digits, _ . + -, "
+                           f"got {name!r}")
+        if name in seen:
+            raise JobError(f"[[sweep]] name {name!r} is used twice")
+        seen.add(name)
+        settings = variant.get("set", {})
+        if not isinstance(settings, dict):
+            raise JobError(f"[[sweep]] {name}: set must be a table of \"section.key\" = value")
+        variant_table = copy.deepcopy(table)
+        for key, value in settings.items():
+            _set_key(variant_table, key, value, f"[[sweep]] {name}: set {key!r}")
+        for override in overrides:
+            _apply_override(variant_table, override)
+        variant_run = variant_table.setdefault("run", {})
+        if isinstance(variant_run, dict):
+            variant_run["name"] = f"{base}-{name}"
+            variant_run["out"] = os.path.join(folder, f"{name}.h5")
+        try:
+            job = validate(variant_table, text, path, tuple(overrides), default_name)
+        except JobError as err:
+            raise JobError(f"[[sweep]] {name}: {err}") from None
+        jobs.append(dataclasses.replace(job, variant=name))
+    return jobs
 
 
 def _apply_override(table: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
-    parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    if not sep:
         raise JobError(f"--set {override!r}: expected section.key=value, e.g. --set algorithm.lr=0.05")
-    section, name = parts
-    if section not in SECTIONS:
-        raise JobError(f"--set {override!r}: unknown section [{section}]{_did_you_mean(section, SECTIONS)}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # a bare word such as ring or qsgd
+    _set_key(table, key.strip(), value, f"--set {override!r}")
+
+
+def _set_key(table: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """Set ``section.key`` in a parsed job table (a --set override or a [[sweep]] setting)."""
+    parts = dotted.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise JobError(f"{where}: expected section.key=value, e.g. --set algorithm.lr=0.05")
+    section, name = parts
+    if section not in SECTIONS:
+        raise JobError(f"{where}: unknown section [{section}]{_did_you_mean(section, SECTIONS)}")
     sub = table.setdefault(section, {})
     if not isinstance(sub, dict):
         raise JobError(f"[{section}] must be a table")
     selector = _SELECTORS.get(section)
     if name == selector and sub.get(name, value) != value:
-        # Switching plug-in from the command line (e.g. --set compression.name=identity): remember the
-        # one the file chose, so its own keys can be set aside instead of being rejected as unknown.
+        # Switching plug-in (e.g. --set compression.name=identity): remember the one the file chose, so
+        # its own keys can be set aside instead of being rejected as unknown.
         table.setdefault(_SWITCHED, {}).setdefault(section, sub[name])
     sub[name] = value
 
@@ -208,9 +291,15 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
                        f"for compressed push-sum)")
     compression = {"name": comp_name, **resolve("compression", COMPRESSORS[comp_name].params, comp_table,
                                                owner=comp_name, ignore=("name",))}
+    if algo_cls.needs_contractive:
+        probe = COMPRESSORS[comp_name](8, "float64", **{k: v for k, v in compression.items() if k != "name"})
+        if not probe.contractive:
+            raise JobError(f"[compression] {probe.describe()} is not contractive; {algo_name} needs a contractive "
+                           "operator (qsgd_contractive, topk, randk with scaled = false, sign or identity)")
 
     data = resolve_data(table.get("data", {}))
     model = resolve_model(table.get("model", {}))
+    check_model_task(model, data_task(data), data["name"])
     return Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model)),
                source=source, path=path, overrides=overrides, set_aside=tuple(set_aside))
 
@@ -229,12 +318,22 @@ def _validate_topology(table: Mapping[str, Any] | None, algo_cls: type) -> dict[
         raise JobError(f"[topology] missing required key 'kind' (one of {', '.join(KINDS)})")
     common = resolve("topology", TOPOLOGY_COMMON, {k: v for k, v in table.items() if k in
                                                   {p.name for p in TOPOLOGY_COMMON}})
-    kind = KINDS[common["kind"]]
-    specific = resolve("topology", kind.params, table, owner=kind.name,
-                       ignore=tuple(p.name for p in TOPOLOGY_COMMON))
-    if common["directed"] is None:
-        common["directed"] = kind.default_directed
-    if algo_cls.graph == "undirected" and common["directed"]:
+    common_keys = tuple(p.name for p in TOPOLOGY_COMMON)
+    if common["kind"] in SCHEDULES:
+        schedule = SCHEDULES[common["kind"]]
+        if not algo_cls.time_varying:
+            raise JobError(f"[topology] kind = {schedule.name!r} is time-varying; {algo_cls.name} needs a static "
+                           "graph (time-varying graphs work with push_sum and quantized_push_sum)")
+        if common["directed"] is False:
+            raise JobError(f"[topology] kind = {schedule.name!r} is directed; remove directed = false")
+        common["directed"] = True
+        specific = resolve("topology", schedule.params, table, owner=schedule.name, ignore=common_keys)
+    else:
+        kind = KINDS[common["kind"]]
+        specific = resolve("topology", kind.params, table, owner=kind.name, ignore=common_keys)
+        if common["directed"] is None:
+            common["directed"] = kind.default_directed
+    if algo_cls.graph == "undirected" and common["directed"] and common["kind"] != "disconnected":
         raise JobError(f"[topology] directed = true: {algo_cls.name} needs an undirected graph; set "
                        "directed = false or use push_sum / quantized_push_sum on directed graphs")
     weights = common["weights"]

@@ -25,17 +25,17 @@ import torch
 from mpi4py import MPI
 
 import mpidecent
-from mpidecent.algorithms import ALGORITHMS, Algorithm, Context, StepStats
+from mpidecent.algorithms import ALGORITHMS, Algorithm, Context, MixingRow, StepStats
 from mpidecent.comm.collectives import Collectives
-from mpidecent.comm.graph import GraphNeighborhood
+from mpidecent.comm.graph import Neighborhood
 from mpidecent.comm.world import MpiEnvironment, threads_per_rank
 from mpidecent.compression import build_compressor
 from mpidecent.errors import EXIT_DIVERGED, EXIT_OK
 from mpidecent.io.results import FORMAT_VERSION, ResultsWriter
-from mpidecent.learning.data import load_dataset, make_shard, partition
+from mpidecent.learning.data import load_node_data
 from mpidecent.learning.models import build_flat_model
-from mpidecent.learning.problems import TorchObjective, logistic_optimum
-from mpidecent.plan import Plan
+from mpidecent.learning.problems import GLM_LOSS, LocalEval, TorchObjective, glm_optimum
+from mpidecent.plan import Plan, job_folder
 
 
 @dataclass
@@ -66,6 +66,19 @@ class LogRow:
     max_abs: float  # largest |entry| of any rank's model (NaN if any is non-finite)
 
 
+@dataclass
+class RunResult:
+    """What a finished run reports (rank 0 prints comparison tables from these)."""
+
+    name: str
+    status: str
+    out: str
+    row: LogRow
+    steps: int
+    n: int
+    has_optimum: bool
+
+
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -86,39 +99,39 @@ class Runner:
         self.dtype = np.dtype(self.job.run["dtype"])
         self.seed = int(self.job.run["seed"])
         torch.set_num_threads(threads_per_rank())
-        self.neighborhood: GraphNeighborhood | None = None
+        self.neighborhood: Neighborhood | None = None
         self.algorithm = self._build_algorithm()
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
     def _build_algorithm(self) -> Algorithm:
-        job, rank = self.job, self.rank
-        dataset = load_dataset(job.data)
-        parts = partition(dataset.labels, self.size, job.data["partition"], job.data["seed"])
-        shard = make_shard(dataset, parts, rank)
-        flat = build_flat_model(job.model, dataset.num_features, dataset.num_classes, self.dtype, self.seed)
-        self.objective = TorchObjective(flat, shard, job.model["l2"], job.data["batch_size"], self.seed, rank,
-                                        flat.module.data_loss)
-        self.optimum = self._optimum(dataset, parts)
+        job, rank, plan = self.job, self.rank, self.plan
+        # Collective for data read in parallel (hdf5); generated data sets are built on every rank.
+        self.data = load_node_data(job.data, self.size, rank, comm=self.comm, base_dir=job_folder(job))
+        flat = build_flat_model(job.model, self.data.num_features, self.data.num_classes, self.dtype, self.seed,
+                                node=rank)
+        self.objective = TorchObjective(flat, self.data, job.model["l2"], job.data["batch_size"], self.seed, rank)
+        self.optimum = self._optimum()
         algo_cls = ALGORITHMS[job.algorithm["name"]]
         compressor = build_compressor(job.compression["name"], flat.dim, self.dtype, job.compression)
-        weights = self.plan.weights
+        rows = tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
+                               w[rank, g.in_neighbors(rank)]) for g, w in zip(plan.schedule.graphs, plan.slot_weights))
         ctx = Context(rank=rank, size=self.size, seed=self.seed, dtype=self.dtype, params=job.algorithm,
-                      objective=self.objective, compressor=compressor, collectives=self.collectives,
-                      self_weight=float(weights[rank, rank]))
+                      objective=self.objective, compressor=compressor, collectives=self.collectives, rows=rows)
         if algo_cls.graph != "complete":
-            self.neighborhood = GraphNeighborhood(self.comm, self.plan.graph)
+            self.neighborhood = Neighborhood(self.comm, plan.schedule)
             ctx.neighborhood = self.neighborhood
-            ctx.in_weights = weights[rank, self.neighborhood.in_neighbors]
         return algo_cls(ctx)
 
-    def _optimum(self, dataset, parts) -> float:
-        """f* of the network objective, computed once on rank 0 (NaN when unknown)."""
-        value = math.nan
-        if self.rank == 0 and self.job.model["name"] == "logistic" and self.job.model["l2"] > 0:
-            shards = [(dataset.features[p], dataset.labels[p]) for p in parts]
-            value = logistic_optimum(shards, self.job.model["l2"]).value
-        return float(self.comm.bcast(value, root=0))
+    def _optimum(self) -> float:
+        """f* of the network objective for convex generalised linear models with ℓ2 > 0, computed
+        collectively by Newton's method on the shards (NaN when unknown: non-convex models, softmax)."""
+        model, l2 = self.job.model["name"], self.job.model["l2"]
+        if model not in GLM_LOSS or l2 <= 0:
+            return math.nan
+        loss, bias = GLM_LOSS[model]
+        return glm_optimum(self.data.train.features, self.data.train.targets, self.size, l2, loss, bias,
+                           self.collectives).value
 
     # ---- metrics --------------------------------------------------------------------------------------------
 
@@ -130,9 +143,11 @@ class Runner:
         mean /= self.size
         local_at_mean = self.objective.evaluate(mean)
         local_own = self.objective.evaluate(model)
+        test = self.objective.evaluate_test(mean) or LocalEval(0.0, 0, 0)
         spread = float(np.sum((model - mean) ** 2))
         sums = self.collectives.sum_scalars(spread, local_at_mean.objective, local_at_mean.correct,
-                                            local_at_mean.count, totals.compute_s, totals.comm_s)
+                                            local_at_mean.count, totals.compute_s, totals.comm_s,
+                                            test.objective * test.count, test.correct, test.count)
         counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
         self.collectives.allreduce_sum(counts)
         max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf])
@@ -151,7 +166,7 @@ class Runner:
         global_values = {
             "avg_model_loss": avg_loss,
             "suboptimality": avg_loss - self.optimum,
-            "accuracy": sums[2] / sums[3] if sums[3] else math.nan,
+            "accuracy": sums[2] / sums[3] if sums[3] and self.data.task != "regression" else math.nan,
             "consensus_distance": sums[0] / self.size,
             "cumulative_bits": int(counts[0]),
             "cumulative_bytes": int(counts[1]),
@@ -159,6 +174,9 @@ class Runner:
             "compute_s_total": sums[4],
             "comm_s_total": sums[5],
         }
+        if self.data.num_test:
+            global_values["test_loss"] = sums[6] / sums[8]
+            global_values["test_accuracy"] = sums[7] / sums[8] if self.data.task != "regression" else math.nan
         totals.losses.clear()
         return LogRow(step, rank_values, global_values, float(max_abs[0]))
 
@@ -183,6 +201,12 @@ class Runner:
             "compressor_description": algo.compressor.describe(),
             "compressor_bits": algo.compressor.bits,
             "model_dim": self.objective.dim,
+            "model": job.model["name"],
+            "data": job.data["name"],
+            "task": self.data.task,
+            "num_train": self.data.num_train,
+            "num_test": self.data.num_test,
+            "schedule_period": self.plan.schedule.period,
             "dtype": job.run["dtype"],
             "optimum": self.optimum,
             "world_size": self.size,
@@ -213,14 +237,17 @@ class Runner:
         if self.rank == 0 and job.set_aside and not self.quiet:
             print(f"note: --set switched a plug-in; unused keys of the job file: {', '.join(job.set_aside)}",
                   flush=True)
-        writer = ResultsWriter(self.out, self.comm, self.overwrite, rank_extras)
+        global_extras = {"test_loss": ("f8", "", "mean loss (no ℓ2) of the average model on the held-out test set"),
+                         "test_accuracy": ("f8", "fraction", "accuracy of the average model on the test set")
+                         } if self.data.num_test else {}
+        writer = ResultsWriter(self.out, self.comm, self.overwrite, rank_extras, global_extras)
         try:
             writer.set_attrs(self._metadata())
-            writer.write_topology(self.plan.graph.edges, self.plan.weights, {
+            writer.write_topology(self.plan.graph.edges, self.plan.slot_weights, {
                 "kind": job.topology["kind"], "directed": bool(self.plan.graph.directed),
                 "n": self.plan.n, "weights_name": job.topology["weights"],
                 "strongly_connected": bool(self.plan.strongly_connected),
-                "spectral_gap": float(self.plan.spectral_gap)})
+                "spectral_gap": float(self.plan.spectral_gap), "period": self.plan.schedule.period})
             status, message, last = self._loop(writer, steps, log_every)
             finished = self.comm.bcast(_utc_now(), root=0)
             writer.set_attrs({"finished": finished, "status": status, "message": message,
@@ -230,6 +257,8 @@ class Runner:
             if self.neighborhood is not None:
                 self.neighborhood.free()
             self.comm.Free()
+        self.result = RunResult(job.run["name"], status, self.out, last, job.run["steps"], self.size,
+                                math.isfinite(self.optimum))
         if self.rank == 0:
             if message:
                 print(f"mpidecent: {message}", file=sys.stderr, flush=True)
@@ -286,6 +315,15 @@ class Runner:
               f"consensus {g['consensus_distance']:.2e}  bits {g['cumulative_bits']:.3e}  {speed}".rstrip(),
               flush=True)
 
+    def _topology_text(self) -> str:
+        plan, kind = self.plan, self.job.topology["kind"]
+        graph = plan.graph
+        shape = "directed" if graph.directed else "undirected"
+        if plan.schedule.time_varying:
+            shape += f", time-varying with period {plan.schedule.period}"
+        return (f"{kind} ({shape}), {plan.n} nodes, {graph.num_edges} edges, spectral gap {plan.spectral_gap:.4f}"
+                f"{' per step' if plan.schedule.time_varying else ''}")
+
     def summary(self, row: LogRow, status: str) -> str:
         g, job, plan = row.global_values, self.job, self.plan
         steps = max(row.step, 1)
@@ -294,13 +332,19 @@ class Runner:
         lines = [
             ("run", f"{job.run['name']} ({status}, {row.step}/{job.run['steps']} steps)"),
             ("algorithm", self.algorithm.describe()),
-            ("topology", f"{job.topology['kind']} ({'directed' if plan.graph.directed else 'undirected'}), "
-                         f"{plan.n} nodes, {plan.graph.num_edges} edges, spectral gap {plan.spectral_gap:.4f}"),
-            ("model", f"{job.model['name']}, d = {self.objective.dim}, {job.run['dtype']}"),
+            ("topology", self._topology_text()),
+            ("model", f"{job.model['name']}, d = {self.objective.dim}, {job.run['dtype']}; data {job.data['name']} "
+                      f"({self.data.task}, {self.data.num_train} train / {self.data.num_test} test samples)"),
             ("avg-model loss", f"{g['avg_model_loss']:.8f}"),
-            ("optimum f*", f"{self.optimum:.8f}"),
-            ("suboptimality", f"{g['suboptimality']:.4e}"),
-            ("accuracy", f"{g['accuracy']:.4f}"),
+        ]
+        if math.isfinite(self.optimum):
+            lines += [("optimum f*", f"{self.optimum:.8f}"), ("suboptimality", f"{g['suboptimality']:.4e}")]
+        if self.data.task != "regression":
+            lines.append(("accuracy", f"{g['accuracy']:.4f} (training set)"))
+        if "test_loss" in g:
+            test_acc = f", accuracy {g['test_accuracy']:.4f}" if self.data.task != "regression" else ""
+            lines.append(("test set", f"loss {g['test_loss']:.6f}{test_acc}"))
+        lines += [
             ("consensus dist.", f"{g['consensus_distance']:.4e}"),
             ("bits sent", f"{g['cumulative_bits']:.6e} total, {g['cumulative_bits'] / (plan.n * steps):.1f} "
                           "per node per step"),
@@ -312,3 +356,23 @@ class Runner:
         width = max(len(k) for k, _ in lines)
         rule = "-" * (width + 2 + max(len(v) for _, v in lines))
         return "\n".join([rule, *(f"{k:<{width}}  {v}" for k, v in lines), rule])
+
+
+def comparison_table(runs: list[RunResult]) -> str:
+    """One line per run: the final numbers side by side (a sweep's summary)."""
+    header = ["run", "status", "steps", "avg-loss", "subopt", "accuracy", "consensus", "bits", "bits/node/step",
+              "paper units", "wall s"]
+    rows = []
+    for r in runs:
+        g = r.row.global_values
+        acc = g.get("test_accuracy", g["accuracy"])
+        paper = r.row.rank_values.get("paper_bits")
+        rows.append([r.name, r.status, str(r.row.step), f"{g['avg_model_loss']:.6f}",
+                     f"{g['suboptimality']:.3e}" if r.has_optimum else "-",
+                     "-" if not math.isfinite(acc) else f"{acc:.4f}{' (test)' if 'test_accuracy' in g else ''}",
+                     f"{g['consensus_distance']:.2e}", f"{g['cumulative_bits']:.3e}",
+                     f"{g['cumulative_bits'] / (r.n * max(r.row.step, 1)):.0f}",
+                     "-" if paper is None else f"{paper:.4g}", f"{g['wall_s']:.1f}"])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])

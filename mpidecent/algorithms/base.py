@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -30,20 +30,19 @@ if TYPE_CHECKING:
 class Exchange(Protocol):
     """A preallocated neighbour exchange of fixed-size byte messages (see ``comm/exchange.py``)."""
 
-    recv: np.ndarray  # (in_degree, recv_nbytes) uint8, row k from in_neighbors[k]
+    def start(self, send_buf: np.ndarray, step: int = 0) -> None: ...
 
-    def start(self, send_buf: np.ndarray) -> None: ...
-
-    def wait(self) -> np.ndarray: ...
+    def wait(self) -> np.ndarray: ...  # (in-degree of the step, recv_nbytes) uint8, row k from in-neighbour k
 
 
 class Neighborhood(Protocol):
-    """This rank's in- and out-neighbours on a static graph (see ``comm/graph.py``)."""
+    """This rank's neighbours at each step of a static or time-varying graph (see ``comm/graph.py``)."""
 
-    in_neighbors: np.ndarray
-    out_neighbors: np.ndarray
+    def in_neighbors(self, step: int = 0) -> np.ndarray: ...
 
-    def exchange(self, send_nbytes: int, recv_nbytes: int, tag: int = 0) -> Exchange: ...
+    def out_neighbors(self, step: int = 0) -> np.ndarray: ...
+
+    def exchange(self, send_nbytes: int, recv_nbytes: int) -> Exchange: ...
 
 
 class Collectives(Protocol):
@@ -52,6 +51,20 @@ class Collectives(Protocol):
     size: int
 
     def allreduce_sum(self, array: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class MixingRow:
+    """Row ``rank`` of the mixing matrix W of one slot of the schedule (row = receiver).
+
+    ``in_neighbors`` in the order the exchange delivers their messages; ``in_weights`` (float64) the
+    weights w_ij given to them; ``self_weight`` = w_ii; ``out_neighbors`` this rank's receivers.
+    """
+
+    in_neighbors: np.ndarray
+    out_neighbors: np.ndarray
+    self_weight: float
+    in_weights: np.ndarray
 
 
 @dataclass
@@ -81,10 +94,15 @@ class Context:
     compressor: Compressor
     collectives: Collectives
     neighborhood: Neighborhood | None = None
-    # Row ``rank`` of the mixing matrix W (row = receiver): own weight and the in-neighbours' weights
-    # in ``neighborhood.in_neighbors`` order.
-    self_weight: float = 1.0
-    in_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # One mixing row per slot of the (possibly time-varying) graph; the row of step t is rows[t % period].
+    rows: tuple[MixingRow, ...] = ()
+
+    def row(self, step: int) -> MixingRow:
+        return self.rows[step % len(self.rows)]
+
+    @property
+    def period(self) -> int:
+        return len(self.rows)
 
 
 class Stopwatch:
@@ -118,8 +136,12 @@ class Algorithm(ABC):
     # Property W must have: "column_stochastic" (push-sum) or "doubly_stochastic" (D-PSGD), or None.
     weights_property: ClassVar[str | None] = None
     default_weights: ClassVar[str] = "column_uniform"
-    # Compressor names this algorithm accepts (None = any).
+    # Compressor names this algorithm accepts (None = any; see also needs_contractive).
     compressors: ClassVar[tuple[str, ...] | None] = ("identity",)
+    # The compressor must be contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs.
+    needs_contractive: ClassVar[bool] = False
+    # Time-varying schedules (e.g. one_peer_exponential) are supported.
+    time_varying: ClassVar[bool] = False
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -164,6 +186,17 @@ class Algorithm(ABC):
             if self._zeros is None:
                 self._zeros = np.zeros_like(v)
             return self.compressor.encode(self._zeros, key, out)
+
+
+def decode_messages(compressor: Compressor, recv: np.ndarray, senders: np.ndarray, seed: int, step: int,
+                    out: np.ndarray, offset: int = 0) -> np.ndarray:
+    """Decode the payload at bytes [offset, offset + compressor.nbytes) of each received row k, sent by
+    ``senders[k]`` at ``step``, into ``out[k]``; returns ``out[:len(senders)]``. A loop over messages
+    (the in-degree), each decode vectorised."""
+    end = offset + compressor.nbytes
+    for k, sender in enumerate(senders):
+        compressor.decode(recv[k, offset:end], RandomKey(seed, int(sender), step), out=out[k])
+    return out[:len(senders)]
 
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}

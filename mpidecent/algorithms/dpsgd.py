@@ -14,8 +14,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mpidecent.algorithms.base import LR_PARAMS, Algorithm, Context, StepStats, Stopwatch, register, step_size
+from mpidecent.algorithms.base import (LR_PARAMS, Algorithm, Context, StepStats, Stopwatch, decode_messages,
+                                       register, step_size)
 from mpidecent.rng import RandomKey
+
+
+def mix_and_step(x_t: torch.Tensor, mix_t: torch.Tensor, direction_t: torch.Tensor, self_weight: float,
+                 lr: float) -> None:
+    """x ← w_ii x + (Σ_j w_ij x_j − α d), with ``mix_t`` holding Σ_j w_ij x_j on entry.
+
+    One operation order shared by D-PSGD and the momentum methods, so that DMSGD with β = 0 is
+    bit-identical to D-PSGD (its direction d is then exactly the gradient)."""
+    mix_t.add_(direction_t, alpha=-lr)
+    x_t.mul_(self_weight).add_(mix_t)
 
 
 @register
@@ -30,15 +41,12 @@ class DPSGD(Algorithm):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.x = self.objective.params  # the model itself: gradients are taken at x
-        nbr = ctx.neighborhood
-        assert nbr is not None, "dpsgd needs a neighbourhood"
-        self.degree = len(nbr.out_neighbors)
-        self.in_neighbors = nbr.in_neighbors
-        self.self_weight = float(ctx.self_weight)
-        self.in_weights = np.asarray(ctx.in_weights, dtype=ctx.dtype)
+        row = ctx.row(0)
+        self.degree = len(row.out_neighbors)
+        self.in_weights = np.asarray(row.in_weights, dtype=ctx.dtype)
         self.send_buf = np.zeros(self.compressor.nbytes, dtype=np.uint8)
-        self.exchange = nbr.exchange(self.compressor.nbytes, self.compressor.nbytes)
-        self.received = np.zeros((len(self.in_neighbors), self.objective.dim), dtype=ctx.dtype)
+        self.exchange = ctx.neighborhood.exchange(self.compressor.nbytes, self.compressor.nbytes)
+        self.received = np.zeros((len(row.in_neighbors), self.objective.dim), dtype=ctx.dtype)
         self.mix = np.zeros(self.objective.dim, dtype=ctx.dtype)
         self._x_t = torch.from_numpy(self.x)
         self._mix_t = torch.from_numpy(self.mix)
@@ -49,19 +57,18 @@ class DPSGD(Algorithm):
 
     def step(self, t: int) -> StepStats:
         sw = Stopwatch()
+        row = self.ctx.row(t)
         packed = self.encode_or_flag(self.x, RandomKey(self.ctx.seed, self.ctx.rank, t), self.send_buf)
         sw.compute()
-        self.exchange.start(self.send_buf)
+        self.exchange.start(self.send_buf, t)
         sw.comm()
         loss = self.objective.loss_grad(t)  # overlaps with the exchange of x
         sw.compute()
         recv = self.exchange.wait()
         sw.comm()
-        for k, sender in enumerate(self.in_neighbors):
-            self.compressor.decode(recv[k], RandomKey(self.ctx.seed, int(sender), t), out=self.received[k])
-        np.dot(self.in_weights, self.received, out=self.mix)
-        self._mix_t.add_(self._g_t, alpha=-step_size(self.ctx.params, t))
-        self._x_t.mul_(self.self_weight).add_(self._mix_t)
+        received = decode_messages(self.compressor, recv, row.in_neighbors, self.ctx.seed, t, self.received)
+        np.dot(self.in_weights, received, out=self.mix)
+        mix_and_step(self._x_t, self._mix_t, self._g_t, row.self_weight, step_size(self.ctx.params, t))
         sw.compute()
         return StepStats(loss, self.degree * packed.bits, self.degree * self.send_buf.nbytes, self.degree,
                          sw.compute_s, sw.comm_s, self.nonfinite)

@@ -19,6 +19,10 @@ class Collectives:
         """array ← Σ over ranks of array (contiguous numpy array, in place)."""
         self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
 
+    def broadcast(self, array: np.ndarray) -> None:
+        """array ← rank 0's array (contiguous numpy array, in place)."""
+        self.comm.Bcast(array, root=0)
+
     def allreduce_max(self, array: np.ndarray) -> None:
         self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.MAX)
 

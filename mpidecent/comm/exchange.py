@@ -1,59 +1,67 @@
 """Neighbour exchange of one packed byte buffer: nonblocking ``Isend``/``Irecv`` into reused buffers.
 
-Each step a rank sends the same message (one uint8 buffer) to each of its out-neighbours and receives
-one fixed-size message from each of its in-neighbours into a preallocated (in_degree, recv_nbytes)
-array. Messages are raw bytes (uppercase buffer methods, ``MPI.BYTE``; never pickle). Receives are
-posted before sends. Static graphs use one tag: MPI keeps messages between a pair of ranks in order on
-one communicator and tag, and every step completes all its requests before the next one starts.
+Each step a rank sends the same message (one uint8 buffer) to each of its out-neighbours of that step
+and receives one fixed-size message from each in-neighbour of that step into a preallocated
+(max in-degree, recv_nbytes) array. Messages are raw bytes (uppercase buffer methods, ``MPI.BYTE``;
+never pickle). Receives are posted before sends.
+
+Static graphs use one tag: MPI keeps messages between a pair of ranks in order on one communicator and
+tag, and every step completes its requests before the next one starts. Time-varying graphs put the
+step number in the tag (modulo the MPI tag limit), so a message can only match the receive of its own
+step.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from mpi4py import MPI
 
 
 class NeighborExchange:
-    """A reusable exchange; ``start(send_buf)`` then ``wait()`` once per step. All ranks of the graph
-    communicator call them for the same step."""
+    """A reusable exchange over a periodic sequence of neighbourhoods (period 1 = a static graph).
 
-    def __init__(self, comm: MPI.Comm, in_neighbors: np.ndarray, out_neighbors: np.ndarray,
-                 send_nbytes: int, recv_nbytes: int, tag: int = 0) -> None:
+    ``slots[s] = (in_neighbors, out_neighbors)`` of this rank at steps t ≡ s (mod period). Every rank
+    calls ``start(send_buf, step)`` then ``wait()`` for the same steps.
+    """
+
+    def __init__(self, comm: MPI.Comm, slots: Sequence[tuple[Sequence[int], Sequence[int]]], send_nbytes: int,
+                 recv_nbytes: int, tagged: bool) -> None:
         self.comm = comm
-        self.in_neighbors = [int(j) for j in in_neighbors]
-        self.out_neighbors = [int(j) for j in out_neighbors]
+        self.slots = [([int(j) for j in ins], [int(j) for j in outs]) for ins, outs in slots]
         self.send_nbytes = int(send_nbytes)
-        self.recv = np.zeros((len(self.in_neighbors), int(recv_nbytes)), dtype=np.uint8)
-        self.tag = int(tag)
+        max_in = max(len(ins) for ins, _ in self.slots)
+        self.recv = np.zeros((max_in, int(recv_nbytes)), dtype=np.uint8)
+        self.tagged = tagged
+        self.tag_limit = int(comm.Get_attr(MPI.TAG_UB)) + 1 if tagged else 1
         self._requests: list[MPI.Request] = []
-        self._send_buf: np.ndarray | None = None
+        self._received = 0
 
-    @property
-    def messages_per_step(self) -> int:
-        return len(self.out_neighbors)
+    def messages_at(self, step: int) -> int:
+        return len(self.slots[step % len(self.slots)][1])
 
-    @property
-    def bytes_per_step(self) -> int:
-        return self.send_nbytes * len(self.out_neighbors)
+    def bytes_at(self, step: int) -> int:
+        return self.send_nbytes * self.messages_at(step)
 
-    def start(self, send_buf: np.ndarray) -> None:
-        """Post all receives, then send ``send_buf`` (uint8, send_nbytes, contiguous) to every
-        out-neighbour. ``send_buf`` must not be modified until ``wait()`` returns."""
+    def start(self, send_buf: np.ndarray, step: int = 0) -> None:
+        """Post this step's receives, then send ``send_buf`` (uint8, send_nbytes, contiguous) to every
+        out-neighbour of the step. ``send_buf`` must not be modified until ``wait()`` returns."""
         if self._requests:
             raise RuntimeError("exchange started twice without wait()")
         if send_buf.dtype != np.uint8 or send_buf.nbytes != self.send_nbytes or not send_buf.flags.c_contiguous:
             raise ValueError(f"send buffer must be {self.send_nbytes} contiguous uint8 bytes, got "
                              f"{send_buf.nbytes} {send_buf.dtype}")
-        comm, tag = self.comm, self.tag
-        requests = [comm.Irecv([self.recv[k], MPI.BYTE], source=src, tag=tag)
-                    for k, src in enumerate(self.in_neighbors)]
-        requests += [comm.Isend([send_buf, MPI.BYTE], dest=dst, tag=tag) for dst in self.out_neighbors]
+        ins, outs = self.slots[step % len(self.slots)]
+        comm, tag = self.comm, step % self.tag_limit
+        requests = [comm.Irecv([self.recv[k], MPI.BYTE], source=src, tag=tag) for k, src in enumerate(ins)]
+        requests += [comm.Isend([send_buf, MPI.BYTE], dest=dst, tag=tag) for dst in outs]
         self._requests = requests
-        self._send_buf = send_buf
+        self._received = len(ins)
 
     def wait(self) -> np.ndarray:
-        """Complete the step's requests; returns ``recv`` (row k from in_neighbors[k])."""
+        """Complete the step's requests; returns the received rows (row k from the step's k-th
+        in-neighbour), a view of ``recv``."""
         MPI.Request.Waitall(self._requests)
         self._requests = []
-        self._send_buf = None
-        return self.recv
+        return self.recv[:self._received]

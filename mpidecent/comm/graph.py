@@ -1,9 +1,10 @@
-"""This rank's neighbourhood on a static directed graph, as an MPI distributed-graph communicator.
+"""This rank's neighbourhood on a static or time-varying directed graph.
 
-Every rank builds the same ``Graph`` from the job (topology is pure and deterministic), then passes its
-own in- and out-neighbours to ``Create_dist_graph_adjacent(reorder=False)``, so communicator ranks equal
-``COMM_WORLD`` ranks and the neighbour lists MPI reports are the topology's. Which ranks call: all,
-collectively, in the same order.
+Static graphs: every rank passes its own in- and out-neighbours to
+``Create_dist_graph_adjacent(reorder=False)`` (communicator ranks = ``COMM_WORLD`` ranks), and the
+neighbour lists MPI reports are used. Time-varying schedules: a duplicate of the given communicator,
+with the step number in the message tags (a distributed-graph communicator describes one fixed graph).
+Which ranks call: all, collectively, in the same order.
 """
 
 from __future__ import annotations
@@ -12,25 +13,36 @@ import numpy as np
 from mpi4py import MPI
 
 from mpidecent.comm.exchange import NeighborExchange
-from mpidecent.topology import Graph
+from mpidecent.topology.schedule import Schedule
 
 
-class GraphNeighborhood:
-    """In/out-neighbours of this rank and a factory for preallocated neighbour exchanges."""
+class Neighborhood:
+    """In/out-neighbours of this rank at every step, and a factory for preallocated exchanges."""
 
-    def __init__(self, comm: MPI.Intracomm, graph: Graph) -> None:
-        if graph.n != comm.size:
-            raise ValueError(f"graph has {graph.n} nodes but the communicator has {comm.size} ranks")
+    def __init__(self, comm: MPI.Intracomm, schedule: Schedule) -> None:
+        if schedule.n != comm.size:
+            raise ValueError(f"graph has {schedule.n} nodes but the communicator has {comm.size} ranks")
         rank = comm.rank
-        sources = [int(j) for j in graph.in_neighbors(rank)]
-        destinations = [int(j) for j in graph.out_neighbors(rank)]
-        self.comm: MPI.Distgraphcomm = comm.Create_dist_graph_adjacent(sources, destinations, reorder=False)
-        mpi_sources, mpi_destinations, _ = self.comm.Get_dist_neighbors()
-        self.in_neighbors = np.asarray(mpi_sources, dtype=np.int64)
-        self.out_neighbors = np.asarray(mpi_destinations, dtype=np.int64)
+        if schedule.time_varying:
+            self.comm: MPI.Intracomm = comm.Dup()
+            self.slots = [(g.in_neighbors(rank).tolist(), g.out_neighbors(rank).tolist())
+                          for g in schedule.graphs]
+        else:
+            graph = schedule.graphs[0]
+            self.comm = comm.Create_dist_graph_adjacent(graph.in_neighbors(rank).tolist(),
+                                                        graph.out_neighbors(rank).tolist(), reorder=False)
+            sources, destinations, _ = self.comm.Get_dist_neighbors()
+            self.slots = [(list(sources), list(destinations))]
+        self.time_varying = schedule.time_varying
 
-    def exchange(self, send_nbytes: int, recv_nbytes: int, tag: int = 0) -> NeighborExchange:
-        return NeighborExchange(self.comm, self.in_neighbors, self.out_neighbors, send_nbytes, recv_nbytes, tag)
+    def in_neighbors(self, step: int = 0) -> np.ndarray:
+        return np.asarray(self.slots[step % len(self.slots)][0], dtype=np.int64)
+
+    def out_neighbors(self, step: int = 0) -> np.ndarray:
+        return np.asarray(self.slots[step % len(self.slots)][1], dtype=np.int64)
+
+    def exchange(self, send_nbytes: int, recv_nbytes: int) -> NeighborExchange:
+        return NeighborExchange(self.comm, self.slots, send_nbytes, recv_nbytes, tagged=self.time_varying)
 
     def free(self) -> None:
         if self.comm != MPI.COMM_NULL:

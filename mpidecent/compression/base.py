@@ -70,13 +70,19 @@ class Compressor(ABC):
     """Base class of every compression operator (see the module docstring for the contract).
 
     Subclasses set ``name`` (the job-file ``[compression] name``), ``params`` (their other job-file
-    keys), ``unbiased`` (E[decode(encode(v))] = v), implement ``payload_bits``/``header_bits``,
-    ``_encode`` and ``_decode``, and are added to ``COMPRESSORS`` with ``@register_compressor``.
+    keys), ``unbiased`` (E[decode(encode(v))] = v) and ``contractive`` (E‖C(v) − v‖² ≤ (1 − δ)‖v‖² for
+    some δ ∈ (0, 1], as CHOCO-style gossip and error feedback need), implement
+    ``payload_bits``/``header_bits``, ``_encode`` and ``_decode``, and are added to ``COMPRESSORS`` with
+    ``@register_compressor``. An operator whose properties depend on its parameters (``randk`` with
+    ``scaled``) sets ``unbiased``/``contractive`` per instance, leaving the class value as the
+    conservative ``False``: check them on an instance, not on the class.
     """
 
     name: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
     unbiased: ClassVar[bool]
+    #: Conservative default: an operator is not assumed contractive unless it says so.
+    contractive: ClassVar[bool] = False
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
         """``dim``: vector length (≥ 1), fixed for the instance's life; ``dtype``: the state dtype that
@@ -109,6 +115,14 @@ class Compressor(ABC):
     def nbytes(self) -> int:
         """Bytes per message buffer: ceil(bits / 8)."""
         return (self.bits + 7) // 8
+
+    @property
+    def paper_bits_per_coordinate(self) -> float:
+        """The nominal bit budget per coordinate that papers plot against (e.g. b for b-bit
+        quantization, 32·k/d for sparsifiers) — a label for comparing runs, NOT the wire cost, which is
+        ``bits / dim`` (it also counts headers and indices). Default: ``payload_bits / dim``; operators
+        whose papers use another unit override it."""
+        return self.payload_bits / self.dim
 
     # ------------------------------------------------------------------------------ encode / decode
     def encode(self, v: np.ndarray, key: RandomKey, out: np.ndarray | None = None) -> Packed:

@@ -1,4 +1,11 @@
-"""Quantizing operators: ``identity`` (full precision) and ``qsgd`` (unbiased stochastic quantizer).
+"""Quantizing operators — every coordinate is sent, at reduced precision:
+
+* ``identity`` (full precision), ``qsgd`` (unbiased stochastic quantizer) and ``qsgd_contractive``
+  (qsgd with s = 2^b levels, shrunk by τ: biased, contractive);
+* the one-bit family ``sign`` (scaled sign, biased, contractive) and ``onebit`` (stochastic 1-bit,
+  unbiased). They live here rather than with the sparsifiers because they quantize every coordinate
+  (one float32 scale + d sign bits, sharing ``_SignBits``'s wire format and decoder); the sparsifiers
+  send a subset of coordinates at full float32 precision.
 
 Wire formats are exact and data-independent (see ``specs/compressors.md``); all multi-byte floats on
 the wire are little-endian, codes are packed MSB-first by ``packing.pack_codes``.
@@ -6,6 +13,7 @@ the wire are little-endian, codes are packed MSB-first by ``packing.pack_codes``
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,6 +52,7 @@ class Identity(Compressor):
               choices=("state", "float32", "float64")),
     )
     unbiased: ClassVar[bool] = True
+    contractive: ClassVar[bool] = True     # δ = 1 (up to float32 rounding with precision = float32)
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
@@ -125,14 +134,19 @@ class QSGD(Compressor):
         Param("bucket", int, 64, "entries per bucket sharing one float32 norm (0 = whole vector)", minimum=0),
     )
     unbiased: ClassVar[bool] = True
+    # Not guaranteed: unbiased with E‖Q(v) − v‖² ≤ ω²‖v‖² contracts only when ω² < 1, and ω² can be ≥ 1
+    # (e.g. B = 64, s = 1 gives ω² = 8). qsgd_contractive is the contractive variant.
+    contractive: ClassVar[bool] = False
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
-        s: int = self.options["levels"]
+        s: int = self._levels_option()
         b: int = self.options["bucket"]
         d = self.dim
         self.levels: int = s
         self.bucket: int = b
+        #: Decoded values are divided by ``tau`` (1 for qsgd; > 1 for ``qsgd_contractive``).
+        self.tau: float = 1.0
         self.level_bits: int = s.bit_length()             # L = ceil(log2(s + 1))
         self.code_width: int = 1 + self.level_bits        # sign bit + L level bits
         width = d if b == 0 else min(b, d)                # scratch row length: no padding beyond d
@@ -159,6 +173,10 @@ class QSGD(Compressor):
         all_codes = np.arange(1 << self.code_width)
         level = all_codes & ((1 << self.level_bits) - 1)
         self._signed_level = np.where(all_codes >> self.level_bits, -level, level).astype(np.float64)
+
+    def _levels_option(self) -> int:
+        """s from the resolved job-file keys (a subclass may derive it from other keys)."""
+        return self.options["levels"]
 
     @property
     def payload_bits(self) -> int:
@@ -232,7 +250,178 @@ class QSGD(Compressor):
         np.take(self._signed_level, codes, out=flat, mode="clip")
         vals *= r[:, None]                                 # r32·ξ: exact in float64 (24 + 15 bits)
         vals /= self.levels                                # the only rounding before the dtype cast
+        if self.tau != 1.0:
+            vals /= self.tau                               # qsgd_contractive: (r32·ξ/s)/τ, two roundings
         if out is None:
             return flat.astype(self.dtype)
         np.copyto(out, flat, casting="same_kind")
         return out
+
+
+# ------------------------------------------------------------------------------- qsgd_contractive
+
+_MAX_QUANT_BITS = 14
+
+
+def _quant_bits_fit(b: int) -> str | None:
+    if b <= _MAX_QUANT_BITS:
+        return None
+    return f"must be ≤ {_MAX_QUANT_BITS} (s = 2^b levels take b + 1 level bits + 1 sign bit ≤ 16)"
+
+
+@register_compressor
+class QSGDContractive(QSGD):
+    """qsgd with s = 2^``bits`` levels, decoded values divided by τ: biased but contractive.
+
+    τ = 1 + ω² with ω² = min(B/s², √B/s), B = the bucket length (``bucket``, or d when ``bucket`` = 0
+    or ≥ d); one τ for all buckets (a shorter last bucket has a smaller ω², for which the same τ is
+    still enough), so τ is known to both sides and nothing extra is sent. Since E‖Q(u) − u‖² ≤ ω²‖u‖²
+    and E[Q(u)] = u: E‖Q(v)/τ − v‖² ≤ (ω²/τ² + (1 − 1/τ)²)‖v‖² = (1 − 1/τ)‖v‖² — contractive with
+    δ = 1/τ (CHOCO-gossip's operator).
+
+    Wire format: exactly qsgd's (sign + level codes of 1 + (b + 1) bits, one float32 norm per bucket):
+    bits = d·(b + 2) + 32·⌈d/B⌉. Decoded value: (float64(r32)·sign·ξ/s)/τ in float64, then the cast to
+    the state dtype. ``paper_bits_per_coordinate`` is b (the papers' "b-bit" unit), not b + 2.
+    """
+
+    name: ClassVar[str] = "qsgd_contractive"
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("bits", int, 2, "b: s = 2^b quantization levels per sign (b + 2 wire bits per entry)",
+              minimum=1, check=_quant_bits_fit),
+        Param("bucket", int, 0, "entries per bucket sharing one float32 norm (0 = whole vector)", minimum=0),
+    )
+    unbiased: ClassVar[bool] = False
+    contractive: ClassVar[bool] = True
+
+    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+        super().__init__(dim, dtype, **params)
+        #: b, the ``bits`` key (not ``self.bits``, the wire bits per message).
+        self.quant_bits: int = self.options["bits"]
+        length = self.dim if self.bucket == 0 else min(self.bucket, self.dim)
+        s = self.levels
+        self.tau = 1.0 + min(length / s**2, math.sqrt(length) / s)
+
+    def _levels_option(self) -> int:
+        return 1 << self.options["bits"]
+
+    @property
+    def paper_bits_per_coordinate(self) -> float:
+        return float(self.quant_bits)
+
+
+# ------------------------------------------------------------------------------- one-bit operators
+
+def _f32_round_up(x: float) -> np.float32:
+    """The smallest float32 ≥ ``x`` (0 ≤ x ≤ FLT_MAX), so that a bound sent as float32 still bounds."""
+    x32 = np.float32(x)
+    if float(x32) < x:
+        x32 = np.nextafter(x32, np.float32(np.inf))
+    return x32
+
+
+class _SignBits(Compressor):
+    """Shared wire format and decoder of the one-bit operators (``sign``, ``onebit``).
+
+    Buffer: [scale a: little-endian float32][d sign bits, 1 = negative, MSB-first as ``pack_codes``
+    width 1, last byte zero-padded] — exactly 4 + ⌈d/8⌉ bytes; bits = 32 (header) + d (payload).
+    Decoded entry k: a if bit k is 0, else −a (computed as 0.0 − a, which is +0.0, not −0.0, for a = 0),
+    in the state dtype (exact: a is a float32). A zero scale is always sent with all-zero bits (one canonical encoding).
+    Subclasses compute a and fill ``self._neg`` (bool, (d,)) in ``_encode``, then call ``_write``.
+    """
+
+    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+        super().__init__(dim, dtype, **params)
+        d = self.dim
+        self._abs = np.empty(d)                        # float64 |v_k|, then scratch
+        self._neg = np.empty(d, dtype=bool)            # sign bits to send
+        self._bits = np.empty(d, dtype=np.uint8)       # unpacked bits in decode
+
+    @property
+    def payload_bits(self) -> int:
+        return self.dim
+
+    @property
+    def header_bits(self) -> int:
+        return 32
+
+    def _write(self, buf: np.ndarray, scale: np.float32) -> None:
+        buf[:4].view("<f4")[0] = scale
+        if scale == 0:
+            self._neg.fill(False)
+        pack_codes(self._neg.view(np.uint8), 1, buf[4:], check=False)   # bool → 0/1 bytes, no copy
+
+    def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
+        a = float(buf[:4].view("<f4")[0])
+        bits = unpack_codes(buf[4:], 1, self.dim, out=self._bits)
+        table = np.array([a, 0.0 - a], dtype=self.dtype)
+        if out is None:
+            out = np.empty(self.dim, dtype=self.dtype)
+        # bit → ±a in one gather; mode="clip" skips the bounds check (bits are 0 or 1).
+        np.take(table, bits, out=out, mode="clip")
+        return out
+
+
+@register_compressor
+class Sign(_SignBits):
+    """Scaled sign: C(v) = (‖v‖₁/d)·sign(v) with sign(0) = +1; biased, contractive (use with error feedback).
+
+    sign(−0.0) = +1 too. Deterministic (``key`` is unused). Contraction:
+    ‖C(v) − v‖² = ‖v‖² − ‖v‖₁²/d ≤ (1 − 1/d)‖v‖² (as ‖v‖₁ ≥ ‖v‖₂), plus d·(a − ‖v‖₁/d)² from the
+    float32 rounding of the scale a. Meant to be used with error feedback (``ErrorFeedback``).
+
+    Wire: ``_SignBits`` with a = float32(‖v‖₁/d) (‖v‖₁ summed in float64, rounded to nearest):
+    bits = d + 32. NaN/inf input (or a mean |v_k| beyond the float32 range) is caught from ‖v‖₁.
+    """
+
+    name: ClassVar[str] = "sign"
+    unbiased: ClassVar[bool] = False
+    contractive: ClassVar[bool] = True
+
+    def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
+        np.abs(v, out=self._abs)                       # float32 → float64 is exact
+        with np.errstate(over="ignore"):               # huge float64 input: inf, reported below
+            scale = float(self._abs.sum()) / self.dim
+        if not scale <= _F32_MAX:                      # NaN fails the comparison too
+            raise NonFiniteInputError(
+                _nonfinite_message(self.describe(), v, "the mean |v_k| exceeds the float32 range"))
+        np.less(v, 0.0, out=self._neg)                 # −0.0 < 0 is False: sign(±0) = +1
+        self._write(buf, np.float32(scale))
+
+
+@register_compressor
+class OneBit(_SignBits):
+    """Stochastic 1-bit quantizer (unbiased; gradient coding's Q1).
+
+    R = ‖v‖_∞, sent as the smallest float32 ≥ R (so |v_k| ≤ R32 and p_k stays in [0, 1]).
+    Q1(v)_k = +R32 with probability p_k = (1 + v_k/R32)/2, else −R32: the sign bit is
+    [U_k ≥ p_k] with U_k ~ U[0, 1) (float64) drawn in entry order from ``key.generator("quantize")``.
+    E[Q1(v)_k] = R32(2p_k − 1) = v_k for any R32 ≥ |v_k|, so rounding R up keeps it unbiased;
+    E‖Q1(v) − v‖² = Σ_k (R32² − v_k²). R32 = 0 (zero vector) → all zeros, no division, no draws.
+
+    Wire: ``_SignBits`` with a = R32: bits = d + 32. NaN/inf input (or R beyond the float32 range) is
+    caught from R.
+    """
+
+    name: ClassVar[str] = "onebit"
+    unbiased: ClassVar[bool] = True
+    contractive: ClassVar[bool] = False            # E‖Q1(v) − v‖² can reach (d − 1)‖v‖²
+
+    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+        super().__init__(dim, dtype, **params)
+        self._uniform = np.empty(self.dim)             # float64 U_k
+
+    def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
+        np.abs(v, out=self._abs)
+        r = float(self._abs.max())                     # max propagates NaN
+        if not r <= _F32_MAX:
+            raise NonFiniteInputError(
+                _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range"))
+        r32 = _f32_round_up(r)
+        if r32 > 0:
+            p = self._abs                              # reuse: p_k = (1 + v_k/R32)/2 ∈ [0, 1]
+            np.divide(v, float(r32), out=p, dtype=np.float64)   # dtype: float32 input divides in float64
+            p += 1.0
+            p *= 0.5
+            key.generator("quantize").random(out=self._uniform)
+            np.greater_equal(self._uniform, p, out=self._neg)   # P(positive) = P(U < p) = p
+        self._write(buf, r32)

@@ -80,7 +80,8 @@ def _write_element(dset: h5py.Dataset, index: tuple[int, ...] | None, value: flo
 class ResultsWriter:
     """Writes one run's results file collectively (see module docstring)."""
 
-    def __init__(self, path: str, comm: MPI.Intracomm, overwrite: bool, rank_extras: Sequence[str] = ()):
+    def __init__(self, path: str, comm: MPI.Intracomm, overwrite: bool, rank_extras: Sequence[str] = (),
+                 global_extras: Mapping[str, tuple[str, str, str]] | None = None):
         self.path = path
         self.comm = comm
         self.rank = comm.rank
@@ -98,8 +99,9 @@ class ResultsWriter:
         self._rank = {name: self._series(group, name, dt, (self.size,), unit, doc)
                       for name, (dt, unit, doc) in self.rank_series.items()}
         group = metrics.create_group("global")
+        self.global_series = {**GLOBAL_SERIES, **(global_extras or {})}
         self._global = {name: self._series(group, name, dt, (), unit, doc)
-                        for name, (dt, unit, doc) in GLOBAL_SERIES.items()}
+                        for name, (dt, unit, doc) in self.global_series.items()}
 
     @staticmethod
     def _series(group: h5py.Group, name: str, dtype: str, tail: tuple[int, ...], unit: str,
@@ -116,12 +118,18 @@ class ResultsWriter:
         for key, value in attrs.items():
             target.attrs[key] = _attr_value(value)
 
-    def write_topology(self, edges: np.ndarray, weights: np.ndarray, attrs: Mapping[str, Any]) -> None:
+    def write_topology(self, edges: np.ndarray, slot_weights: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> None:
+        """Collective. ``edges``: the graph (the union over a period for time-varying schedules);
+        ``slot_weights``: the mixing matrix of each slot (one for a static graph)."""
         group = self.file.create_group("topology")
         e = group.create_dataset("edges", data=np.asarray(edges, dtype=np.int32).reshape(-1, 2))
-        e.attrs["description"] = "directed edges src → dst (undirected graphs list both directions)"
-        w = group.create_dataset("weights", data=np.asarray(weights, dtype=np.float64))
-        w.attrs["description"] = "mixing matrix W actually used, row i = receiver i"
+        e.attrs["description"] = ("directed edges src → dst (undirected graphs list both directions; "
+                                  "time-varying schedules: every edge used in a period)")
+        w = group.create_dataset("weights", data=np.asarray(slot_weights[0], dtype=np.float64))
+        w.attrs["description"] = "mixing matrix W actually used, row i = receiver i (slot 0 of a schedule)"
+        if len(slot_weights) > 1:
+            sw = group.create_dataset("schedule_weights", data=np.stack(slot_weights).astype(np.float64))
+            sw.attrs["description"] = "(period, n, n): W of each slot; step t uses slot t mod period"
         self.set_attrs(attrs, "topology")
 
     def append(self, step: int, rank_values: Mapping[str, float], global_values: Mapping[str, float]) -> None:

@@ -1,31 +1,35 @@
-"""Local objectives (what a node differentiates) and exact global evaluation.
+"""Local objectives (what a node differentiates), exact evaluation, and the optimum of convex problems.
 
-The network objective is f(θ) = (1/n) Σ_i F_i(θ), with F_i the mean loss over node i's shard plus the
-ℓ2 term (λ/2)‖θ‖². Training gradients come from torch autograd on the flat-buffer model; the ℓ2 term
-is applied directly on the flat buffers (one vectorised pass, no loop over parameters). Evaluation of
-the global metrics and the optimum use float64 numpy so suboptimality f(θ̄) − f* is exact to rounding.
+The network objective is f(θ) = (1/n) Σ_i F_i(θ), with F_i the mean loss over node i's training shard
+plus the ℓ2 term (λ/2)‖θ‖². The loss depends on the task: binary → logistic (BCE with logits),
+multiclass → softmax cross-entropy, regression → ½·squared error. Training gradients come from torch
+autograd on the flat-buffer model; the ℓ2 term is applied directly on the flat buffers (one vectorised
+pass, no loop over parameters). Evaluation for the metrics runs a float64 copy of the model, so
+suboptimality f(θ̄) − f* is exact to rounding whatever the training dtype.
 
 Which ranks call what: every rank owns one ``TorchObjective`` (its shard) and calls ``loss_grad`` each
-step and ``evaluate`` at log points (the runner sums the results across ranks); rank 0 calls
-``logistic_optimum`` once on the global data.
+step and ``evaluate`` at log points (the runner sums the results across ranks). ``glm_optimum`` is
+collective: every rank calls it with its own shard and a ``Reducer`` (no MPI import here).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from mpidecent.learning.data import Shard
+from mpidecent.learning.data import NodeData, Shard
 from mpidecent.learning.models import FlatParameters
 from mpidecent.rng import generator
 
 
 @dataclass(frozen=True)
 class LocalEval:
-    """Node i's share of the global metrics at a point θ: F_i(θ) (incl. ℓ2), correct predictions, samples."""
+    """Node i's share of the global metrics at a point θ: the mean loss over its rows (+ ℓ2 for the
+    training shard), its number of correct predictions (classification) and of rows."""
 
     objective: float
     correct: int
@@ -49,19 +53,43 @@ class Objective(Protocol):
         ...
 
     def evaluate(self, theta: np.ndarray) -> LocalEval:
-        """Full-shard objective and accuracy at ``theta`` (float64, length dim)."""
+        """Full-shard objective F_i(θ) (incl. ℓ2) and accuracy at ``theta`` (float64, length dim)."""
         ...
+
+
+def _data_loss(task: str):
+    """Mean loss over a batch for a task: (outputs, targets) → scalar tensor."""
+    if task == "binary":
+        return torch.nn.functional.binary_cross_entropy_with_logits
+    if task == "multiclass":
+        return torch.nn.functional.cross_entropy
+    return lambda pred, target: 0.5 * torch.mean((pred - target) ** 2)
+
+
+def _correct(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> int:
+    if task == "binary":
+        return int(torch.count_nonzero((outputs > 0) == (targets > 0.5)))
+    if task == "multiclass":
+        return int(torch.count_nonzero(outputs.argmax(dim=-1) == targets))
+    return 0
+
+
+def _tensors(shard: Shard, task: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    features = torch.as_tensor(shard.features, dtype=dtype)
+    target_dtype = torch.int64 if task == "multiclass" else dtype
+    return features, torch.as_tensor(shard.targets, dtype=target_dtype)
 
 
 class TorchObjective:
     """F_i on node ``rank``'s shard for a torch model on flat buffers.
 
     Minibatches: ``batch_size`` samples drawn with replacement by the generator of
-    (seed, rank, step, "minibatch"); ``batch_size = 0`` means the whole shard every step.
+    (seed, rank, step, "minibatch"); ``batch_size = 0`` (or ≥ the shard size is not special) means the
+    whole shard every step.
     """
 
-    def __init__(self, flat: FlatParameters, shard: Shard, l2: float, batch_size: int, seed: int, rank: int,
-                 data_loss) -> None:
+    def __init__(self, flat: FlatParameters, data: NodeData, l2: float, batch_size: int, seed: int,
+                 rank: int) -> None:
         self.flat = flat
         self.dim = flat.dim
         self.params = flat.values
@@ -70,22 +98,26 @@ class TorchObjective:
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
-        self.data_loss = data_loss
+        self.task = data.task
+        self.data = data
+        self.loss_fn = _data_loss(data.task)
         torch_dtype = torch.float64 if self.params.dtype == np.float64 else torch.float32
-        self.features = torch.as_tensor(shard.features, dtype=torch_dtype)
-        self.targets = torch.as_tensor(shard.labels, dtype=torch_dtype)
-        self.shard = shard
+        self.features, self.targets = _tensors(data.train, data.task, torch_dtype)
+        # A float64 twin of the model for exact evaluation at arbitrary points (e.g. the network average).
+        self._eval = FlatParameters(copy.deepcopy(flat.module), np.float64)
+        self._eval_train = _tensors(data.train, data.task, torch.float64)
+        self._eval_test = _tensors(data.test, data.task, torch.float64) if data.test is not None else None
 
     def loss_grad(self, step: int) -> float:
         if self.batch_size == 0:
             features, targets = self.features, self.targets
         else:
             idx = generator(self.seed, self.rank, step, "minibatch").integers(
-                0, self.shard.num_samples, size=self.batch_size)
+                0, self.data.train.num_samples, size=self.batch_size)
             index = torch.from_numpy(idx)
             features, targets = self.features[index], self.targets[index]
         self.flat.zero_grad()
-        loss = self.data_loss(self.flat.module(features), targets)
+        loss = self.loss_fn(self.flat.module(features), targets)
         loss.backward()
         value = float(loss.detach())
         if self.l2:
@@ -94,9 +126,25 @@ class TorchObjective:
             self.grads += self.l2 * self.params
         return value
 
+    def _eval_at(self, theta: np.ndarray, tensors: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int, int]:
+        features, targets = tensors
+        if features.shape[0] == 0:
+            return 0.0, 0, 0
+        self._eval.values[:] = theta
+        with torch.no_grad():
+            outputs = self._eval.module(features)
+            loss = float(self.loss_fn(outputs, targets))
+        return loss, _correct(self.task, outputs, targets), int(features.shape[0])
+
     def evaluate(self, theta: np.ndarray) -> LocalEval:
-        data_loss, correct = logistic_data_terms(theta, self.shard.features, self.shard.labels)
-        return LocalEval(data_loss + 0.5 * self.l2 * float(theta @ theta), correct, self.shard.num_samples)
+        loss, correct, count = self._eval_at(theta, self._eval_train)
+        return LocalEval(loss + 0.5 * self.l2 * float(theta @ theta), correct, count)
+
+    def evaluate_test(self, theta: np.ndarray) -> LocalEval | None:
+        """Mean loss (no ℓ2) and correct predictions on this node's slice of the test set."""
+        if self._eval_test is None:
+            return None
+        return LocalEval(*self._eval_at(theta, self._eval_test))
 
 
 class NullObjective:
@@ -113,22 +161,19 @@ class NullObjective:
     def evaluate(self, theta: np.ndarray) -> LocalEval:
         return LocalEval(0.0, 0, 0)
 
-
-# ---- exact float64 maths of ℓ2-regularised logistic regression --------------------------------------------
-
-
-def _logits(theta: np.ndarray, features: np.ndarray) -> np.ndarray:
-    return features @ theta[:-1] + theta[-1]
+    def evaluate_test(self, theta: np.ndarray) -> LocalEval | None:
+        return None
 
 
-def logistic_data_terms(theta: np.ndarray, features: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-    """Mean logistic loss (no ℓ2) and number of correct predictions; θ = [w (p), b]."""
-    if features.shape[0] == 0:
-        return 0.0, 0
-    z = _logits(np.asarray(theta, dtype=np.float64), features)
-    loss = np.logaddexp(0.0, z) - labels * z  # log(1 + e^z) − b z, stable for large |z|
-    correct = int(np.count_nonzero((z > 0) == (labels == 1)))
-    return float(loss.mean()), correct
+# ---- the exact optimum of convex generalised linear models, computed collectively -------------------------
+
+
+class Reducer(Protocol):
+    """Sum over all ranks, in place (``comm/collectives.py``'s Collectives satisfies it)."""
+
+    def allreduce_sum(self, array: np.ndarray) -> None: ...
+
+    def broadcast(self, array: np.ndarray) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -139,45 +184,72 @@ class Optimum:
     iterations: int
 
 
-def logistic_optimum(shards: list[tuple[np.ndarray, np.ndarray]], l2: float, tol: float = 1e-13,
-                     max_iter: int = 100) -> Optimum:
-    """Minimise f(θ) = (1/n) Σ_i mean-loss_i(θ) + (λ/2)‖θ‖² by Newton's method with backtracking.
+def _design(features: np.ndarray, bias: bool) -> np.ndarray:
+    return np.hstack([features, np.ones((features.shape[0], 1))]) if bias else features
 
-    ``shards``: the n nodes' (features (m_i, p), labels (m_i,)). Sample k of shard i weighs 1/(n m_i), so
-    unequal shard sizes give exactly the objective the nodes minimise. Requires λ > 0 (strongly convex,
-    the optimum exists and Newton converges globally). Stops when ‖∇f‖ ≤ tol·max(1, |f|).
+
+def glm_optimum(features: np.ndarray, targets: np.ndarray, nodes: int, l2: float, loss: str, bias: bool,
+                reducer: Reducer, tol: float = 1e-13, max_iter: int = 100) -> Optimum:
+    """Minimise f(θ) = (1/n) Σ_i mean_{k ∈ shard i} ℓ(θ; a_k, y_k) + (λ/2)‖θ‖² by Newton's method.
+
+    Collective: every rank passes its own shard (``features`` (m_i, p), ``targets`` (m_i,)); gradients,
+    Hessians and objective values are summed with ``reducer``, so no rank needs the whole data set.
+    ``loss``: "logistic" (y ∈ {0, 1}) or "squared" (½(θ·a − y)², where one Newton step is exact).
+    θ = [w (p), b] when ``bias``. Needs λ > 0 (strong convexity: the optimum exists and Newton with
+    Armijo backtracking converges globally). Stops when ‖∇f‖ ≤ tol·max(1, |f|). The result is rank
+    0's, broadcast, so every rank holds bitwise the same θ* and f*.
     """
     if l2 <= 0:
-        raise ValueError("logistic_optimum needs l2 > 0 (otherwise the optimum need not exist)")
-    n = len(shards)
-    features = np.concatenate([np.hstack([a, np.ones((a.shape[0], 1))]) for a, _ in shards])
-    labels = np.concatenate([b for _, b in shards]).astype(np.float64)
-    weights = np.concatenate([np.full(a.shape[0], 1.0 / (n * a.shape[0])) for a, _ in shards])
-    theta = np.zeros(features.shape[1])
+        raise ValueError("glm_optimum needs l2 > 0 (otherwise the optimum need not exist)")
+    design = _design(np.asarray(features, dtype=np.float64), bias)
+    y = np.asarray(targets, dtype=np.float64)
+    weight = 1.0 / (nodes * max(design.shape[0], 1))  # sample weight 1/(n m_i): the nodes' objective
+    dim = design.shape[1]
 
-    def value(t: np.ndarray) -> float:
-        z = features @ t
-        return float(weights @ (np.logaddexp(0.0, z) - labels * z) + 0.5 * l2 * (t @ t))
+    def local_terms(theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        z = design @ theta
+        if loss == "logistic":
+            value = float(np.sum(np.logaddexp(0.0, z) - y * z))
+            sig = 0.5 * (1.0 + np.tanh(0.5 * z))  # σ(z) without overflow
+            residual, curvature = sig - y, sig * (1.0 - sig)
+        else:
+            residual = z - y
+            value = 0.5 * float(residual @ residual)
+            curvature = np.ones_like(z)
+        return value, design.T @ residual, (design * curvature[:, None]).T @ design
 
-    f = value(theta)
-    for it in range(1, max_iter + 1):
-        z = features @ theta
-        sig = 0.5 * (1.0 + np.tanh(0.5 * z))  # σ(z) without overflow
-        grad = features.T @ (weights * (sig - labels)) + l2 * theta
+    def objective(theta: np.ndarray) -> float:
+        z = design @ theta
+        local = np.sum(np.logaddexp(0.0, z) - y * z) if loss == "logistic" else 0.5 * np.sum((z - y) ** 2)
+        buf = np.array([weight * local])
+        reducer.allreduce_sum(buf)
+        return float(buf[0]) + 0.5 * l2 * float(theta @ theta)
+
+    theta = np.zeros(dim)
+    packed = np.empty(1 + dim + dim * dim)
+    f, gnorm, iterations = objective(theta), np.inf, 0
+    for iterations in range(max_iter + 1):
+        value, grad, hess = local_terms(theta)
+        packed[0], packed[1:dim + 1], packed[dim + 1:] = value, grad, hess.ravel()
+        packed *= weight
+        reducer.allreduce_sum(packed)
+        grad = packed[1:dim + 1] + l2 * theta
         gnorm = float(np.linalg.norm(grad))
-        if gnorm <= tol * max(1.0, abs(f)):
-            return Optimum(theta, f, gnorm, it - 1)
-        hess = (features * (weights * sig * (1.0 - sig))[:, None]).T @ features + l2 * np.eye(theta.size)
+        if gnorm <= tol * max(1.0, abs(f)) or iterations == max_iter:
+            break
+        hess = packed[dim + 1:].reshape(dim, dim) + l2 * np.eye(dim)
         direction = np.linalg.solve(hess, grad)
         step = 1.0
-        while True:  # Armijo backtracking; Newton steps are accepted at once near the optimum
+        while True:  # Armijo backtracking; full Newton steps are accepted near the optimum
             candidate = theta - step * direction
-            f_new = value(candidate)
+            f_new = objective(candidate)
             if f_new <= f - 1e-4 * step * float(grad @ direction) or step < 1e-12:
                 break
             step *= 0.5
         theta, f = candidate, f_new
-    z = features @ theta
-    sig = 0.5 * (1.0 + np.tanh(0.5 * z))
-    gnorm = float(np.linalg.norm(features.T @ (weights * (sig - labels)) + l2 * theta))
-    return Optimum(theta, f, gnorm, max_iter)
+    result = np.concatenate([[f, gnorm], theta])
+    reducer.broadcast(result)
+    return Optimum(result[2:], float(result[0]), float(result[1]), iterations)
+
+
+GLM_LOSS = {"logistic": ("logistic", True), "linear": ("squared", False)}  # model → (loss, has bias)

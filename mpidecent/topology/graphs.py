@@ -298,6 +298,12 @@ def complete(n: int, directed: bool = False) -> Graph:
     return Graph(n, np.stack([src, dst], axis=1), directed, "complete")
 
 
+def disconnected(n: int, directed: bool = False) -> Graph:
+    """n nodes and no edges (W = I): every node trains alone — the no-communication baseline."""
+    _check_nodes("disconnected", n)
+    return Graph(n, np.zeros((0, 2), dtype=np.int64), directed, "disconnected")
+
+
 def _check_node_id(key: str, value: int, n: int) -> None:
     if not 0 <= value < n:
         raise JobError(f"[{SECTION}] {key} = {value} is out of range for {n} nodes (nodes are 0..{n - 1})")
@@ -494,6 +500,9 @@ KINDS: dict[str, TopologyKind] = {
                    minimum=0)),
             False, "2-D torus with wrap-around; rows = cols = 0 picks the most square rows ≤ cols", torus),
         TopologyKind("complete", (), False, "every node talks to every other", complete),
+        TopologyKind("disconnected", (), False,
+                     "no edges (W = I): every node trains alone; the no-communication baseline, accepted by "
+                     "every algorithm despite not being connected", disconnected),
         TopologyKind(
             "star",
             (Param("hub", int, 0, "the centre node", minimum=0),),

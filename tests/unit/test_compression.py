@@ -1,4 +1,6 @@
-"""Single-process tests of ``mpidecent.compression``: packing, identity, qsgd, registry.
+"""Single-process tests of ``mpidecent.compression``: packing, identity, qsgd, qsgd_contractive, the
+one-bit operators (sign, onebit), properties shared by every operator, error feedback, registry.
+(top-k and rand-k specifics: ``test_sparsifiers.py``.)
 
 Covers the property list of ``specs/compressors.md``: exact round trips against a straightforward
 reference, bit formulas, unbiasedness and variance (statistically), edge cases and errors.
@@ -7,6 +9,7 @@ reference, bit formulas, unbiasedness and variance (statistically), edge cases a
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -14,8 +17,9 @@ import warnings
 import numpy as np
 import pytest
 
-from mpidecent.compression import (COMPRESSORS, QSGD, Compressor, Identity, Packed, build_compressor,
-                                   pack_codes, unpack_codes)
+from mpidecent.compression import (COMPRESSORS, QSGD, Compressor, ErrorFeedback, Identity, OneBit, Packed,
+                                   QSGDContractive, RandK, Sign, TopK, build_compressor, pack_codes,
+                                   unpack_codes)
 from mpidecent.errors import JobError, NonFiniteInputError
 from mpidecent.rng import RandomKey
 
@@ -490,3 +494,408 @@ def test_package_is_pure():
     code = ("import sys, mpidecent.compression; "
             "bad = [m for m in ('mpi4py', 'torch') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# =================================================================================== qsgd_contractive
+
+def tau_of(d: int, b: int, bucket: int) -> float:
+    s = 2**b
+    length = d if bucket == 0 else min(bucket, d)
+    return 1.0 + min(length / s**2, math.sqrt(length) / s)
+
+
+def qsgd_contractive_reference(v: np.ndarray, b: int, bucket: int, key: RandomKey, dtype) -> np.ndarray:
+    """qsgd with s = 2^b (the reference above, in float64), then divided by τ."""
+    q = qsgd_reference(v, 2**b, bucket, key, np.float64)
+    return (q / tau_of(v.size, b, bucket) + 0.0).astype(dtype)
+
+
+@pytest.mark.parametrize("d,b,bucket", [(1, 1, 0), (7, 2, 0), (63, 2, 64), (65, 3, 16), (1000, 4, 100),
+                                        (257, 8, 0), (50, 14, 7)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_qsgd_contractive_round_trip_matches_reference(d, b, bucket, dtype):
+    rng = np.random.default_rng(d + 31 * b)
+    v = (rng.standard_normal(d) * rng.uniform(0.1, 10, d)).astype(dtype)
+    c = QSGDContractive(d, dtype, bits=b, bucket=bucket)
+    assert (c.levels, c.quant_bits) == (2**b, b) and c.tau == pytest.approx(tau_of(d, b, bucket), rel=1e-15)
+    packed = c.encode(v, KEY)
+    got = c.decode(packed.buffer, KEY)
+    assert bits_equal(got, qsgd_contractive_reference(v, b, bucket, KEY, dtype))
+    # the wire is exactly qsgd's with s = 2^b: same bytes, qsgd decodes to τ·C(v)
+    q = QSGD(d, dtype, levels=2**b, bucket=bucket)
+    assert np.array_equal(q.encode(v, KEY).buffer, packed.buffer)
+    assert np.allclose(q.decode(packed.buffer, KEY) / c.tau, got, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 8, 63, 64, 65, 1000, 1024])
+def test_qsgd_contractive_bit_formula(d):
+    for b in (1, 2, 3, 8, 14):
+        for bucket in (0, 1, 8, 64):
+            c = QSGDContractive(d, "float64", bits=b, bucket=bucket)
+            n_buckets = 1 if bucket == 0 else math.ceil(d / bucket)
+            assert (c.payload_bits, c.header_bits) == (d * (b + 2), 32 * n_buckets)
+            assert c.nbytes == math.ceil(c.bits / 8)
+            assert c.paper_bits_per_coordinate == b
+    assert QSGDContractive(10, "float64").describe() == "qsgd_contractive(bits=2, bucket=0)"
+
+
+@pytest.mark.parametrize("b,bucket", [(1, 0), (2, 0), (4, 8), (1, 1)])
+def test_qsgd_contractive_is_contractive(b, bucket):
+    """E[C(v)] = v/τ and E‖C(v) − v‖² ≤ (1 − 1/τ)‖v‖², over 10⁴ draws (tiled, buckets never straddle)."""
+    rng = np.random.default_rng(b * 10 + bucket)
+    d, n = 32, 10_000
+    v = rng.standard_normal(d) * rng.uniform(0.01, 3, d)
+    width = d if bucket == 0 else bucket
+    big = QSGDContractive(d * n, "float64", bits=b, bucket=width)    # τ from B = width, as for (d, bucket)
+    tau = tau_of(d, b, bucket)
+    assert big.tau == pytest.approx(tau, rel=1e-15)
+    key = RandomKey(4, 0, b)
+    c = big.decode(big.encode(np.tile(v, n), key).buffer, key).reshape(n, d)
+    se = c.std(axis=0, ddof=1) / math.sqrt(n)
+    assert np.all(np.abs(c.mean(axis=0) - v / tau) <= 4 * se + 2.0**-22 * np.abs(v).max())
+    err = ((c - v) ** 2).sum(axis=1)
+    assert err.mean() <= (1 - 1 / tau) * float(v @ v) + 4 * err.std(ddof=1) / math.sqrt(n)
+    assert not QSGDContractive.unbiased and QSGDContractive.contractive and not QSGD.contractive
+
+
+# ========================================================================================= one-bit ops
+
+def f32_up(x: float) -> float:
+    x32 = np.float32(x)
+    if float(x32) < x:
+        x32 = np.nextafter(x32, np.float32(np.inf))
+    return float(x32)
+
+
+def sign_reference(v: np.ndarray, dtype) -> np.ndarray:
+    a = float(np.float32(np.sum(np.abs(v.astype(np.float64))) / v.size))
+    return (np.where(v < 0, -a, a) + 0.0).astype(dtype)
+
+
+def onebit_reference(v: np.ndarray, key: RandomKey, dtype) -> np.ndarray:
+    vf = v.astype(np.float64)
+    r32 = f32_up(float(np.max(np.abs(vf))))
+    if r32 == 0.0:
+        return np.zeros(v.size, dtype)
+    p = (1.0 + vf / r32) / 2.0
+    u = key.generator("quantize").random(v.size)
+    return np.where(u < p, r32, -r32).astype(dtype)
+
+
+def header_f32(buf: np.ndarray) -> float:
+    return float(buf[:4].view("<f4")[0])
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 8, 9, 63, 64, 65, 1000])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sign_round_trip_and_wire(d, dtype):
+    rng = np.random.default_rng(d)
+    v = (rng.standard_normal(d) * rng.uniform(0.1, 10, d)).astype(dtype)
+    if d > 5:
+        v[2:4] = [0.0, -0.0]                             # sign(±0) = +1
+    c = Sign(d, dtype)
+    buf = c.encode(v, KEY).buffer
+    assert (c.payload_bits, c.header_bits, c.bits, buf.nbytes) == (d, 32, d + 32, 4 + math.ceil(d / 8))
+    assert header_f32(buf) == float(np.float32(np.abs(v.astype(np.float64)).sum() / d))
+    assert np.array_equal(buf[4:], np.packbits(v < 0))   # 1 = negative, MSB first, zero-padded
+    got = c.decode(buf, KEY)
+    assert bits_equal(got, sign_reference(v, dtype))
+    if d > 5:
+        assert got[2] > 0 and got[3] > 0
+
+
+def test_sign_contraction_exact():
+    """‖C(v) − v‖² = ‖v‖² − 2a‖v‖₁ + d·a² (a = the sent scale) ≤ (1 − 1/d)‖v‖², with equality for a
+    one-hot vector and zero error for a flat one."""
+    rng = np.random.default_rng(12)
+    for d in (1, 2, 7, 64, 1000):
+        c = Sign(d, "float64")
+        onehot = np.zeros(d)
+        onehot[d // 2] = -3.0
+        flat = np.where(np.arange(d) % 2 == 0, 0.25, -0.25)
+        for v in (rng.standard_normal(d), rng.standard_normal(d) ** 3, onehot, flat):
+            buf = c.encode(v, KEY).buffer
+            a = header_f32(buf)
+            err = float(((c.decode(buf, KEY) - v) ** 2).sum())
+            n2, n1 = float(v @ v), float(np.abs(v).sum())
+            assert err == pytest.approx(n2 - 2 * a * n1 + d * a * a, rel=1e-9, abs=1e-12 * n2)
+            # the float32 rounding of the scale adds exactly d·(a − ‖v‖₁/d)² to the optimum
+            assert err <= (1 - 1 / d) * n2 + d * (a - n1 / d) ** 2 + 1e-12 * n2
+        buf = c.encode(flat, KEY).buffer
+        assert bits_equal(c.decode(buf, KEY), flat)
+        err = float(((c.decode(c.encode(onehot, KEY).buffer, KEY) - onehot) ** 2).sum())
+        assert err == pytest.approx((1 - 1 / d) * 9.0, rel=1e-6, abs=1e-12)
+    assert Sign.contractive and not Sign.unbiased
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 8, 63, 64, 65, 1000])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_onebit_round_trip_and_wire(d, dtype, no_warnings):
+    rng = np.random.default_rng(d + 5)
+    xs = rng.uniform(0.1, 10, 1000)
+    x = xs[xs.astype(np.float32).astype(np.float64) < xs][0]    # float32(x) < x: R must round up
+    v = (rng.standard_normal(d) * rng.uniform(0.1, 1, d)).astype(dtype)
+    v[d // 2] = -x if dtype == "float64" else np.float32(-x)
+    c = OneBit(d, dtype)
+    buf = c.encode(v, KEY).buffer
+    assert (c.payload_bits, c.header_bits, c.bits, buf.nbytes) == (d, 32, d + 32, 4 + math.ceil(d / 8))
+    r = float(np.abs(v.astype(np.float64)).max())
+    assert header_f32(buf) == f32_up(r) >= r
+    got = c.decode(buf, KEY)
+    assert bits_equal(got, onebit_reference(v, KEY, dtype))
+    assert np.all(np.abs(got) == np.float32(header_f32(buf)))
+    # an entry equal to +R is always sent as +R (p = 1), and −R as −R when R is exact in float32
+    w = np.array([2.0, -2.0, 0.5] + [0.0] * (d - 3)) if d >= 3 else np.array([2.0, -2.0][:d])
+    for step in range(20):
+        g = c.decode(c.encode(w.astype(dtype), RandomKey(0, 0, step)).buffer, RandomKey(0, 0, step))
+        assert g[0] == 2.0 and (d < 2 or g[1] == -2.0)
+
+
+def test_onebit_unbiased_and_variance():
+    rng = np.random.default_rng(8)
+    d, n = 24, 10_000
+    v = rng.standard_normal(d) * rng.uniform(0.01, 3, d)
+    big = OneBit(d * n, "float64")                       # tiled copies: same R, independent uniforms
+    key = RandomKey(3, 1, 4)
+    q = big.decode(big.encode(np.tile(v, n), key).buffer, key).reshape(n, d)
+    se = q.std(axis=0, ddof=1) / math.sqrt(n)
+    r32 = f32_up(float(np.abs(v).max()))
+    # Slack 2**-22·R32: the largest |v_k| sits just below the rounded-up R32, so its opposite sign has
+    # probability ~1e-8 that 10⁴ draws cannot see (the spread is exactly zero there).
+    assert np.all(np.abs(q.mean(axis=0) - v) <= 4 * se + 2.0**-22 * r32)
+    err = ((q - v) ** 2).sum(axis=1)
+    exact = float(np.sum(r32**2 - v**2))                 # Σ (R² − v_k²)
+    assert abs(err.mean() - exact) <= 4 * err.std(ddof=1) / math.sqrt(n)
+    assert OneBit.unbiased and not OneBit.contractive
+
+
+def test_one_bit_ops_zero_tiny_and_huge(no_warnings):
+    for cls in (Sign, OneBit):
+        for d in (1, 9, 64):
+            c = cls(d, "float64")
+            buf = c.encode(np.zeros(d), KEY).buffer
+            assert not buf.any() and bits_equal(c.decode(buf, KEY), np.zeros(d))
+            # underflowing magnitudes: a zero scale is sent with zero sign bits, no −0.0 decoded
+            tiny = np.full(d, -5e-324)
+            got = c.decode(c.encode(tiny, KEY).buffer, KEY)
+            assert np.all(np.abs(got) <= 1.5e-45) and not np.signbit(got[got == 0]).any()
+        c = cls(4, "float64")
+        with pytest.raises(NonFiniteInputError, match=re.escape(c.describe()) + ": input values too large"):
+            c.encode(np.array([1e39, 0.0, -1e39, 1e39]), KEY)
+        with pytest.raises(NonFiniteInputError, match=re.escape(c.describe()) + ": input values too large"):
+            c.encode(np.array([1e308, 1e308, -1e308, 1e308]), KEY)       # ‖v‖₁ overflows float64
+        assert np.all(np.isfinite(c.decode(c.encode(np.full(4, 1e38), KEY).buffer, KEY)))
+
+
+# ============================================================ properties shared by the new operators
+
+NEW_OPERATORS = [
+    ("qsgd_contractive", {"bits": 2, "bucket": 0}),
+    ("qsgd_contractive", {"bits": 5, "bucket": 16}),
+    ("sign", {}),
+    ("onebit", {}),
+    ("topk", {"fraction": 0.1}),
+    ("topk", {"fraction": 0.6}),
+    ("topk", {"fraction": 1.0}),
+    ("randk", {"fraction": 0.1}),
+    ("randk", {"fraction": 0.7, "scaled": True}),
+    ("randk", {"fraction": 1.0}),
+]
+RANDOMIZED = {"qsgd_contractive", "onebit", "randk"}
+
+
+def expected_bits(name: str, table: dict, d: int) -> int:
+    """The spec's formulas, written out independently of the implementation."""
+    if name == "qsgd_contractive":
+        b, bucket = table.get("bits", 2), table.get("bucket", 0)
+        return d * (b + 2) + 32 * (1 if bucket == 0 else math.ceil(d / bucket))
+    if name in ("sign", "onebit"):
+        return d + 32
+    k = max(1, round(table.get("fraction", 0.1) * d))
+    if name == "randk":
+        return 32 * k
+    index_width = math.ceil(math.log2(d)) if d > 1 else 0
+    return 32 * k + min(k * index_width, d)
+
+
+@pytest.mark.parametrize("name,table", NEW_OPERATORS)
+def test_new_operators_common_properties(name, table):
+    for d in (1, 2, 7, 8, 63, 64, 65, 1000, 1024):
+        for dtype in ("float64", "float32"):
+            rng = np.random.default_rng(d)
+            v = (rng.standard_normal(d) * 3).astype(dtype)
+            v_before = v.copy()
+            c = build_compressor(name, d, dtype, {"name": name, **table})
+            assert c.bits == expected_bits(name, table, d)
+            assert c.nbytes == math.ceil(c.bits / 8)
+            packed = c.encode(v, KEY)
+            assert bits_equal(v, v_before)
+            assert packed.buffer.shape == (c.nbytes,) == (packed.nbytes,) and packed.buffer.dtype == np.uint8
+            assert (packed.payload_bits, packed.header_bits) == (c.payload_bits, c.header_bits)
+            got = c.decode(packed.buffer, KEY)
+            assert got.dtype == np.dtype(dtype) and got.shape == (d,)
+            # another rank's instance decodes the same bytes (with the sender's key) identically
+            other = build_compressor(name, d, dtype, table)
+            out = np.full(d, 7.0, dtype)
+            assert other.decode(packed.buffer.copy(), KEY, out=out) is out and bits_equal(out, got)
+            # encoding into a caller's buffer; a fresh instance repeats the bytes for the same key
+            into = np.full(c.nbytes, 0xAB, np.uint8)
+            c.encode(v, KEY, out=into)
+            assert np.array_equal(into, packed.buffer)
+            assert np.array_equal(other.encode(v, KEY).buffer, packed.buffer)
+            # zero vector → zeros (no −0.0)
+            z = c.decode(c.encode(np.zeros(d, dtype), KEY).buffer, KEY)
+            assert bits_equal(z, np.zeros(d, dtype))
+            # NaN/inf anywhere → an error naming the operator, not garbage
+            for bad in (np.nan, np.inf, -np.inf):
+                for where in {0, d // 2, d - 1}:
+                    w = v.copy()
+                    w[where] = bad
+                    with pytest.raises(NonFiniteInputError,
+                                       match="^" + re.escape(c.describe()) + ": input contains NaN or infinite"):
+                        c.encode(w, KEY)
+            assert bits_equal(c.decode(c.encode(v, KEY).buffer, KEY), got)   # scratch not polluted
+    # determinism by key: randomized operators change with any part of the key, the others ignore it
+    d = 1000
+    v = np.random.default_rng(1).standard_normal(d)
+    c = build_compressor(name, d, "float64", table)
+    base = c.encode(v, RandomKey(1, 2, 3)).buffer.copy()
+    for key in (RandomKey(1, 2, 4), RandomKey(1, 3, 3), RandomKey(2, 2, 3)):
+        same = np.array_equal(c.encode(v, key).buffer, base)
+        if name == "randk" and table["fraction"] == 1.0:
+            assert same                                   # k = d: every index, nothing drawn
+        else:
+            assert same == (name not in RANDOMIZED), key
+
+
+def test_paper_bits_per_coordinate_and_flags():
+    d = 1000
+    assert Identity(d, "float64").paper_bits_per_coordinate == 64
+    assert Identity(d, "float64", precision="float32").paper_bits_per_coordinate == 32
+    assert Identity(d, "float32").paper_bits_per_coordinate == 32
+    for s, want in ((1, 2), (3, 3), (16, 6), (255, 9)):
+        assert QSGD(d, "float64", levels=s).paper_bits_per_coordinate == want    # 1 + ⌈log2(s+1)⌉
+    assert QSGDContractive(d, "float64", bits=3).paper_bits_per_coordinate == 3
+    assert Sign(d, "float64").paper_bits_per_coordinate == 1
+    assert OneBit(d, "float64").paper_bits_per_coordinate == 1
+    assert TopK(d, "float64", fraction=0.05).paper_bits_per_coordinate == 32 * 50 / 1000
+    assert RandK(d, "float64", fraction=0.05).paper_bits_per_coordinate == 32 * 50 / 1000
+    assert RandK(7, "float64", fraction=0.3).paper_bits_per_coordinate == 32 * 2 / 7
+    # contractive / unbiased: class-level where fixed, per instance for randk
+    assert Identity.contractive and QSGDContractive.contractive and Sign.contractive and TopK.contractive
+    assert not QSGD.contractive and not OneBit.contractive and Compressor.contractive is False
+    unscaled, scaled = RandK(d, "float64"), RandK(d, "float64", scaled=True)
+    assert (unscaled.contractive, unscaled.unbiased) == (True, False)
+    assert (scaled.contractive, scaled.unbiased) == (False, True)
+    assert RandK.contractive is False and RandK.unbiased is False      # conservative class values
+
+
+# ===================================================================================== error feedback
+
+EF_OPERATORS = [("sign", {}), ("topk", {"fraction": 0.1}), ("randk", {"fraction": 0.2}),
+                ("qsgd_contractive", {"bits": 2}), ("identity", {"precision": "float32"})]
+# (not onebit: it is not contractive, so its memory grows without bound — error feedback needs δ > 0)
+
+
+@pytest.mark.parametrize("name,table", EF_OPERATORS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_error_feedback_memory_and_telescoping(name, table, dtype):
+    d, steps = 50, 40
+    rng = np.random.default_rng(2)
+    ef = ErrorFeedback(build_compressor(name, d, dtype, table))
+    receiver = build_compressor(name, d, dtype, table)
+    assert ef.memory.shape == (d,) and ef.memory.dtype == np.dtype(dtype) and not ef.memory.any()
+    e_ref = np.zeros(d)
+    sum_v, sum_dec = np.zeros(d), np.zeros(d)
+    for t in range(steps):
+        v = (rng.standard_normal(d) + 1.0).astype(dtype)
+        key = RandomKey(0, 1, t)
+        packed = ef.encode(v, key)
+        assert packed.nbytes == ef.nbytes == receiver.nbytes
+        dec = receiver.decode(packed.buffer, key)                   # what a neighbour reconstructs
+        assert bits_equal(ef.decoded, dec) and not ef.decoded.flags.writeable
+        # memory = accumulated residual, from the decoded BYTES: (v + e) − decode(message)
+        w = (v + e_ref.astype(dtype)).astype(dtype)
+        assert bits_equal(receiver.decode(receiver.encode(w, key).buffer, key), dec)
+        e_ref = (w - dec).astype(dtype)
+        assert bits_equal(ef.memory, e_ref)
+        sum_v += v
+        sum_dec += dec
+    # telescoping: Σ decoded + e_T = Σ v (up to rounding)
+    tol = (1e-12 if dtype == "float64" else 1e-4) * np.abs(sum_v).max() * steps
+    assert np.max(np.abs(sum_dec + ef.memory - sum_v)) <= tol
+    ef.reset()
+    assert not ef.memory.any() and ef.describe() == f"error_feedback({receiver.describe()})"
+
+
+def test_error_feedback_sign_running_average_converges():
+    """With error feedback the running average of sign messages tracks the running average of the
+    inputs (the gap is ‖e_T‖/T, and e stays bounded); without it the gap does not shrink."""
+    d = 40
+    rng = np.random.default_rng(3)
+    mean = rng.standard_normal(d)
+    ef = ErrorFeedback(Sign(d, "float64"))
+    plain = Sign(d, "float64")
+    sum_v, sum_ef, sum_plain = np.zeros(d), np.zeros(d), np.zeros(d)
+    gaps, plain_gaps, memory_norms = {}, {}, []
+    for t in range(1, 4001):
+        v = mean + 0.5 * rng.standard_normal(d)
+        key = RandomKey(0, 0, t)
+        sum_v += v
+        sum_ef += Sign(d, "float64").decode(ef.encode(v, key).buffer, key)
+        sum_plain += plain.decode(plain.encode(v, key).buffer, key)
+        memory_norms.append(float(np.linalg.norm(ef.memory)))
+        if t in (100, 4000):
+            gaps[t] = np.linalg.norm(sum_ef - sum_v) / t
+            plain_gaps[t] = np.linalg.norm(sum_plain - sum_v) / t
+    avg_norm = np.linalg.norm(sum_v / 4000)
+    assert max(memory_norms) < 20 * avg_norm                          # bounded memory
+    assert gaps[4000] < gaps[100] / 10 and gaps[4000] < 0.01 * avg_norm
+    assert plain_gaps[4000] > 0.2 * avg_norm                         # biased without memory
+
+
+def test_error_feedback_errors_leave_memory_and_accept_out():
+    ef = ErrorFeedback(TopK(20, "float64", fraction=0.25))
+    v = np.arange(20.0)
+    ef.encode(v, KEY)
+    before = ef.memory.copy()
+    bad = v.copy()
+    bad[3] = np.nan
+    with pytest.raises(NonFiniteInputError, match=r"^topk\(fraction=0.25, k=5, index_encoding=bitmap\)"):
+        ef.encode(bad, KEY)
+    assert bits_equal(ef.memory, before)
+    with pytest.raises(ValueError, match="length 20"):
+        ef.encode(np.zeros(21), KEY)
+    out = np.empty(ef.nbytes, np.uint8)
+    packed = ef.encode(v, KEY, out=out)
+    assert np.shares_memory(packed.buffer, out)
+
+
+# ============================================================================= registry (new keys)
+
+@pytest.mark.parametrize("name,table,message", [
+    ("topk", {"fraction": 0}, "[compression] fraction must be > 0, got 0"),
+    ("randk", {"fraction": 0.0}, "[compression] fraction must be > 0, got 0"),
+    ("topk", {"fraction": 1.5}, "[compression] fraction must be ≤ 1, got 1.5"),
+    ("randk", {"scaled": 1}, "[compression] scaled must be true or false, got 1 (int)"),
+    ("topk", {"fractoin": 0.1}, "[compression] unknown key 'fractoin' for topk (did you mean 'fraction'?; "),
+    ("qsgd_contractive", {"bits": 0}, "[compression] bits must be ≥ 1, got 0"),
+    ("qsgd_contractive", {"bits": 15}, "[compression] bits must be ≤ 14 (s = 2^b levels take b + 1 level bits"),
+    ("qsgd_contractive", {"levels": 4}, "[compression] unknown key 'levels' for qsgd_contractive"),
+    ("sign", {"bits": 1}, "[compression] unknown key 'bits' for sign"),
+])
+def test_build_errors_name_the_key_new_operators(name, table, message):
+    with pytest.raises(JobError) as err:
+        build_compressor(name, 10, "float64", table)
+    assert str(err.value).startswith(message)
+
+
+def test_registry_new_operators():
+    for name, cls in (("qsgd_contractive", QSGDContractive), ("sign", Sign), ("onebit", OneBit),
+                      ("topk", TopK), ("randk", RandK)):
+        assert COMPRESSORS[name] is cls
+    c = build_compressor("qsgd_contractive", 64, "float32", {"name": "qsgd_contractive", "bits": 3, "bucket": 8})
+    assert isinstance(c, QSGDContractive) and (c.levels, c.bucket, c.bits) == (8, 8, 64 * 5 + 32 * 8)
+    assert build_compressor("topk", 10, "float64", {}).describe() == "topk(fraction=0.1, k=1, index_encoding=list)"
+    assert build_compressor("randk", 10, "float64", {"scaled": True}).describe() == \
+        "randk(fraction=0.1, scaled=true, k=1)"

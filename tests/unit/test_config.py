@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mpidecent.config import load_job, load_text
+from mpidecent.config import load_job, load_jobs, load_text, load_text_jobs
 from mpidecent.errors import JobError
 from mpidecent.plan import plan_job
 
@@ -33,10 +33,49 @@ def error_of(text: str, overrides=(), world: int = 8) -> str:
 
 
 @pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])
-def test_shipped_jobs_validate_at_eight_ranks(path):
-    job = load_job(path)
-    plan = plan_job(job, 8)
-    assert plan.n == 8
+def test_shipped_jobs_validate(path):
+    """Every shipped job (and every variant of a sweep) validates at its rank count (n, else 8)."""
+    for job in load_jobs(path):
+        ranks = job.topology["n"] or 8
+        assert plan_job(job, ranks).n == ranks
+
+
+SWEEP = BASE + """
+[[sweep]]
+name = "coarse"
+set = { "compression.levels" = 2, "algorithm.gamma" = 0.5 }
+
+[[sweep]]
+name = "exact"
+set = { "algorithm.name" = "push_sum", "compression.name" = "identity" }
+"""
+
+
+def test_sweep_variants_apply_their_settings_then_the_command_line():
+    coarse, exact = load_text_jobs(SWEEP, overrides=["run.steps=7"], default_name="demo")
+    assert (coarse.variant, coarse.run["name"], coarse.run["out"]) == ("coarse", "demo-coarse", "runs/demo/coarse.h5")
+    assert coarse.compression["levels"] == 2 and coarse.algorithm["gamma"] == 0.5 and coarse.run["steps"] == 7
+    assert exact.algorithm["name"] == "push_sum" and exact.compression["name"] == "identity"
+    assert exact.set_aside == ("compression.levels",) and exact.run["steps"] == 7
+    with_folder = load_text_jobs(SWEEP.replace("steps = 20", 'steps = 20\nout = "res"'))
+    assert [j.run["out"] for j in with_folder] == ["res/coarse.h5", "res/exact.h5"]
+    with pytest.raises(JobError, match="has a \\[\\[sweep\\]\\] of 2 variants"):
+        load_text(SWEEP)
+
+
+@pytest.mark.parametrize("sweep, expected", [
+    ('[[sweep]]\nname = "a"\nset = { "compression.levels" = 0 }\n', "[[sweep]] a: [compression] levels must be ≥ 1"),
+    ('[[sweep]]\nname = "a"\n[[sweep]]\nname = "a"\n', "[[sweep]] name 'a' is used twice"),
+    ('[[sweep]]\nset = { "run.steps" = 3 }\n', "[[sweep]] entry 1: name must be a string"),
+    ('[[sweep]]\nname = "a b"\n', "[[sweep]] entry 1: name must be a string of letters"),
+    ('[[sweep]]\nname = "a"\nsets = {}\n', "[[sweep]] entry 1: unknown key 'sets'"),
+    ('[[sweep]]\nname = "a"\nset = { "steps" = 3 }\n', "[[sweep]] a: set 'steps': expected section.key"),
+    ('sweep = 3\n', "[[sweep]] must be one or more tables"),
+])
+def test_bad_sweeps_name_the_variant(sweep, expected):
+    with pytest.raises(JobError) as info:
+        load_text_jobs(sweep + BASE if sweep.startswith("sweep =") else BASE + sweep)
+    assert expected in str(info.value)
 
 
 def test_defaults_filled_and_resolved_toml_round_trips():
@@ -100,6 +139,12 @@ def test_switching_a_plugin_with_set_sets_aside_only_the_old_plugins_keys():
      "[data]\nsamples = 100\n", ["topology.kind=star"], "not doubly stochastic"),
     ("[algorithm]\nname = \"push_sum\"\n[topology]\nkind = \"ring\"\ndirected = true\nweights = \"metropolis\"\n", [],
      "weights = \"metropolis\" needs an undirected graph"),
+    ("[algorithm]\nname = \"dpsgd\"\n[topology]\nkind = \"one_peer_exponential\"\n", [],
+     "[topology] kind = 'one_peer_exponential' is time-varying; dpsgd needs a static graph"),
+    ("[algorithm]\nname = \"multi_gossip\"\n[topology]\nkind = \"ring\"\n[compression]\nname = \"qsgd\"\n", [],
+     "[compression] qsgd(levels=16, bucket=64) is not contractive; multi_gossip needs a contractive operator"),
+    ("[algorithm]\nname = \"dpsgd\"\n[topology]\nkind = \"ring\"\n[data]\nname = \"digits\"\n", [],
+     "[model] name = 'logistic' solves binary tasks but [data] 'digits' is a multiclass task"),
     ("[run\nsteps = 3\n", [], "invalid TOML"),
     ("run = 3\n", [], "[run] must be a table"),
 ])

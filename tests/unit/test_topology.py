@@ -321,7 +321,7 @@ def test_file_graph_errors(tmp_path, monkeypatch):
 
 def test_registry_declares_kinds_and_defaults():
     assert set(KINDS) == {"ring", "exponential", "torus", "complete", "star", "erdos_renyi", "chord_ring",
-                          "file"}
+                          "file", "disconnected"}
     assert {k for k, spec in KINDS.items() if spec.default_directed} == {"exponential", "erdos_renyi",
                                                                         "chord_ring"}
     for spec in KINDS.values():
@@ -338,8 +338,8 @@ def test_build_graph_uses_kind_default_and_ignores_common_keys():
 def test_unknown_kind_suggests():
     with pytest.raises(JobError) as err:
         build_graph("torsu", 8, None, {})
-    assert str(err.value) == ("[topology] kind must be one of 'chord_ring', 'complete', 'erdos_renyi', "
-                              "'exponential', 'file', 'ring', 'star', 'torus'; got 'torsu' "
+    assert str(err.value) == ("[topology] kind must be one of 'chord_ring', 'complete', 'disconnected', "
+                              "'erdos_renyi', 'exponential', 'file', 'ring', 'star', 'torus'; got 'torsu' "
                               "(did you mean 'torus'?)")
 
 
@@ -467,3 +467,31 @@ def test_topology_package_imports_no_mpi_or_torch():
             "bad = [m for m in ('mpi4py', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_disconnected_graph_has_no_edges_and_identity_weights():
+    from mpidecent.topology import WEIGHTS
+
+    graph = build_graph("disconnected", 5, None, {})
+    assert graph.num_edges == 0 and not is_strongly_connected(graph)
+    np.testing.assert_array_equal(WEIGHTS["metropolis"](graph), np.eye(5))
+    np.testing.assert_array_equal(WEIGHTS["column_uniform"](graph), np.eye(5))
+
+
+def test_one_peer_exponential_schedule():
+    from mpidecent.topology.schedule import one_peer_exponential, schedule_spectral_gap
+    from mpidecent.topology import column_stochastic_uniform
+
+    schedule = one_peer_exponential(8)
+    assert schedule.period == 3 and schedule.time_varying
+    for k, graph in enumerate(schedule.graphs):
+        assert graph.out_degree.tolist() == [1] * 8 and graph.in_degree.tolist() == [1] * 8
+        assert graph.out_neighbors(5).tolist() == [(5 + 2 ** k) % 8]
+    assert schedule.at(4) is schedule.graphs[1]
+    np.testing.assert_array_equal(schedule.union().edges, exponential(8).edges)
+    weights = tuple(column_stochastic_uniform(g) for g in schedule.graphs)
+    # With n a power of two, one period of one-peer averaging is exact averaging: W2 W1 W0 = J / n.
+    product = weights[2] @ weights[1] @ weights[0]
+    np.testing.assert_allclose(product, np.full((8, 8), 1 / 8), atol=1e-15)
+    assert schedule_spectral_gap(weights) > 1 - 1e-6
+    assert one_peer_exponential(6).period == 3 and one_peer_exponential(1).graphs[0].num_edges == 0

@@ -1,0 +1,257 @@
+"""The ``hdf5`` data kind: a user's HDF5 file, checked serially and read in parallel.
+
+File layout: ``features_dataset`` of shape (N, p), numeric; ``labels_dataset`` of shape (N,): class ids
+0..C−1 for ``task = "multiclass"`` (C = largest label + 1), 0/1 for ``"binary"``, any finite numbers for
+``"regression"`` (integral floats are accepted as class ids).
+
+``check_hdf5`` (every rank, before any collective): opens the file read-only with the default driver
+and validates shapes, types and labels, raising a one-line ``JobError`` naming the ``[data]`` key.
+
+``load_hdf5`` (every rank, collectively over ``comm``): with ``comm`` and an MPI-enabled h5py the file
+is opened with ``driver="mpio"``; every rank reads the full labels (1-D, small) to compute the same
+train/test split and partition, then reads ONLY its own feature rows — its training shard, then its
+slice of the test set — with collective reads of unions of hyperslabs over the increasing rows (every
+rank makes the same number of calls, computed from the layout all ranks share; a rank with nothing left
+to read takes part with an empty selection, which h5py's high-level indexing would skip). Without
+``comm`` (or without MPI in h5py) the same reads are done serially.
+
+Imported lazily by ``mpidecent.learning.data`` so that the pure data module never imports h5py; this
+module never imports mpi4py (it only calls methods of the ``comm`` it is given).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+from h5py import h5s
+
+from mpidecent.errors import JobError
+from mpidecent.learning.data import NodeData, assemble, make_layout, resolve_path
+
+_MAX_LISTED = 20
+
+
+def _shown(values: Mapping[str, Any]) -> str:
+    return repr(values["path"])
+
+
+def _open_serial(values: Mapping[str, Any], base_dir: str | None) -> h5py.File:
+    full = resolve_path(values["path"], base_dir)
+    if not os.path.isfile(full):
+        where = ""
+        if full != values["path"]:
+            where = f" (looked for {full})"
+        raise JobError(f"[data] path: no such file {values['path']!r}{where}")
+    try:
+        return h5py.File(full, "r")
+    except OSError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise JobError(f"[data] path: cannot read {values['path']!r} as an HDF5 file ({reason})") from None
+
+
+def _open_parallel(values: Mapping[str, Any], base_dir: str | None, comm: Any) -> h5py.File:
+    full = resolve_path(values["path"], base_dir)
+    if not os.path.isfile(full):  # every rank sees the same shared file system
+        raise JobError(f"[data] path: no such file {values['path']!r}")
+    try:
+        return h5py.File(full, "r", driver="mpio", comm=comm)
+    except OSError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise JobError(f"[data] path: cannot read {values['path']!r} as an HDF5 file ({reason})") from None
+
+
+def _dataset_names(f: h5py.File) -> str:
+    names: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            names.append(name)
+
+    f.visititems(visit)
+    if not names:
+        return "no datasets there"
+    listed = ", ".join(names[:_MAX_LISTED])
+    more = f", … ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
+    return f"datasets there: {listed}{more}"
+
+
+def _dataset(f: h5py.File, key: str, values: Mapping[str, Any]) -> h5py.Dataset:
+    name = values[key]
+    try:
+        obj = f.get(name) if name else None
+    except (KeyError, ValueError, OSError):
+        obj = None
+    if obj is None:
+        raise JobError(f"[data] {key} = {name!r} not found in {_shown(values)} ({_dataset_names(f)})")
+    if not isinstance(obj, h5py.Dataset):
+        raise JobError(f"[data] {key} = {name!r} in {_shown(values)} is a group, not a dataset "
+                       f"({_dataset_names(f)})")
+    return obj
+
+
+def _numeric(dset: h5py.Dataset) -> bool:
+    return dset.dtype.kind in "iufb"
+
+
+def targets_from_labels(labels: np.ndarray, values: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    """Validate the labels read from the file for ``values["task"]``; returns (targets, num_classes).
+
+    Classification: int64 class ids, num_classes = 2 (binary) or largest label + 1 (multiclass).
+    Regression: float64, num_classes = 0.
+    """
+    task = values["task"]
+    where = f"[data] labels_dataset = {values['labels_dataset']!r} in {_shown(values)}"
+    if labels.dtype.kind == "b":
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        bad = labels[~np.isfinite(labels)][0]
+        raise JobError(f"{where} holds NaN or infinite values (e.g. {bad}); every sample needs a finite label")
+    if task == "regression":
+        return labels.astype(np.float64), 0
+    if labels.dtype.kind == "f":
+        fractional = labels != np.round(labels)
+        if np.any(fractional):
+            raise JobError(f"{where} holds non-integer values (e.g. {labels[fractional][0]:g}); task = {task!r} "
+                           "needs class ids 0..C−1 (use task = \"regression\" for real-valued targets)")
+    targets = labels.astype(np.int64)
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0:
+        raise JobError(f"{where} holds negative labels (e.g. {low}); task = {task!r} needs class ids "
+                       f"{'0 or 1' if task == 'binary' else '0..C−1'}")
+    if task == "binary":
+        if high > 1:
+            raise JobError(f"{where} holds labels outside 0 and 1 (e.g. {high}); task = 'binary' needs labels "
+                           "0 or 1 (use task = \"multiclass\" for more classes)")
+        return targets, 2
+    if high < 1:
+        raise JobError(f"{where} holds only class 0; task = 'multiclass' needs at least two classes 0..C−1")
+    return targets, high + 1
+
+
+def _inspect(f: h5py.File, values: Mapping[str, Any], nodes: int) -> tuple[h5py.Dataset, np.ndarray, int]:
+    """Validate the file; returns (features dataset, targets of all N samples, num_classes)."""
+    features = _dataset(f, "features_dataset", values)
+    labels = _dataset(f, "labels_dataset", values)
+    fwhere = f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)}"
+    lwhere = f"[data] labels_dataset = {values['labels_dataset']!r} in {_shown(values)}"
+    if len(features.shape) != 2:
+        raise JobError(f"{fwhere} must be 2-D (samples, features), got shape {features.shape}")
+    if features.shape[1] < 1:
+        raise JobError(f"{fwhere} has no feature columns (shape {features.shape})")
+    if not _numeric(features):
+        raise JobError(f"{fwhere} must hold numbers, got type {features.dtype}")
+    if len(labels.shape) != 1:
+        raise JobError(f"{lwhere} must be 1-D (samples,), got shape {labels.shape}")
+    if not _numeric(labels):
+        raise JobError(f"{lwhere} must hold numbers, got type {labels.dtype}")
+    if labels.shape[0] != features.shape[0]:
+        raise JobError(f"{lwhere} has {labels.shape[0]} rows but features_dataset = "
+                       f"{values['features_dataset']!r} has {features.shape[0]}; they must match")
+    samples = int(features.shape[0])
+    if samples < nodes:
+        raise JobError(f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} nodes; "
+                       "every node needs a sample")
+    targets, num_classes = targets_from_labels(labels[()], values)
+    return features, targets, num_classes
+
+
+def check_hdf5(values: Mapping[str, Any], nodes: int, base_dir: str | None = None) -> None:
+    """Serial, read-only checks of the file (see module docstring); raises ``JobError``."""
+    with _open_serial(values, base_dir) as f:
+        _, targets, _ = _inspect(f, values, nodes)
+    make_layout(targets, values, nodes)  # too few training samples, Dirichlet leaving a node empty
+
+
+# HDF5 (1.10) builds a union of n hyperslabs in O(n²) time, so a read selects at most this many runs of
+# consecutive rows; longer selections are read in several calls.
+RUNS_PER_READ = 512
+
+
+def _runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maximal runs of consecutive values in increasing ``rows``: (starts, lengths)."""
+    if rows.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = rows[np.concatenate(([0], breaks))]
+    lengths = np.diff(np.concatenate(([0], breaks, [rows.size])))
+    return starts, lengths
+
+
+def read_calls(rows: np.ndarray) -> int:
+    """How many read calls ``read_rows`` needs for ``rows`` (at least one)."""
+    return max(1, -(-_runs(np.asarray(rows, dtype=np.int64))[0].size // RUNS_PER_READ))
+
+
+def read_rows(dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int | None = None) -> np.ndarray:
+    """Rows ``rows`` (increasing) of a 2-D dataset as float64, reading nothing else.
+
+    The rows are read in ``calls`` read calls (default and minimum: ``read_calls(rows)``), each a union
+    of at most ``RUNS_PER_READ`` hyperslabs. With a collective ``dxpl`` every rank of the file's
+    communicator must make the same number of calls, so pass the same ``calls`` on every rank; calls
+    with nothing left to read take part with an empty selection.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    m, p = int(rows.size), int(dset.shape[1])
+    starts, lengths = _runs(rows)
+    needed = read_calls(rows)
+    calls = needed if calls is None else calls
+    if calls < needed:
+        raise ValueError(f"{m} rows in {starts.size} runs need {needed} read calls, got {calls}")
+    native = dset.dtype.kind in "iuf"  # HDF5 converts these to float64 on read
+    out = np.empty((max(m, 1), p), dtype=np.float64 if native else dset.dtype)
+    mspace = h5s.create_simple((max(m, 1), p))
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    for call in range(calls):
+        fspace = dset.id.get_space()
+        first, last = call * RUNS_PER_READ, min((call + 1) * RUNS_PER_READ, starts.size)
+        if first >= last:
+            fspace.select_none()
+            mspace.select_none()
+        else:
+            op = h5s.SELECT_SET
+            for start, length in zip(starts[first:last].tolist(), lengths[first:last].tolist()):
+                fspace.select_hyperslab((start, 0), (length, p), op=op)
+                op = h5s.SELECT_OR
+            mspace.select_hyperslab((int(offsets[first]), 0), (int(offsets[last] - offsets[first]), p))
+        if dxpl is None:
+            dset.id.read(mspace, fspace, out)
+        else:
+            dset.id.read(mspace, fspace, out, dxpl=dxpl)
+    return out[:m].astype(np.float64, copy=False)
+
+
+def _collective_dxpl() -> Any:
+    from h5py import h5fd, h5p
+
+    dxpl = h5p.create(h5p.DATASET_XFER)
+    dxpl.set_dxpl_mpio(h5fd.MPIO_COLLECTIVE)
+    return dxpl
+
+
+def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None,
+              base_dir: str | None = None) -> NodeData:
+    """Node ``node``'s data from the file; collective over ``comm`` when given (see module docstring)."""
+    parallel = comm is not None and bool(h5py.get_config().mpi)
+    f = _open_parallel(values, base_dir, comm) if parallel else _open_serial(values, base_dir)
+    with f:
+        features, targets, num_classes = _inspect(f, values, nodes)
+        layout = make_layout(targets, values, nodes)
+        dxpl = _collective_dxpl() if parallel else None
+        # Collective reads: every rank makes as many calls as the node needing the most (known to all).
+        calls = iter([max(read_calls(layout.train_rows[layout.train_indices(i)]) for i in range(nodes)),
+                      max(read_calls(layout.test_rows[layout.test_indices(i)]) for i in range(nodes))])
+        data = assemble("hdf5", values["task"], int(features.shape[1]), num_classes, layout, node,
+                        lambda rows: (read_rows(features, rows, dxpl, next(calls)), targets[rows]))
+    bad = not np.all(np.isfinite(data.train.features))
+    if data.test is not None:
+        bad = bad or not np.all(np.isfinite(data.test.features))
+    if comm is not None:
+        bad = comm.allreduce(int(bad)) > 0  # every rank fails together
+    if bad:
+        raise JobError(f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} holds "
+                       "NaN or infinite values")
+    return data
