@@ -493,5 +493,5 @@ def test_one_peer_exponential_schedule():
     # With n a power of two, one period of one-peer averaging is exact averaging: W2 W1 W0 = J / n.
     product = weights[2] @ weights[1] @ weights[0]
     np.testing.assert_allclose(product, np.full((8, 8), 1 / 8), atol=1e-15)
-    assert schedule_spectral_gap(weights) > 1 - 1e-6
+    assert schedule_spectral_gap(weights) > 1 - 1e-4  # |λ₂| is rounding noise (~1e-17), cube-rooted
     assert one_peer_exponential(6).period == 3 and one_peer_exponential(1).graphs[0].num_edges == 0
