@@ -235,8 +235,8 @@ class Runner:
         steps, log_every = job.run["steps"], job.run["log_every"]
         rank_extras = list(algo.extra_metrics())
         if self.rank == 0 and job.set_aside and not self.quiet:
-            print(f"note: --set switched a plug-in; unused keys of the job file: {', '.join(job.set_aside)}",
-                  flush=True)
+            print(f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
+                  f"one uses: {', '.join(job.set_aside)}", flush=True)
         global_extras = {"test_loss": ("f8", "", "mean loss (no ℓ2) of the average model on the held-out test set"),
                          "test_accuracy": ("f8", "fraction", "accuracy of the average model on the test set")
                          } if self.data.num_test else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import h5py
 import numpy as np
@@ -88,7 +89,7 @@ BAD_JOBS = [
     (["--set", "algorithm.gama=0.5"], "[algorithm] unknown key 'gama' for quantized_push_sum"),
     (["--set", "run.steps=many"], "[run] steps must be an integer, got 'many'"),
     (["--set", "algorithm.name=sgd"], "[algorithm] name must be one of"),
-    (["--set", "compression.name=topk"], "[compression] name must be one of"),
+    (["--set", "compression.name=top_k"], "(did you mean 'topk'?)"),
     (["--set", "topology.kind=mesh"], "[topology] kind must be one of"),
     (["--set", "topology.kind=star", "--set", "topology.directed=true"], "is not strongly connected"),
     (["--set", "topology.n=8"], "[topology] n = 8 but 4 MPI ranks were started"),
@@ -181,3 +182,52 @@ def test_info_reports_mpi_osc_and_parallel_h5py():
     assert "one-sided (osc) component  rdma" in result.stdout
     assert "h5py has MPI               yes" in result.stdout
     assert "ranks in this launch       2" in result.stdout
+
+
+def _hdf5_job(tmp_path, **data):
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((300, 6))
+    labels = (features @ rng.standard_normal(6) > 0).astype(np.int64)
+    with h5py.File(tmp_path / "mydata.h5", "w") as f:
+        f["inputs"] = features
+        f["classes"] = labels
+    keys = {"path": "mydata.h5", "features_dataset": "inputs", "labels_dataset": "classes", **data}
+    table = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in keys.items())
+    job = tmp_path / "user_data.toml"
+    job.write_text('[run]\nsteps = 40\nlog_every = 20\n[topology]\nkind = "ring"\n[algorithm]\nname = "dpsgd"\n'
+                   f'lr = 0.5\n[data]\nname = "hdf5"\ntask = "binary"\npartition = "sorted"\n{table}\n'
+                   '[model]\nname = "logistic"\nl2 = 0.01\n')
+    return job
+
+
+@pytest.mark.timeout(240)
+def test_user_hdf5_data_set_end_to_end(tmp_path):
+    job = _hdf5_job(tmp_path)
+    out = tmp_path / "user.h5"
+    result = mpidecent("run", str(job), "--out", str(out), ranks=4)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["data"] == "hdf5" and f.attrs["task"] == "binary" and f.attrs["num_train"] == 300
+        sub = f["metrics/global/suboptimality"][()]
+        assert np.all(np.isfinite(sub)) and sub[-1] < sub[0] / 5
+    missing = mpidecent("run", str(_hdf5_job(tmp_path, path="nope.h5")), "--out", str(tmp_path / "x.h5"), ranks=4)
+    assert missing.returncode == 2 and missing.stderr.count("[data] path: no such file") == 1
+    wrong = mpidecent("run", str(_hdf5_job(tmp_path, features_dataset="X")), "--out", str(tmp_path / "y.h5"), ranks=4)
+    assert wrong.returncode == 2
+    assert wrong.stderr.count("[data] features_dataset = 'X' not found in") == 1 and "classes, inputs" in wrong.stderr
+
+
+@pytest.mark.timeout(300)
+def test_sweep_runs_every_variant_and_prints_a_comparison(tmp_path):
+    job = tmp_path / "sweep.toml"
+    job.write_text(open(QUICKSTART).read() + '\n[[sweep]]\nname = "quantized"\nset = {}\n\n[[sweep]]\nname = "exact"\n'
+                   'set = { "algorithm.name" = "push_sum", "compression.name" = "identity" }\n')
+    result = mpidecent("run", str(job), "--set", "run.steps=30", "--out", str(tmp_path / "res"), ranks=4)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "res" / "quantized.h5").exists() and (tmp_path / "res" / "exact.h5").exists()
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if re.match(r"run\s+status\s+steps", line))
+    assert [line.split()[0] for line in lines[header + 2:header + 4]] == ["quickstart-quantized", "quickstart-exact"]
+    assert all(line.split()[1] == "completed" for line in lines[header + 2:header + 4])
+    assert result.stdout.count("keys of the job file only the replaced one uses: algorithm.gamma, "
+                               "compression.levels, compression.bucket") == 1

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpidecent.algorithms import ALGORITHMS
+from mpidecent.algorithms import ALGORITHMS, Context, MixingRow
 from mpidecent.comm.collectives import Collectives
-from mpidecent.comm.graph import GraphNeighborhood
+from mpidecent.comm.graph import Neighborhood
 from mpidecent.compression import build_compressor
 from mpidecent.learning.problems import NullObjective
+from mpidecent.topology.schedule import Schedule
 
 
 def all_ranks(condition: bool) -> bool:
@@ -23,37 +24,49 @@ def all_ranks(condition: bool) -> bool:
 
 def gossip_algorithm(name: str, graph, weights, compressor: str, comp_params: dict, params: dict,
                      x0: np.ndarray, seed: int = 0):
-    """An algorithm with zero gradients (pure gossip) on COMM_WORLD, starting from this rank's ``x0``."""
-    from mpidecent.algorithms.base import Context
-
+    """An algorithm with zero gradients (pure gossip) on COMM_WORLD, starting from this rank's ``x0``.
+    ``graph`` is a Graph (with its (n, n) ``weights``) or a Schedule (with a tuple of per-slot weights)."""
     comm = MPI.COMM_WORLD
+    schedule = graph if isinstance(graph, Schedule) else Schedule.static(graph)
+    slot_weights = weights if isinstance(weights, tuple) else (weights,)
     objective = NullObjective(x0.size, x0.dtype)
     objective.params[:] = x0
-    neighborhood = GraphNeighborhood(comm, graph)
+    rank = comm.rank
+    rows = tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
+                           w[rank, g.in_neighbors(rank)]) for g, w in zip(schedule.graphs, slot_weights))
     cls = ALGORITHMS[name]
     full = {p.name: p.default for p in cls.params} | params
-    ctx = Context(rank=comm.rank, size=comm.size, seed=seed, dtype=x0.dtype, params=full, objective=objective,
+    ctx = Context(rank=rank, size=comm.size, seed=seed, dtype=x0.dtype, params=full, objective=objective,
                   compressor=build_compressor(compressor, x0.size, x0.dtype, comp_params),
-                  collectives=Collectives(comm), neighborhood=neighborhood,
-                  self_weight=float(weights[comm.rank, comm.rank]),
-                  in_weights=weights[comm.rank, neighborhood.in_neighbors])
+                  collectives=Collectives(comm), neighborhood=Neighborhood(comm, schedule), rows=rows)
     return cls(ctx)
 
 
-def run_job(text: str, out, overrides=()) -> dict:
-    """Run a job in this pytest process on every rank and return its results file's metrics
-    (read on rank 0, broadcast) as {"global/<name>": array, "rank/<name>": array, "step": array,
-    "attrs": dict}."""
-    import h5py
-
-    from mpidecent.comm.world import init_mpi
-    from mpidecent.config import load_text
+def plan_of(job_or_text, overrides=()):
+    from mpidecent.config import Job, load_text
     from mpidecent.plan import plan_job
+
+    job = job_or_text if isinstance(job_or_text, Job) else load_text(job_or_text, overrides=list(overrides))
+    return plan_job(job, MPI.COMM_WORLD.size)
+
+
+def build_runner(job_or_text, out, overrides=()):
+    """A Runner with its algorithm built (real data, objective and exchange); step it by hand with
+    ``runner.algorithm.step(t)`` to compare trajectories."""
+    from mpidecent.comm.world import init_mpi
     from mpidecent.runner import Runner
 
+    return Runner(plan_of(job_or_text, overrides), init_mpi(), str(out), overwrite=True, quiet=True)
+
+
+def run_job(job_or_text, out, overrides=()) -> dict:
+    """Run a job (a Job, or job text plus --set overrides) in this pytest process on every rank and
+    return its results file's metrics (read on rank 0, broadcast) as {"global/<name>": array,
+    "rank/<name>": array, "step": array, "attrs": dict, "status": exit status}."""
+    import h5py
+
     comm = MPI.COMM_WORLD
-    plan = plan_job(load_text(text, overrides=list(overrides)), comm.size)
-    status = Runner(plan, init_mpi(), str(out), overwrite=True, quiet=True).run()
+    status = build_runner(job_or_text, out, overrides).run()
     data = None
     if comm.rank == 0:
         with h5py.File(out, "r") as f:
@@ -62,3 +75,10 @@ def run_job(text: str, out, overrides=()) -> dict:
                 for name, dset in f["metrics"][group].items():
                     data[f"{group}/{name}"] = dset[()]
     return comm.bcast(data, root=0)
+
+
+def sweep(path, out_dir, overrides=()) -> dict[str, dict]:
+    """Run every variant of a shipped sweep job; returns {variant: run_job result}."""
+    from mpidecent.config import load_jobs
+
+    return {job.variant: run_job(job, out_dir / f"{job.variant}.h5") for job in load_jobs(path, list(overrides))}
