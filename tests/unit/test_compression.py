@@ -12,7 +12,6 @@ import math
 import re
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -21,21 +20,8 @@ from mpidecent.compression import (COMPRESSORS, QSGD, Compressor, ErrorFeedback,
                                    QSGDContractive, RandK, Sign, TopK, build_compressor, pack_codes,
                                    unpack_codes)
 from mpidecent.errors import JobError, NonFiniteInputError
+from codec import KEY, bits_equal
 from mpidecent.rng import RandomKey
-
-KEY = RandomKey(seed=7, rank=3, step=11)
-
-
-def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """Same dtype, shape and bit patterns (distinguishes −0.0 from 0.0, unlike ==)."""
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-@pytest.fixture
-def no_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield
 
 
 # ============================================================================================ packing

@@ -10,28 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 
 import numpy as np
 import pytest
 
 from mpidecent.compression import RandK, TopK, build_compressor
 from mpidecent.errors import NonFiniteInputError
+from codec import KEY, bits_equal
 from mpidecent.rng import RandomKey
-
-KEY = RandomKey(seed=7, rank=3, step=11)
-
-
-def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """Same dtype, shape and bit patterns (distinguishes −0.0 from 0.0, unlike ==)."""
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-@pytest.fixture
-def no_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield
 
 
 def k_of(fraction: float, d: int) -> int:
