@@ -31,10 +31,3 @@ class Collectives:
         buf = np.array(values, dtype=np.float64)
         self.allreduce_sum(buf)
         return buf
-
-    def gather_row(self, values: np.ndarray) -> np.ndarray | None:
-        """Rank 0 gets the (size, len(values)) stack of every rank's float64 row; others get None."""
-        row = np.ascontiguousarray(values, dtype=np.float64)
-        out = np.empty((self.size, row.size), dtype=np.float64) if self.rank == 0 else None
-        self.comm.Gather(row, out, root=0)
-        return out

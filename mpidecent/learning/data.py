@@ -575,8 +575,3 @@ def resolve_path(path: str, base_dir: str | None) -> str:
     if base_dir is None or os.path.isabs(path):
         return path
     return os.path.join(base_dir, path)
-
-
-def check_shards(values: Mapping[str, Any], nodes: int) -> None:
-    """Deprecated alias of ``check_data(values, nodes)`` (kept until callers pass ``base_dir``)."""
-    check_data(values, nodes)
