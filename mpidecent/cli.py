@@ -5,8 +5,9 @@ before any collective), then all ranks agree: if any rank found a problem, rank 
 every rank exits with status 2, so a bad job never leaves ranks waiting in a collective. After that, an
 uncaught exception on any rank aborts the whole job (``abort_on_error``).
 
-Exit statuses: 0 success, 1 internal error, 2 bad input (job file, CLI flag, existing results file),
-3 the run diverged (results so far are kept).
+Exit statuses: 0 success, 1 internal error, 2 bad input (job file, CLI flag, existing results file,
+unusable checkpoint), 3 the run diverged (results so far are kept), 4 stopped by SIGUSR1/SIGTERM after
+writing a checkpoint (continue with --resume).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 
 import mpidecent
-from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, JobError
+from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, JobError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results file (default: [run] out, else runs/<name>.h5); for a job with "
                                    "[[sweep]] variants, the folder of their files")
     run.add_argument("--force", action="store_true", help="overwrite an existing results file")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoint and append to the results file (a completed run is "
+                          "skipped; with neither file present the job starts from step 0)")
     run.add_argument("--quiet", action="store_true", help="no progress lines or summary")
 
     topo = sub.add_parser("topology", help="inspect a job's graph: degrees, connectivity, spectral gap")
@@ -72,25 +76,27 @@ def _fail(message: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from mpidecent.comm.world import abort_on_error, init_mpi
+    from mpidecent.preemption import check_world_size, install_stop_handlers
 
     env = init_mpi(probe_osc=True)
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     problem: str | None = None
-    work: list[tuple[object, str]] = []  # (plan, results file) per job, in order
+    work: list[tuple[object, str, object]] = []  # (plan, results file, snapshot to resume or None) per job
     try:
-        _check_launch(comm.size)
+        check_world_size(comm.size)
+        if args.resume and args.force:
+            raise JobError("--resume continues a run and --force starts it over: give one of them")
         from mpidecent.config import load_jobs
-        from mpidecent.plan import plan_job
 
-        jobs = load_jobs(args.job, args.overrides)
-        for job in jobs:
+        for job in load_jobs(args.job, args.overrides):
             out = job.run["out"]
             if args.out:  # one results file, or the folder of a sweep's files
                 out = os.path.join(args.out, f"{job.variant}.h5") if job.variant else args.out
-            _check_output(out, args.force)
-            work.append((plan_job(job, comm.size), out))
+            prepared = _prepare(job, out, args, comm.rank, comm.size)
+            if prepared is not None:
+                work.append(prepared)
     except JobError as err:
         problem = str(err)
     # The first collective: every rank learns whether any rank found a problem.
@@ -104,16 +110,69 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
         return EXIT_BAD_INPUT
     abort_on_error()
+    install_stop_handlers()
     from mpidecent.runner import Runner, comparison_table
 
     status, runs = EXIT_OK, []
-    for plan, out in work:
-        runner = Runner(plan, env, out, overwrite=args.force, quiet=args.quiet)
-        status = max(status, runner.run())  # a diverged variant does not stop the rest of a sweep
+    for plan, out, snapshot in work:
+        runner = Runner(plan, env, out, overwrite=args.force, quiet=args.quiet, resume=snapshot)
+        code = runner.run()
         runs.append(runner.result)
+        status = max(status, code)  # a diverged variant does not stop the rest of a sweep
+        if code == EXIT_PREEMPTED:
+            break  # a stop request ends the whole launch; --resume continues with this run
     if len(runs) > 1 and comm.rank == 0:
         print(comparison_table(runs), flush=True)
     return status
+
+
+def _prepare(job, out: str, args: argparse.Namespace, rank: int, size: int):
+    """Validate one job for this launch (pure, per rank): its plan, its results file and, with --resume,
+    its checkpoint. Returns (plan, out, snapshot or None), or None for a run --resume finds completed."""
+    from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
+    from mpidecent.plan import plan_job
+
+    plan = plan_job(job, size)
+    if not args.resume:
+        _check_output(out, args.force)
+        return plan, out, None
+    checkpoint = checkpoint_path(out)
+    status, rows = _results_status(out, job) if os.path.exists(out) else ("", 0)
+    if status == "completed":
+        if rank == 0:
+            print(f"mpidecent: {job.run['name']} already completed ({out}); nothing to resume", flush=True)
+        return None
+    if os.path.exists(checkpoint):
+        snapshot = read_checkpoint(checkpoint, rank, size, job.to_toml())
+        if not status:
+            raise JobError(f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, or "
+                           "start over with --force")
+        if rows < snapshot.results_rows:
+            raise JobError(f"results file {out!r} has {rows} rows but the checkpoint was taken after "
+                           f"{snapshot.results_rows}: it is not this run's file")
+        return plan, out, snapshot
+    if status:
+        raise JobError(f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
+                       "over with --force (this overwrites it)")
+    _check_output(out, False)  # neither file exists yet: a requeued job that never checkpointed starts
+    return plan, out, None
+
+
+def _results_status(out: str, job) -> tuple[str, int]:
+    """Status and row count of an existing results file of this job (JobError if it belongs to another)."""
+    import h5py
+
+    try:
+        with h5py.File(out, "r") as f:
+            stored = str(f.attrs.get("job", ""))
+            status = str(f.attrs.get("status", "unknown"))
+            rows = int(f["metrics/step"].shape[0])
+    except (OSError, KeyError) as err:
+        raise JobError(f"results file {out!r} cannot be read ({err}); it was left untouched") from None
+    if stored != job.to_toml():
+        raise JobError(f"results file {out!r} belongs to a different job; resume with the same job and --set "
+                       "options, or choose another --out")
+    return status, rows
 
 
 def _check_output(out: str, force: bool) -> None:
@@ -134,15 +193,6 @@ def _check_output(out: str, force: bool) -> None:
     except OSError as err:
         raise JobError(f"results file {out!r}: cannot write in {folder!r} ({err.strerror}); choose another "
                        "--out or [run] out") from None
-
-
-def _check_launch(size: int) -> None:
-    """Under Slurm, a world size different from SLURM_NTASKS means the launcher and MPI disagree (for
-    example a PMI mismatch that starts every rank as a singleton)."""
-    tasks = os.environ.get("SLURM_NTASKS")
-    if tasks and tasks.isdigit() and int(tasks) != size and "SLURM_JOB_ID" in os.environ:
-        raise JobError(f"MPI started {size} rank(s) but Slurm allocated SLURM_NTASKS = {tasks}: the MPI library "
-                       "and the launcher disagree (check srun --mpi=pmix or use mpirun inside the allocation)")
 
 
 def _topology(args: argparse.Namespace) -> int:

@@ -44,6 +44,8 @@ RUN_PARAMS: tuple[Param, ...] = (
     Param("seed", int, 0, "seed of every random choice (minibatches, quantization, ...)", minimum=0),
     Param("steps", int, 100, "number of iterations", minimum=1),
     Param("log_every", int, 10, "log metrics (and print progress) every this many steps", minimum=1),
+    Param("checkpoint_every", int, 0, "write a checkpoint (<out without .h5>.ckpt.h5) every this many steps; "
+          "0 = only when stopped by SIGUSR1/SIGTERM", minimum=0),
     Param("out", str, "", "results file (default: runs/<name>.h5); --out overrides"),
     Param("dtype", str, "float64", "floating-point type of models and messages' state",
           choices=("float64", "float32")),

@@ -25,3 +25,4 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 4  # stopped by SIGUSR1/SIGTERM after writing a checkpoint

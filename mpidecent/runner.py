@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import socket
 import sys
 import time
@@ -30,12 +31,14 @@ from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.graph import Neighborhood
 from mpidecent.comm.world import MpiEnvironment, threads_per_rank
 from mpidecent.compression import build_compressor
-from mpidecent.errors import EXIT_DIVERGED, EXIT_OK
+from mpidecent.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
+from mpidecent.io.checkpoint import Snapshot, checkpoint_path, write_checkpoint
 from mpidecent.io.results import FORMAT_VERSION, ResultsWriter
 from mpidecent.learning.data import load_node_data
 from mpidecent.learning.models import build_flat_model
 from mpidecent.learning.problems import GLM_LOSS, LocalEval, TorchObjective, glm_optimum
 from mpidecent.plan import Plan, job_folder
+from mpidecent.preemption import requeue_under_slurm, stop_requested, stop_signal_name
 
 
 @dataclass
@@ -73,7 +76,7 @@ class RunResult:
     name: str
     status: str
     out: str
-    row: LogRow
+    row: LogRow | None  # None when a resumed run was stopped before logging a row
     steps: int
     n: int
     has_optimum: bool
@@ -86,13 +89,16 @@ def _utc_now() -> str:
 class Runner:
     """One run on this rank (see module docstring)."""
 
-    def __init__(self, plan: Plan, env: MpiEnvironment, out: str, overwrite: bool, quiet: bool = False) -> None:
+    def __init__(self, plan: Plan, env: MpiEnvironment, out: str, overwrite: bool, quiet: bool = False,
+                 resume: Snapshot | None = None) -> None:
         self.plan = plan
         self.job = plan.job
         self.env = env
         self.out = out
         self.overwrite = overwrite
         self.quiet = quiet
+        self.resume = resume
+        self.checkpoint = checkpoint_path(out)
         self.comm = MPI.COMM_WORLD.Dup()  # our own communication context, separate from the user's
         self.rank, self.size = self.comm.rank, self.comm.size
         self.collectives = Collectives(self.comm)
@@ -230,9 +236,9 @@ class Runner:
         }
 
     def run(self) -> int:
-        """Run every step; returns the process exit status (0, or EXIT_DIVERGED)."""
+        """Run (or resume) every step; returns the process exit status: EXIT_OK, EXIT_DIVERGED, or
+        EXIT_PREEMPTED after a stop signal (a checkpoint was written)."""
         job, algo = self.job, self.algorithm
-        steps, log_every = job.run["steps"], job.run["log_every"]
         rank_extras = list(algo.extra_metrics())
         if self.rank == 0 and job.set_aside and not self.quiet:
             print(f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
@@ -240,18 +246,25 @@ class Runner:
         global_extras = {"test_loss": ("f8", "", "mean loss (no ℓ2) of the average model on the held-out test set"),
                          "test_accuracy": ("f8", "fraction", "accuracy of the average model on the test set")
                          } if self.data.num_test else {}
-        writer = ResultsWriter(self.out, self.comm, self.overwrite, rank_extras, global_extras)
+        writer = ResultsWriter(self.out, self.comm, self.overwrite, rank_extras, global_extras,
+                               resume_rows=self.resume.results_rows if self.resume else None)
         try:
-            writer.set_attrs(self._metadata())
-            writer.write_topology(self.plan.graph.edges, self.plan.slot_weights, {
-                "kind": job.topology["kind"], "directed": bool(self.plan.graph.directed),
-                "n": self.plan.n, "weights_name": job.topology["weights"],
-                "strongly_connected": bool(self.plan.strongly_connected),
-                "spectral_gap": float(self.plan.spectral_gap), "period": self.plan.schedule.period})
-            status, message, last = self._loop(writer, steps, log_every)
+            if self.resume is None:
+                writer.set_attrs(self._metadata())
+                writer.write_topology(self.plan.graph.edges, self.plan.slot_weights, {
+                    "kind": job.topology["kind"], "directed": bool(self.plan.graph.directed),
+                    "n": self.plan.n, "weights_name": job.topology["weights"],
+                    "strongly_connected": bool(self.plan.strongly_connected),
+                    "spectral_gap": float(self.plan.spectral_gap), "period": self.plan.schedule.period})
+            else:
+                resumed = [int(s) for s in np.atleast_1d(writer.file.attrs.get("resumed_at", np.zeros(0)))]
+                writer.set_attrs({"status": "running", "message": "", "finished": "",
+                                  "resumed_at": np.array([*resumed, self.resume.step], dtype=np.int64)})
+            status, message, done, last = self._loop(writer)
             finished = self.comm.bcast(_utc_now(), root=0)
             writer.set_attrs({"finished": finished, "status": status, "message": message,
-                              "steps_completed": last.step, "wall_s": last.global_values["wall_s"]})
+                              "steps_completed": done,
+                              "wall_s": last.global_values["wall_s"] if last else math.nan})
         finally:
             writer.close()
             if self.neighborhood is not None:
@@ -260,35 +273,80 @@ class Runner:
         self.result = RunResult(job.run["name"], status, self.out, last, job.run["steps"], self.size,
                                 math.isfinite(self.optimum))
         if self.rank == 0:
+            if status == "preempted":
+                note = requeue_under_slurm()
+                message += f"; {note}" if note else ""
             if message:
                 print(f"mpidecent: {message}", file=sys.stderr, flush=True)
-            if not self.quiet:
+            if not self.quiet and last is not None and status != "preempted":
                 print(self.summary(last, status), flush=True)
-        return EXIT_OK if status == "completed" else EXIT_DIVERGED
+        return {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}[status]
 
-    def _loop(self, writer: ResultsWriter, steps: int, log_every: int) -> tuple[str, str, LogRow]:
-        algo, threshold = self.algorithm, self.job.run["divergence_threshold"]
+    def _restore(self, totals: Totals) -> float:
+        """Overwrite the algorithm's state and the counters from the snapshot; returns the wall time
+        already spent (the run's clock continues from it)."""
+        snapshot, live = self.resume, self.algorithm.state()
+        if set(snapshot.state) != set(live):
+            raise RuntimeError(f"checkpoint state {sorted(snapshot.state)} does not match the algorithm's {sorted(live)}")
+        for name, array in live.items():
+            np.copyto(array, snapshot.state[name])
+        self.algorithm.after_restore()
+        c = snapshot.counters
+        totals.bits, totals.bytes, totals.messages = int(c["bits"][0]), int(c["bytes"][0]), int(c["messages"][0])
+        totals.compute_s, totals.comm_s = float(c["compute_s"][0]), float(c["comm_s"][0])
+        totals.losses = [float(v) for v in c["losses"]]
+        return float(c["wall_s"][0])
+
+    def _checkpoint(self, step: int, totals: Totals, rows: int, wall_s: float) -> None:
+        """Collective: write every rank's state at this step boundary (atomic; see io/checkpoint.py)."""
+        counters = {
+            "bits": np.array([totals.bits], dtype=np.int64), "bytes": np.array([totals.bytes], dtype=np.int64),
+            "messages": np.array([totals.messages], dtype=np.int64),
+            "compute_s": np.array([totals.compute_s]), "comm_s": np.array([totals.comm_s]),
+            "losses": np.array(totals.losses, dtype=np.float64), "wall_s": np.array([wall_s]),
+        }
+        write_checkpoint(self.checkpoint, self.comm, Snapshot(step, rows, self.algorithm.state(), counters),
+                         {"job": self.job.to_toml(), "world_size": self.size, "algorithm": self.job.algorithm["name"],
+                          "results_file": os.path.abspath(self.out)})
+
+    def _loop(self, writer: ResultsWriter) -> tuple[str, str, int, LogRow | None]:
+        """The step loop; returns (status, message, steps completed, last logged row)."""
+        algo, job = self.algorithm, self.job
+        steps, log_every, every = job.run["steps"], job.run["log_every"], job.run["checkpoint_every"]
+        threshold = job.run["divergence_threshold"]
         totals = Totals()
-        flag = np.zeros(1, dtype=np.int32)
-        start = time.perf_counter()
-        row = self._log_row(0, totals, 0.0)
-        writer.append(0, row.rank_values, row.global_values)
-        self._progress(row, steps, 0.0)
-        for t in range(steps):
+        flags = np.zeros(2, dtype=np.int32)  # [any rank non-finite, any rank asked to stop]
+        row: LogRow | None = None
+        if self.resume is not None:
+            first = self.resume.step
+            start = time.perf_counter() - self._restore(totals)
+        else:
+            first, start = 0, time.perf_counter()
+            row = self._log_row(0, totals, 0.0)
+            writer.append(0, row.rank_values, row.global_values)
+            self._progress(row, steps, 0.0)
+        for t in range(first, steps):
             stats = algo.step(t)
             totals.add(stats)
             done = t + 1
-            # Every rank learns whether any rank went non-finite, so all stop at the same step.
-            flag[0] = int(stats.nonfinite or not math.isfinite(stats.loss))
-            self.collectives.allreduce_max(flag)
-            bad = bool(flag[0])
+            # Every rank learns whether any rank went non-finite or got a stop signal, so all act at the
+            # same step boundary.
+            flags[0] = int(stats.nonfinite or not math.isfinite(stats.loss))
+            flags[1] = int(stop_requested())
+            self.collectives.allreduce_max(flags)
+            bad, stop = bool(flags[0]), bool(flags[1])
             if bad or done % log_every == 0 or done == steps:
                 row = self._log_row(done, totals, time.perf_counter() - start)
                 writer.append(done, row.rank_values, row.global_values)
                 if bad or not row.max_abs <= threshold:
-                    return "diverged", self._divergence_message(done, row, stats), row
+                    return "diverged", self._divergence_message(done, row, stats), done, row
                 self._progress(row, steps, time.perf_counter() - start)
-        return "completed", "", row
+            if stop or (every and done % every == 0 and done < steps):
+                self._checkpoint(done, totals, writer.rows, time.perf_counter() - start)
+            if stop:
+                return ("preempted", f"stop requested ({stop_signal_name() or 'signal on another rank'}) at "
+                        f"step {done}: checkpoint {self.checkpoint} written; continue with --resume", done, row)
+        return "completed", "", steps, row
 
     def _divergence_message(self, step: int, row: LogRow, stats: StepStats) -> str:
         local_bad = stats.nonfinite or not math.isfinite(stats.loss) or not np.all(
@@ -364,6 +422,9 @@ def comparison_table(runs: list[RunResult]) -> str:
               "paper units", "wall s"]
     rows = []
     for r in runs:
+        if r.row is None:
+            rows.append([r.name, r.status, *["-"] * (len(header) - 2)])
+            continue
         g = r.row.global_values
         acc = g.get("test_accuracy", g["accuracy"])
         paper = r.row.rank_values.get("paper_bits")

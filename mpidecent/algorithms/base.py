@@ -152,7 +152,14 @@ class Algorithm(ABC):
 
     @abstractmethod
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to resume this rank, by name (flat arrays; scalars as shape-(1,) arrays)."""
+        """Everything needed to resume this rank bit for bit, by name: the live arrays themselves (a
+        restore writes into them), scalars and counters as shape-(1,) arrays, the same names in the same
+        order on every rank. Buffers derived from these (e.g. z = x / y) are rebuilt by
+        ``after_restore``; scratch buffers and messages are not state. Randomness needs nothing here: it
+        is derived from (seed, rank, step)."""
+
+    def after_restore(self) -> None:
+        """Called after ``state()`` arrays were overwritten from a checkpoint."""
 
     @abstractmethod
     def step(self, t: int) -> StepStats:

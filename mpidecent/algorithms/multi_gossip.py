@@ -60,13 +60,13 @@ class MultiGossip(Algorithm):
         self.received = np.zeros((len(row.in_neighbors), dim), dtype=dtype)
         self.delta = np.zeros(dim, dtype=dtype)  # scratch: x − z, then the decoded own message
         self.mix = np.zeros(dim, dtype=dtype)
-        self.paper_bits = 0.0
+        self.paper_bits = np.zeros(1)  # cumulative iterations × Q × nominal bits per coordinate
         self._x_t, self._g_t = torch.from_numpy(self.x), torch.from_numpy(self.objective.grads)
         self._s_t, self._z_t = torch.from_numpy(self.s), torch.from_numpy(self.z)
         self._delta_t, self._mix_t = torch.from_numpy(self.delta), torch.from_numpy(self.mix)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "z": self.z, "s": self.s}
+        return {"x": self.x, "z": self.z, "s": self.s, "paper_bits": self.paper_bits}
 
     def step(self, t: int) -> StepStats:
         sw = Stopwatch()
@@ -97,7 +97,7 @@ class MultiGossip(Algorithm):
             torch.sub(self._s_t, self._z_t, out=self._mix_t)
             self._x_t.add_(self._mix_t, alpha=self.gamma)
         sw.compute()
-        self.paper_bits += self.rounds * self.compressor.paper_bits_per_coordinate
+        self.paper_bits[0] += self.rounds * self.compressor.paper_bits_per_coordinate
         return StepStats(loss, self.degree * bits, self.degree * self.rounds * self.send_buf.nbytes,
                          self.degree * self.rounds, sw.compute_s, sw.comm_s, self.nonfinite)
 
@@ -105,7 +105,7 @@ class MultiGossip(Algorithm):
         return self.x
 
     def extra_metrics(self) -> dict[str, float]:
-        return {"paper_bits": self.paper_bits}
+        return {"paper_bits": float(self.paper_bits[0])}
 
 
 @register

@@ -89,6 +89,9 @@ class _PushSumBase(Algorithm):
     def model_view(self) -> np.ndarray:
         return self.z
 
+    def after_restore(self) -> None:
+        self._refresh_model()
+
     def extra_metrics(self) -> dict[str, float]:
         return {"push_sum_weight": float(self.y[0])}
 

@@ -81,17 +81,23 @@ class ResultsWriter:
     """Writes one run's results file collectively (see module docstring)."""
 
     def __init__(self, path: str, comm: MPI.Intracomm, overwrite: bool, rank_extras: Sequence[str] = (),
-                 global_extras: Mapping[str, tuple[str, str, str]] | None = None):
+                 global_extras: Mapping[str, tuple[str, str, str]] | None = None, resume_rows: int | None = None):
+        """Create the file (``overwrite``: replace an existing one), or with ``resume_rows`` reopen an
+        existing file of the same run and drop the rows logged after the checkpoint being resumed."""
         self.path = path
         self.comm = comm
         self.rank = comm.rank
         self.size = comm.size
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)  # every rank: harmless races with exist_ok
-        self.file = h5py.File(path, "w" if overwrite else "w-", driver="mpio", comm=comm)
         self.rank_series = dict(RANK_SERIES)
         for name in rank_extras:
             self.rank_series[name] = ("f8", "", "algorithm-specific per-rank value")
+        self.global_series = {**GLOBAL_SERIES, **(global_extras or {})}
+        if resume_rows is not None:
+            self._reopen(resume_rows)
+            return
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)  # every rank: harmless races with exist_ok
+        self.file = h5py.File(path, "w" if overwrite else "w-", driver="mpio", comm=comm)
         self.rows = 0
         metrics = self.file.create_group("metrics")
         self._step = self._series(metrics, "step", "i8", (), "", "logged step (iterations completed)")
@@ -99,9 +105,19 @@ class ResultsWriter:
         self._rank = {name: self._series(group, name, dt, (self.size,), unit, doc)
                       for name, (dt, unit, doc) in self.rank_series.items()}
         group = metrics.create_group("global")
-        self.global_series = {**GLOBAL_SERIES, **(global_extras or {})}
         self._global = {name: self._series(group, name, dt, (), unit, doc)
                         for name, (dt, unit, doc) in self.global_series.items()}
+
+    def _reopen(self, rows: int) -> None:
+        self.file = h5py.File(self.path, "r+", driver="mpio", comm=self.comm)
+        metrics = self.file["metrics"]
+        self._step = metrics["step"]
+        self._rank = {name: metrics["rank"][name] for name in self.rank_series}
+        self._global = {name: metrics["global"][name] for name in self.global_series}
+        for dset in (self._step, *self._rank.values(), *self._global.values()):
+            dset.resize(rows, axis=0)  # collective; rows logged after the checkpoint are re-logged
+        self.rows = rows
+        self.file.flush()
 
     @staticmethod
     def _series(group: h5py.Group, name: str, dtype: str, tail: tuple[int, ...], unit: str,
