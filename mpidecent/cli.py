@@ -132,10 +132,11 @@ def _prepare(job, out: str, args: argparse.Namespace, rank: int, size: int):
     from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
     from mpidecent.plan import plan_job
 
-    plan = plan_job(job, size)
     if not args.resume:
         _check_output(out, args.force)
-        return plan, out, None
+        return plan_job(job, size), out, None
+    # Resume checks come first: a launch with the wrong number of ranks should hear about the
+    # checkpoint's world size, not about a topology that does not fit that number.
     checkpoint = checkpoint_path(out)
     status, rows = _results_status(out, job) if os.path.exists(out) else ("", 0)
     if status == "completed":
@@ -150,12 +151,12 @@ def _prepare(job, out: str, args: argparse.Namespace, rank: int, size: int):
         if rows < snapshot.results_rows:
             raise JobError(f"results file {out!r} has {rows} rows but the checkpoint was taken after "
                            f"{snapshot.results_rows}: it is not this run's file")
-        return plan, out, snapshot
+        return plan_job(job, size), out, snapshot
     if status:
         raise JobError(f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
                        "over with --force (this overwrites it)")
     _check_output(out, False)  # neither file exists yet: a requeued job that never checkpointed starts
-    return plan, out, None
+    return plan_job(job, size), out, None
 
 
 def _results_status(out: str, job) -> tuple[str, int]:

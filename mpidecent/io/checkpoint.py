@@ -100,7 +100,8 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
                                         dtype=np.dtype(layouts[0][group][name][1]))
                 dset.attrs["shapes"] = shapes
                 dset.attrs["sha256"] = np.array([d[group][name] for d in digests], dtype=h5py.string_dtype())
-                _write_row(dset, comm.rank, arrays[name])
+                if dset.size:  # an all-empty dataset has no storage to write to (same on every rank)
+                    _write_row(dset, comm.rank, arrays[name])
     comm.Barrier()  # every rank has closed: the temporary file is complete
     if comm.rank == 0:
         fd = os.open(tmp, os.O_RDONLY)
@@ -118,10 +119,11 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
 
 
 def _first_difference(ours: str, theirs: str) -> str:
+    """The first line where two resolved jobs differ, as ``key = ours`` (or ``key = theirs (checkpoint)``)."""
     for line in difflib.unified_diff(theirs.splitlines(), ours.splitlines(), lineterm="", n=0):
-        if line.startswith("+") and not line.startswith("+++"):
-            return line[1:].strip()
-    return "?"
+        if line[:1] in "+-" and line[:3] not in ("+++", "---"):
+            return line[1:].strip() if line[0] == "+" else f"{line[1:].strip()} only in the checkpoint"
+    return "the section layout"
 
 
 def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Snapshot:

@@ -1,0 +1,138 @@
+"""Checkpoints and resume (io/checkpoint.py, runner): bit-exact resume for every algorithm, periodic
+checkpoints, and refusals of unusable checkpoints."""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import mpidecent.runner as runner_module
+from mpitools import all_ranks, build_runner, plan_of
+from mpidecent.comm.world import init_mpi
+from mpidecent.config import load_text
+from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
+from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
+from mpidecent.runner import Runner
+
+JOB = """
+[run]
+steps = 23
+log_every = 5
+seed = 5
+[topology]
+kind = "chord_ring"
+[algorithm]
+name = "quantized_push_sum"
+lr = 0.3
+[compression]
+name = "qsgd"
+levels = 8
+[data]
+samples = 400
+features = 10
+partition = "sorted"
+batch_size = 8
+[model]
+l2 = 0.01
+"""
+
+ALGORITHMS = {
+    "quantized_push_sum": [],
+    "push_sum": ["algorithm.name=push_sum", "compression.name=identity"],
+    "qps_time_varying": ["topology.kind=one_peer_exponential"],
+    "dpsgd": ["algorithm.name=dpsgd", "compression.name=identity", "topology.kind=ring"],
+    "allreduce_sgd": ["algorithm.name=allreduce_sgd", "compression.name=identity", "topology.kind=complete"],
+    "multi_gossip": ["algorithm.name=multi_gossip", "algorithm.gossip_rounds=2", "compression.name=topk",
+                     "compression.fraction=0.5", "topology.kind=ring"],
+    "choco_sgd": ["algorithm.name=choco_sgd", "compression.name=qsgd_contractive", "topology.kind=ring"],
+    "dmsgd": ["algorithm.name=dmsgd", "compression.name=identity", "topology.kind=ring"],
+    "local_momentum": ["algorithm.name=local_momentum", "compression.name=identity", "topology.kind=ring"],
+}
+TIMING = {"wall_s", "compute_s", "comm_s"}
+
+
+def _series(path):
+    with h5py.File(path, "r") as f:
+        data = {"step": f["metrics/step"][()]}
+        for group in ("global", "rank"):
+            data.update({f"{group}/{k}": d[()] for k, d in f["metrics"][group].items() if k not in TIMING})
+        return data, dict(f.attrs)
+
+
+def _stop_at(monkeypatch, step: int, rank: int = 1) -> None:
+    """Simulate SIGUSR1 arriving on one rank only, during step ``step`` (its boundary is step + 1)."""
+    calls = {"n": 0}
+
+    def fake() -> bool:
+        calls["n"] += 1
+        return MPI.COMM_WORLD.rank == rank and calls["n"] == step + 1
+
+    monkeypatch.setattr(runner_module, "stop_requested", fake)
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_resume_is_bit_identical_to_an_uninterrupted_run(name, mpi_tmp_path, monkeypatch):
+    comm = MPI.COMM_WORLD
+    overrides = ALGORITHMS[name]
+    whole = build_runner(JOB, mpi_tmp_path / f"{name}-whole.h5", overrides)
+    assert whole.run() == EXIT_OK
+    out = mpi_tmp_path / f"{name}-cut.h5"
+    _stop_at(monkeypatch, 12)  # step 12 is not a log step: the checkpoint carries partial-interval losses
+    first = build_runner(JOB, out, overrides)
+    assert first.run() == EXIT_PREEMPTED
+    monkeypatch.undo()
+    job = load_text(JOB, overrides=overrides)
+    snapshot = read_checkpoint(checkpoint_path(str(out)), comm.rank, comm.size, job.to_toml())
+    assert snapshot.step == 13 and snapshot.results_rows == 3 and len(snapshot.counters["losses"]) == 3
+    second = Runner(plan_of(job), init_mpi(), str(out), overwrite=False, quiet=True, resume=snapshot)
+    assert second.run() == EXIT_OK
+    final, resumed = whole.algorithm.state(), second.algorithm.state()
+    assert all_ranks(all(np.array_equal(final[k], resumed[k]) for k in final))
+    assert all_ranks(np.array_equal(whole.algorithm.model_view(), second.algorithm.model_view()))
+    if comm.rank == 0:
+        (a, attrs_a), (b, attrs_b) = _series(whole.out), _series(out)
+        assert a.keys() == b.keys()
+        different = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
+        assert not different, different
+        assert attrs_b["status"] == "completed" and list(attrs_b["resumed_at"]) == [13]
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(120)
+def test_periodic_checkpoints_and_refusals(mpi_tmp_path):
+    comm = MPI.COMM_WORLD
+    out = mpi_tmp_path / "periodic.h5"
+    runner = build_runner(JOB, out, ["run.checkpoint_every=5"])
+    assert runner.run() == EXIT_OK
+    path = checkpoint_path(str(out))
+    job = load_text(JOB, overrides=["run.checkpoint_every=5"])
+    snapshot = read_checkpoint(path, comm.rank, comm.size, job.to_toml())
+    assert snapshot.step == 20 and snapshot.results_rows == 5  # the newest before the end (23)
+    assert all_ranks(not (mpi_tmp_path / "periodic.ckpt.h5.tmp").exists())
+
+    def refusal(path_, world=comm.size, toml=job.to_toml()) -> str:
+        try:
+            read_checkpoint(str(path_), comm.rank, world, toml)
+        except JobError as err:
+            return str(err)
+        return ""
+
+    assert f"written by {comm.size} ranks but {comm.size + 1} were started" in refusal(path, world=comm.size + 1)
+    other = load_text(JOB, overrides=["run.checkpoint_every=5", "algorithm.lr=0.2"]).to_toml()
+    assert "the job differs from the one checkpointed" in refusal(path, toml=other) and "lr = 0.2" in refusal(
+        path, toml=other)
+    assert "no checkpoint" in refusal(mpi_tmp_path / "nope.ckpt.h5")
+    if comm.rank == 0:  # damaged copies: a flipped byte in rank 2's model row, and a truncated file
+        shutil.copy(path, mpi_tmp_path / "flipped.h5")
+        with h5py.File(mpi_tmp_path / "flipped.h5", "r+") as f:
+            f["state/x"][2, 0] += 1e-9
+        data = open(path, "rb").read()
+        open(mpi_tmp_path / "truncated.h5", "wb").write(data[: len(data) // 2])
+    comm.Barrier()
+    flipped = refusal(mpi_tmp_path / "flipped.h5")
+    assert ("state/x of rank 2 fails its checksum (corrupt); nothing was changed" in flipped) == (comm.rank == 2)
+    assert "is corrupt or truncated" in refusal(mpi_tmp_path / "truncated.h5")
