@@ -21,6 +21,7 @@ PURPOSES: dict[str, int] = {
     "gossip": 7,
     "data": 8,
     "partition": 9,
+    "round": 10,  # async gossip: lengths of the update rounds on the logical clock
     "test": 99,
 }
 
