@@ -37,7 +37,7 @@ from mpidecent.params import Param, resolve
 from mpidecent.topology import KINDS
 from mpidecent.topology.schedule import SCHEDULES
 
-SECTIONS = ("run", "topology", "algorithm", "compression", "data", "model")
+SECTIONS = ("run", "topology", "algorithm", "compression", "data", "model", "link", "stragglers")
 
 RUN_PARAMS: tuple[Param, ...] = (
     Param("name", str, "", "run name (default: the job file's name without .toml)"),
@@ -52,6 +52,26 @@ RUN_PARAMS: tuple[Param, ...] = (
     Param("divergence_threshold", float, 1e8,
           "stop the run as diverged when any model entry exceeds this magnitude (checked at log steps)",
           minimum=0.0, exclusive_minimum=True),
+)
+
+# The network a report models the run on (``mpidecent report``'s modelled time, see comm/linkmodel.py);
+# it does not change how the run itself communicates.
+LINK_PARAMS: tuple[Param, ...] = (
+    Param("bandwidth_bps", float, 10e9, "link bandwidth in bits per second for the report's modelled time "
+          "(mpidecent report --bandwidth overrides)", minimum=0.0, exclusive_minimum=True),
+    Param("latency_s", float, 5e-6, "per-message latency in seconds for the report's modelled time "
+          "(mpidecent report --latency overrides)", minimum=0.0),
+)
+
+# Master/worker algorithms (gradient_coding, uncoded): who straggles (coding/stragglers.py).
+STRAGGLER_PARAMS: tuple[Param, ...] = (
+    Param("model", str, "none", "none; fixed (exactly count workers skip each step); bernoulli (each skips with "
+          "probability p); delay (every worker sleeps delay_shift_s + Exp(delay_mean_s) before sending)",
+          choices=("none", "fixed", "bernoulli", "delay")),
+    Param("count", int, 0, "fixed: stragglers per step", minimum=0),
+    Param("p", float, 0.0, "bernoulli: probability that a worker straggles in a step", minimum=0.0, maximum=0.99),
+    Param("delay_shift_s", float, 0.0, "delay: minimum sleep in seconds", minimum=0.0),
+    Param("delay_mean_s", float, 0.01, "delay: mean of the exponential part of the sleep, seconds", minimum=0.0),
 )
 
 TOPOLOGY_COMMON: tuple[Param, ...] = (
@@ -79,6 +99,8 @@ class Job:
     compression: Mapping[str, Any]
     data: Mapping[str, Any]
     model: Mapping[str, Any]
+    link: Mapping[str, Any]  # the report's link model (bandwidth_bps, latency_s); the run does not use it
+    stragglers: Mapping[str, Any]  # who straggles (master/worker algorithms only)
     source: str  # the job file's text as given
     path: str  # where it came from ("<string>" for text)
     overrides: tuple[str, ...]
@@ -302,17 +324,34 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
     data = resolve_data(table.get("data", {}))
     model = resolve_model(table.get("model", {}))
     check_model_task(model, data_task(data), data["name"])
-    return Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model)),
+    link = resolve("link", LINK_PARAMS, table.get("link", {}))
+    stragglers = resolve("stragglers", STRAGGLER_PARAMS, table.get("stragglers", {}))
+    if stragglers["model"] != "none" and algo_cls.graph != "master":
+        raise JobError(f"[stragglers] model = {stragglers['model']!r} applies to master/worker algorithms "
+                       f"(gradient_coding, uncoded), not {algo_name}; remove [stragglers]")
+    if algo_cls.graph == "master" and data["batch_size"] != 0:
+        raise JobError(f"[data] batch_size = {data['batch_size']}: {algo_name} workers send gradients of whole "
+                       "partitions; set batch_size = 0")
+    return Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model, link,
+                                               stragglers)),
                source=source, path=path, overrides=overrides, set_aside=tuple(set_aside))
 
 
 def _validate_topology(table: Mapping[str, Any] | None, algo_cls: type) -> dict[str, Any]:
-    if algo_cls.graph == "complete":
-        # A collective over all ranks: a graph would be ignored, so only the complete graph is accepted.
-        table = dict(table or {"kind": "complete"})
-        if table.get("kind", "complete") != "complete":
-            raise JobError(f"[topology] kind = {table['kind']!r}: {algo_cls.name} all-reduces over every rank; "
-                           "remove [topology] or set kind = \"complete\"")
+    if algo_cls.graph in ("complete", "master"):
+        # The algorithm fixes the wiring: an all-reduce over every rank (the complete graph), or rank 0
+        # serving ranks 1..n (the star around rank 0). Only that graph is accepted, so the results file
+        # records what really communicated.
+        fixed, what = ("complete", "all-reduces over every rank") if algo_cls.graph == "complete" else \
+            ("star", "uses rank 0 as the master of ranks 1..n")
+        table = dict(table or {"kind": fixed})
+        table.setdefault("kind", fixed)
+        if table["kind"] != fixed or table.get("hub", 0) != 0 or table.get("directed", False):
+            raise JobError(f"[topology] {algo_cls.name} {what}: remove [topology] or set kind = \"{fixed}\" "
+                           f"(undirected{', hub = 0' if fixed == 'star' else ''}), not "
+                           + ", ".join(f"{k} = {_toml_value(v)}" for k, v in table.items() if k in ("kind", "hub", "directed")))
+    elif table is None and algo_cls.graph == "gossip":
+        table = {"kind": "complete"}  # gossip with any rank
     elif table is None:
         raise JobError(f"missing [topology] section: {algo_cls.name} needs a graph "
                        f"(kind = one of {', '.join(KINDS)})")
@@ -340,7 +379,7 @@ def _validate_topology(table: Mapping[str, Any] | None, algo_cls: type) -> dict[
                        "directed = false or use push_sum / quantized_push_sum on directed graphs")
     weights = common["weights"]
     if weights == "auto":
-        common["weights"] = algo_cls.default_weights if algo_cls.graph != "complete" else "metropolis"
+        common["weights"] = algo_cls.default_weights if algo_cls.graph not in ("complete", "master") else "metropolis"
     elif weights == "metropolis" and common["directed"]:
         raise JobError("[topology] weights = \"metropolis\" needs an undirected graph (directed = false); "
                        "use weights = \"column_uniform\" on directed graphs")
@@ -405,7 +444,9 @@ def job_reference() -> str:
     out += ["## [algorithm]", ""]
     for algo in ALGORITHMS.values():
         needs = {"directed": "a strongly connected directed graph", "undirected": "a connected undirected graph",
-                 "complete": "no graph (all ranks)"}[algo.graph]
+                 "complete": "no graph (all ranks)", "master": "no graph (rank 0 serves ranks 1..n)",
+                 "gossip": "a strongly connected graph whose in-neighbours a rank reads (default complete: any "
+                           "rank; no graph communicator)"}[algo.graph]
         out += [f"### name = \"{algo.name}\"", "", f"{algo.doc}. Needs {needs}; compression: "
                 f"{', '.join(algo.compressors) if algo.compressors else 'any'}.", "", *_table(algo.params)]
     out += ["## [compression]", ""]
@@ -418,6 +459,11 @@ def job_reference() -> str:
     out += ["## [model]", "", "Keys of every model:", "", *_table(MODEL_COMMON)]
     for model in MODELS.values():
         out += [f"### name = \"{model.name}\"", "", model.doc, "", *_table(model.params)]
+    out += ["## [stragglers]", "", "Who straggles in master/worker algorithms (gradient_coding, uncoded).", "",
+            *_table(STRAGGLER_PARAMS)]
+    out += ["## [link]", "", "The network `mpidecent report` models the run on: modelled time = Σ over log intervals of",
+            "the slowest rank's measured compute + 8·bytes sent / bandwidth + messages sent · latency",
+            "(see [results-format.md](results-format.md)). It does not change the run.", "", *_table(LINK_PARAMS)]
     return "\n".join(out).rstrip() + "\n"
 
 

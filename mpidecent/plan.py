@@ -73,7 +73,7 @@ def plan_job(job: Job, world_size: int) -> Plan:
     connected = is_strongly_connected(union)
     where = f"[topology] kind = {job.topology['kind']!r}"
     baseline = job.topology["kind"] == "disconnected"  # the explicit no-communication baseline
-    if algo.graph == "directed" and not connected and not baseline:
+    if algo.graph in ("directed", "gossip") and not connected and not baseline:
         raise JobError(f"{where} (directed = {str(union.directed).lower()}) on {n} nodes is not strongly "
                        f"connected ({connectivity_problem(union)}); {algo.name} needs every node to reach every "
                        "other: use another kind or directed = false (`mpidecent topology JOB -n N` shows it)")
@@ -86,5 +86,31 @@ def plan_job(job: Job, world_size: int) -> Plan:
     if algo.weights_property == "doubly_stochastic" and not all(map(is_doubly_stochastic, weights)):
         raise JobError(f"[topology] weights = {job.topology['weights']!r} are not doubly stochastic on this "
                        f"graph; {algo.name} needs weights = \"metropolis\"")
-    check_data(job.data, n, job_folder(job))
+    if algo.graph == "master":
+        _check_master_worker(job, algo, n)
+    algo.check_world(job, n)
+    check_data(job.data, n - 1 if algo.graph == "master" else n, job_folder(job))
     return Plan(job, n, schedule, weights, connected, schedule_spectral_gap(weights))
+
+
+def _check_master_worker(job: Job, algo, n: int) -> None:
+    """A master/worker job on n ranks: enough workers, a code that fits them, stragglers it survives."""
+    name, params, stragglers = job.algorithm["name"], job.algorithm, job.stragglers
+    workers = n - 1
+    if workers < 1:
+        raise JobError(f"{name} needs a master and at least one worker: start 2 or more ranks")
+    try:
+        code = algo.code(params, stragglers, workers, job.run["seed"])
+    except ValueError as err:
+        raise JobError(f"[algorithm] {err} ({workers} workers = ranks − 1); change stragglers or the number "
+                       "of ranks") from None
+    exact = code.exact and not params.get("approximate", False)
+    if stragglers["model"] == "fixed" and stragglers["count"] > workers - 1:
+        raise JobError(f"[stragglers] count = {stragglers['count']} leaves no worker among {workers}")
+    if exact and stragglers["model"] == "fixed" and stragglers["count"] > code.tolerance:
+        raise JobError(f"[stragglers] count = {stragglers['count']} is more than the {params['code']} code "
+                       f"tolerates (stragglers = {code.tolerance}); raise [algorithm] stragglers or set "
+                       "approximate = true")
+    if exact and stragglers["model"] == "bernoulli":
+        raise JobError(f"[stragglers] model = \"bernoulli\" can exceed what the exact {params['code']} code "
+                       "tolerates; use code = \"sgc\" or set [algorithm] approximate = true")

@@ -12,6 +12,7 @@ reductions and appends one row to the results file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import os
@@ -26,18 +27,20 @@ import torch
 from mpi4py import MPI
 
 import mpidecent
-from mpidecent.algorithms import ALGORITHMS, Algorithm, Context, MixingRow, StepStats
+from mpidecent.algorithms import ALGORITHMS, Algorithm, Context, DataLayout, MixingRow, StepStats
 from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.graph import Neighborhood
+from mpidecent.comm.master import MasterWorker
 from mpidecent.comm.world import MpiEnvironment, threads_per_rank
 from mpidecent.compression import build_compressor
 from mpidecent.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
 from mpidecent.io.checkpoint import Snapshot, checkpoint_path, write_checkpoint
 from mpidecent.io.results import FORMAT_VERSION, ResultsWriter
-from mpidecent.learning.data import load_node_data
+from mpidecent.learning.data import Shard, load_node_data
 from mpidecent.learning.models import build_flat_model
 from mpidecent.learning.problems import GLM_LOSS, LocalEval, TorchObjective, glm_optimum
 from mpidecent.plan import Plan, job_folder
+from mpidecent.progress import Progress
 from mpidecent.preemption import requeue_under_slurm, stop_requested, stop_signal_name
 
 
@@ -106,28 +109,61 @@ class Runner:
         self.seed = int(self.job.run["seed"])
         torch.set_num_threads(threads_per_rank())
         self.neighborhood: Neighborhood | None = None
+        self.master_worker: MasterWorker | None = None
         self.algorithm = self._build_algorithm()
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
     def _build_algorithm(self) -> Algorithm:
         job, rank, plan = self.job, self.rank, self.plan
-        # Collective for data read in parallel (hdf5); generated data sets are built on every rank.
-        self.data = load_node_data(job.data, self.size, rank, comm=self.comm, base_dir=job_folder(job))
+        algo_cls = ALGORITHMS[job.algorithm["name"]]
+        layout = algo_cls.data_layout(job, self.size, rank)
+        self.data, weights, eval_shard = self._load_data(layout)
         flat = build_flat_model(job.model, self.data.num_features, self.data.num_classes, self.dtype, self.seed,
                                 node=rank)
-        self.objective = TorchObjective(flat, self.data, job.model["l2"], job.data["batch_size"], self.seed, rank)
+        self.objective = TorchObjective(flat, self.data, job.model["l2"] if layout.regularize else 0.0,
+                                        job.data["batch_size"], self.seed, rank, sample_weights=weights,
+                                        eval_shard=eval_shard)
+        self.objective.eval_l2 = job.model["l2"]  # the network objective includes ℓ2 even if training does not
+        self.layout = layout
         self.optimum = self._optimum()
-        algo_cls = ALGORITHMS[job.algorithm["name"]]
         compressor = build_compressor(job.compression["name"], flat.dim, self.dtype, job.compression)
         rows = tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
                                w[rank, g.in_neighbors(rank)]) for g, w in zip(plan.schedule.graphs, plan.slot_weights))
         ctx = Context(rank=rank, size=self.size, seed=self.seed, dtype=self.dtype, params=job.algorithm,
-                      objective=self.objective, compressor=compressor, collectives=self.collectives, rows=rows)
-        if algo_cls.graph != "complete":
+                      objective=self.objective, compressor=compressor, collectives=self.collectives, rows=rows,
+                      steps=job.run["steps"], l2=job.model["l2"], stragglers=job.stragglers)
+        if algo_cls.graph in ("directed", "undirected"):
             self.neighborhood = Neighborhood(self.comm, plan.schedule)
             ctx.neighborhood = self.neighborhood
+        if algo_cls.graph == "master":
+            down = flat.dim * self.dtype.itemsize
+            self.master_worker = MasterWorker(self.comm, down, compressor.nbytes)
+            ctx.master_worker = self.master_worker
         return algo_cls(ctx)
+
+    def _load_data(self, layout: DataLayout):
+        """This rank's data for its layout: (NodeData, per-sample weights or None, evaluation shard or None)."""
+        job, rank = self.job, self.rank
+        if layout.nodes == self.size and layout.train == ((rank, 1.0),) and layout.evaluate == rank:
+            # The usual case: read collectively (parallel HDF5 when the data set is a file).
+            return load_node_data(job.data, self.size, rank, comm=self.comm, base_dir=job_folder(job)), None, None
+        parts = {j: load_node_data(job.data, layout.nodes, j, base_dir=job_folder(job))
+                 for j in {j for j, _ in layout.train} | ({layout.evaluate} - {None})}
+        template = next(iter(parts.values())) if parts else load_node_data(job.data, layout.nodes, 0,
+                                                                           base_dir=job_folder(job))
+        chosen = [parts[j].train for j, _ in layout.train]
+        features = np.concatenate([s.features for s in chosen]) if chosen else template.train.features[:0]
+        targets = np.concatenate([s.targets for s in chosen]) if chosen else template.train.targets[:0]
+        indices = np.concatenate([s.indices for s in chosen]) if chosen else template.train.indices[:0]
+        weights = np.concatenate([np.full(s.num_samples, w / max(s.num_samples, 1))
+                                  for s, (_, w) in zip(chosen, layout.train)]) if chosen else np.zeros(0)
+        train = Shard(rank, indices, features, targets)
+        evaluate = parts[layout.evaluate].train if layout.evaluate is not None else Shard(
+            rank, indices[:0], features[:0], targets[:0])
+        test = parts[layout.evaluate].test if layout.evaluate is not None else None
+        data = dataclasses.replace(template, train=train, test=test)
+        return data, weights, evaluate
 
     def _optimum(self) -> float:
         """f* of the network objective for convex generalised linear models with ℓ2 > 0, computed
@@ -136,8 +172,8 @@ class Runner:
         if model not in GLM_LOSS or l2 <= 0:
             return math.nan
         loss, bias = GLM_LOSS[model]
-        return glm_optimum(self.data.train.features, self.data.train.targets, self.size, l2, loss, bias,
-                           self.collectives).value
+        shard = self.objective.eval_shard
+        return glm_optimum(shard.features, shard.targets, self.layout.nodes, l2, loss, bias, self.collectives).value
 
     # ---- metrics --------------------------------------------------------------------------------------------
 
@@ -153,15 +189,16 @@ class Runner:
         spread = float(np.sum((model - mean) ** 2))
         sums = self.collectives.sum_scalars(spread, local_at_mean.objective, local_at_mean.correct,
                                             local_at_mean.count, totals.compute_s, totals.comm_s,
-                                            test.objective * test.count, test.correct, test.count)
+                                            test.objective * test.count, test.correct, test.count,
+                                            float(local_at_mean.count > 0))
         counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
         self.collectives.allreduce_sum(counts)
         max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf])
         self.collectives.allreduce_max(max_abs)
-        avg_loss = sums[1] / self.size
+        avg_loss = sums[1] / sums[9]  # f = (1/n) Σ_i F_i over the ranks that evaluate a partition
         rank_values = {
             "loss": float(np.mean(totals.losses)) if totals.losses else math.nan,
-            "local_objective": local_own.objective,
+            "local_objective": local_own.objective if local_own.count else math.nan,
             "bits_sent": totals.bits,
             "bytes_sent": totals.bytes,
             "messages_sent": totals.messages,
@@ -260,7 +297,15 @@ class Runner:
                 resumed = [int(s) for s in np.atleast_1d(writer.file.attrs.get("resumed_at", np.zeros(0)))]
                 writer.set_attrs({"status": "running", "message": "", "finished": "",
                                   "resumed_at": np.array([*resumed, self.resume.step], dtype=np.int64)})
-            status, message, done, last = self._loop(writer)
+            # Rank 0 only; a bar on a terminal, plain lines in log files. Speed and ETA count from here.
+            self.progress = Progress(job.run["name"], job.run["steps"], self.quiet or self.rank != 0,
+                                     first_step=self.resume.step if self.resume is not None else 0)
+            try:
+                status, message, done, last = self._loop(writer)
+            finally:
+                self.progress.close()  # end the terminal bar's line before anything else is printed
+            for name, data in algo.events(done).items():  # rank 0's record, the same on every rank
+                writer.create_event_dataset(name, self.comm.bcast(data if self.rank == 0 else None, root=0))
             finished = self.comm.bcast(_utc_now(), root=0)
             writer.set_attrs({"finished": finished, "status": status, "message": message,
                               "steps_completed": done,
@@ -269,6 +314,9 @@ class Runner:
             writer.close()
             if self.neighborhood is not None:
                 self.neighborhood.free()
+            if self.master_worker is not None:
+                self.master_worker.close()  # completes late messages: nothing is left pending
+            self.algorithm.close()  # collective (async_gossip frees its RMA window)
             self.comm.Free()
         self.result = RunResult(job.run["name"], status, self.out, last, job.run["steps"], self.size,
                                 math.isfinite(self.optimum))
@@ -317,31 +365,39 @@ class Runner:
         totals = Totals()
         flags = np.zeros(2, dtype=np.int32)  # [any rank non-finite, any rank asked to stop]
         row: LogRow | None = None
+        first = self.resume.step if self.resume is not None else 0
         if self.resume is not None:
-            first = self.resume.step
             start = time.perf_counter() - self._restore(totals)
         else:
-            first, start = 0, time.perf_counter()
+            start = time.perf_counter()
+            algo.before_log()
             row = self._log_row(0, totals, 0.0)
             writer.append(0, row.rank_values, row.global_values)
-            self._progress(row, steps, 0.0)
+            self.progress.update(0, row.global_values)
         for t in range(first, steps):
             stats = algo.step(t)
             totals.add(stats)
             done = t + 1
             # Every rank learns whether any rank went non-finite or got a stop signal, so all act at the
-            # same step boundary.
-            flags[0] = int(stats.nonfinite or not math.isfinite(stats.loss))
-            flags[1] = int(stop_requested())
-            self.collectives.allreduce_max(flags)
-            bad, stop = bool(flags[0]), bool(flags[1])
-            if bad or done % log_every == 0 or done == steps:
+            # same step boundary: after every step, or (status_every_step = False) at log and checkpoint
+            # boundaries only, where the ranks meet anyway.
+            flags[0] |= int(stats.nonfinite or not math.isfinite(stats.loss))
+            flags[1] |= int(stop_requested())
+            log_point = done % log_every == 0 or done == steps
+            checkpoint_point = bool(every) and done % every == 0 and done < steps
+            bad = stop = False
+            if algo.status_every_step or log_point or checkpoint_point:
+                self.collectives.allreduce_max(flags)
+                bad, stop = bool(flags[0]), bool(flags[1])
+                flags[:] = 0
+            if bad or log_point:
+                algo.before_log()
                 row = self._log_row(done, totals, time.perf_counter() - start)
                 writer.append(done, row.rank_values, row.global_values)
                 if bad or not row.max_abs <= threshold:
                     return "diverged", self._divergence_message(done, row, stats), done, row
-                self._progress(row, steps, time.perf_counter() - start)
-            if stop or (every and done % every == 0 and done < steps):
+                self.progress.update(done, row.global_values)
+            if stop or checkpoint_point:
                 self._checkpoint(done, totals, writer.rows, time.perf_counter() - start)
             if stop:
                 return ("preempted", f"stop requested ({stop_signal_name() or 'signal on another rank'}) at "
@@ -360,18 +416,6 @@ class Runner:
                 f"are in {self.out}")
 
     # ---- output (rank 0) --------------------------------------------------------------------------------------
-
-    def _progress(self, row: LogRow, steps: int, elapsed: float) -> None:
-        if self.rank != 0 or self.quiet:
-            return
-        g = row.global_values
-        rate = row.step / elapsed if elapsed > 0 else math.nan
-        eta = (steps - row.step) / rate if row.step and rate > 0 else math.nan
-        speed = f"{rate:6.1f} steps/s  ETA {eta:5.1f}s" if math.isfinite(eta) else ""
-        print(f"[{self.job.run['name']}] step {row.step:>{len(str(steps))}}/{steps}  "
-              f"avg-loss {g['avg_model_loss']:.6f}  subopt {g['suboptimality']:.3e}  "
-              f"consensus {g['consensus_distance']:.2e}  bits {g['cumulative_bits']:.3e}  {speed}".rstrip(),
-              flush=True)
 
     def _topology_text(self) -> str:
         plan, kind = self.plan, self.job.topology["kind"]

@@ -81,6 +81,23 @@ class StepStats:
     nonfinite: bool = False  # this rank's state became NaN/inf and it sent a neutral message instead
 
 
+@dataclass(frozen=True)
+class DataLayout:
+    """Which data a rank trains on and evaluates (see ``Algorithm.data_layout``).
+
+    The training set is cut into ``nodes`` partitions (the job's partition scheme). ``train`` lists
+    (partition, weight) pairs: the rank's objective is Σ weight · mean loss of the partition (one
+    partition with weight 1 = the usual F_i). ``evaluate`` is the partition this rank evaluates for the
+    network metrics (None: none), so that every partition counts once. ``regularize``: whether the rank's
+    gradient includes the ℓ2 term (a master that adds it itself turns it off on its workers).
+    """
+
+    nodes: int
+    train: tuple[tuple[int, float], ...]
+    evaluate: int | None
+    regularize: bool = True
+
+
 @dataclass
 class Context:
     """Everything the runner builds for an algorithm on one rank."""
@@ -96,6 +113,10 @@ class Context:
     neighborhood: Neighborhood | None = None
     # One mixing row per slot of the (possibly time-varying) graph; the row of step t is rows[t % period].
     rows: tuple[MixingRow, ...] = ()
+    steps: int = 0  # iterations of the run
+    l2: float = 0.0  # ℓ2 coefficient λ of the model
+    stragglers: Mapping[str, Any] | None = None  # [stragglers] of the job (master/worker algorithms)
+    master_worker: Any = None  # comm/master.py MasterWorker (master/worker algorithms)
 
     def row(self, step: int) -> MixingRow:
         return self.rows[step % len(self.rows)]
@@ -131,8 +152,13 @@ class Algorithm(ABC):
     doc: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     # "directed": a strongly connected digraph; "undirected": a connected undirected graph;
-    # "complete": no graph (a collective over all ranks).
+    # "complete": no graph (a collective over all ranks); "master": rank 0 serves ranks 1..n;
+    # "gossip": one-sided reads of peers, the in-neighbours of a strongly connected graph (no graph
+    # communicator; complete = any rank).
     graph: ClassVar[str] = "directed"
+    # True: the runner reduces a status (divergence, stop signals) after every step. False: only at log and
+    # checkpoint boundaries, so ranks need not wait for each other in between (master/worker with stragglers).
+    status_every_step: ClassVar[bool] = True
     # Property W must have: "column_stochastic" (push-sum) or "doubly_stochastic" (D-PSGD), or None.
     weights_property: ClassVar[str | None] = None
     default_weights: ClassVar[str] = "column_uniform"
@@ -160,6 +186,25 @@ class Algorithm(ABC):
 
     def after_restore(self) -> None:
         """Called after ``state()`` arrays were overwritten from a checkpoint."""
+
+    def before_log(self) -> None:
+        """Collective, called on every rank before the metrics of a log point are computed."""
+
+    def close(self) -> None:
+        """Collective, called on every rank at the end of a run (e.g. to free an RMA window)."""
+
+    @classmethod
+    def check_world(cls, job: Any, world_size: int) -> None:
+        """Raise ``JobError`` if the job cannot run on ``world_size`` ranks (pure; called by plan_job)."""
+
+    def events(self, steps_done: int) -> dict[str, np.ndarray]:
+        """Arrays to store under /events at the end of the run (rank 0's are written)."""
+        return {}
+
+    @classmethod
+    def data_layout(cls, job: Any, world_size: int, rank: int) -> DataLayout:
+        """Default: one partition per rank, trained and evaluated by that rank."""
+        return DataLayout(world_size, ((rank, 1.0),), rank)
 
     @abstractmethod
     def step(self, t: int) -> StepStats:

@@ -119,10 +119,24 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
 
 
 def _first_difference(ours: str, theirs: str) -> str:
-    """The first line where two resolved jobs differ, as ``key = ours`` (or ``key = theirs (checkpoint)``)."""
+    """The first place where two resolved jobs differ: ``key = ours, the checkpoint has key = theirs`` for a
+    changed line, or the line that only one of them has."""
+    removed: list[str] = []
+    added: list[str] = []
     for line in difflib.unified_diff(theirs.splitlines(), ours.splitlines(), lineterm="", n=0):
-        if line[:1] in "+-" and line[:3] not in ("+++", "---"):
-            return line[1:].strip() if line[0] == "+" else f"{line[1:].strip()} only in the checkpoint"
+        if line.startswith("@@"):
+            if removed or added:
+                break  # only the first hunk
+            continue
+        if line[:3] in ("+++", "---"):
+            continue
+        (added if line[0] == "+" else removed).append(line[1:].strip())
+    if added and removed:
+        return f"{added[0]}, the checkpoint has {removed[0]}"
+    if added:
+        return f"{added[0]} not in the checkpoint"
+    if removed:
+        return f"{removed[0]} only in the checkpoint"
     return "the section layout"
 
 

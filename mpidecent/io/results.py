@@ -167,8 +167,11 @@ class ResultsWriter:
         self.file.flush()
 
     def create_event_dataset(self, name: str, data: np.ndarray) -> None:
-        """Collective: write a small whole array under /events (every rank passes identical data)."""
+        """Collective: write a small whole array under /events (every rank passes identical data). A resumed
+        run replaces what the interrupted run wrote: its array covers every step from the start."""
         group = self.file.require_group("events")
+        if name in group:
+            del group[name]
         group.create_dataset(name, data=data)
 
     def close(self) -> None:

@@ -63,7 +63,11 @@ def _data_loss(task: str):
         return torch.nn.functional.binary_cross_entropy_with_logits
     if task == "multiclass":
         return torch.nn.functional.cross_entropy
-    return lambda pred, target: 0.5 * torch.mean((pred - target) ** 2)
+    def half_squared_error(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        errors = 0.5 * (pred - target) ** 2
+        return errors.mean() if reduction == "mean" else errors
+
+    return half_squared_error
 
 
 def _correct(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> int:
@@ -84,17 +88,22 @@ class TorchObjective:
     """F_i on node ``rank``'s shard for a torch model on flat buffers.
 
     Minibatches: ``batch_size`` samples drawn with replacement by the generator of
-    (seed, rank, step, "minibatch"); ``batch_size = 0`` (or ≥ the shard size is not special) means the
-    whole shard every step.
+    (seed, rank, step, "minibatch"); ``batch_size = 0`` means the whole shard every step.
+
+    ``sample_weights`` (m,) replace the mean by Σ_k w_k ℓ_k over the whole shard (full batch only): a
+    master/worker code's combination Σ_j B_ij F_j / n of several partitions. ``eval_shard`` is the rows
+    ``evaluate`` uses (default: the training shard), so that each partition is evaluated once even when
+    several ranks train on it.
     """
 
     def __init__(self, flat: FlatParameters, data: NodeData, l2: float, batch_size: int, seed: int,
-                 rank: int) -> None:
+                 rank: int, sample_weights: np.ndarray | None = None, eval_shard: Shard | None = None) -> None:
         self.flat = flat
         self.dim = flat.dim
         self.params = flat.values
         self.grads = flat.grads
-        self.l2 = l2
+        self.l2 = l2  # in the training loss and gradient
+        self.eval_l2 = l2  # in evaluate(); the runner sets it when training leaves ℓ2 to someone else
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
@@ -103,9 +112,13 @@ class TorchObjective:
         self.loss_fn = _data_loss(data.task)
         torch_dtype = torch.float64 if self.params.dtype == np.float64 else torch.float32
         self.features, self.targets = _tensors(data.train, data.task, torch_dtype)
+        if sample_weights is not None and batch_size:
+            raise ValueError("sample weights need full-batch gradients (batch_size = 0)")
+        self.weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch_dtype)
         # A float64 twin of the model for exact evaluation at arbitrary points (e.g. the network average).
         self._eval = FlatParameters(copy.deepcopy(flat.module), np.float64)
-        self._eval_train = _tensors(data.train, data.task, torch.float64)
+        self.eval_shard = data.train if eval_shard is None else eval_shard
+        self._eval_train = _tensors(self.eval_shard, data.task, torch.float64)
         self._eval_test = _tensors(data.test, data.task, torch.float64) if data.test is not None else None
 
     def loss_grad(self, step: int) -> float:
@@ -117,7 +130,10 @@ class TorchObjective:
             index = torch.from_numpy(idx)
             features, targets = self.features[index], self.targets[index]
         self.flat.zero_grad()
-        loss = self.loss_fn(self.flat.module(features), targets)
+        if self.weights is None:
+            loss = self.loss_fn(self.flat.module(features), targets)
+        else:
+            loss = self.weights @ self.loss_fn(self.flat.module(features), targets, reduction="none")
         loss.backward()
         value = float(loss.detach())
         if self.l2:
@@ -138,7 +154,9 @@ class TorchObjective:
 
     def evaluate(self, theta: np.ndarray) -> LocalEval:
         loss, correct, count = self._eval_at(theta, self._eval_train)
-        return LocalEval(loss + 0.5 * self.l2 * float(theta @ theta), correct, count)
+        if not count:  # a rank without data (a master) adds nothing to the network objective
+            return LocalEval(0.0, 0, 0)
+        return LocalEval(loss + 0.5 * self.eval_l2 * float(theta @ theta), correct, count)
 
     def evaluate_test(self, theta: np.ndarray) -> LocalEval | None:
         """Mean loss (no ℓ2) and correct predictions on this node's slice of the test set."""

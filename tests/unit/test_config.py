@@ -185,3 +185,43 @@ def test_validation_needs_no_mpi():
             "print('mpi4py' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+GC = """
+[algorithm]
+name = "gradient_coding"
+stragglers = 2
+[compression]
+name = "onebit"
+[stragglers]
+model = "fixed"
+count = 2
+[data]
+samples = 300
+batch_size = 0
+"""
+
+
+@pytest.mark.parametrize("overrides, world, message", [
+    (["topology.kind=ring"], 7, "[topology] gradient_coding uses rank 0 as the master of ranks 1..n: remove "
+                                "[topology] or set kind = \"star\" (undirected, hub = 0), not kind = \"ring\""),
+    (["topology.kind=star", "topology.hub=2"], 7, "not kind = \"star\", hub = 2"),
+    ([], 8, "[algorithm] FRC needs (s + 1) | n; got n = 7 workers and s = 2 (7 workers = ranks − 1)"),
+    (["stragglers.count=3"], 7, "[stragglers] count = 3 is more than the frc code tolerates (stragglers = 2); "
+                                "raise [algorithm] stragglers or set approximate = true"),
+    (["stragglers.model=bernoulli", "stragglers.p=0.1"], 7, "use code = \"sgc\" or set [algorithm] approximate"),
+    (["data.batch_size=16"], 7, "[data] batch_size = 16: gradient_coding workers send gradients of whole partitions"),
+    (["stragglers.count=6", "algorithm.approximate=true"], 7, "[stragglers] count = 6 leaves no worker among 6"),
+    ([], 1, "gradient_coding needs a master and at least one worker: start 2 or more ranks"),
+    (["algorithm.name=dpsgd", "compression.name=identity", "topology.kind=ring"], 7,
+     "[stragglers] model = 'fixed' applies to master/worker algorithms"),
+])
+def test_master_worker_jobs_are_checked_before_any_collective(overrides, world, message):
+    assert message in error_of(GC, overrides, world=world)
+
+
+def test_master_worker_jobs_record_the_star_around_rank_0():
+    plan = plan_job(load_text(GC), 7)
+    assert plan.job.topology["kind"] == "star"
+    assert sorted(map(tuple, plan.schedule.graphs[0].edges.tolist())) == sorted(
+        [(0, j) for j in range(1, 7)] + [(j, 0) for j in range(1, 7)])

@@ -1,0 +1,1 @@
+"""Gradient coding for master/worker training: codes with their decoders, and straggler models (pure)."""
