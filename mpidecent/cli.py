@@ -1,4 +1,5 @@
-"""Command line: ``mpidecent run | topology | info`` (thin: parse, validate, hand over).
+"""Command line: ``mpidecent run | report | topology | simulate-gossip | info`` (thin: parse, validate,
+hand over).
 
 ``run`` is started on every rank by ``mpirun``/``srun``. Each rank validates the job on its own (pure,
 before any collective), then all ranks agree: if any rank found a problem, rank 0 prints one line and
@@ -55,8 +56,31 @@ def _parser() -> argparse.ArgumentParser:
     topo.add_argument("job", help="job file (TOML)")
     topo.add_argument("-n", "--nodes", type=int, help="number of nodes (default: [topology] n)")
     topo.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    topo.add_argument("--plot", metavar="FILE", help="also draw the graph into this PNG file")
 
-    sub.add_parser("info", help="MPI library, thread level, one-sided component, h5py MPI support")
+    report = sub.add_parser("report", help="compare runs from their results files: table, queries, plots",
+                            description="Compare runs from their HDF5 results files (no MPI needed): "
+                                        "mpidecent report runs/quickstart.h5 runs/sgp.h5 --plot plots/")
+    report.add_argument("files", nargs="+", metavar="RUN.h5", help="results files (partial runs are marked)")
+    report.add_argument("--plot", metavar="DIR", help="write PNG figures into this folder")
+    report.add_argument("--budget", action="append", metavar="BITS",
+                        help="loss of each run when the network had sent BITS bits in total (repeatable, or "
+                             "comma-separated)")
+    report.add_argument("--target", type=float, metavar="LOSS",
+                        help="first logged step, bits and time at which avg-model loss <= LOSS")
+    fmt = report.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="machine-readable: CSV, one row per run")
+    fmt.add_argument("--json", action="store_true", help="machine-readable: JSON")
+    report.add_argument("--bandwidth", type=float, metavar="BPS",
+                        help="link bandwidth in bits/s for the modelled time (default: the job's [link])")
+    report.add_argument("--latency", type=float, metavar="S",
+                        help="per-message latency in seconds for the modelled time (default: the job's [link])")
+
+    from mpidecent.gossip.command import add_parser as add_simulate_gossip
+
+    add_simulate_gossip(sub)
+    sub.add_parser("info", help="MPI library, thread level, one-sided component, passive-target RMA progress, "
+                                "h5py MPI support")
     return parser
 
 
@@ -66,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "topology":
         return _topology(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "simulate-gossip":
+        from mpidecent.gossip.command import main as simulate_gossip
+
+        return simulate_gossip(args)
     return _info()
 
 
@@ -233,7 +263,25 @@ def _topology(args: argparse.Namespace) -> int:
           "larger mixes faster)")
     if algo.graph in ("directed", "undirected") and not strong and job.topology["kind"] != "disconnected":
         print(f"warning: {algo.name} needs a connected graph; this job would be refused")
+    if args.plot:
+        from mpidecent.report.plots import plot_topology
+
+        union = " (union over the period)" if schedule.time_varying else ""
+        edges = f"{graph.num_edges} directed edges" if graph.directed else f"{graph.num_edges // 2} undirected edges"
+        title = (f"{job.topology['kind']}{union}: {n} nodes, {edges}\n"
+                 f"weights {job.topology['weights']}, spectral gap {schedule_spectral_gap(weights):.4f}")
+        try:
+            plot_topology(n, graph.edges, graph.directed, args.plot, title)
+        except OSError as err:
+            return _fail(f"--plot {args.plot!r}: cannot write the figure ({err.strerror or err})")
+        print(f"graph drawn: {args.plot}")
     return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mpidecent.report import main as report_main
+
+    return report_main(args)
 
 
 def _info() -> int:
@@ -243,7 +291,11 @@ def _info() -> int:
     import h5py
     import numpy as np
     import torch
+    from mpi4py import MPI
 
+    from mpidecent.comm.window import measure_passive_progress
+
+    probe = measure_passive_progress(MPI.COMM_WORLD)  # collective; None on one rank
     if env.rank != 0:
         return EXIT_OK
     rows = [
@@ -253,6 +305,8 @@ def _info() -> int:
         ("thread level", env.thread_level),
         ("ranks in this launch", str(env.size)),
         ("one-sided (osc) component", env.osc_component),
+        ("passive-target progress", probe.describe() if probe else "not measured (start 2 or more ranks: "
+                                                                   "mpirun -n 2 mpidecent info)"),
         ("mpi4py", env.mpi4py_version),
         ("h5py", f"{h5py.__version__} (HDF5 {h5py.version.hdf5_version})"),
         ("h5py has MPI", "yes" if h5py.get_config().mpi else "NO - parallel results files will not work"),

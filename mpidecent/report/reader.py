@@ -1,0 +1,342 @@
+"""Reading one results file (``docs/results-format.md``) into a ``Run`` — serially, read-only.
+
+Pure: h5py with its default driver and numpy, never mpi4py, so the report runs anywhere (a laptop
+without MPI, a login node) on files written by any number of ranks.
+
+A file that is not an mpidecent results file is refused with one line (``ReportError``); a file of a
+newer ``format_version`` than this reader knows is refused too. A file of a run that crashed, was
+killed, diverged or is still going is read as far as it goes and flagged ``partial`` with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mpidecent.comm.linkmodel import LinkModel
+
+# The newest results format this reader understands (the writer's ``io.results.FORMAT_VERSION``; the
+# writer is not imported here because it needs mpi4py). Policy: docs/results-format.md.
+SUPPORTED_FORMAT_VERSION = 1
+
+# The series every run writes (io/results.py); anything else under /metrics/rank is an algorithm extra.
+BASE_RANK_SERIES = ("loss", "local_objective", "bits_sent", "bytes_sent", "messages_sent", "compute_s", "comm_s")
+BASE_GLOBAL_SERIES = ("avg_model_loss", "suboptimality", "accuracy", "consensus_distance", "cumulative_bits",
+                      "cumulative_bytes", "wall_s", "test_loss", "test_accuracy")
+
+DEFAULT_LINK = LinkModel()
+
+
+class ReportError(Exception):
+    """A file or flag the report cannot use; the message is one line for the user."""
+
+
+@dataclass
+class Run:
+    """One run's results, as numpy arrays (rows = log points)."""
+
+    path: str
+    attrs: dict[str, Any]  # root attributes (numpy scalars converted to Python values)
+    job: dict[str, Any]  # the stored resolved job (parsed TOML; {} if absent or unreadable)
+    topology: dict[str, Any]  # /topology attributes
+    edges: np.ndarray | None  # (E, 2) src → dst
+    weights: np.ndarray | None  # (n, n)
+    steps: np.ndarray  # (L,) int64
+    rank_series: dict[str, np.ndarray]  # name → (L, n)
+    global_series: dict[str, np.ndarray]  # name → (L,)
+    units: dict[str, str]  # "rank/<name>" or "global/<name>" → unit ("" = dimensionless)
+    events: dict[str, np.ndarray] = field(default_factory=dict)  # /events/<name>
+    partial: bool = False
+    partial_reason: str = ""
+    expected_rows: int | None = None
+    link: LinkModel = DEFAULT_LINK
+    link_source: str = "default"  # "job [link]", "default" (job without [link]) or "report flags"
+    label: str = ""  # unique name among the runs of one report (set by the caller; default: run name)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
+
+    # ---- identification --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.attrs.get("run_name") or self.job.get("run", {}).get("name")
+                   or os.path.splitext(os.path.basename(self.path))[0])
+
+    @property
+    def status(self) -> str:
+        return str(self.attrs.get("status", "unknown"))
+
+    @property
+    def n(self) -> int:
+        if "world_size" in self.attrs:
+            return int(self.attrs["world_size"])
+        for values in self.rank_series.values():
+            return int(values.shape[1])
+        return 0
+
+    @property
+    def rows(self) -> int:
+        return int(self.steps.shape[0])
+
+    @property
+    def last_step(self) -> int:
+        return int(self.steps[-1]) if self.rows else 0
+
+    @property
+    def steps_requested(self) -> int | None:
+        value = self.attrs.get("steps_requested", self.job.get("run", {}).get("steps"))
+        return None if value is None else int(value)
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.attrs.get("algorithm") or self.job.get("algorithm", {}).get("name", "?"))
+
+    @property
+    def compressor(self) -> str:
+        return str(self.attrs.get("compressor") or self.job.get("compression", {}).get("name", "?"))
+
+    @property
+    def optimum(self) -> float:
+        value = self.attrs.get("optimum", math.nan)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+    # ---- series ------------------------------------------------------------------------------------
+
+    def glob(self, name: str) -> np.ndarray | None:
+        """A global series (L,), or None if the file has none of that name."""
+        return self.global_series.get(name)
+
+    def rank(self, name: str) -> np.ndarray | None:
+        """A per-rank series (L, n), or None."""
+        return self.rank_series.get(name)
+
+    def unit(self, group: str, name: str) -> str:
+        return self.units.get(f"{group}/{name}", "")
+
+    @property
+    def rank_extras(self) -> list[str]:
+        """Algorithm-specific per-rank series (push_sum_weight, paper_bits, staleness_mean, ...)."""
+        return [k for k in self.rank_series if k not in BASE_RANK_SERIES]
+
+    @property
+    def global_extras(self) -> list[str]:
+        return [k for k in self.global_series if k not in BASE_GLOBAL_SERIES]
+
+    def has_optimum(self) -> bool:
+        sub = self.glob("suboptimality")
+        return sub is not None and math.isfinite(self.optimum) and bool(np.any(np.isfinite(sub)))
+
+    def accuracy_series(self) -> tuple[np.ndarray | None, str]:
+        """(accuracy series, "test" or "training"): the test accuracy when the run has a test set."""
+        for name, kind in (("test_accuracy", "test"), ("accuracy", "training")):
+            values = self.glob(name)
+            if values is not None and np.any(np.isfinite(values)):
+                return values, kind
+        return None, ""
+
+    def modelled_time(self, link: LinkModel | None = None) -> np.ndarray | None:
+        """Modelled seconds at each log point under ``link`` (default: this run's), or None when the
+        file lacks the counters (see comm/linkmodel.py)."""
+        parts = [self.rank(k) for k in ("compute_s", "bytes_sent", "messages_sent")]
+        if any(p is None for p in parts):
+            return None
+        return (link or self.link).modelled_time(*parts)
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+
+
+def _python(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open(path: str) -> h5py.File:
+    if not os.path.exists(path):
+        raise ReportError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ReportError(f"{path}: is a directory, not a results file")
+    try:
+        if not h5py.is_hdf5(path):
+            raise ReportError(f"not an mpidecent results file: {path} (not an HDF5 file)")
+    except OSError as err:
+        raise ReportError(f"{path}: cannot be read ({_first_line(err)})") from None
+    try:
+        # locking=False: a running job's file (open for writing by the ranks) can be read too.
+        return h5py.File(path, "r", locking=False)
+    except TypeError:  # an HDF5 without the locking switch
+        pass
+    except OSError as err:
+        raise ReportError(f"{path}: cannot be opened ({_first_line(err)})") from None
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ReportError(f"{path}: cannot be opened ({_first_line(err)}); if a run is still writing it, "
+                          "try HDF5_USE_FILE_LOCKING=FALSE") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _check_version(path: str, attrs: h5py.AttributeManager) -> int:
+    if "format_version" not in attrs:
+        raise ReportError(f"not an mpidecent results file: {path} (no format_version attribute)")
+    raw = _python(attrs["format_version"])
+    if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)) or raw < 1:
+        raise ReportError(f"not an mpidecent results file: {path} (format_version {raw!r} is not a version number)")
+    if raw > SUPPORTED_FORMAT_VERSION:
+        raise ReportError(f"{path}: results format_version {raw} is newer than this mpidecent reads "
+                          f"(up to {SUPPORTED_FORMAT_VERSION}); upgrade mpidecent to report on it")
+    return int(raw)
+
+
+def expected_rows(steps: int, log_every: int) -> int:
+    """Log rows of a completed run: step 0, every ``log_every`` steps, and the last step."""
+    logged = set(range(0, steps + 1, max(log_every, 1)))
+    logged.add(steps)
+    return len(logged)
+
+
+def _link_from_job(job: dict[str, Any]) -> tuple[LinkModel, str]:
+    table = job.get("link")
+    if not isinstance(table, dict):
+        return DEFAULT_LINK, "default"
+    try:
+        return LinkModel(float(table.get("bandwidth_bps", DEFAULT_LINK.bandwidth_bps)),
+                         float(table.get("latency_s", DEFAULT_LINK.latency_s))), "job [link]"
+    except (TypeError, ValueError):
+        return DEFAULT_LINK, "default"
+
+
+def read_run(path: str) -> Run:
+    """Read a results file (see module docstring); raises ``ReportError`` with a one-line message."""
+    path = str(path)
+    with _open(path) as f:
+        try:
+            return _read(path, f)
+        except ReportError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
+
+
+def _read(path: str, f: h5py.File) -> Run:
+    _check_version(path, f.attrs)
+    attrs = {k: _python(v) for k, v in f.attrs.items()}
+    try:
+        job = tomllib.loads(str(attrs.get("job", "")))
+    except tomllib.TOMLDecodeError:
+        job = {}
+    topo = f.get("topology")
+    topology = {k: _python(v) for k, v in topo.attrs.items()} if isinstance(topo, h5py.Group) else {}
+    edges = topo["edges"][()] if isinstance(topo, h5py.Group) and "edges" in topo else None
+    weights = topo["weights"][()] if isinstance(topo, h5py.Group) and "weights" in topo else None
+
+    units: dict[str, str] = {}
+    metrics = f.get("metrics")
+    raw_steps = np.zeros(0, dtype=np.int64)
+    raw_rank: dict[str, np.ndarray] = {}
+    raw_global: dict[str, np.ndarray] = {}
+    if isinstance(metrics, h5py.Group):
+        if isinstance(metrics.get("step"), h5py.Dataset):
+            raw_steps = np.asarray(metrics["step"][()], dtype=np.int64).reshape(-1)
+        for group, target in (("rank", raw_rank), ("global", raw_global)):
+            g = metrics.get(group)
+            if not isinstance(g, h5py.Group):
+                continue
+            for name, dset in g.items():
+                if not isinstance(dset, h5py.Dataset):
+                    continue
+                data = dset[()]
+                if group == "rank" and data.ndim != 2 or group == "global" and data.ndim != 1:
+                    continue  # not a series of this layout; ignore rather than guess
+                target[name] = data
+                units[f"{group}/{name}"] = str(_python(dset.attrs.get("unit", "")))
+    events: dict[str, np.ndarray] = {}
+    ev = f.get("events")
+    if isinstance(ev, h5py.Group):
+        for name, dset in ev.items():
+            if isinstance(dset, h5py.Dataset):
+                events[name] = dset[()]
+
+    # Rows every series has (a killed writer may leave datasets one row apart), then drop trailing
+    # rows that were allocated but never written (their step is not after the previous one).
+    rows = min([raw_steps.shape[0], *(a.shape[0] for a in raw_rank.values()),
+                *(a.shape[0] for a in raw_global.values())])
+    while rows > 1 and raw_steps[rows - 1] <= raw_steps[rows - 2]:
+        rows -= 1
+    dropped = raw_steps.shape[0] - rows
+    steps = raw_steps[:rows]
+    rank_series = {k: v[:rows] for k, v in raw_rank.items()}
+    global_series = {k: v[:rows] for k, v in raw_global.items()}
+
+    link, link_source = _link_from_job(job)
+    run = Run(path=path, attrs=attrs, job=job, topology=topology, edges=edges, weights=weights, steps=steps,
+              rank_series=rank_series, global_series=global_series, units=units, events=events, link=link,
+              link_source=link_source)
+    run_table = job.get("run", {})
+    requested = run.steps_requested
+    log_every = run_table.get("log_every")
+    if requested is not None and isinstance(log_every, int):
+        run.expected_rows = expected_rows(requested, log_every)
+    reasons = []
+    status = run.status
+    if status == "running":
+        reasons.append("status 'running': the run is still going, or it ended without closing the file "
+                       "(crash, kill, time limit)")
+    elif status == "diverged":
+        message = str(attrs.get("message", "")).split(";")[0]
+        reasons.append(message or "diverged")
+    elif status == "preempted":
+        reasons.append("stopped by a signal with a checkpoint; continue it with mpidecent run --resume")
+    elif status != "completed":
+        reasons.append(f"status {status!r}")
+    short = run.expected_rows is not None and rows < run.expected_rows
+    if short:
+        reasons.append(f"{rows} of {run.expected_rows} log rows, last step {run.last_step} of {requested}")
+    if rows == 0 and not short:
+        reasons.append("no log rows")
+    run.partial = status != "completed" or short or rows == 0
+    if dropped and run.partial:
+        reasons.append(f"{dropped} allocated but unwritten row{'s' if dropped > 1 else ''} ignored")
+    run.partial_reason = "; ".join(reasons) if run.partial else ""
+    return run
+
+
+def read_runs(paths: list[str], bandwidth_bps: float | None = None, latency_s: float | None = None) -> list[Run]:
+    """Read every file (``ReportError`` on the first unusable one) and give the runs unique labels.
+    ``bandwidth_bps`` / ``latency_s`` (report flags) replace that part of each run's link model."""
+    runs = [read_run(p) for p in paths]
+    if bandwidth_bps is not None or latency_s is not None:
+        for run in runs:
+            run.link = LinkModel(run.link.bandwidth_bps if bandwidth_bps is None else bandwidth_bps,
+                                 run.link.latency_s if latency_s is None else latency_s)
+            flags = " and ".join(f for f, v in (("--bandwidth", bandwidth_bps), ("--latency", latency_s))
+                                 if v is not None)
+            run.link_source = flags if bandwidth_bps is not None and latency_s is not None \
+                else f"{flags}, rest from {run.link_source}"
+    names = [r.name for r in runs]
+    for run in runs:
+        if names.count(run.name) > 1:
+            stem = os.path.splitext(os.path.basename(run.path))[0]
+            run.label = f"{run.name} [{stem}]" if stem != run.name else f"{run.name} [{run.path}]"
+    labels = [r.label for r in runs]
+    for i, run in enumerate(runs):  # still ambiguous (same name and file stem): number them
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} #{i + 1}"
+    return runs

@@ -1,0 +1,330 @@
+"""The comparison table of runs, the bit-budget and target-loss queries, as text, CSV or JSON.
+
+Every number comes from the results files (``Run``); ``summarize`` gives one run's final values as a
+flat mapping (the CSV/JSON fields), the ``render_*`` functions lay several runs side by side.
+
+Queries:
+
+* budget B bits: the average-model loss (and suboptimality) when the network had sent B bits in total,
+  by linear interpolation between the two log points around B in ``cumulative_bits``; "not reached"
+  when the run ended before sending B bits.
+* target loss T: the first logged step whose average-model loss is ≤ T, with the cumulative bits, wall
+  time and modelled time at that log point ("not reached" otherwise). Resolution is ``log_every``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mpidecent.comm.linkmodel import LinkModel
+from mpidecent.report.reader import Run
+
+MODEL_NOTE = ("modelled time is a model, not a measurement: the sum over log intervals of the slowest rank's "
+              "measured compute + 8·bytes sent / bandwidth + messages sent · latency")
+
+
+# ---- one run -------------------------------------------------------------------------------------------
+
+
+def _last(values: np.ndarray | None) -> float | None:
+    if values is None or values.shape[0] == 0:
+        return None
+    value = values[-1]
+    return _clean(value.item() if isinstance(value, np.generic) else value)
+
+
+def _clean(value: Any) -> Any:
+    """numpy → Python; NaN/inf → None (JSON has no NaN, CSV leaves the cell empty)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def topology_text(run: Run) -> str:
+    kind = str(run.topology.get("kind") or run.job.get("topology", {}).get("kind", "?"))
+    directed = run.topology.get("directed")
+    shape = "" if directed is None else (" directed" if directed else " undirected")
+    period = int(run.topology.get("period", 1) or 1)
+    varying = f", period {period}" if period > 1 else ""
+    return f"{kind}{shape}{varying}"
+
+
+def summarize(run: Run) -> dict[str, Any]:
+    """The run's final values (at its last logged step) as a flat mapping of plain values (None where
+    the file has no such value)."""
+    n, step = run.n, run.last_step
+    bits, nbytes = _last(run.glob("cumulative_bits")), _last(run.glob("cumulative_bytes"))
+    compute = run.rank("compute_s")
+    comm = run.rank("comm_s")
+    compute_total = _clean(float(compute[-1].sum())) if compute is not None and run.rows else None
+    comm_total = _clean(float(comm[-1].sum())) if comm is not None and run.rows else None
+    busy = (compute_total or 0.0) + (comm_total or 0.0)
+    accuracy, accuracy_set = run.accuracy_series()
+    modelled = run.modelled_time()
+    out: dict[str, Any] = {
+        "run": run.label,
+        "file": run.path,
+        "status": run.status,
+        "partial": run.partial,
+        "partial_reason": run.partial_reason,
+        "algorithm": run.algorithm,
+        "algorithm_description": str(run.attrs.get("algorithm_description", "")),
+        "compressor": run.compressor,
+        "compressor_description": str(run.attrs.get("compressor_description", "")),
+        "topology": topology_text(run),
+        "edges": None if run.edges is None else int(run.edges.shape[0]),
+        "n": n,
+        "steps": step,
+        "steps_requested": run.steps_requested,
+        "rows": run.rows,
+        "avg_model_loss": _last(run.glob("avg_model_loss")),
+        "optimum": _clean(run.optimum),
+        "suboptimality": _last(run.glob("suboptimality")) if run.has_optimum() else None,
+        "accuracy": _last(accuracy),
+        "accuracy_set": accuracy_set or None,
+        "test_loss": _last(run.glob("test_loss")),
+        "consensus_distance": _last(run.glob("consensus_distance")),
+        "total_bits": None if bits is None else int(bits),
+        "total_bytes": None if nbytes is None else int(nbytes),
+        "bits_per_step_per_node": (bits / (n * step)) if bits is not None and n and step else None,
+        "wall_s": _last(run.glob("wall_s")),
+        "compute_s": compute_total,
+        "comm_s": comm_total,
+        "compute_share": (compute_total or 0.0) / busy if busy > 0 else None,
+        "modelled_s": _last(modelled),
+        "link_bandwidth_bps": run.link.bandwidth_bps,
+        "link_latency_s": run.link.latency_s,
+        "link_source": run.link_source,
+        "extras": {},
+        "events": {},
+    }
+    for name in run.rank_extras:
+        values = run.rank(name)
+        last = values[-1].astype(np.float64) if run.rows else np.zeros(0)
+        finite = last[np.isfinite(last)]
+        out["extras"][name] = {"mean": _clean(float(finite.mean())) if finite.size else None,
+                               "max": _clean(float(finite.max())) if finite.size else None,
+                               "unit": run.unit("rank", name)}
+    for name in run.global_extras:
+        out["extras"][name] = {"mean": _last(run.glob(name)), "max": _last(run.glob(name)),
+                               "unit": run.unit("global", name)}
+    for name, data in run.events.items():
+        if data.dtype == bool and data.size:
+            out["events"][name] = {"count": int(data.sum()), "of": int(data.size),
+                                   "fraction": float(data.sum() / data.size)}
+    return out
+
+
+def _interpolate_at(x: np.ndarray, y: np.ndarray, at: float) -> float | None:
+    """y where the nondecreasing x first reaches ``at`` (linear between log points); None beyond x."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size == 0 or not at <= x[-1]:
+        return None
+    i = int(np.argmax(x >= at))
+    if x[i] == at or i == 0:
+        return float(y[i])
+    frac = (at - x[i - 1]) / (x[i] - x[i - 1])
+    return float(y[i - 1] + frac * (y[i] - y[i - 1]))
+
+
+def budget_query(run: Run, bits: float) -> dict[str, Any]:
+    """Loss (and suboptimality) when the run had sent ``bits`` in total (see module docstring)."""
+    cumulative, loss = run.glob("cumulative_bits"), run.glob("avg_model_loss")
+    result: dict[str, Any] = {"bits": bits, "reached": False, "avg_model_loss": None, "suboptimality": None,
+                              "step": None}
+    if cumulative is None or loss is None or run.rows == 0:
+        return result
+    value = _interpolate_at(cumulative, loss, bits)
+    if value is None:
+        return result
+    sub = run.glob("suboptimality")
+    result.update(reached=True, avg_model_loss=_clean(value),
+                  suboptimality=_clean(_interpolate_at(cumulative, sub, bits)) if run.has_optimum() else None,
+                  step=_clean(_interpolate_at(cumulative, run.steps, bits)))
+    return result
+
+
+def target_query(run: Run, target: float) -> dict[str, Any]:
+    """The first logged step with average-model loss ≤ ``target`` (see module docstring)."""
+    loss = run.glob("avg_model_loss")
+    result: dict[str, Any] = {"target": target, "reached": False, "step": None, "bits": None, "wall_s": None,
+                              "modelled_s": None, "best_loss": None}
+    if loss is None or run.rows == 0:
+        return result
+    finite = loss[np.isfinite(loss)]
+    result["best_loss"] = _clean(float(finite.min())) if finite.size else None
+    hits = np.flatnonzero(np.isfinite(loss) & (loss <= target))
+    if hits.size == 0:
+        return result
+    i = int(hits[0])
+    bits, wall, modelled = run.glob("cumulative_bits"), run.glob("wall_s"), run.modelled_time()
+    result.update(reached=True, step=int(run.steps[i]),
+                  bits=None if bits is None else int(bits[i]),
+                  wall_s=None if wall is None else _clean(float(wall[i])),
+                  modelled_s=None if modelled is None else _clean(float(modelled[i])))
+    return result
+
+
+# ---- several runs --------------------------------------------------------------------------------------
+
+
+def records(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> list[dict[str, Any]]:
+    """One record per run: ``summarize`` plus the queries (the JSON output)."""
+    out = []
+    for run in runs:
+        rec = summarize(run)
+        if budgets:
+            rec["budgets"] = [budget_query(run, b) for b in budgets]
+        if target is not None:
+            rec["target"] = target_query(run, target)
+        out.append(rec)
+    return out
+
+
+def render_json(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> str:
+    document = {"note": MODEL_NOTE, "runs": records(runs, budgets, target)}
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _flat(rec: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in rec.items() if k not in ("extras", "events", "budgets", "target")}
+    for name, stats in rec["extras"].items():
+        flat[f"extra.{name}.mean"] = stats["mean"]
+        flat[f"extra.{name}.max"] = stats["max"]
+    for name, stats in rec["events"].items():
+        flat[f"events.{name}.count"] = stats["count"]
+        flat[f"events.{name}.fraction"] = stats["fraction"]
+    for query in rec.get("budgets", []):
+        key = f"{query['bits']:g}"
+        flat[f"loss_at_bits_{key}"] = query["avg_model_loss"]
+        flat[f"suboptimality_at_bits_{key}"] = query["suboptimality"]
+        flat[f"step_at_bits_{key}"] = query["step"]
+    if "target" in rec:
+        t = rec["target"]
+        for key in ("step", "bits", "wall_s", "modelled_s"):
+            flat[f"target_{key}"] = t[key]
+        flat["target_loss"] = t["target"]
+        flat["target_reached"] = t["reached"]
+    return flat
+
+
+def render_csv(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> str:
+    """One row per run; empty cells where a value does not exist (or a query was not reached)."""
+    rows = [_flat(r) for r in records(runs, budgets, target)]
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buffer.getvalue()
+
+
+def _num(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    """Aligned text table; the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def _status(rec: dict[str, Any]) -> str:
+    return f"{rec['status']} (partial)" if rec["partial"] else rec["status"]
+
+
+def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> str:
+    """The comparison table (three blocks: runs, final values, extras), the queries and the notes."""
+    recs = records(runs, budgets, target)
+    out = ["runs"]
+    out += _grid(["run", "status", "algorithm", "compressor", "topology", "n", "steps"],
+                 [[r["run"], _status(r), r["algorithm"], r["compressor"], r["topology"], str(r["n"]),
+                   f"{r['steps']}/{r['steps_requested'] if r['steps_requested'] is not None else '?'}"]
+                  for r in recs], left=5)
+    out += ["", "final values (last logged step)"]
+    test_marked = False
+    rows = []
+    for r in recs:
+        acc = _num(r["accuracy"], ".4f")
+        if r["accuracy_set"] == "test" and acc != "-":
+            acc += " t"
+            test_marked = True
+        share = r["compute_share"]
+        rows.append([r["run"], _num(r["avg_model_loss"], ".6f"), _num(r["suboptimality"], ".3e"), acc,
+                     _num(r["consensus_distance"], ".3e"), _num(r["total_bits"], ".4e"), _num(r["total_bytes"], "d"),
+                     _num(r["bits_per_step_per_node"], ".1f"), _num(r["wall_s"], ".2f"),
+                     "-" if share is None else f"{100 * share:.0f}/{100 * (1 - share):.0f}%",
+                     _num(r["modelled_s"], ".4f")])
+    out += _grid(["run", "avg-loss", "subopt", "accuracy", "consensus", "bits", "bytes", "bits/node/step",
+                  "wall s", "compute/comm", "modelled s"], rows)
+    extra_rows = []
+    for r in recs:
+        for name, stats in r["extras"].items():
+            unit = f" [{stats['unit']}]" if stats["unit"] else ""
+            extra_rows.append([r["run"], f"{name}{unit}", _num(stats["mean"], ".6g"), _num(stats["max"], ".6g")])
+        for name, stats in r["events"].items():
+            extra_rows.append([r["run"], f"{name} (events)", f"{stats['count']} of {stats['of']}",
+                               f"{100 * stats['fraction']:.2f}%"])
+    if extra_rows:
+        out += ["", "algorithm extras (last logged value: mean and max over ranks; events: count and share)"]
+        out += _grid(["run", "series", "mean / count", "max / share"], extra_rows, left=2)
+    if budgets:
+        out += ["", "loss at bit budgets (all ranks' bits; linear interpolation between log points)"]
+        qrows = []
+        for r in recs:
+            for q in r["budgets"]:
+                if q["reached"]:
+                    qrows.append([r["run"], f"{q['bits']:.4g}", _num(q["avg_model_loss"], ".6f"),
+                                  _num(q["suboptimality"], ".3e"), _num(q["step"], ".1f")])
+                else:
+                    ended = "(no data)" if r["total_bits"] is None else f"(ended at {r['total_bits']:.4g} bits)"
+                    qrows.append([r["run"], f"{q['bits']:.4g}", "not reached", "-", ended])
+        out += _grid(["run", "budget bits", "avg-loss", "subopt", "≈ step"], qrows)
+    if target is not None:
+        out += ["", f"first logged step with avg-model loss ≤ {target:g}"]
+        trows = []
+        for r in recs:
+            t = r["target"]
+            if t["reached"]:
+                trows.append([r["run"], str(t["step"]), _num(t["bits"], ".4e"), _num(t["wall_s"], ".2f"),
+                              _num(t["modelled_s"], ".4f")])
+            else:
+                trows.append([r["run"], "not reached", f"(best {_num(t['best_loss'], '.6f')})", "-", "-"])
+        out += _grid(["run", "step", "bits", "wall s", "modelled s"], trows)
+    notes = []
+    if test_marked:
+        notes.append("accuracy: on the test set where marked t, else on the training set")
+    links = sorted({(r["link_bandwidth_bps"], r["link_latency_s"], r["link_source"]) for r in recs})
+    link_text = "; ".join(f"{LinkModel(b, l).describe()} ({src})" for b, l, src in links)
+    notes.append(f"{MODEL_NOTE}; link: {link_text}")
+    for r in recs:
+        if r["partial"]:
+            notes.append(f"{r['run']} is partial: {r['partial_reason']} ({r['file']})")
+    out += [""] + [f"note: {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def comparison_table(paths: Sequence[str]) -> str:
+    """The text report of results files (for the runner's sweep summary); raises ReportError."""
+    from mpidecent.report.reader import read_runs
+
+    return render_text(read_runs(list(paths)))

@@ -1,0 +1,474 @@
+"""``mpidecent report`` on synthetic results files (written serially with h5py in the real layout), the
+link model, the [link] job section, the topology drawing and rank 0's progress reporter."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import math
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mpidecent import cli
+from mpidecent.comm.linkmodel import LinkModel
+from mpidecent.config import LINK_PARAMS, load_text
+from mpidecent.errors import JobError
+from mpidecent.progress import Progress
+from mpidecent.report import main as report_main
+from mpidecent.report.plots import (FIGSIZE, TOPOLOGY_FIGSIZE, _staleness_figure, _stragglers_figure, pixel_size,
+                                    write_plots)
+from mpidecent.report.reader import (BASE_GLOBAL_SERIES, BASE_RANK_SERIES, SUPPORTED_FORMAT_VERSION, ReportError,
+                                     read_run, read_runs)
+from mpidecent.report.tables import budget_query, render_csv, render_json, render_text, summarize, target_query
+
+ROOT = Path(__file__).resolve().parents[2]
+
+JOB = """
+[run]
+name = "{name}"
+steps = 30
+log_every = 10
+[topology]
+kind = "chord_ring"
+[algorithm]
+name = "quantized_push_sum"
+[compression]
+name = "qsgd"
+[link]
+bandwidth_bps = 8000.0
+latency_s = 0.1
+"""
+
+# The synthetic run: 4 ranks, rows at steps 0, 10, 20, 30.
+STEPS = np.array([0, 10, 20, 30])
+LOSS = np.array([0.7, 0.5, 0.4, 0.35])
+OPTIMUM = 0.3
+BITS = np.array([0, 1000, 2000, 3000])
+
+
+def write_results(path: Path, *, name: str = "syn", rows: int = 4, status: str = "completed",
+                  format_version: int | None = 1, extras: dict[str, np.ndarray] | None = None,
+                  events: dict[str, np.ndarray] | None = None, test_set: bool = False, n: int = 4) -> Path:
+    """A results file in the writer's layout (io/results.py, Runner._metadata), serially."""
+    job = load_text(JOB.format(name=name))
+    share = np.arange(1, n + 1) / np.arange(1, n + 1).sum()  # rank i's share of the bits
+    bits_rank = np.rint(BITS[:, None] * share[None, :]).astype(np.int64)
+    rank = {
+        "loss": (np.full((4, n), 0.5), ""), "local_objective": (LOSS[:, None] + 0.01 * np.arange(n)[None, :], ""),
+        "bits_sent": (bits_rank, "bits"), "bytes_sent": ((bits_rank + 7) // 8, "bytes"),
+        "messages_sent": (np.outer(STEPS, np.ones(n, dtype=np.int64)), "messages"),
+        "compute_s": (np.outer(STEPS, np.linspace(0.01, 0.02, n)), "s"),
+        "comm_s": (np.outer(STEPS, np.full(n, 0.005)), "s"),
+        "push_sum_weight": (np.tile(np.linspace(0.8, 1.2, n), (4, 1)), ""),
+    }
+    for key, values in (extras or {}).items():
+        rank[key] = (values, "")
+    glob = {
+        "avg_model_loss": (LOSS, ""), "suboptimality": (LOSS - OPTIMUM, ""), "accuracy": (np.array([.5, .7, .8, .85]), "fraction"),
+        "consensus_distance": (np.array([0.0, 1e-1, 1e-2, 1e-3]), ""), "cumulative_bits": (bits_rank.sum(axis=1), "bits"),
+        "cumulative_bytes": (((bits_rank + 7) // 8).sum(axis=1), "bytes"), "wall_s": (STEPS * 0.01, "s"),
+    }
+    if test_set:
+        glob["test_loss"] = (LOSS + 0.05, "")
+        glob["test_accuracy"] = (np.array([.5, .6, .7, .75]), "fraction")
+    with h5py.File(path, "w") as f:
+        attrs = {"mpidecent_version": "0.1.0", "job": job.to_toml(), "run_name": name,
+                 "algorithm": "quantized_push_sum", "algorithm_description": "quantized_push_sum(...)",
+                 "compressor": "qsgd", "compressor_description": "qsgd(levels=16, bucket=64)", "optimum": OPTIMUM,
+                 "world_size": n, "status": status, "message": "", "steps_requested": 30,
+                 "steps_completed": 30 if status == "completed" else 0, "started": "2026-01-01T00:00:00+00:00"}
+        if format_version is not None:
+            attrs["format_version"] = format_version
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        topo = f.create_group("topology")
+        topo.create_dataset("edges", data=np.array([[i, (i + 1) % n] for i in range(n)], dtype=np.int32))
+        topo.create_dataset("weights", data=np.eye(n))
+        for k, v in {"kind": "chord_ring", "directed": True, "n": n, "period": 1, "spectral_gap": 0.5}.items():
+            topo.attrs[k] = v
+        metrics = f.create_group("metrics")
+        d = metrics.create_dataset("step", data=STEPS[:rows], maxshape=(None,))
+        d.attrs["unit"] = ""
+        for group, series in (("rank", rank), ("global", glob)):
+            g = metrics.create_group(group)
+            for key, (values, unit) in series.items():
+                d = g.create_dataset(key, data=values[:rows])
+                d.attrs["unit"] = unit
+                d.attrs["description"] = key
+        for key, values in (events or {}).items():
+            f.require_group("events").create_dataset(key, data=values)
+    return path
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    assert len(data) > 2000, f"{path} is (nearly) empty"
+    return struct.unpack(">II", data[16:24])
+
+
+def report(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main(["report", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- reader ------------------------------------------------------------------------------------------------
+
+
+def test_reader_constants_match_the_writer():
+    """The reader cannot import io/results.py (mpi4py); its copies of the writer's names must agree."""
+    tree = ast.parse((ROOT / "mpidecent/io/results.py").read_text(encoding="utf-8"))
+    values = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name) and target.id in ("FORMAT_VERSION", "RANK_SERIES", "GLOBAL_SERIES"):
+                values[target.id] = ast.literal_eval(node.value)
+    assert values["FORMAT_VERSION"] == SUPPORTED_FORMAT_VERSION
+    assert tuple(values["RANK_SERIES"]) == BASE_RANK_SERIES
+    assert set(values["GLOBAL_SERIES"]) <= set(BASE_GLOBAL_SERIES)
+
+
+def test_run_holds_the_hdf5_data(tmp_path):
+    path = write_results(tmp_path / "a.h5")
+    run = read_run(str(path))
+    assert run.name == "syn" and run.n == 4 and run.rows == 4 and run.last_step == 30
+    assert not run.partial and run.partial_reason == "" and run.expected_rows == 4
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(run.steps, f["metrics/step"][()])
+        for name in f["metrics/rank"]:
+            np.testing.assert_array_equal(run.rank(name), f[f"metrics/rank/{name}"][()])
+        for name in f["metrics/global"]:
+            np.testing.assert_array_equal(run.glob(name), f[f"metrics/global/{name}"][()])
+    assert run.rank_extras == ["push_sum_weight"] and run.glob("test_loss") is None
+    assert run.link == LinkModel(8000.0, 0.1) and run.link_source == "job [link]"
+    assert run.unit("rank", "bits_sent") == "bits"
+
+
+def test_table_values_equal_the_hdf5_data(tmp_path, capsys):
+    path = write_results(tmp_path / "a.h5", test_set=True)
+    s = summarize(read_run(str(path)))
+    with h5py.File(path, "r") as f:
+        g = {k: d[-1] for k, d in f["metrics/global"].items()}
+        compute, comm = f["metrics/rank/compute_s"][-1].sum(), f["metrics/rank/comm_s"][-1].sum()
+        weight = f["metrics/rank/push_sum_weight"][-1]
+    assert s["avg_model_loss"] == g["avg_model_loss"] and s["suboptimality"] == g["suboptimality"]
+    assert s["accuracy"] == g["test_accuracy"] and s["accuracy_set"] == "test"
+    assert s["consensus_distance"] == g["consensus_distance"] and s["wall_s"] == g["wall_s"]
+    assert s["total_bits"] == g["cumulative_bits"] and s["total_bytes"] == g["cumulative_bytes"]
+    assert s["bits_per_step_per_node"] == g["cumulative_bits"] / (4 * 30)
+    assert s["compute_share"] == pytest.approx(compute / (compute + comm))
+    assert s["extras"]["push_sum_weight"] == {"mean": pytest.approx(weight.mean()), "max": weight.max(), "unit": ""}
+    assert (s["n"], s["steps"], s["steps_requested"], s["algorithm"], s["compressor"]) == (4, 30, 30,
+                                                                                         "quantized_push_sum", "qsgd")
+    code, out, err = report(capsys, path)
+    assert code == 0 and err == ""
+    line = next(x for x in out.splitlines() if x.startswith("syn ") and "0.350000" in x)
+    cells = line.split()
+    assert cells[1:5] == ["0.350000", f"{g['suboptimality']:.3e}", f"{g['test_accuracy']:.4f}", "t"]
+    assert f"{g['cumulative_bits']:.4e}" in cells and str(g["cumulative_bytes"]) in cells
+    assert "push_sum_weight" in out and "note: modelled time is a model" in out
+    assert "8 kbit/s, latency 100 ms (job [link])" in out
+
+
+def test_budget_queries_interpolate_in_cumulative_bits(tmp_path):
+    run = read_run(str(write_results(tmp_path / "a.h5")))
+    half = budget_query(run, 1500)  # halfway between the rows at 1000 and 2000 bits
+    assert half["reached"] and half["avg_model_loss"] == pytest.approx(0.45)
+    assert half["suboptimality"] == pytest.approx(0.15) and half["step"] == pytest.approx(15)
+    assert budget_query(run, 1000)["avg_model_loss"] == pytest.approx(0.5)  # exactly at a log point
+    assert budget_query(run, 0)["avg_model_loss"] == pytest.approx(0.7)
+    assert budget_query(run, 3000)["avg_model_loss"] == pytest.approx(0.35)
+    beyond = budget_query(run, 3001)
+    assert not beyond["reached"] and beyond["avg_model_loss"] is None
+
+
+def test_target_query_finds_the_first_logged_step(tmp_path):
+    run = read_run(str(write_results(tmp_path / "a.h5")))
+    hit = target_query(run, 0.45)
+    assert hit["reached"] and (hit["step"], hit["bits"]) == (20, 2000) and hit["wall_s"] == pytest.approx(0.2)
+    assert hit["modelled_s"] == pytest.approx(run.modelled_time()[2])
+    assert target_query(run, 0.4)["step"] == 20  # ≤ target counts
+    miss = target_query(run, 0.3)
+    assert not miss["reached"] and miss["step"] is None and miss["best_loss"] == pytest.approx(0.35)
+
+
+def test_queries_in_text_csv_and_json(tmp_path, capsys):
+    a = write_results(tmp_path / "a.h5", name="a")
+    b = write_results(tmp_path / "b.h5", name="b")
+    code, out, _ = report(capsys, a, b, "--budget", "1500", "--budget", "2500,9999", "--target", "0.45")
+    assert code == 0
+    assert "0.450000" in out and "not reached" in out and "(ended at 3000 bits)" in out
+    budget_rows = [x for x in out.splitlines() if x.startswith(("a ", "b ")) and "1500" in x]
+    assert len(budget_rows) == 2
+
+    code, out, _ = report(capsys, a, b, "--budget", "1500,9999", "--target", "0.45", "--csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["run"] for r in rows] == ["a", "b"]
+    assert float(rows[0]["loss_at_bits_1500"]) == pytest.approx(0.45) and rows[0]["loss_at_bits_9999"] == ""
+    assert rows[0]["target_step"] == "20" and rows[0]["target_bits"] == "2000"
+    assert float(rows[0]["avg_model_loss"]) == 0.35 and rows[0]["total_bits"] == "3000"
+    assert float(rows[0]["extra.push_sum_weight.max"]) == pytest.approx(1.2)
+
+    code, out, _ = report(capsys, a, b, "--budget", "1500,9999", "--target", "0.3", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    first = doc["runs"][0]
+    assert first["avg_model_loss"] == 0.35 and first["total_bits"] == 3000 and first["partial"] is False
+    assert first["budgets"][0]["avg_model_loss"] == pytest.approx(0.45)
+    assert first["budgets"][1] == {"bits": 9999.0, "reached": False, "avg_model_loss": None, "suboptimality": None,
+                                   "step": None}
+    assert first["target"]["reached"] is False and first["target"]["best_loss"] == pytest.approx(0.35)
+    assert render_json([read_run(str(a))]) == render_json([read_run(str(a))])  # deterministic
+    assert render_csv([read_run(str(a))]).count("\n") == 2
+
+
+def test_link_flags_override_the_jobs_link(tmp_path, capsys):
+    path = write_results(tmp_path / "a.h5")
+    base = json.loads(report(capsys, path, "--json")[1])["runs"][0]
+    fast = json.loads(report(capsys, path, "--json", "--bandwidth", "1e12", "--latency", "0")[1])["runs"][0]
+    run = read_run(str(path))
+    assert base["modelled_s"] == pytest.approx(run.modelled_time(LinkModel(8000.0, 0.1))[-1])
+    assert fast["modelled_s"] == pytest.approx(run.modelled_time(LinkModel(1e12, 0.0))[-1])
+    assert fast["modelled_s"] < base["modelled_s"] and fast["link_source"] == "--bandwidth and --latency"
+    half = read_runs([str(path)], bandwidth_bps=1e6)[0]
+    assert half.link == LinkModel(1e6, 0.1) and "--bandwidth" in half.link_source
+
+
+def test_partial_file_is_reported_as_partial(tmp_path, capsys):
+    path = write_results(tmp_path / "cut.h5", rows=2, status="running")
+    run = read_run(str(path))
+    assert run.partial and run.rows == 2 and run.last_step == 10
+    assert "status 'running'" in run.partial_reason and "2 of 4 log rows, last step 10 of 30" in run.partial_reason
+    code, out, err = report(capsys, path)
+    assert code == 0 and err == ""
+    assert "running (partial)" in out and "10/30" in out
+    assert f"note: syn is partial: status 'running'" in out
+    assert json.loads(report(capsys, path, "--json")[1])["runs"][0]["partial"] is True
+    # A completed run with fewer rows than its job logs is partial too.
+    assert read_run(str(write_results(tmp_path / "short.h5", rows=3))).partial
+
+
+def test_unwritten_trailing_rows_are_ignored(tmp_path):
+    """A writer killed between resizing and writing leaves a row of fill values (step 0)."""
+    path = write_results(tmp_path / "killed.h5", rows=3, status="running")
+    with h5py.File(path, "a") as f:
+        f["metrics/step"].resize((4,))
+    run = read_run(str(path))
+    assert run.rows == 3 and run.partial and "unwritten" in run.partial_reason
+
+
+def test_foreign_and_too_new_files_are_refused(tmp_path, capsys):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=np.arange(3))
+    code, out, err = report(capsys, foreign)
+    assert code == 2 and out == ""
+    assert err == f"mpidecent: error: not an mpidecent results file: {foreign} (no format_version attribute)\n"
+
+    newer = write_results(tmp_path / "newer.h5", format_version=SUPPORTED_FORMAT_VERSION + 1)
+    code, out, err = report(capsys, newer)
+    assert code == 2 and out == ""
+    assert err == (f"mpidecent: error: {newer}: results format_version {SUPPORTED_FORMAT_VERSION + 1} is newer "
+                   f"than this mpidecent reads (up to {SUPPORTED_FORMAT_VERSION}); upgrade mpidecent to report on it\n")
+
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    assert report(capsys, text)[2] == f"mpidecent: error: not an mpidecent results file: {text} (not an HDF5 file)\n"
+    assert report(capsys, tmp_path / "missing.h5")[2] == f"mpidecent: error: {tmp_path / 'missing.h5'}: no such file\n"
+    good = write_results(tmp_path / "good.h5")
+    code, out, err = report(capsys, good, foreign)  # one bad file: nothing printed but the error
+    assert code == 2 and out == "" and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bandwidth", "0"], "--bandwidth must be a finite number of bits per second > 0"),
+    (["--latency", "-1"], "--latency must be a finite number of seconds ≥ 0"),
+    (["--budget", "lots"], "--budget 'lots': expected a number of bits"),
+    (["--target", "nan"], "--target must be a finite loss"),
+])
+def test_bad_flags_are_one_line_and_status_2(tmp_path, capsys, flags, message):
+    code, out, err = report(capsys, write_results(tmp_path / "a.h5"), *flags)
+    assert code == 2 and out == "" and err.startswith(f"mpidecent: error: {message}") and err.count("\n") == 1
+
+
+def test_csv_and_json_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["report", str(write_results(tmp_path / "a.h5")), "--csv", "--json"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpidecent: error: argument --json: not allowed with argument --csv") and err.count("\n") == 1
+
+
+def test_duplicate_run_names_get_unique_labels(tmp_path):
+    runs = read_runs([str(write_results(tmp_path / "x.h5")), str(write_results(tmp_path / "y.h5"))])
+    assert [r.label for r in runs] == ["syn [x]", "syn [y]"]
+    assert "syn [x]" in render_text(runs)
+
+
+# ---- link model ----------------------------------------------------------------------------------------
+
+
+def test_link_model_formula_on_a_hand_computed_example():
+    compute = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 3.0]])
+    nbytes = np.array([[0, 0], [1000, 0], [1000, 2000]])
+    messages = np.array([[0, 0], [10, 0], [10, 20]])
+    link = LinkModel(bandwidth_bps=8000.0, latency_s=0.1)  # 8·1000 bytes / 8000 bit/s = 1 s
+    # interval 1: rank 0 = 1 + 1 + 10·0.1 = 3, rank 1 = 2 + 0 + 0 = 2 → 3
+    # interval 2: rank 0 = 2 + 0 + 0 = 2,   rank 1 = 1 + 2 + 20·0.1 = 5 → 5
+    np.testing.assert_allclose(link.interval_times(compute, nbytes, messages), [[0, 0], [3, 2], [2, 5]])
+    np.testing.assert_allclose(link.modelled_time(compute, nbytes, messages), [0.0, 3.0, 8.0])
+    assert LinkModel().describe() == "10 Gbit/s, latency 5 µs"
+    with pytest.raises(ValueError):
+        LinkModel(0.0, 1e-6)
+    with pytest.raises(ValueError):
+        LinkModel(1e9, -1.0)
+
+
+def test_link_section_of_the_job_file():
+    job = load_text(JOB.format(name="x"))
+    assert dict(job.link) == {"bandwidth_bps": 8000.0, "latency_s": 0.1}
+    plain = load_text(JOB.format(name="x").split("[link]")[0])
+    assert dict(plain.link) == {p.name: p.default for p in LINK_PARAMS} == {"bandwidth_bps": 10e9, "latency_s": 5e-6}
+    assert "[link]\nbandwidth_bps = 10000000000.0\nlatency_s = 5e-06" in plain.to_toml()
+    assert load_text(plain.to_toml()).to_toml() == plain.to_toml()
+    assert load_text(JOB.format(name="x"), overrides=["link.bandwidth_bps=1e9"]).link["bandwidth_bps"] == 1e9
+    with pytest.raises(JobError, match=r"\[link\] bandwidth_bps must be > 0, got 0"):
+        load_text(JOB.format(name="x"), overrides=["link.bandwidth_bps=0"])
+    with pytest.raises(JobError, match=r"\[link\] unknown key 'bandwidth'"):
+        load_text(JOB.format(name="x"), overrides=["link.bandwidth=1"])
+
+
+# ---- plots --------------------------------------------------------------------------------------------
+
+
+def test_plots_are_pngs_of_the_expected_size(tmp_path, capsys):
+    a = write_results(tmp_path / "a.h5", name="a")
+    b = write_results(tmp_path / "b.h5", name="b", test_set=True)
+    code, out, _ = report(capsys, a, b, "--plot", tmp_path / "plots")
+    assert code == 0
+    expected = {"loss_vs_step.png", "suboptimality_vs_step.png", "accuracy_vs_step.png", "loss_vs_bits.png",
+                "suboptimality_vs_bits.png", "loss_vs_modelled_time.png", "suboptimality_vs_modelled_time.png",
+                "consensus_vs_step.png", "rank_spread.png", "extra_push_sum_weight.png"}
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == expected
+    for name in expected:
+        assert png_size(tmp_path / "plots" / name) == pixel_size(FIGSIZE) == (800, 500), name
+        assert str(tmp_path / "plots" / name) in out
+
+
+def test_extras_plots_for_staleness_and_stragglers(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    staleness = rng.integers(0, 4, size=(4, 4)).astype(np.float64)
+    stragglers = rng.random((30, 4)) < 0.1
+    path = write_results(tmp_path / "async.h5", extras={"staleness_mean": staleness},
+                         events={"stragglers": stragglers})
+    run = read_run(str(path))
+    files = {Path(p).name for p in write_plots([run], str(tmp_path / "plots"))}
+    assert {"staleness.png", "stragglers.png"} <= files and "extra_staleness_mean.png" not in files
+    for name in ("staleness.png", "stragglers.png"):
+        assert png_size(tmp_path / "plots" / name) == (800, 500)
+    s = summarize(run)
+    assert s["extras"]["staleness_mean"]["max"] == staleness[-1].max()
+    assert s["events"]["stragglers"] == {"count": int(stragglers.sum()), "of": 120,
+                                         "fraction": pytest.approx(stragglers.mean())}
+    out = report(capsys, path)[1]
+    assert "staleness_mean" in out and f"{int(stragglers.sum())} of 120" in out
+    # Runs without these data sets get no such figures.
+    plain = [read_run(str(write_results(tmp_path / "p.h5")))]
+    assert _staleness_figure(str(tmp_path / "s.png"), plain) is None
+    assert _stragglers_figure(str(tmp_path / "t.png"), plain) is None
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "t.png").exists()
+
+
+def test_topology_plot(tmp_path, capsys):
+    out = tmp_path / "graph.png"
+    assert cli.main(["topology", str(ROOT / "jobs/quickstart.toml"), "-n", "8", "--plot", str(out)]) == 0
+    assert f"graph drawn: {out}" in capsys.readouterr().out
+    assert png_size(out) == pixel_size(TOPOLOGY_FIGSIZE) == (700, 700)
+    undirected = tmp_path / "ring.png"
+    assert cli.main(["topology", str(ROOT / "jobs/dpsgd.toml"), "-n", "5", "--plot", str(undirected)]) == 0
+    assert png_size(undirected) == (700, 700)
+
+
+def test_report_modules_need_no_mpi():
+    code = ("import sys, mpidecent.report, mpidecent.report.reader, mpidecent.report.tables, "
+            "mpidecent.report.plots, mpidecent.comm.linkmodel, mpidecent.progress; print('mpi4py' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- progress -----------------------------------------------------------------------------------------
+
+
+VALUES = {"avg_model_loss": 0.366981, "suboptimality": 1.651e-2, "consensus_distance": 0.986, "cumulative_bits": 241200}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_writes_plain_lines_when_not_a_terminal(capsys):
+    clock = FakeClock()
+    progress = Progress("quickstart", 500, quiet=False, clock=clock)
+    progress.update(0, {**VALUES, "avg_model_loss": 0.693147})
+    clock.now += 2.0
+    progress.update(50, VALUES)
+    progress.close()
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        "[quickstart] step   0/500  avg-loss 0.693147  subopt 1.651e-02  consensus 9.86e-01  bits 2.412e+05",
+        "[quickstart] step  50/500  avg-loss 0.366981  subopt 1.651e-02  consensus 9.86e-01  bits 2.412e+05"
+        "    25.0 steps/s  ETA  18.0s",
+    ]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_a_bar_on_a_terminal(capsys):
+    clock, err = FakeClock(), FakeTerminal()
+    progress = Progress("quickstart", 100, quiet=False, stderr=err, clock=clock)
+    clock.now += 1.0
+    progress.update(50, VALUES)
+    clock.now += 1.0
+    progress.update(100, VALUES)
+    progress.close()
+    assert capsys.readouterr().out == ""
+    text = err.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n") and "\x1b[K" in text
+    first, second = text.split("\r")[1:]
+    assert "50%" in first and "step 50/100" in first and "ETA 1.0s" in first and "50.0 steps/s" in first
+    assert "100%" in second and "█" * Progress.BAR_WIDTH in second
+
+
+def test_progress_quiet_prints_nothing(capsys):
+    progress = Progress("q", 10, quiet=True, stderr=FakeTerminal())
+    progress.update(5, VALUES)
+    progress.close()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_after_resume_measures_from_the_first_step():
+    clock = FakeClock()
+    progress = Progress("q", 1000, quiet=False, first_step=400, clock=clock)
+    clock.now += 10.0
+    assert "10.0 steps/s  ETA  50.0s" in progress.line(500, VALUES)
+    assert math.isclose(progress._speed(500)[0], 10.0)
