@@ -7,6 +7,9 @@
 #   unit+e2e   python -m pytest tests/unit tests/e2e          (one process; e2e tests start mpirun)
 #   mpi np=4   mpirun -n 4 python -m pytest --with-mpi tests/mpi
 #   mpi np=8   mpirun -n 8 python -m pytest --with-mpi tests/mpi
+#   mpi np=9   mpirun -n 9 ... -m ranks9 (the 3×3-torus reproductions)
+#   slurm      python -m pytest tests/slurm: slurm/*.sbatch on a real single-node Slurm that the tests
+#              install (apt, as root) and start themselves; skipped, with the reason, where they cannot
 # A missing test directory, or one without test files, skips its phase. Every phase runs under
 # `timeout`, and pytest-timeout (thread method) kills a test blocked in an MPI call, so a hang
 # fails the run instead of stalling it.
@@ -140,6 +143,22 @@ else
         phase_mpi "$np" "$@"
     done
 fi
+
+# ---- phase d: the Slurm scripts on a real Slurm --------------------------------------------------
+phase_slurm() {
+    local name="slurm" t0 rc
+    if ! has_tests tests/slurm; then
+        echo "=== $name: skipped (no tests in tests/slurm)"
+        record "$name" "SKIP (no tests)" 0.0
+        return
+    fi
+    echo "=== $name: python -m pytest tests/slurm ${*@Q}"
+    t0=$(now)
+    timeout -k 30 "$PHASE_TIMEOUT" "$PY" -m pytest "${COMMON[@]}" -rs tests/slurm "$@"
+    rc=$?
+    record "$name" "$(classify $rc)" "$(since "$t0")"
+}
+phase_slurm "$@"
 
 echo
 echo "=== test summary (total $(since "$T0")s)"
