@@ -45,3 +45,9 @@ class RandomKey:
 
     def generator(self, purpose: str) -> np.random.Generator:
         return generator(self.seed, self.rank, self.step, purpose)
+
+    def word(self, purpose: str) -> int:
+        """A 64-bit key (0 ≤ key < 2^64) for counter-based streams such as the quantizers' dither
+        (``compression/kernels.py``), from the same (seed, rank, step, purpose) as ``generator``."""
+        sequence = np.random.SeedSequence([self.seed, self.rank, self.step, PURPOSES[purpose]])
+        return int(sequence.generate_state(1, np.uint64)[0])

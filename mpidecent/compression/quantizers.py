@@ -9,6 +9,12 @@
 
 Wire formats are exact and data-independent (see ``specs/compressors.md``); all multi-byte floats on
 the wire are little-endian, codes are packed MSB-first by ``packing.pack_codes``.
+
+``qsgd``, ``qsgd_contractive``, ``sign`` and ``onebit`` have two implementations that give the same
+bytes: fused single-pass kernels (``kernels.py``, numba; used when available) and the numpy code here,
+kept as the plain reference (``fast=False``, or ``MPIDECENT_KERNELS=reference``), which also serves
+vectors shorter than ``kernels.MIN_DIM``. Their dither is the
+counter-based 30-bit stream of ``kernels.py``: entry k is rounded up when u_k < frac·2^30.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mpidecent.compression import kernels
 from mpidecent.compression.base import Compressor, register_compressor
+from mpidecent.compression.kernels import TWO30, dither_words, lane_sums
 from mpidecent.compression.packing import code_dtype, pack_codes, unpack_codes
 from mpidecent.errors import NonFiniteInputError
 from mpidecent.params import Param
@@ -106,11 +114,12 @@ class QSGD(Compressor):
     """QSGD: unbiased stochastic quantization to ``levels`` (s) levels per bucket of ``bucket`` (B).
 
     Per bucket u (B consecutive entries; B = 0 means the whole vector; the last bucket may be shorter):
-    r = ‖u‖₂ is computed in float64 and sent as float32 rounded UP (``r32 ≥ r``), so |u_k| ≤ r32 and no
-    level exceeds s. ℓ_k = s|u_k|/r32, ξ_k = ⌊ℓ_k⌋ + [U_k < ℓ_k − ⌊ℓ_k⌋] with U_k ~ U[0, 1) (float64)
-    drawn in entry order from ``key.generator("quantize")``. Decoded value: float64(r32)·sign(u_k)·ξ_k/s
-    (the product r32·ξ_k is exact in float64, so there is one rounding, then the cast to the state
-    dtype), computed only from the bytes. Since E[ξ_k]·r32/s = |u_k| whatever r32 is, rounding the norm
+    r = ‖u‖₂ is computed in float64 (Σu² in the eight-lane order of ``kernels.lane_sums``) and sent as float32 rounded UP (``r32 ≥ r``),
+    so |u_k| ≤ r32. ℓ_k = min(|u_k|·(s/r32), s) in float64 (a product with the bucket's factor, not a
+    division per entry; the min catches a rounding above s), ξ_k = ⌊ℓ_k⌋ + [u_k < (ℓ_k − ⌊ℓ_k⌋)·2^30] with
+    u_k the k-th 30-bit dither integer of ``key.word("quantize")`` (``kernels.py``; P(round up) is within
+    2^-30 of the fraction). Decoded value: float64(±ξ_k)·(float64(r32)/s), then the cast to the state
+    dtype, computed only from the bytes. Since E[ξ_k]·r32/s = |u_k| whatever r32 is, rounding the norm
     up keeps the operator unbiased. Variance: E‖Q(u) − u‖² ≤ min(B/s², √B/s)·‖u‖².
 
     Format decision — **sign + level**, not signed level: each entry is one (1 + L)-bit code,
@@ -138,8 +147,11 @@ class QSGD(Compressor):
     # (e.g. B = 64, s = 1 gives ω² = 8). qsgd_contractive is the contractive variant.
     contractive: ClassVar[bool] = False
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
         super().__init__(dim, dtype, **params)
+        #: The fused kernels (``kernels.py``): for dim ≥ kernels.MIN_DIM (fast=None) or always (fast=True) when
+        #: numba is there; else (or fast=False) None, and the numpy reference runs. Both give the same bytes.
+        self.kernels = kernels.choose(fast, self.dim)
         s: int = self._levels_option()
         b: int = self.options["bucket"]
         d = self.dim
@@ -154,20 +166,27 @@ class QSGD(Compressor):
         self._norm_bytes = 4 * self.n_buckets
         cdt = code_dtype(self.code_width)
 
-        # Scratch, allocated once (dim is fixed). The padding of the last bucket row stays zero forever:
-        # only the first d entries of the flat views are ever written, and 0 stays 0 under every
-        # in-place operation below, so padding never contributes to norms and is never transmitted.
-        self._mag = np.zeros((self.n_buckets, width))     # float64: u, |u|, ℓ, then ℓ − ⌊ℓ⌋
-        self._work = np.zeros((self.n_buckets, width))    # float64: ⌊ℓ⌋ in encode, values in decode
-        self._mag_flat = self._mag.reshape(-1)
-        self._work_flat = self._work.reshape(-1)
+        # Scratch, allocated once (dim is fixed): per bucket for both paths, per bucket row for the kernels.
         self._sq = np.empty(self.n_buckets)               # float64 squared norms
-        self._r64 = np.empty(self.n_buckets)              # float64 norms / divisors
-        self._uniform = np.empty(d)                       # float64 U_k
-        self._neg = np.empty(d, dtype=bool)
-        self._flag = np.empty(d, dtype=bool)
-        self._codes = np.empty(d, dtype=cdt)
-        self._signs = np.empty(d, dtype=cdt)
+        self._r64 = np.empty(self.n_buckets)              # float64 norms / factors / scales
+        self._r32 = np.empty(self.n_buckets, dtype=np.float32)  # aligned copy of the wire norms (kernels)
+        self._words = np.empty(width // 2 + 2, dtype=np.uint64)  # kernel scratch: one bucket's dither
+        self._bucket_codes = np.empty(width, dtype=np.uint16)  # kernel scratch: one bucket's codes
+        self._row = width                                 # entries per bucket row
+        if self.kernels is None:
+            # The reference's d-sized scratch (~35 bytes per entry; not allocated for the kernels). The
+            # padding of the last bucket row stays zero forever: only the first d entries of the flat
+            # views are ever written, and 0 stays 0 under every in-place operation below, so padding
+            # never contributes to norms and is never transmitted.
+            self._mag = np.zeros((self.n_buckets, width))     # float64: u, |u|, ℓ, then ℓ − ⌊ℓ⌋
+            self._work = np.zeros((self.n_buckets, width))    # float64: ⌊ℓ⌋ in encode, values in decode
+            self._mag_flat = self._mag.reshape(-1)
+            self._work_flat = self._work.reshape(-1)
+            self._uniform = np.empty(d)                       # float64 u_k
+            self._neg = np.empty(d, dtype=bool)
+            self._flag = np.empty(d, dtype=bool)
+            self._codes = np.empty(d, dtype=cdt)
+            self._signs = np.empty(d, dtype=cdt)
         # Decode table: code (sign bit + level) → signed level as float64. Integer levels have no −0,
         # so even a non-canonical "negative zero" code decodes to +0.0.
         all_codes = np.arange(1 << self.code_width)
@@ -188,6 +207,14 @@ class QSGD(Compressor):
 
     # ------------------------------------------------------------------------------------- encode
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
+        if self.kernels is not None:
+            if not self.kernels["qsgd_encode"](np.ascontiguousarray(v), self.levels, self._row, self.level_bits,
+                                               np.uint64(key.word("quantize")), self._r32, buf[self._norm_bytes:],
+                                               self._words, self._bucket_codes):
+                raise NonFiniteInputError(
+                    _nonfinite_message(self.describe(), v, "a bucket norm exceeds the float32 range"))
+            buf[: self._norm_bytes].view("<f4")[...] = self._r32
+            return
         d, s = self.dim, self.levels
         mag, flat = self._mag, self._mag_flat[:d]
         np.copyto(flat, v)                                 # float32 → float64 is exact
@@ -197,7 +224,9 @@ class QSGD(Compressor):
         # bucket's norm non-finite, and so does a finite bucket whose squared norm overflows; one max
         # over the n_buckets norms catches all of these (NaN fails the comparison) and norms beyond the
         # float32 range, before the float32 cast could overflow.
-        np.einsum("ij,ij->i", mag, mag, out=self._sq)
+        # Σu² per bucket in the kernel's eight-lane order (kernels.lane_sums): the same norms to the bit.
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow → inf norm, reported below
+            np.copyto(self._sq, lane_sums(mag * mag))
         r = np.sqrt(self._sq, out=self._r64)
         if not r.max() <= _F32_MAX:
             raise NonFiniteInputError(
@@ -210,24 +239,26 @@ class QSGD(Compressor):
             r32[low] = np.nextafter(r32[low], np.float32(np.inf))
         buf[: self._norm_bytes].view("<f4")[...] = r32
 
-        # ℓ = (|u| / r32) · s. |u_k| ≤ r ≤ r32 (sqrt(fl(Σ u²)) ≥ sqrt(fl(u_k²)) = |u_k| in binary
-        # floating point; entries whose square underflows are far below the smallest float32 r32 > 0),
-        # and rounding is monotone, so |u|/r32 ≤ 1 and ℓ ≤ s. Buckets with r32 = 0 divide by 1 instead
-        # (no warning; their entries are 0 or underflow-tiny, so ℓ < 1).
-        divisor = self._r64
-        np.copyto(divisor, r32)
-        divisor[r32 == 0] = 1.0
+        # ℓ = min(|u| · (s / r32), s). |u_k| ≤ r ≤ r32 (sqrt(fl(Σ u²)) ≥ sqrt(fl(u_k²)) = |u_k| in binary
+        # floating point; entries whose square underflows are far below the smallest float32 r32 > 0), so
+        # ℓ ≤ s up to the rounding of the product, which the min removes. Buckets with r32 = 0 use the
+        # factor s / 1 (their entries are 0 or underflow-tiny, so ℓ < 1).
+        factor = self._r64
+        np.copyto(factor, r32)
+        factor[r32 == 0] = 1.0
+        np.divide(s, factor, out=factor)                  # s / r32 per bucket
         np.abs(mag, out=mag)
-        np.divide(mag, divisor[:, None], out=mag)
-        mag *= s
+        mag *= factor[:, None]
+        np.minimum(mag, s, out=mag)                        # |u| ≤ r32, but the rounded product may exceed s
         np.floor(mag, out=self._work)
         mag -= self._work                                  # fractional part ℓ − ⌊ℓ⌋ ∈ [0, 1)
 
-        key.generator("quantize").random(out=self._uniform)
+        np.copyto(self._uniform, dither_words(key.word("quantize"), d))
+        flat *= TWO30                                      # exact: a power of two
         np.less(self._uniform, flat, out=self._flag)       # Bernoulli(ℓ − ⌊ℓ⌋) round-up
         codes = self._codes
         np.copyto(codes, self._work_flat[:d], casting="unsafe")
-        # ξ ≤ s without a clamp: ℓ ≤ s, and ℓ = s exactly has a zero fraction, which never rounds up.
+        # ξ ≤ s: ℓ ≤ s, and ℓ = s exactly has a zero fraction, which never rounds up.
         np.add(codes, self._flag, out=codes, casting="unsafe")
 
         # Sign bit only for non-zero levels (canonical encoding).
@@ -241,6 +272,15 @@ class QSGD(Compressor):
     # ------------------------------------------------------------------------------------- decode
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         d = self.dim
+        if self.kernels is not None:
+            scale = self._r64
+            np.copyto(scale, buf[: self._norm_bytes].view("<f4"))  # (a received row may be unaligned)
+            scale /= self.levels                                     # r32 / s per bucket, as below
+            if out is None:
+                out = np.empty(d, dtype=self.dtype)
+            self.kernels["qsgd_decode"](buf[self._norm_bytes:], scale, self._row, self.level_bits, self._signed_level,
+                                        float(self.tau), out)
+            return out
         r = self._r64
         np.copyto(r, buf[: self._norm_bytes].view("<f4"))
         codes = unpack_codes(buf[self._norm_bytes:], self.code_width, d, out=self._codes)
@@ -248,8 +288,8 @@ class QSGD(Compressor):
         # code → signed level ±ξ in one gather: branch-free (``np.negative(where=sign)`` on random
         # signs is ~15x slower). mode="clip" skips the buffered bounds check; codes < 2**width anyway.
         np.take(self._signed_level, codes, out=flat, mode="clip")
-        vals *= r[:, None]                                 # r32·ξ: exact in float64 (24 + 15 bits)
-        vals /= self.levels                                # the only rounding before the dtype cast
+        r /= self.levels                                   # r32 / s per bucket
+        vals *= r[:, None]
         if self.tau != 1.0:
             vals /= self.tau                               # qsgd_contractive: (r32·ξ/s)/τ, two roundings
         if out is None:
@@ -280,7 +320,7 @@ class QSGDContractive(QSGD):
     δ = 1/τ (CHOCO-gossip's operator).
 
     Wire format: exactly qsgd's (sign + level codes of 1 + (b + 1) bits, one float32 norm per bucket):
-    bits = d·(b + 2) + 32·⌈d/B⌉. Decoded value: (float64(r32)·sign·ξ/s)/τ in float64, then the cast to
+    bits = d·(b + 2) + 32·⌈d/B⌉. Decoded value: (float64(±ξ)·(float64(r32)/s))/τ in float64, then the cast to
     the state dtype. ``paper_bits_per_coordinate`` is b (the papers' "b-bit" unit), not b + 2.
     """
 
@@ -329,12 +369,14 @@ class _SignBits(Compressor):
     Subclasses compute a and fill ``self._neg`` (bool, (d,)) in ``_encode``, then call ``_write``.
     """
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
         super().__init__(dim, dtype, **params)
+        self.kernels = kernels.choose(fast, self.dim)  # see QSGD
         d = self.dim
-        self._abs = np.empty(d)                        # float64 |v_k|, then scratch
-        self._neg = np.empty(d, dtype=bool)            # sign bits to send
-        self._bits = np.empty(d, dtype=np.uint8)       # unpacked bits in decode
+        if self.kernels is None:                       # the reference's scratch (the kernels need none)
+            self._abs = np.empty(d)                    # float64 |v_k|, then scratch
+            self._neg = np.empty(d, dtype=bool)        # sign bits to send
+            self._bits = np.empty(d, dtype=np.uint8)   # unpacked bits in decode
 
     @property
     def payload_bits(self) -> int:
@@ -352,6 +394,11 @@ class _SignBits(Compressor):
 
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         a = float(buf[:4].view("<f4")[0])
+        if self.kernels is not None:
+            if out is None:
+                out = np.empty(self.dim, dtype=self.dtype)
+            self.kernels["signbits_decode"](buf[4:], a, out)
+            return out
         bits = unpack_codes(buf[4:], 1, self.dim, out=self._bits)
         table = np.array([a, 0.0 - a], dtype=self.dtype)
         if out is None:
@@ -369,7 +416,7 @@ class Sign(_SignBits):
     ‖C(v) − v‖² = ‖v‖² − ‖v‖₁²/d ≤ (1 − 1/d)‖v‖² (as ‖v‖₁ ≥ ‖v‖₂), plus d·(a − ‖v‖₁/d)² from the
     float32 rounding of the scale a. Meant to be used with error feedback (``ErrorFeedback``).
 
-    Wire: ``_SignBits`` with a = float32(‖v‖₁/d) (‖v‖₁ summed in float64, rounded to nearest):
+    Wire: ``_SignBits`` with a = float32(‖v‖₁/d) (‖v‖₁ summed in float64 in entry order, rounded to nearest):
     bits = d + 32. NaN/inf input (or a mean |v_k| beyond the float32 range) is caught from ‖v‖₁.
     """
 
@@ -378,9 +425,16 @@ class Sign(_SignBits):
     contractive: ClassVar[bool] = True
 
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
+        if self.kernels is not None:
+            scale32 = self.kernels["sign_encode"](np.ascontiguousarray(v), buf[4:])
+            if scale32 < 0:
+                raise NonFiniteInputError(
+                    _nonfinite_message(self.describe(), v, "the mean |v_k| exceeds the float32 range"))
+            buf[:4].view("<f4")[0] = scale32
+            return
         np.abs(v, out=self._abs)                       # float32 → float64 is exact
         with np.errstate(over="ignore"):               # huge float64 input: inf, reported below
-            scale = float(self._abs.sum()) / self.dim
+            scale = float(np.cumsum(self._abs)[-1]) / self.dim  # in entry order, as the kernel sums
         if not scale <= _F32_MAX:                      # NaN fails the comparison too
             raise NonFiniteInputError(
                 _nonfinite_message(self.describe(), v, "the mean |v_k| exceeds the float32 range"))
@@ -394,7 +448,8 @@ class OneBit(_SignBits):
 
     R = ‖v‖_∞, sent as the smallest float32 ≥ R (so |v_k| ≤ R32 and p_k stays in [0, 1]).
     Q1(v)_k = +R32 with probability p_k = (1 + v_k/R32)/2, else −R32: the sign bit is
-    [U_k ≥ p_k] with U_k ~ U[0, 1) (float64) drawn in entry order from ``key.generator("quantize")``.
+    [u_k ≥ p_k·2^30] with u_k the k-th 30-bit dither integer of ``key.word("quantize")`` (``kernels.py``)
+    and p_k computed as (v_k·(1/R32) + 1)/2 in float64 (a product, not a division per entry).
     E[Q1(v)_k] = R32(2p_k − 1) = v_k for any R32 ≥ |v_k|, so rounding R up keeps it unbiased;
     E‖Q1(v) − v‖² = Σ_k (R32² − v_k²). R32 = 0 (zero vector) → all zeros, no division, no draws.
 
@@ -406,11 +461,21 @@ class OneBit(_SignBits):
     unbiased: ClassVar[bool] = True
     contractive: ClassVar[bool] = False            # E‖Q1(v) − v‖² can reach (d − 1)‖v‖²
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
-        super().__init__(dim, dtype, **params)
-        self._uniform = np.empty(self.dim)             # float64 U_k
+    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
+        super().__init__(dim, dtype, fast=fast, **params)
+        if self.kernels is None:
+            self._uniform = np.empty(self.dim)         # float64 dither integers u_k
+        self._words = np.empty(34, dtype=np.uint64)    # kernel scratch: the dither of 64 entries
 
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
+        if self.kernels is not None:
+            r32 = self.kernels["onebit_encode"](np.ascontiguousarray(v), np.uint64(key.word("quantize")), buf[4:],
+                                                self._words)
+            if r32 < 0:
+                raise NonFiniteInputError(
+                    _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range"))
+            buf[:4].view("<f4")[0] = r32
+            return
         np.abs(v, out=self._abs)
         r = float(self._abs.max())                     # max propagates NaN
         if not r <= _F32_MAX:
@@ -418,10 +483,11 @@ class OneBit(_SignBits):
                 _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range"))
         r32 = _f32_round_up(r)
         if r32 > 0:
-            p = self._abs                              # reuse: p_k = (1 + v_k/R32)/2 ∈ [0, 1]
-            np.divide(v, float(r32), out=p, dtype=np.float64)   # dtype: float32 input divides in float64
+            p = self._abs                              # reuse: p_k = (v_k·(1/R32) + 1)/2 ≈ (1 + v_k/R32)/2
+            np.multiply(v, 1.0 / float(r32), out=p, dtype=np.float64)   # float32 input multiplies in float64
             p += 1.0
             p *= 0.5
-            key.generator("quantize").random(out=self._uniform)
-            np.greater_equal(self._uniform, p, out=self._neg)   # P(positive) = P(U < p) = p
+            np.copyto(self._uniform, dither_words(key.word("quantize"), self.dim))
+            p *= TWO30                                           # exact: a power of two
+            np.greater_equal(self._uniform, p, out=self._neg)   # P(positive) = P(u < p·2^30) ≈ p
         self._write(buf, r32)

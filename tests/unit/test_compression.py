@@ -19,6 +19,7 @@ import pytest
 from mpidecent.compression import (COMPRESSORS, QSGD, Compressor, ErrorFeedback, Identity, OneBit, Packed,
                                    QSGDContractive, RandK, Sign, TopK, build_compressor, pack_codes,
                                    unpack_codes)
+from mpidecent.compression.kernels import dither_words
 from mpidecent.errors import JobError, NonFiniteInputError
 from codec import KEY, bits_equal
 from mpidecent.rng import RandomKey
@@ -153,7 +154,7 @@ def qsgd_reference(v: np.ndarray, s: int, bucket: int, key: RandomKey, dtype) ->
     d = v.size
     b = d if bucket == 0 else bucket
     u_all = v.astype(np.float64)
-    unif = key.generator("quantize").random(d)
+    unif = dither_words(key.word("quantize"), d) / 2.0**30   # exact: the kernels' dither as uniforms
     res = np.zeros(d)
     for start in range(0, d, b):
         u = u_all[start:start + b]
@@ -164,9 +165,9 @@ def qsgd_reference(v: np.ndarray, s: int, bucket: int, key: RandomKey, dtype) ->
         r32 = float(r32)
         if r32 == 0.0:
             continue
-        ell = (np.abs(u) / r32) * s           # = s|u|/r32, in the implementation's operation order
+        ell = np.minimum(np.abs(u) * (s / r32), s)   # = s|u|/r32, in the implementation's operation order
         xi = np.floor(ell) + (unif[start:start + b] < ell - np.floor(ell))
-        res[start:start + b] = (r32 * (np.sign(u) * xi)) / s
+        res[start:start + b] = (np.sign(u) * xi) * (r32 / s)
     return (res + 0.0).astype(dtype)          # + 0.0 turns −0.0 into 0.0
 
 
@@ -563,8 +564,8 @@ def onebit_reference(v: np.ndarray, key: RandomKey, dtype) -> np.ndarray:
     r32 = f32_up(float(np.max(np.abs(vf))))
     if r32 == 0.0:
         return np.zeros(v.size, dtype)
-    p = (1.0 + vf / r32) / 2.0
-    u = key.generator("quantize").random(v.size)
+    p = (vf * (1.0 / r32) + 1.0) / 2.0
+    u = dither_words(key.word("quantize"), v.size) / 2.0**30
     return np.where(u < p, r32, -r32).astype(dtype)
 
 
