@@ -119,13 +119,41 @@ class _Sparsifier(Compressor):
 
 # ------------------------------------------------------------------------------------------ top-k
 
+def top_k_indices(magnitudes: np.ndarray, k: int) -> np.ndarray:
+    """Ascending indices of the k largest of ``magnitudes`` ((d,) finite float64, 1 ≤ k < d); among equal
+    values at the cut the lowest indices win, so the choice is canonical.
+
+    Long vectors first keep the candidates at or above a threshold estimated from a strided sample of
+    16,384 entries (set a little below the k-th largest, for about 1.5k candidates), then select among
+    them; the result is exact whenever at least k entries pass (else it selects among all of them): the
+    k-th largest value is then itself at or above the threshold. Cost: a few passes over memory instead of
+    a full ``argpartition`` and a sort of the k indices.
+    """
+    d = magnitudes.shape[0]
+    candidates = None
+    if d >= 1 << 16:
+        sample = np.sort(magnitudes[:: d // (1 << 14)])
+        rank = max(0, sample.shape[0] - int(np.ceil(1.5 * k / d * sample.shape[0])) - 8)
+        passing = np.flatnonzero(magnitudes >= sample[rank])
+        if passing.shape[0] >= k:
+            candidates = passing
+    values = magnitudes if candidates is None else magnitudes[candidates]
+    m = values.shape[0]
+    cut = np.partition(values, m - k)[m - k]                   # the k-th largest value
+    chosen = values > cut
+    ties = np.flatnonzero(values == cut)[: k - int(np.count_nonzero(chosen))]  # lowest indices first
+    chosen[ties] = True
+    picked = np.flatnonzero(chosen)                             # ascending
+    return picked if candidates is None else candidates[picked]
+
+
 @register_compressor
 class TopK(_Sparsifier):
     """Top-k: keep the k entries of largest |v_i|, zero the rest. Deterministic (``key`` is unused).
 
     Contractive: ‖C(v) − v‖² = Σ_{i not kept} v_i² ≤ (1 − k/d)‖v‖² (the dropped entries are the d − k
-    smallest), plus the float32 rounding of the kept values for float64 input. Ties in |v_i| are broken
-    by ``np.argpartition`` (deterministic for a given input).
+    smallest), plus the float32 rounding of the kept values for float64 input. Ties in |v_i| at the cut
+    go to the lowest indices (``top_k_indices``), so the message is canonical.
 
     Wire: [k float32 values, ascending index order][indices], indices encoded as the cheaper of
     * ``"list"``: each index in L = ⌈log2 d⌉ bits (L = 0 for d = 1), ascending, packed MSB-first like
@@ -134,8 +162,9 @@ class TopK(_Sparsifier):
     chosen from (k, d) only (``index_encoding``; the list when k·L < d, the bitmap on a tie), so sizes
     stay data-independent. bits = 32k + min(k·L, d), all payload (header 0); bytes = 4k + ⌈min(k·L, d)/8⌉.
 
-    NaN/inf input is caught for free: ``argpartition`` orders NaN (and ±inf, via |v|) above every
-    finite value, so a non-finite entry is always among the kept values, which are checked.
+    NaN/inf input: when max |v_i| is not finite the selection falls back to ``argpartition``, which
+    orders NaN (and ±inf, via |v|) above every finite value, so a non-finite entry is always among the
+    kept values, which are checked.
     """
 
     name: ClassVar[str] = "topk"
@@ -173,8 +202,11 @@ class TopK(_Sparsifier):
             idx = self._all
         else:
             np.abs(v, out=self._abs)
-            idx = np.argpartition(self._abs, d - k)[d - k:]   # the k largest, NaN included (sorts last)
-            idx.sort()                                          # canonical: ascending index order
+            if np.isfinite(self._abs.max()):                    # max propagates NaN
+                idx = top_k_indices(self._abs, k)
+            else:  # non-finite input: the k largest with NaN sorting last, so _write_values reports it
+                idx = np.argpartition(self._abs, d - k)[d - k:]
+                idx.sort()
         self._write_values(v, idx, buf)
         tail = buf[self._values_bytes:]
         if self.index_encoding == "list":

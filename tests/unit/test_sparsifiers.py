@@ -319,3 +319,23 @@ def test_randk_nonfinite_anywhere_and_huge(no_warnings):
     s = RandK(d, "float32", fraction=0.05, scaled=True)
     with pytest.raises(NonFiniteInputError, match="too large"):
         s.encode(np.full(d, 3e37, np.float32), KEY)
+
+
+@pytest.mark.parametrize("d, k, kind", [(10, 3, "ties"), (1000, 10, "random"), (70_000, 700, "random"),
+                                        (70_000, 700, "ties"), (200_000, 1, "random"), (100_000, 50_000, "random"),
+                                        (70_000, 700, "spike")])
+def test_top_k_indices_is_exact_and_breaks_ties_by_lowest_index(d, k, kind):
+    from mpidecent.compression.sparsifiers import top_k_indices
+
+    rng = np.random.default_rng(d + k)
+    if kind == "ties":
+        a = rng.integers(0, 5, d).astype(np.float64)  # many equal values at the cut
+    elif kind == "spike":
+        a = np.zeros(d)  # the sample (every 4th entry) sees none of the large ones: the estimate fails
+        a[1::4][: k] = 1.0
+        a[rng.integers(0, d, 50)] = 0.5
+    else:
+        a = np.abs(rng.standard_normal(d))
+    got = top_k_indices(a, k)
+    order = np.lexsort((np.arange(d), -a))  # by value descending, then index ascending
+    np.testing.assert_array_equal(got, np.sort(order[:k]))
