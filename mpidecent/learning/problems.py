@@ -258,10 +258,15 @@ def glm_optimum(features: np.ndarray, targets: np.ndarray, nodes: int, l2: float
         hess = packed[dim + 1:].reshape(dim, dim) + l2 * np.eye(dim)
         direction = np.linalg.solve(hess, grad)
         step = 1.0
+        # Rounding noise of f: near the optimum the predicted decrease (the Newton decrement, ~‖∇f‖²/λ)
+        # falls below f's resolution, and a full step may then round to a slightly larger f. Accepting
+        # such a step is harmless; refusing it stalled the iteration at ‖∇f‖ ≈ 2e-11 for 100 iterations.
+        noise = 8 * np.finfo(np.float64).eps * max(1.0, abs(f))
         while True:  # Armijo backtracking; full Newton steps are accepted near the optimum
             candidate = theta - step * direction
             f_new = objective(candidate)
-            if f_new <= f - 1e-4 * step * float(grad @ direction) or step < 1e-12:
+            decrease = 1e-4 * step * float(grad @ direction)
+            if f_new <= f - decrease or (step == 1.0 and f_new <= f + noise) or step < 1e-12:
                 break
             step *= 0.5
         theta, f = candidate, f_new
