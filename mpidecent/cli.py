@@ -1,4 +1,4 @@
-"""Command line: ``mpidecent run | report | topology | simulate-gossip | info`` (thin: parse, validate,
+"""Command line: ``mpidecent run | report | topology | simulate-gossip | bench | info`` (thin: parse, validate,
 hand over).
 
 ``run`` is started on every rank by ``mpirun``/``srun``. Each rank validates the job on its own (pure,
@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     from mpidecent.gossip.command import add_parser as add_simulate_gossip
 
     add_simulate_gossip(sub)
+    from mpidecent.bench import add_parser as add_bench
+
+    add_bench(sub)
     sub.add_parser("info", help="MPI library, thread level, one-sided component, passive-target RMA progress, "
                                 "h5py MPI support")
     return parser
@@ -92,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _topology(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "bench":
+        from mpidecent.bench import main as bench
+
+        return bench(args)
     if args.command == "simulate-gossip":
         from mpidecent.gossip.command import main as simulate_gossip
 

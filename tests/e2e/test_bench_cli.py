@@ -1,0 +1,81 @@
+"""`mpidecent bench --size tiny`: the smoke test of every section (no timing assertions: these machines
+are shared; what is checked is what cannot depend on load — bytes, formats, agreement)."""
+
+import json
+
+import pytest
+
+from cli import mpidecent
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = mpidecent("bench", "--size", "tiny", "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = list(out.glob("bench-tiny-*.json"))
+    assert len(files) == 1
+    return json.loads(files[0].read_text()), result.stdout
+
+
+@pytest.mark.timeout(700)
+def test_every_section_ran_and_printed_its_table(bench):
+    data, stdout = bench
+    assert set(data["sections"]) == {"exchange", "compressors", "step", "scaling", "target", "rma", "memory"}
+    for name in data["sections"]:
+        assert f"== {name}\n" in stdout
+    assert data["size"] == "tiny" and data["ranks"] == 4 and data["machine"]["cores"] >= 1
+
+
+def test_exchange_moves_the_same_bytes_as_raw_mpi4py(bench):
+    rows = bench[0]["sections"]["exchange"]["rows"]
+    assert [r["d"] for r in rows] == [1000, 100_000]
+    for r in rows:
+        assert r["same_bytes"] and r["bytes_per_message"] == 4 * r["d"] and r["out_degree"] == 2
+        assert r["mpidecent_s"] > 0 and r["raw_s"] > 0
+
+
+def test_compressor_rows_use_the_kernels_and_count_exact_bits(bench):
+    rows = {r["operator"]: r for r in bench[0]["sections"]["compressors"]["rows"]}
+    d, buckets = 100_000, 100_000 // 64 + 1
+    assert rows["onebit (stochastic 1-bit)"]["bits"] == rows["sign (scaled 1-bit)"]["bits"] == d + 32
+    assert rows["qsgd 8-bit (s=127, B=64)"]["bits"] == d * 8 + 32 * buckets
+    assert rows["qsgd 6-bit (s=16, B=64)"]["bits"] == d * 6 + 32 * buckets
+    assert rows["topk 1%"]["bits"] == 32 * 1000 + min(1000 * 17, d)  # k values + the cheaper index list
+    with_kernels = [r for r in rows.values() if r["name"] in ("qsgd", "qsgd_contractive", "onebit", "sign")]
+    assert len(with_kernels) == 5 and all(r["kernels"] and r["reference_ratio"] > 0 for r in with_kernels)
+    assert all(r["encode_GBps"] > 0 and r["ratio"] > 0 for r in rows.values())
+
+
+def test_step_section_compares_with_ddp_and_counts_bytes(bench):
+    section = bench[0]["sections"]["step"]
+    rows = {r["algorithm"]: r for r in section["rows"]}
+    assert set(rows) == {"allreduce_sgd", "dpsgd", "push_sum", "quantized_push_sum", "ddp (gloo)"}
+    d = section["d"]
+    assert d == 64 * 64 + 64 + 64 * 10 + 10  # MLP 64 → 64 → 10 on digits
+    # push-sum on the directed exponential graph of 4 nodes (out-degree 2): 8-byte weight + 4d per message
+    assert rows["push_sum"]["bytes_per_node_per_step"] == 2 * (8 + 4 * d)
+    assert rows["quantized_push_sum"]["bytes_per_node_per_step"] < rows["push_sum"]["bytes_per_node_per_step"] / 3
+    assert rows["ddp (gloo)"]["ratio_to_ddp"] == 1.0
+
+
+def test_per_node_traffic_is_flat_in_n_on_a_fixed_degree_graph(bench):
+    rows = bench[0]["sections"]["scaling"]["rows"]
+    by_d = {}
+    for r in rows:
+        by_d.setdefault(r["d"], {})[r["n"]] = r["bytes_per_node_per_step"]
+    assert set(by_d) == {1000, 100_000}
+    for d, per_n in by_d.items():
+        assert set(per_n) == {4, 6} and len(set(per_n.values())) == 1, (d, per_n)  # the same bytes at every n
+
+
+def test_target_rma_and_memory_sections(bench):
+    sections = bench[0]["sections"]
+    target = sections["target"]["rows"]
+    assert [r["link"].split(",")[0] for r in target] == ["1 Gbit/s", "10 Gbit/s"]
+    assert all(r["a_s"] is not None and r["b_s"] is not None for r in target)  # both reached the target
+    assert target[0]["a_bits"] < target[0]["b_bits"] / 5  # quantized push-sum sends far fewer bits than SGP
+    rma = sections["rma"]["rows"][0]
+    assert rma["osc_component"] and rma["verdict"].startswith(("yes", "NO")) and rma["busy_get_s"] > 0
+    memory = sections["memory"]
+    assert len(memory["peak_rss_bytes"]) == 4 and min(memory["peak_rss_bytes"]) >= min(memory["rss_before_bytes"])
