@@ -27,7 +27,7 @@ import torch
 from mpi4py import MPI
 
 import mpidecent
-from mpidecent.algorithms import ALGORITHMS, Algorithm, Context, DataLayout, MixingRow, StepStats
+from mpidecent.algorithms import ALGORITHMS, Algorithm, Context, DataLayout, StepStats, mixing_rows
 from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.graph import Neighborhood
 from mpidecent.comm.master import MasterWorker
@@ -38,9 +38,10 @@ from mpidecent.io.checkpoint import Snapshot, checkpoint_path, write_checkpoint
 from mpidecent.io.results import FORMAT_VERSION, ResultsWriter
 from mpidecent.learning.data import Shard, load_node_data
 from mpidecent.learning.models import build_flat_model
-from mpidecent.learning.problems import GLM_LOSS, LocalEval, TorchObjective, glm_optimum
+from mpidecent.learning.problems import GLM_LOSS, LocalEval, NullObjective, TorchObjective, glm_optimum
 from mpidecent.plan import Plan, job_folder
 from mpidecent.progress import Progress
+from mpidecent.topology.schedule import Schedule
 from mpidecent.preemption import requeue_under_slurm, stop_requested, stop_signal_name
 
 
@@ -128,8 +129,7 @@ class Runner:
         self.layout = layout
         self.optimum = self._optimum()
         compressor = build_compressor(job.compression["name"], flat.dim, self.dtype, job.compression)
-        rows = tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
-                               w[rank, g.in_neighbors(rank)]) for g, w in zip(plan.schedule.graphs, plan.slot_weights))
+        rows = mixing_rows(plan.schedule.graphs, plan.slot_weights, rank)
         ctx = Context(rank=rank, size=self.size, seed=self.seed, dtype=self.dtype, params=job.algorithm,
                       objective=self.objective, compressor=compressor, collectives=self.collectives, rows=rows,
                       steps=job.run["steps"], l2=job.model["l2"], stragglers=job.stragglers)
@@ -481,3 +481,19 @@ def comparison_table(runs: list[RunResult]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def gossip_only(comm: MPI.Intracomm, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str,
+                compressor: str, comp_params: dict, params: dict, x0: np.ndarray, seed: int = 0) -> Algorithm:
+    """Collective: algorithm ``name`` with zero gradients (pure gossip, i.e. average consensus) on ``comm``,
+    starting from this rank's ``x0`` (its dtype is the state dtype); ``params`` override the algorithm's
+    defaults. The caller frees ``algorithm.ctx.neighborhood`` when done. For tests and benchmarks."""
+    objective = NullObjective(x0.size, x0.dtype)
+    objective.params[:] = x0
+    cls = ALGORITHMS[name]
+    ctx = Context(rank=comm.rank, size=comm.size, seed=seed, dtype=x0.dtype,
+                  params={p.name: p.default for p in cls.params} | params, objective=objective,
+                  compressor=build_compressor(compressor, x0.size, x0.dtype, comp_params),
+                  collectives=Collectives(comm), neighborhood=Neighborhood(comm, schedule),
+                  rows=mixing_rows(schedule.graphs, slot_weights, comm.rank))
+    return cls(ctx)

@@ -67,6 +67,13 @@ class MixingRow:
     in_weights: np.ndarray
 
 
+def mixing_rows(graphs, slot_weights, rank: int) -> tuple[MixingRow, ...]:
+    """Row ``rank`` of each slot's mixing matrix: ``graphs`` and ``slot_weights`` ((n, n) float64 each)
+    are a schedule's graphs and weights, slot by slot."""
+    return tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
+                           w[rank, g.in_neighbors(rank)]) for g, w in zip(graphs, slot_weights))
+
+
 @dataclass
 class StepStats:
     """What one rank did in one step. Bits are counted from the packed buffers (payload + headers), per

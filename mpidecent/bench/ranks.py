@@ -229,39 +229,26 @@ def step(comm: MPI.Intracomm, params: dict) -> dict:
 
 def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
     """Quantized push-sum with zero gradients (pure gossip) on a directed ring plus one chord per node
-    (out-degree 2 at every n ≥ 4): fixed-degree, so per-node traffic must not grow with n."""
-    from mpidecent.algorithms import ALGORITHMS, Context, MixingRow
-    from mpidecent.comm.collectives import Collectives
-    from mpidecent.comm.graph import Neighborhood
-    from mpidecent.compression import build_compressor
-    from mpidecent.learning.problems import NullObjective
+    (out-degree 2 at every n ≥ 4): fixed-degree, so per-node traffic must not grow with n. The caller
+    frees ``algorithm.ctx.neighborhood``."""
+    from mpidecent.runner import gossip_only
     from mpidecent.topology.graphs import Graph
     from mpidecent.topology.schedule import Schedule
     from mpidecent.topology.weights import column_stochastic_uniform
 
-    n, rank = comm.size, comm.rank
+    n = comm.size
     src = np.concatenate([np.arange(n), np.arange(n)])
     dst = np.concatenate([(np.arange(n) + 1) % n, (np.arange(n) + n // 2) % n])
     graph = Graph.from_pairs(n, np.stack([src, dst], axis=1), directed=True, kind="ring+chord")
-    weights = column_stochastic_uniform(graph)
-    dtype = np.dtype(np.float32)
-    objective = NullObjective(d, dtype)
-    objective.params[:] = np.random.default_rng(rank).standard_normal(d).astype(np.float32)
-    cls = ALGORITHMS["quantized_push_sum"]
-    params = {p.name: p.default for p in cls.params}
-    rows = (MixingRow(graph.in_neighbors(rank), graph.out_neighbors(rank), float(weights[rank, rank]),
-                      weights[rank, graph.in_neighbors(rank)]),)
-    neighborhood = Neighborhood(comm, Schedule.static(graph))
-    ctx = Context(rank=rank, size=n, seed=0, dtype=dtype, params=params, objective=objective,
-                  compressor=build_compressor(compression, d, dtype, comp_params), collectives=Collectives(comm),
-                  neighborhood=neighborhood, rows=rows)
-    return cls(ctx), neighborhood
+    x0 = np.random.default_rng(comm.rank).standard_normal(d).astype(np.float32)
+    return gossip_only(comm, Schedule.static(graph), (column_stochastic_uniform(graph),), "quantized_push_sum",
+                       compression, comp_params, {}, x0)
 
 
 def scaling(comm: MPI.Intracomm, params: dict) -> dict:
     rows = []
     for d in params["dims"]:
-        algo, neighborhood = _gossip(comm, int(d), "qsgd", {"levels": 127, "bucket": 64})
+        algo = _gossip(comm, int(d), "qsgd", {"levels": 127, "bucket": 64})
         state = {"t": 0, "bytes": 0}
 
         def one() -> None:
@@ -274,7 +261,7 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
         per_node = comm.allreduce(state["bytes"], op=MPI.SUM) / state["t"] / comm.size
         rows.append({"n": comm.size, "d": int(d), "step_s": t, "bytes_per_node_per_step": per_node,
                      "repeats": repeats})
-        neighborhood.free()
+        algo.ctx.neighborhood.free()
     return {"rows": rows}
 
 
@@ -283,11 +270,11 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
 def memory(comm: MPI.Intracomm, params: dict) -> dict:
     d = int(params["d"])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    algo, neighborhood = _gossip(comm, d, "qsgd", {"levels": 127, "bucket": 64})
+    algo = _gossip(comm, d, "qsgd", {"levels": 127, "bucket": 64})
     for t in range(params["steps"]):
         algo.step(t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    neighborhood.free()
+    algo.ctx.neighborhood.free()
     peaks = comm.gather(peak, root=0)
     befores = comm.gather(before, root=0)
     return {"d": d, "dtype": "float32", "state_vector_bytes": 4 * d, "peak_rss_bytes": peaks,

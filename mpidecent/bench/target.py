@@ -41,6 +41,7 @@ def run(launch: Callable[[Sequence[str], int], None], root: Path, out: Path, pai
         steps: dict[str, int] | None = None, ranks_of: dict[int, int] | None = None) -> list[dict]:
     """Run the chosen pairs (indices into PAIRS) with ``launch(mpidecent argv, ranks)`` and compare them;
     ``steps`` overrides run.steps per job file, ``ranks_of`` the rank count per pair."""
+    from mpidecent.config import load_jobs
     from mpidecent.report.reader import read_runs
 
     rows = []
@@ -51,8 +52,7 @@ def run(launch: Callable[[Sequence[str], int], None], root: Path, out: Path, pai
         folder.mkdir(parents=True, exist_ok=True)
         extra = ["--set", f"run.steps={steps[job]}"] if steps and job in steps else []
         paths = []
-        sweep = members[0][2] == () and members[1][2] == () and job != "jobs/quickstart.toml"
-        if sweep:  # a job with [[sweep]] variants: one launch writes every variant into the folder
+        if len(load_jobs(root / job)) > 1:  # [[sweep]] variants: one launch writes every variant into the folder
             launch(["run", str(root / job), "--out", str(folder), "--force", "--quiet", *extra], ranks)
             paths = [folder / m[1] for m in members]
         else:

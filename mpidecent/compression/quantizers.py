@@ -272,23 +272,20 @@ class QSGD(Compressor):
     # ------------------------------------------------------------------------------------- decode
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         d = self.dim
+        r = self._r64
+        np.copyto(r, buf[: self._norm_bytes].view("<f4"))  # (a copy: a received row may be unaligned)
+        r /= self.levels                                   # r32 / s per bucket
         if self.kernels is not None:
-            scale = self._r64
-            np.copyto(scale, buf[: self._norm_bytes].view("<f4"))  # (a received row may be unaligned)
-            scale /= self.levels                                     # r32 / s per bucket, as below
             if out is None:
                 out = np.empty(d, dtype=self.dtype)
-            self.kernels["qsgd_decode"](buf[self._norm_bytes:], scale, self._row, self.level_bits, self._signed_level,
+            self.kernels["qsgd_decode"](buf[self._norm_bytes:], r, self._row, self.level_bits, self._signed_level,
                                         float(self.tau), out)
             return out
-        r = self._r64
-        np.copyto(r, buf[: self._norm_bytes].view("<f4"))
         codes = unpack_codes(buf[self._norm_bytes:], self.code_width, d, out=self._codes)
         vals, flat = self._work, self._work_flat[:d]
         # code → signed level ±ξ in one gather: branch-free (``np.negative(where=sign)`` on random
         # signs is ~15x slower). mode="clip" skips the buffered bounds check; codes < 2**width anyway.
         np.take(self._signed_level, codes, out=flat, mode="clip")
-        r /= self.levels                                   # r32 / s per bucket
         vals *= r[:, None]
         if self.tau != 1.0:
             vals /= self.tau                               # qsgd_contractive: (r32·ξ/s)/τ, two roundings

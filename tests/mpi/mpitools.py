@@ -9,11 +9,6 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from mpidecent.algorithms import ALGORITHMS, Context, MixingRow
-from mpidecent.comm.collectives import Collectives
-from mpidecent.comm.graph import Neighborhood
-from mpidecent.compression import build_compressor
-from mpidecent.learning.problems import NullObjective
 from mpidecent.topology.schedule import Schedule
 
 
@@ -26,20 +21,11 @@ def gossip_algorithm(name: str, graph, weights, compressor: str, comp_params: di
                      x0: np.ndarray, seed: int = 0):
     """An algorithm with zero gradients (pure gossip) on COMM_WORLD, starting from this rank's ``x0``.
     ``graph`` is a Graph (with its (n, n) ``weights``) or a Schedule (with a tuple of per-slot weights)."""
-    comm = MPI.COMM_WORLD
+    from mpidecent.runner import gossip_only
+
     schedule = graph if isinstance(graph, Schedule) else Schedule.static(graph)
     slot_weights = weights if isinstance(weights, tuple) else (weights,)
-    objective = NullObjective(x0.size, x0.dtype)
-    objective.params[:] = x0
-    rank = comm.rank
-    rows = tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
-                           w[rank, g.in_neighbors(rank)]) for g, w in zip(schedule.graphs, slot_weights))
-    cls = ALGORITHMS[name]
-    full = {p.name: p.default for p in cls.params} | params
-    ctx = Context(rank=rank, size=comm.size, seed=seed, dtype=x0.dtype, params=full, objective=objective,
-                  compressor=build_compressor(compressor, x0.size, x0.dtype, comp_params),
-                  collectives=Collectives(comm), neighborhood=Neighborhood(comm, schedule), rows=rows)
-    return cls(ctx)
+    return gossip_only(MPI.COMM_WORLD, schedule, slot_weights, name, compressor, comp_params, params, x0, seed)
 
 
 def plan_of(job_or_text, overrides=()):
