@@ -28,14 +28,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mpidecent.algorithms import ALGORITHMS
-from mpidecent.compression import COMPRESSORS
+from mpidecent.algorithms import ALGORITHMS, AlgorithmSpec
+from mpidecent.comm.patterns import MasterWorker
+from mpidecent.compression import COMMON_KEYS as COMPRESSION_KEYS, COMMON_PARAMS as COMPRESSION_COMMON
+from mpidecent.compression import COMPRESSORS, contractive_operators
 from mpidecent.errors import JobError
 from mpidecent.learning.data import data_task, resolve_data
 from mpidecent.learning.models import check_model_task, resolve_model
 from mpidecent.params import Param, resolve
 from mpidecent.topology import KINDS
-from mpidecent.topology.schedule import SCHEDULES
+from mpidecent.topology.section import COMMON_KEYS as TOPOLOGY_KEYS, COMMON_PARAMS as TOPOLOGY_COMMON
 
 SECTIONS = ("run", "topology", "algorithm", "compression", "data", "model", "link", "stragglers")
 
@@ -74,19 +76,15 @@ STRAGGLER_PARAMS: tuple[Param, ...] = (
     Param("delay_mean_s", float, 0.01, "delay: mean of the exponential part of the sleep, seconds", minimum=0.0),
 )
 
-TOPOLOGY_COMMON: tuple[Param, ...] = (
-    Param("kind", str, "complete", "graph family (static) or schedule (time-varying)",
-          choices=(*KINDS, *SCHEDULES)),
-    Param("n", int, 0, "number of nodes; 0 = the number of MPI ranks started (when set it must match)",
-          minimum=0),
-    Param("directed", bool, None, "directed graph (default depends on the kind)"),
-    Param("weights", str, "auto",
-          "mixing matrix: column_uniform (push-sum), metropolis (undirected); auto = the algorithm's choice",
-          choices=("auto", "column_uniform", "metropolis")),
-)
-
 ALGORITHM_NAME = Param("name", str, doc="algorithm", choices=tuple(ALGORITHMS))
-COMPRESSION_NAME = Param("name", str, "identity", "compression operator", choices=tuple(COMPRESSORS))
+COMPRESSION_NAME, ERROR_FEEDBACK = COMPRESSION_COMMON
+# Keys added after results files and checkpoints existed: written into the stored job only when set, so
+# a run made before the key existed is still the same job (``--resume`` compares the stored job text).
+_WRITTEN_WHEN_SET = {("compression", "error_feedback"): False}
+
+
+def _written(section: str, key: str, value: Any) -> bool:
+    return (section, key) not in _WRITTEN_WHEN_SET or value != _WRITTEN_WHEN_SET[(section, key)]
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,8 @@ class Job:
         lines: list[str] = []
         for name in SECTIONS:
             lines.append(f"[{name}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in self.section(name).items()]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in self.section(name).items()
+                      if _written(name, key, value)]
             lines.append("")
         return "\n".join(lines)
 
@@ -289,47 +288,31 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
     if "name" not in algo_table:
         raise JobError(f"[algorithm] missing required key 'name' (one of {', '.join(ALGORITHMS)})")
     algo_name = ALGORITHM_NAME.coerce("algorithm", algo_table["name"])
-    algo_cls = ALGORITHMS[algo_name]
+    spec = ALGORITHMS[algo_name]
     old_algo = ALGORITHMS.get(switched.get("algorithm", ""))
     set_aside += [f"algorithm.{k}" for k in _set_aside("algorithm", algo_table, old_algo and old_algo.params,
-                                                      algo_cls.params, ("name",))]
+                                                      spec.params, ("name",))]
     algorithm = {"name": algo_name,
-                 **resolve("algorithm", algo_cls.params, algo_table, owner=algo_name, ignore=("name",))}
+                 **resolve("algorithm", spec.params, algo_table, owner=algo_name, ignore=("name",))}
 
     topo_table = table.get("topology")
     if topo_table is not None and "topology" in switched and topo_table.get("kind") in KINDS:
         old_kind = KINDS.get(switched["topology"])
         set_aside += [f"topology.{k}" for k in _set_aside(
-            "topology", topo_table, old_kind and old_kind.params, KINDS[topo_table["kind"]].params,
-            tuple(p.name for p in TOPOLOGY_COMMON))]
-    topology = _validate_topology(topo_table, algo_cls)
+            "topology", topo_table, old_kind and old_kind.params, KINDS[topo_table["kind"]].params, TOPOLOGY_KEYS)]
+    topology = spec.pattern.topology(topo_table, algo_name)
 
-    comp_table = table.get("compression", {})
-    comp_name = COMPRESSION_NAME.coerce("compression", comp_table.get("name", "identity"))
-    old_comp = COMPRESSORS.get(switched.get("compression", ""))
-    set_aside += [f"compression.{k}" for k in _set_aside("compression", comp_table, old_comp and old_comp.params,
-                                                        COMPRESSORS[comp_name].params, ("name",))]
-    if algo_cls.compressors is not None and comp_name not in algo_cls.compressors:
-        raise JobError(f"[compression] name = {comp_name!r} is not supported by {algo_name} "
-                       f"(it sends {' or '.join(algo_cls.compressors)} messages; use quantized_push_sum "
-                       f"for compressed push-sum)")
-    compression = {"name": comp_name, **resolve("compression", COMPRESSORS[comp_name].params, comp_table,
-                                               owner=comp_name, ignore=("name",))}
-    if algo_cls.needs_contractive:
-        probe = COMPRESSORS[comp_name](8, "float64", **{k: v for k, v in compression.items() if k != "name"})
-        if not probe.contractive:
-            raise JobError(f"[compression] {probe.describe()} is not contractive; {algo_name} needs a contractive "
-                           "operator (qsgd_contractive, topk, randk with scaled = false, sign or identity)")
-
+    compression = _validate_compression(table.get("compression", {}), switched, spec, set_aside)
     data = resolve_data(table.get("data", {}))
     model = resolve_model(table.get("model", {}))
     check_model_task(model, data_task(data), data["name"])
     link = resolve("link", LINK_PARAMS, table.get("link", {}))
     stragglers = resolve("stragglers", STRAGGLER_PARAMS, table.get("stragglers", {}))
-    if stragglers["model"] != "none" and algo_cls.graph != "master":
+    master_worker = isinstance(spec.pattern, MasterWorker)
+    if stragglers["model"] != "none" and not master_worker:
         raise JobError(f"[stragglers] model = {stragglers['model']!r} applies to master/worker algorithms "
                        f"(gradient_coding, uncoded), not {algo_name}; remove [stragglers]")
-    if algo_cls.graph == "master" and data["batch_size"] != 0:
+    if master_worker and data["batch_size"] != 0:
         raise JobError(f"[data] batch_size = {data['batch_size']}: {algo_name} workers send gradients of whole "
                        "partitions; set batch_size = 0")
     return Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model, link,
@@ -337,53 +320,31 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
                source=source, path=path, overrides=overrides, set_aside=tuple(set_aside))
 
 
-def _validate_topology(table: Mapping[str, Any] | None, algo_cls: type) -> dict[str, Any]:
-    if algo_cls.graph in ("complete", "master"):
-        # The algorithm fixes the wiring: an all-reduce over every rank (the complete graph), or rank 0
-        # serving ranks 1..n (the star around rank 0). Only that graph is accepted, so the results file
-        # records what really communicated.
-        fixed, what = ("complete", "all-reduces over every rank") if algo_cls.graph == "complete" else \
-            ("star", "uses rank 0 as the master of ranks 1..n")
-        table = dict(table or {"kind": fixed})
-        table.setdefault("kind", fixed)
-        if table["kind"] != fixed or table.get("hub", 0) != 0 or table.get("directed", False):
-            raise JobError(f"[topology] {algo_cls.name} {what}: remove [topology] or set kind = \"{fixed}\" "
-                           f"(undirected{', hub = 0' if fixed == 'star' else ''}), not "
-                           + ", ".join(f"{k} = {_toml_value(v)}" for k, v in table.items() if k in ("kind", "hub", "directed")))
-    elif table is None and algo_cls.graph == "gossip":
-        table = {"kind": "complete"}  # gossip with any rank
-    elif table is None:
-        raise JobError(f"missing [topology] section: {algo_cls.name} needs a graph "
-                       f"(kind = one of {', '.join(KINDS)})")
-    if "kind" not in table:
-        raise JobError(f"[topology] missing required key 'kind' (one of {', '.join(KINDS)})")
-    common = resolve("topology", TOPOLOGY_COMMON, {k: v for k, v in table.items() if k in
-                                                  {p.name for p in TOPOLOGY_COMMON}})
-    common_keys = tuple(p.name for p in TOPOLOGY_COMMON)
-    if common["kind"] in SCHEDULES:
-        schedule = SCHEDULES[common["kind"]]
-        if not algo_cls.time_varying:
-            raise JobError(f"[topology] kind = {schedule.name!r} is time-varying; {algo_cls.name} needs a static "
-                           "graph (time-varying graphs work with push_sum and quantized_push_sum)")
-        if common["directed"] is False:
-            raise JobError(f"[topology] kind = {schedule.name!r} is directed; remove directed = false")
-        common["directed"] = True
-        specific = resolve("topology", schedule.params, table, owner=schedule.name, ignore=common_keys)
-    else:
-        kind = KINDS[common["kind"]]
-        specific = resolve("topology", kind.params, table, owner=kind.name, ignore=common_keys)
-        if common["directed"] is None:
-            common["directed"] = kind.default_directed
-    if algo_cls.graph == "undirected" and common["directed"] and common["kind"] != "disconnected":
-        raise JobError(f"[topology] directed = true: {algo_cls.name} needs an undirected graph; set "
-                       "directed = false or use push_sum / quantized_push_sum on directed graphs")
-    weights = common["weights"]
-    if weights == "auto":
-        common["weights"] = algo_cls.default_weights if algo_cls.graph not in ("complete", "master") else "metropolis"
-    elif weights == "metropolis" and common["directed"]:
-        raise JobError("[topology] weights = \"metropolis\" needs an undirected graph (directed = false); "
-                       "use weights = \"column_uniform\" on directed graphs")
-    return {**common, **specific}
+def _validate_compression(table: Mapping[str, Any], switched: Mapping[str, str], spec: AlgorithmSpec,
+                          set_aside: list[str]) -> dict[str, Any]:
+    """The [compression] section for the algorithm ``spec``: an operator it accepts, its keys, and error
+    feedback only where the algorithm has a stream it applies to."""
+    table = dict(table)
+    name = COMPRESSION_NAME.coerce("compression", table.get("name", "identity"))
+    old = COMPRESSORS.get(switched.get("compression", ""))
+    set_aside += [f"compression.{k}" for k in _set_aside("compression", table, old and old.params,
+                                                        COMPRESSORS[name].params, COMPRESSION_KEYS)]
+    if spec.compressors is not None and name not in spec.compressors:
+        raise JobError(f"[compression] name = {name!r} is not supported by {spec.name} "
+                       f"(it sends {' or '.join(spec.compressors)} messages; use quantized_push_sum "
+                       f"for compressed push-sum)")
+    feedback = ERROR_FEEDBACK.coerce("compression", table.get("error_feedback", False))
+    if feedback and not spec.error_feedback:
+        users = ", ".join(s.name for s in ALGORITHMS.values() if s.error_feedback)
+        raise JobError(f"[compression] error_feedback = true does not apply to {spec.name}: its messages carry "
+                       f"no compression error forward (error feedback applies to {users}); remove it")
+    options = resolve("compression", COMPRESSORS[name].params, table, owner=name, ignore=COMPRESSION_KEYS)
+    if spec.needs_contractive:
+        probe = COMPRESSORS[name](8, "float64", **options)
+        if not probe.contractive:
+            raise JobError(f"[compression] {probe.describe()} is not contractive; {spec.name} needs a contractive "
+                           f"operator ({contractive_operators()})")
+    return {"name": name, **options, "error_feedback": feedback}
 
 
 def _toml_value(value: Any) -> str:
@@ -443,13 +404,11 @@ def job_reference() -> str:
                 *_table(kind.params)]
     out += ["## [algorithm]", ""]
     for algo in ALGORITHMS.values():
-        needs = {"directed": "a strongly connected directed graph", "undirected": "a connected undirected graph",
-                 "complete": "no graph (all ranks)", "master": "no graph (rank 0 serves ranks 1..n)",
-                 "gossip": "a strongly connected graph whose in-neighbours a rank reads (default complete: any "
-                           "rank; no graph communicator)"}[algo.graph]
-        out += [f"### name = \"{algo.name}\"", "", f"{algo.doc}. Needs {needs}; compression: "
-                f"{', '.join(algo.compressors) if algo.compressors else 'any'}.", "", *_table(algo.params)]
-    out += ["## [compression]", ""]
+        feedback = "; error feedback available" if algo.error_feedback else ""
+        out += [f"### name = \"{algo.name}\"", "", f"{algo.doc}. Needs {algo.pattern.describe_needs()}; "
+                f"compression: {', '.join(algo.compressors) if algo.compressors else 'any'}{feedback}.", "",
+                *_table(algo.params)]
+    out += ["## [compression]", "", "Keys of every operator:", "", *_table(COMPRESSION_COMMON)]
     for comp in COMPRESSORS.values():
         summary = (comp.__doc__ or "").strip().splitlines()[0]
         out += [f"### name = \"{comp.name}\"", "", summary, "", *_table(comp.params)]

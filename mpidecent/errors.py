@@ -16,10 +16,6 @@ class NonFiniteInputError(ValueError):
     """A compressor was asked to encode NaN or infinite values (a diverging run)."""
 
 
-class DivergenceError(RuntimeError):
-    """The run diverged; the message names the algorithm's stability-relevant parameters."""
-
-
 # Exit statuses of the CLI (documented in the README).
 EXIT_OK = 0
 EXIT_INTERNAL = 1

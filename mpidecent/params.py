@@ -147,7 +147,8 @@ def resolve(section: str, specs: Iterable[Param], table: Mapping[str, Any], owne
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"did you mean {close[0]!r}?; " if close else ""
             for_owner = f" for {owner}" if owner else ""
-            raise JobError(f"[{section}] unknown key {key!r}{for_owner} ({hint}valid keys: {', '.join(valid)})")
+            listed = f"valid keys: {', '.join(valid)}" if valid else f"{owner or 'it'} has no keys of its own"
+            raise JobError(f"[{section}] unknown key {key!r}{for_owner} ({hint}{listed})")
     values: dict[str, Any] = {}
     for p in specs:
         if p.name in table:
@@ -159,10 +160,3 @@ def resolve(section: str, specs: Iterable[Param], table: Mapping[str, Any], owne
             values[p.name] = p.default
     return values
 
-
-def positive_int(name: str, default: Any = REQUIRED, doc: str = "") -> Param:
-    return Param(name, int, default, doc, minimum=1)
-
-
-def probability(name: str, default: Any = REQUIRED, doc: str = "") -> Param:
-    return Param(name, float, default, doc, minimum=0.0, maximum=1.0)

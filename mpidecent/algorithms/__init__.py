@@ -1,8 +1,9 @@
-"""Algorithms, one file per family; importing this package fills the registry ``ALGORITHMS``."""
+"""Algorithms: their declarations (``catalog``, pure) and one implementation file per family.
 
-from mpidecent.algorithms.base import (ALGORITHMS, Algorithm, Context, DataLayout, MixingRow, StepStats,
-                                       mixing_rows, register)
-from mpidecent.algorithms import (allreduce_sgd, async_gossip, dpsgd, gradient_coding, momentum,  # noqa: F401
-                                  multi_gossip, push_sum)  # (registration)
+``ALGORITHMS`` maps ``[algorithm] name`` to its ``AlgorithmSpec``; importing this package loads no
+implementation (and so neither torch nor mpi4py): ``spec.load()`` does, when a run starts.
+"""
 
-__all__ = ["ALGORITHMS", "Algorithm", "Context", "DataLayout", "MixingRow", "StepStats", "mixing_rows", "register"]
+from mpidecent.algorithms.catalog import ALGORITHMS, AlgorithmSpec, DataLayout
+
+__all__ = ["ALGORITHMS", "AlgorithmSpec", "DataLayout"]

@@ -23,8 +23,9 @@ than queueing gossips missed while busy).
 Stopping. Every rank runs its own SGD budget; ``deadline_s`` > 0 adds a shared wall-clock deadline after
 which ranks stop working (their remaining runner steps are no-ops). The runner only meets the ranks at
 log and checkpoint boundaries (``status_every_step = False``); a log point waits for every rank to reach
-that step, so with slow ranks log rarely (``log_every = steps``) or use a deadline. The window is freed
-collectively by ``close`` at the end of the run; every lock is released inside the call that took it.
+that step, so with slow ranks log rarely (``log_every = steps``) or use a deadline. The window belongs to
+the one-sided pattern (``comm/patterns.py``), which frees it collectively at the end of the run; every
+lock is released inside the call that took it.
 
 Metrics (per rank, at log points): ``staleness_mean`` / ``staleness_max`` — mean and max over the samples
 since the previous log point of S_j^i = N_j^j − V_i[j] over peers j ≠ i, sampled after every
@@ -47,26 +48,16 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import numpy as np
 import torch
 
-from mpidecent.algorithms.base import LR_PARAMS, Algorithm, Context, StepStats, Stopwatch, register, step_size
-from mpidecent.errors import JobError
+from mpidecent.algorithms.base import Algorithm, Context, StepStats
+from mpidecent.algorithms.lr import step_size
+from mpidecent.comm.messages import Stopwatch
 from mpidecent.gossip.clock import RankClock
 from mpidecent.gossip.rounds import DeltaRound
-from mpidecent.gossip.versions import RATE_POLICIES, gossip_rate, inconsistencies, merge_versions, staleness_stats
-from mpidecent.params import Param
-
-
-def _rank_list(value: list) -> str | None:
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        return "must be a list of rank numbers (integers ≥ 0)"
-    if len(set(value)) != len(value):
-        return "lists a rank twice"
-    return None
-
+from mpidecent.gossip.versions import gossip_rate, inconsistencies, merge_versions, staleness_stats
 
 # Indices into the int64 counters of state().
 _STEPS, _IN_ROUND, _ROUND, _GOSSIP_K, _GOSSIPS, _UPDATES, _SAMPLES, _STORED, _STRIDE, _VIOLATIONS, _STOPPED = range(11)
@@ -76,52 +67,9 @@ _ROUND_START, _ROUND_LEN, _NEXT_GOSSIP, _ELAPSED, _LAST_LOSS, _LOCK_S, _ARRIVE, 
 SAMPLE_ROWS = 4096  # stored staleness samples per rank; beyond, every other one is dropped (stride doubles)
 
 
-@register
 class AsyncGossip(Algorithm):
-    name = "async_gossip"
-    doc = ("asynchronous randomized gossip on one-sided MPI windows: K local SGD steps per round, pull-and-"
-           "average with a random peer at rate λ, version vectors and staleness (Mitra & Ulukus 2024)")
-    params = (
-        *LR_PARAMS,
-        Param("local_steps", int, 1, "K: local SGD steps per update round (one runner step = one SGD step)",
-              minimum=1),
-        Param("gossip_rate", float, 2.0, "λ: gossips per unit of logical time (clock = logical) or per second "
-              "(clock = wall), before rate_policy", minimum=0.0, exclusive_minimum=True),
-        Param("rate_policy", str, "constant", "λ_i = gossip_rate (constant) or gossip_rate · ln n (log_n: "
-              "staleness stays bounded as n grows)", choices=RATE_POLICIES),
-        Param("clock", str, "logical", "logical: seeded event times (rounds c + Exp(μ), gossips Exp(λ)), "
-              "reproducible event order per rank; wall: gossips at Exp(λ) seconds of real time",
-              choices=("logical", "wall")),
-        Param("round_shift", float, 0.5, "c: fixed part of a round's logical length (version rate "
-              "λ_e = 1/(c + 1/μ))", minimum=0.0),
-        Param("round_rate", float, 2.0, "μ: rate of the exponential part of a round's logical length",
-              minimum=0.0, exclusive_minimum=True),
-        Param("deadline_s", float, 0.0, "shared wall-clock deadline in seconds after the start: every rank "
-              "stops working then (0 = none: each rank runs its [run] steps)", minimum=0.0),
-        Param("slow_ranks", list, [], "ranks made slow: each of their rounds sleeps slow_delay_shift_s + "
-              "Exp(slow_delay_mean_s) seconds (seeded)", check=_rank_list),
-        Param("slow_delay_shift_s", float, 0.0, "slow ranks: fixed part of the sleep per round, seconds",
-              minimum=0.0),
-        Param("slow_delay_mean_s", float, 0.02, "slow ranks: mean of the exponential part of the sleep, seconds",
-              minimum=0.0),
-        Param("sample_every", int, 1, "sample the staleness every this many rounds (reads every rank's round "
-              "counter: n Gets of 8 bytes)", minimum=1),
-    )
-    graph = "gossip"
-    status_every_step = False
-    compressors = ("identity",)
-
-    @classmethod
-    def check_world(cls, job: Any, world_size: int) -> None:
-        slow = [r for r in job.algorithm["slow_ranks"] if r >= world_size]
-        if slow:
-            raise JobError(f"[algorithm] slow_ranks lists rank {slow[0]} but only {world_size} ranks were started "
-                           f"(ranks 0..{world_size - 1})")
-
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        from mpidecent.comm.window import GossipWindow  # MPI only here: the module loads without it
-
         p, n, rank = ctx.params, ctx.size, ctx.rank
         self.n, self.rank = n, rank
         self.K = int(p["local_steps"])
@@ -131,9 +79,7 @@ class AsyncGossip(Algorithm):
         self.rate = gossip_rate(p["gossip_rate"], p["rate_policy"], n)
         slow = rank in p["slow_ranks"]
         self.slow = slow
-        candidates = np.sort(np.asarray(ctx.row(0).in_neighbors, dtype=np.int64)) if ctx.rows else \
-            np.array([j for j in range(n) if j != rank], dtype=np.int64)
-        self.clock = RankClock(ctx.seed, rank, n, self.rate, p["round_shift"], p["round_rate"], candidates,
+        self.clock = RankClock(ctx.seed, rank, n, self.rate, p["round_shift"], p["round_rate"], ctx.peers,
                                p["slow_delay_shift_s"] if slow else 0.0, p["slow_delay_mean_s"] if slow else 0.0)
         self.w = self.objective.params  # SGD runs here (gradients are taken at w)
         self.x = self.w.copy()  # the published, mixed model
@@ -154,9 +100,9 @@ class AsyncGossip(Algorithm):
         self._gap_peer = self.clock.gossip(0)
         self.times[_NEXT_GOSSIP] = self._gap_peer[0]
         self._logged = self._metrics(0.0, 0.0)
-        self.window = GossipWindow(ctx.collectives.comm, self.x.size, self.x.dtype)
+        self.window = ctx.window
         self._publish()
-        self._barrier()  # no rank reads a window before its owner has published it
+        ctx.collectives.barrier()  # no rank reads a window before its owner has published it
 
     # ---- state -------------------------------------------------------------------------------------------
 
@@ -173,14 +119,7 @@ class AsyncGossip(Algorithm):
         self.window.lock_wait_s = float(self.times[_LOCK_S])
         self._start = None
         self._publish()
-        self._barrier()
-
-    def close(self) -> None:
-        """Collective: free the window."""
-        self.window.free()
-
-    def _barrier(self) -> None:
-        self.ctx.collectives.allreduce_sum(np.zeros(1))
+        self.ctx.collectives.barrier()
 
     # ---- the step ----------------------------------------------------------------------------------------
 
@@ -194,7 +133,7 @@ class AsyncGossip(Algorithm):
         if c[_STOPPED] or (self.deadline_s and self._elapsed() >= self.deadline_s):
             c[_STOPPED] = 1  # the shared deadline passed: the remaining runner steps do nothing
             return StepStats(float(times[_LAST_LOSS]) if c[_STEPS] else 0.0, 0, 0, 0, 0.0, 0.0)
-        sw = Stopwatch()
+        sw = self.watch.restart()
         gets, got = self.window.gets, self.window.get_bytes
         if c[_IN_ROUND] == 0:  # a round starts: x_before ← x, w ← x
             self.round.begin()

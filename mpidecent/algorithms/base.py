@@ -1,77 +1,29 @@
-"""The algorithm interface, its registry, and what the runner hands each algorithm.
+"""The algorithm interface and what the runner hands each algorithm.
 
-An algorithm is one file: it declares its job keys (``params``), what graph and mixing weights it needs,
-its state (named flat arrays), and its per-step update. It talks to other ranks only through the comm
-objects in its ``Context`` (a ``Neighborhood`` for graph exchanges, ``Collectives`` for reductions), and
-compresses only through the shared ``Compressor``; it never re-implements packing, exchange or logging.
-Algorithm modules do not import mpi4py, so they (and the job validation that reads their declarations)
-load without MPI.
+An algorithm is one file holding its state (named flat arrays) and its per-step update equations. Its
+declaration — job keys, communication pattern, accepted compressors — is in ``catalog.py``; everything
+it shares with others of its pattern lives in ``comm/``: a neighbour algorithm opens ``GossipChannel``s
+on ``ctx.neighbors`` and never touches buffers, keys, exchanges or bit counts. Algorithm modules do not
+import mpi4py.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mpidecent.errors import NonFiniteInputError
-from mpidecent.params import Param
-from mpidecent.rng import RandomKey
+from mpidecent.comm.messages import Stopwatch, Traffic
 
 if TYPE_CHECKING:
-    from mpidecent.compression import Compressor, Packed
+    from mpidecent.algorithms.catalog import AlgorithmSpec
+    from mpidecent.comm.neighbor import GossipChannel, Neighbors
+    from mpidecent.comm.protocols import Collectives, MasterWorkerLink, Window
+    from mpidecent.compression import Compressor
     from mpidecent.learning.problems import Objective
-
-
-class Exchange(Protocol):
-    """A preallocated neighbour exchange of fixed-size byte messages (see ``comm/exchange.py``)."""
-
-    def start(self, send_buf: np.ndarray, step: int = 0) -> None: ...
-
-    def wait(self) -> np.ndarray: ...  # (in-degree of the step, recv_nbytes) uint8, row k from in-neighbour k
-
-
-class Neighborhood(Protocol):
-    """This rank's neighbours at each step of a static or time-varying graph (see ``comm/graph.py``)."""
-
-    def in_neighbors(self, step: int = 0) -> np.ndarray: ...
-
-    def out_neighbors(self, step: int = 0) -> np.ndarray: ...
-
-    def exchange(self, send_nbytes: int, recv_nbytes: int) -> Exchange: ...
-
-
-class Collectives(Protocol):
-    """Reductions over all ranks (see ``comm/collectives.py``)."""
-
-    size: int
-
-    def allreduce_sum(self, array: np.ndarray) -> None: ...
-
-
-@dataclass(frozen=True)
-class MixingRow:
-    """Row ``rank`` of the mixing matrix W of one slot of the schedule (row = receiver).
-
-    ``in_neighbors`` in the order the exchange delivers their messages; ``in_weights`` (float64) the
-    weights w_ij given to them; ``self_weight`` = w_ii; ``out_neighbors`` this rank's receivers.
-    """
-
-    in_neighbors: np.ndarray
-    out_neighbors: np.ndarray
-    self_weight: float
-    in_weights: np.ndarray
-
-
-def mixing_rows(graphs, slot_weights, rank: int) -> tuple[MixingRow, ...]:
-    """Row ``rank`` of each slot's mixing matrix: ``graphs`` and ``slot_weights`` ((n, n) float64 each)
-    are a schedule's graphs and weights, slot by slot."""
-    return tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
-                           w[rank, g.in_neighbors(rank)]) for g, w in zip(graphs, slot_weights))
 
 
 @dataclass
@@ -88,27 +40,14 @@ class StepStats:
     nonfinite: bool = False  # this rank's state became NaN/inf and it sent a neutral message instead
 
 
-@dataclass(frozen=True)
-class DataLayout:
-    """Which data a rank trains on and evaluates (see ``Algorithm.data_layout``).
-
-    The training set is cut into ``nodes`` partitions (the job's partition scheme). ``train`` lists
-    (partition, weight) pairs: the rank's objective is Σ weight · mean loss of the partition (one
-    partition with weight 1 = the usual F_i). ``evaluate`` is the partition this rank evaluates for the
-    network metrics (None: none), so that every partition counts once. ``regularize``: whether the rank's
-    gradient includes the ℓ2 term (a master that adds it itself turns it off on its workers).
-    """
-
-    nodes: int
-    train: tuple[tuple[int, float], ...]
-    evaluate: int | None
-    regularize: bool = True
-
-
 @dataclass
 class Context:
-    """Everything the runner builds for an algorithm on one rank."""
+    """Everything the runner builds for an algorithm on one rank: its declaration and job keys, the
+    objective, the compressor, and the MPI objects its pattern connected (``neighbors`` for neighbour
+    gossip, ``master_worker`` for master/worker, ``window`` and ``peers`` for one-sided gossip;
+    ``collectives`` always)."""
 
+    spec: AlgorithmSpec
     rank: int
     size: int
     seed: int
@@ -117,71 +56,50 @@ class Context:
     objective: Objective
     compressor: Compressor
     collectives: Collectives
-    neighborhood: Neighborhood | None = None
-    # One mixing row per slot of the (possibly time-varying) graph; the row of step t is rows[t % period].
-    rows: tuple[MixingRow, ...] = ()
+    neighbors: Neighbors | None = None
+    master_worker: MasterWorkerLink | None = None
+    window: Window | None = None
+    peers: np.ndarray | None = None
     steps: int = 0  # iterations of the run
     l2: float = 0.0  # ℓ2 coefficient λ of the model
     stragglers: Mapping[str, Any] | None = None  # [stragglers] of the job (master/worker algorithms)
-    master_worker: Any = None  # comm/master.py MasterWorker (master/worker algorithms)
-
-    def row(self, step: int) -> MixingRow:
-        return self.rows[step % len(self.rows)]
-
-    @property
-    def period(self) -> int:
-        return len(self.rows)
-
-
-class Stopwatch:
-    """Accumulates compute and communication seconds of one step."""
-
-    def __init__(self) -> None:
-        self.compute_s = 0.0
-        self.comm_s = 0.0
-        self._t = time.perf_counter()
-
-    def compute(self) -> None:
-        now = time.perf_counter()
-        self.compute_s += now - self._t
-        self._t = now
-
-    def comm(self) -> None:
-        now = time.perf_counter()
-        self.comm_s += now - self._t
-        self._t = now
+    error_feedback: bool = False  # [compression] error_feedback: wrap the algorithm's compressed stream
 
 
 class Algorithm(ABC):
-    """Base class of every algorithm; subclasses register with ``@register``."""
-
-    name: ClassVar[str]
-    doc: ClassVar[str] = ""
-    params: ClassVar[tuple[Param, ...]] = ()
-    # "directed": a strongly connected digraph; "undirected": a connected undirected graph;
-    # "complete": no graph (a collective over all ranks); "master": rank 0 serves ranks 1..n;
-    # "gossip": one-sided reads of peers, the in-neighbours of a strongly connected graph (no graph
-    # communicator; complete = any rank).
-    graph: ClassVar[str] = "directed"
-    # True: the runner reduces a status (divergence, stop signals) after every step. False: only at log and
-    # checkpoint boundaries, so ranks need not wait for each other in between (master/worker with stragglers).
-    status_every_step: ClassVar[bool] = True
-    # Property W must have: "column_stochastic" (push-sum) or "doubly_stochastic" (D-PSGD), or None.
-    weights_property: ClassVar[str | None] = None
-    default_weights: ClassVar[str] = "column_uniform"
-    # Compressor names this algorithm accepts (None = any; see also needs_contractive).
-    compressors: ClassVar[tuple[str, ...] | None] = ("identity",)
-    # The compressor must be contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs.
-    needs_contractive: ClassVar[bool] = False
-    # Time-varying schedules (e.g. one_peer_exponential) are supported.
-    time_varying: ClassVar[bool] = False
+    """Base class of every algorithm (declared in ``catalog.py``)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.spec = ctx.spec
         self.compressor = ctx.compressor
         self.objective = ctx.objective
-        self.nonfinite = False
-        self._zeros: np.ndarray | None = None
+        self.watch = Stopwatch()
+        self.channels: list[GossipChannel] = []
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def channel(self, vectors: int = 1, scalars: int = 0, rounds: int = 1) -> GossipChannel:
+        """Open a neighbour message stream (see ``comm/neighbor.py``); every rank opens its channels in
+        the same order."""
+        assert self.ctx.neighbors is not None, f"{self.name} needs the neighbour pattern"
+        channel = self.ctx.neighbors.channel(self.compressor, self.ctx.seed, self.ctx.rank, self.watch,
+                                             vectors=vectors, scalars=scalars, rounds=rounds)
+        self.channels.append(channel)
+        return channel
+
+    def stats(self, loss: float) -> StepStats:
+        """The step's numbers: the traffic of its channels, the watch's seconds, whether a vector was
+        non-finite. Call at the end of ``step``."""
+        self.watch.compute()
+        sent = Traffic()
+        for channel in self.channels:
+            taken = channel.traffic.take()
+            sent.add(taken.bits, taken.bytes, taken.messages)
+        return StepStats(loss, sent.bits, sent.bytes, sent.messages, self.watch.compute_s, self.watch.comm_s,
+                         any(c.nonfinite for c in self.channels))
 
     @abstractmethod
     def state(self) -> dict[str, np.ndarray]:
@@ -197,21 +115,9 @@ class Algorithm(ABC):
     def before_log(self) -> None:
         """Collective, called on every rank before the metrics of a log point are computed."""
 
-    def close(self) -> None:
-        """Collective, called on every rank at the end of a run (e.g. to free an RMA window)."""
-
-    @classmethod
-    def check_world(cls, job: Any, world_size: int) -> None:
-        """Raise ``JobError`` if the job cannot run on ``world_size`` ranks (pure; called by plan_job)."""
-
     def events(self, steps_done: int) -> dict[str, np.ndarray]:
         """Arrays to store under /events at the end of the run (rank 0's are written)."""
         return {}
-
-    @classmethod
-    def data_layout(cls, job: Any, world_size: int, rank: int) -> DataLayout:
-        """Default: one partition per rank, trained and evaluated by that rank."""
-        return DataLayout(world_size, ((rank, 1.0),), rank)
 
     @abstractmethod
     def step(self, t: int) -> StepStats:
@@ -226,60 +132,10 @@ class Algorithm(ABC):
         return {}
 
     def describe(self) -> str:
-        keys = ", ".join(f"{p.name}={self.ctx.params[p.name]}" for p in self.params)
+        keys = ", ".join(f"{p.name}={self.ctx.params[p.name]}" for p in self.spec.params)
         text = f"{self.name}({keys})"
-        if self.compressors != ("identity",):
+        if self.spec.compressors != ("identity",):
             text += f" with {self.compressor.describe()}"
+            if self.ctx.error_feedback:
+                text += " and error feedback"
         return text
-
-    def encode_or_flag(self, v: np.ndarray, key: RandomKey, out: np.ndarray) -> Packed:
-        """Encode ``v``; if it holds NaN/inf, flag this rank and send an all-zero message instead.
-
-        A rank must never drop out of an exchange its neighbours are waiting on: the runner's per-step
-        status reduction then stops every rank together with a clear message.
-        """
-        try:
-            return self.compressor.encode(v, key, out)
-        except NonFiniteInputError:
-            self.nonfinite = True
-            if self._zeros is None:
-                self._zeros = np.zeros_like(v)
-            return self.compressor.encode(self._zeros, key, out)
-
-
-def decode_messages(compressor: Compressor, recv: np.ndarray, senders: np.ndarray, seed: int, step: int,
-                    out: np.ndarray, offset: int = 0) -> np.ndarray:
-    """Decode the payload at bytes [offset, offset + compressor.nbytes) of each received row k, sent by
-    ``senders[k]`` at ``step``, into ``out[k]``; returns ``out[:len(senders)]``. A loop over messages
-    (the in-degree), each decode vectorised."""
-    end = offset + compressor.nbytes
-    for k, sender in enumerate(senders):
-        compressor.decode(recv[k, offset:end], RandomKey(seed, int(sender), step), out=out[k])
-    return out[:len(senders)]
-
-
-ALGORITHMS: dict[str, type[Algorithm]] = {}
-
-
-def register(cls: type[Algorithm]) -> type[Algorithm]:
-    ALGORITHMS[cls.name] = cls
-    return cls
-
-
-LR_PARAMS: tuple[Param, ...] = (
-    Param("lr", float, 0.1, "learning rate α₀ (step size of the gradient step)", minimum=0.0),
-    Param("lr_schedule", str, "constant",
-          "step size α_t: constant = α₀; inverse = α₀ / (1 + t/lr_decay_steps); "
-          "inverse_sqrt = α₀ / √(1 + t/lr_decay_steps)", choices=("constant", "inverse", "inverse_sqrt")),
-    Param("lr_decay_steps", float, 100.0, "time scale of the decaying schedules, in steps",
-          minimum=0.0, exclusive_minimum=True),
-)
-
-
-def step_size(params: Mapping[str, Any], t: int) -> float:
-    """α_t of the job's schedule at iteration t (0-based)."""
-    lr, schedule = float(params["lr"]), params["lr_schedule"]
-    if schedule == "constant":
-        return lr
-    scale = 1.0 + t / float(params["lr_decay_steps"])
-    return lr / scale if schedule == "inverse" else lr / scale ** 0.5

@@ -35,6 +35,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mpidecent import texttable
+
 SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory")
 
 SIZES: dict[str, dict] = {
@@ -117,9 +119,8 @@ class Launcher:
 
 
 def _grid(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+    """A bench table: every column left-aligned."""
+    return texttable.table(head, body, left=len(head))
 
 
 def _machine(launcher: Launcher) -> dict:

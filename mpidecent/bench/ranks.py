@@ -139,9 +139,7 @@ def _runner(comm: MPI.Intracomm, text: str):
 
 
 def _free(runner) -> None:
-    runner.algorithm.close()
-    if runner.neighborhood is not None:
-        runner.neighborhood.free()
+    runner.connection.close()
     runner.comm.Free()
 
 
@@ -229,8 +227,8 @@ def step(comm: MPI.Intracomm, params: dict) -> dict:
 
 def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
     """Quantized push-sum with zero gradients (pure gossip) on a directed ring plus one chord per node
-    (out-degree 2 at every n ≥ 4): fixed-degree, so per-node traffic must not grow with n. The caller
-    frees ``algorithm.ctx.neighborhood``."""
+    (out-degree 2 at every n ≥ 4): fixed-degree, so per-node traffic must not grow with n. Returns
+    (algorithm, connection); the caller closes the connection."""
     from mpidecent.runner import gossip_only
     from mpidecent.topology.graphs import Graph
     from mpidecent.topology.schedule import Schedule
@@ -248,7 +246,7 @@ def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
 def scaling(comm: MPI.Intracomm, params: dict) -> dict:
     rows = []
     for d in params["dims"]:
-        algo = _gossip(comm, int(d), "qsgd", {"levels": 127, "bucket": 64})
+        algo, connection = _gossip(comm, int(d), "qsgd", {"levels": 127, "bucket": 64})
         state = {"t": 0, "bytes": 0}
 
         def one() -> None:
@@ -261,7 +259,7 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
         per_node = comm.allreduce(state["bytes"], op=MPI.SUM) / state["t"] / comm.size
         rows.append({"n": comm.size, "d": int(d), "step_s": t, "bytes_per_node_per_step": per_node,
                      "repeats": repeats})
-        algo.ctx.neighborhood.free()
+        connection.close()
     return {"rows": rows}
 
 
@@ -270,11 +268,11 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
 def memory(comm: MPI.Intracomm, params: dict) -> dict:
     d = int(params["d"])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    algo = _gossip(comm, d, "qsgd", {"levels": 127, "bucket": 64})
+    algo, connection = _gossip(comm, d, "qsgd", {"levels": 127, "bucket": 64})
     for t in range(params["steps"]):
         algo.step(t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    algo.ctx.neighborhood.free()
+    connection.close()
     peaks = comm.gather(peak, root=0)
     befores = comm.gather(before, root=0)
     return {"d": d, "dtype": "float32", "state_vector_bytes": 4 * d, "peak_rss_bytes": peaks,

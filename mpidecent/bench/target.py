@@ -42,7 +42,7 @@ def run(launch: Callable[[Sequence[str], int], None], root: Path, out: Path, pai
     """Run the chosen pairs (indices into PAIRS) with ``launch(mpidecent argv, ranks)`` and compare them;
     ``steps`` overrides run.steps per job file, ``ranks_of`` the rank count per pair."""
     from mpidecent.config import load_jobs
-    from mpidecent.report.reader import read_runs
+    from mpidecent.io.reader import read_runs
 
     rows = []
     for index in pairs:

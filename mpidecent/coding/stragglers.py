@@ -13,7 +13,9 @@ to wait for and the workers know whether to send.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,12 @@ class StragglerModel:
     p: float = 0.0
     shift_s: float = 0.0
     mean_s: float = 0.0
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], workers: int, seed: int) -> StragglerModel:
+        """The model of a job's ``[stragglers]`` section."""
+        return cls(table["model"], workers, seed, count=table["count"], p=table["p"],
+                   shift_s=table["delay_shift_s"], mean_s=table["delay_mean_s"])
 
     @property
     def logical(self) -> bool:

@@ -1,4 +1,5 @@
-"""Reductions over all ranks, on flat numpy buffers (uppercase, in place, no pickle).
+"""Reductions over all ranks, on flat numpy buffers (uppercase, in place, no pickle): the MPI
+implementation of ``comm.protocols.Collectives``.
 
 Every rank of ``comm`` must call each method in the same order.
 """
@@ -25,6 +26,9 @@ class Collectives:
 
     def allreduce_max(self, array: np.ndarray) -> None:
         self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.MAX)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
 
     def sum_scalars(self, *values: float) -> np.ndarray:
         """Element-wise sum over ranks of a few float64 scalars (one Allreduce)."""

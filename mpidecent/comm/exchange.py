@@ -7,8 +7,8 @@ never pickle). Receives are posted before sends.
 
 Static graphs use one tag: MPI keeps messages between a pair of ranks in order on one communicator and
 tag, and every step completes its requests before the next one starts. Time-varying graphs put the
-step number in the tag (modulo the MPI tag limit), so a message can only match the receive of its own
-step.
+step number (or the caller's tag, e.g. the gossip round) in the tag, modulo the MPI tag limit, so a
+message can only match the receive of its own exchange.
 """
 
 from __future__ import annotations
@@ -38,22 +38,17 @@ class NeighborExchange:
         self._requests: list[MPI.Request] = []
         self._received = 0
 
-    def messages_at(self, step: int) -> int:
-        return len(self.slots[step % len(self.slots)][1])
-
-    def bytes_at(self, step: int) -> int:
-        return self.send_nbytes * self.messages_at(step)
-
-    def start(self, send_buf: np.ndarray, step: int = 0) -> None:
+    def start(self, send_buf: np.ndarray, step: int = 0, tag: int | None = None) -> None:
         """Post this step's receives, then send ``send_buf`` (uint8, send_nbytes, contiguous) to every
-        out-neighbour of the step. ``send_buf`` must not be modified until ``wait()`` returns."""
+        out-neighbour of the step. ``send_buf`` must not be modified until ``wait()`` returns. ``tag``
+        (default: ``step``) tells several exchanges of one step apart on time-varying graphs."""
         if self._requests:
             raise RuntimeError("exchange started twice without wait()")
         if send_buf.dtype != np.uint8 or send_buf.nbytes != self.send_nbytes or not send_buf.flags.c_contiguous:
             raise ValueError(f"send buffer must be {self.send_nbytes} contiguous uint8 bytes, got "
                              f"{send_buf.nbytes} {send_buf.dtype}")
         ins, outs = self.slots[step % len(self.slots)]
-        comm, tag = self.comm, step % self.tag_limit
+        comm, tag = self.comm, (step if tag is None else tag) % self.tag_limit
         requests = [comm.Irecv([self.recv[k], MPI.BYTE], source=src, tag=tag) for k, src in enumerate(ins)]
         requests += [comm.Isend([send_buf, MPI.BYTE], dest=dst, tag=tag) for dst in outs]
         self._requests = requests

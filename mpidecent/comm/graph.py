@@ -1,4 +1,5 @@
-"""This rank's neighbourhood on a static or time-varying directed graph.
+"""This rank's neighbourhood on a static or time-varying directed graph: the MPI ``Transport`` of the
+neighbour pattern (``comm/neighbor.py``).
 
 Static graphs: every rank passes its own in- and out-neighbours to
 ``Create_dist_graph_adjacent(reorder=False)`` (communicator ranks = ``COMM_WORLD`` ranks), and the
@@ -17,7 +18,8 @@ from mpidecent.topology.schedule import Schedule
 
 
 class Neighborhood:
-    """In/out-neighbours of this rank at every step, and a factory for preallocated exchanges."""
+    """In/out-neighbours of this rank at every step, and a factory for preallocated exchanges
+    (implements ``comm.protocols.Transport``)."""
 
     def __init__(self, comm: MPI.Intracomm, schedule: Schedule) -> None:
         if schedule.n != comm.size:

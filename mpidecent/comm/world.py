@@ -14,6 +14,8 @@ import sys
 import traceback
 from dataclasses import dataclass
 
+from mpidecent.errors import EXIT_INTERNAL
+
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
 
@@ -24,18 +26,6 @@ def launcher_rank() -> int | None:
         if value is not None and value.isdigit():
             return int(value)
     return None
-
-
-def threads_per_rank() -> int:
-    """Compute threads for one rank: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else 1.
-
-    Never the torch default (all cores), which oversubscribes a node as soon as several ranks share it.
-    """
-    for name in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
 
 
 @dataclass(frozen=True)
@@ -89,8 +79,8 @@ def abort_on_error() -> None:
             from mpi4py import MPI
 
             if MPI.Is_initialized() and not MPI.Is_finalized():
-                MPI.COMM_WORLD.Abort(1)
+                MPI.COMM_WORLD.Abort(EXIT_INTERNAL)
         finally:
-            os._exit(1)
+            os._exit(EXIT_INTERNAL)
 
     sys.excepthook = hook

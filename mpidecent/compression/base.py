@@ -20,15 +20,12 @@ where documented, read-only views of the input bytes).
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from mpidecent.errors import JobError
 from mpidecent.params import Param, resolve
 from mpidecent.rng import RandomKey
 
@@ -83,6 +80,8 @@ class Compressor(ABC):
     unbiased: ClassVar[bool]
     #: Conservative default: an operator is not assumed contractive unless it says so.
     contractive: ClassVar[bool] = False
+    #: For an operator contractive only with some parameters: the setting that makes it so (job syntax).
+    contractive_when: ClassVar[str | None] = None
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
         """``dim``: vector length (≥ 1), fixed for the instance's life; ``dtype``: the state dtype that
@@ -225,15 +224,9 @@ def register_compressor(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
-def build_compressor(name: str, dim: int, dtype: np.dtype | str, table: Mapping[str, Any]) -> Compressor:
-    """Build the operator ``name`` for vectors of length ``dim`` and state ``dtype`` from the job's
-    ``[compression]`` table (its ``name`` key is ignored here). Raises ``JobError`` naming the key for
-    an unknown operator, an unknown key or a bad value."""
-    cls = COMPRESSORS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        names = sorted(COMPRESSORS)
-        close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise JobError(f"[compression] name must be one of {', '.join(names)}; got {name!r}{hint}")
-    values = resolve("compression", cls.params, table, owner=name, ignore=("name",))
-    return cls(dim, dtype, **values)
+def contractive_operators() -> str:
+    """The operators that can be contractive, for messages: "identity, qsgd_contractive, ... or randk
+    (scaled = false)"."""
+    names = [f"{name} ({cls.contractive_when})" if cls.contractive_when else name
+             for name, cls in COMPRESSORS.items() if cls.contractive or cls.contractive_when]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)

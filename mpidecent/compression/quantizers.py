@@ -26,14 +26,13 @@ import numpy as np
 
 from mpidecent.compression import kernels
 from mpidecent.compression.base import Compressor, register_compressor
-from mpidecent.compression.kernels import TWO30, dither_words, lane_sums
+from mpidecent.compression.kernels import F32_MAX, TWO30, dither_words, lane_sums
 from mpidecent.compression.packing import code_dtype, pack_codes, unpack_codes
 from mpidecent.errors import NonFiniteInputError
 from mpidecent.params import Param
 from mpidecent.rng import RandomKey
 
 _WIRE_FLOAT = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _nonfinite_message(op: str, v: np.ndarray, limit: str) -> str:
@@ -228,7 +227,7 @@ class QSGD(Compressor):
         with np.errstate(over="ignore", invalid="ignore"):  # overflow → inf norm, reported below
             np.copyto(self._sq, lane_sums(mag * mag))
         r = np.sqrt(self._sq, out=self._r64)
-        if not r.max() <= _F32_MAX:
+        if not r.max() <= F32_MAX:
             raise NonFiniteInputError(
                 _nonfinite_message(self.describe(), v, "a bucket norm exceeds the float32 range"))
         r32 = r.astype(np.float32)
@@ -432,7 +431,7 @@ class Sign(_SignBits):
         np.abs(v, out=self._abs)                       # float32 → float64 is exact
         with np.errstate(over="ignore"):               # huge float64 input: inf, reported below
             scale = float(np.cumsum(self._abs)[-1]) / self.dim  # in entry order, as the kernel sums
-        if not scale <= _F32_MAX:                      # NaN fails the comparison too
+        if not scale <= F32_MAX:                      # NaN fails the comparison too
             raise NonFiniteInputError(
                 _nonfinite_message(self.describe(), v, "the mean |v_k| exceeds the float32 range"))
         np.less(v, 0.0, out=self._neg)                 # −0.0 < 0 is False: sign(±0) = +1
@@ -475,7 +474,7 @@ class OneBit(_SignBits):
             return
         np.abs(v, out=self._abs)
         r = float(self._abs.max())                     # max propagates NaN
-        if not r <= _F32_MAX:
+        if not r <= F32_MAX:
             raise NonFiniteInputError(
                 _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range"))
         r32 = _f32_round_up(r)

@@ -265,6 +265,7 @@ class RandK(_Sparsifier):
     )
     unbiased: ClassVar[bool] = False
     contractive: ClassVar[bool] = False
+    contractive_when: ClassVar[str | None] = "scaled = false"
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)

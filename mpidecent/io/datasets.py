@@ -15,8 +15,9 @@ rank makes the same number of calls, computed from the layout all ranks share; a
 to read takes part with an empty selection, which h5py's high-level indexing would skip). Without
 ``comm`` (or without MPI in h5py) the same reads are done serially.
 
-Imported lazily by ``mpidecent.learning.data`` so that the pure data module never imports h5py; this
-module never imports mpi4py (it only calls methods of the ``comm`` it is given).
+``load_node_data`` and ``check_data`` are the entry points for every ``[data]`` kind: this module reads
+the file kinds and hands the generated ones to ``mpidecent.learning.data`` (which never imports this
+layer). This module never imports mpi4py (it only calls methods of the ``comm`` it is given).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 from h5py import h5s
 
 from mpidecent.errors import JobError
-from mpidecent.learning.data import NodeData, assemble, make_layout, resolve_path
+from mpidecent.learning.data import (NodeData, assemble, check_generated, data_kind, generate_node_data,
+                                     make_layout, resolve_path)
 
 _MAX_LISTED = 20
 
@@ -255,3 +257,26 @@ def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None
         raise JobError(f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} holds "
                        "NaN or infinite values")
     return data
+
+
+def check_data(values: Mapping[str, Any], nodes: int, base_dir: str | None = None) -> None:
+    """Pure checks of resolved [data] values against the number of nodes, before any collective.
+
+    Raises ``JobError`` (unknown name, too few samples for the nodes, a Dirichlet partition leaving a
+    node empty, a missing or malformed hdf5 file, ...). ``base_dir``: the job file's folder, against
+    which a relative file path is resolved.
+    """
+    if data_kind(values).file:
+        check_hdf5(values, nodes, base_dir)
+    else:
+        check_generated(values, nodes)
+
+
+def load_node_data(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None,
+                   base_dir: str | None = None) -> NodeData:
+    """Node ``node``'s data of any kind; every rank calls it (collectively over ``comm`` for a file)."""
+    if not 0 <= node < nodes:
+        raise ValueError(f"node {node} is not in 0..{nodes - 1}")
+    if data_kind(values).file:
+        return load_hdf5(values, nodes, node, comm, base_dir)
+    return generate_node_data(values, nodes, node)

@@ -1,6 +1,7 @@
 """The results file: one parallel HDF5 file per run (``h5py`` with ``driver="mpio"``).
 
-Layout (``docs/results-format.md`` documents every item)::
+Layout (``docs/results-format.md`` documents every item; the format version and the series are declared
+in ``io/layout.py``, which the serial reader ``io/reader.py`` shares)::
 
     /                       attrs: format_version, mpidecent_version, job, job_source, overrides, world_size,
                                    mpi_library, mpi4py_version, h5py_version, osc_component, started,
@@ -28,27 +29,10 @@ from h5py import h5fd, h5p, h5s
 import numpy as np
 from mpi4py import MPI
 
-FORMAT_VERSION = 1
+# The layout's names, declared in io/layout.py (pure, shared with the reader); importable from here too.
+from mpidecent.io.layout import FORMAT_VERSION, GLOBAL_SERIES, RANK_EXTRA_SERIES, RANK_SERIES, STEP_SERIES
 
-# name → (dtype, unit, description); algorithms may add float64 extras (see Algorithm.extra_metrics).
-RANK_SERIES: dict[str, tuple[str, str, str]] = {
-    "loss": ("f8", "", "mean minibatch training loss (incl. ℓ2) over the steps since the previous log point"),
-    "local_objective": ("f8", "", "F_i at this rank's reported model: full-shard loss + ℓ2"),
-    "bits_sent": ("i8", "bits", "cumulative bits sent (packed payload + headers, counted per out-edge)"),
-    "bytes_sent": ("i8", "bytes", "cumulative bytes handed to MPI sends"),
-    "messages_sent": ("i8", "messages", "cumulative point-to-point messages sent"),
-    "compute_s": ("f8", "s", "cumulative seconds computing (gradients, compression, mixing)"),
-    "comm_s": ("f8", "s", "cumulative seconds in communication calls"),
-}
-GLOBAL_SERIES: dict[str, tuple[str, str, str]] = {
-    "avg_model_loss": ("f8", "", "f(x̄): the network objective at the average of the reported models"),
-    "suboptimality": ("f8", "", "f(x̄) − f*, with f* computed once by Newton's method (NaN if unknown)"),
-    "accuracy": ("f8", "fraction", "training accuracy of the average model"),
-    "consensus_distance": ("f8", "", "(1/n) Σ_i ‖x_i − x̄‖² over the reported models"),
-    "cumulative_bits": ("i8", "bits", "Σ over ranks of bits_sent"),
-    "cumulative_bytes": ("i8", "bytes", "Σ over ranks of bytes_sent"),
-    "wall_s": ("f8", "s", "wall-clock seconds since the start of the training loop (rank 0)"),
-}
+__all__ = ["FORMAT_VERSION", "GLOBAL_SERIES", "RANK_SERIES", "ResultsWriter"]
 
 
 def _attr_value(value: Any) -> Any:
@@ -90,7 +74,7 @@ class ResultsWriter:
         self.size = comm.size
         self.rank_series = dict(RANK_SERIES)
         for name in rank_extras:
-            self.rank_series[name] = ("f8", "", "algorithm-specific per-rank value")
+            self.rank_series[name] = RANK_EXTRA_SERIES
         self.global_series = {**GLOBAL_SERIES, **(global_extras or {})}
         if resume_rows is not None:
             self._reopen(resume_rows)
@@ -100,7 +84,7 @@ class ResultsWriter:
         self.file = h5py.File(path, "w" if overwrite else "w-", driver="mpio", comm=comm)
         self.rows = 0
         metrics = self.file.create_group("metrics")
-        self._step = self._series(metrics, "step", "i8", (), "", "logged step (iterations completed)")
+        self._step = self._series(metrics, "step", STEP_SERIES.dtype, (), STEP_SERIES.unit, STEP_SERIES.description)
         group = metrics.create_group("rank")
         self._rank = {name: self._series(group, name, dt, (self.size,), unit, doc)
                       for name, (dt, unit, doc) in self.rank_series.items()}

@@ -4,7 +4,8 @@ Kinds (``[data] name``, see ``DATASETS``): ``synthetic_logistic`` (binary), ``sy
 (regression, SYN-1 / SYN-2 of ``specs/multi-gossip.md``), ``digits`` (scikit-learn's bundled 8×8 digits,
 binary or multiclass) and ``hdf5`` (a user's file, read in parallel by ``mpidecent.io.datasets``).
 
-How one node's data is made (``load_node_data``, called by every rank):
+How one node's data is made (``io.datasets.load_node_data`` for any kind; ``generate_node_data`` here
+for the generated ones; called by every rank):
 
 1. The full set of N samples: generated from the ``[data]`` keys only (the same on every rank; cheap at
    these sizes), or, for ``hdf5``, the labels read from the file.
@@ -15,11 +16,12 @@ How one node's data is made (``load_node_data``, called by every rank):
    node needs at least one sample. The test set is cut into ``nodes`` near-equal contiguous slices,
    node i evaluating slice i — only to share the evaluation work.
 
-``load_node_data(values, nodes=1, node=0)`` returns the whole training and test sets as one node's
+``load_node_data(values, nodes=1, node=0)`` (``generate_node_data`` here) returns the whole training and test sets as one node's
 shards, which is how a single process can get the global set (e.g. for an exact optimum).
 
-This module is pure: it never imports mpi4py or h5py (the ``hdf5`` kind imports ``mpidecent.io.datasets``
-lazily, inside its ``check`` and ``load``), and scikit-learn only when ``digits`` is used.
+This module is pure: it never imports mpi4py, h5py or the io layer (which builds on it: a file kind is
+declared here, with its keys and task, and read by ``mpidecent.io.datasets``), and scikit-learn only when
+``digits`` is used.
 """
 
 from __future__ import annotations
@@ -345,17 +347,21 @@ def _as_features(features: np.ndarray) -> np.ndarray:
 class DataKind:
     """One value of ``[data] name``.
 
-    ``task(values)``: the task for resolved values. ``load(values, nodes, node, comm, base_dir)``: this
-    node's ``NodeData`` (collective over ``comm`` for hdf5; ``comm`` may be ``None``). ``check(values,
-    nodes, base_dir)``: pure checks before any MPI collective, raising ``JobError``.
+    ``task(values)``: the task for resolved values. Generated kinds: ``load(values, nodes, node)``, this
+    node's ``NodeData``, and ``check(values, nodes)``, pure checks before any MPI collective raising
+    ``JobError``. A file kind has neither (``file = True``): ``mpidecent.io.datasets`` reads and checks it.
     """
 
     name: str
     params: tuple[Param, ...]
     doc: str
     task: Callable[[dict[str, Any]], str]
-    load: Callable[[dict[str, Any], int, int, Any, str | None], NodeData]
-    check: Callable[[dict[str, Any], int, str | None], None]
+    load: Callable[[dict[str, Any], int, int], NodeData] | None = None
+    check: Callable[[dict[str, Any], int], None] | None = None
+
+    @property
+    def file(self) -> bool:
+        return self.load is None
 
 
 def _below_one(value: float) -> str | None:
@@ -405,11 +411,11 @@ def _generated_kind(name: str, params: tuple[Param, ...], doc: str, task: Callab
                     build: Callable[[dict], Dataset], size: Callable[[dict, int], None]) -> DataKind:
     """A kind whose whole set is generated from the job keys on every rank, then sliced."""
 
-    def load(values: dict, nodes: int, node: int, comm: Any = None, base_dir: str | None = None) -> NodeData:
+    def load(values: dict, nodes: int, node: int) -> NodeData:
         size(values, nodes)
         return node_data_from_dataset(build(values), values, nodes, node)
 
-    def check(values: dict, nodes: int, base_dir: str | None = None) -> None:
+    def check(values: dict, nodes: int) -> None:
         size(values, nodes)
         if values["partition"] == "dirichlet":  # only this scheme can fail on the data itself
             make_layout(build(values).targets, values, nodes)
@@ -437,18 +443,6 @@ def _syn_params(samples: int, features: int) -> tuple[Param, ...]:
         Param("noise", float, 0.05, "standard deviation of the additive Gaussian noise on y", minimum=0.0),
         _test_fraction(0.0),
     )
-
-
-def _load_hdf5(values: dict, nodes: int, node: int, comm: Any = None, base_dir: str | None = None) -> NodeData:
-    from mpidecent.io.datasets import load_hdf5
-
-    return load_hdf5(values, nodes, node, comm, base_dir)
-
-
-def _check_hdf5(values: dict, nodes: int, base_dir: str | None = None) -> None:
-    from mpidecent.io.datasets import check_hdf5
-
-    check_hdf5(values, nodes, base_dir)
 
 
 DATASETS: dict[str, DataKind] = {
@@ -510,8 +504,6 @@ DATASETS: dict[str, DataKind] = {
         "a user's HDF5 file (features (N, p) and labels (N,)); each rank reads only its own rows "
         "(parallel HDF5 when h5py has MPI)",
         lambda v: v["task"],
-        _load_hdf5,
-        _check_hdf5,
     ),
 }
 
@@ -547,26 +539,24 @@ def data_task(values: Mapping[str, Any]) -> str:
     return _kind(values).task(dict(values))
 
 
-def check_data(values: Mapping[str, Any], nodes: int, base_dir: str | None = None) -> None:
-    """Pure checks of resolved [data] values against the number of nodes, before any collective.
-
-    Raises ``JobError`` (unknown name, too few samples for the nodes, a Dirichlet partition leaving a
-    node empty, a missing or malformed hdf5 file, ...). ``base_dir``: the job file's folder, against
-    which a relative hdf5 path is resolved.
-    """
+def data_kind(values: Mapping[str, Any]) -> DataKind:
+    """The kind of resolved [data] values, after the checks every kind shares."""
     kind = _kind(values)
     _check_task_partition(values)
-    kind.check(dict(values), nodes, base_dir)
+    return kind
 
 
-def load_node_data(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None,
-                   base_dir: str | None = None) -> NodeData:
-    """Node ``node``'s data; every rank calls it (collectively over ``comm`` for hdf5)."""
+def check_generated(values: Mapping[str, Any], nodes: int) -> None:
+    """Pure checks of a generated kind's resolved [data] values against the number of nodes (too few
+    samples for the nodes, a Dirichlet partition leaving a node empty, ...); raises ``JobError``."""
+    data_kind(values).check(dict(values), nodes)
+
+
+def generate_node_data(values: Mapping[str, Any], nodes: int, node: int) -> NodeData:
+    """Node ``node``'s data of a generated kind (the same on every rank that asks for it)."""
     if not 0 <= node < nodes:
         raise ValueError(f"node {node} is not in 0..{nodes - 1}")
-    kind = _kind(values)
-    _check_task_partition(values)
-    return kind.load(dict(values), nodes, node, comm, base_dir)
+    return data_kind(values).load(dict(values), nodes, node)
 
 
 def resolve_path(path: str, base_dir: str | None) -> str:

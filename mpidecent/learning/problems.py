@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mpidecent.learning.data import NodeData, Shard
-from mpidecent.learning.models import FlatParameters
+from mpidecent.learning.flat import FlatParameters
 from mpidecent.rng import generator
 
 

@@ -1,8 +1,9 @@
 """``mpidecent report RUN.h5 [RUN2.h5 ...]``: compare runs from their results files, query them, plot them.
 
 Pure (h5py, numpy, matplotlib; never mpi4py): runs serially anywhere, on finished, crashed or still
-running runs. ``reader`` reads a file into a ``Run``, ``tables`` makes the comparison table and the
-budget/target queries (text, CSV, JSON), ``plots`` writes the PNG figures. ``main`` is the command.
+running runs. ``mpidecent.io.reader`` reads a file into a ``Run``, ``tables`` makes the comparison table
+and the budget/target queries (text, CSV, JSON), ``plots`` writes the PNG figures. ``main`` is the command
+(its flags are parsed by ``mpidecent.cli.report``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ import math
 import sys
 from collections.abc import Sequence
 
-from mpidecent.report.reader import ReportError, Run, read_run, read_runs
+from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK
+from mpidecent.io.reader import ReportError, Run, read_run, read_runs
 
 __all__ = ["ReportError", "Run", "main", "read_run", "read_runs"]
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2  # as mpidecent.errors.EXIT_BAD_INPUT
 
 
 def _budgets(raw: Sequence[str] | None) -> list[float]:
@@ -48,14 +47,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ReportError("--csv and --json: give one of them")
 
 
-def main(args: argparse.Namespace | Sequence[str]) -> int:
-    """Run the report for parsed CLI arguments (``mpidecent report ...``; a list of strings is parsed
-    as that command's arguments). Returns the exit status: 0, or 2 with one line on stderr for a file
-    or flag it cannot use. Partial runs are reported (and marked), not refused."""
-    if not isinstance(args, argparse.Namespace):
-        from mpidecent.cli import main as cli_main
-
-        return cli_main(["report", *args])
+def main(args: argparse.Namespace) -> int:
+    """Run the report for the parsed arguments of ``mpidecent report ...`` (``mpidecent.cli.report``).
+    Returns the exit status: 0, or 2 with one line on stderr for a file or flag it cannot use. Partial
+    runs are reported (and marked), not refused."""
     try:
         _check_flags(args)
         budgets = _budgets(getattr(args, "budget", None))

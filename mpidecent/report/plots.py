@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mpidecent.comm.linkmodel import LinkModel
-from mpidecent.report.reader import Run
+from mpidecent.io.reader import Run
 
 FIGSIZE = (8.0, 5.0)
 TOPOLOGY_FIGSIZE = (7.0, 7.0)

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from mpidecent.comm.linkmodel import LinkModel
-from mpidecent.report.reader import Run
+from mpidecent.io.reader import Run
+from mpidecent.texttable import grid
 
 MODEL_NOTE = ("modelled time is a model, not a measurement: the sum over log intervals of the slowest rank's "
               "measured compute + 8·bytes sent / bandwidth + messages sent · latency")
@@ -238,16 +239,6 @@ def _num(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    """Aligned text table; the first ``left`` columns left-aligned, the others right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
-
-
 def _status(rec: dict[str, Any]) -> str:
     return f"{rec['status']} (partial)" if rec["partial"] else rec["status"]
 
@@ -256,10 +247,10 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
     """The comparison table (three blocks: runs, final values, extras), the queries and the notes."""
     recs = records(runs, budgets, target)
     out = ["runs"]
-    out += _grid(["run", "status", "algorithm", "compressor", "topology", "n", "steps"],
-                 [[r["run"], _status(r), r["algorithm"], r["compressor"], r["topology"], str(r["n"]),
-                   f"{r['steps']}/{r['steps_requested'] if r['steps_requested'] is not None else '?'}"]
-                  for r in recs], left=5)
+    out += grid(["run", "status", "algorithm", "compressor", "topology", "n", "steps"],
+                [[r["run"], _status(r), r["algorithm"], r["compressor"], r["topology"], str(r["n"]),
+                  f"{r['steps']}/{r['steps_requested'] if r['steps_requested'] is not None else '?'}"]
+                 for r in recs], left=5)
     out += ["", "final values (last logged step)"]
     test_marked = False
     rows = []
@@ -274,8 +265,8 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
                      _num(r["bits_per_step_per_node"], ".1f"), _num(r["wall_s"], ".2f"),
                      "-" if share is None else f"{100 * share:.0f}/{100 * (1 - share):.0f}%",
                      _num(r["modelled_s"], ".4f")])
-    out += _grid(["run", "avg-loss", "subopt", "accuracy", "consensus", "bits", "bytes", "bits/node/step",
-                  "wall s", "compute/comm", "modelled s"], rows)
+    out += grid(["run", "avg-loss", "subopt", "accuracy", "consensus", "bits", "bytes", "bits/node/step",
+                 "wall s", "compute/comm", "modelled s"], rows)
     extra_rows = []
     for r in recs:
         for name, stats in r["extras"].items():
@@ -286,7 +277,7 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
                                f"{100 * stats['fraction']:.2f}%"])
     if extra_rows:
         out += ["", "algorithm extras (last logged value: mean and max over ranks; events: count and share)"]
-        out += _grid(["run", "series", "mean / count", "max / share"], extra_rows, left=2)
+        out += grid(["run", "series", "mean / count", "max / share"], extra_rows, left=2)
     if budgets:
         out += ["", "loss at bit budgets (all ranks' bits; linear interpolation between log points)"]
         qrows = []
@@ -298,7 +289,7 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
                 else:
                     ended = "(no data)" if r["total_bits"] is None else f"(ended at {r['total_bits']:.4g} bits)"
                     qrows.append([r["run"], f"{q['bits']:.4g}", "not reached", "-", ended])
-        out += _grid(["run", "budget bits", "avg-loss", "subopt", "≈ step"], qrows)
+        out += grid(["run", "budget bits", "avg-loss", "subopt", "≈ step"], qrows)
     if target is not None:
         out += ["", f"first logged step with avg-model loss ≤ {target:g}"]
         trows = []
@@ -309,7 +300,7 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
                               _num(t["modelled_s"], ".4f")])
             else:
                 trows.append([r["run"], "not reached", f"(best {_num(t['best_loss'], '.6f')})", "-", "-"])
-        out += _grid(["run", "step", "bits", "wall s", "modelled s"], trows)
+        out += grid(["run", "step", "bits", "wall s", "modelled s"], trows)
     notes = []
     if test_marked:
         notes.append("accuracy: on the test set where marked t, else on the training set")
@@ -321,10 +312,3 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
             notes.append(f"{r['run']} is partial: {r['partial_reason']} ({r['file']})")
     out += [""] + [f"note: {n}" for n in notes]
     return "\n".join(out) + "\n"
-
-
-def comparison_table(paths: Sequence[str]) -> str:
-    """The text report of results files (for the runner's sweep summary); raises ReportError."""
-    from mpidecent.report.reader import read_runs
-
-    return render_text(read_runs(list(paths)))

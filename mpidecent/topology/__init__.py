@@ -12,7 +12,6 @@ Pure numpy (never imports mpi4py or torch), so everything here is testable in on
 
 from mpidecent.topology.graphs import (
     CHORDS_DEFAULT,
-    COMMON_KEYS,
     KIND_PARAM,
     KINDS,
     Graph,
@@ -52,7 +51,7 @@ from mpidecent.topology.weights import (
 )
 
 __all__ = [
-    "CHORDS_DEFAULT", "COMMON_KEYS", "KIND_PARAM", "KINDS", "Graph", "TopologyKind", "build_graph", "chord_ring",
+    "CHORDS_DEFAULT", "KIND_PARAM", "KINDS", "Graph", "TopologyKind", "build_graph", "chord_ring",
     "complete", "erdos_renyi", "exponential", "from_file", "get_kind", "ring", "square_factors", "star",
     "torus",
     "cannot_reach", "connectivity_problem", "is_strongly_connected", "is_weakly_connected",

@@ -41,9 +41,6 @@ from mpidecent.topology.validate import is_strongly_connected
 
 SECTION = "topology"
 
-# Keys of [topology] that are not kind-specific; the caller (config / CLI) handles them.
-COMMON_KEYS: tuple[str, ...] = ("kind", "n", "directed", "weights")
-
 
 # --------------------------------------------------------------------------------------------------
 # Graph
@@ -543,12 +540,12 @@ def build_graph(kind: str, n: int, directed: bool | None, table: Mapping[str, An
                 base_dir: str | Path | None = None) -> Graph:
     """Validate a ``[topology]`` table for ``kind`` and build the graph on ``n`` nodes.
 
-    ``directed=None`` uses the kind's default. The common keys (kind, n, directed, weights) in
-    ``table`` are ignored here; any other key must belong to ``kind``. ``base_dir`` resolves a
+    ``directed=None`` uses the kind's default. Every key of ``table`` must belong to ``kind`` (the keys
+    every kind has are resolved by ``topology/section.py``, which passes the rest). ``base_dir`` resolves a
     relative ``path`` of the ``file`` kind (pass the job file's folder). Raises ``JobError``.
     """
     spec = get_kind(kind)
-    params = resolve(SECTION, spec.params, table, owner=spec.name, ignore=COMMON_KEYS)
+    params = resolve(SECTION, spec.params, table, owner=spec.name)
     if spec.name == "file" and base_dir is not None:
         params = {**params, "base_dir": base_dir}
     return spec.build(n, spec.default_directed if directed is None else directed, params)

@@ -99,6 +99,7 @@ SCHEDULES: dict[str, ScheduleKind] = {
 }
 
 
-def build_schedule(kind: str, n: int, table: Mapping[str, Any], ignore: tuple[str, ...]) -> Schedule:
+def build_schedule(kind: str, n: int, table: Mapping[str, Any]) -> Schedule:
+    """The schedule ``kind`` on ``n`` nodes from its own keys (``table``: no keys every kind has)."""
     spec = SCHEDULES[kind]
-    return spec.build(n, resolve("topology", spec.params, table, owner=kind, ignore=ignore))
+    return spec.build(n, resolve("topology", spec.params, table, owner=kind))

@@ -13,6 +13,7 @@ import pytest
 from cli import ROOT, mpidecent, run_python
 from mpidecent.compression import build_compressor
 from mpidecent.config import load_job, load_text
+from mpidecent.io.reader import read_run
 from mpidecent.plan import plan_job
 
 QUICKSTART = str(ROOT / "jobs" / "quickstart.toml")
@@ -153,8 +154,8 @@ def test_divergence_stops_every_rank_and_keeps_results(tmp_path):
     assert result.returncode == 3, result.stderr
     assert result.stderr.count("run diverged at step") == 1
     assert "gamma=1.0" in result.stderr and "qsgd(levels=4, bucket=64)" in result.stderr
-    with h5py.File(out, "r") as f:
-        assert f.attrs["status"] == "diverged" and f["metrics/step"].shape[0] >= 1
+    run = read_run(str(out))
+    assert run.status == "diverged" and run.rows >= 1
     stable = mpidecent("run", str(job), "--set", "algorithm.gamma=0.2", "--out", str(tmp_path / "stable.h5"),
                        ranks=4, timeout=240)
     assert stable.returncode == 0, stable.stderr
@@ -206,10 +207,10 @@ def test_user_hdf5_data_set_end_to_end(tmp_path):
     out = tmp_path / "user.h5"
     result = mpidecent("run", str(job), "--out", str(out), ranks=4)
     assert result.returncode == 0, result.stderr
-    with h5py.File(out, "r") as f:
-        assert f.attrs["data"] == "hdf5" and f.attrs["task"] == "binary" and f.attrs["num_train"] == 300
-        sub = f["metrics/global/suboptimality"][()]
-        assert np.all(np.isfinite(sub)) and sub[-1] < sub[0] / 5
+    run = read_run(str(out))
+    assert run.attrs["data"] == "hdf5" and run.attrs["task"] == "binary" and run.attrs["num_train"] == 300
+    sub = run.glob("suboptimality")
+    assert np.all(np.isfinite(sub)) and sub[-1] < sub[0] / 5
     missing = mpidecent("run", str(_hdf5_job(tmp_path, path="nope.h5")), "--out", str(tmp_path / "x.h5"), ranks=4)
     assert missing.returncode == 2 and missing.stderr.count("[data] path: no such file") == 1
     wrong = mpidecent("run", str(_hdf5_job(tmp_path, features_dataset="X")), "--out", str(tmp_path / "y.h5"), ranks=4)

@@ -3,11 +3,11 @@ report's bit-budget query: spec property 3 of specs/gradient-coding.md, and the 
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 
 from cli import ROOT, mpidecent
+from mpidecent.io.reader import read_run
 
 BUDGETS = (5e4, 1e5, 2e5, 3e5)
 
@@ -39,13 +39,12 @@ def test_one_bit_gradient_coding_wins_at_equal_uplink_bits(tmp_path):
     assert np.all(3 * one_bit <= uncoded), gaps
     # Both coded runs lost the same two workers every step (the same seeded draws), and the uplink is
     # exactly d + 32 = 53 bits per message for 1-bit and 32·d = 672 for float32.
-    with h5py.File(out / "gc-1bit.h5") as one, h5py.File(out / "gc-32bit.h5") as f32:
-        stragglers = one["events/stragglers"][()]
-        assert stragglers.shape == (1500, 6) and np.all(stragglers.sum(axis=1) == 2)
-        np.testing.assert_array_equal(f32["events/stragglers"][()], stragglers[:200])
-        np.testing.assert_array_equal(one["metrics/rank/bits_sent"][-1][1:], (1500 - stragglers.sum(axis=0)) * 53)
-        np.testing.assert_array_equal(f32["metrics/rank/bits_sent"][-1][1:],
-                                      (200 - stragglers[:200].sum(axis=0)) * 672)
+    one, f32 = read_run(str(out / "gc-1bit.h5")), read_run(str(out / "gc-32bit.h5"))
+    stragglers = one.events["stragglers"]
+    assert stragglers.shape == (1500, 6) and np.all(stragglers.sum(axis=1) == 2)
+    np.testing.assert_array_equal(f32.events["stragglers"], stragglers[:200])
+    np.testing.assert_array_equal(one.rank("bits_sent")[-1][1:], (1500 - stragglers.sum(axis=0)) * 53)
+    np.testing.assert_array_equal(f32.rank("bits_sent")[-1][1:], (200 - stragglers[:200].sum(axis=0)) * 672)
 
 
 @pytest.mark.timeout(200)
@@ -54,10 +53,9 @@ def test_sgc_with_bernoulli_stragglers_is_unbiased_and_records_who_straggled(tmp
     result = mpidecent("run", str(ROOT / "jobs/sgc_bernoulli.toml"), "--out", str(out), "--quiet",
                        "--set", "run.steps=400", ranks=7, timeout=180)
     assert result.returncode == 0, result.stderr
-    with h5py.File(out / "sgc-1bit.h5") as f:
-        stragglers = f["events/stragglers"][()]
-        gap = f["metrics/global/suboptimality"][()]
-        assert f.attrs["status"] == "completed"
+    run = read_run(str(out / "sgc-1bit.h5"))
+    stragglers, gap = run.events["stragglers"], run.glob("suboptimality")
+    assert run.status == "completed"
     assert stragglers.shape == (400, 6)
     assert abs(stragglers.mean() - 0.2) < 0.03  # each worker misses a step with probability p = 0.2
     assert stragglers.sum(axis=1).max() > stragglers.sum(axis=1).min()  # a random number each step

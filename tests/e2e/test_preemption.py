@@ -17,6 +17,7 @@ import pytest
 
 from cli import ROOT, mpidecent
 from mpidecent.io.checkpoint import read_checkpoint
+from mpidecent.io.reader import ReportError, read_header, read_run
 
 QUICKSTART = str(ROOT / "jobs" / "quickstart.toml")
 LONG = ["--set", "run.steps=2000", "--set", "run.log_every=50"]
@@ -24,10 +25,11 @@ TIMING = {"wall_s", "compute_s", "comm_s"}
 
 
 def _series(path) -> dict:
-    with h5py.File(path, "r") as f:
-        data = {"step": f["metrics/step"][()]}
-        for group in ("global", "rank"):
-            data.update({f"{group}/{k}": d[()] for k, d in f["metrics"][group].items() if k not in TIMING})
+    run = read_run(str(path))
+    # "rows": the length of /metrics/step as stored (read_run leaves out trailing rows never written)
+    data = {"step": run.steps, "rows": np.int64(read_header(str(path)).rows)}
+    for group, series in (("global", run.global_series), ("rank", run.rank_series)):
+        data.update({f"{group}/{k}": v for k, v in series.items() if k not in TIMING})
     return data
 
 
@@ -58,10 +60,9 @@ def _wait_for_rows(out, rows: int, proc, limit: float = 120) -> None:
     deadline = time.time() + limit
     while time.time() < deadline and proc.poll() is None:
         try:
-            with h5py.File(out, "r", locking=False) as f:
-                if f["metrics/step"].shape[0] >= rows:
-                    return
-        except (OSError, KeyError):
+            if read_header(str(out)).rows >= rows:  # opened without file locking: the ranks are writing it
+                return
+        except ReportError:  # not created yet, or its attributes not written yet
             pass
         time.sleep(0.2)
     raise AssertionError(f"the run did not log {rows} rows in time")
@@ -76,8 +77,7 @@ def test_stop_signal_checkpoints_and_resume_matches_an_uninterrupted_run(tmp_pat
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 4, stderr
     assert stderr.count("stop requested (SIGUSR1) at step") == 1
-    with h5py.File(out, "r") as f:
-        assert f.attrs["status"] == "preempted"
+    assert read_header(str(out)).status == "preempted"
     resumed = mpidecent("run", QUICKSTART, *LONG, "--out", str(out), "--resume", "--quiet", ranks=4, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert _same_numbers(reference, out) == []
@@ -112,8 +112,8 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, re
     job_toml = _job_toml(["run.checkpoint_every=300"])
     snapshots = [read_checkpoint(str(checkpoint), r, 4, job_toml) for r in range(4)]
     assert {s.step for s in snapshots} == {300}  # the previous checkpoint, intact and verified
-    with h5py.File(out, "r") as f:  # the results written so far stay readable
-        assert f.attrs["status"] == "running" and f["metrics/step"][-1] >= 600
+    run = read_run(str(out))  # the results written so far stay readable
+    assert run.status == "running" and run.last_step >= 600
     resumed = mpidecent("run", QUICKSTART, *LONG, "--set", "run.checkpoint_every=300", "--out", str(out),
                         "--resume", "--quiet", ranks=4, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -165,9 +165,9 @@ def test_a_non_finite_run_stops_and_keeps_results_and_the_last_good_checkpoint(t
     out = tmp_path / "unstable.h5"
     result = mpidecent("run", str(job), "--out", str(out), ranks=4, timeout=240)
     assert result.returncode == 3 and result.stderr.count("run diverged at step") == 1
-    with h5py.File(out, "r") as f:
-        assert f.attrs["status"] == "diverged"
-        diverged_at = int(f.attrs["steps_completed"])
+    run = read_run(str(out))
+    assert run.status == "diverged"
+    diverged_at = int(run.attrs["steps_completed"])
     from mpidecent.config import load_job
 
     snapshot = read_checkpoint(str(tmp_path / "unstable.ckpt.h5"), 0, 4, load_job(job).to_toml())

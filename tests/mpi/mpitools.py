@@ -20,12 +20,15 @@ def all_ranks(condition: bool) -> bool:
 def gossip_algorithm(name: str, graph, weights, compressor: str, comp_params: dict, params: dict,
                      x0: np.ndarray, seed: int = 0):
     """An algorithm with zero gradients (pure gossip) on COMM_WORLD, starting from this rank's ``x0``.
-    ``graph`` is a Graph (with its (n, n) ``weights``) or a Schedule (with a tuple of per-slot weights)."""
+    ``graph`` is a Graph (with its (n, n) ``weights``) or a Schedule (with a tuple of per-slot weights).
+    Its graph communicator is freed at MPI_Finalize."""
     from mpidecent.runner import gossip_only
 
     schedule = graph if isinstance(graph, Schedule) else Schedule.static(graph)
     slot_weights = weights if isinstance(weights, tuple) else (weights,)
-    return gossip_only(MPI.COMM_WORLD, schedule, slot_weights, name, compressor, comp_params, params, x0, seed)
+    algorithm, _ = gossip_only(MPI.COMM_WORLD, schedule, slot_weights, name, compressor, comp_params, params, x0,
+                               seed)
+    return algorithm
 
 
 def plan_of(job_or_text, overrides=()):
@@ -45,22 +48,27 @@ def build_runner(job_or_text, out, overrides=()):
     return Runner(plan_of(job_or_text, overrides), init_mpi(), str(out), overwrite=True, quiet=True)
 
 
+def results(path) -> dict:
+    """A results file's contents through mpidecent's reader (``io/reader.py``), read on rank 0 and
+    broadcast: {"step": array, "attrs": dict, "global/<name>": (L,), "rank/<name>": (L, n),
+    "events/<name>": array}."""
+    from mpidecent.io.reader import read_run
+
+    data = None
+    if MPI.COMM_WORLD.rank == 0:
+        run = read_run(str(path))
+        data = {"step": run.steps, "attrs": run.attrs,
+                **{f"global/{k}": v for k, v in run.global_series.items()},
+                **{f"rank/{k}": v for k, v in run.rank_series.items()},
+                **{f"events/{k}": v for k, v in run.events.items()}}
+    return MPI.COMM_WORLD.bcast(data, root=0)
+
+
 def run_job(job_or_text, out, overrides=()) -> dict:
     """Run a job (a Job, or job text plus --set overrides) in this pytest process on every rank and
-    return its results file's metrics (read on rank 0, broadcast) as {"global/<name>": array,
-    "rank/<name>": array, "step": array, "attrs": dict, "status": exit status}."""
-    import h5py
-
-    comm = MPI.COMM_WORLD
+    return its results file's contents (``results``) plus "status": the exit status."""
     status = build_runner(job_or_text, out, overrides).run()
-    data = None
-    if comm.rank == 0:
-        with h5py.File(out, "r") as f:
-            data = {"step": f["metrics/step"][()], "attrs": dict(f.attrs), "status": status}
-            for group in ("global", "rank"):
-                for name, dset in f["metrics"][group].items():
-                    data[f"{group}/{name}"] = dset[()]
-    return comm.bcast(data, root=0)
+    return {**results(out), "status": status}
 
 
 def sweep(path, out_dir, overrides=()) -> dict[str, dict]:

@@ -4,14 +4,13 @@ bug fails instead of hanging; assertions go through ``all_ranks``."""
 
 import math
 
-import h5py
 import numpy as np
 import pytest
 from mpi4py import MPI
 
-import mpidecent.runner as runner_module
-from mpitools import all_ranks, build_runner, plan_of
-from mpidecent.algorithms import ALGORITHMS, Context
+import mpidecent.runner.loop as runner_module
+from mpitools import all_ranks, build_runner, plan_of, results
+from mpidecent.algorithms import ALGORITHMS
 from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.window import measure_passive_progress
 from mpidecent.compression import build_compressor
@@ -49,7 +48,7 @@ l2 = 0.0
 
 def _least_squares(runner) -> np.ndarray:
     """x* of the whole training set (every rank's shard), from summed normal equations."""
-    shard = runner.data.train
+    shard = runner.node.data.train
     a, b = shard.features.T @ shard.features, shard.features.T @ shard.targets
     packed = np.concatenate([a.ravel(), b])
     Collectives(MPI.COMM_WORLD).allreduce_sum(packed)  # the runner's communicator is freed after run()
@@ -57,16 +56,7 @@ def _least_squares(runner) -> np.ndarray:
     return np.linalg.solve(packed[:d * d].reshape(d, d), packed[d * d:])
 
 
-def _file(path):
-    """Metrics and events of a results file, read on rank 0 and broadcast."""
-    data = None
-    if MPI.COMM_WORLD.rank == 0:
-        with h5py.File(path, "r") as f:
-            data = {"attrs": dict(f.attrs), "step": f["metrics/step"][()]}
-            data.update({f"rank/{k}": v[()] for k, v in f["metrics/rank"].items()})
-            data.update({f"global/{k}": v[()] for k, v in f["metrics/global"].items()})
-            data.update({f"events/{k}": v[()] for k, v in f["events"].items()})
-    return MPI.COMM_WORLD.bcast(data, root=0)
+_file = results  # metrics and events of a results file, read on rank 0 and broadcast
 
 
 @pytest.mark.mpi(min_size=8)
@@ -161,12 +151,20 @@ def test_a_model_arriving_mid_round_keeps_its_information(comm):
     a = np.arange(d, dtype=np.float64)
     b = np.full(d, 10.0) + rank
     g = np.linspace(-1, 1, d)
-    cls = ALGORITHMS["async_gossip"]
-    params = {p.name: p.default for p in cls.params} | {"lr": lr, "local_steps": K, "gossip_rate": 1e-12}
+    from mpidecent.comm.patterns import Wiring
+    from mpidecent.runner.build import context
+    from mpidecent.topology import complete
+    from mpidecent.topology.schedule import Schedule
+
+    spec = ALGORITHMS["async_gossip"]
+    params = {p.name: p.default for p in spec.params} | {"lr": lr, "local_steps": K, "gossip_rate": 1e-12}
     objective = _ConstantGradient(a if rank == 0 else b, g)
-    ctx = Context(rank=rank, size=comm.size, seed=0, dtype=np.dtype(np.float64), params=params, objective=objective,
-                  compressor=build_compressor("identity", d, np.float64, {}), collectives=Collectives(comm))
-    algo = cls(ctx)
+    compressor = build_compressor("identity", d, np.float64, {})
+    graph = complete(comm.size)
+    connection = spec.pattern.connect(comm, Wiring(rank, Schedule.static(graph), (np.eye(comm.size),), d,
+                                                   np.dtype(np.float64), compressor.nbytes))
+    algo = spec.load()(context(spec, connection, rank, comm.size, 0, params, objective, compressor,
+                               Collectives(comm)))
     try:
         if rank == 1:
             for t in range(K):  # one whole round: publishes b' = b − Kαg with V_1[1] = 1
@@ -186,7 +184,7 @@ def test_a_model_arriving_mid_round_keeps_its_information(comm):
         comm.Barrier()
         assert all_ranks(ok)
     finally:
-        algo.close()
+        connection.close()
 
 
 @pytest.mark.mpi(min_size=4)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-import mpidecent.runner as runner_module
+import mpidecent.runner.loop as runner_module
 from mpitools import all_ranks, build_runner, plan_of
 from mpidecent.comm.world import init_mpi
 from mpidecent.config import load_text
 from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
 from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
+from mpidecent.io.reader import read_run
 from mpidecent.runner import Runner
 
 JOB = """
@@ -54,11 +55,11 @@ TIMING = {"wall_s", "compute_s", "comm_s"}
 
 
 def _series(path):
-    with h5py.File(path, "r") as f:
-        data = {"step": f["metrics/step"][()]}
-        for group in ("global", "rank"):
-            data.update({f"{group}/{k}": d[()] for k, d in f["metrics"][group].items() if k not in TIMING})
-        return data, dict(f.attrs)
+    """(every series but the timing ones, root attributes) of a results file, through the reader."""
+    run = read_run(str(path))
+    data = {"step": run.steps, **{f"global/{k}": v for k, v in run.global_series.items() if k not in TIMING},
+            **{f"rank/{k}": v for k, v in run.rank_series.items() if k not in TIMING}}
+    return data, run.attrs
 
 
 def _stop_at(monkeypatch, step: int, rank: int = 1) -> None:

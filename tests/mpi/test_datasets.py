@@ -10,7 +10,8 @@ from mpi4py import MPI
 
 import mpidecent.io.datasets as datasets
 from mpidecent.errors import JobError
-from mpidecent.learning.data import check_data, load_node_data, resolve_data, split_train_test
+from mpidecent.io.datasets import check_data, load_node_data
+from mpidecent.learning.data import resolve_data, split_train_test
 
 
 def everywhere(condition: bool) -> bool:

@@ -47,7 +47,6 @@ def test_exchange_delivers_each_in_neighbours_bytes(comm):
         recv = exchange.wait()
         expected = [_payload(nbytes, j, step) for j in graph.in_neighbors(comm.rank)]
         assert all_ranks(len(recv) == len(expected) and all(np.array_equal(r, e) for r, e in zip(recv, expected)))
-    assert exchange.bytes_at(0) == nbytes * len(graph.out_neighbors(comm.rank))
     with pytest.raises(ValueError, match="must be 1001 contiguous uint8 bytes"):
         exchange.start(np.zeros(10, dtype=np.uint8))
     nbr.free()
@@ -66,6 +65,5 @@ def test_time_varying_exchange_reaches_the_step_peer_with_step_tags(comm):
         recv = exchange.wait()
         (sender,) = schedule.at(step).in_neighbors(comm.rank)
         ok &= len(recv) == 1 and np.array_equal(recv[0], _payload(64, int(sender), step))
-        ok &= exchange.messages_at(step) == 1
     assert all_ranks(ok)
     nbr.free()

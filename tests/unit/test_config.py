@@ -100,7 +100,7 @@ def test_switching_a_plugin_with_set_sets_aside_only_the_old_plugins_keys():
     job = load_text(text, overrides=["algorithm.name=push_sum", "compression.name=identity"])
     assert job.algorithm["name"] == "push_sum" and "gamma" not in job.algorithm
     assert job.set_aside == ("algorithm.gamma", "compression.levels")
-    assert dict(job.compression) == {"name": "identity", "precision": "state"}
+    assert dict(job.compression) == {"name": "identity", "precision": "state", "error_feedback": False}
     # keys unknown to both plug-ins are still errors, and set-aside keys are still checked
     assert "unknown key 'bogus' for identity" in error_of(BASE, ["compression.name=identity",
                                                                  "compression.bogus=1"])
@@ -145,6 +145,11 @@ def test_switching_a_plugin_with_set_sets_aside_only_the_old_plugins_keys():
      "[compression] qsgd(levels=16, bucket=64) is not contractive; multi_gossip needs a contractive operator"),
     ("[algorithm]\nname = \"dpsgd\"\n[topology]\nkind = \"ring\"\n[data]\nname = \"digits\"\n", [],
      "[model] name = 'logistic' solves binary tasks but [data] 'digits' is a multiclass task"),
+    ("[algorithm]\nname = \"push_sum\"\n[topology]\nkind = \"ring\"\n[compression]\nerror_feedback = true\n", [],
+     "[compression] error_feedback = true does not apply to push_sum: its messages carry no compression error "
+     "forward (error feedback applies to gradient_coding, uncoded); remove it"),
+    ("[algorithm]\nname = \"uncoded\"\n[compression]\nname = \"sign\"\nerror_feedback = \"yes\"\n", [],
+     "[compression] error_feedback must be true or false"),
     ("[run\nsteps = 3\n", [], "invalid TOML"),
     ("run = 3\n", [], "[run] must be a table"),
 ])
@@ -174,6 +179,33 @@ def test_job_file_reference_is_in_sync_with_the_code():
     doc = Path(__file__).resolve().parents[2] / "docs" / "job-file.md"
     assert doc.read_text(encoding="utf-8") == job_reference(), \
         "regenerate it: python -m mpidecent.config > docs/job-file.md"
+
+
+def test_error_feedback_is_stored_in_the_job_only_when_set():
+    """A key added after results files existed: a job without it keeps its stored text, so --resume of an
+    older run still finds the same job; set, it round-trips."""
+    plain = load_text(GC)
+    assert plain.compression["error_feedback"] is False and "error_feedback" not in plain.to_toml()
+    with_ef = load_text(GC, overrides=["compression.name=sign", "compression.error_feedback=true"])
+    assert "error_feedback = true" in with_ef.to_toml()
+    assert load_text(with_ef.to_toml()).to_toml() == with_ef.to_toml()
+
+
+def test_reading_every_shipped_job_needs_no_torch_mpi_or_algorithm_code():
+    """config validates against declarations (algorithms/catalog.py, comm/patterns.py): checking a job
+    loads neither torch, mpi4py, numba nor h5py, nor any algorithm's implementation."""
+    import subprocess
+    import sys
+
+    code = ("import sys, glob, mpidecent.config as c\n"
+            "for p in sorted(glob.glob('jobs/*.toml')): c.load_jobs(p)\n"
+            "heavy = {'torch', 'mpi4py', 'numba', 'h5py', 'matplotlib'} & set(sys.modules)\n"
+            "impl = [m for m in sys.modules if m.startswith('mpidecent.algorithms.') and "
+            "m.split('.')[-1] not in ('catalog', 'lr')]\n"
+            "print(sorted(heavy), impl)")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[] []", out.stdout
 
 
 def test_validation_needs_no_mpi():

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from mpidecent.errors import JobError
-from mpidecent.learning.data import (COMMON_PARAMS, DATASETS, TASKS, NodeData, Shard, check_data, data_task,
-                                     digits, load_node_data, partition, resolve_data, syn_regression, syn_truth)
+from mpidecent.io.datasets import check_data, load_node_data
+from mpidecent.learning.data import (COMMON_PARAMS, DATASETS, TASKS, NodeData, Shard, data_task, digits, partition,
+                                     resolve_data, syn_regression, syn_truth)
 
 
 def load_all(values, nodes, base_dir=None):

@@ -4,7 +4,6 @@ bookkeeping, delta semantics, job validation and ``mpidecent simulate-gossip``."
 
 import math
 
-import h5py
 import numpy as np
 import pytest
 
@@ -147,7 +146,8 @@ def test_gossip_defaults_to_the_complete_graph_and_refuses_a_disconnected_one():
 
 
 def test_simulate_gossip_writes_the_results_layout_and_prints_the_table(tmp_path, capsys):
-    from mpidecent.report.reader import SUPPORTED_FORMAT_VERSION, read_run
+    from mpidecent.io.layout import FORMAT_VERSION
+    from mpidecent.io.reader import read_run
 
     job = tmp_path / "sim.toml"
     job.write_text(GOSSIP + "gossip_rate = 1.0\n")
@@ -158,11 +158,10 @@ def test_simulate_gossip_writes_the_results_layout_and_prints_the_table(tmp_path
     run = read_run(str(path))
     assert not run.partial and run.n == 16 and list(run.steps) == [0, 10, 20, 30, 40]
     assert run.rank("staleness_mean").shape == (5, 16) and run.algorithm == "async_gossip"
-    with h5py.File(path) as f:
-        assert f.attrs["format_version"] == SUPPORTED_FORMAT_VERSION
-        assert f.attrs["gossip_rate_per_user"] == pytest.approx(math.log(16))
-        assert f.attrs["mean_staleness"] > 0 and f.attrs["inconsistencies"] == 0
-        assert f["events/updates"].shape == (16,) and f["metrics/global/logical_time"][-1] == pytest.approx(40.0)
+    assert run.attrs["format_version"] == FORMAT_VERSION and run.attrs["kind"] == "simulation"
+    assert run.attrs["gossip_rate_per_user"] == pytest.approx(math.log(16))
+    assert run.attrs["mean_staleness"] > 0 and run.attrs["inconsistencies"] == 0
+    assert run.events["updates"].shape == (16,) and run.glob("logical_time")[-1] == pytest.approx(40.0)
     # An existing file is refused (one line, status 2) unless --force; bad flags name themselves.
     assert main(["simulate-gossip", str(job), "-n", "8", "--out", str(path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1

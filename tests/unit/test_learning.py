@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from mpidecent.errors import JobError
-from mpidecent.learning.data import load_node_data, resolve_data
-from mpidecent.learning.models import FlatParameters, LogisticModel, build_flat_model, check_model_task, resolve_model
+from mpidecent.io.datasets import load_node_data
+from mpidecent.learning.data import resolve_data
+from mpidecent.learning.flat import FlatParameters, build_flat_model
+from mpidecent.learning.models import check_model_task, resolve_model
+from mpidecent.learning.networks import LogisticModel
 from mpidecent.learning.problems import TorchObjective, glm_optimum
 
 

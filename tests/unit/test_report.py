@@ -22,11 +22,11 @@ from mpidecent.comm.linkmodel import LinkModel
 from mpidecent.config import LINK_PARAMS, load_text
 from mpidecent.errors import JobError
 from mpidecent.progress import Progress
-from mpidecent.report import main as report_main
+from mpidecent.io import layout
+from mpidecent.io.reader import (BASE_GLOBAL_SERIES, BASE_RANK_SERIES, SUPPORTED_FORMAT_VERSION, ReportError, RunHeader,
+                                 read_header, read_run, read_runs)
 from mpidecent.report.plots import (FIGSIZE, TOPOLOGY_FIGSIZE, _staleness_figure, _stragglers_figure, pixel_size,
                                     write_plots)
-from mpidecent.report.reader import (BASE_GLOBAL_SERIES, BASE_RANK_SERIES, SUPPORTED_FORMAT_VERSION, ReportError,
-                                     read_run, read_runs)
 from mpidecent.report.tables import budget_query, render_csv, render_json, render_text, summarize, target_query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,18 +125,53 @@ def report(capsys, *argv) -> tuple[int, str, str]:
 # ---- reader ------------------------------------------------------------------------------------------------
 
 
-def test_reader_constants_match_the_writer():
-    """The reader cannot import io/results.py (mpi4py); its copies of the writer's names must agree."""
+def test_reader_and_writer_take_the_layout_from_one_module():
+    """io/layout.py declares the format version and the series once; the reader derives its names from it,
+    and the writer (io/results.py, which needs mpi4py: checked by its source) imports them, defining none."""
+    assert SUPPORTED_FORMAT_VERSION == layout.FORMAT_VERSION == 1
+    assert BASE_RANK_SERIES == tuple(layout.RANK_SERIES) == ("loss", "local_objective", "bits_sent", "bytes_sent",
+                                                             "messages_sent", "compute_s", "comm_s")
+    assert BASE_GLOBAL_SERIES == (*layout.GLOBAL_SERIES, *layout.TEST_SERIES)
+    assert set(layout.TEST_SERIES) == {"test_loss", "test_accuracy"}
+    for series in (*layout.RANK_SERIES.values(), *layout.GLOBAL_SERIES.values(), *layout.TEST_SERIES.values()):
+        assert series.dtype in ("i8", "f8") and series.description
     tree = ast.parse((ROOT / "mpidecent/io/results.py").read_text(encoding="utf-8"))
-    values = {}
-    for node in tree.body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-            if isinstance(target, ast.Name) and target.id in ("FORMAT_VERSION", "RANK_SERIES", "GLOBAL_SERIES"):
-                values[target.id] = ast.literal_eval(node.value)
-    assert values["FORMAT_VERSION"] == SUPPORTED_FORMAT_VERSION
-    assert tuple(values["RANK_SERIES"]) == BASE_RANK_SERIES
-    assert set(values["GLOBAL_SERIES"]) <= set(BASE_GLOBAL_SERIES)
+    names = ("FORMAT_VERSION", "RANK_SERIES", "GLOBAL_SERIES")
+    imported = {alias.name for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.module == "mpidecent.io.layout" for alias in node.names}
+    assert set(names) <= imported
+    assigned = {t.id for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    assert not assigned & set(names)
+
+
+def test_read_header_gives_job_status_and_rows(tmp_path):
+    path = write_results(tmp_path / "a.h5", rows=3, status="preempted")
+    header = read_header(str(path))
+    assert header == RunHeader(job=load_text(JOB.format(name="syn")).to_toml(), status="preempted", rows=3)
+    assert load_text(header.job).run["name"] == "syn"
+    with h5py.File(path, "a") as f:
+        del f.attrs["status"]
+    assert read_header(path).status == "unknown"
+
+
+def test_read_header_refuses_unusable_files_in_one_line(tmp_path):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=np.arange(3))
+    newer = write_results(tmp_path / "newer.h5", format_version=SUPPORTED_FORMAT_VERSION + 1)
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    no_steps = write_results(tmp_path / "nosteps.h5")
+    with h5py.File(no_steps, "a") as f:
+        del f["metrics/step"]
+    cases = [(foreign, "not an mpidecent results file"), (newer, "is newer than this mpidecent reads"),
+             (text, "(not an HDF5 file)"), (tmp_path / "missing.h5", "no such file"), (tmp_path, "is a directory"),
+             (no_steps, "damaged results file (no /metrics/step series)")]
+    for path, message in cases:
+        with pytest.raises(ReportError) as info:
+            read_header(str(path))
+        assert message in str(info.value) and "\n" not in str(info.value), path
 
 
 def test_run_holds_the_hdf5_data(tmp_path):
@@ -254,7 +289,7 @@ def test_partial_file_is_reported_as_partial(tmp_path, capsys):
     code, out, err = report(capsys, path)
     assert code == 0 and err == ""
     assert "running (partial)" in out and "10/30" in out
-    assert f"note: syn is partial: status 'running'" in out
+    assert "note: syn is partial: status 'running'" in out
     assert json.loads(report(capsys, path, "--json")[1])["runs"][0]["partial"] is True
     # A completed run with fewer rows than its job logs is partial too.
     assert read_run(str(write_results(tmp_path / "short.h5", rows=3))).partial
@@ -402,10 +437,11 @@ def test_topology_plot(tmp_path, capsys):
 
 
 def test_report_modules_need_no_mpi():
-    code = ("import sys, mpidecent.report, mpidecent.report.reader, mpidecent.report.tables, "
+    code = ("import sys, mpidecent.io.layout; print('h5py' in sys.modules or 'mpi4py' in sys.modules); "
+            "import mpidecent.report, mpidecent.io.reader, mpidecent.report.tables, mpidecent.cli.report, "
             "mpidecent.report.plots, mpidecent.comm.linkmodel, mpidecent.progress; print('mpi4py' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["False", "False"]
 
 
 # ---- progress -----------------------------------------------------------------------------------------

@@ -329,10 +329,16 @@ def test_registry_declares_kinds_and_defaults():
         assert spec.describe().startswith(spec.name)
 
 
-def test_build_graph_uses_kind_default_and_ignores_common_keys():
+def test_build_graph_uses_kind_default_and_takes_the_kinds_own_keys():
+    """The keys every kind has are resolved by topology/section.py, which hands build_graph the rest."""
+    from mpidecent.topology.section import kind_keys, resolve_common, resolve_specific
+
     table = {"kind": "ring", "directed": True, "weights": "metropolis", "n": 5}
-    assert build_graph("ring", 5, None, table) == ring(5)
-    assert build_graph("ring", 5, True, table) == ring(5, directed=True)
+    assert resolve_common(table) == table and resolve_specific("ring", table) == {}
+    assert build_graph("ring", 5, None, kind_keys(table)) == ring(5)
+    assert build_graph("ring", 5, True, kind_keys(table)) == ring(5, directed=True)
+    with pytest.raises(JobError, match=r"unknown key 'kind' for ring \(ring has no keys of its own\)"):
+        build_graph("ring", 5, None, table)
 
 
 def test_unknown_kind_suggests():

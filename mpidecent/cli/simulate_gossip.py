@@ -7,7 +7,7 @@ Each job (or sweep variant) × n × policy is one simulation of the job's system
 (c + Exp(μ) per round, ``[run] steps / local_steps`` rounds per user on average, i.e. horizon
 T = steps / (K·λ_e)), its gossip rate and rate policy, its seed and graph, over n users. Every job is
 validated before the first simulation; a bad one ends the command with one line and status 2. Each
-simulation writes a results file (``gossip/simfile.py``) and the command prints mean staleness vs n.
+simulation writes a results file (``io/simulation.py``) and the command prints mean staleness vs n.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, JobError
 from mpidecent.gossip.simulator import DEFAULT_SOURCES, MODES, SimResult, SimSetup, simulate
 from mpidecent.gossip.versions import RATE_POLICIES, MODE_FACTOR, gossip_rate, version_rate
+from mpidecent.texttable import table
 
 
 def add_parser(sub) -> None:
@@ -145,13 +146,11 @@ def staleness_table(rows: list[tuple[_Planned, SimResult]]) -> str:
         lines.append([item.label, str(item.n), item.policy, f"{item.setup.rate:.3f}", f"{r.mean_staleness:.4f}",
                       f"{r.max_staleness:.0f}", f"{r.formula:.4f}", f"{r.ratio:.4f}", f"{r.events:,}",
                       f"{r.wall_s:.2f}"])
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+    return table(header, lines, left=3)
 
 
 def main(args: argparse.Namespace) -> int:
-    from mpidecent.gossip.simfile import write_simulation
+    from mpidecent.io.simulation import write_simulation
 
     try:
         planned = plan_simulations(args)

@@ -26,8 +26,7 @@ import numpy as np
 import mpidecent
 from mpidecent.gossip.simulator import SimResult
 from mpidecent.gossip.versions import MODE_FACTOR
-
-FORMAT_VERSION = 1  # io/results.py's FORMAT_VERSION (not imported: it needs mpi4py); a test keeps them equal
+from mpidecent.io.layout import FORMAT_VERSION
 
 
 def _series(group: h5py.Group, name: str, data: np.ndarray, unit: str, doc: str) -> None:

@@ -1,7 +1,9 @@
 """Reading one results file (``docs/results-format.md``) into a ``Run`` — serially, read-only.
 
-Pure: h5py with its default driver and numpy, never mpi4py, so the report runs anywhere (a laptop
-without MPI, a login node) on files written by any number of ranks.
+The one reader of results files: ``mpidecent report``, ``mpidecent run --resume`` (``read_header``), the
+bench and the tests use it. Pure: h5py with its default driver and numpy, never mpi4py, so it runs
+anywhere (a laptop without MPI, a login node) on files written by any number of ranks. The layout's
+names and format version come from ``io/layout.py``, shared with the parallel writer ``io/results.py``.
 
 A file that is not an mpidecent results file is refused with one line (``ReportError``); a file of a
 newer ``format_version`` than this reader knows is refused too. A file of a run that crashed, was
@@ -20,21 +22,33 @@ import h5py
 import numpy as np
 
 from mpidecent.comm.linkmodel import LinkModel
+from mpidecent.io.layout import FORMAT_VERSION, GLOBAL_SERIES, RANK_SERIES, TEST_SERIES
 
-# The newest results format this reader understands (the writer's ``io.results.FORMAT_VERSION``; the
-# writer is not imported here because it needs mpi4py). Policy: docs/results-format.md.
-SUPPORTED_FORMAT_VERSION = 1
+__all__ = ["BASE_GLOBAL_SERIES", "BASE_RANK_SERIES", "DEFAULT_LINK", "SUPPORTED_FORMAT_VERSION", "ReportError",
+           "Run", "RunHeader", "expected_rows", "read_header", "read_run", "read_runs"]
 
-# The series every run writes (io/results.py); anything else under /metrics/rank is an algorithm extra.
-BASE_RANK_SERIES = ("loss", "local_objective", "bits_sent", "bytes_sent", "messages_sent", "compute_s", "comm_s")
-BASE_GLOBAL_SERIES = ("avg_model_loss", "suboptimality", "accuracy", "consensus_distance", "cumulative_bits",
-                      "cumulative_bytes", "wall_s", "test_loss", "test_accuracy")
+# The newest results format this reader understands: the one the writer writes. Policy: docs/results-format.md.
+SUPPORTED_FORMAT_VERSION = FORMAT_VERSION
+
+# The series the runner writes (io/layout.py); anything else under /metrics/rank or /metrics/global is an
+# algorithm's extra.
+BASE_RANK_SERIES: tuple[str, ...] = tuple(RANK_SERIES)
+BASE_GLOBAL_SERIES: tuple[str, ...] = (*GLOBAL_SERIES, *TEST_SERIES)
 
 DEFAULT_LINK = LinkModel()
 
 
 class ReportError(Exception):
     """A file or flag the report cannot use; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What ``mpidecent run --resume`` needs of an existing results file (``read_header``)."""
+
+    job: str  # the stored resolved job: the TOML text of the root attribute ``job`` ("" if absent)
+    status: str  # root attribute ``status``; "unknown" if absent
+    rows: int  # log rows written: the length of /metrics/step
 
 
 @dataclass
@@ -229,6 +243,25 @@ def read_run(path: str) -> Run:
     with _open(path) as f:
         try:
             return _read(path, f)
+        except ReportError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
+
+
+def read_header(path: str) -> RunHeader:
+    """The stored job, the status and the row count of a results file, without reading its series;
+    raises ``ReportError`` with a one-line message (no such file, not a results file, a newer format,
+    no /metrics/step)."""
+    path = str(path)
+    with _open(path) as f:
+        try:
+            _check_version(path, f.attrs)
+            step = f.get("metrics/step")
+            if not isinstance(step, h5py.Dataset) or step.ndim != 1:
+                raise ReportError(f"{path}: damaged results file (no /metrics/step series)")
+            return RunHeader(job=str(_python(f.attrs.get("job", ""))),
+                             status=str(_python(f.attrs.get("status", "unknown"))), rows=int(step.shape[0]))
         except ReportError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as err:

@@ -1,0 +1,258 @@
+"""Every algorithm's declaration: job keys, communication pattern, accepted compressors and checks.
+
+Pure (numpy, the pattern declarations, the gradient codes): reading and checking a job
+(``config.py``, ``plan.py``) uses only these declarations and never imports an algorithm's code, torch
+or mpi4py. The implementation — one file per family holding the state and the update equations — is
+imported by ``AlgorithmSpec.load`` when a run starts.
+
+To add an algorithm: write its file (a subclass of ``algorithms.base.Algorithm``) and declare it here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mpidecent.coding.codes import GradientCode, crc, frc, sgc, uncoded
+from mpidecent.comm.patterns import AllReduce, MasterWorker, NeighborGossip, OneSidedGossip, Pattern
+from mpidecent.errors import JobError
+from mpidecent.gossip.versions import RATE_POLICIES
+from mpidecent.params import Param
+from mpidecent.algorithms.lr import LR_PARAMS
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Which data a rank trains on and evaluates.
+
+    The training set is cut into ``nodes`` partitions (the job's partition scheme). ``train`` lists
+    (partition, weight) pairs: the rank's objective is Σ weight · mean loss of the partition (one
+    partition with weight 1 = the usual F_i). ``evaluate`` is the partition this rank evaluates for the
+    network metrics (None: none), so that every partition counts once. ``regularize``: whether the rank's
+    gradient includes the ℓ2 term (a master that adds it itself turns it off on its workers).
+    """
+
+    nodes: int
+    train: tuple[tuple[int, float], ...]
+    evaluate: int | None
+    regularize: bool = True
+
+
+def one_partition_per_rank(job: Any, world_size: int, rank: int) -> DataLayout:
+    """The usual layout: partition ``rank`` of ``world_size``, trained and evaluated by that rank."""
+    return DataLayout(world_size, ((rank, 1.0),), rank)
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One algorithm as the job file and the planner see it.
+
+    ``implementation``: "module:Class" under ``mpidecent.algorithms``. ``compressors``: the
+    ``[compression] name`` values it accepts (None: any). ``needs_contractive``: the operator must be
+    contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs. ``error_feedback``: it has a
+    compressed stream that error feedback may wrap (``[compression] error_feedback = true``).
+    ``status_every_step``: the runner agrees on divergence and stop signals after every step (False:
+    only at log and checkpoint boundaries, so ranks need not wait for each other in between).
+    ``check_world(job, n)``: further checks for n ranks (JobError). ``code``: master/worker algorithms'
+    gradient code, (params, stragglers, workers, seed) → ``GradientCode``.
+    """
+
+    name: str
+    doc: str
+    pattern: Pattern
+    implementation: str
+    params: tuple[Param, ...] = LR_PARAMS
+    compressors: tuple[str, ...] | None = ("identity",)
+    needs_contractive: bool = False
+    error_feedback: bool = False
+    status_every_step: bool = True
+    check_world: Callable[[Any, int], None] | None = None
+    data_layout: Callable[[Any, int, int], DataLayout] = one_partition_per_rank
+    code: Callable[[Mapping[str, Any], Mapping[str, Any], int, int], GradientCode] | None = None
+
+    def load(self) -> type:
+        """The implementing class (imports its module: torch, and mpi4py where it needs it)."""
+        module, _, cls = self.implementation.partition(":")
+        return getattr(importlib.import_module(f"mpidecent.algorithms.{module}"), cls)
+
+
+# ---- shared keys ---------------------------------------------------------------------------------------
+
+DEBIAS = Param("debias", bool, True,
+               "take gradients at and report z = x / y (false: use the raw mass x; a negative control that "
+               "is biased on irregular digraphs)")
+BETA = Param("beta", float, 0.9, "momentum coefficient β", minimum=0.0, maximum=1.0)
+GOSSIP_GAMMA = Param("gamma", float, 0.1, "consensus step size γ of each gossip round", minimum=0.0,
+                     exclusive_minimum=True, maximum=1.0)
+
+# ---- async gossip --------------------------------------------------------------------------------------
+
+
+def _rank_list(value: list) -> str | None:
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return "must be a list of rank numbers (integers ≥ 0)"
+    if len(set(value)) != len(value):
+        return "lists a rank twice"
+    return None
+
+
+def _check_slow_ranks(job: Any, world_size: int) -> None:
+    slow = [r for r in job.algorithm["slow_ranks"] if r >= world_size]
+    if slow:
+        raise JobError(f"[algorithm] slow_ranks lists rank {slow[0]} but only {world_size} ranks were started "
+                       f"(ranks 0..{world_size - 1})")
+
+
+ASYNC_PARAMS: tuple[Param, ...] = (
+    *LR_PARAMS,
+    Param("local_steps", int, 1, "K: local SGD steps per update round (one runner step = one SGD step)",
+          minimum=1),
+    Param("gossip_rate", float, 2.0, "λ: gossips per unit of logical time (clock = logical) or per second "
+          "(clock = wall), before rate_policy", minimum=0.0, exclusive_minimum=True),
+    Param("rate_policy", str, "constant", "λ_i = gossip_rate (constant) or gossip_rate · ln n (log_n: "
+          "staleness stays bounded as n grows)", choices=RATE_POLICIES),
+    Param("clock", str, "logical", "logical: seeded event times (rounds c + Exp(μ), gossips Exp(λ)), "
+          "reproducible event order per rank; wall: gossips at Exp(λ) seconds of real time",
+          choices=("logical", "wall")),
+    Param("round_shift", float, 0.5, "c: fixed part of a round's logical length (version rate "
+          "λ_e = 1/(c + 1/μ))", minimum=0.0),
+    Param("round_rate", float, 2.0, "μ: rate of the exponential part of a round's logical length",
+          minimum=0.0, exclusive_minimum=True),
+    Param("deadline_s", float, 0.0, "shared wall-clock deadline in seconds after the start: every rank "
+          "stops working then (0 = none: each rank runs its [run] steps)", minimum=0.0),
+    Param("slow_ranks", list, [], "ranks made slow: each of their rounds sleeps slow_delay_shift_s + "
+          "Exp(slow_delay_mean_s) seconds (seeded)", check=_rank_list),
+    Param("slow_delay_shift_s", float, 0.0, "slow ranks: fixed part of the sleep per round, seconds",
+          minimum=0.0),
+    Param("slow_delay_mean_s", float, 0.02, "slow ranks: mean of the exponential part of the sleep, seconds",
+          minimum=0.0),
+    Param("sample_every", int, 1, "sample the staleness every this many rounds (reads every rank's round "
+          "counter: n Gets of 8 bytes)", minimum=1),
+)
+
+# ---- master/worker: gradient codes, data layout, checks ------------------------------------------------
+
+
+def straggle_probability(table: Mapping[str, Any], tolerance: int, workers: int) -> float:
+    """p of SGC's scale 1/(d(1 − p)): the chance that a worker is among the stragglers of a step."""
+    if table["model"] == "bernoulli":
+        return float(table["p"])
+    if table["model"] == "fixed":
+        return table["count"] / workers
+    if table["model"] == "delay":
+        return tolerance / workers
+    return 0.0
+
+
+def gradient_code(params: Mapping[str, Any], stragglers: Mapping[str, Any], workers: int, seed: int) -> GradientCode:
+    kind = params["code"]
+    if kind == "frc":
+        return frc(workers, params["stragglers"])
+    if kind == "crc":
+        return crc(workers, params["stragglers"], seed)
+    return sgc(workers, params["replication"], straggle_probability(stragglers, params["stragglers"], workers))
+
+
+def uncoded_code(params: Mapping[str, Any], stragglers: Mapping[str, Any], workers: int, seed: int) -> GradientCode:
+    return uncoded(workers)
+
+
+def _coded_layout(code: Callable[..., GradientCode]) -> Callable[[Any, int, int], DataLayout]:
+    def layout(job: Any, world_size: int, rank: int) -> DataLayout:
+        """Worker w (rank w + 1) trains on the partitions it holds, weighted B_wj / n, and evaluates
+        partition w (so each partition counts once); the master holds no data."""
+        workers = world_size - 1
+        if rank == 0:
+            return DataLayout(workers, (), None, regularize=False)
+        w = rank - 1
+        matrix = code(job.algorithm, job.stragglers, workers, job.run["seed"])
+        return DataLayout(workers, tuple((int(j), float(matrix.B[w, j]) / workers) for j in matrix.partitions(w)),
+                          w, regularize=False)
+    return layout
+
+
+def _coded_check(code: Callable[..., GradientCode]) -> Callable[[Any, int], None]:
+    def check(job: Any, n: int) -> None:
+        """A code that fits n − 1 workers and survives the job's stragglers."""
+        params, stragglers = job.algorithm, job.stragglers
+        workers = n - 1
+        try:
+            matrix = code(params, stragglers, workers, job.run["seed"])
+        except ValueError as err:
+            raise JobError(f"[algorithm] {err} ({workers} workers = ranks − 1); change stragglers or the number "
+                           "of ranks") from None
+        exact = matrix.exact and not params.get("approximate", False)
+        if stragglers["model"] == "fixed" and stragglers["count"] > workers - 1:
+            raise JobError(f"[stragglers] count = {stragglers['count']} leaves no worker among {workers}")
+        if exact and stragglers["model"] == "fixed" and stragglers["count"] > matrix.tolerance:
+            raise JobError(f"[stragglers] count = {stragglers['count']} is more than the {params['code']} code "
+                           f"tolerates (stragglers = {matrix.tolerance}); raise [algorithm] stragglers or set "
+                           "approximate = true")
+        if exact and stragglers["model"] == "bernoulli":
+            raise JobError(f"[stragglers] model = \"bernoulli\" can exceed what the exact {params['code']} code "
+                           f"tolerates; use code = \"sgc\" or set [algorithm] approximate = true")
+    return check
+
+
+def _master_worker(name: str, doc: str, implementation: str, params: tuple[Param, ...],
+                   code: Callable[..., GradientCode]) -> AlgorithmSpec:
+    return AlgorithmSpec(name, doc, MasterWorker(), implementation, params, compressors=None, error_feedback=True,
+                         status_every_step=False, check_world=_coded_check(code), data_layout=_coded_layout(code),
+                         code=code)
+
+
+# ---- the registry --------------------------------------------------------------------------------------
+
+_DIRECTED = NeighborGossip(directed=True, weights="column_stochastic", time_varying=True)
+_UNDIRECTED = NeighborGossip(directed=False, weights="doubly_stochastic")
+
+ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
+    AlgorithmSpec("allreduce_sgd", "centralized all-reduce SGD (the data-parallel reference)", AllReduce(),
+                  "allreduce_sgd:AllreduceSGD"),
+    AlgorithmSpec("async_gossip", "asynchronous randomized gossip on one-sided MPI windows: K local SGD steps "
+                  "per round, pull-and-average with a random peer at rate λ, version vectors and staleness "
+                  "(Mitra & Ulukus 2024)", OneSidedGossip(), "async_gossip:AsyncGossip", ASYNC_PARAMS,
+                  status_every_step=False, check_world=_check_slow_ranks),
+    AlgorithmSpec("dpsgd", "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision exchange",
+                  _UNDIRECTED, "dpsgd:DPSGD"),
+    _master_worker("gradient_coding", "gradient coding with stragglers, master/worker (Li & Skoglund 2024); "
+                   "1-bit or full-precision messages", "gradient_coding:GradientCoding", (
+                       *LR_PARAMS,
+                       Param("code", str, "frc", "frc (fractional repetition), crc (cyclic repetition), sgc "
+                             "(stochastic)", choices=("frc", "crc", "sgc")),
+                       Param("stragglers", int, 1, "s: stragglers an exact code (frc, crc) tolerates; with the "
+                             "delay model the master waits for n − s workers", minimum=0),
+                       Param("replication", int, 2, "sgc: workers holding each partition", minimum=1),
+                       Param("approximate", bool, False, "allow more stragglers than the code tolerates "
+                             "(rescaled partial decoding instead of an error)"),
+                   ), gradient_code),
+    _master_worker("uncoded", "uncoded master/worker SGD: one partition per worker, the non-stragglers' "
+                   "messages rescaled by n/|F|", "gradient_coding:Uncoded",
+                   (*LR_PARAMS, Param("stragglers", int, 0, "with the delay model the master waits for n − s "
+                                      "workers", minimum=0)), uncoded_code),
+    AlgorithmSpec("dmsgd", "momentum-accelerated consensus SGD: neighbours share parameters and momentum "
+                  "(Balu et al. 2021)", _UNDIRECTED, "momentum:DMSGD", (*LR_PARAMS, BETA)),
+    AlgorithmSpec("local_momentum", "decentralized SGD with heavy-ball momentum kept local, only models mixed "
+                  "(CDMSGD-style baseline)", _UNDIRECTED, "momentum:LocalMomentum", (*LR_PARAMS, BETA)),
+    AlgorithmSpec("multi_gossip", "gradient step then Q compressed gossip rounds (Hashemi et al.); Q = 1 is "
+                  "CHOCO-SGD", _UNDIRECTED, "multi_gossip:MultiGossip",
+                  (*LR_PARAMS, GOSSIP_GAMMA,
+                   Param("gossip_rounds", int, 1, "Q: compressed gossip rounds per gradient step", minimum=1)),
+                  compressors=None, needs_contractive=True),
+    AlgorithmSpec("choco_sgd", "CHOCO-SGD: gradient step then one compressed gossip round (multi_gossip with "
+                  "Q = 1)", _UNDIRECTED, "multi_gossip:MultiGossip", (*LR_PARAMS, GOSSIP_GAMMA),
+                  compressors=None, needs_contractive=True),
+    AlgorithmSpec("push_sum", "exact push-sum SGD (SGP) over a directed, possibly time-varying graph", _DIRECTED,
+                  "push_sum:PushSum", (*LR_PARAMS, DEBIAS)),
+    AlgorithmSpec("quantized_push_sum", "quantized push-sum SGD with reference copies (Taheri et al. 2020) over "
+                  "a directed graph", _DIRECTED, "push_sum:QuantizedPushSum",
+                  (*LR_PARAMS,
+                   Param("gamma", float, 1.0, "consensus step size γ ∈ (0, 1]", minimum=0.0,
+                         exclusive_minimum=True, maximum=1.0),
+                   Param("reference", bool, True, "quantize x − x̂ against reference copies (false: send Q(x) "
+                         "directly, a negative control)"),
+                   DEBIAS),
+                  compressors=None),
+)}

@@ -1,0 +1,32 @@
+"""``mpidecent report RUN.h5 ...``: the command's flags; the report itself is ``mpidecent.report`` (no MPI)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    report = sub.add_parser("report", help="compare runs from their results files: table, queries, plots",
+                            description="Compare runs from their HDF5 results files (no MPI needed): "
+                                        "mpidecent report runs/quickstart.h5 runs/sgp.h5 --plot plots/")
+    report.add_argument("files", nargs="+", metavar="RUN.h5", help="results files (partial runs are marked)")
+    report.add_argument("--plot", metavar="DIR", help="write PNG figures into this folder")
+    report.add_argument("--budget", action="append", metavar="BITS",
+                        help="loss of each run when the network had sent BITS bits in total (repeatable, or "
+                             "comma-separated)")
+    report.add_argument("--target", type=float, metavar="LOSS",
+                        help="first logged step, bits and time at which avg-model loss <= LOSS")
+    fmt = report.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="machine-readable: CSV, one row per run")
+    fmt.add_argument("--json", action="store_true", help="machine-readable: JSON")
+    report.add_argument("--bandwidth", type=float, metavar="BPS",
+                        help="link bandwidth in bits/s for the modelled time (default: the job's [link])")
+    report.add_argument("--latency", type=float, metavar="S",
+                        help="per-message latency in seconds for the modelled time (default: the job's [link])")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Hand the parsed flags to ``mpidecent.report.main`` (imported here: other commands need not load it)."""
+    from mpidecent.report import main as report
+
+    return report(args)

@@ -1,0 +1,93 @@
+"""Building one rank's run from a plan: its data and objective, the compressor, the pattern's MPI objects
+and the algorithm.
+
+``build_node`` is pure of MPI apart from the parallel read of a data file (``comm``); ``build_algorithm``
+connects the algorithm's pattern (collective over ``comm``) and instantiates it. ``gossip_only`` builds
+an algorithm with zero gradients (average consensus) for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mpidecent.algorithms import ALGORITHMS, AlgorithmSpec, DataLayout
+from mpidecent.algorithms.base import Algorithm, Context
+from mpidecent.comm.patterns import Connection, Wiring
+from mpidecent.comm.protocols import Collectives
+from mpidecent.compression import Compressor, build_compressor
+from mpidecent.learning.data import NodeData
+from mpidecent.learning.flat import build_flat_model
+from mpidecent.learning.problems import NullObjective, TorchObjective
+from mpidecent.plan import Plan
+from mpidecent.runner.data import layout_data
+from mpidecent.topology.schedule import Schedule
+
+
+@dataclass
+class Node:
+    """What one rank trains: its data layout and data, its objective (the model on flat buffers) and
+    the compressor of its messages."""
+
+    layout: DataLayout
+    data: NodeData
+    objective: TorchObjective
+    compressor: Compressor
+
+
+def build_node(plan: Plan, rank: int, size: int, comm: Any = None) -> Node:
+    """Rank ``rank``'s data, model and compressor (the data read collectively over ``comm`` when given)."""
+    job, spec = plan.job, plan.algorithm
+    dtype, seed = np.dtype(job.run["dtype"]), int(job.run["seed"])
+    layout = spec.data_layout(job, size, rank)
+    data, weights, eval_shard = layout_data(job, layout, rank, size, comm)
+    flat = build_flat_model(job.model, data.num_features, data.num_classes, dtype, seed, node=rank)
+    objective = TorchObjective(flat, data, job.model["l2"] if layout.regularize else 0.0, job.data["batch_size"],
+                               seed, rank, sample_weights=weights, eval_shard=eval_shard)
+    objective.eval_l2 = job.model["l2"]  # the network objective includes ℓ2 even if training does not
+    compressor = build_compressor(job.compression["name"], flat.dim, dtype, job.compression)
+    return Node(layout, data, objective, compressor)
+
+
+def context(spec: AlgorithmSpec, connection: Connection, rank: int, size: int, seed: int, params: dict,
+            objective: Any, compressor: Compressor, collectives: Collectives, **extra: Any) -> Context:
+    """The algorithm's context from the pattern's connection (MPI objects) and this rank's pieces."""
+    return Context(spec=spec, rank=rank, size=size, seed=seed, dtype=compressor.dtype, params=params,
+                   objective=objective, compressor=compressor, collectives=collectives,
+                   neighbors=connection.neighbors, master_worker=connection.master_worker,
+                   window=connection.window, peers=connection.peers, **extra)
+
+
+def build_algorithm(plan: Plan, node: Node, comm: Any, collectives: Collectives) -> tuple[Algorithm, Connection]:
+    """Collective over ``comm``: connect the algorithm's pattern and build the algorithm on this rank.
+    The caller closes the connection (collective) at the end of the run."""
+    job, spec = plan.job, plan.algorithm
+    rank, size = comm.rank, comm.size
+    wiring = Wiring(rank, plan.schedule, plan.slot_weights, node.objective.dim, node.compressor.dtype,
+                    node.compressor.nbytes)
+    connection = spec.pattern.connect(comm, wiring)
+    ctx = context(spec, connection, rank, size, int(job.run["seed"]), job.algorithm, node.objective,
+                  node.compressor, collectives, steps=job.run["steps"], l2=job.model["l2"],
+                  stragglers=job.stragglers, error_feedback=job.compression["error_feedback"])
+    return spec.load()(ctx), connection
+
+
+def gossip_only(comm: Any, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str,
+                compressor: str, comp_params: dict, params: dict, x0: np.ndarray,
+                seed: int = 0) -> tuple[Algorithm, Connection]:
+    """Collective: neighbour algorithm ``name`` with zero gradients (pure gossip, i.e. average consensus)
+    on ``comm``, starting from this rank's ``x0`` (its dtype is the state dtype); ``params`` override the
+    algorithm's defaults. The caller closes the connection when done. For tests and benchmarks."""
+    from mpidecent.comm.collectives import Collectives as MpiCollectives
+
+    spec = ALGORITHMS[name]
+    objective = NullObjective(x0.size, x0.dtype)
+    objective.params[:] = x0
+    codec = build_compressor(compressor, x0.size, x0.dtype, comp_params)
+    connection = spec.pattern.connect(comm, Wiring(comm.rank, schedule, slot_weights, x0.size, x0.dtype,
+                                                   codec.nbytes))
+    ctx = context(spec, connection, comm.rank, comm.size, seed, {p.name: p.default for p in spec.params} | params,
+                  objective, codec, MpiCollectives(comm))
+    return spec.load()(ctx), connection

@@ -1,0 +1,37 @@
+"""A run's state to and from a checkpoint snapshot: the algorithm's arrays and the runner's counters
+(``io/checkpoint.py`` writes and verifies the file)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpidecent.algorithms.base import Algorithm
+from mpidecent.io.checkpoint import Snapshot
+from mpidecent.runner.metrics import Totals
+
+
+def snapshot(step: int, results_rows: int, algorithm: Algorithm, totals: Totals, wall_s: float) -> Snapshot:
+    """This rank's complete state at a step boundary (the algorithm's live arrays, referenced)."""
+    counters = {
+        "bits": np.array([totals.bits], dtype=np.int64), "bytes": np.array([totals.bytes], dtype=np.int64),
+        "messages": np.array([totals.messages], dtype=np.int64),
+        "compute_s": np.array([totals.compute_s]), "comm_s": np.array([totals.comm_s]),
+        "losses": np.array(totals.losses, dtype=np.float64), "wall_s": np.array([wall_s]),
+    }
+    return Snapshot(step, results_rows, algorithm.state(), counters)
+
+
+def restore(saved: Snapshot, algorithm: Algorithm, totals: Totals) -> float:
+    """Overwrite the algorithm's state and the counters from ``saved``; returns the wall time already
+    spent (the run's clock continues from it)."""
+    live = algorithm.state()
+    if set(saved.state) != set(live):
+        raise RuntimeError(f"checkpoint state {sorted(saved.state)} does not match the algorithm's {sorted(live)}")
+    for name, array in live.items():
+        np.copyto(array, saved.state[name])
+    algorithm.after_restore()
+    c = saved.counters
+    totals.bits, totals.bytes, totals.messages = int(c["bits"][0]), int(c["bytes"][0]), int(c["messages"][0])
+    totals.compute_s, totals.comm_s = float(c["compute_s"][0]), float(c["comm_s"][0])
+    totals.losses = [float(v) for v in c["losses"]]
+    return float(c["wall_s"][0])
