@@ -27,8 +27,7 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("name", str, "identity", "compression operator", choices=tuple(COMPRESSORS)),
     Param("error_feedback", bool, False,
           "error feedback (memory): send C(v + e), keep e ← (v + e) − decode(message), so a biased operator "
-          "(sign, topk) loses nothing, only delays it; for algorithms with a compressed gradient stream "
-          "(gradient_coding, uncoded)"),
+          "(sign, topk) loses nothing, only delays it; for the algorithms marked \"error feedback available\""),
 )
 COMMON_KEYS: tuple[str, ...] = tuple(p.name for p in COMMON_PARAMS)
 
