@@ -218,7 +218,8 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("dpsgd", "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision exchange",
                   _UNDIRECTED, "dpsgd:DPSGD"),
     _master_worker("gradient_coding", "gradient coding with stragglers, master/worker (Li & Skoglund 2024); "
-                   "1-bit (onebit) or full-precision (identity) messages, or any other operator's", "gradient_coding:GradientCoding", (
+                   "1-bit (onebit) or full-precision (identity) messages, or any other operator's",
+                   "gradient_coding:GradientCoding", (
                        *LR_PARAMS,
                        Param("code", str, "frc", "frc (fractional repetition), crc (cyclic repetition), sgc "
                              "(stochastic)", choices=("frc", "crc", "sgc")),

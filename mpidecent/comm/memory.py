@@ -108,7 +108,8 @@ class MemoryExchange:
         if self._step is not None:
             raise RuntimeError("exchange started twice without wait()")
         if send_buf.dtype != np.uint8 or send_buf.nbytes != self.send_nbytes:
-            raise ValueError(f"send buffer must be {self.send_nbytes} uint8 bytes, got {send_buf.nbytes} {send_buf.dtype}")
+            raise ValueError(f"send buffer must be {self.send_nbytes} uint8 bytes, got {send_buf.nbytes} "
+                             f"{send_buf.dtype}")
         network = self.transport.network
         network._mailbox[(self.ident, self.transport.rank)] = send_buf.copy()
         self._step = step

@@ -16,8 +16,9 @@ for the generated ones; called by every rank):
    node needs at least one sample. The test set is cut into ``nodes`` near-equal contiguous slices,
    node i evaluating slice i — only to share the evaluation work.
 
-``load_node_data(values, nodes=1, node=0)`` (``generate_node_data`` here) returns the whole training and test sets as one node's
-shards, which is how a single process can get the global set (e.g. for an exact optimum).
+``load_node_data(values, nodes=1, node=0)`` (``generate_node_data`` here) returns the whole training
+and test sets as one node's shards, which is how a single process can get the global set (e.g. for an
+exact optimum).
 
 This module is pure: it never imports mpi4py, h5py or the io layer (which builds on it: a file kind is
 declared here, with its keys and task, and read by ``mpidecent.io.datasets``), and scikit-learn only when
