@@ -29,12 +29,14 @@ from types import MappingProxyType
 from typing import Any
 
 from mpidecent.algorithms import ALGORITHMS, AlgorithmSpec
+from mpidecent.algorithms.lr import OPTIMIZER_KEYS, unused_optimizer_keys
 from mpidecent.comm.patterns import MasterWorker
 from mpidecent.compression import COMMON_KEYS as COMPRESSION_KEYS, COMMON_PARAMS as COMPRESSION_COMMON
 from mpidecent.compression import COMPRESSORS, contractive_operators
 from mpidecent.errors import JobError
-from mpidecent.learning.data import data_task, resolve_data
-from mpidecent.learning.models import check_model_task, resolve_model
+from mpidecent.learning.sources import DATASETS, LOADER_KEYS as DATA_KEYS, data_task, resolve_data
+from mpidecent import plugins
+from mpidecent.learning.models import COMMON_KEYS as MODEL_KEYS, MODELS, check_model_task, resolve_model
 from mpidecent.params import Param, resolve
 from mpidecent.topology import KINDS
 from mpidecent.topology.section import COMMON_KEYS as TOPOLOGY_KEYS, COMMON_PARAMS as TOPOLOGY_COMMON
@@ -54,6 +56,9 @@ RUN_PARAMS: tuple[Param, ...] = (
     Param("divergence_threshold", float, 1e8,
           "stop the run as diverged when any model entry exceeds this magnitude (checked at log steps)",
           minimum=0.0, exclusive_minimum=True),
+    Param("save_model", str, "average", "at the end of a completed run, save the network-average model as a "
+          "torch state_dict (<out without .h5>.model.pt); all: also each node's (.node<rank>.model.pt); none",
+          choices=("average", "all", "none")),
 )
 
 # The network a report models the run on (``mpidecent report``'s modelled time, see comm/linkmodel.py);
@@ -80,7 +85,11 @@ ALGORITHM_NAME = Param("name", str, doc="algorithm", choices=tuple(ALGORITHMS))
 COMPRESSION_NAME, ERROR_FEEDBACK = COMPRESSION_COMMON
 # Keys added after results files and checkpoints existed: written into the stored job only when set, so
 # a run made before the key existed is still the same job (``--resume`` compares the stored job text).
-_WRITTEN_WHEN_SET = {("compression", "error_feedback"): False}
+_WRITTEN_WHEN_SET = {("compression", "error_feedback"): False, ("run", "save_model"): "average",
+                     ("model", "loss"): "auto", ("data", "test_features_dataset"): "",
+                     ("data", "test_labels_dataset"): "", ("algorithm", "optimizer"): "sgd",
+                     ("algorithm", "momentum"): 0.9, ("algorithm", "adam_beta1"): 0.9,
+                     ("algorithm", "adam_beta2"): 0.999, ("algorithm", "adam_eps"): 1e-8}
 
 
 def _written(section: str, key: str, value: Any) -> bool:
@@ -261,6 +270,28 @@ def _set_aside(section: str, table: dict[str, Any], old_params: tuple[Param, ...
     return dropped
 
 
+def _switch_user_plugin(table: dict[str, Any], old: str | None, default: str, builtins: Mapping[str, Any],
+                        common: Sequence[str]) -> list[str]:
+    """``--set model.name=...`` (or data.name) switched a plug-in: drop the keys of the one the file
+    chose that the new one does not take. An import path's keys are its callable's arguments: every key
+    but the common ones belongs to it. Returns the dropped keys."""
+    if old is None:
+        return []
+    own = set(common) | {"name"}
+    new = table.get("name", default)
+    if plugins.is_import_path(old):
+        old_keys = {k for k in table if k not in own}
+    else:
+        old_keys = {p.name for p in builtins[old].params} if old in builtins else set()
+    new_keys = {p.name for p in builtins[new].params} if new in builtins else set()
+    if plugins.is_import_path(new) and plugins.is_import_path(old):
+        return []  # one user callable for another: the keys are the user's to keep
+    dropped = [k for k in table if k in old_keys and k not in new_keys]
+    for key in dropped:
+        del table[key]
+    return dropped
+
+
 def _did_you_mean(word: str, options: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean [{close[0]}]?)" if close else f" (sections: {', '.join(options)})"
@@ -294,6 +325,11 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
                                                       spec.params, ("name",))]
     algorithm = {"name": algo_name,
                  **resolve("algorithm", spec.params, algo_table, owner=algo_name, ignore=("name",))}
+    stray = sorted((unused_optimizer_keys(algorithm) - {"optimizer"}) & set(algo_table))
+    if stray:
+        raise JobError(f"[algorithm] {stray[0]} does not apply to optimizer = {algorithm['optimizer']!r} (it reads "
+                       f"{', '.join(OPTIMIZER_KEYS[algorithm['optimizer']]) or 'no keys of its own'}); remove it or "
+                       "choose the optimizer that uses it")
 
     topo_table = table.get("topology")
     if topo_table is not None and "topology" in switched and topo_table.get("kind") in KINDS:
@@ -303,8 +339,13 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
     topology = spec.pattern.topology(topo_table, algo_name)
 
     compression = _validate_compression(table.get("compression", {}), switched, spec, set_aside)
-    data = resolve_data(table.get("data", {}))
-    model = resolve_model(table.get("model", {}))
+    data_table, model_table = dict(table.get("data", {})), dict(table.get("model", {}))
+    set_aside += [f"data.{k}" for k in _switch_user_plugin(data_table, switched.get("data"), "synthetic_logistic",
+                                                           DATASETS, DATA_KEYS)]
+    set_aside += [f"model.{k}" for k in _switch_user_plugin(model_table, switched.get("model"), "logistic", MODELS,
+                                                            MODEL_KEYS)]
+    data = resolve_data(data_table)
+    model = resolve_model(model_table)
     check_model_task(model, data_task(data), data["name"])
     link = resolve("link", LINK_PARAMS, table.get("link", {}))
     stragglers = resolve("stragglers", STRAGGLER_PARAMS, table.get("stragglers", {}))
@@ -347,6 +388,20 @@ def _validate_compression(table: Mapping[str, Any], switched: Mapping[str, str],
     return {"name": name, **options, "error_feedback": feedback}
 
 
+def table_to_toml(table: Mapping[str, Any]) -> str:
+    """A job given as a dict of sections (and an optional "sweep" list of variant tables) as TOML text."""
+    lines: list[str] = []
+    for name, section in table.items():
+        if name == "sweep" and isinstance(section, (list, tuple)):
+            for variant in section:
+                lines += ["[[sweep]]", *(f"{k} = {_toml_value(v)}" for k, v in dict(variant).items()), ""]
+        elif isinstance(section, Mapping):
+            lines += [f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in section.items()), ""]
+        else:
+            raise JobError(f"[{name}] must be a table of keys (a dict), got {type(section).__name__}")
+    return "\n".join(lines)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -360,6 +415,8 @@ def _toml_value(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if value is None:
         raise ValueError("TOML has no null")
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
@@ -389,7 +446,7 @@ def _table(params: Sequence[Param]) -> list[str]:
 
 def job_reference() -> str:
     """Markdown reference of every job-file section and key (``docs/job-file.md`` is this text)."""
-    from mpidecent.learning.data import COMMON_PARAMS as DATA_COMMON, DATASETS
+    from mpidecent.learning.sources import COMMON_PARAMS as DATA_COMMON, DATASETS, LOADER_PARAMS
     from mpidecent.learning.models import COMMON_PARAMS as MODEL_COMMON, MODELS
 
     out = ["# Job file reference", "",
@@ -412,10 +469,27 @@ def job_reference() -> str:
     for comp in COMPRESSORS.values():
         summary = (comp.__doc__ or "").strip().splitlines()[0]
         out += [f"### name = \"{comp.name}\"", "", summary, "", *_table(comp.params)]
-    out += ["## [data]", "", "Keys of every data set:", "", *_table(DATA_COMMON)]
+    out += ["## [data]", "",
+            "`name` is a built-in below or a loader by import path, `\"package.module:load\"` or `\"loader.py:load\"`",
+            "(a file relative to the job file). **A job file that names an import path runs that code on every",
+            "rank.** The loader gets the table's other keys as keyword arguments and returns `(x, y)` or",
+            "`(x, y, x_test, y_test)` (arrays or tensors, x of any per-sample shape); a loader whose signature names",
+            "`rank` and `world_size` returns only that rank's training shard (and the whole test set). Keys of a",
+            "loader besides its own: `task` (`auto` | binary | multiclass | regression; auto: integer labels →",
+            "multiclass, others → regression), `test_fraction` (when it returns no test set) and the keys every",
+            "data set has:", "", *_table(LOADER_PARAMS),
+            "Keys of every data set:", "", *_table(DATA_COMMON)]
     for data in DATASETS.values():
         out += [f"### name = \"{data.name}\"", "", data.doc, "", *_table(data.params)]
-    out += ["## [model]", "", "Keys of every model:", "", *_table(MODEL_COMMON)]
+    out += ["## [model]", "",
+            "`name` is a built-in below or a factory by import path, `\"package.module:make\"` or `\"nets.py:Net\"`",
+            "(a file relative to the job file). **A job file that names an import path runs that code on every",
+            "rank.** The factory gets the table's other keys as keyword arguments, plus `input_shape` (one",
+            "sample's shape) and `classes` (2 binary, C multiclass, 0 regression) when its signature names them,",
+            "and returns a `torch.nn.Module`: one logit for binary tasks, `(B, classes)` for multiclass. Its",
+            "non-trainable buffers (batch norm's running statistics) stay local to each node and are checkpointed;",
+            "the saved average model (`[run] save_model`) holds their mean. Keys of every model:", "",
+            *_table(MODEL_COMMON)]
     for model in MODELS.values():
         out += [f"### name = \"{model.name}\"", "", model.doc, "", *_table(model.params)]
     out += ["## [stragglers]", "", "Who straggles in master/worker algorithms (gradient_coding, uncoded).", "",

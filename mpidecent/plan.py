@@ -17,6 +17,8 @@ from mpidecent.algorithms import ALGORITHMS, AlgorithmSpec
 from mpidecent.config import Job
 from mpidecent.errors import JobError
 from mpidecent.io.datasets import check_data
+from mpidecent.learning.sources import is_shard_loader
+from mpidecent.plugins import is_import_path
 from mpidecent.topology import WEIGHTS, Graph, build_graph, is_strongly_connected
 from mpidecent.topology.schedule import Schedule, build_schedule, schedule_spectral_gap
 from mpidecent.topology.section import is_schedule, kind_keys
@@ -65,8 +67,10 @@ def build_topology(job: Job, n: int) -> tuple[Schedule, tuple[np.ndarray, ...]]:
     return schedule, weights
 
 
-def plan_job(job: Job, world_size: int) -> Plan:
-    """Check the job against the number of ranks started, its algorithm's pattern and the data."""
+def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
+    """Check the job against the number of ranks started, its algorithm's pattern, the data and the
+    model (one forward pass on a sample: the user's model and loss run here, before any collective).
+    ``rank``: whose shard a loader that returns one shard per rank checks."""
     requested = job.topology["n"]
     if requested and requested != world_size:
         raise JobError(f"[topology] n = {requested} but {world_size} MPI ranks were started: start "
@@ -78,5 +82,14 @@ def plan_job(job: Job, world_size: int) -> Plan:
     spec.pattern.check(spec.name, job.topology, n, union, weights)
     if spec.check_world is not None:
         spec.check_world(job, n)
-    check_data(job.data, spec.pattern.data_nodes(n), job_folder(job))
+    folder = job_folder(job)
+    nodes = spec.pattern.data_nodes(n)
+    if nodes != n and is_import_path(job.data["name"]) and is_shard_loader(job.data, folder):
+        raise JobError(f"[data] name = {job.data['name']!r} returns one shard per rank, but {spec.name} trains "
+                       "every rank on partitions of the whole set: let the loader return the whole set (drop its "
+                       "rank and world_size parameters)")
+    info = check_data(job.data, nodes, folder, min(rank, nodes - 1))
+    from mpidecent.learning.problems import check_model  # torch: only once the job has passed the other checks
+
+    check_model(job.model, info.input_shape, info.task, info.num_classes, folder)
     return Plan(job, n, schedule, weights, is_strongly_connected(union), schedule_spectral_gap(weights))

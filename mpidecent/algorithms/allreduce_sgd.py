@@ -1,7 +1,8 @@
 """All-reduce SGD: the centralized reference, what a DDP user runs (``specs/baselines.md``).
 
 x ← x − α · (1/n) Σ_i g_i with an in-place ``Allreduce`` of the flat gradient; every rank holds the
-same x. Traffic is the all-reduce pattern's model of the wire (``AllReduce.ring_traffic``: a ring
+same x. With a local optimizer (``optim.py``) every rank steps along its direction d of that mean, the
+same on every rank. Traffic is the all-reduce pattern's model of the wire (``AllReduce.ring_traffic``: a ring
 all-reduce of the flat gradient), reported as such: the MPI library chooses its own algorithm.
 """
 
@@ -12,6 +13,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
+from mpidecent.algorithms.optim import LocalOptimizer
 
 
 class AllreduceSGD(Algorithm):
@@ -20,10 +22,11 @@ class AllreduceSGD(Algorithm):
         self.x = self.objective.params
         self._x_t = torch.from_numpy(self.x)
         self._g_t = torch.from_numpy(self.objective.grads)
+        self.optimizer = LocalOptimizer(ctx.params, self.objective.dim, ctx.dtype)
         self.traffic = ctx.spec.pattern.ring_traffic(ctx.size, self.objective.dim, ctx.dtype)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x}
+        return {"x": self.x, **self.optimizer.state()}
 
     def step(self, t: int) -> StepStats:
         sw = self.watch.restart()
@@ -31,7 +34,8 @@ class AllreduceSGD(Algorithm):
         sw.compute()
         self.ctx.collectives.allreduce_sum(self.objective.grads)
         sw.comm()
-        self._x_t.add_(self._g_t, alpha=-step_size(self.ctx.params, t) / self.ctx.size)
+        # x ← x − α d(ḡ), ḡ = Σ_i g_i / n (sgd: the 1/n folded into the step size, as ever)
+        self.optimizer.descend(self._x_t, self._g_t, step_size(self.ctx.params, t), divisor=self.ctx.size)
         sw.compute()
         sent = self.traffic
         return StepStats(loss, sent.bits, sent.bytes, sent.messages, sw.compute_s, sw.comm_s)

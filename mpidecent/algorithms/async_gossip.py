@@ -54,6 +54,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
+from mpidecent.algorithms.optim import LocalOptimizer
 from mpidecent.comm.messages import Stopwatch
 from mpidecent.gossip.clock import RankClock
 from mpidecent.gossip.rounds import DeltaRound
@@ -96,6 +97,7 @@ class AsyncGossip(Algorithm):
         self._counts = np.zeros(n, dtype=np.int64)
         self._view = np.zeros_like(self.x)
         self._w_t, self._g_t = torch.from_numpy(self.w), torch.from_numpy(self.objective.grads)
+        self.optimizer = LocalOptimizer(p, self.objective.dim, ctx.dtype)  # the local SGD steps' direction
         self._start: float | None = None
         self._gap_peer = self.clock.gossip(0)
         self.times[_NEXT_GOSSIP] = self._gap_peer[0]
@@ -109,7 +111,8 @@ class AsyncGossip(Algorithm):
     def state(self) -> dict[str, np.ndarray]:
         return {"x": self.x, "w": self.w, "x_before": self.round.before, "versions": self.versions,
                 "counters": self.counters, "times": self.times, "last_seen": self.last_seen,
-                "prev_versions": self.prev_versions, "rounds_seen": self.rounds_seen, "samples": self.samples}
+                "prev_versions": self.prev_versions, "rounds_seen": self.rounds_seen, "samples": self.samples,
+                **self.optimizer.state()}
 
     def after_restore(self) -> None:
         """Resume: the clock continues from its counters; republish, then wait until every rank has."""
@@ -139,7 +142,7 @@ class AsyncGossip(Algorithm):
             self.round.begin()
             times[_ROUND_LEN] = self.clock.round_length(int(c[_ROUND]))
         loss = self.objective.loss_grad(int(c[_STEPS]))
-        self._w_t.add_(self._g_t, alpha=-step_size(self.ctx.params, int(c[_STEPS])))
+        self.optimizer.descend(self._w_t, self._g_t, step_size(self.ctx.params, int(c[_STEPS])))
         c[_STEPS] += 1
         c[_IN_ROUND] += 1
         times[_LAST_LOSS] = loss

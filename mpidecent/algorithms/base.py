@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mpidecent.algorithms.lr import unused_optimizer_keys
 from mpidecent.comm.messages import Stopwatch, Traffic
 
 if TYPE_CHECKING:
@@ -132,7 +133,8 @@ class Algorithm(ABC):
         return {}
 
     def describe(self) -> str:
-        keys = ", ".join(f"{p.name}={self.ctx.params[p.name]}" for p in self.spec.params)
+        unused = unused_optimizer_keys(self.ctx.params)  # sgd: described as before the optimizer keys
+        keys = ", ".join(f"{p.name}={self.ctx.params[p.name]}" for p in self.spec.params if p.name not in unused)
         text = f"{self.name}({keys})"
         if self.spec.compressors != ("identity",):
             text += f" with {self.compressor.describe()}"

@@ -20,7 +20,7 @@ from mpidecent.comm.patterns import AllReduce, MasterWorker, NeighborGossip, One
 from mpidecent.errors import JobError
 from mpidecent.gossip.versions import RATE_POLICIES
 from mpidecent.params import Param
-from mpidecent.algorithms.lr import LR_PARAMS
+from mpidecent.algorithms.lr import LR_PARAMS, STEP_PARAMS
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _check_slow_ranks(job: Any, world_size: int) -> None:
 
 
 ASYNC_PARAMS: tuple[Param, ...] = (
-    *LR_PARAMS,
+    *STEP_PARAMS,
     Param("local_steps", int, 1, "K: local SGD steps per update round (one runner step = one SGD step)",
           minimum=1),
     Param("gossip_rate", float, 2.0, "λ: gossips per unit of logical time (clock = logical) or per second "
@@ -209,18 +209,20 @@ _DIRECTED = NeighborGossip(directed=True, weights="column_stochastic", time_vary
 _UNDIRECTED = NeighborGossip(directed=False, weights="doubly_stochastic")
 
 ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
-    AlgorithmSpec("allreduce_sgd", "centralized all-reduce SGD (the data-parallel reference)", AllReduce(),
-                  "allreduce_sgd:AllreduceSGD"),
+    AlgorithmSpec("allreduce_sgd", "centralized all-reduce SGD (the data-parallel reference); local optimizer on "
+                  "the averaged gradient", AllReduce(), "allreduce_sgd:AllreduceSGD", STEP_PARAMS),
     AlgorithmSpec("async_gossip", "asynchronous randomized gossip on one-sided MPI windows: K local SGD steps "
                   "per round, pull-and-average with a random peer at rate λ, version vectors and staleness "
-                  "(Mitra & Ulukus 2024)", OneSidedGossip(), "async_gossip:AsyncGossip", ASYNC_PARAMS,
+                  "(Mitra & Ulukus 2024); local optimizer in the local steps", OneSidedGossip(),
+                  "async_gossip:AsyncGossip", ASYNC_PARAMS,
                   status_every_step=False, check_world=_check_slow_ranks),
-    AlgorithmSpec("dpsgd", "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision exchange",
-                  _UNDIRECTED, "dpsgd:DPSGD"),
+    AlgorithmSpec("dpsgd", "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision exchange; "
+                  "local optimizer in the step x ← Σ_j w_ij x_j − α d", _UNDIRECTED, "dpsgd:DPSGD", STEP_PARAMS),
     _master_worker("gradient_coding", "gradient coding with stragglers, master/worker (Li & Skoglund 2024); "
-                   "1-bit (onebit) or full-precision (identity) messages, or any other operator's",
+                   "1-bit (onebit) or full-precision (identity) messages, or any other operator's; the master's "
+                   "local optimizer steps on the decoded gradient (+ ℓ2)",
                    "gradient_coding:GradientCoding", (
-                       *LR_PARAMS,
+                       *STEP_PARAMS,
                        Param("code", str, "frc", "frc (fractional repetition), crc (cyclic repetition), sgc "
                              "(stochastic)", choices=("frc", "crc", "sgc")),
                        Param("stragglers", int, 1, "s: stragglers an exact code (frc, crc) tolerates; with the "
@@ -230,26 +232,31 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
                              "(rescaled partial decoding instead of an error)"),
                    ), gradient_code),
     _master_worker("uncoded", "uncoded master/worker SGD: one partition per worker, the non-stragglers' "
-                   "messages rescaled by n/|F|", "gradient_coding:Uncoded",
-                   (*LR_PARAMS, Param("stragglers", int, 0, "with the delay model the master waits for n − s "
+                   "messages rescaled by n/|F|; the master's local optimizer steps on their estimate (+ ℓ2)",
+                   "gradient_coding:Uncoded",
+                   (*STEP_PARAMS, Param("stragglers", int, 0, "with the delay model the master waits for n − s "
                                       "workers", minimum=0)), uncoded_code),
     AlgorithmSpec("dmsgd", "momentum-accelerated consensus SGD: neighbours share parameters and momentum "
-                  "(Balu et al. 2021)", _UNDIRECTED, "momentum:DMSGD", (*LR_PARAMS, BETA)),
+                  "(Balu et al. 2021); its momentum is the algorithm's own, so no local optimizer keys", _UNDIRECTED,
+                  "momentum:DMSGD", (*LR_PARAMS, BETA)),
     AlgorithmSpec("local_momentum", "decentralized SGD with heavy-ball momentum kept local, only models mixed "
-                  "(CDMSGD-style baseline)", _UNDIRECTED, "momentum:LocalMomentum", (*LR_PARAMS, BETA)),
+                  "(CDMSGD-style baseline); its momentum is the algorithm's own, so no local optimizer keys",
+                  _UNDIRECTED, "momentum:LocalMomentum", (*LR_PARAMS, BETA)),
     AlgorithmSpec("multi_gossip", "gradient step then Q compressed gossip rounds (Hashemi et al.); Q = 1 is "
-                  "CHOCO-SGD", _UNDIRECTED, "multi_gossip:MultiGossip",
-                  (*LR_PARAMS, GOSSIP_GAMMA,
+                  "CHOCO-SGD; local optimizer in the gradient step", _UNDIRECTED, "multi_gossip:MultiGossip",
+                  (*STEP_PARAMS, GOSSIP_GAMMA,
                    Param("gossip_rounds", int, 1, "Q: compressed gossip rounds per gradient step", minimum=1)),
                   compressors=None, needs_contractive=True),
     AlgorithmSpec("choco_sgd", "CHOCO-SGD: gradient step then one compressed gossip round (multi_gossip with "
-                  "Q = 1)", _UNDIRECTED, "multi_gossip:MultiGossip", (*LR_PARAMS, GOSSIP_GAMMA),
+                  "Q = 1); local optimizer in the gradient step", _UNDIRECTED, "multi_gossip:MultiGossip",
+                  (*STEP_PARAMS, GOSSIP_GAMMA),
                   compressors=None, needs_contractive=True),
-    AlgorithmSpec("push_sum", "exact push-sum SGD (SGP) over a directed, possibly time-varying graph", _DIRECTED,
-                  "push_sum:PushSum", (*LR_PARAMS, DEBIAS)),
+    AlgorithmSpec("push_sum", "exact push-sum SGD (SGP) over a directed, possibly time-varying graph; local "
+                  "optimizer in the step on the mass x", _DIRECTED, "push_sum:PushSum", (*STEP_PARAMS, DEBIAS)),
     AlgorithmSpec("quantized_push_sum", "quantized push-sum SGD with reference copies (Taheri et al. 2020) over "
-                  "a directed graph", _DIRECTED, "push_sum:QuantizedPushSum",
-                  (*LR_PARAMS,
+                  "a directed graph; local optimizer in the step on the mass x", _DIRECTED,
+                  "push_sum:QuantizedPushSum",
+                  (*STEP_PARAMS,
                    Param("gamma", float, 1.0, "consensus step size γ ∈ (0, 1]", minimum=0.0,
                          exclusive_minimum=True, maximum=1.0),
                    Param("reference", bool, True, "quantize x − x̂ against reference copies (false: send Q(x) "

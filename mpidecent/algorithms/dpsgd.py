@@ -4,6 +4,8 @@ Combine-then-adapt with the gradient at the pre-mix point::
 
     g_i = ∇F_i(x_i; ξ_i);   x_i ← Σ_{j∈N_i∪{i}} w_ij x_j − α g_i
 
+(with a local optimizer, ``optim.py``: its direction d_i in place of g_i).
+
 W is symmetric and doubly stochastic (Metropolis–Hastings by default). Each rank sends x_i at full
 precision (the identity compressor) to every neighbour. Because x_i is sent before the gradient is
 computed, the exchange is in flight while the gradient is being computed.
@@ -16,6 +18,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
+from mpidecent.algorithms.optim import LocalOptimizer
 
 
 def mix_and_step(x_t: torch.Tensor, mix_t: torch.Tensor, direction_t: torch.Tensor, self_weight: float,
@@ -37,9 +40,10 @@ class DPSGD(Algorithm):
         self._x_t = torch.from_numpy(self.x)
         self._mix_t = torch.from_numpy(self.mix)
         self._g_t = torch.from_numpy(self.objective.grads)
+        self.optimizer = LocalOptimizer(ctx.params, self.objective.dim, ctx.dtype)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x}
+        return {"x": self.x, **self.optimizer.state()}
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()
@@ -47,7 +51,8 @@ class DPSGD(Algorithm):
         loss = self.objective.loss_grad(t)  # overlaps with the exchange of x
         self.gossip.wait()
         self.gossip.mix(out=self.mix)
-        mix_and_step(self._x_t, self._mix_t, self._g_t, self.gossip.self_weight, step_size(self.ctx.params, t))
+        mix_and_step(self._x_t, self._mix_t, self.optimizer.direction(self._g_t), self.gossip.self_weight,
+                     step_size(self.ctx.params, t))
         return self.stats(loss)
 
     def model_view(self) -> np.ndarray:

@@ -10,6 +10,8 @@ f = (1/n) Σ_j F_j (+ ℓ2, which the master adds). Per iteration t::
     master: receives pre-posted per expected worker; Waitany until the finished set F decodes
             ĝ = Σ_{i∈F} a_{F,i} decode(b_i);   θ_{t+1} = θ_t − η_t (ĝ + λ θ_t)
 
+(with a local optimizer, ``optim.py``: the master steps along its direction d(ĝ + λ θ_t)).
+
 E[ĝ | F] = g for linear decoding of unbiased messages. Late messages (the ``delay`` model) are drained
 by the master in later steps and at shutdown. ``bits_sent`` counts the uplink (worker → master), the
 quantity the paper budgets; the master's model broadcast is logged per rank as ``downlink_bits``.
@@ -32,6 +34,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
+from mpidecent.algorithms.optim import LocalOptimizer
 from mpidecent.coding.stragglers import StragglerModel
 from mpidecent.comm.uplink import Uplink
 
@@ -51,13 +54,15 @@ class _MasterWorker(Algorithm):
                               error_feedback=ctx.error_feedback)
         self.record = np.zeros((ctx.steps, self.workers), dtype=np.uint8)  # 1 = straggled (master's view)
         self.downlink = np.zeros(1)
+        # Only the master steps: the workers hold the same state names with empty arrays.
+        self.optimizer = LocalOptimizer(ctx.params, self.objective.dim if ctx.rank == 0 else 0, ctx.dtype)
         if ctx.rank == 0:
             self.estimate = np.zeros_like(self.theta)
             self._estimate_t = torch.from_numpy(self.estimate)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"theta": self.theta, "stragglers": self.record, "downlink_bits": self.downlink,
-                **self.streams.state()}
+                **self.streams.state(), **self.optimizer.state()}
 
     def model_view(self) -> np.ndarray:
         return self.theta
@@ -96,7 +101,7 @@ class _MasterWorker(Algorithm):
             self._estimate_t.add_(torch.from_numpy(update), alpha=float(a[w]))
         if self.l2:
             self._estimate_t.add_(self._theta_t, alpha=self.l2)
-        self._theta_t.add_(self._estimate_t, alpha=-step_size(self.ctx.params, t))
+        self.optimizer.descend(self._theta_t, self._estimate_t, step_size(self.ctx.params, t))
         self.watch.compute()
         nonfinite = not bool(np.isfinite(self.theta).all())
         return StepStats(0.0, 0, 0, 0, self.watch.compute_s, self.watch.comm_s, nonfinite)

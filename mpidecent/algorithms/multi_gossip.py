@@ -25,6 +25,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
+from mpidecent.algorithms.optim import LocalOptimizer
 
 
 class MultiGossip(Algorithm):
@@ -45,14 +46,15 @@ class MultiGossip(Algorithm):
         self._x_t, self._g_t = torch.from_numpy(self.x), torch.from_numpy(self.objective.grads)
         self._s_t, self._z_t = torch.from_numpy(self.s), torch.from_numpy(self.z)
         self._delta_t, self._mix_t = torch.from_numpy(self.delta), torch.from_numpy(self.mix)
+        self.optimizer = LocalOptimizer(ctx.params, dim, dtype)  # its direction d in place of ∇F_i
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "z": self.z, "s": self.s, "paper_bits": self.paper_bits}
+        return {"x": self.x, "z": self.z, "s": self.s, "paper_bits": self.paper_bits, **self.optimizer.state()}
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()
         loss = self.objective.loss_grad(t)
-        self._x_t.add_(self._g_t, alpha=-step_size(self.ctx.params, t))
+        self.optimizer.descend(self._x_t, self._g_t, step_size(self.ctx.params, t))
         for r in range(self.rounds):  # loop over gossip rounds, each one vectorised
             self.gossip.send(t, np.subtract(self.x, self.z, out=self.delta), round=r)
             self.gossip.own(out=self.delta)  # c_i, from its own bytes

@@ -20,6 +20,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
+from mpidecent.algorithms.optim import LocalOptimizer
 
 
 class _PushSumBase(Algorithm):
@@ -33,13 +34,14 @@ class _PushSumBase(Algorithm):
         self.y = np.ones(1, dtype=np.float64)
         self._x_t = torch.from_numpy(self.x)
         self._g_t = torch.from_numpy(self.objective.grads)
+        self.optimizer = LocalOptimizer(ctx.params, self.objective.dim, ctx.dtype)  # d in place of g
         self.gossip = self.channel(vectors=1, scalars=1)  # message: [y_i][compressed vector]
         self.mix = np.zeros(self.objective.dim, dtype=ctx.dtype)
         self._mix_t = torch.from_numpy(self.mix)
 
     def _gradient_step(self, t: int) -> float:
         loss = self.objective.loss_grad(t)  # at z (or at x when debias is off: z holds a copy of x)
-        self._x_t.add_(self._g_t, alpha=-step_size(self.ctx.params, t))
+        self.optimizer.descend(self._x_t, self._g_t, step_size(self.ctx.params, t))  # x ← x − α d
         return loss
 
     def _mix_weight(self, gamma: float) -> None:
@@ -73,7 +75,7 @@ class PushSum(_PushSumBase):
     """
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "y": self.y}
+        return {"x": self.x, "y": self.y, **self.optimizer.state()}
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()
@@ -123,7 +125,7 @@ class QuantizedPushSum(_PushSumBase):
         self.delta = np.zeros(dim, dtype=dtype)  # scratch: x − x̂, then the decoded own message
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "y": self.y, "ref_out": self.ref_out, "ref_in": self.ref_in}
+        return {"x": self.x, "y": self.y, "ref_out": self.ref_out, "ref_in": self.ref_in, **self.optimizer.state()}
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()

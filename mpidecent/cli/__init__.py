@@ -20,7 +20,7 @@ from mpidecent.errors import EXIT_BAD_INPUT
 
 # subcommand → module of this package (its add_parser and main)
 COMMANDS = {"run": "run", "topology": "topology", "report": "report", "simulate-gossip": "simulate_gossip",
-            "info": "info"}
+            "info": "info", "data": "data"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
         from mpidecent.comm.world import launcher_rank
 
         if launcher_rank() in (None, 0):
-            sys.stderr.write(f"mpidecent: error: {message} (see mpidecent {self.prog.split()[-1]} --help)\n")
+            command = " ".join(self.prog.split()[1:2])  # "mpidecent run" → run; the top level has none
+            sys.stderr.write(f"mpidecent: error: {message} (see {' '.join(['mpidecent', command]).strip()} --help)\n")
         raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bench(sub)
     _command("info").add_parser(sub)
+    _command("data").add_parser(sub)
     return parser
 
 

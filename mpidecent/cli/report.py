@@ -16,6 +16,9 @@ def add_parser(sub) -> None:
                              "comma-separated)")
     report.add_argument("--target", type=float, metavar="LOSS",
                         help="first logged step, bits and time at which avg-model loss <= LOSS")
+    report.add_argument("--target-accuracy", type=float, metavar="A",
+                        help="first logged step, bits and time at which avg-model accuracy >= A (a fraction, "
+                             "0 < A <= 1; test accuracy, or training accuracy for runs without a test set)")
     fmt = report.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="machine-readable: CSV, one row per run")
     fmt.add_argument("--json", action="store_true", help="machine-readable: JSON")

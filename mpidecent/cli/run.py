@@ -9,11 +9,9 @@ ranks waiting in a collective. After that, an uncaught exception on any rank abo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 
-from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, JobError
+from mpidecent.errors import EXIT_BAD_INPUT, JobError
 
 
 def add_parser(sub) -> None:
@@ -38,9 +36,11 @@ def main(args: argparse.Namespace) -> int:
     env = init_mpi(probe_osc=True)
     from mpi4py import MPI
 
+    from mpidecent.runner.launch import agree, prepare, results_file, run_jobs
+
     comm = MPI.COMM_WORLD
     problem: str | None = None
-    work: list[tuple[object, str, object]] = []  # (plan, results file, snapshot to resume or None) per job
+    work = []
     try:
         check_world_size(comm.size)
         if args.resume and args.force:
@@ -48,105 +48,23 @@ def main(args: argparse.Namespace) -> int:
         from mpidecent.config import load_jobs
 
         for job in load_jobs(args.job, args.overrides):
-            out = job.run["out"]
-            if args.out:  # one results file, or the folder of a sweep's files
-                out = os.path.join(args.out, f"{job.variant}.h5") if job.variant else args.out
-            prepared = _prepare(job, out, args, comm.rank, comm.size)
+            prepared = prepare(job, results_file(job, args.out), args.force, args.resume, comm.rank, comm.size)
             if prepared is not None:
                 work.append(prepared)
     except JobError as err:
         problem = str(err)
-    # The first collective: every rank learns whether any rank found a problem.
-    problems = comm.allgather(problem)
-    found = [(r, p) for r, p in enumerate(problems) if p]
+    found = agree(comm, problem)
     if found:
         if comm.rank == 0:
-            rank, text = found[0]
-            where = "" if all(p == text for _, p in found) and len(found) == comm.size else f" (on rank {rank})"
-            sys.stderr.write(f"mpidecent: error: {text}{where}\n")
+            text, rank = found
+            sys.stderr.write(f"mpidecent: error: {text}{f' (on rank {rank})' if rank >= 0 else ''}\n")
             sys.stderr.flush()
         return EXIT_BAD_INPUT
     abort_on_error()
     install_stop_handlers()
-    from mpidecent.runner import Runner, comparison_table
-
-    status, runs = EXIT_OK, []
-    for plan, out, snapshot in work:
-        runner = Runner(plan, env, out, overwrite=args.force, quiet=args.quiet, resume=snapshot)
-        code = runner.run()
-        runs.append(runner.result)
-        status = max(status, code)  # a diverged variant does not stop the rest of a sweep
-        if code == EXIT_PREEMPTED:
-            break  # a stop request ends the whole launch; --resume continues with this run
+    status, runs = run_jobs(work, env, args.force, args.quiet)
     if len(runs) > 1 and comm.rank == 0:
+        from mpidecent.runner.summary import comparison_table
+
         print(comparison_table(runs), flush=True)
     return status
-
-
-def _prepare(job, out: str, args: argparse.Namespace, rank: int, size: int):
-    """Validate one job for this launch (pure, per rank): its plan, its results file and, with --resume,
-    its checkpoint. Returns (plan, out, snapshot or None), or None for a run --resume finds completed."""
-    from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
-    from mpidecent.plan import plan_job
-
-    if not args.resume:
-        _check_output(out, args.force)
-        return plan_job(job, size), out, None
-    # Resume checks come first: a launch with the wrong number of ranks should hear about the
-    # checkpoint's world size, not about a topology that does not fit that number.
-    checkpoint = checkpoint_path(out)
-    status, rows = _results_status(out, job) if os.path.exists(out) else ("", 0)
-    if status == "completed":
-        if rank == 0:
-            print(f"mpidecent: {job.run['name']} already completed ({out}); nothing to resume", flush=True)
-        return None
-    if os.path.exists(checkpoint):
-        snapshot = read_checkpoint(checkpoint, rank, size, job.to_toml())
-        if not status:
-            raise JobError(f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, or "
-                           "start over with --force")
-        if rows < snapshot.results_rows:
-            raise JobError(f"results file {out!r} has {rows} rows but the checkpoint was taken after "
-                           f"{snapshot.results_rows}: it is not this run's file")
-        return plan_job(job, size), out, snapshot
-    if status:
-        raise JobError(f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
-                       "over with --force (this overwrites it)")
-    _check_output(out, False)  # neither file exists yet: a requeued job that never checkpointed starts
-    return plan_job(job, size), out, None
-
-
-def _results_status(out: str, job) -> tuple[str, int]:
-    """Status and row count of an existing results file of this job (JobError if it belongs to another)."""
-    from mpidecent.io.reader import ReportError, read_header
-
-    try:
-        header = read_header(out)
-    except ReportError as err:
-        raise JobError(f"results file {out!r} cannot be resumed: {err}; it was left untouched") from None
-    if header.job != job.to_toml():
-        raise JobError(f"results file {out!r} belongs to a different job; resume with the same job and --set "
-                       "options, or choose another --out")
-    return header.status, header.rows
-
-
-def _check_output(out: str, force: bool) -> None:
-    """The results file can be created: not a directory, not existing (unless --force), and its folder
-    can be made and written (tried for real with a probe file: permission bits say nothing to root or
-    about read-only file systems). Checked before any collective, so a bad path ends every rank with
-    one line instead of failing inside the collective file creation."""
-    if os.path.isdir(out):
-        raise JobError(f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5")
-    if os.path.exists(out) and not force:
-        raise JobError(f"results file {out!r} already exists; pass --force to overwrite it or --out to "
-                       "write elsewhere")
-    folder = os.path.dirname(os.path.abspath(out))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise JobError(f"results file {out!r}: cannot write in {folder!r} ({err.strerror}); choose another "
-                       "--out or [run] out") from None
-
-

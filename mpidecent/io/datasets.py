@@ -1,6 +1,7 @@
 """The ``hdf5`` data kind: a user's HDF5 file, checked serially and read in parallel.
 
-File layout: ``features_dataset`` of shape (N, p), numeric; ``labels_dataset`` of shape (N,): class ids
+File layout: ``features_dataset`` of shape (N, ...) — one row per sample of any shape, (N, p) vectors,
+(N, C, H, W) images, (N, L) sequences — numeric; ``labels_dataset`` of shape (N,): class ids
 0..C−1 for ``task = "multiclass"`` (C = largest label + 1), 0/1 for ``"binary"``, any finite numbers for
 ``"regression"`` (integral floats are accepted as class ids).
 
@@ -9,10 +10,12 @@ and validates shapes, types and labels, raising a one-line ``JobError`` naming t
 
 ``load_hdf5`` (every rank, collectively over ``comm``): with ``comm`` and an MPI-enabled h5py the file
 is opened with ``driver="mpio"``; every rank reads the full labels (1-D, small) to compute the same
-train/test split and partition, then reads ONLY its own feature rows — its training shard, then its
-slice of the test set — with collective reads of unions of hyperslabs over the increasing rows (every
-rank makes the same number of calls, computed from the layout all ranks share; a rank with nothing left
-to read takes part with an empty selection, which h5py's high-level indexing would skip). Without
+train/test split and partition, then reads only the feature rows it needs — its training shard, then
+the test set (each node evaluates its own model on all of it) — with collective reads of unions of
+hyperslabs over the increasing rows (every rank makes the same number of calls, computed from the
+layout all ranks share; a rank with nothing left to read takes part with an empty selection, which
+h5py's high-level indexing would skip). The file's own test set (``test_features_dataset``,
+``test_labels_dataset``) replaces the ``test_fraction`` split. Without
 ``comm`` (or without MPI in h5py) the same reads are done serially.
 
 ``load_node_data`` and ``check_data`` are the entry points for every ``[data]`` kind: this module reads
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -31,8 +35,8 @@ import numpy as np
 from h5py import h5s
 
 from mpidecent.errors import JobError
-from mpidecent.learning.data import (NodeData, assemble, check_generated, data_kind, generate_node_data,
-                                     make_layout, resolve_path)
+from mpidecent.learning.data import NodeData, assemble, make_layout, resolve_path
+from mpidecent.learning.sources import DataInfo, check_in_memory, data_kind, in_memory_node_data
 
 _MAX_LISTED = 20
 
@@ -134,16 +138,67 @@ def targets_from_labels(labels: np.ndarray, values: Mapping[str, Any]) -> tuple[
     return targets, high + 1
 
 
-def _inspect(f: h5py.File, values: Mapping[str, Any], nodes: int) -> tuple[h5py.Dataset, np.ndarray, int]:
-    """Validate the file; returns (features dataset, targets of all N samples, num_classes)."""
-    features = _dataset(f, "features_dataset", values)
-    labels = _dataset(f, "labels_dataset", values)
-    fwhere = f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)}"
-    lwhere = f"[data] labels_dataset = {values['labels_dataset']!r} in {_shown(values)}"
-    if len(features.shape) != 2:
-        raise JobError(f"{fwhere} must be 2-D (samples, features), got shape {features.shape}")
-    if features.shape[1] < 1:
-        raise JobError(f"{fwhere} has no feature columns (shape {features.shape})")
+@dataclass(frozen=True)
+class _Inspected:
+    """A checked file: its feature datasets (training; test or None), the targets of all samples (the
+    test set's after the training set's), the number of classes and the size of the file's own test set."""
+
+    features: h5py.Dataset
+    test_features: h5py.Dataset | None
+    targets: np.ndarray
+    num_classes: int
+    fixed_test: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.features.shape[1:])
+
+    def rows(self, rows: np.ndarray, dxpl: Any, calls: int) -> np.ndarray:
+        """Feature rows of the whole set (training rows first, then the test set's): a read is of one
+        dataset, as the layout's training and test reads are."""
+        train = int(self.features.shape[0])
+        if self.test_features is not None and rows.size and rows[0] >= train:
+            return read_rows(self.test_features, rows - train, dxpl, calls)
+        return read_rows(self.features, rows, dxpl, calls)
+
+
+def _inspect(f: h5py.File, values: Mapping[str, Any], nodes: int) -> _Inspected:
+    """Validate the file (and its own test set, when named)."""
+    features, labels = _pair(f, values, "features_dataset", "labels_dataset")
+    test = values.get("test_features_dataset") or values.get("test_labels_dataset")
+    if not test:
+        samples = int(features.shape[0])
+        if samples < nodes:
+            raise JobError(f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} nodes; "
+                           "every node needs a sample")
+        targets, num_classes = targets_from_labels(labels[()], values)
+        return _Inspected(features, None, targets, num_classes, 0)
+    if not (values["test_features_dataset"] and values["test_labels_dataset"]):
+        raise JobError("[data] test_features_dataset and test_labels_dataset name the file's own test set: give "
+                       "both, or neither (then test_fraction holds out a test set)")
+    test_features, test_labels = _pair(f, values, "test_features_dataset", "test_labels_dataset")
+    if test_features.shape[1:] != features.shape[1:]:
+        raise JobError(f"[data] test_features_dataset = {values['test_features_dataset']!r} holds samples of shape "
+                       f"{test_features.shape[1:]} but features_dataset = {values['features_dataset']!r} holds "
+                       f"{features.shape[1:]}; they must match")
+    if int(features.shape[0]) < nodes:
+        raise JobError(f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} has "
+                       f"{features.shape[0]} training samples, fewer than the {nodes} nodes")
+    targets, num_classes = targets_from_labels(np.concatenate([labels[()], test_labels[()]]), values)
+    return _Inspected(features, test_features, targets, num_classes, int(test_features.shape[0]))
+
+
+def _pair(f: h5py.File, values: Mapping[str, Any], fkey: str, lkey: str) -> tuple[h5py.Dataset, h5py.Dataset]:
+    """A features dataset (N, ...) and its labels (N,), checked."""
+    features = _dataset(f, fkey, values)
+    labels = _dataset(f, lkey, values)
+    fwhere = f"[data] {fkey} = {values[fkey]!r} in {_shown(values)}"
+    lwhere = f"[data] {lkey} = {values[lkey]!r} in {_shown(values)}"
+    if len(features.shape) < 2:
+        raise JobError(f"{fwhere} must have one row per sample, (samples, ...) such as (N, p) vectors or "
+                       f"(N, C, H, W) images, got shape {features.shape}")
+    if min(features.shape[1:]) < 1:
+        raise JobError(f"{fwhere} has empty samples (shape {features.shape})")
     if not _numeric(features):
         raise JobError(f"{fwhere} must hold numbers, got type {features.dtype}")
     if len(labels.shape) != 1:
@@ -151,21 +206,18 @@ def _inspect(f: h5py.File, values: Mapping[str, Any], nodes: int) -> tuple[h5py.
     if not _numeric(labels):
         raise JobError(f"{lwhere} must hold numbers, got type {labels.dtype}")
     if labels.shape[0] != features.shape[0]:
-        raise JobError(f"{lwhere} has {labels.shape[0]} rows but features_dataset = "
-                       f"{values['features_dataset']!r} has {features.shape[0]}; they must match")
-    samples = int(features.shape[0])
-    if samples < nodes:
-        raise JobError(f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} nodes; "
-                       "every node needs a sample")
-    targets, num_classes = targets_from_labels(labels[()], values)
-    return features, targets, num_classes
+        raise JobError(f"{lwhere} has {labels.shape[0]} rows but {fkey} = {values[fkey]!r} has "
+                       f"{features.shape[0]}; they must match")
+    return features, labels
 
 
-def check_hdf5(values: Mapping[str, Any], nodes: int, base_dir: str | None = None) -> None:
+def check_hdf5(values: Mapping[str, Any], nodes: int, base_dir: str | None = None) -> DataInfo:
     """Serial, read-only checks of the file (see module docstring); raises ``JobError``."""
     with _open_serial(values, base_dir) as f:
-        _, targets, _ = _inspect(f, values, nodes)
-    make_layout(targets, values, nodes)  # too few training samples, Dirichlet leaving a node empty
+        found = _inspect(f, values, nodes)
+    # too few training samples, a Dirichlet partition leaving a node empty
+    make_layout(found.targets, values, nodes, found.fixed_test)
+    return DataInfo(values["task"], found.input_shape, found.num_classes)
 
 
 # HDF5 (1.10) builds a union of n hyperslabs in O(n²) time, so a read selects at most this many runs of
@@ -189,7 +241,7 @@ def read_calls(rows: np.ndarray) -> int:
 
 
 def read_rows(dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int | None = None) -> np.ndarray:
-    """Rows ``rows`` (increasing) of a 2-D dataset as float64, reading nothing else.
+    """Rows ``rows`` (increasing) of a dataset of shape (N, *sample_shape) as float64, reading nothing else.
 
     The rows are read in ``calls`` read calls (default and minimum: ``read_calls(rows)``), each a union
     of at most ``RUNS_PER_READ`` hyperslabs. With a collective ``dxpl`` every rank of the file's
@@ -197,15 +249,16 @@ def read_rows(dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int
     with nothing left to read take part with an empty selection.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    m, p = int(rows.size), int(dset.shape[1])
+    m, tail = int(rows.size), tuple(int(s) for s in dset.shape[1:])
+    zeros = (0,) * len(tail)
     starts, lengths = _runs(rows)
     needed = read_calls(rows)
     calls = needed if calls is None else calls
     if calls < needed:
         raise ValueError(f"{m} rows in {starts.size} runs need {needed} read calls, got {calls}")
     native = dset.dtype.kind in "iuf"  # HDF5 converts these to float64 on read
-    out = np.empty((max(m, 1), p), dtype=np.float64 if native else dset.dtype)
-    mspace = h5s.create_simple((max(m, 1), p))
+    out = np.empty((max(m, 1), *tail), dtype=np.float64 if native else dset.dtype)
+    mspace = h5s.create_simple((max(m, 1), *tail))
     offsets = np.concatenate(([0], np.cumsum(lengths)))
     for call in range(calls):
         fspace = dset.id.get_space()
@@ -216,9 +269,9 @@ def read_rows(dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int
         else:
             op = h5s.SELECT_SET
             for start, length in zip(starts[first:last].tolist(), lengths[first:last].tolist()):
-                fspace.select_hyperslab((start, 0), (length, p), op=op)
+                fspace.select_hyperslab((start, *zeros), (length, *tail), op=op)
                 op = h5s.SELECT_OR
-            mspace.select_hyperslab((int(offsets[first]), 0), (int(offsets[last] - offsets[first]), p))
+            mspace.select_hyperslab((int(offsets[first]), *zeros), (int(offsets[last] - offsets[first]), *tail))
         if dxpl is None:
             dset.id.read(mspace, fspace, out)
         else:
@@ -240,17 +293,17 @@ def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None
     parallel = comm is not None and bool(h5py.get_config().mpi)
     f = _open_parallel(values, base_dir, comm) if parallel else _open_serial(values, base_dir)
     with f:
-        features, targets, num_classes = _inspect(f, values, nodes)
-        layout = make_layout(targets, values, nodes)
+        found = _inspect(f, values, nodes)
+        layout = make_layout(found.targets, values, nodes, found.fixed_test)
         dxpl = _collective_dxpl() if parallel else None
         # Collective reads: every rank makes as many calls as the node needing the most (known to all).
         calls = iter([max(read_calls(layout.train_rows[layout.train_indices(i)]) for i in range(nodes)),
-                      max(read_calls(layout.test_rows[layout.test_indices(i)]) for i in range(nodes))])
-        data = assemble("hdf5", values["task"], int(features.shape[1]), num_classes, layout, node,
-                        lambda rows: (read_rows(features, rows, dxpl, next(calls)), targets[rows]))
+                      read_calls(layout.test_rows)])  # every node reads the whole test set
+        data = assemble("hdf5", values["task"], found.input_shape, found.num_classes, layout, node,
+                        lambda rows: (found.rows(rows, dxpl, next(calls)), found.targets[rows]))
     bad = not np.all(np.isfinite(data.train.features))
-    if data.test is not None:
-        bad = bad or not np.all(np.isfinite(data.test.features))
+    if data.test_all is not None:
+        bad = bad or not np.all(np.isfinite(data.test_all.features))
     if comm is not None:
         bad = comm.allreduce(int(bad)) > 0  # every rank fails together
     if bad:
@@ -259,17 +312,17 @@ def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None
     return data
 
 
-def check_data(values: Mapping[str, Any], nodes: int, base_dir: str | None = None) -> None:
-    """Pure checks of resolved [data] values against the number of nodes, before any collective.
+def check_data(values: Mapping[str, Any], nodes: int, base_dir: str | None = None, rank: int = 0) -> DataInfo:
+    """Checks of resolved [data] values against the number of nodes, before any collective; returns the
+    task, sample shape and classes a model needs.
 
     Raises ``JobError`` (unknown name, too few samples for the nodes, a Dirichlet partition leaving a
-    node empty, a missing or malformed hdf5 file, ...). ``base_dir``: the job file's folder, against
-    which a relative file path is resolved.
+    node empty, a missing or malformed hdf5 file, a loader that fails, ...). ``base_dir``: the job file's
+    folder, against which a relative path is resolved; ``rank``: whose shard a shard loader checks.
     """
     if data_kind(values).file:
-        check_hdf5(values, nodes, base_dir)
-    else:
-        check_generated(values, nodes)
+        return check_hdf5(values, nodes, base_dir)
+    return check_in_memory(values, nodes, base_dir, rank)
 
 
 def load_node_data(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None,
@@ -279,4 +332,4 @@ def load_node_data(values: Mapping[str, Any], nodes: int, node: int, comm: Any =
         raise ValueError(f"node {node} is not in 0..{nodes - 1}")
     if data_kind(values).file:
         return load_hdf5(values, nodes, node, comm, base_dir)
-    return generate_node_data(values, nodes, node)
+    return in_memory_node_data(values, nodes, node, base_dir)

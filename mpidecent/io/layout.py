@@ -59,3 +59,10 @@ TEST_SERIES: Mapping[str, Series] = MappingProxyType({
     "test_loss": Series("f8", "", "mean loss (no ℓ2) of the average model on the held-out test set"),
     "test_accuracy": Series("f8", "fraction", "accuracy of the average model on the test set"),
 })
+
+# /metrics/rank/<name> (L, n), only in runs with a held-out test set (after RANK_SERIES): column i = rank i's
+# own model x_i evaluated on the whole test set (the global TEST_SERIES evaluate the average model).
+RANK_TEST_SERIES: Mapping[str, Series] = MappingProxyType({
+    "test_loss": Series("f8", "", "each node's own model: mean loss (no ℓ2) on the whole test set"),
+    "test_accuracy": Series("f8", "fraction", "each node's own model: top-1 accuracy on the whole test set"),
+})

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from mpidecent.comm.linkmodel import LinkModel
-from mpidecent.io.layout import FORMAT_VERSION, GLOBAL_SERIES, RANK_SERIES, TEST_SERIES
+from mpidecent.io.layout import FORMAT_VERSION, GLOBAL_SERIES, RANK_SERIES, RANK_TEST_SERIES, TEST_SERIES
 
 __all__ = ["BASE_GLOBAL_SERIES", "BASE_RANK_SERIES", "DEFAULT_LINK", "SUPPORTED_FORMAT_VERSION", "ReportError",
            "Run", "RunHeader", "expected_rows", "read_header", "read_run", "read_runs"]
@@ -31,8 +31,9 @@ __all__ = ["BASE_GLOBAL_SERIES", "BASE_RANK_SERIES", "DEFAULT_LINK", "SUPPORTED_
 SUPPORTED_FORMAT_VERSION = FORMAT_VERSION
 
 # The series the runner writes (io/layout.py); anything else under /metrics/rank or /metrics/global is an
-# algorithm's extra.
-BASE_RANK_SERIES: tuple[str, ...] = tuple(RANK_SERIES)
+# algorithm's extra. The test-set series (global: the average model; per rank: each node's own model) exist only
+# in runs with a test set.
+BASE_RANK_SERIES: tuple[str, ...] = (*RANK_SERIES, *RANK_TEST_SERIES)
 BASE_GLOBAL_SERIES: tuple[str, ...] = (*GLOBAL_SERIES, *TEST_SERIES)
 
 DEFAULT_LINK = LinkModel()
@@ -151,12 +152,22 @@ class Run:
         return sub is not None and math.isfinite(self.optimum) and bool(np.any(np.isfinite(sub)))
 
     def accuracy_series(self) -> tuple[np.ndarray | None, str]:
-        """(accuracy series, "test" or "training"): the test accuracy when the run has a test set."""
+        """(accuracy series of the average model, "test" or "training"): the test accuracy when the run
+        has a test set; (None, "") when it has neither (regression)."""
         for name, kind in (("test_accuracy", "test"), ("accuracy", "training")):
             values = self.glob(name)
             if values is not None and np.any(np.isfinite(values)):
                 return values, kind
         return None, ""
+
+    def node_test_series(self, name: str) -> np.ndarray | None:
+        """Each node's own model on the test set (``name``: "test_loss" or "test_accuracy"), (L, n) float64,
+        or None when the file has no such per-rank series or it holds no finite value (regression accuracy)."""
+        values = self.rank(name)
+        if values is None:
+            return None
+        values = np.asarray(values, dtype=np.float64)
+        return values if np.any(np.isfinite(values)) else None
 
     def modelled_time(self, link: LinkModel | None = None) -> np.ndarray | None:
         """Modelled seconds at each log point under ``link`` (default: this run's), or None when the

@@ -65,14 +65,17 @@ class ResultsWriter:
     """Writes one run's results file collectively (see module docstring)."""
 
     def __init__(self, path: str, comm: MPI.Intracomm, overwrite: bool, rank_extras: Sequence[str] = (),
-                 global_extras: Mapping[str, tuple[str, str, str]] | None = None, resume_rows: int | None = None):
+                 global_extras: Mapping[str, tuple[str, str, str]] | None = None, resume_rows: int | None = None,
+                 rank_declared: Mapping[str, tuple[str, str, str]] | None = None):
         """Create the file (``overwrite``: replace an existing one), or with ``resume_rows`` reopen an
-        existing file of the same run and drop the rows logged after the checkpoint being resumed."""
+        existing file of the same run and drop the rows logged after the checkpoint being resumed.
+        ``rank_declared``: per-rank series beyond the base ones with their own declaration (e.g. the
+        nodes' test metrics); ``rank_extras``: the algorithm's own, declared generically."""
         self.path = path
         self.comm = comm
         self.rank = comm.rank
         self.size = comm.size
-        self.rank_series = dict(RANK_SERIES)
+        self.rank_series = {**RANK_SERIES, **(rank_declared or {})}
         for name in rank_extras:
             self.rank_series[name] = RANK_EXTRA_SERIES
         self.global_series = {**GLOBAL_SERIES, **(global_extras or {})}

@@ -1,28 +1,24 @@
-"""Data sets, the train/test split, and how the training set is partitioned across nodes.
+"""Data sets in memory, the train/test split, and how the training set is partitioned across nodes.
 
-Kinds (``[data] name``, see ``DATASETS``): ``synthetic_logistic`` (binary), ``syn1`` / ``syn2``
-(regression, SYN-1 / SYN-2 of ``specs/multi-gossip.md``), ``digits`` (scikit-learn's bundled 8×8 digits,
-binary or multiclass) and ``hdf5`` (a user's file, read in parallel by ``mpidecent.io.datasets``).
+The ``[data]`` kinds (built-in generators, MNIST-1D, a user's loader or file) are declared in
+``learning/sources.py``; this module holds what they share. How one node's data is made
+(``io.datasets.load_node_data``, called by every rank):
 
-How one node's data is made (``io.datasets.load_node_data`` for any kind; ``generate_node_data`` here
-for the generated ones; called by every rank):
-
-1. The full set of N samples: generated from the ``[data]`` keys only (the same on every rank; cheap at
-   these sizes), or, for ``hdf5``, the labels read from the file.
-2. Train/test split: a seeded permutation puts ⌊test_fraction·N⌋ samples in the test set; the rest is
-   the training set. Both keep the order of the full set, so "training index k" means the k-th
-   training row in file/generation order.
+1. The full set of N samples (features of any sample shape): generated from the ``[data]`` keys (the same
+   on every rank; cheap at these sizes), returned by a loader, or, for ``hdf5``, the labels read from the
+   file.
+2. Train/test split: a seeded permutation puts ⌊test_fraction·N⌋ samples in the test set (or the data
+   set's own split: ``Dataset.fixed_test``); the rest is the training set. Both keep the order of the full
+   set, so "training index k" means the k-th training row in file/generation order.
 3. The training set is partitioned across the nodes (``partition``: iid, sorted or dirichlet); every
-   node needs at least one sample. The test set is cut into ``nodes`` near-equal contiguous slices,
-   node i evaluating slice i — only to share the evaluation work.
+   node needs at least one sample. Every node holds the whole test set (to evaluate its own model) and
+   evaluates the average model on its near-equal contiguous slice of it — only to share the work.
 
-``load_node_data(values, nodes=1, node=0)`` (``generate_node_data`` here) returns the whole training
-and test sets as one node's shards, which is how a single process can get the global set (e.g. for an
-exact optimum).
+One node of ``nodes = 1`` gets the whole training and test sets, which is how a single process can get
+the global set (e.g. for an exact optimum).
 
-This module is pure: it never imports mpi4py, h5py or the io layer (which builds on it: a file kind is
-declared here, with its keys and task, and read by ``mpidecent.io.datasets``), and scikit-learn only when
-``digits`` is used.
+This module is pure: it never imports mpi4py, h5py or the io layer (which builds on it), and
+scikit-learn only when ``digits`` is used.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from mpidecent.errors import JobError
-from mpidecent.params import REQUIRED, Param, resolve
 from mpidecent.rng import generator
 
 TASKS = ("binary", "multiclass", "regression")
@@ -56,10 +51,12 @@ _SAMPLES_STREAM, _TRUTH_STREAM = 0, 1
 
 @dataclass(frozen=True)
 class Dataset:
-    """A whole data set held in memory (what the generators return).
+    """A whole data set held in memory (what the generators and loaders return).
 
-    ``features``: (N, p) float64. ``targets``: (N,) int64 class ids in [0, num_classes) for
-    classification, float64 for regression (``num_classes`` = 0).
+    ``features``: (N, *sample_shape) float64 — (N, p) vectors, (N, C, H, W) images, (N, L) signals, ...
+    ``targets``: (N,) int64 class ids in [0, num_classes) for classification, float64 for regression
+    (``num_classes`` = 0). ``fixed_test``: the last ``fixed_test`` rows are the data set's own test set
+    (MNIST-1D, a loader's test arrays); 0 = split by ``test_fraction``.
     """
 
     name: str
@@ -67,14 +64,16 @@ class Dataset:
     features: np.ndarray
     targets: np.ndarray
     num_classes: int
+    fixed_test: int = 0
 
     @property
     def num_samples(self) -> int:
         return int(self.features.shape[0])
 
     @property
-    def num_features(self) -> int:
-        return int(self.features.shape[1])
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample."""
+        return tuple(int(s) for s in self.features.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -97,21 +96,29 @@ class Shard:
 
 @dataclass(frozen=True)
 class NodeData:
-    """Everything one node needs: its training shard and its slice of the test set.
+    """Everything one node needs: its training shard, its slice of the test set and the whole test set.
 
-    ``num_classes``: 2 for binary, C for multiclass, 0 for regression. ``test`` is ``None`` when there
-    is no test set (``num_test`` = 0, e.g. test_fraction = 0); a node's test slice may be empty when
-    the test set has fewer samples than there are nodes. ``num_train`` / ``num_test``: global sizes.
+    ``input_shape``: the shape of one sample. ``num_classes``: 2 for binary, C for multiclass, 0 for
+    regression. ``test`` is ``None`` when there is no test set (``num_test`` = 0, e.g. test_fraction =
+    0); a node's test slice may be empty when the test set has fewer samples than there are nodes — the
+    slices share the work of evaluating the average model. ``test_all``: the whole test set, on which each
+    node evaluates its own model. ``num_train`` / ``num_test``: global sizes.
     """
 
     name: str
     task: str
-    num_features: int
+    input_shape: tuple[int, ...]
     num_classes: int
     train: Shard
     test: Shard | None
     num_train: int
     num_test: int
+    test_all: Shard | None = None
+
+    @property
+    def num_features(self) -> int:
+        """Entries of one sample (what a flat model takes)."""
+        return int(np.prod(self.input_shape, dtype=np.int64))
 
 
 # ---- generators --------------------------------------------------------------------------------------
@@ -300,264 +307,56 @@ def _check_train_size(samples: int, test_fraction: float, nodes: int) -> None:
                        "(lower test_fraction)")
 
 
-def make_layout(targets: np.ndarray, values: Mapping[str, Any], nodes: int) -> Layout:
-    """Split the full set (its ``targets``) into train/test and partition the training set.
+def make_layout(targets: np.ndarray, values: Mapping[str, Any], nodes: int, fixed_test: int = 0) -> Layout:
+    """Split the full set (its ``targets``) into train/test and partition the training set. With
+    ``fixed_test`` > 0 the last ``fixed_test`` rows are the test set (the data set's own split).
 
     Raises ``JobError`` when the training set is smaller than ``nodes`` or a Dirichlet partition leaves
     a node empty. The caller checks that the full set itself has at least ``nodes`` samples (its
     message names the key that sets the size).
     """
     samples = int(targets.shape[0])
-    _check_train_size(samples, values["test_fraction"], nodes)
-    train_rows, test_rows = split_train_test(samples, values["test_fraction"], values["seed"])
+    if fixed_test:
+        train_rows = np.arange(samples - fixed_test, dtype=np.int64)
+        test_rows = np.arange(samples - fixed_test, samples, dtype=np.int64)
+        if train_rows.size < nodes:
+            raise JobError(f"[data] {values['name']!r} has {train_rows.size} training samples, fewer than the "
+                           f"{nodes} nodes; every node needs a training sample")
+    else:
+        _check_train_size(samples, values["test_fraction"], nodes)
+        train_rows, test_rows = split_train_test(samples, values["test_fraction"], values["seed"])
     parts = partition(targets[train_rows], nodes, values["partition"], values["seed"], alpha=values["alpha"])
     return Layout(train_rows, test_rows, parts)
 
 
 def node_data_from_dataset(dataset: Dataset, values: Mapping[str, Any], nodes: int, node: int) -> NodeData:
     """Node ``node``'s ``NodeData`` from a whole data set held in memory."""
-    layout = make_layout(dataset.targets, values, nodes)
-    return assemble(dataset.name, dataset.task, dataset.num_features, dataset.num_classes, layout, node,
+    layout = make_layout(dataset.targets, values, nodes, dataset.fixed_test)
+    return assemble(dataset.name, dataset.task, dataset.input_shape, dataset.num_classes, layout, node,
                     lambda rows: (dataset.features[rows], dataset.targets[rows]))
 
 
-def assemble(name: str, task: str, num_features: int, num_classes: int, layout: Layout, node: int,
+def assemble(name: str, task: str, input_shape: tuple[int, ...], num_classes: int, layout: Layout, node: int,
              rows_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> NodeData:
     """Build ``NodeData`` from a layout; ``rows_of(rows)`` returns (features, targets) of increasing rows
-    of the full set. It is called exactly twice (training rows, then test rows) when there is a test set,
-    once otherwise — on every node, even for empty selections (so it may be collective)."""
+    of the full set. It is called exactly twice (this node's training rows, then every test row) when
+    there is a test set, once otherwise — on every node, even for empty selections (so it may be
+    collective). The node's test slice is cut from the whole test set."""
     idx = layout.train_indices(node)
     features, targets = rows_of(layout.train_rows[idx])
     train = Shard(node, idx, _as_features(features), targets)
-    test = None
+    test = test_all = None
     if layout.num_test:
+        features, targets = rows_of(layout.test_rows)
+        test_all = Shard(node, np.arange(layout.num_test, dtype=np.int64), _as_features(features), targets)
         idx = layout.test_indices(node)
-        features, targets = rows_of(layout.test_rows[idx])
-        test = Shard(node, idx, _as_features(features), targets)
-    return NodeData(name, task, num_features, num_classes, train, test, layout.num_train, layout.num_test)
+        test = Shard(node, idx, test_all.features[idx], test_all.targets[idx])
+    return NodeData(name, task, tuple(input_shape), num_classes, train, test, layout.num_train, layout.num_test,
+                    test_all)
 
 
 def _as_features(features: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(features, dtype=np.float64)
-
-
-# ---- registry: [data] name → kind with its job keys ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataKind:
-    """One value of ``[data] name``.
-
-    ``task(values)``: the task for resolved values. Generated kinds: ``load(values, nodes, node)``, this
-    node's ``NodeData``, and ``check(values, nodes)``, pure checks before any MPI collective raising
-    ``JobError``. A file kind has neither (``file = True``): ``mpidecent.io.datasets`` reads and checks it.
-    """
-
-    name: str
-    params: tuple[Param, ...]
-    doc: str
-    task: Callable[[dict[str, Any]], str]
-    load: Callable[[dict[str, Any], int, int], NodeData] | None = None
-    check: Callable[[dict[str, Any], int], None] | None = None
-
-    @property
-    def file(self) -> bool:
-        return self.load is None
-
-
-def _below_one(value: float) -> str | None:
-    return "must be < 1 (the training set cannot be empty)" if value >= 1 else None
-
-
-def _test_fraction(default: float) -> Param:
-    return Param("test_fraction", float, default,
-                 "fraction of the samples held out as the test set (seeded split; 0 = no test set)",
-                 minimum=0.0, check=_below_one)
-
-
-def _digit_classes(value: list) -> str | None:
-    if not value:
-        return None
-    if not all(isinstance(c, int) and not isinstance(c, bool) for c in value):
-        return "must list integer digits 0..9"
-    if not all(0 <= c <= 9 for c in value):
-        return "must list digits between 0 and 9"
-    if len(set(value)) != len(value):
-        return "must list distinct digits"
-    if len(value) < 2:
-        return "must list at least 2 digits (or be empty for all ten)"
-    return None
-
-
-COMMON_PARAMS: tuple[Param, ...] = (
-    Param("partition", str, "iid",
-          "how the training set is split across nodes: iid (random equal parts), sorted (by target, "
-          "contiguous equal parts: strongly non-IID), dirichlet (per-class Dirichlet(alpha) proportions; "
-          "classification only)", choices=PARTITIONS),
-    Param("alpha", float, 0.5, "Dirichlet concentration of partition = \"dirichlet\" (smaller = more skewed)",
-          minimum=0.0, exclusive_minimum=True),
-    Param("batch_size", int, 32, "minibatch size per node and step; 0 = full local batch (deterministic)",
-          minimum=0),
-    Param("seed", int, 0, "seed of the data generator, the train/test split and the partition "
-          "(independent of [run] seed)", minimum=0),
-)
-
-
-def _check_generated_size(samples: int, nodes: int) -> None:
-    if samples < nodes:
-        raise JobError(f"[data] samples = {samples} is fewer than the {nodes} nodes; every node needs a sample")
-
-
-def _generated_kind(name: str, params: tuple[Param, ...], doc: str, task: Callable[[dict], str],
-                    build: Callable[[dict], Dataset], size: Callable[[dict, int], None]) -> DataKind:
-    """A kind whose whole set is generated from the job keys on every rank, then sliced."""
-
-    def load(values: dict, nodes: int, node: int) -> NodeData:
-        size(values, nodes)
-        return node_data_from_dataset(build(values), values, nodes, node)
-
-    def check(values: dict, nodes: int) -> None:
-        size(values, nodes)
-        if values["partition"] == "dirichlet":  # only this scheme can fail on the data itself
-            make_layout(build(values).targets, values, nodes)
-
-    return DataKind(name, params, doc, task, load, check)
-
-
-def _samples_size(values: dict, nodes: int) -> None:
-    _check_generated_size(values["samples"], nodes)
-    _check_train_size(values["samples"], values["test_fraction"], nodes)
-
-
-def _digits_size(values: dict, nodes: int) -> None:
-    samples = digits(values["classes"]).num_samples
-    if samples < nodes:
-        raise JobError(f"[data] classes = {values['classes']} select {samples} samples, fewer than the "
-                       f"{nodes} nodes; every node needs a sample")
-    _check_train_size(samples, values["test_fraction"], nodes)
-
-
-def _syn_params(samples: int, features: int) -> tuple[Param, ...]:
-    return (
-        Param("samples", int, samples, "number of samples in the whole data set (training + test)", minimum=1),
-        Param("features", int, features, "input dimension d", minimum=1),
-        Param("noise", float, 0.05, "standard deviation of the additive Gaussian noise on y", minimum=0.0),
-        _test_fraction(0.0),
-    )
-
-
-DATASETS: dict[str, DataKind] = {
-    "synthetic_logistic": _generated_kind(
-        "synthetic_logistic",
-        (
-            Param("samples", int, 4000, "number of samples in the whole data set (training + test)", minimum=1),
-            Param("features", int, 50, "number of input features (the model has features + 1 parameters)",
-                  minimum=1),
-            Param("separation", float, 3.0, "scale of the true weight vector; larger = more separable",
-                  minimum=0.0),
-            _test_fraction(0.0),
-        ),
-        "binary classification drawn from a logistic model (see learning/data.py)",
-        lambda v: "binary",
-        lambda v: synthetic_logistic(v["samples"], v["features"], v["seed"], v["separation"]),
-        _samples_size,
-    ),
-    "syn1": _generated_kind(
-        "syn1",
-        _syn_params(2000, 200),
-        "SYN-1 regression: y = A·x + N(0, noise²), x ~ N(0, I_d), A_j ~ N(1, 1)/√(d/2) (strongly convex "
-        "with a linear model)",
-        lambda v: "regression",
-        lambda v: syn_regression(v["samples"], v["features"], v["noise"], v["seed"], relu=False),
-        _samples_size,
-    ),
-    "syn2": _generated_kind(
-        "syn2",
-        _syn_params(2000, 200),
-        "SYN-2 regression: y = max(A·x, 0) + N(0, noise²), same x and A as syn1 (non-convex with a ReLU "
-        "model)",
-        lambda v: "regression",
-        lambda v: syn_regression(v["samples"], v["features"], v["noise"], v["seed"], relu=True),
-        _samples_size,
-    ),
-    "digits": _generated_kind(
-        "digits",
-        (
-            Param("classes", list, [], "digits to keep, relabelled 0..C−1 in this order; [] = all ten "
-                  "(multiclass); exactly two = binary (first → 0, second → 1)", check=_digit_classes),
-            _test_fraction(0.2),
-        ),
-        "scikit-learn's bundled 8×8 handwritten digits (1797 samples, 64 features scaled to [0, 1])",
-        lambda v: "binary" if len(v["classes"]) == 2 else "multiclass",
-        lambda v: digits(v["classes"]),
-        _digits_size,
-    ),
-    "hdf5": DataKind(
-        "hdf5",
-        (
-            Param("path", str, REQUIRED, "HDF5 file; a relative path is read from the job file's folder"),
-            Param("features_dataset", str, "features", "dataset of the features, shape (N, p), numeric"),
-            Param("labels_dataset", str, "labels", "dataset of the targets, shape (N,): class ids 0..C−1 "
-                  "(binary: 0/1) or real numbers (regression)"),
-            Param("task", str, "multiclass", "what the labels are", choices=TASKS),
-            _test_fraction(0.0),
-        ),
-        "a user's HDF5 file (features (N, p) and labels (N,)); each rank reads only its own rows "
-        "(parallel HDF5 when h5py has MPI)",
-        lambda v: v["task"],
-    ),
-}
-
-
-def _check_task_partition(values: Mapping[str, Any]) -> None:
-    if values["partition"] == "dirichlet" and data_task(values) == "regression":
-        raise JobError(f"[data] partition = 'dirichlet' needs class labels, but {values['name']} is a "
-                       "regression data set; use partition = \"iid\" or \"sorted\"")
-
-
-def resolve_data(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the [data] table; returns all keys with defaults, including ``name``."""
-    name = table.get("name", "synthetic_logistic")
-    if name not in DATASETS:
-        Param("name", str, choices=tuple(DATASETS)).coerce("data", name)
-    kind = DATASETS[name]
-    values = resolve("data", kind.params + COMMON_PARAMS, table, owner=name, ignore=("name",))
-    values = {key: (list(v) if isinstance(v, list) else v) for key, v in values.items()}
-    values = {"name": name, **values}
-    _check_task_partition(values)
-    return values
-
-
-def _kind(values: Mapping[str, Any]) -> DataKind:
-    name = values.get("name")
-    if name not in DATASETS:
-        Param("name", str, choices=tuple(DATASETS)).coerce("data", name)
-    return DATASETS[name]
-
-
-def data_task(values: Mapping[str, Any]) -> str:
-    """The task ("binary" | "multiclass" | "regression") of resolved [data] values."""
-    return _kind(values).task(dict(values))
-
-
-def data_kind(values: Mapping[str, Any]) -> DataKind:
-    """The kind of resolved [data] values, after the checks every kind shares."""
-    kind = _kind(values)
-    _check_task_partition(values)
-    return kind
-
-
-def check_generated(values: Mapping[str, Any], nodes: int) -> None:
-    """Pure checks of a generated kind's resolved [data] values against the number of nodes (too few
-    samples for the nodes, a Dirichlet partition leaving a node empty, ...); raises ``JobError``."""
-    data_kind(values).check(dict(values), nodes)
-
-
-def generate_node_data(values: Mapping[str, Any], nodes: int, node: int) -> NodeData:
-    """Node ``node``'s data of a generated kind (the same on every rank that asks for it)."""
-    if not 0 <= node < nodes:
-        raise ValueError(f"node {node} is not in 0..{nodes - 1}")
-    return data_kind(values).load(dict(values), nodes, node)
 
 
 def resolve_path(path: str, base_dir: str | None) -> str:

@@ -1,8 +1,9 @@
 """Local objectives (what a node differentiates), exact evaluation, and the optimum of convex problems.
 
 The network objective is f(θ) = (1/n) Σ_i F_i(θ), with F_i the mean loss over node i's training shard
-plus the ℓ2 term (λ/2)‖θ‖². The loss depends on the task: binary → logistic (BCE with logits),
-multiclass → softmax cross-entropy, regression → ½·squared error. Training gradients come from torch
+plus the ℓ2 term (λ/2)‖θ‖². The loss is ``[model] loss``; ``auto`` depends on the task: binary → logistic
+(BCE with logits), multiclass → softmax cross-entropy, regression → ½·squared error. A model's output
+for binary and regression tasks may be (B,) or (B, 1); multiclass models output (B, classes) logits. Training gradients come from torch
 autograd on the flat-buffer model; the ℓ2 term is applied directly on the flat buffers (one vectorised
 pass, no loop over parameters). Evaluation for the metrics runs a float64 copy of the model, so
 suboptimality f(θ̄) − f* is exact to rounding whatever the training dtype.
@@ -21,8 +22,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from mpidecent import plugins
+from mpidecent.errors import JobError
 from mpidecent.learning.data import NodeData, Shard
-from mpidecent.learning.flat import FlatParameters
+from mpidecent.learning.flat import FlatParameters, build_module
+from mpidecent.learning.models import LOSS_TASKS
 from mpidecent.rng import generator
 
 
@@ -57,17 +61,36 @@ class Objective(Protocol):
         ...
 
 
-def _data_loss(task: str):
-    """Mean loss over a batch for a task: (outputs, targets) → scalar tensor."""
-    if task == "binary":
-        return torch.nn.functional.binary_cross_entropy_with_logits
-    if task == "multiclass":
-        return torch.nn.functional.cross_entropy
-    def half_squared_error(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        errors = 0.5 * (pred - target) ** 2
-        return errors.mean() if reduction == "mean" else errors
+def _half_squared_error(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    errors = 0.5 * (pred - target) ** 2
+    return errors.mean() if reduction == "mean" else errors
 
-    return half_squared_error
+
+_LOSSES = {"bce": torch.nn.functional.binary_cross_entropy_with_logits,
+           "cross_entropy": torch.nn.functional.cross_entropy,
+           "mse": torch.nn.functional.mse_loss}
+_AUTO = {"binary": "bce", "multiclass": "cross_entropy"}
+
+
+def data_loss(task: str, loss: str = "auto", base_dir: str | None = None):
+    """Loss over a batch: (outputs, targets, reduction="mean"|"none") → scalar (or per-sample) tensor.
+    ``loss``: ``[model] loss`` (a name, or an import path of fn(outputs, targets[, reduction]))."""
+    if plugins.is_import_path(loss):
+        fn = plugins.load(loss, "[model] loss", base_dir)
+
+        def user_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+            return fn(outputs, targets) if reduction == "mean" else fn(outputs, targets, reduction=reduction)
+        return user_loss
+    if loss == "auto":
+        return _LOSSES[_AUTO[task]] if task in _AUTO else _half_squared_error
+    return _LOSSES[loss]
+
+
+def fit_outputs(outputs: torch.Tensor, task: str) -> torch.Tensor:
+    """A (B, 1) output of a binary or regression model as (B,), the targets' shape."""
+    if task != "multiclass" and outputs.ndim == 2 and outputs.shape[1] == 1:
+        return outputs.squeeze(-1)
+    return outputs
 
 
 def _correct(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> int:
@@ -97,7 +120,8 @@ class TorchObjective:
     """
 
     def __init__(self, flat: FlatParameters, data: NodeData, l2: float, batch_size: int, seed: int,
-                 rank: int, sample_weights: np.ndarray | None = None, eval_shard: Shard | None = None) -> None:
+                 rank: int, sample_weights: np.ndarray | None = None, eval_shard: Shard | None = None,
+                 loss: str = "auto", base_dir: str | None = None) -> None:
         self.flat = flat
         self.dim = flat.dim
         self.params = flat.values
@@ -109,17 +133,21 @@ class TorchObjective:
         self.rank = rank
         self.task = data.task
         self.data = data
-        self.loss_fn = _data_loss(data.task)
+        self.loss_fn = data_loss(data.task, loss, base_dir)
         torch_dtype = torch.float64 if self.params.dtype == np.float64 else torch.float32
         self.features, self.targets = _tensors(data.train, data.task, torch_dtype)
         if sample_weights is not None and batch_size:
             raise ValueError("sample weights need full-batch gradients (batch_size = 0)")
         self.weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch_dtype)
-        # A float64 twin of the model for exact evaluation at arbitrary points (e.g. the network average).
+        # A float64 twin of the model for exact evaluation at arbitrary points (e.g. the network average),
+        # in eval mode (dropout off, batch norm on the running statistics, copied from the node's model).
         self._eval = FlatParameters(copy.deepcopy(flat.module), np.float64)
+        self._eval.module.eval()
         self.eval_shard = data.train if eval_shard is None else eval_shard
         self._eval_train = _tensors(self.eval_shard, data.task, torch.float64)
         self._eval_test = _tensors(data.test, data.task, torch.float64) if data.test is not None else None
+        self._eval_test_all = _tensors(data.test_all, data.task, torch.float64) if data.test_all is not None \
+            else None
 
     def loss_grad(self, step: int) -> float:
         if self.batch_size == 0:
@@ -130,10 +158,11 @@ class TorchObjective:
             index = torch.from_numpy(idx)
             features, targets = self.features[index], self.targets[index]
         self.flat.zero_grad()
+        outputs = fit_outputs(self.flat.module(features), self.task)
         if self.weights is None:
-            loss = self.loss_fn(self.flat.module(features), targets)
+            loss = self.loss_fn(outputs, targets)
         else:
-            loss = self.weights @ self.loss_fn(self.flat.module(features), targets, reduction="none")
+            loss = self.weights @ self.loss_fn(outputs, targets, reduction="none")
         loss.backward()
         value = float(loss.detach())
         if self.l2:
@@ -147,8 +176,10 @@ class TorchObjective:
         if features.shape[0] == 0:
             return 0.0, 0, 0
         self._eval.values[:] = theta
+        for name, buffer in self._eval.buffers.items():  # this node's running statistics
+            buffer[...] = self.flat.buffers[name]
         with torch.no_grad():
-            outputs = self._eval.module(features)
+            outputs = fit_outputs(self._eval.module(features), self.task)
             loss = float(self.loss_fn(outputs, targets))
         return loss, _correct(self.task, outputs, targets), int(features.shape[0])
 
@@ -163,6 +194,12 @@ class TorchObjective:
         if self._eval_test is None:
             return None
         return LocalEval(*self._eval_at(theta, self._eval_test))
+
+    def evaluate_test_all(self, theta: np.ndarray) -> LocalEval | None:
+        """Mean loss (no ℓ2) and correct predictions on the whole test set (this node's own model)."""
+        if self._eval_test_all is None:
+            return None
+        return LocalEval(*self._eval_at(theta, self._eval_test_all))
 
 
 class NullObjective:
@@ -181,6 +218,48 @@ class NullObjective:
 
     def evaluate_test(self, theta: np.ndarray) -> LocalEval | None:
         return None
+
+    def evaluate_test_all(self, theta: np.ndarray) -> LocalEval | None:
+        return None
+
+
+def check_model(values: dict, input_shape: tuple[int, ...], task: str, classes: int,
+                base_dir: str | None = None) -> None:
+    """One forward pass of the job's model (and its loss) on two zero samples, before any collective:
+    the output must fit the task — (B,) or (B, 1) for binary and regression, (B, classes) for
+    multiclass — and the loss must give a finite number. JobError names ``[model] name`` or ``loss``."""
+    loss = values["loss"]
+    if loss in LOSS_TASKS and LOSS_TASKS[loss] != task:
+        raise JobError(f"[model] loss = {loss!r} is for {LOSS_TASKS[loss]} tasks but the data set is a {task} task; "
+                       "use loss = \"auto\"")
+    module = build_module(values, input_shape, classes, base_dir).eval()
+    name = values["name"]
+    try:
+        with torch.no_grad():
+            raw = module(torch.zeros(2, *input_shape))
+    except Exception as err:  # noqa: BLE001 - the user's model: any error becomes one line
+        raise JobError(f"[model] name = {name!r} fails on a batch of samples of shape {tuple(input_shape)} "
+                       f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})") \
+            from None
+    if not isinstance(raw, torch.Tensor):
+        raise JobError(f"[model] name = {name!r} returned a {type(raw).__name__} from forward, not a tensor")
+    outputs = fit_outputs(raw, task)
+    want = (2, classes) if task == "multiclass" else (2,)
+    if tuple(outputs.shape) != want:
+        shown = f"(B, {classes})" if task == "multiclass" else "(B,) or (B, 1)"
+        raise JobError(f"[model] name = {name!r} outputs shape {tuple(raw.shape[1:])} per batch of samples, but "
+                       f"the {task} task{f' with {classes} classes' if task == 'multiclass' else ''} needs "
+                       f"{shown}")
+    targets = torch.zeros(2, dtype=torch.int64 if task == "multiclass" else outputs.dtype)
+    loss_fn = data_loss(task, values["loss"], base_dir)
+    try:
+        value = loss_fn(outputs, targets)
+        finite = isinstance(value, torch.Tensor) and value.numel() == 1 and bool(torch.isfinite(value))
+    except Exception as err:  # noqa: BLE001
+        raise JobError(f"[model] loss = {values['loss']!r} fails on the model's outputs ({type(err).__name__}: "
+                       f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+    if not finite:
+        raise JobError(f"[model] loss = {values['loss']!r} must return one finite number per batch, got {value!r}")
 
 
 # ---- the exact optimum of convex generalised linear models, computed collectively -------------------------

@@ -43,6 +43,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ReportError(f"--latency must be a finite number of seconds ≥ 0, got {latency:g}")
     if target is not None and not math.isfinite(target):
         raise ReportError(f"--target must be a finite loss, got {target:g}")
+    accuracy = getattr(args, "target_accuracy", None)
+    if accuracy is not None and not (math.isfinite(accuracy) and 0 < accuracy <= 1):
+        percent = math.isfinite(accuracy) and 1 < accuracy <= 100
+        hint = f" (for {accuracy:g}% give {accuracy / 100:g})" if percent else ""
+        raise ReportError(f"--target-accuracy must be a fraction 0 < A ≤ 1, got {accuracy:g}{hint}")
     if getattr(args, "csv", False) and getattr(args, "json", False):
         raise ReportError("--csv and --json: give one of them")
 
@@ -57,14 +62,14 @@ def main(args: argparse.Namespace) -> int:
         runs = read_runs(list(args.files), getattr(args, "bandwidth", None), getattr(args, "latency", None))
         from mpidecent.report import tables
 
-        target = getattr(args, "target", None)
+        target, target_accuracy = getattr(args, "target", None), getattr(args, "target_accuracy", None)
         machine = getattr(args, "csv", False) or getattr(args, "json", False)
         if getattr(args, "csv", False):
-            text = tables.render_csv(runs, budgets, target)
+            text = tables.render_csv(runs, budgets, target, target_accuracy)
         elif getattr(args, "json", False):
-            text = tables.render_json(runs, budgets, target)
+            text = tables.render_json(runs, budgets, target, target_accuracy)
         else:
-            text = tables.render_text(runs, budgets, target)
+            text = tables.render_text(runs, budgets, target, target_accuracy)
         figures: list[str] = []
         if getattr(args, "plot", None):
             from mpidecent.report.plots import write_plots

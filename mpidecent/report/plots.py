@@ -2,14 +2,18 @@
 
 Every figure has a fixed size (``FIGSIZE`` inches at ``DPI``: 800 × 500 pixels; the topology drawing
 ``TOPOLOGY_FIGSIZE``: 700 × 700), a title, axis labels with units and a legend naming each run. A y axis
-is logarithmic when its positive values span at least a decade; a bits or modelled-time x axis when the
-runs' final values differ by a decade (steps stay linear). Each run keeps one colour in every figure. ``write_plots`` returns the files it wrote; figures whose data no run has are not written.
+is logarithmic when its positive values span at least a decade (never for accuracy); a bits or modelled-time x
+axis when the runs' final values differ by a decade (steps stay linear; accuracy_vs_bits is always log in x).
+Each run keeps one colour in every figure. ``write_plots`` returns the files it wrote; figures whose data no
+run has are not written.
 
 Files (in the ``--plot`` folder):
 
     loss_vs_step.png, loss_vs_bits.png, loss_vs_modelled_time.png          average-model loss f(x̄)
     suboptimality_vs_step.png, ..._vs_bits.png, ..._vs_modelled_time.png   f(x̄) − f* (runs with f*)
     accuracy_vs_step.png          test accuracy of x̄ (training accuracy for runs without a test set)
+    accuracy_vs_bits.png          the same vs cumulative bits (log x), with the min–max band over ranks of
+                                  each node's own test accuracy (per-rank test_accuracy) where the file has it
     consensus_vs_step.png         (1/n) Σ‖x_i − x̄‖²
     rank_spread.png               local objective F_i(x_i) per rank: min–max band and mean
     extra_<name>.png              an algorithm's per-rank series (push_sum_weight, paper_bits, ...)
@@ -26,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from mpidecent.comm.linkmodel import LinkModel
 from mpidecent.io.reader import Run
@@ -88,14 +93,15 @@ def _color(i: int) -> str:
     return _COLORS[i % len(_COLORS)]
 
 
-def _finish(ax, title: str, xlabel: str, ylabel: str, ys: list, xlog: bool = False, legend: bool = True) -> None:
-    """Title, labels, grid, legend; y logarithmic when its values span decades, x when asked."""
+def _finish(ax, title: str, xlabel: str, ylabel: str, ys: list, xlog: bool = False, legend: bool = True,
+            ylog: bool = True) -> None:
+    """Title, labels, grid, legend; y logarithmic when its values span decades (and ``ylog``), x when asked."""
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if xlog:
         ax.set_xscale("log", nonpositive="mask")
-    if spans_decades(*ys):
+    if ylog and spans_decades(*ys):
         ax.set_yscale("log", nonpositive="mask")
     ax.grid(True, which="major", alpha=0.3)
     if legend and ax.get_legend_handles_labels()[0]:
@@ -103,7 +109,7 @@ def _finish(ax, title: str, xlabel: str, ylabel: str, ys: list, xlog: bool = Fal
 
 
 def _line_figure(path: str, curves: list[tuple[str, str, np.ndarray, np.ndarray]], title: str, xlabel: str,
-                 ylabel: str, x_may_log: bool = False) -> str | None:
+                 ylabel: str, x_may_log: bool = False, ylog: bool = True) -> str | None:
     """One line per (label, colour, x, y); None (no file) when there is nothing to draw. Steps stay on
     a linear axis; with ``x_may_log`` (bits, modelled time) x is logarithmic when the runs' ranges
     differ by decades."""
@@ -118,7 +124,69 @@ def _line_figure(path: str, curves: list[tuple[str, str, np.ndarray, np.ndarray]
             keep = np.asarray(x, dtype=np.float64) > 0
             x, y = x[keep], y[keep]
         ax.plot(x, y, marker="o" if x.size <= 30 else None, markersize=3, color=color, label=label)
-    _finish(ax, title, xlabel, ylabel, [c[3] for c in curves], xlog)
+    _finish(ax, title, xlabel, ylabel, [c[3] for c in curves], xlog, ylog=ylog)
+    return _save(fig, path)
+
+
+def _accuracy_label(kinds: set[str]) -> str:
+    if kinds == {"test"}:
+        return "test accuracy of x̄ [fraction]"
+    if kinds == {"training"}:
+        return "training accuracy of x̄ [fraction] (no test set)"
+    return "accuracy of x̄ [fraction] (test; training where marked)"
+
+
+def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
+    """Average-model accuracy (test, else training) vs cumulative bits on a log axis, one line per run,
+    and a band between the min and max over ranks of each node's own test accuracy where the file has the
+    per-rank series. Log points with no bits sent yet (step 0) have no place on the axis; a run that never
+    sends a bit is named in the legend only. None (no file) when no run has an accuracy series."""
+    have = []
+    for i, run in enumerate(runs):
+        values, kind = run.accuracy_series()
+        bits = run.glob("cumulative_bits")
+        if values is not None and bits is not None and run.rows:
+            have.append((i, run, np.asarray(bits, dtype=np.float64), np.asarray(values, dtype=np.float64), kind))
+    if not have:
+        return None
+    kinds = {kind for *_, kind in have}
+    mixed = len(kinds) > 1
+    nodes = {i: run.node_test_series("test_accuracy") if kind == "test" else None for i, run, *_, kind in have}
+    banded = any(v is not None for v in nodes.values())
+    fig = _figure()
+    ax = fig.add_subplot()
+    handles, labels = [], []
+    for i, run, bits, acc, kind in have:
+        label = f"{run.label} (training set)" if mixed and kind == "training" else run.label
+        keep = bits > 0
+        if not keep.any():
+            handles.append(ax.plot([], [], color=_color(i))[0])
+            labels.append(f"{label}: sent no bits, not on this axis")
+            continue
+        x = bits[keep]
+        line = ax.plot(x, acc[keep], marker="o" if x.size <= 30 else None, markersize=3, color=_color(i),
+                       zorder=3)[0]
+        handle = line
+        if nodes[i] is not None:
+            with np.errstate(all="ignore"):
+                low, high = np.nanmin(nodes[i][keep], axis=1), np.nanmax(nodes[i][keep], axis=1)
+            band = ax.fill_between(x, low, high, color=_color(i), alpha=0.18, linewidth=0, zorder=1)
+            handle = (band, line)
+            label = f"{label} (band: {run.n} nodes)"
+        handles.append(handle)
+        labels.append(label)
+    drawn = any(not isinstance(h, Line2D) or h.get_xdata().size for h in handles)
+    title = "Accuracy of the average model vs bits sent"
+    if banded:
+        title += "\n(line: average model $\\bar{x}$; band: min–max over ranks of each node's own model $x_i$)"
+    ax.set_title(title)
+    ax.set_xlabel(_BITS)
+    ax.set_ylabel(_accuracy_label(kinds))
+    if drawn:
+        ax.set_xscale("log", nonpositive="mask")
+    ax.grid(True, which="major", alpha=0.3)
+    # Accuracy rises to the right: that corner stays empty.
+    ax.legend(handles, labels, loc="lower right", fontsize="small")
     return _save(fig, path)
 
 
@@ -221,7 +289,7 @@ def write_plots(runs: Sequence[Run], directory: str) -> list[str]:
         if values is not None:
             acc.append((f"{r.label} ({kind})", c, r.steps, values))
     written.append(_line_figure(path("accuracy_vs_step.png"), acc, "Accuracy of the average model vs step", _STEP,
-                                "accuracy [fraction]"))
+                                "accuracy [fraction]", ylog=False))
 
     bits = {r.label: r.glob("cumulative_bits") for r, _ in colored}
     written.append(_line_figure(path("loss_vs_bits.png"),
@@ -230,6 +298,7 @@ def write_plots(runs: Sequence[Run], directory: str) -> list[str]:
     written.append(_line_figure(path("suboptimality_vs_bits.png"),
                                 [(r.label, c, bits[r.label], r.glob("suboptimality")) for r, c in with_opt],
                                 "Suboptimality vs bits sent", _BITS, _SUB, x_may_log=True))
+    written.append(_accuracy_bits_figure(path("accuracy_vs_bits.png"), runs))
 
     common, link_text = _links(runs)
 

@@ -1,4 +1,4 @@
-"""The comparison table of runs, the bit-budget and target-loss queries, as text, CSV or JSON.
+"""The comparison table of runs, the bit-budget, target-loss and target-accuracy queries, as text, CSV or JSON.
 
 Every number comes from the results files (``Run``); ``summarize`` gives one run's final values as a
 flat mapping (the CSV/JSON fields), the ``render_*`` functions lay several runs side by side.
@@ -10,6 +10,11 @@ Queries:
   when the run ended before sending B bits.
 * target loss T: the first logged step whose average-model loss is ≤ T, with the cumulative bits, wall
   time and modelled time at that log point ("not reached" otherwise). Resolution is ``log_every``.
+* target accuracy A: the same for the first logged step whose average-model accuracy is ≥ A: the test
+  accuracy when the run has a test set, else the training accuracy (the answer says which).
+
+Runs with a test set also hold each node's own model evaluated on it (per-rank ``test_loss`` and
+``test_accuracy``); the final values give their min / mean / max over ranks next to the average model's.
 """
 
 from __future__ import annotations
@@ -48,6 +53,17 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _over_ranks(values: np.ndarray | None) -> tuple[Any, Any, Any]:
+    """(min, mean, max) over ranks of the last row of a per-rank series, finite values only (None: none)."""
+    if values is None or values.shape[0] == 0:
+        return None, None, None
+    last = np.asarray(values[-1], dtype=np.float64)
+    finite = last[np.isfinite(last)]
+    if not finite.size:
+        return None, None, None
+    return _clean(float(finite.min())), _clean(float(finite.mean())), _clean(float(finite.max()))
 
 
 def topology_text(run: Run) -> str:
@@ -93,6 +109,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "accuracy": _last(accuracy),
         "accuracy_set": accuracy_set or None,
         "test_loss": _last(run.glob("test_loss")),
+        "test_accuracy": _last(run.glob("test_accuracy")),
         "consensus_distance": _last(run.glob("consensus_distance")),
         "total_bits": None if bits is None else int(bits),
         "total_bytes": None if nbytes is None else int(nbytes),
@@ -108,6 +125,9 @@ def summarize(run: Run) -> dict[str, Any]:
         "extras": {},
         "events": {},
     }
+    for name in ("test_accuracy", "test_loss"):  # each node's own model on the test set, over ranks
+        low, mean, high = _over_ranks(run.node_test_series(name))
+        out[f"node_{name}_min"], out[f"node_{name}_mean"], out[f"node_{name}_max"] = low, mean, high
     for name in run.rank_extras:
         values = run.rank(name)
         last = values[-1].astype(np.float64) if run.rows else np.zeros(0)
@@ -176,10 +196,34 @@ def target_query(run: Run, target: float) -> dict[str, Any]:
     return result
 
 
+def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
+    """The first logged step with average-model accuracy ≥ ``target``: test accuracy when the run has a
+    test set, else training accuracy (``accuracy_set``: "test", "training", or None without either)."""
+    values, kind = run.accuracy_series()
+    result: dict[str, Any] = {"target": target, "accuracy_set": kind or None, "reached": False, "step": None,
+                              "bits": None, "wall_s": None, "modelled_s": None, "best_accuracy": None}
+    if values is None or run.rows == 0:
+        return result
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    result["best_accuracy"] = _clean(float(finite.max())) if finite.size else None
+    hits = np.flatnonzero(np.isfinite(values) & (values >= target))
+    if hits.size == 0:
+        return result
+    i = int(hits[0])
+    bits, wall, modelled = run.glob("cumulative_bits"), run.glob("wall_s"), run.modelled_time()
+    result.update(reached=True, step=int(run.steps[i]),
+                  bits=None if bits is None else int(bits[i]),
+                  wall_s=None if wall is None else _clean(float(wall[i])),
+                  modelled_s=None if modelled is None else _clean(float(modelled[i])))
+    return result
+
+
 # ---- several runs --------------------------------------------------------------------------------------
 
 
-def records(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> list[dict[str, Any]]:
+def records(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
+            target_accuracy: float | None = None) -> list[dict[str, Any]]:
     """One record per run: ``summarize`` plus the queries (the JSON output)."""
     out = []
     for run in runs:
@@ -188,17 +232,20 @@ def records(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | 
             rec["budgets"] = [budget_query(run, b) for b in budgets]
         if target is not None:
             rec["target"] = target_query(run, target)
+        if target_accuracy is not None:
+            rec["target_accuracy"] = accuracy_target_query(run, target_accuracy)
         out.append(rec)
     return out
 
 
-def render_json(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> str:
-    document = {"note": MODEL_NOTE, "runs": records(runs, budgets, target)}
+def render_json(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
+                target_accuracy: float | None = None) -> str:
+    document = {"note": MODEL_NOTE, "runs": records(runs, budgets, target, target_accuracy)}
     return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _flat(rec: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in rec.items() if k not in ("extras", "events", "budgets", "target")}
+    flat = {k: v for k, v in rec.items() if k not in ("extras", "events", "budgets", "target", "target_accuracy")}
     for name, stats in rec["extras"].items():
         flat[f"extra.{name}.mean"] = stats["mean"]
         flat[f"extra.{name}.max"] = stats["max"]
@@ -216,12 +263,20 @@ def _flat(rec: dict[str, Any]) -> dict[str, Any]:
             flat[f"target_{key}"] = t[key]
         flat["target_loss"] = t["target"]
         flat["target_reached"] = t["reached"]
+    if "target_accuracy" in rec:
+        t = rec["target_accuracy"]
+        flat["target_accuracy"] = t["target"]
+        flat["target_accuracy_set"] = t["accuracy_set"]
+        flat["target_accuracy_reached"] = t["reached"]
+        for key in ("step", "bits", "wall_s", "modelled_s"):
+            flat[f"target_accuracy_{key}"] = t[key]
     return flat
 
 
-def render_csv(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> str:
+def render_csv(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
+               target_accuracy: float | None = None) -> str:
     """One row per run; empty cells where a value does not exist (or a query was not reached)."""
-    rows = [_flat(r) for r in records(runs, budgets, target)]
+    rows = [_flat(r) for r in records(runs, budgets, target, target_accuracy)]
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -243,9 +298,11 @@ def _status(rec: dict[str, Any]) -> str:
     return f"{rec['status']} (partial)" if rec["partial"] else rec["status"]
 
 
-def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None) -> str:
-    """The comparison table (three blocks: runs, final values, extras), the queries and the notes."""
-    recs = records(runs, budgets, target)
+def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
+                target_accuracy: float | None = None) -> str:
+    """The comparison table (blocks: runs, final values, the test set when a run has per-node test
+    metrics, extras), the queries and the notes."""
+    recs = records(runs, budgets, target, target_accuracy)
     out = ["runs"]
     out += grid(["run", "status", "algorithm", "compressor", "topology", "n", "steps"],
                 [[r["run"], _status(r), r["algorithm"], r["compressor"], r["topology"], str(r["n"]),
@@ -267,6 +324,16 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
                      _num(r["modelled_s"], ".4f")])
     out += grid(["run", "avg-loss", "subopt", "accuracy", "consensus", "bits", "bytes", "bits/node/step",
                  "wall s", "compute/comm", "modelled s"], rows)
+    if any(r["node_test_accuracy_mean"] is not None or r["node_test_loss_mean"] is not None for r in recs):
+        out += ["", ("test set (last logged step): the average model (avg), and each node's own model "
+                     "(node: min / mean / max over ranks)")]
+        test_rows = [[r["run"], _num(r["test_accuracy"], ".4f"), _num(r["node_test_accuracy_min"], ".4f"),
+                      _num(r["node_test_accuracy_mean"], ".4f"), _num(r["node_test_accuracy_max"], ".4f"),
+                      _num(r["test_loss"], ".6f"), _num(r["node_test_loss_min"], ".6f"),
+                      _num(r["node_test_loss_mean"], ".6f"), _num(r["node_test_loss_max"], ".6f")]
+                     for r in recs if r["test_loss"] is not None or r["node_test_loss_mean"] is not None]
+        out += grid(["run", "avg acc", "node acc min", "node acc mean", "node acc max", "avg loss",
+                     "node loss min", "node loss mean", "node loss max"], test_rows)
     extra_rows = []
     for r in recs:
         for name, stats in r["extras"].items():
@@ -301,6 +368,21 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
             else:
                 trows.append([r["run"], "not reached", f"(best {_num(t['best_loss'], '.6f')})", "-", "-"])
         out += grid(["run", "step", "bits", "wall s", "modelled s"], trows)
+    if target_accuracy is not None:
+        out += ["", (f"first logged step with average-model accuracy ≥ {target_accuracy:g} "
+                     "(test set; the training set for runs without one)")]
+        arows = []
+        for r in recs:
+            t = r["target_accuracy"]
+            kind = t["accuracy_set"] or "-"
+            if t["reached"]:
+                arows.append([r["run"], kind, str(t["step"]), _num(t["bits"], ".4e"), _num(t["wall_s"], ".2f"),
+                              _num(t["modelled_s"], ".4f")])
+            elif t["accuracy_set"] is None:
+                arows.append([r["run"], kind, "no accuracy", "(regression or no series)", "-", "-"])
+            else:
+                arows.append([r["run"], kind, "not reached", f"(best {_num(t['best_accuracy'], '.4f')})", "-", "-"])
+        out += grid(["run", "accuracy on", "step", "bits", "wall s", "modelled s"], arows, left=2)
     notes = []
     if test_marked:
         notes.append("accuracy: on the test set where marked t, else on the training set")

@@ -21,7 +21,7 @@ from mpidecent.compression import Compressor, build_compressor
 from mpidecent.learning.data import NodeData
 from mpidecent.learning.flat import build_flat_model
 from mpidecent.learning.problems import NullObjective, TorchObjective
-from mpidecent.plan import Plan
+from mpidecent.plan import Plan, job_folder
 from mpidecent.runner.data import layout_data
 from mpidecent.topology.schedule import Schedule
 
@@ -43,9 +43,11 @@ def build_node(plan: Plan, rank: int, size: int, comm: Any = None) -> Node:
     dtype, seed = np.dtype(job.run["dtype"]), int(job.run["seed"])
     layout = spec.data_layout(job, size, rank)
     data, weights, eval_shard = layout_data(job, layout, rank, size, comm)
-    flat = build_flat_model(job.model, data.num_features, data.num_classes, dtype, seed, node=rank)
+    folder = job_folder(job)
+    flat = build_flat_model(job.model, data.input_shape, data.num_classes, dtype, seed, node=rank, base_dir=folder)
     objective = TorchObjective(flat, data, job.model["l2"] if layout.regularize else 0.0, job.data["batch_size"],
-                               seed, rank, sample_weights=weights, eval_shard=eval_shard)
+                               seed, rank, sample_weights=weights, eval_shard=eval_shard, loss=job.model["loss"],
+                               base_dir=folder)
     objective.eval_l2 = job.model["l2"]  # the network objective includes ℓ2 even if training does not
     compressor = build_compressor(job.compression["name"], flat.dim, dtype, job.compression)
     return Node(layout, data, objective, compressor)

@@ -1,7 +1,10 @@
-"""A run's state to and from a checkpoint snapshot: the algorithm's arrays and the runner's counters
+"""A run's state to and from a checkpoint snapshot: the algorithm's arrays, the model's non-trainable
+buffers (e.g. batch-norm running statistics, local to each node) and the runner's counters
 (``io/checkpoint.py`` writes and verifies the file)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -9,22 +12,31 @@ from mpidecent.algorithms.base import Algorithm
 from mpidecent.io.checkpoint import Snapshot
 from mpidecent.runner.metrics import Totals
 
+BUFFER = "model_buffer:"  # prefix of the model buffers' names in the snapshot
 
-def snapshot(step: int, results_rows: int, algorithm: Algorithm, totals: Totals, wall_s: float) -> Snapshot:
-    """This rank's complete state at a step boundary (the algorithm's live arrays, referenced)."""
+
+def live_state(algorithm: Algorithm, objective: Any) -> dict[str, np.ndarray]:
+    """Every array that makes up this rank's state, by name: the algorithm's, then the model buffers."""
+    buffers = getattr(getattr(objective, "flat", None), "buffers", {})
+    return {**algorithm.state(), **{BUFFER + name: array for name, array in buffers.items()}}
+
+
+def snapshot(step: int, results_rows: int, algorithm: Algorithm, objective: Any, totals: Totals,
+             wall_s: float) -> Snapshot:
+    """This rank's complete state at a step boundary (the live arrays, referenced)."""
     counters = {
         "bits": np.array([totals.bits], dtype=np.int64), "bytes": np.array([totals.bytes], dtype=np.int64),
         "messages": np.array([totals.messages], dtype=np.int64),
         "compute_s": np.array([totals.compute_s]), "comm_s": np.array([totals.comm_s]),
         "losses": np.array(totals.losses, dtype=np.float64), "wall_s": np.array([wall_s]),
     }
-    return Snapshot(step, results_rows, algorithm.state(), counters)
+    return Snapshot(step, results_rows, live_state(algorithm, objective), counters)
 
 
-def restore(saved: Snapshot, algorithm: Algorithm, totals: Totals) -> float:
-    """Overwrite the algorithm's state and the counters from ``saved``; returns the wall time already
-    spent (the run's clock continues from it)."""
-    live = algorithm.state()
+def restore(saved: Snapshot, algorithm: Algorithm, objective: Any, totals: Totals) -> float:
+    """Overwrite the algorithm's state, the model buffers and the counters from ``saved``; returns the
+    wall time already spent (the run's clock continues from it)."""
+    live = live_state(algorithm, objective)
     if set(saved.state) != set(live):
         raise RuntimeError(f"checkpoint state {sorted(saved.state)} does not match the algorithm's {sorted(live)}")
     for name, array in live.items():

@@ -27,13 +27,14 @@ from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.world import MpiEnvironment
 from mpidecent.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
 from mpidecent.io.checkpoint import Snapshot, checkpoint_path, write_checkpoint
-from mpidecent.io.layout import TEST_SERIES
+from mpidecent.io.layout import RANK_TEST_SERIES, TEST_SERIES
 from mpidecent.io.results import ResultsWriter
 from mpidecent.plan import Plan
 from mpidecent.preemption import requeue_under_slurm, stop_requested, stop_signal_name
 from mpidecent.progress import Progress
 from mpidecent.runner.build import build_algorithm, build_node
 from mpidecent.runner.checkpointing import restore, snapshot
+from mpidecent.runner.export import save_models
 from mpidecent.runner.metadata import run_attributes, topology_attributes, utc_now
 from mpidecent.runner.metrics import LogRow, Totals, log_row, network_optimum
 from mpidecent.runner.summary import RunResult, summary
@@ -63,6 +64,7 @@ class Runner:
         self.objective = self.node.objective
         self.optimum = network_optimum(self.job.model, self.objective, self.node.layout.nodes, self.collectives)
         self.algorithm, self.connection = build_algorithm(plan, self.node, self.comm, self.collectives)
+        self.models: list[str] = []  # the saved model files (rank 0: the average model's first)
 
     # ---- the run --------------------------------------------------------------------------------------------
 
@@ -75,7 +77,8 @@ class Runner:
                   f"one uses: {', '.join(job.set_aside)}", flush=True)
         writer = ResultsWriter(self.out, self.comm, self.overwrite, list(algo.extra_metrics()),
                                TEST_SERIES if data.num_test else {},
-                               resume_rows=self.resume.results_rows if self.resume else None)
+                               resume_rows=self.resume.results_rows if self.resume else None,
+                               rank_declared=RANK_TEST_SERIES if data.num_test else {})
         try:
             if self.resume is None:
                 started = self.comm.bcast(utc_now(), root=0)
@@ -95,16 +98,19 @@ class Runner:
                 self.progress.close()  # end the terminal bar's line before anything else is printed
             for name, array in algo.events(done).items():  # rank 0's record, the same on every rank
                 writer.create_event_dataset(name, self.comm.bcast(array if self.rank == 0 else None, root=0))
+            self.models = save_models(self.out, self.objective.flat, algo.model_view(), self.collectives, self.rank,
+                                      job.run["save_model"]) if status == "completed" else []
             finished = self.comm.bcast(utc_now(), root=0)
             writer.set_attrs({"finished": finished, "status": status, "message": message,
                               "steps_completed": done,
-                              "wall_s": last.global_values["wall_s"] if last else math.nan})
+                              "wall_s": last.global_values["wall_s"] if last else math.nan,
+                              **({"model_file": os.path.basename(self.models[0])} if self.models else {})})
         finally:
             writer.close()
             self.connection.close()  # collective: graph communicator, master/worker channel, RMA window
             self.comm.Free()
         self.result = RunResult(job.run["name"], status, self.out, last, job.run["steps"], self.size,
-                                math.isfinite(self.optimum))
+                                math.isfinite(self.optimum), self.models[0] if self.models else None)
         if self.rank == 0:
             if status == "preempted":
                 note = requeue_under_slurm()
@@ -112,7 +118,8 @@ class Runner:
             if message:
                 print(f"mpidecent: {message}", file=sys.stderr, flush=True)
             if not self.quiet and last is not None and status != "preempted":
-                print(summary(self.plan, algo, self.node, self.optimum, last, status, self.out), flush=True)
+                print(summary(self.plan, algo, self.node, self.optimum, last, status, self.out,
+                              self.models[0] if self.models else None), flush=True)
         return _EXIT[status]
 
     def _log_row(self, step: int, totals: Totals, wall_s: float) -> LogRow:
@@ -131,7 +138,7 @@ class Runner:
         row: LogRow | None = None
         first = self.resume.step if self.resume is not None else 0
         if self.resume is not None:
-            start = time.perf_counter() - restore(self.resume, algo, totals)
+            start = time.perf_counter() - restore(self.resume, algo, self.objective, totals)
         else:
             start = time.perf_counter()
             algo.before_log()
@@ -170,7 +177,8 @@ class Runner:
 
     def _checkpoint(self, step: int, totals: Totals, rows: int, wall_s: float) -> None:
         """Collective: write every rank's state at this step boundary (atomic; see io/checkpoint.py)."""
-        write_checkpoint(self.checkpoint, self.comm, snapshot(step, rows, self.algorithm, totals, wall_s),
+        write_checkpoint(self.checkpoint, self.comm, snapshot(step, rows, self.algorithm, self.objective, totals,
+                                                              wall_s),
                          {"job": self.job.to_toml(), "world_size": self.size, "algorithm": self.job.algorithm["name"],
                           "results_file": os.path.abspath(self.out)})
 

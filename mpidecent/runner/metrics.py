@@ -49,11 +49,13 @@ def network_optimum(model: dict, objective: TorchObjective, nodes: int, collecti
     """f* of the network objective for convex generalised linear models with ℓ2 > 0, computed
     collectively by Newton's method on the shards (NaN when unknown: non-convex models, softmax)."""
     name, l2 = model["name"], model["l2"]
-    if name not in GLM_LOSS or l2 <= 0:
+    if name not in GLM_LOSS or l2 <= 0 or model["loss"] != "auto":
         return math.nan
     loss, bias = GLM_LOSS[name]
     shard = objective.eval_shard
-    return glm_optimum(shard.features, shard.targets, nodes, l2, loss, bias, collectives).value
+    rows = shard.features.shape[0]  # the flat models flatten each sample (a master holds no rows)
+    features = shard.features.reshape(rows, int(np.prod(shard.features.shape[1:], dtype=np.int64)))
+    return glm_optimum(features, shard.targets, nodes, l2, loss, bias, collectives).value
 
 
 def log_row(step: int, algorithm: Algorithm, objective: TorchObjective, collectives: Collectives, totals: Totals,
@@ -101,5 +103,8 @@ def log_row(step: int, algorithm: Algorithm, objective: TorchObjective, collecti
     if has_test:
         global_values["test_loss"] = sums[6] / sums[8]
         global_values["test_accuracy"] = sums[7] / sums[8] if task != "regression" else math.nan
+        own = objective.evaluate_test_all(model) or LocalEval(math.nan, 0, 0)  # this node's model, whole test set
+        rank_values["test_loss"] = own.objective
+        rank_values["test_accuracy"] = own.correct / own.count if own.count and task != "regression" else math.nan
     totals.losses.clear()
     return LogRow(step, rank_values, global_values, float(max_abs[0]))

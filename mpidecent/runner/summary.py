@@ -23,6 +23,7 @@ class RunResult:
     steps: int
     n: int
     has_optimum: bool
+    model: str | None = None  # the average model's state_dict file, when one was saved
 
 
 def topology_text(plan: Plan) -> str:
@@ -34,7 +35,8 @@ def topology_text(plan: Plan) -> str:
             f"{' per step' if plan.schedule.time_varying else ''}")
 
 
-def summary(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, row: LogRow, status: str, out: str) -> str:
+def summary(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, row: LogRow, status: str, out: str,
+            model: str | None = None) -> str:
     """The block printed at the end of a run."""
     g, job, data = row.global_values, plan.job, node.data
     steps = max(row.step, 1)
@@ -54,7 +56,7 @@ def summary(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, row: L
         lines.append(("accuracy", f"{g['accuracy']:.4f} (training set)"))
     if "test_loss" in g:
         test_acc = f", accuracy {g['test_accuracy']:.4f}" if data.task != "regression" else ""
-        lines.append(("test set", f"loss {g['test_loss']:.6f}{test_acc}"))
+        lines.append(("test set", f"loss {g['test_loss']:.6f}{test_acc} (average model)"))
     lines += [
         ("consensus dist.", f"{g['consensus_distance']:.4e}"),
         ("bits sent", f"{g['cumulative_bits']:.6e} total, {g['cumulative_bits'] / (plan.n * steps):.1f} "
@@ -64,6 +66,8 @@ def summary(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, row: L
                       f"communication {100 * (1 - compute_share):.0f}% of rank time)"),
         ("results", out),
     ]
+    if model:
+        lines.append(("model", f"{model} (torch state_dict of the average model)"))
     return pairs(lines, ruled=True)
 
 

@@ -26,7 +26,7 @@ from mpidecent.io.reader import SUPPORTED_FORMAT_VERSION, ReportError, read_head
 TINY = ["--set", "run.steps=40", "--set", "run.log_every=10"]
 FIGURES = {"loss_vs_step.png", "suboptimality_vs_step.png", "accuracy_vs_step.png", "loss_vs_bits.png",
            "suboptimality_vs_bits.png", "loss_vs_modelled_time.png", "suboptimality_vs_modelled_time.png",
-           "consensus_vs_step.png", "rank_spread.png", "extra_push_sum_weight.png"}
+           "consensus_vs_step.png", "rank_spread.png", "extra_push_sum_weight.png", "accuracy_vs_bits.png"}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_printed_table_matches_the_hdf5_files(runs):
 @pytest.mark.timeout(300)
 def test_json_and_csv_hold_the_exact_values(runs):
     result = mpidecent("report", str(runs["quickstart"]), str(runs["sgp"]), "--json", "--budget", "1e5,1e12",
-                       "--target", "0.4")
+                       "--target", "0.4", "--target-accuracy", "0.6")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert [r["run"] for r in doc["runs"]] == ["quickstart", "sgp"]
@@ -111,6 +111,12 @@ def test_json_and_csv_hold_the_exact_values(runs):
         assert rec["budgets"][0]["avg_model_loss"] == pytest.approx(np.interp(1e5, bits, loss))
         first = int(np.flatnonzero(loss <= 0.4)[0])
         assert (rec["target"]["step"], rec["target"]["bits"]) == (steps[first], bits[first])
+        # No test set in these jobs: the accuracy target is met on the training accuracy.
+        accuracy = run.glob("accuracy")
+        assert run.glob("test_accuracy") is None and run.rank("test_accuracy") is None
+        first = int(np.flatnonzero(accuracy >= 0.6)[0])
+        assert rec["target_accuracy"]["accuracy_set"] == "training" and rec["target_accuracy"]["reached"]
+        assert (rec["target_accuracy"]["step"], rec["target_accuracy"]["bits"]) == (steps[first], bits[first])
     csv_result = mpidecent("report", str(runs["quickstart"]), str(runs["sgp"]), "--csv", "--bandwidth", "1e9")
     assert csv_result.returncode == 0, csv_result.stderr
     header, *rows = csv_result.stdout.splitlines()

@@ -50,6 +50,13 @@ ALGORITHMS = {
     "choco_sgd": ["algorithm.name=choco_sgd", "compression.name=qsgd_contractive", "topology.kind=ring"],
     "dmsgd": ["algorithm.name=dmsgd", "compression.name=identity", "topology.kind=ring"],
     "local_momentum": ["algorithm.name=local_momentum", "compression.name=identity", "topology.kind=ring"],
+    # local optimizers with state (algorithms/optim.py): m, v and the step count are checkpointed
+    "dpsgd_adam": ["algorithm.name=dpsgd", "compression.name=identity", "topology.kind=ring",
+                   "algorithm.optimizer=adam", "algorithm.lr=0.05"],
+    "push_sum_nesterov": ["algorithm.name=push_sum", "compression.name=identity", "algorithm.optimizer=nesterov",
+                          "algorithm.momentum=0.8"],
+    "allreduce_heavy_ball": ["algorithm.name=allreduce_sgd", "compression.name=identity", "topology.kind=complete",
+                             "algorithm.optimizer=heavy_ball"],
 }
 TIMING = {"wall_s", "compute_s", "comm_s"}
 
@@ -89,6 +96,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(name, mpi_tmp_path, mon
     job = load_text(JOB, overrides=overrides)
     snapshot = read_checkpoint(checkpoint_path(str(out)), comm.rank, comm.size, job.to_toml())
     assert snapshot.step == 13 and snapshot.results_rows == 3 and len(snapshot.counters["losses"]) == 3
+    stateful = job.algorithm.get("optimizer", "sgd") != "sgd"
+    assert any(k.startswith("optimizer_") for k in snapshot.state) == stateful
+    assert not stateful or (list(snapshot.state["optimizer_steps"]) == [13] and np.any(snapshot.state["optimizer_m"]))
     second = Runner(plan_of(job), init_mpi(), str(out), overwrite=False, quiet=True, resume=snapshot)
     assert second.run() == EXIT_OK
     final, resumed = whole.algorithm.state(), second.algorithm.state()

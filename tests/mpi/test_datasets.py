@@ -11,7 +11,8 @@ from mpi4py import MPI
 import mpidecent.io.datasets as datasets
 from mpidecent.errors import JobError
 from mpidecent.io.datasets import check_data, load_node_data
-from mpidecent.learning.data import resolve_data, split_train_test
+from mpidecent.learning.data import split_train_test
+from mpidecent.learning.sources import resolve_data
 
 
 def everywhere(condition: bool) -> bool:

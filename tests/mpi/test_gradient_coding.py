@@ -73,6 +73,21 @@ def test_exact_coding_with_a_straggler_is_full_gradient_descent(mpi_tmp_path, co
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(180)
+def test_the_masters_local_optimizer_steps_on_the_decoded_gradient(mpi_tmp_path):
+    """Adam on the master: CRC decoding with a straggler gives the exact full gradient, so the coded run is
+    uncoded master/worker Adam without stragglers, and it descends."""
+    adam = ["algorithm.optimizer=adam", "algorithm.lr=0.2"]
+    coded = run_job(JOB, mpi_tmp_path / "crc.h5", adam)
+    plain = run_job(JOB, mpi_tmp_path / "plain.h5", [*adam, "algorithm.name=uncoded", "stragglers.model=none",
+                                                    "stragglers.count=0"])
+    np.testing.assert_allclose(coded["global/avg_model_loss"], plain["global/avg_model_loss"], rtol=1e-10, atol=0)
+    sub = coded["global/suboptimality"]
+    assert sub[-1] < 0.1 * sub[0], sub
+    assert "optimizer=adam" in str(coded["attrs"]["algorithm_description"])
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(180)
 def test_fixed_stragglers_are_seeded_recorded_and_reproducible(mpi_tmp_path, comm):
     job = ["run.seed=7", "compression.name=onebit"]
     first = run_job(JOB, mpi_tmp_path / "a.h5", job)
@@ -118,12 +133,16 @@ def test_delay_model_master_takes_the_first_n_minus_s_arrivals_and_shuts_down_cl
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("algorithm", ["gradient_coding", "uncoded"])
-def test_resume_is_bit_identical_and_the_stop_waits_for_a_boundary(algorithm, mpi_tmp_path, monkeypatch, comm):
+@pytest.mark.parametrize("algorithm, optimizer", [("gradient_coding", []), ("uncoded", []),
+                                                   ("gradient_coding", ["algorithm.optimizer=heavy_ball"])],
+                         ids=["gradient_coding", "uncoded", "gradient_coding_heavy_ball"])
+def test_resume_is_bit_identical_and_the_stop_waits_for_a_boundary(algorithm, optimizer, mpi_tmp_path, monkeypatch,
+                                                                   comm):
     """The checkpoint contract of every algorithm, for master/worker: the ranks do not synchronise every
     step, so a stop signal during step 8 is acted on at the next log boundary (12), and resuming from
-    there reproduces the uninterrupted run bit for bit, straggler record included."""
-    overrides = [f"algorithm.name={algorithm}", "compression.name=onebit"]
+    there reproduces the uninterrupted run bit for bit, straggler record included. A local optimizer's
+    state is the master's (the workers hold the same names, empty)."""
+    overrides = [f"algorithm.name={algorithm}", "compression.name=onebit", *optimizer]
     whole = build_runner(JOB, mpi_tmp_path / "whole.h5", overrides)
     assert whole.run() == EXIT_OK
     out = mpi_tmp_path / "cut.h5"
@@ -133,10 +152,15 @@ def test_resume_is_bit_identical_and_the_stop_waits_for_a_boundary(algorithm, mp
     job = load_text(JOB, overrides=overrides)
     snapshot = read_checkpoint(checkpoint_path(str(out)), comm.rank, comm.size, job.to_toml())
     assert snapshot.step == 12
+    if optimizer:
+        master = comm.rank == 0
+        m, steps = snapshot.state["optimizer_m"], snapshot.state["optimizer_steps"]
+        assert all_ranks(m.shape == ((whole.algorithm.theta.shape[0],) if master else (0,)))
+        assert all_ranks(list(steps) == [12 if master else 0] and (not master or np.any(m != 0)))
     second = Runner(plan_of(job), init_mpi(), str(out), overwrite=False, quiet=True, resume=snapshot)
     assert second.run() == EXIT_OK
     final, resumed = whole.algorithm.state(), second.algorithm.state()
-    assert all_ranks(all(np.array_equal(final[k], resumed[k]) for k in final))
+    assert all_ranks(set(final) == set(resumed) and all(np.array_equal(final[k], resumed[k]) for k in final))
     np.testing.assert_array_equal(_events(mpi_tmp_path / "whole.h5"), _events(out))
     if comm.rank == 0:
         (a, _), (b, attrs) = _series(whole.out), _series(out)

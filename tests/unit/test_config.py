@@ -150,6 +150,20 @@ def test_switching_a_plugin_with_set_sets_aside_only_the_old_plugins_keys():
      "forward (error feedback applies to gradient_coding, uncoded); remove it"),
     ("[algorithm]\nname = \"uncoded\"\n[compression]\nname = \"sign\"\nerror_feedback = \"yes\"\n", [],
      "[compression] error_feedback must be true or false"),
+    ("[algorithm]\nname = \"dmsgd\"\noptimizer = \"adam\"\n[topology]\nkind = \"ring\"\n", [],
+     "[algorithm] unknown key 'optimizer' for dmsgd"),
+    ("[algorithm]\nname = \"local_momentum\"\n[topology]\nkind = \"ring\"\n", ["algorithm.momentum=0.5"],
+     "[algorithm] unknown key 'momentum' for local_momentum"),
+    (BASE, ["algorithm.optimizer=adamw"], "[algorithm] optimizer must be one of 'sgd', 'heavy_ball', 'nesterov', "
+                                          "'adam'; got 'adamw' (did you mean 'adam'?)"),
+    (BASE, ["algorithm.optimizer=nesterov", "algorithm.momentum=1"], "[algorithm] momentum must be < 1, got 1"),
+    (BASE, ["algorithm.adam_beta2=1.0"], "[algorithm] adam_beta2 must be < 1, got 1"),
+    (BASE, ["algorithm.adam_eps=0"], "[algorithm] adam_eps must be > 0, got 0"),
+    ("[algorithm]\nname = \"dpsgd\"\noptimizer = \"adam\"\nmomentum = 0.5\n[topology]\nkind = \"ring\"\n", [],
+     "[algorithm] momentum does not apply to optimizer = 'adam' (it reads adam_beta1, adam_beta2, adam_eps); remove "
+     "it or choose the optimizer that uses it"),
+    ("[algorithm]\nname = \"dpsgd\"\nadam_eps = 1e-6\n[topology]\nkind = \"ring\"\n", [],
+     "[algorithm] adam_eps does not apply to optimizer = 'sgd' (it reads no keys of its own)"),
     ("[run\nsteps = 3\n", [], "invalid TOML"),
     ("run = 3\n", [], "[run] must be a table"),
 ])

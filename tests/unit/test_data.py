@@ -9,8 +9,8 @@ import pytest
 
 from mpidecent.errors import JobError
 from mpidecent.io.datasets import check_data, load_node_data
-from mpidecent.learning.data import (COMMON_PARAMS, DATASETS, TASKS, NodeData, Shard, data_task, digits, partition,
-                                     resolve_data, syn_regression, syn_truth)
+from mpidecent.learning.data import TASKS, NodeData, Shard, digits, partition, syn_regression, syn_truth
+from mpidecent.learning.sources import COMMON_PARAMS, DATASETS, data_task, resolve_data
 
 
 def load_all(values, nodes, base_dir=None):
@@ -35,7 +35,7 @@ def entropy(labels, classes):
 
 
 def test_registry_and_defaults():
-    assert set(DATASETS) == {"synthetic_logistic", "syn1", "syn2", "digits", "hdf5"}
+    assert set(DATASETS) == {"synthetic_logistic", "syn1", "syn2", "digits", "mnist1d", "hdf5"}
     assert [p.name for p in COMMON_PARAMS] == ["partition", "alpha", "batch_size", "seed"]
     values = resolve_data({})
     assert values["name"] == "synthetic_logistic" and values["samples"] == 4000 and values["features"] == 50
@@ -444,8 +444,8 @@ def test_hdf5_errors(tmp_path):
     assert message.startswith("[data] labels_dataset = 'g' in 'data.h5' is a group, not a dataset")
 
     message = hdf5_error(tmp_path, features=np.zeros(10), labels=y)
-    assert message == ("[data] features_dataset = 'features' in 'data.h5' must be 2-D (samples, features), "
-                       "got shape (10,)")
+    assert message == ("[data] features_dataset = 'features' in 'data.h5' must have one row per sample, "
+                       "(samples, ...) such as (N, p) vectors or (N, C, H, W) images, got shape (10,)")
     message = hdf5_error(tmp_path, features=x, labels=y.reshape(10, 1))
     assert message == "[data] labels_dataset = 'labels' in 'data.h5' must be 1-D (samples,), got shape (10, 1)"
     message = hdf5_error(tmp_path, features=x, labels=y[:9])

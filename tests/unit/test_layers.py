@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mpidecent"
 # Low → high. A package may import its own modules and any package of a lower or the same layer, as
 # long as the packages stay acyclic.
 LAYERS = [
-    {"errors", "params", "rng", "threads", "texttable", "progress", "preemption"},  # foundations
+    {"errors", "params", "rng", "threads", "texttable", "progress", "preemption", "plugins"},  # foundations
     {"topology", "compression", "coding", "gossip", "learning"},  # pure maths and data, no MPI
     {"comm", "io"},  # MPI: communication patterns, transports; parallel HDF5, readers
     {"algorithms"},  # declarations (catalog) and one file of update equations per family
@@ -19,7 +19,7 @@ LAYERS = [
     {"plan"},  # Job × ranks → graph schedule, weights, checks
     {"runner"},  # one run: build, step loop, metrics, checkpoints
     {"report", "bench"},  # reading results; measuring
-    {"cli", "__main__"},  # the commands
+    {"cli", "__main__", "api"},  # the commands; mpidecent.train
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

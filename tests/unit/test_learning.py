@@ -6,7 +6,7 @@ import torch
 
 from mpidecent.errors import JobError
 from mpidecent.io.datasets import load_node_data
-from mpidecent.learning.data import resolve_data
+from mpidecent.learning.sources import resolve_data
 from mpidecent.learning.flat import FlatParameters, build_flat_model
 from mpidecent.learning.models import check_model_task, resolve_model
 from mpidecent.learning.networks import LogisticModel
@@ -26,7 +26,7 @@ class OneProcess:
 def node(data_table, model_table, nodes=4, rank=1, dtype=np.float64, seed=0):
     data = load_node_data(resolve_data(data_table), nodes, rank)
     model = resolve_model(model_table)
-    flat = build_flat_model(model, data.num_features, data.num_classes, dtype, seed, node=rank)
+    flat = build_flat_model(model, data.input_shape, data.num_classes, dtype, seed, node=rank)
     return data, flat, TorchObjective(flat, data, model["l2"], resolve_data(data_table)["batch_size"], seed, rank)
 
 
@@ -91,14 +91,14 @@ def test_minibatches_depend_on_seed_rank_and_step():
 
 def test_initial_models_identical_or_per_node():
     model = resolve_model({"name": "mlp", "hidden": [4]})
-    a = build_flat_model(model, 3, 10, np.float64, seed=0, node=0).values
-    b = build_flat_model(model, 3, 10, np.float64, seed=0, node=5).values
+    a = build_flat_model(model, (3,), 10, np.float64, seed=0, node=0).values
+    b = build_flat_model(model, (3,), 10, np.float64, seed=0, node=5).values
     np.testing.assert_array_equal(a, b)
     assert np.any(a != 0)  # the MLP's layer initialisation, not zeros
     per_node = resolve_model({"name": "mlp", "hidden": [4], "init_identical": False})
-    c = build_flat_model(per_node, 3, 10, np.float64, seed=0, node=5).values
+    c = build_flat_model(per_node, (3,), 10, np.float64, seed=0, node=5).values
     assert not np.array_equal(a, c)
-    zeros = build_flat_model(resolve_model({"name": "logistic"}), 3, 2, np.float64, seed=0).values
+    zeros = build_flat_model(resolve_model({"name": "logistic"}), (3,), 2, np.float64, seed=0).values
     assert not zeros.any()
 
 

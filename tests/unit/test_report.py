@@ -25,9 +25,10 @@ from mpidecent.progress import Progress
 from mpidecent.io import layout
 from mpidecent.io.reader import (BASE_GLOBAL_SERIES, BASE_RANK_SERIES, SUPPORTED_FORMAT_VERSION, ReportError, RunHeader,
                                  read_header, read_run, read_runs)
-from mpidecent.report.plots import (FIGSIZE, TOPOLOGY_FIGSIZE, _staleness_figure, _stragglers_figure, pixel_size,
-                                    write_plots)
-from mpidecent.report.tables import budget_query, render_csv, render_json, render_text, summarize, target_query
+from mpidecent.report.plots import (FIGSIZE, TOPOLOGY_FIGSIZE, _accuracy_bits_figure, _staleness_figure,
+                                    _stragglers_figure, pixel_size, write_plots)
+from mpidecent.report.tables import (accuracy_target_query, budget_query, render_csv, render_json, render_text,
+                                     summarize, target_query)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,12 +53,18 @@ STEPS = np.array([0, 10, 20, 30])
 LOSS = np.array([0.7, 0.5, 0.4, 0.35])
 OPTIMUM = 0.3
 BITS = np.array([0, 1000, 2000, 3000])
+TEST_ACCURACY = np.array([.5, .6, .7, .75])  # the average model's; training accuracy: .5, .7, .8, .85
+NODE_OFFSET = np.array([-0.1, -0.05, 0.0, 0.05])  # each node's own test accuracy = TEST_ACCURACY + offset (n = 4)
 
 
 def write_results(path: Path, *, name: str = "syn", rows: int = 4, status: str = "completed",
                   format_version: int | None = 1, extras: dict[str, np.ndarray] | None = None,
-                  events: dict[str, np.ndarray] | None = None, test_set: bool = False, n: int = 4) -> Path:
-    """A results file in the writer's layout (io/results.py, Runner._metadata), serially."""
+                  events: dict[str, np.ndarray] | None = None, test_set: bool = False, node_test: bool = False,
+                  accuracy: bool = True, n: int = 4) -> Path:
+    """A results file in the writer's layout (io/results.py, Runner._metadata), serially. ``node_test``: with
+    the per-rank test series (each node's own model on the test set; implies ``test_set``); ``accuracy``
+    False: NaN accuracy, like a regression."""
+    test_set = test_set or node_test
     job = load_text(JOB.format(name=name))
     share = np.arange(1, n + 1) / np.arange(1, n + 1).sum()  # rank i's share of the bits
     bits_rank = np.rint(BITS[:, None] * share[None, :]).astype(np.int64)
@@ -76,9 +83,15 @@ def write_results(path: Path, *, name: str = "syn", rows: int = 4, status: str =
         "consensus_distance": (np.array([0.0, 1e-1, 1e-2, 1e-3]), ""), "cumulative_bits": (bits_rank.sum(axis=1), "bits"),
         "cumulative_bytes": (((bits_rank + 7) // 8).sum(axis=1), "bytes"), "wall_s": (STEPS * 0.01, "s"),
     }
+    if not accuracy:
+        glob["accuracy"] = (np.full(4, np.nan), "fraction")
     if test_set:
         glob["test_loss"] = (LOSS + 0.05, "")
-        glob["test_accuracy"] = (np.array([.5, .6, .7, .75]), "fraction")
+        glob["test_accuracy"] = (TEST_ACCURACY if accuracy else np.full(4, np.nan), "fraction")
+    if node_test:
+        rank["test_loss"] = (LOSS[:, None] + 0.1 + 0.01 * np.arange(n)[None, :], "")
+        node_accuracy = TEST_ACCURACY[:, None] + NODE_OFFSET[None, :n] if accuracy else np.full((4, n), np.nan)
+        rank["test_accuracy"] = (node_accuracy, "fraction")
     with h5py.File(path, "w") as f:
         attrs = {"mpidecent_version": "0.1.0", "job": job.to_toml(), "run_name": name,
                  "algorithm": "quantized_push_sum", "algorithm_description": "quantized_push_sum(...)",
@@ -129,11 +142,14 @@ def test_reader_and_writer_take_the_layout_from_one_module():
     """io/layout.py declares the format version and the series once; the reader derives its names from it,
     and the writer (io/results.py, which needs mpi4py: checked by its source) imports them, defining none."""
     assert SUPPORTED_FORMAT_VERSION == layout.FORMAT_VERSION == 1
-    assert BASE_RANK_SERIES == tuple(layout.RANK_SERIES) == ("loss", "local_objective", "bits_sent", "bytes_sent",
-                                                             "messages_sent", "compute_s", "comm_s")
+    assert tuple(layout.RANK_SERIES) == ("loss", "local_objective", "bits_sent", "bytes_sent", "messages_sent",
+                                         "compute_s", "comm_s")
+    assert BASE_RANK_SERIES == (*layout.RANK_SERIES, *layout.RANK_TEST_SERIES)
     assert BASE_GLOBAL_SERIES == (*layout.GLOBAL_SERIES, *layout.TEST_SERIES)
-    assert set(layout.TEST_SERIES) == {"test_loss", "test_accuracy"}
-    for series in (*layout.RANK_SERIES.values(), *layout.GLOBAL_SERIES.values(), *layout.TEST_SERIES.values()):
+    assert tuple(layout.TEST_SERIES) == tuple(layout.RANK_TEST_SERIES) == ("test_loss", "test_accuracy")
+    assert [s.unit for s in layout.RANK_TEST_SERIES.values()] == ["", "fraction"]
+    for series in (*layout.RANK_SERIES.values(), *layout.GLOBAL_SERIES.values(), *layout.TEST_SERIES.values(),
+                   *layout.RANK_TEST_SERIES.values()):
         assert series.dtype in ("i8", "f8") and series.description
     tree = ast.parse((ROOT / "mpidecent/io/results.py").read_text(encoding="utf-8"))
     names = ("FORMAT_VERSION", "RANK_SERIES", "GLOBAL_SERIES")
@@ -238,6 +254,106 @@ def test_target_query_finds_the_first_logged_step(tmp_path):
     assert not miss["reached"] and miss["step"] is None and miss["best_loss"] == pytest.approx(0.35)
 
 
+def test_per_node_test_series_are_base_series_not_extras(tmp_path):
+    path = write_results(tmp_path / "a.h5", node_test=True)
+    run = read_run(str(path))
+    assert run.rank_extras == ["push_sum_weight"] and run.global_extras == []
+    assert {"test_loss", "test_accuracy"} <= set(BASE_RANK_SERIES)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(run.rank("test_accuracy"), f["metrics/rank/test_accuracy"][()])
+        np.testing.assert_array_equal(run.node_test_series("test_loss"), f["metrics/rank/test_loss"][()])
+        np.testing.assert_array_equal(run.glob("test_accuracy"), f["metrics/global/test_accuracy"][()])
+    assert run.unit("rank", "test_accuracy") == "fraction"
+    s = summarize(run)
+    assert set(s["extras"]) == {"push_sum_weight"}
+    # Without a test set (or with NaN accuracies, a regression) there is nothing per node.
+    plain = read_run(str(write_results(tmp_path / "b.h5")))
+    assert plain.node_test_series("test_accuracy") is None and summarize(plain)["node_test_accuracy_mean"] is None
+    nan = read_run(str(write_results(tmp_path / "c.h5", node_test=True, accuracy=False)))
+    assert nan.node_test_series("test_accuracy") is None and nan.node_test_series("test_loss") is not None
+
+
+def test_node_test_metrics_min_mean_max_in_text_csv_and_json(tmp_path, capsys):
+    a = write_results(tmp_path / "a.h5", name="a", node_test=True)
+    b = write_results(tmp_path / "b.h5", name="b")  # no test set: no row in the test-set block
+    node_acc = TEST_ACCURACY[-1] + NODE_OFFSET  # 0.65, 0.70, 0.75, 0.80
+    node_loss = LOSS[-1] + 0.1 + 0.01 * np.arange(4)
+    s = summarize(read_run(str(a)))
+    assert s["test_accuracy"] == s["accuracy"] == TEST_ACCURACY[-1] and s["accuracy_set"] == "test"
+    assert (s["node_test_accuracy_min"], s["node_test_accuracy_max"]) == (node_acc.min(), node_acc.max())
+    assert s["node_test_accuracy_mean"] == pytest.approx(node_acc.mean())
+    assert (s["node_test_loss_min"], s["node_test_loss_max"]) == (node_loss.min(), node_loss.max())
+    assert s["node_test_loss_mean"] == pytest.approx(node_loss.mean())
+
+    code, out, err = report(capsys, a, b)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("test set (last logged step)"))
+    assert lines[start + 1].split()[:5] == ["run", "avg", "acc", "node", "acc"]
+    block = lines[start + 3:lines.index("", start)]
+    assert len(block) == 1 and block[0].split() == [
+        "a", "0.7500", "0.6500", "0.7250", "0.8000", f"{LOSS[-1] + 0.05:.6f}", f"{node_loss.min():.6f}",
+        f"{node_loss.mean():.6f}", f"{node_loss.max():.6f}"]
+    # Runs without per-node series print no such block.
+    assert "test set (last logged step)" not in report(capsys, b, write_results(tmp_path / "t.h5", test_set=True))[1]
+
+    rows = list(csv.DictReader(io.StringIO(report(capsys, a, b, "--csv")[1])))
+    assert float(rows[0]["node_test_accuracy_min"]) == 0.65 and float(rows[0]["node_test_accuracy_max"]) == 0.8
+    assert float(rows[0]["node_test_accuracy_mean"]) == pytest.approx(0.725)
+    assert rows[1]["node_test_accuracy_mean"] == "" and rows[1]["test_accuracy"] == ""
+    doc = json.loads(report(capsys, a, b, "--json")[1])
+    assert doc["runs"][0]["node_test_accuracy_mean"] == pytest.approx(0.725)
+    assert doc["runs"][0]["node_test_loss_max"] == pytest.approx(node_loss.max())
+    assert doc["runs"][1]["node_test_accuracy_min"] is None
+
+
+def test_accuracy_target_query(tmp_path):
+    test = read_run(str(write_results(tmp_path / "a.h5", test_set=True)))  # test accuracy .5 .6 .7 .75
+    hit = accuracy_target_query(test, 0.7)  # ≥ counts
+    assert hit["reached"] and hit["accuracy_set"] == "test" and (hit["step"], hit["bits"]) == (20, 2000)
+    assert hit["wall_s"] == pytest.approx(0.2) and hit["modelled_s"] == pytest.approx(test.modelled_time()[2])
+    miss = accuracy_target_query(test, 0.8)  # the training accuracy reaches 0.8, the test accuracy does not
+    assert not miss["reached"] and miss["step"] is None and miss["best_accuracy"] == pytest.approx(0.75)
+    training = read_run(str(write_results(tmp_path / "b.h5")))  # no test set: training accuracy .5 .7 .8 .85
+    hit = accuracy_target_query(training, 0.8)
+    assert hit["reached"] and hit["accuracy_set"] == "training" and (hit["step"], hit["bits"]) == (20, 2000)
+    assert accuracy_target_query(training, 1.0)["best_accuracy"] == pytest.approx(0.85)
+    none = accuracy_target_query(read_run(str(write_results(tmp_path / "c.h5", accuracy=False))), 0.5)
+    assert not none["reached"] and none["accuracy_set"] is None and none["best_accuracy"] is None
+
+
+def test_target_accuracy_in_text_csv_and_json(tmp_path, capsys):
+    a = write_results(tmp_path / "a.h5", name="a", test_set=True)
+    b = write_results(tmp_path / "b.h5", name="b")
+    r = write_results(tmp_path / "r.h5", name="r", accuracy=False)
+    code, out, err = report(capsys, a, b, r, "--target-accuracy", "0.8")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    start = lines.index("first logged step with average-model accuracy ≥ 0.8 "
+                        "(test set; the training set for runs without one)")
+    rows = [x.split() for x in lines[start + 3:start + 6]]
+    assert rows[0] == ["a", "test", "not", "reached", "(best", "0.7500)", "-", "-"]
+    modelled = read_run(str(b)).modelled_time()[2]
+    assert rows[1] == ["b", "training", "20", "2.0000e+03", "0.20", f"{modelled:.4f}"]
+    assert rows[2][:3] == ["r", "-", "no"]
+
+    rows = list(csv.DictReader(io.StringIO(report(capsys, a, b, r, "--target-accuracy", "0.8", "--csv")[1])))
+    answers = [(x["target_accuracy_set"], x["target_accuracy_reached"], x["target_accuracy_step"],
+                x["target_accuracy_bits"]) for x in rows]
+    assert answers == [("test", "False", "", ""), ("training", "True", "20", "2000"), ("", "False", "", "")]
+    assert float(rows[0]["target_accuracy"]) == 0.8 and "target_step" not in rows[0]
+
+    doc = json.loads(report(capsys, a, b, "--target-accuracy", "0.7", "--target", "0.45", "--json")[1])
+    first, second = doc["runs"]
+    assert first["target_accuracy"] == {"target": 0.7, "accuracy_set": "test", "reached": True, "step": 20,
+                                        "bits": 2000, "wall_s": pytest.approx(0.2),
+                                        "modelled_s": pytest.approx(read_run(str(a)).modelled_time()[2]),
+                                        "best_accuracy": 0.75}
+    assert second["target_accuracy"]["step"] == 10 and second["target_accuracy"]["accuracy_set"] == "training"
+    assert first["target"]["step"] == 20  # --target still answers alongside
+    assert "target_accuracy" not in json.loads(report(capsys, a, "--json")[1])["runs"][0]
+
+
 def test_queries_in_text_csv_and_json(tmp_path, capsys):
     a = write_results(tmp_path / "a.h5", name="a")
     b = write_results(tmp_path / "b.h5", name="b")
@@ -332,10 +448,24 @@ def test_foreign_and_too_new_files_are_refused(tmp_path, capsys):
     (["--latency", "-1"], "--latency must be a finite number of seconds ≥ 0"),
     (["--budget", "lots"], "--budget 'lots': expected a number of bits"),
     (["--target", "nan"], "--target must be a finite loss"),
+    (["--target-accuracy", "0"], "--target-accuracy must be a fraction 0 < A ≤ 1, got 0"),
+    (["--target-accuracy", "-0.5"], "--target-accuracy must be a fraction 0 < A ≤ 1, got -0.5"),
+    (["--target-accuracy", "1.5"], "--target-accuracy must be a fraction 0 < A ≤ 1, got 1.5 (for 1.5% give 0.015)"),
+    (["--target-accuracy", "95"], "--target-accuracy must be a fraction 0 < A ≤ 1, got 95 (for 95% give 0.95)"),
+    (["--target-accuracy", "nan"], "--target-accuracy must be a fraction 0 < A ≤ 1, got nan"),
+    (["--target-accuracy", "inf"], "--target-accuracy must be a fraction 0 < A ≤ 1, got inf"),
 ])
 def test_bad_flags_are_one_line_and_status_2(tmp_path, capsys, flags, message):
     code, out, err = report(capsys, write_results(tmp_path / "a.h5"), *flags)
     assert code == 2 and out == "" and err.startswith(f"mpidecent: error: {message}") and err.count("\n") == 1
+
+
+def test_target_accuracy_must_be_a_number(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["report", str(write_results(tmp_path / "a.h5")), "--target-accuracy", "high"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --target-accuracy: invalid float value: 'high'" in err and err.count("\n") == 1
 
 
 def test_csv_and_json_together_are_refused(tmp_path, capsys):
@@ -395,11 +525,33 @@ def test_plots_are_pngs_of_the_expected_size(tmp_path, capsys):
     assert code == 0
     expected = {"loss_vs_step.png", "suboptimality_vs_step.png", "accuracy_vs_step.png", "loss_vs_bits.png",
                 "suboptimality_vs_bits.png", "loss_vs_modelled_time.png", "suboptimality_vs_modelled_time.png",
-                "consensus_vs_step.png", "rank_spread.png", "extra_push_sum_weight.png"}
+                "consensus_vs_step.png", "rank_spread.png", "extra_push_sum_weight.png", "accuracy_vs_bits.png"}
     assert {p.name for p in (tmp_path / "plots").iterdir()} == expected
     for name in expected:
         assert png_size(tmp_path / "plots" / name) == pixel_size(FIGSIZE) == (800, 500), name
         assert str(tmp_path / "plots" / name) in out
+
+
+def test_accuracy_vs_bits_figure(tmp_path, capsys):
+    with_nodes = write_results(tmp_path / "nodes.h5", name="nodes", node_test=True)
+    training = write_results(tmp_path / "train.h5", name="train")
+    code, out, _ = report(capsys, with_nodes, training, "--plot", tmp_path / "plots")
+    figure = tmp_path / "plots" / "accuracy_vs_bits.png"
+    assert code == 0 and str(figure) in out
+    assert png_size(figure) == pixel_size(FIGSIZE) == (800, 500)
+    assert not (tmp_path / "plots" / "extra_test_accuracy.png").exists()  # base series, not an extra
+    # The band over the nodes changes the picture; a run without per-rank series draws the line alone.
+    plain = write_results(tmp_path / "plain.h5", name="nodes", test_set=True)
+    a = _accuracy_bits_figure(str(tmp_path / "a.png"), [read_run(str(with_nodes))])
+    b = _accuracy_bits_figure(str(tmp_path / "b.png"), [read_run(str(plain))])
+    assert png_size(Path(a)) == png_size(Path(b)) == (800, 500)
+    assert Path(a).read_bytes() != Path(b).read_bytes()
+    # No run with an accuracy series (regressions): no figure, and none among those --plot writes.
+    regressions = [write_results(tmp_path / f"r{i}.h5", name=f"r{i}", accuracy=False, test_set=i == 1) for i in (0, 1)]
+    assert _accuracy_bits_figure(str(tmp_path / "none.png"), [read_run(str(p)) for p in regressions]) is None
+    assert not (tmp_path / "none.png").exists()
+    files = {Path(p).name for p in write_plots([read_run(str(p)) for p in regressions], str(tmp_path / "reg"))}
+    assert "accuracy_vs_bits.png" not in files and "accuracy_vs_step.png" not in files and "loss_vs_bits.png" in files
 
 
 def test_extras_plots_for_staleness_and_stragglers(tmp_path, capsys):

@@ -1,0 +1,122 @@
+"""Starting runs on every rank: each rank validates the jobs on its own, the ranks agree, then the runs.
+
+``prepare`` checks one job for this launch (pure, per rank, before any collective: its plan, its
+results file and, with resume, its checkpoint). ``agree`` is the first collective: every rank learns
+whether any rank found a problem, so a bad job never leaves ranks waiting in a collective. ``run_jobs``
+runs what was prepared, one job after another. ``mpidecent run`` (``cli/run.py``) and ``mpidecent.train``
+(``api.py``) are both built from these.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from mpidecent.config import Job
+from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
+from mpidecent.io.checkpoint import Snapshot, checkpoint_path, read_checkpoint
+from mpidecent.plan import Plan, plan_job
+
+Work = tuple[Plan, str, "Snapshot | None"]  # (plan, results file, snapshot to resume or None)
+
+
+def results_file(job: Job, out: str | None) -> str:
+    """Where a job writes: ``out`` (one results file, or the folder of a sweep's files), else [run] out."""
+    if not out:
+        return job.run["out"]
+    return os.path.join(out, f"{job.variant}.h5") if job.variant else out
+
+
+def agree(comm: Any, problem: str | None) -> tuple[str, int] | None:
+    """Collective (the first of a launch): (the problem, the first rank that found it) if any rank
+    found one — the same on every rank — else None. The rank is -1 when every rank found the same."""
+    problems = comm.allgather(problem)
+    found = [(r, p) for r, p in enumerate(problems) if p]
+    if not found:
+        return None
+    rank, text = found[0]
+    return text, (-1 if all(p == text for _, p in found) and len(found) == comm.size else rank)
+
+
+def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[int, list]:
+    """Run every prepared job on every rank; returns (exit status, the runs' ``RunResult``). A diverged
+    variant does not stop the rest of a sweep; a stop request ends the launch."""
+    from mpidecent.runner.loop import Runner
+
+    status, runs = EXIT_OK, []
+    for plan, out, snapshot in work:
+        runner = Runner(plan, env, out, overwrite=force, quiet=quiet, resume=snapshot)
+        code = runner.run()
+        runs.append(runner.result)
+        status = max(status, code)
+        if code == EXIT_PREEMPTED:
+            break  # --resume continues with this run
+    return status, runs
+
+
+def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int) -> Work | None:
+    """Validate one job for this launch (pure, per rank): its plan, its results file and, with --resume,
+    its checkpoint. Returns (plan, out, snapshot or None), or None for a run --resume finds completed."""
+    if not resume:
+        check_output(out, force)
+        return plan_job(job, size, rank), out, None
+    # Resume checks come first: a launch with the wrong number of ranks should hear about the
+    # checkpoint's world size, not about a topology that does not fit that number.
+    checkpoint = checkpoint_path(out)
+    status, rows = results_status(out, job) if os.path.exists(out) else ("", 0)
+    if status == "completed":
+        if rank == 0:
+            print(f"mpidecent: {job.run['name']} already completed ({out}); nothing to resume", flush=True)
+        return None
+    if os.path.exists(checkpoint):
+        snapshot = read_checkpoint(checkpoint, rank, size, job.to_toml())
+        if not status:
+            raise JobError(f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, or "
+                           "start over with --force")
+        if rows < snapshot.results_rows:
+            raise JobError(f"results file {out!r} has {rows} rows but the checkpoint was taken after "
+                           f"{snapshot.results_rows}: it is not this run's file")
+        return plan_job(job, size, rank), out, snapshot
+    if status:
+        raise JobError(f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
+                       "over with --force (this overwrites it)")
+    check_output(out, False)  # neither file exists yet: a requeued job that never checkpointed starts
+    return plan_job(job, size, rank), out, None
+
+
+def results_status(out: str, job) -> tuple[str, int]:
+    """Status and row count of an existing results file of this job (JobError if it belongs to another)."""
+    from mpidecent.io.reader import ReportError, read_header
+
+    try:
+        header = read_header(out)
+    except ReportError as err:
+        raise JobError(f"results file {out!r} cannot be resumed: {err}; it was left untouched") from None
+    if header.job != job.to_toml():
+        raise JobError(f"results file {out!r} belongs to a different job; resume with the same job and --set "
+                       "options, or choose another --out")
+    return header.status, header.rows
+
+
+def check_output(out: str, force: bool) -> None:
+    """The results file can be created: not a directory, not existing (unless --force), and its folder
+    can be made and written (tried for real with a probe file: permission bits say nothing to root or
+    about read-only file systems). Checked before any collective, so a bad path ends every rank with
+    one line instead of failing inside the collective file creation."""
+    if os.path.isdir(out):
+        raise JobError(f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5")
+    if os.path.exists(out) and not force:
+        raise JobError(f"results file {out!r} already exists; pass --force to overwrite it or --out to "
+                       "write elsewhere")
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise JobError(f"results file {out!r}: cannot write in {folder!r} ({err.strerror}); choose another "
+                       "--out or [run] out") from None
+
+
