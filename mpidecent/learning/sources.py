@@ -371,7 +371,11 @@ def loaded_dataset(values: Mapping[str, Any], base_dir: str | None) -> Dataset:
     key = (values["name"], base_dir, repr(sorted(values.items())))
     if key not in _LOADED:
         result = plugins.call(_loader(values, base_dir), "[data] name", values["name"], loader_arguments(values), {})
-        _LOADED[key] = dataset_from_arrays(_arrays(result, values["name"]), values)
+        dataset = dataset_from_arrays(_arrays(result, values["name"]), values)
+        if values["partition"] == "dirichlet" and dataset.task == "regression":
+            raise JobError(f"[data] partition = 'dirichlet' needs class labels, but {values['name']!r} returned "
+                           "real-valued targets; use partition = \"iid\" or \"sorted\"")
+        _LOADED[key] = dataset
     return _LOADED[key]
 
 

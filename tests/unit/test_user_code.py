@@ -88,6 +88,10 @@ def one_thing():
     return np.zeros(3)
 
 
+def regression_data():
+    return np.zeros((10, 4)), np.linspace(0, 1, 10)
+
+
 def half_loss(outputs, targets, reduction="mean"):
     losses = torch.nn.functional.cross_entropy(outputs, targets, reduction="none") / 2
     return losses.mean() if reduction == "mean" else losses
@@ -219,6 +223,8 @@ def test_tensors_from_a_loader_and_partitions_apply(job_file):
                                              "images of shape (H, W) or (C, H, W)"),
     (['model.name="cnn1d"', 'data.shape=[2, 3, 4]'], "cnn1d takes signals of shape (L,) or (C, L)"),
     (['model.loss="bce"'], "[model] loss = 'bce' is for binary tasks"),
+    (['data.name="user_code.py:regression_data"', 'data.partition="dirichlet"'],
+     "[data] partition = 'dirichlet' needs class labels, but 'user_code.py:regression_data' returned real-valued"),
 ])
 def test_bad_user_code_is_refused_in_one_line_naming_the_key(job_file, overrides, message):
     try:
@@ -247,7 +253,7 @@ def test_mnist1d_is_generated_with_its_own_split_and_seeded():
     assert data.features.shape == (5000, 40) and data.fixed_test == 1000 and data.num_classes == 10
     assert set(np.unique(data.targets)) == set(range(10))
     values = resolve_data({"name": "mnist1d", "partition": "sorted"})
-    job = load_text(f"""
+    job = load_text("""
 [topology]
 kind = "ring"
 [algorithm]
