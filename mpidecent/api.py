@@ -8,7 +8,9 @@
     result = mpidecent.train("job.toml", model=Net)        # every rank calls it
     print(result.metrics["test_accuracy"], result.model)    # the same on every rank
 
-``job`` is a job file's path, TOML text or a dict of sections. ``model`` and ``data`` may be Python
+``job`` is a job file's path, TOML text or a dict of sections (relative paths in the job — data files,
+``.py`` files — are read from the job file's folder, or from the current folder for text and dicts).
+``model`` and ``data`` may be Python
 callables: a model factory (a ``torch.nn.Module`` class or function taking the ``[model]`` keys and, if it
 names them, ``input_shape`` and ``classes``) and a data loader (see ``learning/sources.py``). They are
 given import paths that resolve to these objects (``module:qualname``, stored in the results file's job
@@ -49,7 +51,8 @@ def _jobs(job: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str]) 
 
     if isinstance(job, Mapping):
         return load_text_jobs(table_to_toml(job), "<dict>", overrides)
-    if isinstance(job, os.PathLike) or (isinstance(job, str) and "\n" not in job and job.endswith(".toml")):
+    if isinstance(job, os.PathLike) or (isinstance(job, str) and "\n" not in job
+                                        and (job.endswith(".toml") or os.path.isfile(job))):
         return load_jobs(job, overrides)
     if isinstance(job, str):
         return load_text_jobs(job, "<string>", overrides)

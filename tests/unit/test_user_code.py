@@ -277,3 +277,19 @@ def test_a_flat_model_takes_any_sample_shape(job_file):
     sim = Simulation.of_plan(plan_job(job_file(overrides=['model.name="mlp"', "model.hidden=[5]"]), 2))
     assert sim.nodes[0].objective.dim == 6 * 5 + 5 + 5 * 3 + 3
     sim.run(3)
+
+
+def test_train_takes_a_path_toml_text_or_a_dict(job_file, tmp_path):
+    """mpidecent.train's job argument: the same job from a file, its text, or a dict of sections."""
+    from mpidecent.api import _jobs
+    from mpidecent.config import table_to_toml
+
+    job = job_file()
+    text = (tmp_path / "job.toml").read_text()
+    import tomllib
+
+    from_dict = _jobs(tomllib.loads(text), [])[0]
+    assert _jobs(str(tmp_path / "job.toml"), [])[0].to_toml() == job.to_toml()
+    assert _jobs(text, [])[0].to_toml() == from_dict.to_toml() == load_text(table_to_toml(tomllib.loads(text))).to_toml()
+    with pytest.raises(JobError, match="job must be a job file's path, TOML text or a dict"):
+        _jobs(42, [])
