@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
 import os
 import re
 import tomllib
@@ -37,7 +36,7 @@ from mpidecent.errors import JobError
 from mpidecent.learning.sources import DATASETS, LOADER_KEYS as DATA_KEYS, data_task, resolve_data
 from mpidecent import plugins
 from mpidecent.learning.models import COMMON_KEYS as MODEL_KEYS, MODELS, check_model_task, resolve_model
-from mpidecent.params import Param, resolve
+from mpidecent.params import Param, resolve, toml_value
 from mpidecent.topology import KINDS
 from mpidecent.topology.section import COMMON_KEYS as TOPOLOGY_KEYS, COMMON_PARAMS as TOPOLOGY_COMMON
 
@@ -125,7 +124,7 @@ class Job:
         lines: list[str] = []
         for name in SECTIONS:
             lines.append(f"[{name}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in self.section(name).items()
+            lines += [f"{key} = {toml_value(value)}" for key, value in self.section(name).items()
                       if _written(name, key, value)]
             lines.append("")
         return "\n".join(lines)
@@ -394,32 +393,12 @@ def table_to_toml(table: Mapping[str, Any]) -> str:
     for name, section in table.items():
         if name == "sweep" and isinstance(section, (list, tuple)):
             for variant in section:
-                lines += ["[[sweep]]", *(f"{k} = {_toml_value(v)}" for k, v in dict(variant).items()), ""]
+                lines += ["[[sweep]]", *(f"{k} = {toml_value(v)}" for k, v in dict(variant).items()), ""]
         elif isinstance(section, Mapping):
-            lines += [f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in section.items()), ""]
+            lines += [f"[{name}]", *(f"{k} = {toml_value(v)}" for k, v in section.items()), ""]
         else:
             raise JobError(f"[{name}] must be a table of keys (a dict), got {type(section).__name__}")
     return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
-                                                         ("inf" if value > 0 else "-inf"))
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if value is None:
-        raise ValueError("TOML has no null")
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
 # ---- the job-file reference, generated from the declarations above ----------------------------------------
@@ -429,12 +408,12 @@ def _row(p: Param) -> str:
     kinds = " or ".join({bool: "bool", int: "int", float: "float", str: "string", list: "list"}[k] for k in p.kinds)
     bounds = []
     if p.choices is not None:
-        bounds.append(" \\| ".join(_toml_value(c) for c in p.choices))
+        bounds.append(" \\| ".join(toml_value(c) for c in p.choices))
     if p.minimum is not None:
         bounds.append(("> " if p.exclusive_minimum else "≥ ") + f"{p.minimum:g}")
     if p.maximum is not None:
         bounds.append(f"≤ {p.maximum:g}")
-    default = "required" if p.required else ("(depends)" if p.default is None else f"`{_toml_value(p.default)}`")
+    default = "required" if p.required else ("(depends)" if p.default is None else f"`{toml_value(p.default)}`")
     return f"| `{p.name}` | {kinds} | {default} | {'; '.join(bounds)} | {p.doc} |"
 
 

@@ -8,6 +8,7 @@ import os
 
 from mpidecent.cli.common import fail
 from mpidecent.errors import EXIT_OK, JobError
+from mpidecent.params import toml_value
 
 USAGE = ("%(prog)s FILE.npz OUT.h5 [--x KEY] [--y KEY] [--x-test KEY] [--y-test KEY] [--scale] [--force]\n"
          "       %(prog)s --idx TRAIN_IMAGES TRAIN_LABELS [TEST_IMAGES TEST_LABELS] OUT.h5 [--scale] [--force]")
@@ -36,10 +37,6 @@ def add_parser(sub) -> None:
                       help="divide the features (pixels 0..255) by 255 and store them as float32 in [0, 1]; "
                            "models train much better on [0, 1] (default: keep them as they are, e.g. uint8)")
     data.add_argument("--force", action="store_true", help="replace OUT.h5 if it exists")
-
-
-def _toml(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _task(summary) -> tuple[str, str]:
@@ -96,10 +93,10 @@ def _report(summary, source: str) -> str:
     lines = [f"wrote {summary.path} from {source}: {summary.train} training sample{_s(summary.train)}{test}, {shape}, "
              f"{dtype}; {_classes_text(summary)}." + (f" Note: {note}." if note else ""),
              "", "Paste into the job file (a relative path is read from the job file's folder):", "",
-             "[data]", 'name = "hdf5"', f"path = {_toml(summary.path)}"]
+             "[data]", 'name = "hdf5"', f"path = {toml_value(summary.path)}"]
     if summary.test:
         lines += ['test_features_dataset = "test_features"', 'test_labels_dataset = "test_labels"']
-    lines.append(f"task = {_toml(task)}")
+    lines.append(f"task = {toml_value(task)}")
     return "\n".join(lines)
 
 

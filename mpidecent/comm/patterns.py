@@ -34,6 +34,7 @@ import numpy as np
 
 from mpidecent.comm.messages import Traffic
 from mpidecent.errors import JobError
+from mpidecent.params import toml_value
 from mpidecent.topology import (connectivity_problem, is_column_stochastic, is_doubly_stochastic,
                                 is_strongly_connected)
 from mpidecent.topology.graphs import KINDS, Graph
@@ -43,12 +44,6 @@ if TYPE_CHECKING:
     from mpidecent.comm.neighbor import Neighbors
     from mpidecent.comm.protocols import MasterWorkerLink, Window
     from mpidecent.topology.schedule import Schedule
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f'"{value}"' if isinstance(value, str) else str(value)
 
 
 @dataclass(frozen=True)
@@ -224,7 +219,7 @@ class _FixedGraph(Pattern):
         if table["kind"] != fixed or table.get("hub", 0) != 0 or table.get("directed", False):
             raise JobError(f"[topology] {algorithm} {self.what}: remove [topology] or set kind = \"{fixed}\" "
                            f"(undirected{', hub = 0' if fixed == 'star' else ''}), not "
-                           + ", ".join(f"{k} = {_toml(v)}" for k, v in table.items()
+                           + ", ".join(f"{k} = {toml_value(v)}" for k, v in table.items()
                                        if k in ("kind", "hub", "directed")))
         return super().topology(table, algorithm)
 
