@@ -83,26 +83,17 @@ def train(job: str | os.PathLike | Mapping[str, Any], model: Callable[..., Any] 
     env = init_mpi(probe_osc=True)
     from mpi4py import MPI
 
-    from mpidecent.runner.launch import agree, prepare, results_file, run_jobs
+    from mpidecent.runner.launch import prepare_all, run_jobs
 
-    comm = MPI.COMM_WORLD
-    problem: str | None = None
-    work = []
-    try:
+    def load():
         if resume and force:
             raise JobError("mpidecent.train: resume continues a run and force starts it over: give one of them")
         extra = [*_callable_override("model", model), *_callable_override("data", data), *overrides]
-        jobs = _jobs(Path(job) if isinstance(job, os.PathLike) else job, extra)
-        for one in jobs:
-            prepared = prepare(one, results_file(one, out), force, resume, comm.rank, comm.size)
-            if prepared is not None:
-                work.append(prepared)
-    except JobError as err:
-        problem = str(err)
-    found = agree(comm, problem)
-    if found:
-        text, rank = found
-        raise JobError(f"{text}{f' (on rank {rank})' if rank >= 0 else ''}")
+        return _jobs(Path(job) if isinstance(job, os.PathLike) else job, extra)
+
+    work, problem = prepare_all(MPI.COMM_WORLD, load, out, force, resume)
+    if problem:
+        raise JobError(problem)
     from mpidecent.comm.world import abort_on_error
     from mpidecent.preemption import install_stop_handlers
 

@@ -36,28 +36,21 @@ def main(args: argparse.Namespace) -> int:
     env = init_mpi(probe_osc=True)
     from mpi4py import MPI
 
-    from mpidecent.runner.launch import agree, prepare, results_file, run_jobs
+    from mpidecent.config import load_jobs
+    from mpidecent.runner.launch import prepare_all, run_jobs
 
     comm = MPI.COMM_WORLD
-    problem: str | None = None
-    work = []
-    try:
+
+    def load():
         check_world_size(comm.size)
         if args.resume and args.force:
             raise JobError("--resume continues a run and --force starts it over: give one of them")
-        from mpidecent.config import load_jobs
+        return load_jobs(args.job, args.overrides)
 
-        for job in load_jobs(args.job, args.overrides):
-            prepared = prepare(job, results_file(job, args.out), args.force, args.resume, comm.rank, comm.size)
-            if prepared is not None:
-                work.append(prepared)
-    except JobError as err:
-        problem = str(err)
-    found = agree(comm, problem)
-    if found:
+    work, problem = prepare_all(comm, load, args.out, args.force, args.resume)
+    if problem:
         if comm.rank == 0:
-            text, rank = found
-            sys.stderr.write(f"mpidecent: error: {text}{f' (on rank {rank})' if rank >= 0 else ''}\n")
+            sys.stderr.write(f"mpidecent: error: {problem}\n")
             sys.stderr.flush()
         return EXIT_BAD_INPUT
     abort_on_error()

@@ -175,16 +175,15 @@ def budget_query(run: Run, bits: float) -> dict[str, Any]:
     return result
 
 
-def target_query(run: Run, target: float) -> dict[str, Any]:
-    """The first logged step with average-model loss ≤ ``target`` (see module docstring)."""
-    loss = run.glob("avg_model_loss")
-    result: dict[str, Any] = {"target": target, "reached": False, "step": None, "bits": None, "wall_s": None,
-                              "modelled_s": None, "best_loss": None}
-    if loss is None or run.rows == 0:
+def _first_reached(run: Run, values: np.ndarray | None, reached: np.ndarray | None, best_key: str,
+                   best: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``result[best_key]`` with ``best`` (np.min or np.max) of the finite values and, at the first
+    logged row where ``reached`` holds, its step, cumulative bits, wall and modelled seconds."""
+    if values is None or run.rows == 0:
         return result
-    finite = loss[np.isfinite(loss)]
-    result["best_loss"] = _clean(float(finite.min())) if finite.size else None
-    hits = np.flatnonzero(np.isfinite(loss) & (loss <= target))
+    finite = values[np.isfinite(values)]
+    result[best_key] = _clean(float(best(finite))) if finite.size else None
+    hits = np.flatnonzero(np.isfinite(values) & reached)
     if hits.size == 0:
         return result
     i = int(hits[0])
@@ -194,6 +193,14 @@ def target_query(run: Run, target: float) -> dict[str, Any]:
                   wall_s=None if wall is None else _clean(float(wall[i])),
                   modelled_s=None if modelled is None else _clean(float(modelled[i])))
     return result
+
+
+def target_query(run: Run, target: float) -> dict[str, Any]:
+    """The first logged step with average-model loss ≤ ``target`` (see module docstring)."""
+    loss = run.glob("avg_model_loss")
+    result: dict[str, Any] = {"target": target, "reached": False, "step": None, "bits": None, "wall_s": None,
+                              "modelled_s": None, "best_loss": None}
+    return _first_reached(run, loss, None if loss is None else loss <= target, "best_loss", np.min, result)
 
 
 def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
@@ -202,21 +209,9 @@ def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
     values, kind = run.accuracy_series()
     result: dict[str, Any] = {"target": target, "accuracy_set": kind or None, "reached": False, "step": None,
                               "bits": None, "wall_s": None, "modelled_s": None, "best_accuracy": None}
-    if values is None or run.rows == 0:
-        return result
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    result["best_accuracy"] = _clean(float(finite.max())) if finite.size else None
-    hits = np.flatnonzero(np.isfinite(values) & (values >= target))
-    if hits.size == 0:
-        return result
-    i = int(hits[0])
-    bits, wall, modelled = run.glob("cumulative_bits"), run.glob("wall_s"), run.modelled_time()
-    result.update(reached=True, step=int(run.steps[i]),
-                  bits=None if bits is None else int(bits[i]),
-                  wall_s=None if wall is None else _clean(float(wall[i])),
-                  modelled_s=None if modelled is None else _clean(float(modelled[i])))
-    return result
+    values = None if values is None else np.asarray(values, dtype=np.float64)
+    return _first_reached(run, values, None if values is None else values >= target, "best_accuracy", np.max,
+                          result)
 
 
 # ---- several runs --------------------------------------------------------------------------------------

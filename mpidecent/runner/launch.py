@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mpidecent.config import Job
@@ -29,15 +29,32 @@ def results_file(job: Job, out: str | None) -> str:
     return os.path.join(out, f"{job.variant}.h5") if job.variant else out
 
 
-def agree(comm: Any, problem: str | None) -> tuple[str, int] | None:
-    """Collective (the first of a launch): (the problem, the first rank that found it) if any rank
-    found one — the same on every rank — else None. The rank is -1 when every rank found the same."""
+def agree(comm: Any, problem: str | None) -> str | None:
+    """Collective (the first of a launch): the first problem any rank found — the same line on every
+    rank, naming that rank unless every rank found the same — else None."""
     problems = comm.allgather(problem)
     found = [(r, p) for r, p in enumerate(problems) if p]
     if not found:
         return None
     rank, text = found[0]
-    return text, (-1 if all(p == text for _, p in found) and len(found) == comm.size else rank)
+    return text if all(p == text for _, p in found) and len(found) == comm.size else f"{text} (on rank {rank})"
+
+
+def prepare_all(comm: Any, load: Callable[[], Sequence[Job]], out: str | None, force: bool,
+                resume: bool) -> tuple[list[Work], str | None]:
+    """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or request) and
+    prepares each for this launch on its own, then the ranks ``agree``. Returns (the prepared work, the
+    problem every rank reports or None)."""
+    problem: str | None = None
+    work: list[Work] = []
+    try:
+        for job in load():
+            prepared = prepare(job, results_file(job, out), force, resume, comm.rank, comm.size)
+            if prepared is not None:
+                work.append(prepared)
+    except JobError as err:
+        problem = str(err)
+    return work, agree(comm, problem)
 
 
 def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[int, list]:
