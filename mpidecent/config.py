@@ -67,6 +67,9 @@ LINK_PARAMS: tuple[Param, ...] = (
           "(mpidecent report --bandwidth overrides)", minimum=0.0, exclusive_minimum=True),
     Param("latency_s", float, 5e-6, "per-message latency in seconds for the report's modelled time "
           "(mpidecent report --latency overrides)", minimum=0.0),
+    Param("shared", bool, False, "true: all ranks share one link of that bandwidth (nodes behind one slow uplink; "
+          "an interval's bytes of all ranks queue on it together), false: a link per rank "
+          "(mpidecent report --shared-link overrides)"),
 )
 
 # Master/worker algorithms (gradient_coding, uncoded): who straggles (coding/stragglers.py).
@@ -88,7 +91,8 @@ _WRITTEN_WHEN_SET = {("compression", "error_feedback"): False, ("run", "save_mod
                      ("model", "loss"): "auto", ("data", "test_features_dataset"): "",
                      ("data", "test_labels_dataset"): "", ("algorithm", "optimizer"): "sgd",
                      ("algorithm", "momentum"): 0.9, ("algorithm", "adam_beta1"): 0.9,
-                     ("algorithm", "adam_beta2"): 0.999, ("algorithm", "adam_eps"): 1e-8}
+                     ("algorithm", "adam_beta2"): 0.999, ("algorithm", "adam_eps"): 1e-8,
+                     ("link", "shared"): False}
 
 
 def _written(section: str, key: str, value: Any) -> bool:

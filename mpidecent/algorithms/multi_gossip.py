@@ -4,8 +4,9 @@ Spec: ``specs/multi-gossip.md`` (Hashemi et al., "On the Benefits of Multiple Go
 Communication-Constrained Decentralized Optimization"; CHOCO-SGD: Koloskova et al.). Undirected graph,
 W symmetric doubly stochastic, C a contractive compressor. State at node i: model x_i, public copy z_i
 (bit-identical at i and its neighbours, because everyone applies the same decoded bytes) and
-s_i = Σ_{j∈N_i∪{i}} w_ij z_j, kept incrementally so no per-neighbour copy is stored. z_i = s_i = 0 at
-the start. Per gradient iteration t::
+s_i = Σ_{j∈N_i∪{i}} w_ij z_j, kept incrementally so no per-neighbour copy is stored (the neighbours'
+c_j are decoded and added into s_i one at a time: ``GossipChannel.accumulate``, one scratch vector).
+z_i = s_i = 0 at the start. Per gradient iteration t::
 
     x_i ← x_i − η ∇F_i(x_i)
     repeat Q times (round r):
@@ -40,12 +41,12 @@ class MultiGossip(Algorithm):
         self.z = np.zeros(dim, dtype=dtype)  # public copy of x
         self.s = np.zeros(dim, dtype=dtype)  # Σ_j w_ij z_j over N_i ∪ {i}
         self.gossip = self.channel(rounds=self.rounds)
-        self.delta = np.zeros(dim, dtype=dtype)  # scratch: x − z, then the decoded own message
-        self.mix = np.zeros(dim, dtype=dtype)
+        # Scratch, one vector: x − z, the decoded own message, each decoded in-neighbour message, s − z.
+        self.delta = np.zeros(dim, dtype=dtype)
         self.paper_bits = np.zeros(1)  # cumulative iterations × Q × nominal bits per coordinate
         self._x_t, self._g_t = torch.from_numpy(self.x), torch.from_numpy(self.objective.grads)
         self._s_t, self._z_t = torch.from_numpy(self.s), torch.from_numpy(self.z)
-        self._delta_t, self._mix_t = torch.from_numpy(self.delta), torch.from_numpy(self.mix)
+        self._delta_t = torch.from_numpy(self.delta)
         self.optimizer = LocalOptimizer(ctx.params, dim, dtype)  # its direction d in place of ∇F_i
 
     def state(self) -> dict[str, np.ndarray]:
@@ -61,11 +62,11 @@ class MultiGossip(Algorithm):
             self._z_t.add_(self._delta_t)
             self._s_t.add_(self._delta_t, alpha=self.gossip.self_weight)
             self.gossip.wait()
-            self.gossip.mix(out=self.mix)
-            self._s_t.add_(self._mix_t)
-            # x ← x + γ (s − z), with mix as scratch for s − z
-            torch.sub(self._s_t, self._z_t, out=self._mix_t)
-            self._x_t.add_(self._mix_t, alpha=self.gamma)
+            # s += Σ_j w_ij c_j, decoding one neighbour's message at a time into the scratch
+            self.gossip.accumulate(self.s, scratch=self.delta)
+            # x ← x + γ (s − z), with the scratch holding s − z
+            torch.sub(self._s_t, self._z_t, out=self._delta_t)
+            self._x_t.add_(self._delta_t, alpha=self.gamma)
         self.paper_bits[0] += self.rounds * self.compressor.paper_bits_per_coordinate
         return self.stats(loss)
 

@@ -36,8 +36,6 @@ class _PushSumBase(Algorithm):
         self._g_t = torch.from_numpy(self.objective.grads)
         self.optimizer = LocalOptimizer(ctx.params, self.objective.dim, ctx.dtype)  # d in place of g
         self.gossip = self.channel(vectors=1, scalars=1)  # message: [y_i][compressed vector]
-        self.mix = np.zeros(self.objective.dim, dtype=ctx.dtype)
-        self._mix_t = torch.from_numpy(self.mix)
 
     def _gradient_step(self, t: int) -> float:
         loss = self.objective.loss_grad(t)  # at z (or at x when debias is off: z holds a copy of x)
@@ -73,6 +71,10 @@ class PushSum(_PushSumBase):
     precision of the identity compressor (the state dtype by default, so Σ_i x_i is conserved exactly
     up to rounding).
     """
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.mix = np.zeros(self.objective.dim, dtype=ctx.dtype)  # Σ_j w_ij x_j, decoded one message at a time
 
     def state(self) -> dict[str, np.ndarray]:
         return {"x": self.x, "y": self.y, **self.optimizer.state()}
@@ -122,7 +124,10 @@ class QuantizedPushSum(_PushSumBase):
         # x̂_i per slot, identical to every receiver's replica of it; x̂_j per slot and in-neighbour.
         self.ref_out = np.zeros((period, dim), dtype=dtype)
         self.ref_in = np.zeros((period, max_in, dim), dtype=dtype)
-        self.delta = np.zeros(dim, dtype=dtype)  # scratch: x − x̂, then the decoded own message
+        # Scratch, one vector: x − x̂, the decoded own message, each in-neighbour's decoded message in
+        # turn (added into its copy: no (in-degree, dim) block of decoded messages), then the mix.
+        self.delta = np.zeros(dim, dtype=dtype)
+        self._delta_t = torch.from_numpy(self.delta)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"x": self.x, "y": self.y, "ref_out": self.ref_out, "ref_in": self.ref_in, **self.optimizer.state()}
@@ -137,13 +142,13 @@ class QuantizedPushSum(_PushSumBase):
         # Apply our own message from its bytes while the neighbours' messages are in flight.
         self._update_copy(ref_out, self.gossip.own(out=self.delta))
         self.gossip.wait()
-        received = self.gossip.decode()
-        senders = len(received)
-        self._update_copy(ref_in[:senders], received)
-        self.gossip.weighted_sum(ref_in[:senders], out=self.mix)
+        senders = len(self.gossip.row.in_neighbors)
+        for k in range(senders):  # one decoded message at a time, straight into its copy
+            self._update_copy(ref_in[k], self.gossip.decode_one(k, out=self.delta))
+        self.gossip.weighted_sum(ref_in[:senders], out=self.delta)  # the mix Σ_j w_ij x̂_j
         # x += γ (Σ_j w_ij x̂_j − (1 − w_ii) x̂_i)
-        self._mix_t.add_(torch.from_numpy(ref_out), alpha=self.gossip.self_weight - 1.0)
-        self._x_t.add_(self._mix_t, alpha=self.gamma)
+        self._delta_t.add_(torch.from_numpy(ref_out), alpha=self.gossip.self_weight - 1.0)
+        self._x_t.add_(self._delta_t, alpha=self.gamma)
         self._mix_weight(self.gamma)
         self._refresh_model()
         return self.stats(loss)

@@ -15,6 +15,9 @@ Sections (``--sections``, comma-separated; default all):
 5. ``target``      modelled time to a common target at 1 and 10 Gbit/s for pairs of shipped jobs
 6. ``rma``         passive-target RMA progress (Lock/Get/Unlock while the target computes)
    ``memory``      peak RSS per rank of gossip at a large d
+   ``network``     exact vs compressed algorithms over a real rate-limited link (1 Gbit/s, 100 Mbit/s):
+                   step time, time to a target test accuracy, gradient coding's upload and broadcast
+                   (needs root for a network namespace; skips in one line where that is not permitted)
 
 ``--size tiny`` (the CI smoke test), ``small`` (default: a few minutes on 2 cores) or ``large``.
 Absolute times on shared machines are noise; the ratios compare contenders measured in one run, calls
@@ -37,7 +40,7 @@ from pathlib import Path
 
 from mpidecent import texttable
 
-SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory")
+SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory", "network")
 
 SIZES: dict[str, dict] = {
     "tiny": {"ranks": 4, "exchange": {"dims": [1000, 100_000], "repeats": 5},
@@ -63,7 +66,7 @@ SIZES: dict[str, dict] = {
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: side-by-side ratios (exchange, compressors, step, scaling, "
-                                         "time to target, RMA progress, memory)",
+                                         "time to target, RMA progress, memory, slow network)",
                            description=__doc__.split("\n\n")[0])
     bench.add_argument("--sections", default="all",
                        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
@@ -157,6 +160,10 @@ def _tables(name: str, result: dict) -> str:
         from mpidecent.bench.target import table
 
         return _grid(*table(result["rows"]))
+    if name == "network":
+        from mpidecent.bench.network import tables
+
+        return tables(result)
     rows = result.get("rows", [])
     if name == "exchange":
         head = ["d (float32)", "bytes/msg", "out-degree", "mpidecent µs", "raw µs", "ratio", "goal ≤ 1.15 (d ≥ 1e5)"]
@@ -213,6 +220,10 @@ def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: L
             cfg = config["target"]
             result = {"rows": target.run(launcher.mpidecent, root, out_dir / "target-runs", cfg["pairs"],
                                          cfg["steps"], cfg["ranks"])}
+        elif name == "network":
+            from mpidecent.bench import network
+
+            result = network.run(size, launcher.command, out_dir / "network-runs")
         else:
             result = launcher.section(name, config[name] if name in config else {}, ranks)
         results["sections"][name] = result

@@ -24,7 +24,7 @@ OPERATORS: tuple[tuple[str, str, dict, float | None], ...] = (
     ("qsgd_contractive b=4", "qsgd_contractive", {"bits": 4, "bucket": 0}, None),
     ("onebit (stochastic 1-bit)", "onebit", {}, 0.25),
     ("sign (scaled 1-bit)", "sign", {}, 0.25),
-    ("topk 1%", "topk", {"fraction": 0.01}, 0.1),
+    ("topk 1%", "topk", {"fraction": 0.01}, 0.15),
     ("randk 1%", "randk", {"fraction": 0.01}, None),
 )
 
@@ -51,7 +51,7 @@ def run(dims: Sequence[int], repeats: int = 7, fast: bool | None = None) -> list
         out = np.empty_like(v)
         for label, name, params, goal in OPERATORS:
             cls = COMPRESSORS[name]
-            extra = {"fast": fast} if name in ("qsgd", "qsgd_contractive", "onebit", "sign") else {}
+            extra = {"fast": fast} if name in ("qsgd", "qsgd_contractive", "onebit", "sign", "topk") else {}
             compressor = cls(d, np.float32, **params, **extra)
             buf = np.zeros(compressor.nbytes, dtype=np.uint8)
             key = RandomKey(0, 0, 1)
@@ -80,7 +80,9 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             "goal", "met"]
     body = []
     for r in rows:
-        goal = r["goal"]
+        # The goals are about the memory-bound case (d ≥ 1e7); a smaller array sits in cache, where memcpy
+        # runs several times faster and every ratio looks worse.
+        goal = r["goal"] if r["d"] >= 10_000_000 else None
         body.append([r["operator"], f"{r['d']:.0e}", f"{r['encode_GBps']:.2f}", f"{r['decode_GBps']:.2f}",
                      f"{r['memcpy_GBps']:.1f}", f"{r['ratio']:.3f}",
                      "-" if r.get("reference_ratio") is None else f"{r['reference_ratio']:.3f}",

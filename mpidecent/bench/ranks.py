@@ -238,7 +238,7 @@ def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
     src = np.concatenate([np.arange(n), np.arange(n)])
     dst = np.concatenate([(np.arange(n) + 1) % n, (np.arange(n) + n // 2) % n])
     graph = Graph.from_pairs(n, np.stack([src, dst], axis=1), directed=True, kind="ring+chord")
-    x0 = np.random.default_rng(comm.rank).standard_normal(d).astype(np.float32)
+    x0 = np.random.default_rng(comm.rank).standard_normal(d, dtype=np.float32)  # no float64 copy of d entries
     return gossip_only(comm, Schedule.static(graph), (column_stochastic_uniform(graph),), "quantized_push_sum",
                        compression, comp_params, {}, x0)
 
@@ -265,6 +265,29 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
 
 # ---- memory ----------------------------------------------------------------------------------------------
 
+def _large_arrays(algo, least: int) -> dict[str, int]:
+    """Bytes of every numpy array of at least ``least`` bytes that the algorithm, its objective, its
+    channels and their exchanges hold (views of one buffer are counted once, under the first name)."""
+    found: dict[str, int] = {}
+    seen: set[int] = set()
+    owners = [("algorithm", algo), ("objective", algo.objective), ("compressor", algo.compressor)]
+    for k, channel in enumerate(getattr(algo, "channels", [])):
+        owners += [(f"channel{k}.exchange", channel.exchange), (f"channel{k}", channel),
+                   (f"channel{k}.encoder", channel.encoder)]
+    for owner, obj in owners:
+        for name, value in vars(obj).items():
+            if not isinstance(value, np.ndarray) or value.nbytes < least:
+                continue
+            base = value
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            if id(base) in seen:
+                continue
+            seen.add(id(base))
+            found[f"{owner}.{name} {value.dtype}{list(value.shape)}"] = int(base.nbytes)
+    return found
+
+
 def memory(comm: MPI.Intracomm, params: dict) -> dict:
     d = int(params["d"])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -272,11 +295,13 @@ def memory(comm: MPI.Intracomm, params: dict) -> dict:
     for t in range(params["steps"]):
         algo.step(t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    arrays = _large_arrays(algo, 4 * d // 8)  # the library's arrays of ≥ 1/8 of a state vector (rank 0's)
     connection.close()
     peaks = comm.gather(peak, root=0)
     befores = comm.gather(before, root=0)
     return {"d": d, "dtype": "float32", "state_vector_bytes": 4 * d, "peak_rss_bytes": peaks,
-            "rss_before_bytes": befores, "algorithm": "quantized_push_sum (qsgd 8-bit) gossip, in-degree 2"}
+            "rss_before_bytes": befores, "algorithm": "quantized_push_sum (qsgd 8-bit) gossip, in-degree 2",
+            "arrays_bytes": arrays}
 
 
 # ---- 6. RMA progress -------------------------------------------------------------------------------------

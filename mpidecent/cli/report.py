@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
                         help="link bandwidth in bits/s for the modelled time (default: the job's [link])")
     report.add_argument("--latency", type=float, metavar="S",
                         help="per-message latency in seconds for the modelled time (default: the job's [link])")
+    report.add_argument("--shared-link", action="store_const", const=True, default=None,
+                        help="model one link shared by all ranks (every rank's bytes queue on it together), as "
+                             "nodes behind one slow uplink or mpidecent bench's emulated link (default: the "
+                             "job's [link] shared, else one link per rank)")
 
 
 def main(args: argparse.Namespace) -> int:

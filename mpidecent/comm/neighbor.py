@@ -79,8 +79,17 @@ class GossipChannel:
         send(t, vectors, scalars, round)   encode into the send buffer, start the exchange
         own(field)                         optional: the own message as the receivers decode it
         wait()                             the in-neighbours' messages have arrived
-        decode(field) / mix(field, out)    their vectors, or Σ_j w_ij (their vectors) for this rank's row
+        mix(out, field) / accumulate(out, field)
+                                           out ← / out += Σ_j w_ij (their vectors) for this rank's row
+        decode_one(k, out, field)          the k-th in-neighbour's vector (e.g. into the sender's copy)
+        decode(field)                      their vectors one row each (only for callers that need rows)
         received_scalars(i) / mixed_scalar(i)
+
+    Decode-and-accumulate: ``mix`` and ``accumulate`` decode one in-neighbour's message at a time into one
+    scratch vector and add it, weighted, into ``out`` (in the row's order: out = fl(fl(w_1 x_1) + fl(w_2 x_2))
+    ...), so no (in-degree, dim) block of decoded vectors exists unless ``decode`` is called (allocated
+    then, lazily). The scratch is the caller's (``scratch=``) or the channel's own, allocated on first
+    need (``mix`` needs none at in-degree ≤ 1).
 
     Marks on the algorithm's ``watch``: encoding and decoding are compute, the exchange is
     communication. ``traffic`` accumulates what was sent; ``nonfinite`` is set (for good) when a vector
@@ -103,10 +112,11 @@ class GossipChannel:
         self._offsets = [header + f * size for f in range(self.vectors)]
         self.exchange = neighbors.transport.exchange(self.nbytes, self.nbytes)
         rows, dtype = neighbors.rows, compressor.dtype
-        max_in = max(len(r.in_neighbors) for r in rows)
-        # Decoded in-neighbour vectors, one (max in-degree, dim) block per vector of the message.
-        self.received = np.zeros((self.vectors, max_in, compressor.dim), dtype=dtype)
-        # Per slot: in-weights in the state dtype (BLAS with the payloads) and in float64 (the scalars).
+        self._max_in = max(len(r.in_neighbors) for r in rows)
+        # Decoded in-neighbour vectors, (vectors, max in-degree, dim): only allocated by ``decode``.
+        self._received: np.ndarray | None = None
+        self._scratch: np.ndarray | None = None  # the channel's own decode scratch (dim,), on first need
+        # Per slot: in-weights in the state dtype (with the decoded payloads) and in float64 (the scalars).
         self._in_w = [np.asarray(r.in_weights, dtype=dtype) for r in rows]
         self._in_w64 = [np.asarray(r.in_weights, dtype=np.float64) for r in rows]
         self.traffic = Traffic()
@@ -161,23 +171,68 @@ class GossipChannel:
         self._recv = self.exchange.wait()
         self.watch.comm()
 
+    @property
+    def received(self) -> np.ndarray:
+        """Every in-neighbour's decoded vectors, (vectors, max in-degree, dim); allocated on first use."""
+        if self._received is None:
+            self._received = np.zeros((self.vectors, self._max_in, self.compressor.dim), dtype=self.compressor.dtype)
+        return self._received
+
+    def decode_one(self, k: int, out: np.ndarray, field: int = 0) -> np.ndarray:
+        """Vector ``field`` of the k-th in-neighbour's message (the row's order) decoded into ``out`` (dim,)."""
+        start = self._offsets[field]
+        return self.compressor.decode(self._recv[k, start:start + self.compressor.nbytes],
+                                      self._key(self.row.in_neighbors[k], field), out=out)
+
     def decode(self, field: int = 0) -> np.ndarray:
         """Vector ``field`` of every in-neighbour's message, (in-degree, dim) in the row's order: a loop
-        over messages, each decode vectorised."""
-        senders, rows = self.row.in_neighbors, self.received[field]
-        start = self._offsets[field]
-        end = start + self.compressor.nbytes
-        for k, sender in enumerate(senders):
-            self.compressor.decode(self._recv[k, start:end], self._key(sender, field), out=rows[k])
-        return rows[:len(senders)]
+        over messages, each decode vectorised. Allocates ``received`` on first use: ``mix``,
+        ``accumulate`` and ``decode_one`` need no per-neighbour rows."""
+        rows = self.received[field]
+        senders = len(self.row.in_neighbors)
+        for k in range(senders):
+            self.decode_one(k, rows[k], field)
+        return rows[:senders]
 
     def weighted_sum(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Σ_j w_ij rows[j] over this rank's in-neighbours (rows in the row's order) into ``out``."""
+        """Σ_j w_ij rows[j] over this rank's in-neighbours (rows (in-degree, dim) in the row's order) into
+        ``out``, e.g. an algorithm's own copies of its in-neighbours' vectors."""
         return np.dot(self._in_w[self._slot], rows, out=out)
 
-    def mix(self, out: np.ndarray, field: int = 0) -> np.ndarray:
-        """Σ_j w_ij x_j over the in-neighbours' decoded vector ``field`` (the own term w_ii x_i excluded)."""
-        return self.weighted_sum(self.decode(field), out)
+    def mix(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None) -> np.ndarray:
+        """out ← Σ_j w_ij x_j over the in-neighbours' decoded vector ``field`` (the own term w_ii x_i
+        excluded), decoded and added one message at a time; ``scratch`` (dim,), distinct from ``out``, is
+        used from the second in-neighbour on (default: the channel's own)."""
+        weights = self._in_w[self._slot]
+        if len(weights) == 0:
+            out.fill(0)
+            return out
+        self.decode_one(0, out, field)
+        np.multiply(out, weights[0], out=out)
+        self._add_weighted(out, field, scratch, first=1)
+        return out
+
+    def accumulate(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None) -> np.ndarray:
+        """out += Σ_j w_ij x_j over the in-neighbours' decoded vector ``field``, one message at a time:
+        out ← fl(out + fl(w_1 x_1)), then w_2 x_2, ... (``scratch`` (dim,), distinct from ``out``; default:
+        the channel's own)."""
+        return self._add_weighted(out, field, scratch, first=0)
+
+    def _add_weighted(self, out: np.ndarray, field: int, scratch: np.ndarray | None, first: int) -> np.ndarray:
+        weights = self._in_w[self._slot]
+        if first >= len(weights):
+            return out
+        if scratch is None:
+            if self._scratch is None:
+                self._scratch = np.zeros(self.compressor.dim, dtype=self.compressor.dtype)
+            scratch = self._scratch
+        if np.may_share_memory(scratch, out):
+            raise ValueError("the decode scratch must not overlap the output")
+        for k in range(first, len(weights)):
+            decoded = self.decode_one(k, scratch, field)
+            np.multiply(decoded, weights[k], out=decoded)
+            np.add(out, decoded, out=out)
+        return out
 
     def received_scalars(self, index: int = 0) -> np.ndarray:
         """Scalar ``index`` of every in-neighbour's message, (in-degree,) float64."""

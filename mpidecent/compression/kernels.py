@@ -19,6 +19,11 @@ checks it bit for bit), because both define every number the same way:
   tree (``lane_sums``; one chain would be bound by the latency of an add), the ℓ1 norm of ``sign`` in
   entry order (``cumsum`` in the reference), so the float32 headers agree to the bit.
 
+``topk`` uses three more: the candidate pass (entries at or above the sampled threshold, with their |v|, in
+one pass over the input instead of a float64 |v| array and three passes), the index-list packing and a
+decode that writes the values and the zeros between them in one pass; ``sparsifiers.top_k_indices`` stays
+the reference, and the selection among the candidates is shared, so the indices are the same.
+
 ``load()`` returns None when numba is not importable (or ``MPIDECENT_KERNELS=reference``); the
 quantizers then use their numpy paths. Every kernel takes flat contiguous arrays and allocates nothing.
 """
@@ -35,6 +40,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 TWO30 = 1073741824.0  # 2^30: the dither's range
 F32_MAX = float(np.finfo(np.float32).max)
+F64_MAX = float(np.finfo(np.float64).max)
 
 
 def dither_words(key64: int, count: int) -> np.ndarray:
@@ -87,4 +93,5 @@ def load() -> dict | None:
     except ImportError:
         return None
     return {name: getattr(_jit, name) for name in ("qsgd_encode", "qsgd_decode", "onebit_encode", "sign_encode",
-                                                   "signbits_decode")}
+                                                   "signbits_decode", "topk_candidates", "pack_indices",
+                                                   "topk_decode")}

@@ -169,7 +169,8 @@ class QSGD(Compressor):
         self._sq = np.empty(self.n_buckets)               # float64 squared norms
         self._r64 = np.empty(self.n_buckets)              # float64 norms / factors / scales
         self._r32 = np.empty(self.n_buckets, dtype=np.float32)  # aligned copy of the wire norms (kernels)
-        self._words = np.empty(width // 2 + 2, dtype=np.uint64)  # kernel scratch: one bucket's dither
+        # kernel scratch: the dither of one block of buckets (≥ one bucket; ~2,048 entries, 8 KiB, in L1)
+        self._words = np.empty(max(width, 2048) // 2 + 2, dtype=np.uint64)
         self._bucket_codes = np.empty(width, dtype=np.uint16)  # kernel scratch: one bucket's codes
         self._row = width                                 # entries per bucket row
         if self.kernels is None:
@@ -461,7 +462,7 @@ class OneBit(_SignBits):
         super().__init__(dim, dtype, fast=fast, **params)
         if self.kernels is None:
             self._uniform = np.empty(self.dim)         # float64 dither integers u_k
-        self._words = np.empty(34, dtype=np.uint64)    # kernel scratch: the dither of 64 entries
+        self._words = np.empty(1026, dtype=np.uint64)  # kernel scratch: the dither of 2,048 entries (8 KiB)
 
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
         if self.kernels is not None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mpidecent.compression import kernels
 from mpidecent.compression.base import Compressor, register_compressor
 from mpidecent.compression.packing import MAX_WIDTH, pack_codes, unpack_codes
 from mpidecent.compression.quantizers import _nonfinite_message
@@ -119,6 +120,28 @@ class _Sparsifier(Compressor):
 
 # ------------------------------------------------------------------------------------------ top-k
 
+_SAMPLE = 1 << 14  # entries in the strided sample that sets the candidate threshold
+_SAMPLED_DIM = 1 << 16  # shorter vectors select among all entries
+
+
+def _threshold(sample: np.ndarray, k: int, d: int) -> float:
+    """From the sorted strided sample of |v|: a value a little below the k-th largest of the d entries (about
+    1.5k of them at or above it)."""
+    rank = max(0, sample.shape[0] - int(np.ceil(1.5 * k / d * sample.shape[0])) - 8)
+    return sample[rank]
+
+
+def _select(values: np.ndarray, k: int) -> np.ndarray:
+    """Ascending positions of the k largest of ``values`` (m ≥ k finite float64); among equal values at the
+    cut the lowest positions win."""
+    m = values.shape[0]
+    cut = np.partition(values, m - k)[m - k]                   # the k-th largest value
+    chosen = values > cut
+    ties = np.flatnonzero(values == cut)[: k - int(np.count_nonzero(chosen))]  # lowest indices first
+    chosen[ties] = True
+    return np.flatnonzero(chosen)                               # ascending
+
+
 def top_k_indices(magnitudes: np.ndarray, k: int) -> np.ndarray:
     """Ascending indices of the k largest of ``magnitudes`` ((d,) finite float64, 1 ≤ k < d); among equal
     values at the cut the lowest indices win, so the choice is canonical.
@@ -127,24 +150,19 @@ def top_k_indices(magnitudes: np.ndarray, k: int) -> np.ndarray:
     16,384 entries (set a little below the k-th largest, for about 1.5k candidates), then select among
     them; the result is exact whenever at least k entries pass (else it selects among all of them): the
     k-th largest value is then itself at or above the threshold. Cost: a few passes over memory instead of
-    a full ``argpartition`` and a sort of the k indices.
+    a full ``argpartition`` and a sort of the k indices. (The kernel path, ``TopK._kernel_indices``, keeps
+    the same candidates in one pass over the input and gives the same indices.)
     """
     d = magnitudes.shape[0]
     candidates = None
-    if d >= 1 << 16:
-        sample = np.sort(magnitudes[:: d // (1 << 14)])
-        rank = max(0, sample.shape[0] - int(np.ceil(1.5 * k / d * sample.shape[0])) - 8)
-        passing = np.flatnonzero(magnitudes >= sample[rank])
+    if d >= _SAMPLED_DIM:
+        threshold = _threshold(np.sort(magnitudes[:: d // _SAMPLE]), k, d)
+        passing = np.flatnonzero(magnitudes >= threshold)
         if passing.shape[0] >= k:
             candidates = passing
-    values = magnitudes if candidates is None else magnitudes[candidates]
-    m = values.shape[0]
-    cut = np.partition(values, m - k)[m - k]                   # the k-th largest value
-    chosen = values > cut
-    ties = np.flatnonzero(values == cut)[: k - int(np.count_nonzero(chosen))]  # lowest indices first
-    chosen[ties] = True
-    picked = np.flatnonzero(chosen)                             # ascending
-    return picked if candidates is None else candidates[picked]
+    if candidates is None:
+        return _select(magnitudes, k)
+    return candidates[_select(magnitudes[candidates], k)]
 
 
 @register_compressor
@@ -172,18 +190,26 @@ class TopK(_Sparsifier):
     unbiased: ClassVar[bool] = False
     contractive: ClassVar[bool] = True
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
         super().__init__(dim, dtype, **params)
         d, k = self.dim, self.k
+        #: The numba kernels (``kernels.py``) for the candidate pass, the index list and decoding; None (the
+        #: numpy code here) for fast=False, short vectors or without numba. Both give the same bytes.
+        self.kernels = kernels.choose(fast, d) if d >= _SAMPLED_DIM and k < d else None
         #: L = ⌈log2 d⌉ bits per index in the list encoding.
         self.index_width: int = (d - 1).bit_length()
         #: ``"list"`` or ``"bitmap"``: how indices travel, fixed by (k, d).
         self.index_encoding: str = "list" if k * self.index_width < d else "bitmap"
         #: Bits spent on indices: min(k·L, d).
         self.index_bits: int = min(k * self.index_width, d)
-        self._abs = np.empty(d)                         # float64 |v_i|
+        self._abs = np.empty(d)                         # float64 |v_i| (pages untouched unless the reference runs)
         self._mask = np.empty(d, dtype=np.uint8)        # bitmap, both ways
         self._idx = np.empty(k, dtype=np.intp)          # decoded index list
+        if self.kernels is not None:
+            # The candidates (≈ 1.5k expected; more than fit → the reference path) and 72 places of room.
+            room = max(2 * k, k + 4096) + 72
+            self._cand_index = np.empty(room, dtype=np.intp)
+            self._cand_value = np.empty(room)
 
     @property
     def payload_bits(self) -> int:
@@ -198,9 +224,12 @@ class TopK(_Sparsifier):
 
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
         d, k = self.dim, self.k
+        idx = None
         if k == d:
             idx = self._all
-        else:
+        elif self.kernels is not None:
+            idx = self._kernel_indices(v)
+        if idx is None:
             np.abs(v, out=self._abs)
             if np.isfinite(self._abs.max()):                    # max propagates NaN
                 idx = top_k_indices(self._abs, k)
@@ -209,18 +238,40 @@ class TopK(_Sparsifier):
                 idx.sort()
         self._write_values(v, idx, buf)
         tail = buf[self._values_bytes:]
-        if self.index_encoding == "list":
+        if self.index_encoding == "list" and self.kernels is not None and 0 < self.index_width <= 56:
+            self.kernels["pack_indices"](idx, self.index_width, tail)
+        elif self.index_encoding == "list":
             _pack_indices(idx, self.index_width, tail)
         else:
             self._mask.fill(0)
             self._mask[idx] = 1                         # sorted idx: a cache-friendly scatter
             pack_codes(self._mask, 1, tail, check=False)
 
+    def _kernel_indices(self, v: np.ndarray) -> np.ndarray | None:
+        """``top_k_indices(|v|, k)`` without the float64 |v| array: the same sample and threshold, the
+        candidates from one kernel pass over v, the same selection among them. None (the caller then runs
+        the reference) for non-finite input, or when fewer than k or more than fit pass the threshold."""
+        d, k = self.dim, self.k
+        v = np.ascontiguousarray(v)
+        sample = np.abs(v[:: d // _SAMPLE]).astype(np.float64)  # |float32| → float64 is exact
+        sample.sort()
+        n = self.kernels["topk_candidates"](v, float(_threshold(sample, k, d)), self._cand_index, self._cand_value)
+        if not k <= n <= self._cand_index.shape[0] - 72:
+            return None
+        return self._cand_index[:n][_select(self._cand_value[:n], k)]
+
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         d, k = self.dim, self.k
         tail = buf[self._values_bytes:]
         if k == d:
             idx = self._all                             # every index: nothing to read
+        elif self.index_encoding == "list" and self.kernels is not None and 0 < self.index_width <= 56:
+            if out is None:
+                out = np.empty(d, dtype=self.dtype)
+            if not self.kernels["topk_decode"](tail, self.index_width, buf[: self._values_bytes].view("<f4"), out):
+                raise ValueError(f"{self.describe()}: corrupt message (index list not strictly increasing "
+                                 f"in [0, {d}))")
+            return out
         elif self.index_encoding == "list":
             idx = _unpack_indices(tail, self.index_width, k, self._idx)
             # Cheap O(k) sanity check: a canonical list is strictly increasing and below d.

@@ -172,10 +172,15 @@ class Run:
     def modelled_time(self, link: LinkModel | None = None) -> np.ndarray | None:
         """Modelled seconds at each log point under ``link`` (default: this run's), or None when the
         file lacks the counters (see comm/linkmodel.py)."""
-        parts = [self.rank(k) for k in ("compute_s", "bytes_sent", "messages_sent")]
-        if any(p is None for p in parts):
+        compute, sent, messages = (self.rank(k) for k in ("compute_s", "bytes_sent", "messages_sent"))
+        if compute is None or sent is None or messages is None:
             return None
-        return (link or self.link).modelled_time(*parts)
+        # Master/worker runs count the workers' uploads in bytes_sent (the paper's budget) and log the master's
+        # full-precision broadcast of θ apart, as downlink_bits: the link carries both.
+        downlink = self.rank("downlink_bits")
+        if downlink is not None:
+            sent = sent + downlink / 8
+        return (link or self.link).modelled_time(compute, sent, messages)
 
 
 # ---- reading -------------------------------------------------------------------------------------------
@@ -243,7 +248,8 @@ def _link_from_job(job: dict[str, Any]) -> tuple[LinkModel, str]:
         return DEFAULT_LINK, "default"
     try:
         return LinkModel(float(table.get("bandwidth_bps", DEFAULT_LINK.bandwidth_bps)),
-                         float(table.get("latency_s", DEFAULT_LINK.latency_s))), "job [link]"
+                         float(table.get("latency_s", DEFAULT_LINK.latency_s)),
+                         table.get("shared", False) is True), "job [link]"
     except (TypeError, ValueError):
         return DEFAULT_LINK, "default"
 
@@ -362,18 +368,22 @@ def _read(path: str, f: h5py.File) -> Run:
     return run
 
 
-def read_runs(paths: list[str], bandwidth_bps: float | None = None, latency_s: float | None = None) -> list[Run]:
+def read_runs(paths: list[str], bandwidth_bps: float | None = None, latency_s: float | None = None,
+              shared: bool | None = None) -> list[Run]:
     """Read every file (``ReportError`` on the first unusable one) and give the runs unique labels.
-    ``bandwidth_bps`` / ``latency_s`` (report flags) replace that part of each run's link model."""
+    ``bandwidth_bps`` / ``latency_s`` / ``shared`` (report flags) replace that part of each run's link model."""
     runs = [read_run(p) for p in paths]
-    if bandwidth_bps is not None or latency_s is not None:
+    given = {"--bandwidth": bandwidth_bps, "--latency": latency_s, "--shared-link": shared}
+    if any(v is not None for v in given.values()):
+        flags = " and ".join(f for f, v in given.items() if v is not None)
         for run in runs:
+            # The flags say it all when they give bandwidth and latency and the job's link is not shared.
+            complete = (bandwidth_bps is not None and latency_s is not None
+                        and (shared is not None or not run.link.shared))
             run.link = LinkModel(run.link.bandwidth_bps if bandwidth_bps is None else bandwidth_bps,
-                                 run.link.latency_s if latency_s is None else latency_s)
-            flags = " and ".join(f for f, v in (("--bandwidth", bandwidth_bps), ("--latency", latency_s))
-                                 if v is not None)
-            run.link_source = flags if bandwidth_bps is not None and latency_s is not None \
-                else f"{flags}, rest from {run.link_source}"
+                                 run.link.latency_s if latency_s is None else latency_s,
+                                 run.link.shared if shared is None else shared)
+            run.link_source = flags if complete else f"{flags}, rest from {run.link_source}"
     names = [r.name for r in runs]
     for run in runs:
         if names.count(run.name) > 1:

@@ -59,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         _check_flags(args)
         budgets = _budgets(getattr(args, "budget", None))
-        runs = read_runs(list(args.files), getattr(args, "bandwidth", None), getattr(args, "latency", None))
+        runs = read_runs(list(args.files), getattr(args, "bandwidth", None), getattr(args, "latency", None),
+                         getattr(args, "shared_link", None))
         from mpidecent.report import tables
 
         target, target_accuracy = getattr(args, "target", None), getattr(args, "target_accuracy", None)

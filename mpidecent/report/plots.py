@@ -192,7 +192,7 @@ def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
 
 def _links(runs: Sequence[Run]) -> tuple[LinkModel | None, str]:
     """The common link model of the runs (None if they differ) and its title text."""
-    links = {(r.link.bandwidth_bps, r.link.latency_s) for r in runs}
+    links = {(r.link.bandwidth_bps, r.link.latency_s, r.link.shared) for r in runs}
     if len(links) == 1:
         link = runs[0].link
         return link, f"modelled on a {link.describe()} link"

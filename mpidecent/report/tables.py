@@ -121,6 +121,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "modelled_s": _last(modelled),
         "link_bandwidth_bps": run.link.bandwidth_bps,
         "link_latency_s": run.link.latency_s,
+        "link_shared": run.link.shared,
         "link_source": run.link_source,
         "extras": {},
         "events": {},
@@ -381,8 +382,8 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
     notes = []
     if test_marked:
         notes.append("accuracy: on the test set where marked t, else on the training set")
-    links = sorted({(r["link_bandwidth_bps"], r["link_latency_s"], r["link_source"]) for r in recs})
-    link_text = "; ".join(f"{LinkModel(b, l).describe()} ({src})" for b, l, src in links)
+    links = sorted({(r["link_bandwidth_bps"], r["link_latency_s"], r["link_shared"], r["link_source"]) for r in recs})
+    link_text = "; ".join(f"{LinkModel(b, l, s).describe()} ({src})" for b, l, s, src in links)
     notes.append(f"{MODEL_NOTE}; link: {link_text}")
     for r in recs:
         if r["partial"]:

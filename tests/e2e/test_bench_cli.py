@@ -21,7 +21,8 @@ def bench(tmp_path_factory):
 @pytest.mark.timeout(700)
 def test_every_section_ran_and_printed_its_table(bench):
     data, stdout = bench
-    assert set(data["sections"]) == {"exchange", "compressors", "step", "scaling", "target", "rma", "memory"}
+    assert set(data["sections"]) == {"exchange", "compressors", "step", "scaling", "target", "rma", "memory",
+                                     "network"}
     for name in data["sections"]:
         assert f"== {name}\n" in stdout
     assert data["size"] == "tiny" and data["ranks"] == 4 and data["machine"]["cores"] >= 1
@@ -42,8 +43,8 @@ def test_compressor_rows_use_the_kernels_and_count_exact_bits(bench):
     assert rows["qsgd 8-bit (s=127, B=64)"]["bits"] == d * 8 + 32 * buckets
     assert rows["qsgd 6-bit (s=16, B=64)"]["bits"] == d * 6 + 32 * buckets
     assert rows["topk 1%"]["bits"] == 32 * 1000 + min(1000 * 17, d)  # k values + the cheaper index list
-    with_kernels = [r for r in rows.values() if r["name"] in ("qsgd", "qsgd_contractive", "onebit", "sign")]
-    assert len(with_kernels) == 5 and all(r["kernels"] and r["reference_ratio"] > 0 for r in with_kernels)
+    with_kernels = [r for r in rows.values() if r["name"] in ("qsgd", "qsgd_contractive", "onebit", "sign", "topk")]
+    assert len(with_kernels) == 6 and all(r["kernels"] and r["reference_ratio"] > 0 for r in with_kernels)
     assert all(r["encode_GBps"] > 0 and r["ratio"] > 0 for r in rows.values())
 
 
@@ -79,3 +80,32 @@ def test_target_rma_and_memory_sections(bench):
     assert rma["osc_component"] and rma["verdict"].startswith(("yes", "NO")) and rma["busy_get_s"] > 0
     memory = sections["memory"]
     assert len(memory["peak_rss_bytes"]) == 4 and min(memory["peak_rss_bytes"]) >= min(memory["rss_before_bytes"])
+
+
+def test_network_section_runs_behind_an_emulated_link_or_skips_in_one_line(bench):
+    """Where a network namespace can be made (root), both runs went through the rate-limited loopback:
+    every byte the runs counted crossed it, and the counted bytes are exactly the messages' sizes."""
+    section, stdout = bench[0]["sections"]["network"], bench[1]
+    from mpidecent.bench.netlink import probe
+
+    reason = probe()
+    if reason:
+        assert section == {"skipped": reason} and f"skipped: {reason}" in stdout
+        pytest.skip(reason)
+    rows = {r["algorithm"]: r for r in section["steps"]}
+    assert set(rows) == {"push_sum float32", "quantized_push_sum qsgd 8-bit"} and section["links"] == ["1gbit"]
+    exact, quantized = rows["push_sum float32"], rows["quantized_push_sum qsgd 8-bit"]
+    d = exact["d"]
+    assert d == 64 * 32 + 32 + 32 * 10 + 10 == quantized["d"]  # MLP 64 → 32 → 10 on digits
+    for r in (exact, quantized):
+        assert r["ranks"] == 4 and r["steps"] == 4 and r["step_s"] > 0 and r["train_s"] > 0 and r["bytes_counted"] > 0
+    [launch] = section["launches"]  # one launch ran both as [[sweep]] variants
+    assert launch["bytes_counted"] == exact["bytes_counted"] + quantized["bytes_counted"]
+    assert launch["link_bytes"] >= launch["bytes_counted"]  # the messages crossed the namespace's loopback
+    # Same graph and steps: bytes per message 8 (push-sum weight) + 4d, against 8 + d codes + 4 per bucket of 64.
+    assert exact["bytes_counted"] * (8 + d + 4 * -(-d // 64)) == quantized["bytes_counted"] * (8 + 4 * d)
+    uplink = section["uplink"][0]
+    assert uplink["d"] == d and uplink["workers"] == 3
+    assert uplink["onebit_bytes"] == -(-d // 8) + 4 and uplink["float32_bytes"] == 4 * d
+    assert uplink["upload_onebit_s"] > 0 and uplink["upload_float32_s"] > 0 and uplink["broadcast_s"] > 0
+    assert "All ranks share one emulated link" in stdout

@@ -93,6 +93,38 @@ def test_rounds_and_fields_draw_their_own_randomness():
             np.testing.assert_array_equal(received[k], results[sender][0][1])
 
 
+def test_mix_and_accumulate_decode_one_message_at_a_time_without_per_neighbour_rows():
+    """mix: out ← Σ_j w_ij decode(q_j); accumulate: out += the same, in the row's order, through one
+    scratch vector (no (in-degree, dim) block); the decoded values are the ones decode() gives."""
+    graph = build_graph("chord_ring", N, None, {"chords": 3, "seed": 1})
+    network, weights, channels = _channels(graph, "qsgd", dim=256)
+    v = _x0(4, 256)
+
+    def node(rank):
+        ch = channels[rank]
+        ch.send(3, v[rank])
+        ch.wait()
+        start = np.full(256, 0.25)
+        mixed = ch.mix(out=np.zeros(256)).copy()
+        accumulated = ch.accumulate(start.copy(), scratch=np.zeros(256))
+        allocated = ch._received is not None
+        with pytest.raises(ValueError, match="scratch"):
+            ch.accumulate(start, scratch=start[::-1])
+        return mixed, accumulated, allocated, ch.decode().copy()
+
+    for rank, (mixed, accumulated, allocated, rows) in enumerate(network.run([lambda r=r: node(r) for r in range(N)])):
+        w = weights[rank, graph.in_neighbors(rank)]
+        assert not allocated  # only decode() allocates the per-neighbour rows
+        expected = np.zeros(256)
+        for k in range(len(w)):  # the documented order: one weighted message after the other
+            expected = expected + w[k] * rows[k] if k else w[k] * rows[k]
+        np.testing.assert_array_equal(mixed, expected)
+        running = np.full(256, 0.25)
+        for k in range(len(w)):
+            running = running + w[k] * rows[k]
+        np.testing.assert_array_equal(accumulated, running)
+
+
 def test_a_failing_node_does_not_leave_the_others_waiting():
     network = MemoryNetwork(Schedule.static(build_graph("ring", 4, False, {})))
     exchanges = [network.transport(r).exchange(8, 8) for r in range(4)]
@@ -140,6 +172,7 @@ def test_quantized_push_sum_reaches_the_exact_average_with_reference_copies():
     for rank, algo in enumerate(sim.algorithms):
         for k, sender in enumerate(algo.ctx.neighbors.row(0).in_neighbors):
             np.testing.assert_array_equal(algo.ref_in[0][k], sim.algorithms[sender].ref_out[0])
+        assert algo.gossip._received is None  # decoded one message at a time into the copies
 
 
 def test_without_reference_copies_the_noise_never_vanishes():

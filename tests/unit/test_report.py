@@ -395,6 +395,9 @@ def test_link_flags_override_the_jobs_link(tmp_path, capsys):
     assert fast["modelled_s"] < base["modelled_s"] and fast["link_source"] == "--bandwidth and --latency"
     half = read_runs([str(path)], bandwidth_bps=1e6)[0]
     assert half.link == LinkModel(1e6, 0.1) and "--bandwidth" in half.link_source
+    shared = json.loads(report(capsys, path, "--json", "--shared-link")[1])["runs"][0]
+    assert shared["modelled_s"] == pytest.approx(run.modelled_time(LinkModel(8000.0, 0.1, shared=True))[-1])
+    assert shared["link_shared"] and shared["link_source"] == "--shared-link, rest from job [link]"
 
 
 def test_partial_file_is_reported_as_partial(tmp_path, capsys):
@@ -495,6 +498,12 @@ def test_link_model_formula_on_a_hand_computed_example():
     np.testing.assert_allclose(link.interval_times(compute, nbytes, messages), [[0, 0], [3, 2], [2, 5]])
     np.testing.assert_allclose(link.modelled_time(compute, nbytes, messages), [0.0, 3.0, 8.0])
     assert LinkModel().describe() == "10 Gbit/s, latency 5 µs"
+    # One link shared by both ranks: their bytes queue on it together; compute and messages of the slowest.
+    # interval 1: max(1, 2) + 8·1000/8000 + max(10, 0)·0.1 = 2 + 1 + 1 = 4
+    # interval 2: max(2, 1) + 8·(0 + 2000)/8000 + max(0, 20)·0.1 = 2 + 2 + 2 = 6
+    shared = LinkModel(bandwidth_bps=8000.0, latency_s=0.1, shared=True)
+    np.testing.assert_allclose(shared.modelled_time(compute, nbytes, messages), [0.0, 4.0, 10.0])
+    assert shared.describe() == "8 kbit/s shared by all ranks, latency 100 ms"
     with pytest.raises(ValueError):
         LinkModel(0.0, 1e-6)
     with pytest.raises(ValueError):
@@ -503,10 +512,14 @@ def test_link_model_formula_on_a_hand_computed_example():
 
 def test_link_section_of_the_job_file():
     job = load_text(JOB.format(name="x"))
-    assert dict(job.link) == {"bandwidth_bps": 8000.0, "latency_s": 0.1}
+    assert dict(job.link) == {"bandwidth_bps": 8000.0, "latency_s": 0.1, "shared": False}
     plain = load_text(JOB.format(name="x").split("[link]")[0])
-    assert dict(plain.link) == {p.name: p.default for p in LINK_PARAMS} == {"bandwidth_bps": 10e9, "latency_s": 5e-6}
-    assert "[link]\nbandwidth_bps = 10000000000.0\nlatency_s = 5e-06" in plain.to_toml()
+    assert dict(plain.link) == {p.name: p.default for p in LINK_PARAMS} == {"bandwidth_bps": 10e9, "latency_s": 5e-6,
+                                                                            "shared": False}
+    # shared = false is left out of the stored job, so runs made before the key existed resume unchanged
+    assert "[link]\nbandwidth_bps = 10000000000.0\nlatency_s = 5e-06\n" in plain.to_toml()
+    assert "shared" not in plain.to_toml()
+    assert "shared = true" in load_text(JOB.format(name="x"), overrides=["link.shared=true"]).to_toml()
     assert load_text(plain.to_toml()).to_toml() == plain.to_toml()
     assert load_text(JOB.format(name="x"), overrides=["link.bandwidth_bps=1e9"]).link["bandwidth_bps"] == 1e9
     with pytest.raises(JobError, match=r"\[link\] bandwidth_bps must be > 0, got 0"):
