@@ -8,7 +8,7 @@ VENV  := .venv
 .PHONY: help setup run test clean
 
 help:
-	@echo "make setup   create/refresh $(VENV): Open MPI + parallel HDF5 (apt), torch CPU, mpi4py/h5py from source"
+	@echo "make setup   create/refresh $(VENV): Open MPI + parallel HDF5 (apt), torch CPU, mpi4py (checked binary wheel, else source), h5py from source"
 	@echo "make run     setup, then mpirun -n \$$NP $(VENV)/bin/mpidecent run \$$JOB --force  (NP=$(NP), JOB=$(JOB))"
 	@echo "make test    setup, then scripts/run_tests.sh \$$ARGS (unit+e2e, tests/mpi at 4 and 8 ranks)"
 	@echo "make clean   remove $(VENV) and runs/ (keeps the mpi4py/h5py wheel cache in ~/.cache/mpidecent)"

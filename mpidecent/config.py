@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import itertools
 import os
 import re
 import tomllib
@@ -53,7 +54,8 @@ RUN_PARAMS: tuple[Param, ...] = (
     Param("dtype", str, "float64", "floating-point type of models and messages' state",
           choices=("float64", "float32")),
     Param("divergence_threshold", float, 1e8,
-          "stop the run as diverged when any model entry exceeds this magnitude (checked at log steps)",
+          "stop the run as diverged when any model entry exceeds this magnitude (checked at log steps, "
+          "besides the loss and consensus rules of Run health below)",
           minimum=0.0, exclusive_minimum=True),
     Param("save_model", str, "average", "at the end of a completed run, save the network-average model as a "
           "torch state_dict (<out without .h5>.model.pt); all: also each node's (.node<rank>.model.pt); none",
@@ -117,8 +119,10 @@ class Job:
     # Keys of the job file that belonged to a plug-in replaced by --set (e.g. compression.levels after
     # --set compression.name=identity); they were valid for it and are not used.
     set_aside: tuple[str, ...] = ()
-    # For a variant of a [[sweep]]: its name (the sweep's settings are already applied).
+    # For a variant of a [[sweep]]: its name (the sweep's settings are already applied), and its value of
+    # every key the sweep varies, e.g. "levels=4 gamma=0.5" (the sweep table's label).
     variant: str = ""
+    label: str = ""
 
     def section(self, name: str) -> Mapping[str, Any]:
         return getattr(self, name)
@@ -164,18 +168,23 @@ def load_jobs(path: str | Path, overrides: Sequence[str] = ()) -> list[Job]:
 
 
 _VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_SWEEP_SHAPE = ("[[sweep]] must be one or more tables, each with name = \"...\" and set = { ... }, or a grid = "
+                "{ \"section.key\" = [values] } (see docs/job-file.md)")
 
 
 def load_text_jobs(text: str, path: str = "<string>", overrides: Sequence[str] = (),
                    default_name: str = "job") -> list[Job]:
-    """Parse a job file; with ``[[sweep]]`` entries, one job per entry::
+    """Parse a job file; with ``[[sweep]]`` entries, one job per variant::
 
         [[sweep]]
         name = "Q10"
         set = { "algorithm.gossip_rounds" = 10, "compression.fraction" = 0.1 }
 
-    Each variant is the file's job with its ``set`` applied, then the command line's ``--set``
-    overrides. Variant ``v`` of a job named ``base`` is named ``base-v`` and writes
+        [[sweep]]                      # a grid: one variant per combination, named levels4-gamma0.5, ...
+        grid = { "compression.levels" = [4, 16], "algorithm.gamma" = [0.5, 1.0] }
+
+    Each variant is the file's job with its ``set`` (and grid values) applied, then the command line's
+    ``--set`` overrides. Variant ``v`` of a job named ``base`` is named ``base-v`` and writes
     ``<[run] out folder, default runs/base>/v.h5``. Every variant is validated here, so a bad one
     stops the whole sweep before anything runs."""
     try:
@@ -187,27 +196,14 @@ def load_text_jobs(text: str, path: str = "<string>", overrides: Sequence[str] =
         for override in overrides:
             _apply_override(table, override)
         return [validate(table, text, path, tuple(overrides), default_name)]
-    if not isinstance(sweep, list) or not sweep or not all(isinstance(v, dict) for v in sweep):
-        raise JobError("[[sweep]] must be one or more tables, each with name = \"...\" and set = { ... }")
+    variants = expand_sweep(sweep)
     run = table.get("run", {})
     base = run.get("name") if isinstance(run, dict) and isinstance(run.get("name"), str) else default_name
     folder = run.get("out") if isinstance(run, dict) and isinstance(run.get("out"), str) and run.get("out") \
         else f"runs/{base}"
-    jobs, seen = [], set()
-    for index, variant in enumerate(sweep):
-        unknown = set(variant) - {"name", "set"}
-        name = variant.get("name")
-        if unknown:
-            raise JobError(f"[[sweep]] entry {index + 1}: unknown key {sorted(unknown)[0]!r} (keys: name, set)")
-        if not isinstance(name, str) or not _VARIANT_NAME.fullmatch(name):
-            raise JobError(f"[[sweep]] entry {index + 1}: name must be a string of letters, digits, _ . + -, "
-                           f"got {name!r}")
-        if name in seen:
-            raise JobError(f"[[sweep]] name {name!r} is used twice")
-        seen.add(name)
-        settings = variant.get("set", {})
-        if not isinstance(settings, dict):
-            raise JobError(f"[[sweep]] {name}: set must be a table of \"section.key\" = value")
+    swept = list(dict.fromkeys(key for _, settings in variants for key in settings))
+    jobs = []
+    for name, settings in variants:
         variant_table = copy.deepcopy(table)
         for key, value in settings.items():
             _set_key(variant_table, key, value, f"[[sweep]] {name}: set {key!r}")
@@ -221,8 +217,90 @@ def load_text_jobs(text: str, path: str = "<string>", overrides: Sequence[str] =
             job = validate(variant_table, text, path, tuple(overrides), default_name)
         except JobError as err:
             raise JobError(f"[[sweep]] {name}: {err}") from None
-        jobs.append(dataclasses.replace(job, variant=name))
+        jobs.append(dataclasses.replace(job, variant=name, label=sweep_label(job, swept, settings)))
     return jobs
+
+
+def expand_sweep(sweep: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The variants of a parsed ``sweep`` value, as (name, {"section.key": value}) in file order: a
+    ``[[sweep]]`` entry with ``name`` and ``set`` is one variant; an entry (or a single ``[sweep]``
+    table) with ``grid = { "section.key" = [values], ... }`` is one variant per combination (the
+    Cartesian product, first key slowest), named from the values (``levels4-gamma0.5``, after the
+    entry's ``name`` when given), with the entry's ``set`` applied to each."""
+    if isinstance(sweep, dict):
+        sweep = [sweep]
+    if not isinstance(sweep, list) or not sweep or not all(isinstance(v, dict) for v in sweep):
+        raise JobError(_SWEEP_SHAPE)
+    variants: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(sweep):
+        where = f"[[sweep]] entry {index + 1}"
+        unknown = set(entry) - {"name", "set", "grid"}
+        if unknown:
+            raise JobError(f"{where}: unknown key {sorted(unknown)[0]!r} (keys: name, set, grid)")
+        name, grid = entry.get("name"), entry.get("grid")
+        if (grid is None or name is not None) and (not isinstance(name, str) or not _VARIANT_NAME.fullmatch(name)):
+            raise JobError(f"{where}: name must be a string of letters, digits, _ . + -, got {name!r}"
+                           + ("" if grid is not None else " (or give a grid = { ... } to name variants by value)"))
+        settings = entry.get("set", {})
+        if not isinstance(settings, dict):
+            raise JobError(f"[[sweep]] {name or where}: set must be a table of \"section.key\" = value")
+        if grid is None:
+            produced = [(name, dict(settings))]
+        else:
+            if (not isinstance(grid, dict) or not grid
+                    or not all(isinstance(v, list) and v for v in grid.values())):
+                raise JobError(f"{where}: grid must be a table of \"section.key\" = [value, ...] lists, each with "
+                               "at least one value, e.g. grid = { \"algorithm.gamma\" = [0.5, 1.0] }")
+            keys = list(grid)
+            shorts = _short_keys(keys)
+            produced = []
+            for combo in itertools.product(*(grid[k] for k in keys)):
+                parts = [_name_part(key, short, value) for key, short, value in zip(keys, shorts, combo)]
+                produced.append(("-".join(([name] if name else []) + parts), {**settings, **dict(zip(keys, combo))}))
+        for variant, values in produced:
+            if variant in seen:
+                raise JobError(f"[[sweep]] name {variant!r} is used twice"
+                               + (" (two grid values give the same name)" if grid is not None else ""))
+            seen.add(variant)
+            variants.append((variant, values))
+    return variants
+
+
+def _short_keys(keys: Sequence[str]) -> list[str]:
+    """Each "section.key" by its key alone, unless two of ``keys`` share it (then section.key)."""
+    last = [k.rpartition(".")[2] or k for k in keys]
+    return [s if last.count(s) == 1 else k for k, s in zip(keys, last)]
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "_".join(_value_text(v) for v in value)
+    return str(value)
+
+
+def _name_part(key: str, short: str, value: Any) -> str:
+    """A grid value's part of a variant name: ``gamma0.5``; a plug-in's name alone (``topk``)."""
+    text = re.sub(r"[^A-Za-z0-9_.+-]", "_", _value_text(value))
+    if isinstance(value, str) and key.rpartition(".")[2] in ("name", "kind") and _VARIANT_NAME.fullmatch(text):
+        return text
+    return f"{short}{text}"
+
+
+def sweep_label(job: Job, swept: Sequence[str], settings: Mapping[str, Any]) -> str:
+    """Every swept key's value in this variant, e.g. ``levels=4 gamma=0.5`` (a key the variant does not
+    set shows the job's resolved value; ``-`` when the variant's plug-in has no such key)."""
+    parts = []
+    for key, short in zip(swept, _short_keys(swept)):
+        section, _, name = key.partition(".")
+        resolved = job.section(section) if section in SECTIONS else {}
+        value = resolved[name] if name in resolved else settings.get(key, "-")
+        parts.append(f"{short}={value if isinstance(value, str) else toml_value(value)}")
+    return " ".join(parts)
 
 
 def _apply_override(table: dict[str, Any], override: str) -> None:
@@ -427,6 +505,49 @@ def _table(params: Sequence[Param]) -> list[str]:
     return ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|", *map(_row, params), ""]
 
 
+SWEEP_REFERENCE: list[str] = [
+    "## [[sweep]]", "",
+    "A job file may hold variants of its job: `mpidecent run` validates every variant first (one bad variant",
+    "refuses the whole launch, before anything runs), then runs them one after another in the same launch.",
+    "Variant `v` of a job named `base` is named `base-v` and writes `<[run] out folder, default runs/base>/v.h5`",
+    "(`--out DIR` puts the files in DIR). Command-line `--set` options apply to every variant, after the",
+    "variant's own settings. Each entry is one of:", "",
+    "| key | type | meaning |", "|---|---|---|",
+    "| `name` | string | the variant's name (letters, digits, `_ . + -`); with `grid`, a prefix of the generated names |",
+    "| `set` | table | `\"section.key\" = value` settings of this variant (with `grid`: applied to every combination) |",
+    "| `grid` | table of lists | `\"section.key\" = [values]`: one variant per combination (the Cartesian product, first key slowest) |",
+    "",
+    "```toml", "[[sweep]]", "name = \"Q10\"",
+    "set = { \"algorithm.gossip_rounds\" = 10, \"compression.fraction\" = 0.1 }", "",
+    "[[sweep]]                       # 4 variants: levels4-gamma0.5, levels4-gamma1, levels16-gamma0.5, levels16-gamma1",
+    "grid = { \"compression.levels\" = [4, 16], \"algorithm.gamma\" = [0.5, 1.0] }", "```", "",
+    "A grid variant's name joins `<key><value>` for each key (the key without its section, unless two keys",
+    "share it; a plug-in's `name`/`kind` shows its value alone, e.g. `topk-gamma0.5`), characters other than",
+    "letters, digits and `_ . + -` becoming `_`. A single `[sweep]` table with a `grid` works too. Two variants",
+    "with the same name are an error.", "",
+    "After the runs, rank 0 prints a table with one line per variant: its status, final numbers and its",
+    "`settings`, the value of every key any variant sets (`levels=4 gamma=0.5`). A variant that diverges (or",
+    "fails its health check) is recorded as `diverged` in its results file and the table, and the others still",
+    "run; the launch's exit status is 0 only when every variant completed, else the worst (3 diverged, 4 stopped",
+    "by a signal: the launch ends there and `--resume` continues it). An internal error aborts the launch (1).",
+    "",
+    "`mpidecent run JOB --variant NAME_OR_INDEX` runs one variant only (by name, or by 0-based index in file",
+    "order, e.g. a Slurm array task's `$SLURM_ARRAY_TASK_ID`: `slurm/sweep-array.sbatch`); it writes the same",
+    "results file as a whole-sweep run. Every variant is still validated first.",
+    "",
+    "`mpidecent simulate-gossip JOB -n 8,64` replaces the job's `[topology] n`: variants that differ only in",
+    "`n` count once.", "",
+    "## Run health", "",
+    "At every log point a run is stopped as `diverged` (exit status 3, the results so far kept) when the average",
+    "model's loss is non-finite or above 1000 × max(its step-0 value, 1), when the consensus distance is",
+    "non-finite or above 10⁶ × max(its first nonzero logged value, 1), or when a model entry exceeds",
+    "`[run] divergence_threshold`; the message names the quantity, the step and a hint for the algorithm and",
+    "compressor. At the start, rank 0 warns (`mpidecent: warning: ...`) about known-unstable combinations:",
+    "quantized_push_sum, multi_gossip or choco_sgd with a biased operator (topk, sign, qsgd_contractive, randk",
+    "with scaled = false) and gamma = 1.", "",
+]
+
+
 def job_reference() -> str:
     """Markdown reference of every job-file section and key (``docs/job-file.md`` is this text)."""
     from mpidecent.learning.sources import COMMON_PARAMS as DATA_COMMON, DATASETS, LOADER_PARAMS
@@ -477,6 +598,7 @@ def job_reference() -> str:
         out += [f"### name = \"{model.name}\"", "", model.doc, "", *_table(model.params)]
     out += ["## [stragglers]", "", "Who straggles in master/worker algorithms (gradient_coding, uncoded).", "",
             *_table(STRAGGLER_PARAMS)]
+    out += SWEEP_REFERENCE
     out += ["## [link]", "", "The network `mpidecent report` models the run on: modelled time = Σ over log intervals of",
             "the slowest rank's measured compute + 8·bytes sent / bandwidth + messages sent · latency",
             "(see [results-format.md](results-format.md)). It does not change the run.", "", *_table(LINK_PARAMS)]

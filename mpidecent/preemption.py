@@ -64,7 +64,14 @@ def requeue_under_slurm() -> str:
         return ""
     if not requeue_allowed(job_id):
         return f"Slurm job {job_id} does not allow requeue (submit with --requeue); resume it with --resume"
-    result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    # Under srun the requeue ends this job step at once, and Slurm signals every process of the step,
+    # scontrol included, often before it reports: it ignores SIGTERM, and death by a signal means the
+    # requeue was under way.
+    result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    if result.returncode < 0:
+        return (f"requeue of Slurm job {job_id} requested (Slurm ended this step while scontrol ran); it will "
+                "resume from the checkpoint")
     if result.returncode != 0:
         return f"scontrol requeue {job_id} failed: {result.stderr.strip()}; resume with --resume"
     return f"requeued Slurm job {job_id}; it will resume from the checkpoint"

@@ -84,8 +84,9 @@ DEBIAS = Param("debias", bool, True,
                "take gradients at and report z = x / y (false: use the raw mass x; a negative control that "
                "is biased on irregular digraphs)")
 BETA = Param("beta", float, 0.9, "momentum coefficient β", minimum=0.0, maximum=1.0)
-GOSSIP_GAMMA = Param("gamma", float, 0.1, "consensus step size γ of each gossip round", minimum=0.0,
-                     exclusive_minimum=True, maximum=1.0)
+GOSSIP_GAMMA = Param("gamma", float, 0.1, "consensus step size γ of each gossip round; with a biased operator "
+                     "(topk, sign, qsgd_contractive, randk with scaled = false) keep γ < 1 (e.g. ≤ 0.5): γ = 1 "
+                     "can diverge", minimum=0.0, exclusive_minimum=True, maximum=1.0)
 
 # ---- async gossip --------------------------------------------------------------------------------------
 
@@ -254,13 +255,75 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("push_sum", "exact push-sum SGD (SGP) over a directed, possibly time-varying graph; local "
                   "optimizer in the step on the mass x", _DIRECTED, "push_sum:PushSum", (*STEP_PARAMS, DEBIAS)),
     AlgorithmSpec("quantized_push_sum", "quantized push-sum SGD with reference copies (Taheri et al. 2020) over "
-                  "a directed graph; local optimizer in the step on the mass x", _DIRECTED,
+                  "a directed graph; local optimizer in the step on the mass x; any operator, but a biased one "
+                  "needs gamma < 1", _DIRECTED,
                   "push_sum:QuantizedPushSum",
                   (*STEP_PARAMS,
-                   Param("gamma", float, 1.0, "consensus step size γ ∈ (0, 1]", minimum=0.0,
+                   Param("gamma", float, 1.0, "consensus step size γ ∈ (0, 1]; γ = 1 is safe only with an "
+                         "unbiased operator (identity, qsgd, onebit, randk with scaled = true): a biased one (topk, "
+                         "sign, qsgd_contractive, randk with scaled = false) needs γ < 1, e.g. ≤ 0.5, and a "
+                         "coarse qsgd (few levels) may need it too", minimum=0.0,
                          exclusive_minimum=True, maximum=1.0),
                    Param("reference", bool, True, "quantize x − x̂ against reference copies (false: send Q(x) "
                          "directly, a negative control)"),
                    DEBIAS),
                   compressors=None),
 )}
+
+
+# ---- known-unstable combinations: the start-up warning and the divergence hint --------------------------
+
+_CONSENSUS_GAMMA = ("quantized_push_sum", "multi_gossip", "choco_sgd")
+
+
+def _operator(job: Any) -> Any | None:
+    """An instance of the job's compressor on a tiny vector (its unbiased/contractive flags can depend on
+    its keys, e.g. randk's scaled), or None for full precision."""
+    from mpidecent.compression import COMPRESSORS
+
+    comp = job.compression
+    if comp["name"] == "identity":
+        return None
+    options = {k: v for k, v in comp.items() if k not in ("name", "error_feedback")}
+    return COMPRESSORS[comp["name"]](8, "float64", **options)
+
+
+def _describe(job: Any) -> str:
+    """The job's operator with its keys, as the job file gives them: ``topk(fraction=0.1)``."""
+    comp = job.compression
+    keys = ", ".join(f"{k}={v}" for k, v in comp.items() if k not in ("name", "error_feedback"))
+    return f"{comp['name']}({keys})"
+
+
+def stability_warnings(job: Any) -> list[str]:
+    """One line per known-unstable setting of ``job`` (printed by rank 0 at the start of the run)."""
+    algo, gamma = job.algorithm["name"], job.algorithm.get("gamma")
+    if algo not in _CONSENSUS_GAMMA or gamma is None or gamma < 1.0:
+        return []
+    operator = _operator(job)
+    if operator is None or operator.unbiased or job.compression.get("error_feedback"):
+        return []
+    return [f"{algo} with the biased operator {_describe(job)} and [algorithm] gamma = {gamma:g} is known to "
+            "diverge; set gamma ≤ 0.5 (or use an unbiased operator such as qsgd)"]
+
+
+def divergence_hint(job: Any) -> str:
+    """What to try after ``job`` diverged, for its algorithm and compressor."""
+    params, algo = job.algorithm, job.algorithm["name"]
+    gamma = params.get("gamma")
+    operator = _operator(job) if job.compression["name"] != "identity" else None
+    lr = f"lower [algorithm] lr (now {params['lr']:g})" if params.get("lr") else "lower the step size"
+    if gamma is not None and operator is not None:
+        kind = "unbiased" if operator.unbiased else "biased"
+        if not operator.unbiased and gamma >= 1.0:
+            return f"biased compressor ({operator.name}) with γ = {gamma:g}: try γ ≤ 0.5, or {lr}"
+        finer = {"qsgd": "more levels", "qsgd_contractive": "more bits", "topk": "a larger fraction",
+                 "randk": "a larger fraction"}.get(operator.name, "a finer operator")
+        return (f"{kind} compressor ({_describe(job)}) with γ = {gamma:g}: try γ ≤ {min(gamma / 2, 0.5):g}, "
+                f"{finer}, or {lr}")
+    if operator is not None:
+        return f"{lr}, or use a finer operator than {_describe(job)}" + (
+            "" if job.compression.get("error_feedback") or operator.unbiased else " (or error feedback)")
+    if gamma is not None:
+        return f"{lr} or [algorithm] gamma (now {gamma:g})"
+    return lr

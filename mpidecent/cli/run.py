@@ -27,6 +27,28 @@ def add_parser(sub) -> None:
                      help="continue from the checkpoint and append to the results file (a completed run is "
                           "skipped; with neither file present the job starts from step 0)")
     run.add_argument("--quiet", action="store_true", help="no progress lines or summary")
+    run.add_argument("--variant", metavar="NAME_OR_INDEX",
+                     help="run only this [[sweep]] variant: its name, or its index counting from 0 in file order "
+                          "(e.g. $SLURM_ARRAY_TASK_ID); it writes the file the whole sweep would")
+
+
+def select_variant(jobs, wanted: str, path: str):
+    """The [[sweep]] variant ``wanted`` names: a variant's name, else an index counting from 0 (JobError
+    naming the valid names and range otherwise)."""
+    names = [job.variant for job in jobs if job.variant]
+    if not names:
+        raise JobError(f"--variant {wanted}: {path} has no [[sweep]] variants (run it without --variant)")
+    if wanted in names:
+        return jobs[names.index(wanted)]
+    choices = f"names: {', '.join(names)}; indexes: 0-{len(names) - 1}"
+    try:
+        index = int(wanted)
+    except ValueError:
+        raise JobError(f"--variant {wanted}: no [[sweep]] variant of that name in {path} ({choices})") from None
+    if not 0 <= index < len(names):
+        raise JobError(f"--variant {wanted}: index out of range, {path} has {len(names)} [[sweep]] variant(s) "
+                       f"({choices})")
+    return jobs[index]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -45,7 +67,8 @@ def main(args: argparse.Namespace) -> int:
         check_world_size(comm.size)
         if args.resume and args.force:
             raise JobError("--resume continues a run and --force starts it over: give one of them")
-        return load_jobs(args.job, args.overrides)
+        jobs = load_jobs(args.job, args.overrides)
+        return jobs if args.variant is None else [select_variant(jobs, args.variant, args.job)]
 
     work, problem = prepare_all(comm, load, args.out, args.force, args.resume)
     if problem:

@@ -75,6 +75,33 @@ def log_steps(steps: int, log_every: int) -> np.ndarray:
     return np.array(sorted(set(range(0, steps + 1, log_every)) | {steps}), dtype=np.int64)
 
 
+def _without_swept_n(jobs: list) -> list:
+    """-n replaces the job's own [topology] n: sweep variants that differ only in it are one job (the
+    first of them, renamed to the sweep's base name), so -n 8,64 on a sweep over n gives 2 simulations,
+    not 2 × the variants."""
+    import dataclasses
+
+    def key(job) -> str:
+        same = dataclasses.replace(job, run={**job.run, "name": "", "out": ""},
+                                   topology={**job.topology, "n": 0})
+        return same.to_toml()
+
+    kept: dict[str, object] = {}
+    for job in jobs:
+        kept.setdefault(key(job), job)
+    if len(kept) == len(jobs) or not jobs[0].variant:
+        return jobs
+    out = []
+    for job in kept.values():
+        if len(kept) == 1 and job.variant:  # the sweep was over n alone: name the runs after the job
+            base = job.run["name"][:-len(job.variant) - 1]
+            folder = os.path.dirname(job.run["out"])
+            job = dataclasses.replace(job, variant="", label="",
+                                      run={**job.run, "name": base, "out": os.path.join(folder or ".", base + ".h5")})
+        out.append(job)
+    return out
+
+
 def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
     """Validate everything up front (JobError with one line on the first problem)."""
     from mpidecent.config import load_jobs
@@ -90,7 +117,10 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
         if p not in RATE_POLICIES:
             raise JobError(f"--policy {p!r}: must be one of {', '.join(RATE_POLICIES)}")
     planned: list[_Planned] = []
-    for job in load_jobs(args.job, args.overrides):
+    jobs = load_jobs(args.job, args.overrides)
+    if nodes:
+        jobs = _without_swept_n(jobs)
+    for job in jobs:
         a = job.algorithm
         if a["name"] != "async_gossip":
             raise JobError(f"[algorithm] name = {a['name']!r}: simulate-gossip simulates async_gossip jobs")

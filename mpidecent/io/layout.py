@@ -66,3 +66,12 @@ RANK_TEST_SERIES: Mapping[str, Series] = MappingProxyType({
     "test_loss": Series("f8", "", "each node's own model: mean loss (no ℓ2) on the whole test set"),
     "test_accuracy": Series("f8", "fraction", "each node's own model: top-1 accuracy on the whole test set"),
 })
+
+# HDF5 dimension scales (so netCDF-style readers such as xarray name the axes): /metrics/step is the scale of
+# axis 0 ("step", the log row) of every /metrics series, /metrics/rank_index (n,) int64 = 0 … n−1 the scale of
+# axis 1 ("rank") of every /metrics/rank/<name>. Files written before the scales lack both; readers must not
+# need them.
+STEP_DIM = "step"
+RANK_DIM = "rank"
+RANK_INDEX = "rank_index"
+RANK_INDEX_DESCRIPTION = "rank number of each column of the /metrics/rank series (dimension scale 'rank')"

@@ -8,9 +8,10 @@ in ``io/layout.py``, which the serial reader ``io/reader.py`` shares)::
                                    finished, status, message, algorithm, compressor, ...
     /topology/edges         (E, 2) int32, directed edges src → dst
     /topology/weights       (n, n) float64, the mixing matrix used (row i = receiver i)
-    /metrics/step           (L,) int64, logged steps (0 = before the first iteration)
-    /metrics/rank/<name>    (L, n), one column per rank
-    /metrics/global/<name>  (L,)
+    /metrics/step           (L,) int64, logged steps (0 = before the first iteration); dimension scale "step"
+    /metrics/rank_index     (n,) int64, 0 … n−1; dimension scale "rank"
+    /metrics/rank/<name>    (L, n), one column per rank; axes attached to the scales step and rank
+    /metrics/global/<name>  (L,); axis 0 attached to the scale step
 
 Which ranks call: every method, on every rank, in the same order (HDF5 metadata operations — file
 creation, dataset creation and resizing, attributes — are collective). Each rank writes its own column
@@ -30,7 +31,8 @@ import numpy as np
 from mpi4py import MPI
 
 # The layout's names, declared in io/layout.py (pure, shared with the reader); importable from here too.
-from mpidecent.io.layout import FORMAT_VERSION, GLOBAL_SERIES, RANK_EXTRA_SERIES, RANK_SERIES, STEP_SERIES
+from mpidecent.io.layout import (FORMAT_VERSION, GLOBAL_SERIES, RANK_DIM, RANK_EXTRA_SERIES, RANK_INDEX,
+                                 RANK_INDEX_DESCRIPTION, RANK_SERIES, STEP_DIM, STEP_SERIES)
 
 __all__ = ["FORMAT_VERSION", "GLOBAL_SERIES", "RANK_SERIES", "ResultsWriter"]
 
@@ -94,6 +96,28 @@ class ResultsWriter:
         group = metrics.create_group("global")
         self._global = {name: self._series(group, name, dt, (), unit, doc)
                         for name, (dt, unit, doc) in self.global_series.items()}
+        self._attach_scales(metrics)
+
+    def _attach_scales(self, metrics: h5py.Group) -> None:
+        """Collective (every rank makes the same calls): make /metrics/step and /metrics/rank_index dimension
+        scales and attach them to the axes of every series, so netCDF-style readers (xarray) see named
+        dimensions. Idempotent: a resumed file written before the scales gets them; one that has them is left."""
+        if RANK_INDEX not in metrics:
+            index = metrics.create_dataset(RANK_INDEX, data=np.arange(self.size, dtype=np.int64))
+            index.attrs["unit"] = ""
+            index.attrs["description"] = RANK_INDEX_DESCRIPTION
+        index = metrics[RANK_INDEX]
+        if not self._step.is_scale:
+            self._step.make_scale(STEP_DIM)
+        if not index.is_scale:
+            index.make_scale(RANK_DIM)
+        for dset in (*self._rank.values(), *self._global.values()):
+            if len(dset.dims[0]) == 0:
+                dset.dims[0].attach_scale(self._step)
+                dset.dims[0].label = STEP_DIM
+            if dset.ndim == 2 and len(dset.dims[1]) == 0:
+                dset.dims[1].attach_scale(index)
+                dset.dims[1].label = RANK_DIM
 
     def _reopen(self, rows: int) -> None:
         self.file = h5py.File(self.path, "r+", driver="mpio", comm=self.comm)
@@ -103,6 +127,7 @@ class ResultsWriter:
         self._global = {name: metrics["global"][name] for name in self.global_series}
         for dset in (self._step, *self._rank.values(), *self._global.values()):
             dset.resize(rows, axis=0)  # collective; rows logged after the checkpoint are re-logged
+        self._attach_scales(metrics)
         self.rows = rows
         self.file.flush()
 

@@ -23,17 +23,20 @@ import csv
 import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mpidecent.comm.linkmodel import LinkModel
-from mpidecent.io.reader import Run
+from mpidecent.io.reader import BASE_GLOBAL_SERIES, ReportError, Run
 from mpidecent.texttable import grid
 
 MODEL_NOTE = ("modelled time is a model, not a measurement: the sum over log intervals of the slowest rank's "
-              "measured compute + 8·bytes sent / bandwidth + messages sent · latency")
+              "measured compute + 8·bytes sent / bandwidth + messages sent · latency (a shared link: the slowest "
+              "rank's compute + 8·all ranks' bytes / bandwidth + the most messages · latency)")
 
 
 # ---- one run -------------------------------------------------------------------------------------------
@@ -215,6 +218,193 @@ def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
                           result)
 
 
+# ---- job keys, groups of runs (--group-by), the series CSV (--series) ------------------------------------
+
+# Job keys that name a run or its files rather than what it computes: never a reason to keep runs apart.
+IDENTIFYING_KEYS = ("run.name", "run.out")
+
+# Final values aggregated over the runs of a group: summarize() field → text column heading, format.
+GROUP_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("avg_model_loss", "avg-loss", ".6f"), ("suboptimality", "subopt", ".3e"), ("accuracy", "accuracy", ".4f"),
+    ("test_loss", "test loss", ".6f"), ("consensus_distance", "consensus", ".3e"), ("total_bits", "bits", ".4e"),
+    ("wall_s", "wall s", ".2f"), ("modelled_s", "modelled s", ".4f"))
+
+
+def _cell(value: Any) -> Any:
+    """A job value as one CSV cell / hashable: TOML spelling for booleans, compact JSON for arrays and tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    return value
+
+
+def job_keys(run: Run) -> dict[str, Any]:
+    """The run's resolved job as ``section.key`` → value (one level; arrays and sub-tables as JSON text)."""
+    out: dict[str, Any] = {}
+    for section, table in run.job.items():
+        if isinstance(table, dict):
+            for key, value in table.items():
+                out[f"{section}.{key}"] = _cell(value)
+        else:
+            out[section] = _cell(table)
+    return out
+
+
+@dataclass
+class Group:
+    """Runs that differ only in the ``--group-by`` keys (and in their names and files)."""
+
+    label: str
+    runs: list[Run]
+    keys: list[str]
+    values: dict[str, list[Any]] = field(default_factory=dict)  # group-by key → the members' values, in order
+
+
+def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
+    """Partition ``runs`` (order kept: a group sits where its first run is) into groups of runs whose jobs agree on
+    every key but ``keys`` and ``IDENTIFYING_KEYS``. ``ReportError`` when no run's job has a key of ``keys``."""
+    flat = [job_keys(r) for r in runs]
+    for key in keys:
+        if not any(key in f for f in flat):
+            known = sorted({k for f in flat for k in f})
+            hint = f" (e.g. {', '.join(k for k in known if k.endswith('seed'))})" if any(
+                k.endswith("seed") for k in known) else ""
+            raise ReportError(f"--group-by {key}: no run's job has this key{hint}")
+    skip = set(keys) | set(IDENTIFYING_KEYS)
+    order: list[tuple] = []
+    members: dict[tuple, list[int]] = {}
+    for i, (run, f) in enumerate(zip(runs, flat)):
+        signature = (run.algorithm, run.compressor, run.n,
+                     tuple(sorted((k, repr(v)) for k, v in f.items() if k not in skip)))
+        if signature not in members:
+            members[signature] = []
+            order.append(signature)
+        members[signature].append(i)
+    groups = []
+    for signature in order:
+        idx = members[signature]
+        names = list(dict.fromkeys(runs[i].name for i in idx))
+        label = names[0] if len(names) == 1 else " + ".join(names)
+        groups.append(Group(label, [runs[i] for i in idx], list(keys),
+                            {k: [flat[i].get(k) for i in idx] for k in keys}))
+    labels = [g.label for g in groups]
+    if len(set(labels)) < len(labels):  # same name, different settings: name the settings that tell them apart
+        sigs = [dict(s[3]) for s in order]
+        differ = [k for k in dict.fromkeys(k for s in sigs for k in s) if len({s.get(k) for s in sigs}) > 1]
+        for g, sig in zip(groups, sigs):
+            if labels.count(g.label) > 1:
+                g.label += " [" + ", ".join(f"{k}={sig.get(k, '-')}" for k in differ[:3]) + "]"
+        for i, g in enumerate(groups):
+            if [x.label for x in groups].count(g.label) > 1:
+                g.label += f" #{i + 1}"
+    return groups
+
+
+def _stats(values: Sequence[Any]) -> tuple[Any, Any, Any]:
+    """(mean, min, max) of the finite numbers among ``values`` (None, None, None without any)."""
+    finite = [float(v) for v in values if v is not None and not isinstance(v, bool) and math.isfinite(float(v))]
+    if not finite:
+        return None, None, None
+    return _clean(sum(finite) / len(finite)), _clean(min(finite)), _clean(max(finite))
+
+
+def group_record(group: Group) -> dict[str, Any]:
+    """A group's final values: for each of ``GROUP_METRICS`` its mean, min and max over the runs."""
+    recs = [summarize(r) for r in group.runs]
+    out: dict[str, Any] = {"group": group.label, "runs": len(group.runs), "partial": sum(r["partial"] for r in recs),
+                           "files": [r["file"] for r in recs], "members": [r["run"] for r in recs],
+                           "group_by": {k: v for k, v in group.values.items()}}
+    for name, *_ in GROUP_METRICS:
+        mean, low, high = _stats([r[name] for r in recs])
+        out[name] = {"mean": mean, "min": low, "max": high}
+    return out
+
+
+def aggregate_rows(arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Row-wise (mean, min, max) over the runs' series of one group, finite values only, over the rows every
+    run has (a partial run shortens the group's curve); None when no run has the series."""
+    have = [np.asarray(a, dtype=np.float64) for a in arrays if a is not None]
+    if not have:
+        return None
+    rows = min(a.shape[0] for a in have)
+    stack = np.stack([a[:rows] for a in have])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, said nothing
+        return np.nanmean(stack, axis=0), np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+
+
+def render_series_csv(runs: Sequence[Run], groups: Sequence[Group] | None = None) -> str:
+    """The tidy series CSV: one row per run × logged step. Columns: run (label), file, group (with
+    ``--group-by``), step, every global series of the files (base ones first, then algorithm extras), modelled_s,
+    then every job key as section.key (empty where a run's job lacks it). Empty cell: no value (NaN)."""
+    names: list[str] = [k for k in BASE_GLOBAL_SERIES if any(k in r.global_series for r in runs)]
+    for run in runs:
+        names += [k for k in run.global_extras if k not in names]
+    flats = [job_keys(r) for r in runs]
+    keys: list[str] = list(dict.fromkeys(k for f in flats for k in f))
+    group_of = {id(r): g.label for g in groups or () for r in g.runs}
+    columns = ["run", "file", *(["group"] if groups else []), "step", *names, "modelled_s", *keys]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for run, flat in zip(runs, flats):
+        modelled = run.modelled_time()
+        series = [run.glob(k) for k in names] + [modelled]
+        job = ["" if flat.get(k) is None else flat[k] for k in keys]
+        head = [run.label, run.path, *([group_of.get(id(run), "")] if groups else [])]
+        for i in range(run.rows):
+            values = []
+            for s in series:
+                v = None if s is None or i >= s.shape[0] else _clean(s[i])
+                values.append("" if v is None else v)
+            writer.writerow([*head, int(run.steps[i]), *values, *job])
+    return buffer.getvalue()
+
+
+def render_groups_text(groups: Sequence[Group]) -> list[str]:
+    keys = groups[0].keys if groups else []
+    out = ["", f"groups: runs that differ only in {', '.join(keys)} — mean [min–max] over the runs, last logged step"]
+    rows = []
+    for g in groups:
+        rec = group_record(g)
+        values = "; ".join(f"{', '.join(str(v) for v in vals)}" for vals in g.values.values())
+        partial = f" ({rec['partial']} partial)" if rec["partial"] else ""
+        cells = [g.label, f"{rec['runs']}{partial}", values]
+        for name, _, spec in GROUP_METRICS:
+            st = rec[name]
+            if st["mean"] is None:
+                cells.append("-")
+            elif rec["runs"] == 1 or st["min"] == st["max"]:
+                cells.append(_num(st["mean"], spec))
+            else:
+                cells.append(f"{_num(st['mean'], spec)} [{_num(st['min'], spec)}–{_num(st['max'], spec)}]")
+        rows.append(cells)
+    used = [i for i in range(len(GROUP_METRICS)) if any(r[3 + i] != "-" for r in rows)]
+    heads = ["group", "runs", ", ".join(keys)] + [GROUP_METRICS[i][1] for i in used]
+    out += grid(heads, [r[:3] + [r[3 + i] for i in used] for r in rows], left=3)
+    return out
+
+
+def render_groups_csv(groups: Sequence[Group]) -> str:
+    """One row per group: group, runs, partial, the group-by keys' values (space-separated), members, and for each
+    of ``GROUP_METRICS`` its ``_mean``, ``_min``, ``_max``."""
+    recs = [group_record(g) for g in groups]
+    keys = groups[0].keys if groups else []
+    columns = ["group", "runs", "partial", *keys, "members", *(f"{m}_{s}" for m, *_ in GROUP_METRICS
+                                                                for s in ("mean", "min", "max"))]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for g, rec in zip(groups, recs):
+        row = [rec["group"], rec["runs"], rec["partial"], *(" ".join(str(v) for v in g.values[k]) for k in keys),
+               "; ".join(rec["members"])]
+        for m, *_ in GROUP_METRICS:
+            row += ["" if rec[m][s] is None else rec[m][s] for s in ("mean", "min", "max")]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
 # ---- several runs --------------------------------------------------------------------------------------
 
 
@@ -235,8 +425,10 @@ def records(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | 
 
 
 def render_json(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
-                target_accuracy: float | None = None) -> str:
-    document = {"note": MODEL_NOTE, "runs": records(runs, budgets, target, target_accuracy)}
+                target_accuracy: float | None = None, groups: Sequence[Group] | None = None) -> str:
+    document: dict[str, Any] = {"note": MODEL_NOTE, "runs": records(runs, budgets, target, target_accuracy)}
+    if groups:
+        document["groups"] = [group_record(g) for g in groups]
     return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
@@ -270,8 +462,11 @@ def _flat(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_csv(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
-               target_accuracy: float | None = None) -> str:
-    """One row per run; empty cells where a value does not exist (or a query was not reached)."""
+               target_accuracy: float | None = None, groups: Sequence[Group] | None = None) -> str:
+    """One row per run; empty cells where a value does not exist (or a query was not reached). With
+    ``groups`` (--group-by): one row per group (``render_groups_csv``)."""
+    if groups:
+        return render_groups_csv(groups)
     rows = [_flat(r) for r in records(runs, budgets, target, target_accuracy)]
     columns: list[str] = []
     for row in rows:
@@ -295,7 +490,7 @@ def _status(rec: dict[str, Any]) -> str:
 
 
 def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
-                target_accuracy: float | None = None) -> str:
+                target_accuracy: float | None = None, groups: Sequence[Group] | None = None) -> str:
     """The comparison table (blocks: runs, final values, the test set when a run has per-node test
     metrics, extras), the queries and the notes."""
     recs = records(runs, budgets, target, target_accuracy)
@@ -338,6 +533,8 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
         for name, stats in r["events"].items():
             extra_rows.append([r["run"], f"{name} (events)", f"{stats['count']} of {stats['of']}",
                                f"{100 * stats['fraction']:.2f}%"])
+    if groups:
+        out += render_groups_text(groups)
     if extra_rows:
         out += ["", "algorithm extras (last logged value: mean and max over ranks; events: count and share)"]
         out += grid(["run", "series", "mean / count", "max / share"], extra_rows, left=2)

@@ -17,6 +17,7 @@ from typing import Any
 from mpidecent.config import Job
 from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
 from mpidecent.io.checkpoint import Snapshot, checkpoint_path, read_checkpoint
+from mpidecent.params import toml_value
 from mpidecent.plan import Plan, plan_job
 
 Work = tuple[Plan, str, "Snapshot | None"]  # (plan, results file, snapshot to resume or None)
@@ -78,7 +79,7 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
     its checkpoint. Returns (plan, out, snapshot or None), or None for a run --resume finds completed."""
     if not resume:
         check_output(out, force)
-        return plan_job(job, size, rank), out, None
+        return _plan(job, size, rank), out, None
     # Resume checks come first: a launch with the wrong number of ranks should hear about the
     # checkpoint's world size, not about a topology that does not fit that number.
     checkpoint = checkpoint_path(out)
@@ -95,12 +96,45 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
         if rows < snapshot.results_rows:
             raise JobError(f"results file {out!r} has {rows} rows but the checkpoint was taken after "
                            f"{snapshot.results_rows}: it is not this run's file")
-        return plan_job(job, size, rank), out, snapshot
+        return _plan(job, size, rank), out, snapshot
     if status:
         raise JobError(f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
                        "over with --force (this overwrites it)")
     check_output(out, False)  # neither file exists yet: a requeued job that never checkpointed starts
-    return plan_job(job, size, rank), out, None
+    return _plan(job, size, rank), out, None
+
+
+def _plan(job: Job, size: int, rank: int) -> Plan:
+    """``plan_job``; a launch of one rank (``mpidecent run`` without mpirun) whose job needs more ranks
+    hears how to start them."""
+    try:
+        return plan_job(job, size, rank)
+    except JobError as err:
+        fewest = fewest_ranks(job) if size == 1 else None
+        if fewest is None or fewest <= 1:
+            raise
+        raise JobError(f"{err}; this launch has 1 rank: start it with mpirun -n N mpidecent run {job.path} "
+                       f"(N ≥ {fewest})") from None
+
+
+def fewest_ranks(job: Job, most: int = 16) -> int | None:
+    """The smallest number of ranks (≤ ``most``) whose graph the job's algorithm accepts (None: none)."""
+    from mpidecent.algorithms import ALGORITHMS
+    from mpidecent.plan import build_topology
+
+    spec = ALGORITHMS[job.algorithm["name"]]
+    if job.topology["n"]:
+        return None  # plan_job's message already names the ranks to start
+    for n in range(1, most + 1):
+        try:
+            schedule, weights = build_topology(job, n)
+            spec.pattern.check(spec.name, job.topology, n, schedule.union(), weights)
+            if spec.check_world is not None:
+                spec.check_world(job, n)
+        except (JobError, ValueError):
+            continue
+        return n
+    return None
 
 
 def results_status(out: str, job) -> tuple[str, int]:
@@ -112,9 +146,29 @@ def results_status(out: str, job) -> tuple[str, int]:
     except ReportError as err:
         raise JobError(f"results file {out!r} cannot be resumed: {err}; it was left untouched") from None
     if header.job != job.to_toml():
-        raise JobError(f"results file {out!r} belongs to a different job; resume with the same job and --set "
-                       "options, or choose another --out")
+        raise JobError(f"results file {out!r} belongs to a different job ({job_difference(job.to_toml(), header.job)}); "
+                       "resume with the same job and --set options, or choose another --out")
     return header.status, header.rows
+
+
+def job_difference(ours: str, stored: str, where: str = "the file") -> str:
+    """The first key where two resolved jobs (``Job.to_toml`` texts) differ, compared as parsed tables
+    section by section: ``[algorithm] lr = 0.3 here, 0.1 in the file``."""
+    import tomllib
+
+    try:
+        a, b = tomllib.loads(ours), tomllib.loads(stored)
+    except tomllib.TOMLDecodeError:
+        return f"the job stored in {where} cannot be read"
+    for section in dict.fromkeys([*a, *b]):
+        mine, theirs = a.get(section, {}), b.get(section, {})
+        for key in dict.fromkeys([*mine, *theirs]):
+            if key in mine and key in theirs and mine[key] == theirs[key] and type(mine[key]) is type(theirs[key]):
+                continue
+            here = toml_value(mine[key]) if key in mine else "not set"
+            there = toml_value(theirs[key]) if key in theirs else "not set"
+            return f"[{section}] {key} = {here} here, {there} in {where}"
+    return "the same keys in another order"
 
 
 def check_output(out: str, force: bool) -> None:

@@ -7,7 +7,9 @@ Per step a synchronous algorithm's ``step(t)`` runs on every rank, followed by o
 reduction (is any rank's state non-finite? did any rank get a stop signal?), so that a diverging run
 stops on every rank at the same step boundary with a clear message while the results file is still
 closed properly. At log points (step 0, every ``log_every`` steps and the last step) the runner computes
-the network metrics (``metrics.py``) and appends one row to the results file.
+the network metrics (``metrics.py``) and appends one row to the results file, then checks the run's health
+(``Health``): a non-finite or blown-up loss or consensus distance, or a model entry beyond
+``[run] divergence_threshold``, ends the run as ``diverged`` with the quantity, the step and a hint.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from mpi4py import MPI
 
 from mpidecent.algorithms.base import StepStats
+from mpidecent.algorithms.catalog import divergence_hint, stability_warnings
 from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.world import MpiEnvironment
 from mpidecent.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
@@ -37,7 +40,7 @@ from mpidecent.runner.checkpointing import restore, snapshot
 from mpidecent.runner.export import save_models
 from mpidecent.runner.metadata import run_attributes, topology_attributes, utc_now
 from mpidecent.runner.metrics import LogRow, Totals, log_row, network_optimum
-from mpidecent.runner.summary import RunResult, summary
+from mpidecent.runner.summary import Health, RunResult, summary
 from mpidecent.threads import threads_per_rank
 
 _EXIT = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}
@@ -75,6 +78,9 @@ class Runner:
         if self.rank == 0 and job.set_aside and not self.quiet:
             print(f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
                   f"one uses: {', '.join(job.set_aside)}", flush=True)
+        if self.rank == 0:
+            for warning in stability_warnings(job):
+                print(f"mpidecent: warning: {job.run['name']}: {warning}", file=sys.stderr, flush=True)
         writer = ResultsWriter(self.out, self.comm, self.overwrite, list(algo.extra_metrics()),
                                TEST_SERIES if data.num_test else {},
                                resume_rows=self.resume.results_rows if self.resume else None,
@@ -110,7 +116,8 @@ class Runner:
             self.connection.close()  # collective: graph communicator, master/worker channel, RMA window
             self.comm.Free()
         self.result = RunResult(job.run["name"], status, self.out, last, job.run["steps"], self.size,
-                                math.isfinite(self.optimum), self.models[0] if self.models else None)
+                                math.isfinite(self.optimum), self.models[0] if self.models else None,
+                                label=job.label, message=message, step=done)
         if self.rank == 0:
             if status == "preempted":
                 note = requeue_under_slurm()
@@ -139,11 +146,16 @@ class Runner:
         first = self.resume.step if self.resume is not None else 0
         if self.resume is not None:
             start = time.perf_counter() - restore(self.resume, algo, self.objective, totals)
+            rows = self.resume.results_rows
+            metrics = writer.file["metrics/global"]
+            health = Health.from_series(metrics["avg_model_loss"][:rows], metrics["consensus_distance"][:rows])
         else:
             start = time.perf_counter()
             algo.before_log()
             row = self._log_row(0, totals, 0.0)
             writer.append(0, row.rank_values, row.global_values)
+            health = Health()
+            health.observe(row.global_values["avg_model_loss"], row.global_values["consensus_distance"])
             self.progress.update(0, row.global_values)
         for t in range(first, steps):
             stats = algo.step(t)
@@ -165,8 +177,9 @@ class Runner:
                 algo.before_log()
                 row = self._log_row(done, totals, time.perf_counter() - start)
                 writer.append(done, row.rank_values, row.global_values)
-                if bad or not row.max_abs <= threshold:
-                    return "diverged", self._divergence_message(done, row, stats), done, row
+                blown = health.problem(row.global_values)
+                if bad or blown or not row.max_abs <= threshold:
+                    return "diverged", self._divergence_message(done, row, stats, blown), done, row
                 self.progress.update(done, row.global_values)
             if stop or checkpoint_point:
                 self._checkpoint(done, totals, writer.rows, time.perf_counter() - start)
@@ -182,13 +195,17 @@ class Runner:
                          {"job": self.job.to_toml(), "world_size": self.size, "algorithm": self.job.algorithm["name"],
                           "results_file": os.path.abspath(self.out)})
 
-    def _divergence_message(self, step: int, row: LogRow, stats: StepStats) -> str:
+    def _divergence_message(self, step: int, row: LogRow, stats: StepStats, blown: str | None) -> str:
+        """Collective: which quantity blew up (non-finite ranks first), at which step, and what to try."""
         local_bad = stats.nonfinite or not math.isfinite(stats.loss) or not np.all(
             np.isfinite(self.algorithm.model_view()))
         ranks = [r for r, b in enumerate(self.comm.allgather(local_bad)) if b]
-        what = (f"non-finite values on rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
-                if ranks else f"a model entry exceeded [run] divergence_threshold = {self.job.run['divergence_threshold']:g}"
-                f" (max |x| = {row.max_abs:.3g})")
-        return (f"run diverged at step {step}: {what}; {self.algorithm.describe()}. Lower [algorithm] lr"
-                f"{' or gamma' if 'gamma' in self.job.algorithm else ''}, or use a finer quantizer. Results so far "
-                f"are in {self.out}")
+        if ranks:
+            what = f"non-finite values on rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+        elif blown:
+            what = blown
+        else:
+            what = (f"a model entry exceeded [run] divergence_threshold = {self.job.run['divergence_threshold']:g}"
+                    f" (max |x| = {row.max_abs:.3g})")
+        return (f"run diverged at step {step}: {what}; {self.algorithm.describe()}. Hint: "
+                f"{divergence_hint(self.job)}. Results so far are in {self.out}")

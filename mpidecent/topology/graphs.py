@@ -266,12 +266,18 @@ def torus(n: int, rows: int = 0, cols: int = 0, directed: bool = False) -> Graph
     Base edges go right ``(r, c) → (r, c+1)`` and down ``(r, c) → (r+1, c)``, wrapping around. A
     dimension of 1 adds no edges along it and a dimension of 2 reaches the same neighbour both ways
     (merged), so a 2 × 4 torus has degree 3 and a 1 × n torus is a ring. ``rows = cols = 0`` picks
-    the most square factorisation; giving one of them derives the other. Undirected by default
+    the most square factorisation (a prime ``n`` has none with two dimensions ≥ 2: ``JobError``; ask for the
+    ring with ``rows = 1``); giving one of them derives the other. Undirected by default
     (degree 4 when both dimensions are ≥ 3).
     """
     n = _check_nodes("torus", n)
     if rows == 0 and cols == 0:
         rows, cols = square_factors(n)
+        if rows == 1 and n > 1:
+            near = [m for m in (n - 1, n + 1) if m >= 4 and square_factors(m)[0] > 1]
+            raise JobError(f"[{SECTION}] kind = 'torus' on n = {n} nodes: {n} is prime, so the only shape is "
+                           f"1 × {n} (a ring); start {' or '.join(map(str, near)) or 'a non-prime number of'} "
+                           f"ranks, use kind = \"ring\", or set rows = 1 to accept the ring")
     elif rows == 0 or cols == 0:
         given, value = ("cols", cols) if rows == 0 else ("rows", rows)
         if n % value:
@@ -495,7 +501,8 @@ KINDS: dict[str, TopologyKind] = {
             (Param("rows", int, 0, "rows of the torus (0: choose from n)", minimum=0),
              Param("cols", int, 0, "columns of the torus (0: choose from n); rows × cols must equal n",
                    minimum=0)),
-            False, "2-D torus with wrap-around; rows = cols = 0 picks the most square rows ≤ cols", torus),
+            False, "2-D torus with wrap-around; rows = cols = 0 picks the most square rows ≤ cols (a prime n is an "
+            "error: set rows = 1 for a 1 × n ring)", torus),
         TopologyKind("complete", (), False, "every node talks to every other", complete),
         TopologyKind("disconnected", (), False,
                      "no edges (W = I): every node trains alone; the no-communication baseline, accepted by "

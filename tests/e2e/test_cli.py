@@ -232,3 +232,57 @@ def test_sweep_runs_every_variant_and_prints_a_comparison(tmp_path):
     assert all(line.split()[1] == "completed" for line in lines[header + 2:header + 4])
     assert result.stdout.count("keys of the job file only the replaced one uses: algorithm.gamma, "
                                "compression.levels, compression.bucket") == 1
+
+
+UNSTABLE = ('[run]\nsteps = 400\nlog_every = 50\n[topology]\nkind = "ring"\ndirected = true\n'
+            '[algorithm]\nname = "quantized_push_sum"\nlr = 0.0\ngamma = 1.0\n'
+            '[compression]\nname = "qsgd"\nlevels = 4\nbucket = 64\n'
+            '[data]\nfeatures = 200\n[model]\ninit = "normal"\ninit_scale = 1.0\n')
+
+
+@pytest.mark.timeout(400)
+def test_a_grid_sweep_records_a_diverged_variant_runs_the_others_and_exits_3(tmp_path):
+    job = tmp_path / "unstable.toml"
+    job.write_text(UNSTABLE + '\n[[sweep]]\ngrid = { "algorithm.gamma" = [1.0, 0.2] }\n')
+    result = mpidecent("run", str(job), "--out", str(tmp_path / "res"), ranks=4, timeout=360)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("run diverged at step") == 1 and "Hint: " in result.stderr
+    assert read_run(str(tmp_path / "res" / "gamma1.h5")).status == "diverged"
+    assert read_run(str(tmp_path / "res" / "gamma0.2.h5")).status == "completed"
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if re.match(r"run\s+status\s+steps", line))
+    assert lines[header].rstrip().endswith("settings")
+    rows = [line.split() for line in lines[header + 2:header + 4]]
+    assert [(r[0], r[1], r[-1]) for r in rows] == [("unstable-gamma1", "diverged", "gamma=1.0"),
+                                                   ("unstable-gamma0.2", "completed", "gamma=0.2")]
+    assert "2 runs: 1 completed, 1 diverged" in result.stdout and "exit status 3" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_start_warnings_mpirun_hint_torus_shape_and_resume_difference(tmp_path):
+    warned = mpidecent("run", QUICKSTART, "--set", "run.steps=2", "--set", "run.log_every=1", "--set",
+                       "compression.name=topk", "--set", "compression.fraction=0.5", "--out",
+                       str(tmp_path / "w.h5"), ranks=4)
+    assert warned.returncode == 0, warned.stderr
+    assert warned.stderr.count("mpidecent: warning: quickstart: quantized_push_sum with the biased operator "
+                               "topk(fraction=0.5) and [algorithm] gamma = 1 is known to diverge") == 1
+    alone = mpidecent("run", QUICKSTART, "--out", str(tmp_path / "alone.h5"))
+    assert alone.returncode == 2
+    assert "needs at least 3 nodes, got n = 1" in alone.stderr and "start it with mpirun -n N" in alone.stderr
+    torus = mpidecent("run", QUICKSTART, "--set", "topology.kind=torus", "--set", "algorithm.name=dpsgd",
+                      "--set", "compression.name=identity", "--out", str(tmp_path / "t.h5"), ranks=5)
+    assert torus.returncode == 2 and torus.stderr.count("kind = 'torus' on n = 5 nodes: 5 is prime") == 1
+    other = mpidecent("run", QUICKSTART, "--set", "run.steps=2", "--set", "run.log_every=1", "--set",
+                      "compression.name=topk", "--set", "compression.fraction=0.25", "--out", str(tmp_path / "w.h5"),
+                      "--resume", ranks=4)
+    assert other.returncode == 2
+    assert "belongs to a different job ([compression] fraction = 0.25 here, 0.5 in the file)" in other.stderr
+
+
+@pytest.mark.timeout(120)
+def test_simulate_gossip_nodes_replace_a_sweep_over_n_instead_of_multiplying_it(tmp_path):
+    result = mpidecent("simulate-gossip", str(ROOT / "jobs" / "async_sim_const.toml"), "-n", "8,16", "--set",
+                       "run.steps=40", "--out", str(tmp_path / "sim"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "sim")) == ["async_sim_const-n16.h5", "async_sim_const-n8.h5"]
+    assert "-n8-n" not in result.stdout and result.stdout.count("] n = ") == 2

@@ -129,10 +129,45 @@ def test_plot_writes_the_expected_pngs(runs, tmp_path):
     folder = tmp_path / "plots"
     result = mpidecent("report", str(runs["quickstart"]), str(runs["sgp"]), "--plot", str(folder))
     assert result.returncode == 0, result.stderr
-    assert {p.name for p in folder.iterdir()} == FIGURES
+    assert {p.name for p in folder.glob("*.png")} == FIGURES
+    assert set((folder / ".mpidecent-figures").read_text().split()) == FIGURES  # the manifest of this report's figures
     for name in FIGURES:
         assert _png_size(folder / name) == (800, 500), name
         assert str(folder / name) in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_results_datasets_carry_dimension_scales(runs):
+    """The parallel writer attaches /metrics/step to the log-row axis of every series and /metrics/rank_index to
+    the rank axis of the per-rank ones (HDF5 dimension scales: xarray names the dimensions step and rank)."""
+    with h5py.File(runs["quickstart"], "r") as f:
+        metrics = f["metrics"]
+        assert metrics["step"].is_scale and metrics["rank_index"].is_scale
+        n = int(f.attrs["world_size"])
+        assert list(metrics["rank_index"][()]) == list(range(n))
+        for name, dset in [*metrics["global"].items(), *metrics["rank"].items()]:
+            assert dset.dims[0].label == "step" and dset.dims[0][0].name == "/metrics/step", name
+            if dset.ndim == 2:
+                assert dset.dims[1].label == "rank" and dset.dims[1][0].name == "/metrics/rank_index", name
+    # The reader ignores the scales: the run reads as before.
+    run = read_run(str(runs["quickstart"]))
+    assert "rank_index" not in run.rank_series and run.rank("loss").shape == (run.rows, run.n)
+
+
+@pytest.mark.timeout(300)
+def test_folder_and_series_csv_of_real_runs(runs, tmp_path):
+    folder = runs["quickstart"].parent
+    result = mpidecent("report", str(folder), "--series")
+    assert result.returncode == 0, result.stderr
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    total = sum(read_run(str(p)).rows for p in sorted(folder.glob("*.h5")) if not p.name.endswith(".ckpt.h5"))
+    assert len(rows) == total and {"run", "file", "step", "avg_model_loss", "cumulative_bits", "modelled_s",
+                                   "algorithm.name", "compression.name", "run.seed"} <= set(rows[0])
+    quick = [r for r in rows if r["file"] == str(runs["quickstart"])]
+    assert [float(r["avg_model_loss"]) for r in quick] == list(read_run(str(runs["quickstart"])).glob("avg_model_loss"))
 
 
 @pytest.mark.timeout(300)

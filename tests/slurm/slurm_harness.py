@@ -296,6 +296,8 @@ SchedulerParameters=bf_interval=1,sched_interval=2
 SlurmdParameters=config_overrides
 NodeName={self.node} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} State=UNKNOWN
 PartitionName=test Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+# A second partition: a job lands there only when asked (sbatch -p other, or SBATCH_PARTITION=other).
+PartitionName=other Nodes={self.node} Default=NO MaxTime=INFINITE State=UP
 ReturnToService=2
 JobRequeue=1
 MinJobAge=120
@@ -326,8 +328,8 @@ SlurmdDebug=info
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{self.logs()}")
             result = self.run(["sinfo", "-h", "-N", "-o", "%t"], timeout=15, check=False)
-            state = result.stdout.strip()
-            if result.returncode == 0 and state in ("idle", "mix"):
+            state = result.stdout.strip()  # one line per partition the node is in
+            if result.returncode == 0 and state and set(state.split()) <= {"idle", "mix"}:
                 return
             time.sleep(0.5)
         detail = self.run(["scontrol", "show", "node"], timeout=15, check=False).stdout

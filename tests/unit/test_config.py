@@ -271,3 +271,149 @@ def test_master_worker_jobs_record_the_star_around_rank_0():
     assert plan.job.topology["kind"] == "star"
     assert sorted(map(tuple, plan.schedule.graphs[0].edges.tolist())) == sorted(
         [(0, j) for j in range(1, 7)] + [(j, 0) for j in range(1, 7)])
+
+
+# ---- sweep grids and labels, run health, start-up warnings, resume differences (issue 14) -----------------
+
+GRID = BASE + """
+[[sweep]]
+grid = { "compression.levels" = [4, 16], "algorithm.gamma" = [0.5, 1.0] }
+"""
+
+
+def test_a_sweep_grid_is_the_cartesian_product_with_names_and_labels_from_the_values():
+    jobs = load_text_jobs(GRID, default_name="demo")
+    assert [j.variant for j in jobs] == ["levels4-gamma0.5", "levels4-gamma1", "levels16-gamma0.5", "levels16-gamma1"]
+    assert [(j.compression["levels"], j.algorithm["gamma"]) for j in jobs] == [(4, 0.5), (4, 1.0), (16, 0.5),
+                                                                                 (16, 1.0)]
+    assert jobs[1].run["name"] == "demo-levels4-gamma1" and jobs[1].run["out"] == "runs/demo/levels4-gamma1.h5"
+    assert [j.label for j in jobs] == ["levels=4 gamma=0.5", "levels=4 gamma=1.0", "levels=16 gamma=0.5",
+                                       "levels=16 gamma=1.0"]
+
+
+def test_grid_with_prefix_common_settings_and_a_plain_variant_label_every_swept_key():
+    text = BASE + """
+[[sweep]]
+name = "exact"
+set = { "algorithm.name" = "push_sum", "compression.name" = "identity" }
+
+[[sweep]]
+name = "q"
+set = { "algorithm.gamma" = 0.5 }
+grid = { "compression.name" = ["qsgd", "topk"] }
+"""
+    jobs = load_text_jobs(text, default_name="demo")
+    assert [j.variant for j in jobs] == ["exact", "q-qsgd", "q-topk"]
+    assert jobs[1].algorithm["gamma"] == 0.5 and jobs[2].compression["name"] == "topk"
+    # algorithm.name and compression.name share "name": labelled by section.key; every swept key shows
+    assert jobs[0].label == 'algorithm.name=push_sum compression.name=identity gamma=-'
+    assert jobs[1].label == 'algorithm.name=quantized_push_sum compression.name=qsgd gamma=0.5'
+    # two variants differing only in a key's value never share a label (the old table showed "qsgd" twice)
+    levels = load_text_jobs(BASE + '[[sweep]]\nname = "a"\nset = { "compression.levels" = 4 }\n'
+                            '[[sweep]]\nname = "b"\nset = { "compression.levels" = 16 }\n')
+    assert [j.label for j in levels] == ["levels=4", "levels=16"]
+    table = load_text_jobs(BASE + '[sweep]\ngrid = { "run.seed" = [1, 2] }\n')
+    assert [j.variant for j in table] == ["seed1", "seed2"]
+
+
+@pytest.mark.parametrize("sweep, expected", [
+    ('[[sweep]]\ngrid = { "algorithm.gamma" = [] }\n', "[[sweep]] entry 1: grid must be a table"),
+    ('[[sweep]]\ngrid = { "algorithm.gamma" = 0.5 }\n', "[[sweep]] entry 1: grid must be a table"),
+    ('[[sweep]]\ngrid = { "algorithm.gamma" = [0.5, "0.5"] }\n', "name 'gamma0.5' is used twice"),
+    ('[[sweep]]\ngrid = { "algorithm.gamma" = [0.5, 2.0] }\n', "[[sweep]] gamma2: [algorithm] gamma must be ≤ 1"),
+    ('[[sweep]]\ngrid = { "gamma" = [0.5] }\n', "[[sweep]] gamma0.5: set 'gamma': expected section.key"),
+    ('[[sweep]]\nname = "a b"\ngrid = { "algorithm.gamma" = [0.5] }\n', "name must be a string of letters"),
+    ('[[sweep]]\ngrids = {}\n', "unknown key 'grids' (keys: name, set, grid)"),
+])
+def test_bad_grids_are_one_line_errors(sweep, expected):
+    with pytest.raises(JobError) as info:
+        load_text_jobs(BASE + sweep)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_job_file_reference_documents_sweeps_and_grids():
+    from mpidecent.config import job_reference
+
+    doc = job_reference()
+    assert "## [[sweep]]" in doc and "grid = { \"compression.levels\" = [4, 16]" in doc and "## Run health" in doc
+    assert "levels4-gamma0.5" in doc
+    qps = doc[doc.index('### name = "quantized_push_sum"'):doc.index("## [compression]")]
+    assert "needs γ < 1" in qps or "needs gamma < 1" in qps
+
+
+def test_health_rule_names_the_quantity_that_blew_up():
+    from mpidecent.runner.summary import Health
+
+    health = Health()
+    assert health.problem({"avg_model_loss": 0.69, "consensus_distance": 0.0}) is None
+    assert health.problem({"avg_model_loss": 0.5, "consensus_distance": 1e-4}) is None  # first nonzero spread
+    assert health.problem({"avg_model_loss": 900.0, "consensus_distance": 50.0}) is None  # < 1000 × max(0.69, 1)
+    problem = health.problem({"avg_model_loss": 1.5e9, "consensus_distance": 1.0})
+    assert problem.startswith("the average model's loss 1.5e+09 exceeded 1000 × max(initial loss 0.69, 1)")
+    spread = health.problem({"avg_model_loss": 0.4, "consensus_distance": 2e6})
+    assert spread.startswith("the consensus distance 2e+06 exceeded 1e+06")
+    assert "loss is nan" in health.problem({"avg_model_loss": float("nan"), "consensus_distance": 1.0})
+    assert "consensus distance is inf" in health.problem({"avg_model_loss": 1.0, "consensus_distance": float("inf")})
+    resumed = Health.from_series([50.0, 3.0], [0.0, 2.0])
+    assert resumed.loss0 == 50.0 and resumed.consensus0 == 2.0
+    assert resumed.problem({"avg_model_loss": 49_000.0, "consensus_distance": 1.0}) is None
+    assert resumed.problem({"avg_model_loss": 51_000.0, "consensus_distance": 1.0}) is not None
+
+
+def test_unstable_combinations_warn_and_the_hint_fits_the_compressor():
+    from mpidecent.algorithms.catalog import divergence_hint, stability_warnings
+
+    topk = load_text(BASE, overrides=["compression.name=topk", "compression.fraction=0.1"])
+    [warning] = stability_warnings(topk)
+    assert "quantized_push_sum with the biased operator topk(fraction=0.1) and [algorithm] gamma = 1" in warning
+    assert "gamma ≤ 0.5" in warning
+    assert divergence_hint(topk).startswith("biased compressor (topk) with γ = 1: try γ ≤ 0.5")
+    assert stability_warnings(load_text(BASE, overrides=["compression.name=topk", "algorithm.gamma=0.5"])) == []
+    assert stability_warnings(load_text(BASE)) == []  # qsgd is unbiased
+    assert stability_warnings(load_text(BASE, overrides=["compression.name=randk", "compression.scaled=true"])) == []
+    assert stability_warnings(load_text(BASE, overrides=["compression.name=randk", "compression.scaled=false"]))
+    choco = load_text(BASE, overrides=["algorithm.name=choco_sgd", "topology.kind=ring", "compression.name=sign",
+                             "algorithm.gamma=1.0"])
+    assert "choco_sgd with the biased operator sign()" in stability_warnings(choco)[0]
+    assert "more levels" in divergence_hint(load_text(BASE, overrides=["compression.levels=4"]))
+    assert divergence_hint(load_text(BASE, overrides=["algorithm.name=dpsgd", "topology.kind=ring",
+                                            "compression.name=identity"])) == "lower [algorithm] lr (now 0.5)"
+
+
+def test_resume_of_another_job_names_the_first_differing_key():
+    from mpidecent.runner.launch import job_difference
+
+    stored = load_text(BASE).to_toml()
+    assert job_difference(load_text(BASE, overrides=["algorithm.lr=0.3"]).to_toml(), stored) == \
+        "[algorithm] lr = 0.3 here, 0.5 in the file"
+    assert job_difference(load_text(BASE, overrides=["run.save_model=none"]).to_toml(), stored) == \
+        '[run] save_model = "none" here, not set in the file'
+
+
+def test_a_single_rank_launch_of_a_job_that_needs_more_says_start_it_with_mpirun(tmp_path):
+    from mpidecent.runner.launch import prepare
+
+    job = load_text(BASE, path="job.toml")
+    with pytest.raises(JobError) as info:
+        prepare(job, str(tmp_path / "r.h5"), False, False, 0, 1)
+    message = str(info.value)
+    assert "needs at least 3 nodes, got n = 1" in message
+    assert "start it with mpirun -n N mpidecent run job.toml (N ≥ " in message and "\n" not in message
+    fixed = load_text(BASE, overrides=["topology.n=4"])  # plan_job's own message already says how many to start
+    with pytest.raises(JobError) as info:
+        prepare(fixed, str(tmp_path / "r.h5"), False, False, 0, 1)
+    assert str(info.value).count("mpirun") == 1
+
+
+def test_the_sweep_table_lists_settings_statuses_and_the_exit_status_rule():
+    from mpidecent.runner.summary import RunResult, comparison_table
+
+    runs = [RunResult("demo-a", "completed", "a.h5", None, 10, 4, False, label="levels=4"),
+            RunResult("demo-b", "diverged", "b.h5", None, 10, 4, False, label="levels=16",
+                      message="run diverged at step 5: the average model's loss is nan", step=5)]
+    text = comparison_table(runs)
+    assert "settings" in text.splitlines()[0] and "levels=4" in text and "levels=16" in text
+    assert "2 runs: 1 completed, 1 diverged" in text
+    assert "demo-b: diverged at step 5: run diverged at step 5" in text
+    assert "exit status 3" in text
+    assert "exit status 0 (every run completed)" in comparison_table(runs[:1])

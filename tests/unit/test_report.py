@@ -25,10 +25,11 @@ from mpidecent.progress import Progress
 from mpidecent.io import layout
 from mpidecent.io.reader import (BASE_GLOBAL_SERIES, BASE_RANK_SERIES, SUPPORTED_FORMAT_VERSION, ReportError, RunHeader,
                                  read_header, read_run, read_runs)
-from mpidecent.report.plots import (FIGSIZE, TOPOLOGY_FIGSIZE, _accuracy_bits_figure, _staleness_figure,
-                                    _stragglers_figure, pixel_size, write_plots)
-from mpidecent.report.tables import (accuracy_target_query, budget_query, render_csv, render_json, render_text,
-                                     summarize, target_query)
+from mpidecent.report import expand_files, parse_targets
+from mpidecent.report.plots import (FIGSIZE, MANIFEST, TOPOLOGY_FIGSIZE, _accuracy_bits_figure, _staleness_figure,
+                                    _stragglers_figure, pixel_size, torus_shape, write_plots)
+from mpidecent.report.tables import (accuracy_target_query, budget_query, group_runs, render_csv, render_json,
+                                     render_series_csv, render_text, summarize, target_query)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,12 +61,13 @@ NODE_OFFSET = np.array([-0.1, -0.05, 0.0, 0.05])  # each node's own test accurac
 def write_results(path: Path, *, name: str = "syn", rows: int = 4, status: str = "completed",
                   format_version: int | None = 1, extras: dict[str, np.ndarray] | None = None,
                   events: dict[str, np.ndarray] | None = None, test_set: bool = False, node_test: bool = False,
-                  accuracy: bool = True, n: int = 4) -> Path:
+                  accuracy: bool = True, n: int = 4, seed: int = 0, loss_shift: float = 0.0, job_extra: str = "",
+                  steps: np.ndarray | None = None) -> Path:
     """A results file in the writer's layout (io/results.py, Runner._metadata), serially. ``node_test``: with
     the per-rank test series (each node's own model on the test set; implies ``test_set``); ``accuracy``
     False: NaN accuracy, like a regression."""
     test_set = test_set or node_test
-    job = load_text(JOB.format(name=name))
+    job = load_text(JOB.format(name=name).replace("[run]\n", f"[run]\nseed = {seed}\n", 1) + job_extra)
     share = np.arange(1, n + 1) / np.arange(1, n + 1).sum()  # rank i's share of the bits
     bits_rank = np.rint(BITS[:, None] * share[None, :]).astype(np.int64)
     rank = {
@@ -79,7 +81,7 @@ def write_results(path: Path, *, name: str = "syn", rows: int = 4, status: str =
     for key, values in (extras or {}).items():
         rank[key] = (values, "")
     glob = {
-        "avg_model_loss": (LOSS, ""), "suboptimality": (LOSS - OPTIMUM, ""), "accuracy": (np.array([.5, .7, .8, .85]), "fraction"),
+        "avg_model_loss": (LOSS + loss_shift, ""), "suboptimality": (LOSS + loss_shift - OPTIMUM, ""), "accuracy": (np.array([.5, .7, .8, .85]), "fraction"),
         "consensus_distance": (np.array([0.0, 1e-1, 1e-2, 1e-3]), ""), "cumulative_bits": (bits_rank.sum(axis=1), "bits"),
         "cumulative_bytes": (((bits_rank + 7) // 8).sum(axis=1), "bytes"), "wall_s": (STEPS * 0.01, "s"),
     }
@@ -539,7 +541,7 @@ def test_plots_are_pngs_of_the_expected_size(tmp_path, capsys):
     expected = {"loss_vs_step.png", "suboptimality_vs_step.png", "accuracy_vs_step.png", "loss_vs_bits.png",
                 "suboptimality_vs_bits.png", "loss_vs_modelled_time.png", "suboptimality_vs_modelled_time.png",
                 "consensus_vs_step.png", "rank_spread.png", "extra_push_sum_weight.png", "accuracy_vs_bits.png"}
-    assert {p.name for p in (tmp_path / "plots").iterdir()} == expected
+    assert {p.name for p in (tmp_path / "plots").glob("*.png")} == expected
     for name in expected:
         assert png_size(tmp_path / "plots" / name) == pixel_size(FIGSIZE) == (800, 500), name
         assert str(tmp_path / "plots" / name) in out
@@ -607,6 +609,166 @@ def test_report_modules_need_no_mpi():
             "mpidecent.report.plots, mpidecent.comm.linkmodel, mpidecent.progress; print('mpi4py' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# ---- analysis export: folders and patterns, the series CSV, --target acc=, --group-by ----------------------
+
+
+def test_folders_and_patterns_expand_to_results_files(tmp_path, capsys):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    b = write_results(folder / "b.h5", name="b")
+    a = write_results(folder / "a.h5", name="a")
+    (folder / "a.ckpt.h5").write_bytes(b"checkpoint")  # io/checkpoint.py's naming: skipped, never read
+    (folder / "notes.txt").write_text("not a results file")
+    (folder / "sub").mkdir()
+    write_results(folder / "sub" / "c.h5", name="c")  # a folder is not searched recursively
+    assert expand_files([str(folder)]) == [str(a), str(b)]
+    assert expand_files([str(folder / "*.h5")]) == [str(a), str(b)]
+    assert expand_files([str(folder / "**" / "*.h5")]) == [str(a), str(b), str(folder / "sub" / "c.h5")]
+    assert expand_files([str(b), str(folder / "a*")]) == [str(b), str(a)]
+    code, out, err = report(capsys, folder, "--csv")
+    assert code == 0 and err == ""
+    assert [row["run"] for row in csv.DictReader(io.StringIO(out))] == ["a", "b"]
+    # Nothing matches: one line, exit status 2.
+    for given, message in ((folder / "x*.h5", "no results file"), (tmp_path, "no results files")):
+        code, out, err = report(capsys, given)
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err and str(given) in err
+    (tmp_path / "empty").mkdir()
+    assert "no results files" in report(capsys, tmp_path / "empty")[2]
+    assert "no results file" in report(capsys, folder / "*.ckpt.h5")[2]
+
+
+def test_series_csv_is_one_row_per_run_and_logged_step(tmp_path, capsys):
+    a = write_results(tmp_path / "a.h5", name="a", seed=1)
+    b = write_results(tmp_path / "b.h5", name="b", seed=2, test_set=True, rows=3)
+    out_file = tmp_path / "series.csv"
+    code, out, _ = report(capsys, a, b, "--series", out_file)
+    assert code == 0 and "final values" in out and f"series: 7 rows (2 runs × logged steps) in {out_file}" in out
+    rows = list(csv.DictReader(io.StringIO(out_file.read_text())))
+    assert len(rows) == 4 + 3
+    columns = list(rows[0])
+    assert columns[:4] == ["run", "file", "step", "avg_model_loss"]
+    for name in ("suboptimality", "accuracy", "test_accuracy", "consensus_distance", "cumulative_bits",
+                 "cumulative_bytes", "wall_s", "modelled_s", "run.seed", "algorithm.name", "compression.name",
+                 "compression.levels", "link.bandwidth_bps", "run.name"):
+        assert name in columns, name
+    assert [r["run"] for r in rows] == ["a"] * 4 + ["b"] * 3 and rows[0]["file"] == str(a)
+    assert [int(r["step"]) for r in rows] == [*STEPS, *STEPS[:3]]
+    assert [float(r["avg_model_loss"]) for r in rows[:4]] == list(LOSS)
+    assert [int(r["cumulative_bits"]) for r in rows[:4]] == list(read_run(str(a)).glob("cumulative_bits"))
+    assert [r["run.seed"] for r in (rows[0], rows[-1])] == ["1", "2"]
+    assert rows[0]["test_accuracy"] == "" and float(rows[-1]["test_accuracy"]) == TEST_ACCURACY[2]
+    modelled = read_run(str(a)).modelled_time()
+    assert [float(r["modelled_s"]) for r in rows[:4]] == pytest.approx(list(modelled))
+    assert rows[0]["compression.name"] == "qsgd" and rows[0]["algorithm.name"] == "quantized_push_sum"
+    # --series without a file: the CSV alone on stdout (no table), the same text.
+    code, out, err = report(capsys, a, b, "--series")
+    assert code == 0 and err == "" and out == out_file.read_text()
+    assert render_series_csv(read_runs([str(a), str(b)])) == out
+
+
+def test_target_accepts_an_accuracy(tmp_path, capsys):
+    path = write_results(tmp_path / "a.h5", test_set=True)
+    assert parse_targets(["0.4"]) == (0.4, None)
+    assert parse_targets(["loss=0.4", "acc=0.7"]) == (0.4, 0.7)
+    assert parse_targets(["accuracy=0.7"]) == (None, 0.7)
+    by_flag = report(capsys, path, "--target-accuracy", "0.7", "--json")[1]
+    by_target = report(capsys, path, "--target", "acc=0.7", "--json")[1]
+    assert by_flag == by_target and json.loads(by_target)["runs"][0]["target_accuracy"]["step"] == 20
+    both = json.loads(report(capsys, path, "--target", "0.4", "--target", "acc=0.7", "--json")[1])["runs"][0]
+    assert both["target"]["step"] == 20 and both["target_accuracy"]["step"] == 20
+    for flags, message in ((["--target", "speed=3"], "expected a loss (0.35 or loss=0.35) or an accuracy (acc=0.9)"),
+                           (["--target", "acc=high"], "expected a number"),
+                           (["--target", "acc=90"], "--target-accuracy must be a fraction 0 < A ≤ 1, got 90"),
+                           (["--target", "acc=0.7", "--target-accuracy", "0.8"], "give one accuracy target")):
+        code, out, err = report(capsys, path, *flags)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
+def test_group_by_aggregates_runs_that_differ_only_in_that_key(tmp_path, capsys):
+    seeds = [write_results(tmp_path / f"s{i}.h5", name="syn", seed=i, loss_shift=0.01 * i) for i in (1, 2, 3)]
+    other = write_results(tmp_path / "other.h5", name="syn", seed=1, job_extra="[stragglers]\nmodel = 'none'\n"
+                          "delay_mean_s = 0.5\n")
+    runs = read_runs([str(p) for p in [*seeds, other]])
+    groups = group_runs(runs, ["run.seed"])
+    assert [len(g.runs) for g in groups] == [3, 1] and groups[0].values == {"run.seed": [1, 2, 3]}
+    assert groups[0].label != groups[1].label
+    with pytest.raises(ReportError, match="--group-by run.sed: no run's job has this key"):
+        group_runs(runs, ["run.sed"])
+    last = LOSS[-1]
+    rows = list(csv.DictReader(io.StringIO(report(capsys, *seeds, other, "--group-by", "run.seed", "--csv")[1])))
+    assert [r["runs"] for r in rows] == ["3", "1"] and rows[0]["run.seed"] == "1 2 3"
+    assert float(rows[0]["avg_model_loss_mean"]) == pytest.approx(last + 0.02)
+    assert float(rows[0]["avg_model_loss_min"]) == pytest.approx(last + 0.01)
+    assert float(rows[0]["avg_model_loss_max"]) == pytest.approx(last + 0.03)
+    assert float(rows[1]["avg_model_loss_min"]) == float(rows[1]["avg_model_loss_max"]) == pytest.approx(last)
+    document = json.loads(report(capsys, *seeds, "--group-by", "run.seed", "--json")[1])
+    assert len(document["runs"]) == 3 and document["groups"][0]["suboptimality"]["mean"] == pytest.approx(
+        last + 0.02 - OPTIMUM)
+    code, out, _ = report(capsys, *seeds, "--group-by", "run.seed", "--plot", tmp_path / "plots")
+    assert code == 0 and "groups: runs that differ only in run.seed" in out
+    line = next(x for x in out.splitlines() if x.startswith("syn ") and "1, 2, 3" in x)
+    assert f"{last + 0.02:.6f} [{last + 0.01:.6f}–{last + 0.03:.6f}]" in line
+    # The figures draw the group (mean line, min–max band) instead of three lines: a different picture.
+    plain = write_plots(runs[:3], str(tmp_path / "plain"))
+    grouped = write_plots(runs[:3], str(tmp_path / "grouped"), groups[:1])
+    assert [Path(p).name for p in plain] == [Path(p).name for p in grouped]
+    assert (tmp_path / "plain" / "loss_vs_step.png").read_bytes() != (tmp_path / "grouped" / "loss_vs_step.png").read_bytes()
+
+
+def test_figures_without_information_are_not_written(tmp_path):
+    zeros = np.zeros((4, 4))
+    constant = np.full((4, 4), 2.5)
+    varying = np.arange(16, dtype=np.float64).reshape(4, 4)
+    path = write_results(tmp_path / "a.h5", extras={"version_violations": zeros, "flat": constant, "useful": varying},
+                         events={"stragglers": np.zeros((30, 3), dtype=bool)})
+    files = {Path(p).name for p in write_plots([read_run(str(path))], str(tmp_path / "plots"))}
+    assert "extra_useful.png" in files and "extra_push_sum_weight.png" in files
+    assert not {"extra_version_violations.png", "extra_flat.png", "stragglers.png"} & files
+    with h5py.File(path, "r+") as f:  # a consensus distance of 0 at every log point (all-reduce): nothing to see
+        f["metrics/global/consensus_distance"][...] = 0.0
+    files = {Path(p).name for p in write_plots([read_run(str(path))], str(tmp_path / "plots2"))}
+    assert "consensus_vs_step.png" not in files and "loss_vs_step.png" in files
+
+
+def test_long_straggler_rasters_are_binned(tmp_path):
+    rng = np.random.default_rng(1)
+    events = rng.random((1500, 6)) < 0.3
+    path = write_results(tmp_path / "gc.h5", events={"stragglers": events})
+    figure = _stragglers_figure(str(tmp_path / "s.png"), [read_run(str(path))])
+    assert figure and png_size(Path(figure)) == (800, 500)
+
+
+def test_plot_removes_the_figures_of_an_earlier_report_only(tmp_path):
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    (folder / "mine.png").write_bytes(b"someone else's figure")
+    (folder / "notes.txt").write_text("keep me")
+    varying = np.arange(16, dtype=np.float64).reshape(4, 4)
+    with_extra = read_run(str(write_results(tmp_path / "a.h5", extras={"useful": varying})))
+    first = {Path(p).name for p in write_plots([with_extra], str(folder))}
+    assert "extra_useful.png" in first
+    assert set((folder / MANIFEST).read_text().split()) == first
+    plain = read_run(str(write_results(tmp_path / "b.h5", accuracy=False)))
+    second = {Path(p).name for p in write_plots([plain], str(folder))}
+    assert "extra_useful.png" not in second and "accuracy_vs_step.png" not in second
+    assert {p.name for p in folder.glob("*.png")} == second | {"mine.png"}  # only this report's, and the stranger
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert set((folder / MANIFEST).read_text().split()) == second
+
+
+def test_a_torus_is_drawn_as_a_grid(tmp_path, capsys):
+    from mpidecent.topology.graphs import ring, torus
+
+    assert torus_shape(9, torus(9, 3, 3).edges) == (3, 3)
+    assert torus_shape(12, torus(12, 3, 4).edges) == (3, 4)
+    assert torus_shape(9, ring(9).edges) is None
+    grid, circle = tmp_path / "grid.png", tmp_path / "circle.png"
+    job = str(ROOT / "jobs/syn1_q_sweep.toml")
+    assert cli.main(["topology", job, "-n", "9", "--plot", str(grid)]) == 0
+    assert cli.main(["topology", job, "-n", "9", "--set", "topology.kind=ring", "--plot", str(circle)]) == 0
+    assert png_size(grid) == png_size(circle) == (700, 700)
 
 
 # ---- progress -----------------------------------------------------------------------------------------

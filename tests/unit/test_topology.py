@@ -146,7 +146,7 @@ def test_torus_small_dimensions_have_no_duplicates_or_self_loops():
     assert_well_formed(g)
     assert g.out_degree.tolist() == [3] * 8  # left, right, and one node above = below
     assert g.out_neighbors(0).tolist() == [1, 3, 4]
-    line = torus(5)  # prime: 1 × 5, a ring
+    line = torus(5, rows=1)  # a 1 × 5 torus is a ring, when asked for
     assert edge_set(line) == edge_set(ring(5))
     assert torus(4, rows=2, cols=2).out_degree.tolist() == [2] * 4
     d = torus(9, directed=True)
@@ -160,6 +160,18 @@ def test_torus_default_factorisation_and_one_given_dimension():
     assert g.out_neighbors(0).tolist() == [1, 5, 6]  # 2 × 6
     with pytest.raises(JobError, match=r"cols = 5 does not divide the number of nodes \(12\)"):
         build_graph("torus", 12, None, {"cols": 5})
+
+
+def test_torus_on_a_prime_number_of_nodes_is_an_error_naming_the_fix():
+    for n in (5, 7):
+        with pytest.raises(JobError) as err:
+            build_graph("torus", n, None, {})
+        message = str(err.value)
+        assert "\n" not in message and f"n = {n} nodes: {n} is prime" in message
+        assert 'kind = "ring"' in message and "rows = 1" in message
+    with pytest.raises(JobError, match="start 6 or 8 ranks"):
+        torus(7)
+    assert torus(7, rows=1).num_edges == 14 and torus(1).num_edges == 0
 
 
 def test_torus_mismatch_message():
