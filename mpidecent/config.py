@@ -393,6 +393,10 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
         raise JobError(f"{path}: missing [algorithm] section (name = one of {', '.join(ALGORITHMS)})")
 
     run = resolve("run", RUN_PARAMS, table.get("run", {}))
+    if run["name"] and not _VARIANT_NAME.fullmatch(run["name"]):
+        raise JobError(f"[run] name = {run['name']!r}: a run name must be a plain file name of letters, digits "
+                       "and _ . + - that does not start with a dot (no / or \\); it names runs/<name>.h5 — set "
+                       "[run] out to choose the folder")
     run["name"] = run["name"] or default_name
     run["out"] = run["out"] or f"runs/{run['name']}.h5"
 

@@ -92,4 +92,27 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
     from mpidecent.learning.problems import check_model  # torch: only once the job has passed the other checks
 
     check_model(job.model, info.input_shape, info.task, info.num_classes, folder)
+    _check_initial_model(job, info.input_shape, info.num_classes, rank, folder)
     return Plan(job, n, schedule, weights, is_strongly_connected(union), schedule_spectral_gap(weights))
+
+
+def _check_initial_model(job: Job, input_shape: tuple[int, ...], classes: int, rank: int, folder: str | None) -> None:
+    """This rank's initial model (drawn as the runner draws it) must be finite: a huge [model] init_scale
+    (or a user model whose layers start with NaN/inf) is a JobError here, before any collective."""
+    import numpy as np
+
+    from mpidecent.learning.flat import build_flat_model
+
+    dtype = np.dtype(job.run["dtype"])
+    with np.errstate(over="ignore", invalid="ignore"):
+        flat = build_flat_model(job.model, input_shape, classes, dtype, int(job.run["seed"]), node=rank,
+                                base_dir=folder)
+        bad = np.flatnonzero(~np.isfinite(flat.values))
+    if bad.size:
+        init = job.model["init"]
+        cause = (f"[model] init_scale = {job.model['init_scale']:g} is too large for {dtype.name}; choose a smaller "
+                 "init_scale" if init == "normal" else
+                 f"[model] name = {job.model['name']!r} starts with non-finite parameters (init = {init!r}); fix "
+                 "its initialisation or set init = \"zeros\" or \"normal\"")
+        raise JobError(f"the initial model is not finite ({bad.size} of {flat.dim} entries are NaN or inf, the first "
+                       f"at index {int(bad[0])}): {cause}")

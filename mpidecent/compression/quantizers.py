@@ -108,6 +108,10 @@ def _levels_fit(s: int) -> str | None:
 _MAX_LEVELS = (1 << 15) - 1
 
 
+# [compression] bucket default; a larger bucket than the model is capped to d (the runner notes it when set).
+DEFAULT_BUCKET = 64
+
+
 @register_compressor
 class QSGD(Compressor):
     """QSGD: unbiased stochastic quantization to ``levels`` (s) levels per bucket of ``bucket`` (B).
@@ -139,7 +143,8 @@ class QSGD(Compressor):
     params: ClassVar[tuple[Param, ...]] = (
         Param("levels", int, 16, "quantization levels s per sign (1 + ⌈log2(s+1)⌉ bits per entry)",
               minimum=1, check=_levels_fit),
-        Param("bucket", int, 64, "entries per bucket sharing one float32 norm (0 = whole vector)", minimum=0),
+        Param("bucket", int, DEFAULT_BUCKET, "entries per bucket sharing one float32 norm (0 = whole vector; "
+              "larger than the model: one bucket of the whole model, noted at the start of a run)", minimum=0),
     )
     unbiased: ClassVar[bool] = True
     # Not guaranteed: unbiased with E‖Q(v) − v‖² ≤ ω²‖v‖² contracts only when ω² < 1, and ω² can be ≥ 1

@@ -4,12 +4,20 @@ Layout (``<results file without .h5>.ckpt.h5``)::
 
     /                 attrs: kind = "mpidecent-checkpoint", format_version, job (resolved TOML), world_size,
                              step (iterations completed), results_rows (rows of the results file that belong
-                             to steps ≤ step), algorithm, created, rng
+                             to steps ≤ step), algorithm, created, rng, results_file,
+                             checksums (format 2: JSON {"attr:<name>" | "data:<group>/<name>": sha256} over the
+                             canonical value of every other root attribute and, per dataset, its dtype, shape
+                             and its shapes/sha256 attributes — so an edited or corrupted attribute is named)
     /state/<name>     (n_ranks, *padded shape): the algorithm's state arrays (Algorithm.state())
     /runner/<name>    (n_ranks, *padded shape): the runner's counters (bits, bytes, messages, seconds,
                       minibatch losses since the last log point, wall time)
     every dataset:    attrs shapes (n_ranks, ndim) int64 — each rank's true shape (ranks may differ, e.g.
                       in-degrees), sha256 (n_ranks,) str — checksum of each rank's bytes, verified on load
+
+Reading verifies the checksums first (format 1 files have none), then checks every value resume trusts
+for range and consistency with this launch and job (world size, job, algorithm, 0 ≤ step ≤ steps,
+results_rows = the rows logged up to step, each dataset's layout), and bounds every size read from the
+file (by the dataset's extent and the file's size) before allocating.
 
 Randomness needs no stored generator state: every random draw comes from a generator derived from
 (seed, rank, step, purpose) (``rng.py``), so the step is the complete random state.
@@ -26,7 +34,9 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import hashlib
+import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,13 +47,14 @@ from h5py import h5fd, h5p, h5s
 from mpidecent.errors import JobError
 
 KIND = "mpidecent-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the checksums attribute
+CHECKSUMS = "checksums"
 RNG_NOTE = "counter-based: every draw comes from a generator of (seed, rank, step, purpose); the step is its state"
 
 
 def checkpoint_path(results_path: str) -> str:
     """``runs/x.h5`` → ``runs/x.ckpt.h5``."""
-    stem = results_path[:-3] if results_path.endswith(".h5") else results_path
+    stem = results_path.removesuffix(".h5")
     return f"{stem}.ckpt.h5"
 
 
@@ -59,6 +70,35 @@ class Snapshot:
 
 def _digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _canonical(value: object) -> str:
+    """An attribute's value as text, the same whether taken from what is written or what is read back."""
+    if isinstance(value, (bytes, np.bytes_)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return "str:" + value
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":
+        items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()]
+        return f"strs:{array.shape}:" + json.dumps(items)
+    if array.dtype.kind in "biu":
+        return f"int:{array.shape}:{array.astype(np.int64).ravel().tolist()}"
+    if array.dtype.kind == "f":
+        return f"float:{array.shape}:{[repr(float(v)) for v in array.ravel()]}"
+    return f"{array.dtype.str}:{array.shape}:{array.tobytes().hex()}"
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _attr_checksum(value: object) -> str:
+    return _sha(_canonical(value))
+
+
+def _layout_checksum(dtype: str, shape: tuple[int, ...], shapes: object, digests: object) -> str:
+    return _sha(np.dtype(dtype).str, repr(tuple(int(s) for s in shape)), _canonical(shapes), _canonical(digests))
 
 
 _COLLECTIVE = h5p.create(h5p.DATASET_XFER)
@@ -87,10 +127,11 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
     layouts = comm.allgather({g: {k: (v.shape, v.dtype.str) for k, v in arrays.items()}
                               for g, arrays in groups.items()})
     digests = comm.allgather({g: {k: _digest(v) for k, v in arrays.items()} for g, arrays in groups.items()})
-    created = comm.bcast(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), root=0)
+    created = comm.bcast(_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), root=0)
+    root = {"kind": KIND, "format_version": FORMAT_VERSION, "step": int(snapshot.step),
+            "results_rows": int(snapshot.results_rows), "created": created, "rng": RNG_NOTE, **attrs}
+    checksums = {f"attr:{k}": _attr_checksum(v) for k, v in root.items()}
     with h5py.File(tmp, "w", driver="mpio", comm=comm) as f:
-        f.attrs.update({"kind": KIND, "format_version": FORMAT_VERSION, "step": snapshot.step,
-                        "results_rows": snapshot.results_rows, "created": created, "rng": RNG_NOTE, **attrs})
         for group, arrays in groups.items():
             for name in arrays:  # same names in the same order on every rank (the algorithm's contract)
                 shapes = np.array([layout[group][name][0] for layout in layouts], dtype=np.int64).reshape(
@@ -98,10 +139,14 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
                 padded = tuple(int(m) for m in shapes.max(axis=0))
                 dset = f.create_dataset(f"{group}/{name}", shape=(comm.size, *padded),
                                         dtype=np.dtype(layouts[0][group][name][1]))
+                rows = np.array([d[group][name] for d in digests], dtype=h5py.string_dtype())
                 dset.attrs["shapes"] = shapes
-                dset.attrs["sha256"] = np.array([d[group][name] for d in digests], dtype=h5py.string_dtype())
+                dset.attrs["sha256"] = rows
+                checksums[f"data:{group}/{name}"] = _layout_checksum(dset.dtype.str, dset.shape, shapes, rows)
                 if dset.size:  # an all-empty dataset has no storage to write to (same on every rank)
                     _write_row(dset, comm.rank, arrays[name])
+        f.attrs.update(root)
+        f.attrs[CHECKSUMS] = json.dumps(checksums, sort_keys=True)
     comm.Barrier()  # every rank has closed: the temporary file is complete
     if comm.rank == 0:
         fd = os.open(tmp, os.O_RDONLY)
@@ -140,10 +185,61 @@ def _first_difference(ours: str, theirs: str) -> str:
     return "the section layout"
 
 
+def _verify_checksums(path: str, f: h5py.File, untouched: str) -> None:
+    """Every root attribute and every dataset's layout against the stored checksums (format ≥ 2)."""
+    try:
+        stored = json.loads(str(_text(f.attrs[CHECKSUMS])))
+        if not isinstance(stored, dict):
+            raise TypeError("not a table")
+    except (KeyError, ValueError, TypeError):
+        raise JobError(f"checkpoint {path!r} has no readable {CHECKSUMS} attribute (corrupt or edited){untouched}") \
+            from None
+    found: dict[str, str] = {f"attr:{k}": _attr_checksum(v) for k, v in f.attrs.items() if k != CHECKSUMS}
+    for group in ("state", "runner"):
+        if not isinstance(f.get(group), h5py.Group):
+            raise JobError(f"checkpoint {path!r} has no /{group} group (corrupt or truncated){untouched}")
+        for name, dset in f[group].items():
+            if not isinstance(dset, h5py.Dataset) or "shapes" not in dset.attrs or "sha256" not in dset.attrs:
+                raise JobError(f"checkpoint {path!r}: {group}/{name} is not a checkpointed array (corrupt or "
+                               f"edited){untouched}")
+            found[f"data:{group}/{name}"] = _layout_checksum(dset.dtype.str, dset.shape, dset.attrs["shapes"],
+                                                             dset.attrs["sha256"])
+    for key in sorted(set(stored) | set(found)):
+        what = f"attribute {key[5:]!r}" if key.startswith("attr:") else f"the layout of {key[5:]}"
+        if key not in found:
+            raise JobError(f"checkpoint {path!r}: {what} is missing (corrupt or edited){untouched}")
+        if key not in stored:
+            raise JobError(f"checkpoint {path!r}: {what} is not covered by its checksums (added or edited){untouched}")
+        if stored[key] != found[key]:
+            raise JobError(f"checkpoint {path!r}: {what} fails its checksum (corrupt or edited){untouched}")
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def _integer(path: str, attrs: h5py.AttributeManager, name: str, untouched: str) -> int:
+    """A root attribute that must be one integer."""
+    if name not in attrs:
+        raise JobError(f"checkpoint {path!r} has no {name} attribute (corrupt or edited){untouched}")
+    value = np.asarray(attrs[name])
+    if value.shape != () or value.dtype.kind not in "iu":
+        raise JobError(f"checkpoint {path!r}: attribute {name!r} = {_text(attrs[name])[:40]!r} is not an integer "
+                       f"(corrupt or edited){untouched}")
+    return int(value)
+
+
+def rows_logged(step: int, steps: int, log_every: int) -> int:
+    """Rows of the results file that belong to steps ≤ ``step``: step 0, every ``log_every`` steps, and
+    the last step (``io.reader.expected_rows`` for a run stopped at ``step``)."""
+    every = max(int(log_every), 1)
+    return step // every + 1 + int(step == steps and steps % every != 0)
+
+
 def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Snapshot:
     """Read and verify this rank's part of a checkpoint (local, not collective). Raises ``JobError``
-    (one line, naming the problem and the fix) for a missing, foreign, corrupt or truncated file, a
-    different world size or job; nothing is modified."""
+    (one line, naming the problem and the fix) for a missing, foreign, corrupt, edited or truncated file,
+    a different world size or job, or values out of range for the job; nothing is modified."""
     untouched = "; nothing was changed"
     if not os.path.exists(path):
         raise JobError(f"no checkpoint {path!r} to resume from; run without --resume to start the job")
@@ -151,34 +247,88 @@ def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Sna
         f = h5py.File(path, "r")
     except OSError as err:
         raise JobError(f"checkpoint {path!r} is corrupt or truncated ({err}){untouched}") from None
-    with f:
-        attrs = f.attrs
-        if attrs.get("kind") != KIND:
-            raise JobError(f"{path!r} is not an mpidecent checkpoint (no kind = {KIND!r} attribute){untouched}")
-        if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
-            raise JobError(f"checkpoint {path!r} has format_version {int(attrs['format_version'])}, newer than "
-                           f"this mpidecent reads ({FORMAT_VERSION}){untouched}")
-        if int(attrs["world_size"]) != world_size:
-            raise JobError(f"checkpoint {path!r} was written by {int(attrs['world_size'])} ranks but {world_size} "
-                           f"were started: resume with mpirun -n {int(attrs['world_size'])}")
-        stored = str(attrs["job"])
-        if stored != job_toml:
-            raise JobError(f"the job differs from the one checkpointed in {path!r} (here: "
-                           f"{_first_difference(job_toml, stored)}); resume with the same job and --set "
-                           "options, or run without --resume")
-        groups: dict[str, dict[str, np.ndarray]] = {"state": {}, "runner": {}}
-        try:
-            for group, arrays in groups.items():
-                for name, dset in f[group].items():
-                    shape = tuple(int(s) for s in dset.attrs["shapes"][rank])
-                    row = dset[(rank, *(slice(0, s) for s in shape))] if all(shape) else \
-                        np.zeros(shape, dtype=dset.dtype)
-                    digest = dset.attrs["sha256"][rank]
-                    digest = digest.decode() if isinstance(digest, bytes) else str(digest)
-                    if _digest(row) != digest:
-                        raise JobError(f"checkpoint {path!r}: {group}/{name} of rank {rank} fails its checksum "
-                                       f"(corrupt){untouched}")
-                    arrays[name] = np.array(row)
-            return Snapshot(int(attrs["step"]), int(attrs["results_rows"]), groups["state"], groups["runner"])
-        except (OSError, KeyError, ValueError) as err:
-            raise JobError(f"checkpoint {path!r} is corrupt or truncated ({err}){untouched}") from None
+    try:
+        with f:
+            return _read_verified(path, f, rank, world_size, job_toml, untouched)
+    except (OSError, KeyError, ValueError, TypeError, IndexError, OverflowError, MemoryError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({first}){untouched}") from None
+
+
+def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml: str, untouched: str) -> Snapshot:
+    attrs = f.attrs
+    if _text(attrs.get("kind", "")) != KIND:
+        raise JobError(f"{path!r} is not an mpidecent checkpoint (no kind = {KIND!r} attribute){untouched}")
+    version = _integer(path, attrs, "format_version", untouched)
+    if version > FORMAT_VERSION:
+        raise JobError(f"checkpoint {path!r} has format_version {version}, newer than "
+                       f"this mpidecent reads ({FORMAT_VERSION}){untouched}")
+    if version < 1:
+        raise JobError(f"checkpoint {path!r} has format_version {version}, not a version (corrupt or edited)"
+                       f"{untouched}")
+    if version >= 2 or CHECKSUMS in attrs:
+        _verify_checksums(path, f, untouched)
+    stored_size = _integer(path, attrs, "world_size", untouched)
+    if stored_size != world_size:
+        raise JobError(f"checkpoint {path!r} was written by {stored_size} ranks but {world_size} "
+                       f"were started: resume with mpirun -n {stored_size}")
+    stored = _text(attrs.get("job", ""))
+    if stored != job_toml:
+        raise JobError(f"the job differs from the one checkpointed in {path!r} (here: "
+                       f"{_first_difference(job_toml, stored)}); resume with the same job and --set "
+                       "options, or run without --resume")
+    job = tomllib.loads(job_toml)
+    run = job.get("run", {})
+    steps, log_every = int(run.get("steps", 0)), int(run.get("log_every", 1))
+    algorithm = str(job.get("algorithm", {}).get("name", ""))
+    if "algorithm" in attrs and _text(attrs["algorithm"]) != algorithm:
+        raise JobError(f"checkpoint {path!r}: attribute 'algorithm' = {_text(attrs['algorithm'])[:40]!r} but its job "
+                       f"runs {algorithm!r} (corrupt or edited){untouched}")
+    step = _integer(path, attrs, "step", untouched)
+    if not 0 <= step <= steps:
+        raise JobError(f"checkpoint {path!r}: attribute 'step' = {step} is outside 0..{steps} ([run] steps) "
+                       f"(corrupt or edited){untouched}")
+    results_rows = _integer(path, attrs, "results_rows", untouched)
+    expected = rows_logged(step, steps, log_every)
+    if results_rows != expected:
+        raise JobError(f"checkpoint {path!r}: attribute 'results_rows' = {results_rows} but step {step} with "
+                       f"[run] log_every = {log_every} logs {expected} rows (corrupt or edited){untouched}")
+    limit = os.path.getsize(path)  # contiguous, uncompressed datasets: no row holds more bytes than the file
+    groups: dict[str, dict[str, np.ndarray]] = {"state": {}, "runner": {}}
+    for group, arrays in groups.items():
+        if not isinstance(f.get(group), h5py.Group):
+            raise JobError(f"checkpoint {path!r} has no /{group} group (corrupt or truncated){untouched}")
+        for name, dset in f[group].items():
+            where = f"checkpoint {path!r}: {group}/{name}"
+            if not isinstance(dset, h5py.Dataset) or dset.ndim < 1 or dset.shape[0] != world_size:
+                raise JobError(f"{where} is not one row per rank (corrupt or edited){untouched}")
+            shapes = np.asarray(dset.attrs["shapes"])
+            if shapes.dtype.kind not in "iu" or shapes.shape != (world_size, dset.ndim - 1):
+                raise JobError(f"{where} has a shapes attribute of shape {shapes.shape}, not "
+                               f"{(world_size, dset.ndim - 1)} (corrupt or edited){untouched}")
+            shape = tuple(int(s) for s in shapes[rank])
+            if any(not 0 <= s <= m for s, m in zip(shape, dset.shape[1:])):
+                raise JobError(f"{where}: rank {rank}'s shape {shape} does not fit the stored {dset.shape[1:]} "
+                               f"(corrupt or edited){untouched}")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dset.dtype.itemsize
+            if nbytes > limit:
+                raise JobError(f"{where}: rank {rank}'s row claims {nbytes} bytes, more than the file holds "
+                               f"(corrupt){untouched}")
+            digests = np.asarray(dset.attrs["sha256"]).ravel()
+            if digests.shape != (world_size,):
+                raise JobError(f"{where} has {digests.size} checksums for {world_size} ranks (corrupt or edited)"
+                               f"{untouched}")
+            row = dset[(rank, *(slice(0, s) for s in shape))] if all(shape) else np.zeros(shape, dtype=dset.dtype)
+            if _digest(row) != _text(digests[rank]):
+                raise JobError(f"checkpoint {path!r}: {group}/{name} of rank {rank} fails its checksum "
+                               f"(corrupt){untouched}")
+            arrays[name] = np.array(row)
+    counters = groups["runner"]
+    for name in ("bits", "bytes", "messages", "compute_s", "comm_s", "wall_s"):
+        if counters.get(name, np.zeros(0)).shape != (1,):
+            raise JobError(f"checkpoint {path!r}: runner/{name} is missing or not one value (corrupt or edited)"
+                           f"{untouched}")
+    if "losses" not in counters or counters["losses"].ndim != 1 or counters["losses"].size > max(log_every, 1):
+        raise JobError(f"checkpoint {path!r}: runner/losses is missing or longer than [run] log_every (corrupt or "
+                       f"edited){untouched}")
+    return Snapshot(step, results_rows, groups["state"], groups["runner"])

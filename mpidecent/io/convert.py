@@ -293,7 +293,9 @@ def _check_finite(array: np.ndarray, name: str) -> None:
         finite = np.isfinite(part)
         if not finite.all():
             bad = part[~finite].flat[0]
-            raise JobError(f"{name} holds NaN or infinite values (e.g. {bad}); every value must be finite")
+            sample = start + int(np.flatnonzero(~finite.reshape(len(part), -1).all(axis=1))[0])
+            raise JobError(f"{name} holds NaN or infinite values (e.g. {bad}, first at sample {sample}); every "
+                           "value must be finite")
 
 
 def _check_labels(labels: np.ndarray, name: str, samples: int, features_name: str) -> None:

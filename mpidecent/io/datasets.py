@@ -301,14 +301,23 @@ def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None
                       read_calls(layout.test_rows)])  # every node reads the whole test set
         data = assemble("hdf5", values["task"], found.input_shape, found.num_classes, layout, node,
                         lambda rows: (found.rows(rows, dxpl, next(calls)), found.targets[rows]))
-    bad = not np.all(np.isfinite(data.train.features))
-    if data.test_all is not None:
-        bad = bad or not np.all(np.isfinite(data.test_all.features))
+    # The file row of the first sample with a NaN/inf feature on this node (-1: none); the smallest over ranks.
+    first = -1
+    for part, rows in ((data.train, layout.train_rows[layout.train_indices(node)]),
+                       (data.test_all, layout.test_rows)):
+        if part is None:
+            continue
+        finite = np.isfinite(part.features.reshape(len(part.features), -1)).all(axis=1)
+        if not finite.all():
+            row = int(np.asarray(rows).reshape(-1)[np.flatnonzero(~finite)[0]]) if len(rows) == len(finite) \
+                else int(np.flatnonzero(~finite)[0])
+            first = row if first < 0 else min(first, row)
     if comm is not None:
-        bad = comm.allreduce(int(bad)) > 0  # every rank fails together
-    if bad:
+        found = [r for r in comm.allgather(first) if r >= 0]  # every rank fails together, with the same line
+        first = min(found) if found else -1
+    if first >= 0:
         raise JobError(f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} holds "
-                       "NaN or infinite values")
+                       f"NaN or infinite values (first at sample {first}); every feature must be finite")
     return data
 
 

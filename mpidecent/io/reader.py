@@ -286,6 +286,10 @@ def read_header(path: str) -> RunHeader:
 
 
 def _read(path: str, f: h5py.File) -> Run:
+    kind = _python(f.attrs.get("kind", ""))
+    if kind == "mpidecent-checkpoint":  # io/checkpoint.py's KIND: it has a format_version too
+        raise ReportError(f"{path}: a checkpoint (for mpidecent run --resume), not a results file; report on "
+                          "the run's results file (the same name without .ckpt)")
     _check_version(path, f.attrs)
     attrs = {k: _python(v) for k, v in f.attrs.items()}
     try:

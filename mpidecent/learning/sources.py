@@ -348,8 +348,12 @@ def dataset_from_arrays(arrays: tuple[np.ndarray, ...], values: Mapping[str, Any
                            f"{', '.join(map(str, x.shape[1:]))}) and (M,) like x and y")
         parts.append((xt, _targets(yt, task, name, "y_test")))
     features = np.concatenate([p[0] for p in parts]).astype(np.float64)
-    if not np.all(np.isfinite(features)):
-        raise JobError(f"[data] name = {name!r}: x holds NaN or infinite values")
+    finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        which, at = ("x", first) if first < len(x) else ("x_test", first - len(x))
+        raise JobError(f"[data] name = {name!r}: {which} holds NaN or infinite values (first at sample {at}); every "
+                       "feature must be finite")
     targets = np.concatenate([p[1] for p in parts])
     classes = 0 if task == "regression" else (2 if task == "binary" else int(targets.max()) + 1)
     if task == "multiclass" and classes < 2:

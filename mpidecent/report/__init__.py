@@ -141,7 +141,7 @@ def _write_series(text: str, target: str) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the report for the parsed arguments of ``mpidecent report ...`` (``mpidecent.cli.report``).
     Returns the exit status: 0, or 2 with one line on stderr for a file or flag it cannot use. Partial
-    runs are reported (and marked), not refused."""
+    runs with at least one log row are reported (and marked); a file with none is refused."""
     try:
         _check_flags(args)
         budgets = _budgets(getattr(args, "budget", None))
@@ -150,6 +150,10 @@ def main(args: argparse.Namespace) -> int:
         files = expand_files(list(args.files))
         runs = read_runs(files, getattr(args, "bandwidth", None), getattr(args, "latency", None),
                          getattr(args, "shared_link", None))
+        for run in runs:
+            if run.rows == 0:
+                raise ReportError(f"{run.path}: a results file with no log rows (status {run.status!r}): the run "
+                                  "ended before logging step 0, so there is nothing to report; run it again")
         from mpidecent.report import tables
 
         groups = tables.group_runs(runs, group_by) if group_by else None

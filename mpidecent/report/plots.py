@@ -391,7 +391,8 @@ def _clear_previous(directory: str, keep: set[str]) -> None:
 def _entities(runs: Sequence[Run], groups: Sequence | None) -> list[tuple[str, int, list[Run]]]:
     """What a line figure draws: each run (label, style index, [run]), or with ``groups`` each group."""
     if groups:
-        return [(g.label if len(g.runs) == 1 else f"{g.label} ({len(g.runs)} runs)", i, list(g.runs))
+        return [(tex_safe(g.label) if len(g.runs) == 1 else f"{tex_safe(g.label)} ({len(g.runs)} runs)", i,
+                 list(g.runs))
                 for i, g in enumerate(groups)]
     return [(r.label, i, [r]) for i, r in enumerate(runs)]
 
@@ -406,7 +407,25 @@ def _curve(label: str, i: int, members: list[Run], x_of, y_of) -> Curve:
     return (label, i, xs[0], ys[0], (ys[1], ys[2]))
 
 
+def tex_safe(text: str) -> str:
+    """User text (a run name or label, a group's values) for a figure: ``$`` escaped so matplotlib draws it
+    as typed instead of parsing it as mathtext (``$\\frac{a$`` would raise while saving)."""
+    return str(text).replace("$", r"\$")
+
+
 def write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = None) -> list[str]:
+    """``_write_plots`` with the runs' labels made safe for matplotlib (``tex_safe``) while it draws."""
+    saved = [run.label for run in runs]
+    try:
+        for run in runs:
+            run.label = tex_safe(run.label)
+        return _write_plots(runs, directory, groups)
+    finally:
+        for run, label in zip(runs, saved):
+            run.label = label
+
+
+def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = None) -> list[str]:
     """Write every figure the runs have something to show for into ``directory`` (created); returns the paths.
     With ``groups`` (``tables.group_runs``, --group-by) the line figures draw each group's mean and min–max band.
     Figures an earlier report wrote there (its manifest) and this one does not are removed; the manifest then

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mpidecent.algorithms.base import Algorithm
+from mpidecent.errors import JobError
 from mpidecent.io.checkpoint import Snapshot
 from mpidecent.runner.metrics import Totals
 
@@ -33,12 +34,24 @@ def snapshot(step: int, results_rows: int, algorithm: Algorithm, objective: Any,
     return Snapshot(step, results_rows, live_state(algorithm, objective), counters)
 
 
+def check_shapes(saved: Snapshot, live: dict[str, np.ndarray]) -> None:
+    """``JobError`` unless the checkpoint holds exactly the live arrays, with their shapes and kinds of
+    values (checked before anything is overwritten)."""
+    if set(saved.state) != set(live):
+        raise JobError(f"the checkpoint's state {sorted(saved.state)} does not match the algorithm's {sorted(live)} "
+                       "(corrupt or edited)")
+    for name, array in live.items():
+        stored = saved.state[name]
+        if stored.shape != array.shape or not np.can_cast(stored.dtype, array.dtype, casting="same_kind"):
+            raise JobError(f"the checkpoint's {name} is {stored.dtype} {stored.shape} but this run's is "
+                           f"{array.dtype} {array.shape} (corrupt or edited)")
+
+
 def restore(saved: Snapshot, algorithm: Algorithm, objective: Any, totals: Totals) -> float:
     """Overwrite the algorithm's state, the model buffers and the counters from ``saved``; returns the
     wall time already spent (the run's clock continues from it)."""
+    check_shapes(saved, live_state(algorithm, objective))
     live = live_state(algorithm, objective)
-    if set(saved.state) != set(live):
-        raise RuntimeError(f"checkpoint state {sorted(saved.state)} does not match the algorithm's {sorted(live)}")
     for name, array in live.items():
         np.copyto(array, saved.state[name])
     algorithm.after_restore()

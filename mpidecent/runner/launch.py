@@ -10,12 +10,13 @@ runs what was prepared, one job after another. ``mpidecent run`` (``cli/run.py``
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from mpidecent.config import Job
-from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
+from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, JobError
 from mpidecent.io.checkpoint import Snapshot, checkpoint_path, read_checkpoint
 from mpidecent.params import toml_value
 from mpidecent.plan import Plan, plan_job
@@ -25,9 +26,11 @@ Work = tuple[Plan, str, "Snapshot | None"]  # (plan, results file, snapshot to r
 
 def results_file(job: Job, out: str | None) -> str:
     """Where a job writes: ``out`` (one results file, or the folder of a sweep's files), else [run] out."""
+    # Resolved once, here: the same string is checked (``check_output``) and opened by the writer, so a
+    # path such as nosuch/../x.h5 means x.h5 to both (the OS would refuse to open it through nosuch/).
     if not out:
-        return job.run["out"]
-    return os.path.join(out, f"{job.variant}.h5") if job.variant else out
+        return os.path.normpath(job.run["out"])
+    return os.path.normpath(os.path.join(out, f"{job.variant}.h5") if job.variant else out)
 
 
 def agree(comm: Any, problem: str | None) -> str | None:
@@ -66,6 +69,12 @@ def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[
     status, runs = EXIT_OK, []
     for plan, out, snapshot in work:
         runner = Runner(plan, env, out, overwrite=force, quiet=quiet, resume=snapshot)
+        problem = runner.resume_problem()
+        if problem:
+            runner.abandon()
+            if runner.rank == 0:
+                print(f"mpidecent: error: {problem}", file=sys.stderr, flush=True)
+            return max(status, EXIT_BAD_INPUT), runs
         code = runner.run()
         runs.append(runner.result)
         status = max(status, code)
@@ -181,6 +190,11 @@ def check_output(out: str, force: bool) -> None:
     if os.path.exists(out) and not force:
         raise JobError(f"results file {out!r} already exists; pass --force to overwrite it or --out to "
                        "write elsewhere")
+    if os.path.exists(out):
+        not_results = _not_a_results_file(out)
+        if not_results:
+            raise JobError(f"--force overwrites only mpidecent results files, and {out!r} is {not_results}; "
+                           "it was left untouched: choose another --out or [run] out, or remove it yourself")
     folder = os.path.dirname(os.path.abspath(out))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -191,3 +205,29 @@ def check_output(out: str, force: bool) -> None:
                        "--out or [run] out") from None
 
 
+def _not_a_results_file(path: str) -> str | None:
+    """None for an mpidecent results file (HDF5 with a results ``format_version`` and /metrics/step, not a
+    checkpoint), else what it is instead, for --force's refusal."""
+    import h5py
+
+    from mpidecent.io.checkpoint import KIND
+
+    try:
+        if not os.path.isfile(path):
+            return "not a regular file"
+        if not h5py.is_hdf5(path):
+            return "not an HDF5 file"
+        try:
+            f = h5py.File(path, "r", locking=False)
+        except TypeError:  # an HDF5 without the locking switch
+            f = h5py.File(path, "r")
+        with f:
+            attrs = f.attrs
+            kind = attrs.get("kind", "")
+            if (kind.decode("utf-8", "replace") if isinstance(kind, bytes) else str(kind)) == KIND:
+                return "a checkpoint, not a results file"
+            if "format_version" not in attrs or "metrics" not in f or "step" not in f["metrics"]:
+                return "an HDF5 file without the results format (no format_version attribute or /metrics/step)"
+    except (OSError, TypeError, ValueError) as err:
+        return f"a file that cannot be read as HDF5 ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    return None

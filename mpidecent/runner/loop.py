@@ -26,6 +26,7 @@ from mpi4py import MPI
 
 from mpidecent.algorithms.base import StepStats
 from mpidecent.algorithms.catalog import divergence_hint, stability_warnings
+from mpidecent.compression.quantizers import DEFAULT_BUCKET
 from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.world import MpiEnvironment
 from mpidecent.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
@@ -71,6 +72,27 @@ class Runner:
 
     # ---- the run --------------------------------------------------------------------------------------------
 
+    def resume_problem(self) -> str | None:
+        """Collective, before ``run``: with a checkpoint to resume, the first rank's line if its saved arrays
+        do not match this run's (names, shapes, kinds), the same on every rank; checked before the results
+        file is opened, so a refused resume leaves it untouched. None when there is nothing to refuse."""
+        from mpidecent.errors import JobError
+        from mpidecent.runner.checkpointing import check_shapes, live_state
+
+        problem = None
+        if self.resume is not None:
+            try:
+                check_shapes(self.resume, live_state(self.algorithm, self.objective))
+            except JobError as err:
+                problem = f"--resume: {err}; {self.out} and its checkpoint were left untouched"
+        found = [p for p in self.comm.allgather(problem) if p]
+        return found[0] if found else None
+
+    def abandon(self) -> None:
+        """Collective: free what the constructor built, for a run that will not start."""
+        self.connection.close()
+        self.comm.Free()
+
     def run(self) -> int:
         """Run (or resume) every step; returns the process exit status: EXIT_OK, EXIT_DIVERGED, or
         EXIT_PREEMPTED after a stop signal (a checkpoint was written)."""
@@ -78,6 +100,10 @@ class Runner:
         if self.rank == 0 and job.set_aside and not self.quiet:
             print(f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
                   f"one uses: {', '.join(job.set_aside)}", flush=True)
+        bucket, dim = getattr(self.node.compressor, "bucket", 0), self.node.compressor.dim
+        if self.rank == 0 and not self.quiet and bucket > dim and bucket != DEFAULT_BUCKET:
+            print(f"note: [compression] bucket = {bucket} is larger than the model (d = {dim}): capped to one "
+                  f"bucket of {dim} entries (the same as bucket = 0)", flush=True)
         if self.rank == 0:
             for warning in stability_warnings(job):
                 print(f"mpidecent: warning: {job.run['name']}: {warning}", file=sys.stderr, flush=True)

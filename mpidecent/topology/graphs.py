@@ -420,8 +420,9 @@ def _chord_pair(k: int, pair: Any, n: int) -> tuple[int, int]:
 def from_file(n: int, path: str | Path, directed: bool = False, base_dir: str | Path | None = None) -> Graph:
     """Graph read from an edge-list file: one edge ``src dst`` (0-based ints) per line.
 
-    ``#`` starts a comment; blank lines are ignored; duplicate lines are merged. Undirected by default
-    (the file's edges are symmetrised, so listing one direction is enough). A relative ``path`` is
+    ``#`` starts a comment; blank lines are ignored; an edge listed twice is an error (undirected: ``0 1``
+    and ``1 0`` are the same edge). Undirected by default (the file's edges are symmetrised, so listing
+    one direction is enough). A relative ``path`` is
     taken relative to ``base_dir`` when given (e.g. the job file's folder), else the working directory.
     Errors name the file (as written in the job) and the line.
     """
@@ -439,6 +440,7 @@ def from_file(n: int, path: str | Path, directed: bool = False, base_dir: str | 
     except (OSError, UnicodeDecodeError) as err:
         raise JobError(f"[{SECTION}] path: cannot read {shown!r}: {err}") from None
     pairs: list[tuple[int, int]] = []
+    seen: dict[tuple[int, int], int] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         fields = line.split("#", 1)[0].split()
         if not fields:
@@ -456,6 +458,12 @@ def from_file(n: int, path: str | Path, directed: bool = False, base_dir: str | 
                                f"start more ranks or fix the file")
         if src == dst:
             raise JobError(f"{where}: self-loop {src} → {dst} is not allowed (a node's own weight is implicit)")
+        key = (src, dst) if directed else (min(src, dst), max(src, dst))
+        if key in seen:
+            same = "" if directed else " (undirected: src dst and dst src are the same edge)"
+            raise JobError(f"{where}: duplicate edge {src} {dst}, already listed on line {seen[key]}{same}; "
+                           "list each edge once")
+        seen[key] = lineno
         pairs.append((src, dst))
     return Graph.from_pairs(n, np.asarray(pairs, dtype=np.int64).reshape(-1, 2), directed=directed, kind="file")
 

@@ -286,3 +286,29 @@ def test_simulate_gossip_nodes_replace_a_sweep_over_n_instead_of_multiplying_it(
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path / "sim")) == ["async_sim_const-n16.h5", "async_sim_const-n8.h5"]
     assert "-n8-n" not in result.stdout and result.stdout.count("] n = ") == 2
+
+
+# ---- bad input: one line, exit 2, nothing destroyed (issue 15) ------------------------------------------------
+
+@pytest.mark.timeout(300)
+def test_bad_run_inputs_end_every_rank_with_one_line(tmp_path):
+    victim = tmp_path / "notes.txt"
+    victim.write_text("precious\n")
+    cases = [
+        (["--set", "model.init=normal", "--set", "model.init_scale=1e308",
+         "--out", str(tmp_path / "big.h5")], "initial model is not finite"),
+        (["--out", str(victim), "--force"], "--force overwrites only mpidecent results files"),
+    ]
+    for args, said in cases:
+        result = mpidecent("run", QUICKSTART, *FAST, *args, ranks=4)
+        lines = [line for line in result.stderr.splitlines() if line.startswith("mpidecent: error:")]
+        assert result.returncode == 2, result.stderr
+        assert len(lines) >= 1 and said in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.timeout(300)
+def test_out_through_a_missing_folder_is_the_normalised_path(tmp_path):
+    result = mpidecent("run", QUICKSTART, *FAST, "--out", str(tmp_path / "nosuch" / ".." / "x.h5"), ranks=4)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x.h5").exists() and not (tmp_path / "nosuch").exists()

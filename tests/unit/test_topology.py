@@ -290,7 +290,7 @@ def test_erdos_renyi_requires_p_in_range():
 
 def test_file_graph_parses_comments_and_symmetrises(tmp_path):
     f = tmp_path / "graph.txt"
-    f.write_text("# a small graph\n0 1\n\n1 2   # trailing comment\n  2 0\n0 1\n")
+    f.write_text("# a small graph\n0 1\n\n1 2   # trailing comment\n  2 0\n")  # each edge once: a duplicate is an error (test_bad_inputs)
     u = build_graph("file", 4, None, {"path": str(f)})
     assert not u.directed
     assert edge_set(u) == {(0, 1), (1, 0), (1, 2), (2, 1), (2, 0), (0, 2)}
