@@ -100,7 +100,9 @@ def test_bad_user_code_ends_every_rank_with_one_line_and_keeps_earlier_results(t
     job = tmp_path / "job.toml"
     job.write_text(JOB)
     out = tmp_path / "kept.h5"
-    out.write_bytes(b"earlier results")
+    with h5py.File(out, "w") as f:  # earlier results (the shape --force agrees to overwrite)
+        f.attrs["format_version"] = 1
+        f["metrics/step"] = np.arange(3)
     before = hashlib.sha256(out.read_bytes()).hexdigest()
     for overrides, message in (
             (["--set", 'model.name="nets.py:broken"'],
