@@ -225,44 +225,37 @@ def _ms(seconds: float | None) -> str:
 
 # ---- gradient coding's phases, on the ranks ------------------------------------------------------------------
 
-def uplink_phases(launcher_argv: Sequence[str], link: Link, config: dict) -> list[dict]:
-    rows = []
-    for model_name, hidden in config["models"].items():
-        d = _mlp_dim(64, hidden, 10)
-        ranks = 7 if config["ranks"] is None else min(7, config["ranks"])
-        with tempfile.TemporaryDirectory(prefix="mpidecent-uplink-") as tmp:
-            params, result = Path(tmp) / "p.json", Path(tmp) / "r.json"
-            params.write_text(json.dumps({"d": d, "repeats": config["uplink"]["repeats"]}))
-            argv = [*launcher_argv, "-n", str(ranks), sys.executable, "-m", "mpidecent.bench.network", "uplink",
-                    str(params), str(result)]
-            proc = subprocess.run(command(argv, link), env=environment(_bench_env()), capture_output=True,
-                                  text=True, timeout=900)
-            if proc.returncode != 0:
-                from mpidecent.bench import BenchError
+def _on_ranks(launcher_argv: Sequence[str], link: Link, section: str, ranks: int, params: dict,
+              timeout_s: float) -> dict:
+    """``section`` of ``main`` below run on ``ranks`` ranks behind ``link``; rank 0's result."""
+    with tempfile.TemporaryDirectory(prefix=f"mpidecent-{section}-") as tmp:
+        params_path, result = Path(tmp) / "p.json", Path(tmp) / "r.json"
+        params_path.write_text(json.dumps(params))
+        argv = [*launcher_argv, "-n", str(ranks), sys.executable, "-m", "mpidecent.bench.network", section,
+                str(params_path), str(result)]
+        proc = subprocess.run(command(argv, link), env=environment(_bench_env()), capture_output=True, text=True,
+                              timeout=timeout_s)
+        if proc.returncode != 0:
+            from mpidecent.bench import BenchError
 
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-                raise BenchError("the gradient-coding phase probe exited with "
-                                 f"{proc.returncode}:\n  " + "\n  ".join(tail))
-            rows.append({"link": link.rate, "model": model_name, **json.loads(result.read_text())})
-    return rows
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+            raise BenchError(f"the {section} probe behind the {link.rate} link exited with {proc.returncode}:\n  "
+                             + "\n  ".join(tail))
+        return json.loads(result.read_text())
+
+
+def uplink_phases(launcher_argv: Sequence[str], link: Link, config: dict) -> list[dict]:
+    ranks = 7 if config["ranks"] is None else min(7, config["ranks"])
+    return [{"link": link.rate, "model": model_name,
+             **_on_ranks(launcher_argv, link, "uplink", ranks,
+                         {"d": _mlp_dim(64, hidden, 10), "repeats": config["uplink"]["repeats"]}, 900)}
+            for model_name, hidden in config["models"].items()]
 
 
 def calibrate(launcher_argv: Sequence[str], link: Link, nbytes: int, repeats: int) -> dict:
     """The link's effective rate: one message of ``nbytes`` from rank 0 to rank 1 (2 ranks), median of
     ``repeats``, from a barrier until the receiver has it."""
-    with tempfile.TemporaryDirectory(prefix="mpidecent-calibrate-") as tmp:
-        params, result = Path(tmp) / "p.json", Path(tmp) / "r.json"
-        params.write_text(json.dumps({"nbytes": nbytes, "repeats": repeats}))
-        argv = [*launcher_argv, "-n", "2", sys.executable, "-m", "mpidecent.bench.network", "calibrate",
-                str(params), str(result)]
-        proc = subprocess.run(command(argv, link), env=environment(_bench_env()), capture_output=True, text=True,
-                              timeout=600)
-        if proc.returncode != 0:
-            from mpidecent.bench import BenchError
-
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-            raise BenchError(f"the link calibration exited with {proc.returncode}:\n  " + "\n  ".join(tail))
-        seconds = json.loads(result.read_text())["seconds"]
+    seconds = _on_ranks(launcher_argv, link, "calibrate", 2, {"nbytes": nbytes, "repeats": repeats}, 600)["seconds"]
     return {"link": link.rate, "nominal_bps": link.bandwidth_bps, "nbytes": nbytes, "seconds": seconds,
             "effective_bps": 8 * nbytes / seconds}
 
@@ -270,16 +263,17 @@ def calibrate(launcher_argv: Sequence[str], link: Link, nbytes: int, repeats: in
 def _one_way(comm, params: dict) -> dict:
     from mpi4py import MPI
 
+    from mpidecent.bench.ranks import _timed
+
     buf = np.zeros(int(params["nbytes"]), dtype=np.uint8)
-    times = []
-    for _ in range(int(params["repeats"]) + 1):  # the first one opens the connection
-        comm.Barrier()
-        start = time.perf_counter()
+
+    def one() -> None:
         if comm.rank == 0:
             comm.Send([buf, MPI.BYTE], dest=1)
         elif comm.rank == 1:
             comm.Recv([buf, MPI.BYTE], source=0)
-        times.append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
+
+    times = [_timed(comm, one) for _ in range(int(params["repeats"]) + 1)]  # the first opens the connection
     return {"seconds": float(np.median(times[1:]))}
 
 
@@ -292,8 +286,7 @@ def uplink(comm, params: dict) -> dict:
     """On the ranks (rank 0 master): the workers' upload of an encoded update (encode + send until the
     master holds all of them) and the master's broadcast of θ at full precision, each timed from a
     barrier on the slowest rank, median over repeats, 1-bit and float32 calls interleaved."""
-    from mpi4py import MPI
-
+    from mpidecent.bench.ranks import _timed
     from mpidecent.comm.master import MasterWorker
     from mpidecent.comm.messages import Stopwatch
     from mpidecent.comm.uplink import Uplink
@@ -311,12 +304,6 @@ def uplink(comm, params: dict) -> dict:
     everyone = np.arange(comm.size - 1)
     times: dict[str, list[float]] = {f"{n}_{p}": [] for n in streams for p in ("upload", "broadcast")}
 
-    def timed(fn) -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        fn()
-        return comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-
     step = 0
     for repeat in range(repeats + 1):  # the first round warms the kernels and connections up
         for name, (link, stream, _) in streams.items():
@@ -333,14 +320,11 @@ def uplink(comm, params: dict) -> dict:
             def down(stream=stream, link=link, step=step) -> None:
                 if comm.rank == 0:
                     stream.broadcast(theta, step)
-                    link._complete_done(link._sends)
-                    for requests, _ in list(link._sends.values()):
-                        MPI.Request.Waitall(requests)
-                    link._sends.clear()
+                    link.complete_broadcasts()
                 else:
                     stream.receive(theta, step)
 
-            u, b = timed(up), timed(down)
+            u, b = _timed(comm, up), _timed(comm, down)
             if repeat:
                 times[f"{name}_upload"].append(u)
                 times[f"{name}_broadcast"].append(b)

@@ -86,6 +86,12 @@ class MasterWorker:
             elif not pending:
                 del self._receives[step]
 
+    def complete_broadcasts(self) -> None:
+        """Master: wait until every broadcast so far has reached its workers (their buffers are free)."""
+        for requests, _ in self._sends.values():
+            MPI.Request.Waitall(requests)
+        self._sends.clear()
+
     @staticmethod
     def _complete_done(store: dict[int, tuple[list[MPI.Request], np.ndarray]]) -> None:
         for step in list(store):

@@ -108,6 +108,31 @@ def _sbatch(cluster, args: list[str], timeout: float) -> subprocess.CompletedPro
                           text=True, timeout=timeout)
 
 
+def _warn_after_rows(cluster, sbatch: subprocess.Popen, name: str, out: Path, log: Path,
+                     err: Path) -> tuple[str, str, str, str]:
+    """Wait for 4 logged rows (the ranks' stop handlers are installed), send the warning signal the way
+    --signal=B:USR1@120 does (to the batch shell only) and wait for the job; returns (job id, job.out,
+    job.err, the context for assertion messages). Cancels the job if anything fails on the way."""
+    stdout = stderr = ""
+    try:
+        job = _job_id(cluster, name, sbatch)
+        deadline = time.time() + 240
+        while _rows(out) < 4:
+            assert sbatch.poll() is None, f"the job ended early:\n{_read(log)}\n{_read(err)}"
+            assert time.time() < deadline, f"no progress in {out}:\n{_read(log)}\n{_read(err)}\n{cluster.logs()}"
+            time.sleep(0.2)
+        cluster.run(["scancel", "--signal=USR1", "--batch", job])
+        # The requeued job waits cred_expire + 1 s (21 s here) before it may start again.
+        stdout, stderr = sbatch.communicate(timeout=420)
+    finally:
+        if sbatch.poll() is None:
+            sbatch.kill()
+            cluster.run(["scancel", "--full", "-n", name], check=False)
+    log_text, err_text = _read(log), _read(err)
+    context = f"\n--- job.out ---\n{log_text}\n--- job.err ---\n{err_text}\n--- sbatch ---\n{stdout}{stderr}"
+    return job, log_text, err_text, context
+
+
 @pytest.mark.timeout(600)
 def test_warning_signal_requeues_and_the_job_resumes_to_the_uninterrupted_numbers(slurm, tmp_path):
     reference = tmp_path / "reference.h5"
@@ -119,24 +144,7 @@ def test_warning_signal_requeues_and_the_job_resumes_to_the_uninterrupted_number
         ["sbatch", "--wait", "-J", name, "-n", str(RANKS), "-t", "10", "-o", str(log), "-e", str(err),
          "slurm/train.sbatch", QUICKSTART, *LONG, "--quiet", "--out", str(out)],
         cwd=ROOT, env=_job_env(slurm), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        job = _job_id(slurm, name, sbatch)
-        # Wait for progress (4 rows: steps 0..300) so the ranks' stop handlers are installed, then send
-        # the warning signal the way --signal=B:USR1@120 does: to the batch shell only.
-        deadline = time.time() + 240
-        while _rows(out) < 4:
-            assert sbatch.poll() is None, f"the job ended early:\n{_read(log)}\n{_read(err)}"
-            assert time.time() < deadline, f"no progress in {out}:\n{_read(log)}\n{_read(err)}\n{slurm.logs()}"
-            time.sleep(0.2)
-        slurm.run(["scancel", "--signal=USR1", "--batch", job])
-        # The requeued job waits cred_expire + 1 s (21 s here) before it may start again.
-        stdout, stderr = sbatch.communicate(timeout=420)
-    finally:
-        if sbatch.poll() is None:
-            sbatch.kill()
-            slurm.run(["scancel", "--full", "-n", name], check=False)
-    log_text, err_text = _read(log), _read(err)
-    context = f"\n--- job.out ---\n{log_text}\n--- job.err ---\n{err_text}\n--- sbatch ---\n{stdout}{stderr}"
+    job, log_text, err_text, context = _warn_after_rows(slurm, sbatch, name, out, log, err)
     assert sbatch.returncode == 0, context
 
     # Slurm's view: requeued once, then completed.
@@ -251,21 +259,7 @@ def test_srun_launcher_forwards_the_warning_signal_and_the_job_resumes(slurm, tm
          "slurm/train.sbatch", QUICKSTART, "--set", f"run.steps={steps}", "--set", "run.log_every=50", "--quiet",
          "--out", str(out)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        job = _job_id(slurm, name, sbatch)
-        deadline = time.time() + 240
-        while _rows(out) < 4:  # steps 0..150: the ranks' stop handlers are installed
-            assert sbatch.poll() is None, f"the job ended early:\n{_read(log)}\n{_read(err)}"
-            assert time.time() < deadline, f"no progress in {out}:\n{_read(log)}\n{_read(err)}\n{slurm.logs()}"
-            time.sleep(0.2)
-        slurm.run(["scancel", "--signal=USR1", "--batch", job])  # as --signal=B:USR1@120 does
-        stdout, stderr = sbatch.communicate(timeout=420)
-    finally:
-        if sbatch.poll() is None:
-            sbatch.kill()
-            slurm.run(["scancel", "--full", "-n", name], check=False)
-    log_text, err_text = _read(log), _read(err)
-    context = f"\n--- job.out ---\n{log_text}\n--- job.err ---\n{err_text}\n--- sbatch ---\n{stdout}{stderr}"
+    job, log_text, err_text, context = _warn_after_rows(slurm, sbatch, name, out, log, err)
     assert sbatch.returncode == 0, context
     info = slurm.job_info(job)
     assert info.get("Restarts") == "1" and info.get("JobState") == "COMPLETED", f"{info}{context}"
@@ -273,11 +267,10 @@ def test_srun_launcher_forwards_the_warning_signal_and_the_job_resumes(slurm, tm
     assert "SIGUSR1 received: forwarding SIGUSR1 to srun" in log_text, context
     stop = re.findall(r"stop requested \(SIGUSR1\) at step (\d+): checkpoint .* written", err_text)
     # Rank 0 ran `scontrol requeue`. With srun the ranks (and that scontrol) are in a job step, which Slurm
-    # cancels as it requeues, so scontrol may be killed before it reports success: rank 0 then logs
-    # "scontrol requeue N failed: ;" although the job was requeued (Restarts == 1 above). Known, to be
-    # fixed in mpidecent/preemption.py; what matters here is the requeue and the resume.
+    # cancels as it requeues, so scontrol may be killed before it reports success: rank 0 then logs that
+    # the requeue was requested (mpidecent/preemption.py); the job was requeued either way (Restarts == 1).
     assert len(stop) == 1, context
-    assert f"requeued Slurm job {job}" in err_text or f"scontrol requeue {job} failed: ;" in err_text, context
+    assert f"requeued Slurm job {job}" in err_text or f"requeue of Slurm job {job} requested" in err_text, context
     assert re.findall(r"start (\d) \(SLURM_RESTART_COUNT\)", log_text) == ["0", "1"], context
     assert log_text.count("--resume") == 1 and "srun finished (exit 0)" in log_text, context
     attrs = read_run(str(out)).attrs
