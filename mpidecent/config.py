@@ -549,6 +549,20 @@ SWEEP_REFERENCE: list[str] = [
     "compressor. At the start, rank 0 warns (`mpidecent: warning: ...`) about known-unstable combinations:",
     "quantized_push_sum, multi_gossip or choco_sgd with a biased operator (topk, sign, qsgd_contractive, randk",
     "with scaled = false) and gamma = 1.", "",
+    "## Memory", "",
+    "Before the data are generated or read, every rank estimates the memory its part of the job needs and",
+    "refuses a job that needs more than its share of the machine, in one line naming the key that dominates",
+    "(`[data] samples`, `features`, `batch_size`, `[model] hidden`, `channels`, or a data file's `path`):",
+    "`[data] samples = 1000000000 needs about 723 GiB per rank (data 525 GiB, model 2.8 KiB, …) but each of",
+    "the 4 ranks on this machine has about 5.5 GiB (22 GiB available)` (exit status 2). The share is the",
+    "memory available now (`MemAvailable`, or the room under a cgroup limit when smaller, as under Slurm or in",
+    "a container) divided by the ranks on this machine (from Open MPI, MPICH or Slurm; else all the ranks).",
+    "The estimate counts the data (a generated or built-in set is held whole on every rank while its shard",
+    "is cut), the model's parameters with their copies, the algorithm's d-sized vectors, the message buffers,",
+    "a step's activations and, for a convex model with `[model] l2` > 0, the exact optimum's d×d Newton",
+    "system; it is rough, and not the Python and torch runtime itself. A user's loader or model is not",
+    "estimated: running out of memory while building it is one line naming `[data] name` or `[model] name`.",
+    "`MPIDECENT_NO_MEMORY_CHECK=1` in the environment skips the estimate.", "",
 ]
 
 

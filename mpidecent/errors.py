@@ -12,6 +12,11 @@ class JobError(Exception):
     """Invalid user input; ``str(err)`` is the complete one-line message."""
 
 
+class OutputError(Exception):
+    """Writing an output file failed (full disk, vanished folder, I/O error); ``str(err)`` says what was
+    written where and why, in one line. The runner stops every rank with ``EXIT_IO``."""
+
+
 class NonFiniteInputError(ValueError):
     """A compressor was asked to encode NaN or infinite values (a diverging run)."""
 
@@ -22,3 +27,4 @@ EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 4  # stopped by SIGUSR1/SIGTERM after writing a checkpoint
+EXIT_IO = 5  # an output file could not be written (full disk, vanished folder, I/O error)

@@ -88,11 +88,16 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
         raise JobError(f"[data] name = {job.data['name']!r} returns one shard per rank, but {spec.name} trains "
                        "every rank on partitions of the whole set: let the loader return the whole set (drop its "
                        "rank and world_size parameters)")
-    info = check_data(job.data, nodes, folder, min(rank, nodes - 1))
+    from mpidecent.footprint import check_memory, memory_guard
+
+    check_memory(job, weights, rank, folder)  # before the data are generated or read: sizes out of reach
+    with memory_guard(f"[data] name = {job.data['name']!r}", n):  # a user's loader: only known once loaded
+        info = check_data(job.data, nodes, folder, min(rank, nodes - 1))
     from mpidecent.learning.problems import check_model  # torch: only once the job has passed the other checks
 
-    check_model(job.model, info.input_shape, info.task, info.num_classes, folder)
-    _check_initial_model(job, info.input_shape, info.num_classes, rank, folder)
+    with memory_guard(f"[model] name = {job.model['name']!r}", n):  # a user's model: only known once built
+        check_model(job.model, info.input_shape, info.task, info.num_classes, folder)
+        _check_initial_model(job, info.input_shape, info.num_classes, rank, folder)
     return Plan(job, n, schedule, weights, is_strongly_connected(union), schedule_spectral_gap(weights))
 
 

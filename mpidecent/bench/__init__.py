@@ -15,13 +15,16 @@ Sections (``--sections``, comma-separated; default all):
 5. ``target``      modelled time to a common target at 1 and 10 Gbit/s for pairs of shipped jobs
 6. ``rma``         passive-target RMA progress (Lock/Get/Unlock while the target computes)
    ``memory``      peak RSS per rank of gossip at a large d
+   ``startup``     the quickstart launched with 8, 16, 32 and 64 ranks on this machine's cores: wall time to
+                   step 0, of the training and to the exit (``tiny``: 8 and 16 ranks, 50 steps)
    ``network``     exact vs compressed algorithms over a real rate-limited link (1 Gbit/s, 100 Mbit/s):
                    step time, time to a target test accuracy, gradient coding's upload and broadcast
                    (needs root for a network namespace; skips in one line where that is not permitted)
 
-``--size tiny`` (the CI smoke test: about a minute on 2 idle cores, almost all of it starting a dozen
-``mpirun`` jobs whose ranks import torch), ``small`` (default: about 25 minutes on 2 cores, 20 of them the
-network section; ``--sections`` without it: about 5) or ``large``.
+``--size tiny`` (the CI smoke test: about a minute and a half on 2 idle cores, almost all of it starting
+a dozen ``mpirun`` jobs whose ranks import torch, 8 and 16 of them for ``startup``), ``small`` (default:
+about 30 minutes on 2 cores, 20 of them the network section and 5 the startup section's 64 ranks;
+``--sections`` without those two: about 5) or ``large``.
 Absolute times on shared machines are noise; the ratios compare contenders measured in one run, calls
 interleaved.
 """
@@ -42,7 +45,7 @@ from pathlib import Path
 
 from mpidecent import texttable
 
-SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory", "network")
+SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory", "startup", "network")
 
 SIZES: dict[str, dict] = {
     "tiny": {"ranks": 4, "exchange": {"dims": [1000, 100_000], "repeats": 5},
@@ -50,19 +53,22 @@ SIZES: dict[str, dict] = {
              "step": {"hidden": [64], "batch": 16, "repeats": 3},
              "scaling": {"ranks": [4, 6], "dims": [1000, 100_000], "repeats": 3},
              "memory": {"d": 100_000, "steps": 2},
-             "target": {"pairs": [0], "steps": {"jobs/quickstart.toml": 60}, "ranks": {0: 4}}},
+             "target": {"pairs": [0], "steps": {"jobs/quickstart.toml": 60}, "ranks": {0: 4}},
+             "startup": {"ranks": [8, 16], "steps": 50, "timeout_s": 600}},
     "small": {"ranks": 8, "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000], "repeats": 30},
               "compressors": {"dims": [1_000_000, 10_000_000], "repeats": 7},
               "step": {"hidden": [1024, 1024], "batch": 32, "repeats": 10},
               "scaling": {"ranks": [4, 8, 16], "dims": [10_000, 100_000, 1_000_000], "repeats": 10},
               "memory": {"d": 10_000_000, "steps": 3},
-              "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}}},
+              "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
+              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600}},
     "large": {"ranks": 8, "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000, 10_000_000], "repeats": 50},
               "compressors": {"dims": [1_000_000, 10_000_000, 100_000_000], "repeats": 9},
               "step": {"hidden": [1024, 1024], "batch": 64, "repeats": 30},
               "scaling": {"ranks": [4, 8, 16, 32], "dims": [10_000, 100_000, 1_000_000, 10_000_000], "repeats": 10},
               "memory": {"d": 10_000_000, "steps": 5},
-              "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}}},
+              "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
+              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600}},
 }
 
 
@@ -73,8 +79,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--sections", default="all",
                        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
     bench.add_argument("--size", choices=tuple(SIZES), default="small",
-                       help="tiny (about a minute: the CI smoke test), small (default: ~25 minutes, ~5 without "
-                            "the network section), large")
+                       help="tiny (about a minute and a half: the CI smoke test), small (default: ~30 minutes, "
+                            "~5 without the network and startup sections), large")
     bench.add_argument("--ranks", type=int, help="ranks for the MPI sections (default: 8; tiny: 4)")
     bench.add_argument("--out", default="bench-results", help="folder for the JSON result (default: bench-results)")
     bench.add_argument("--launcher", default="mpirun", help="MPI launcher command (default: mpirun)")
@@ -167,6 +173,11 @@ def _tables(name: str, result: dict) -> str:
         from mpidecent.bench.network import tables
 
         return tables(result)
+    if name == "startup":
+        from mpidecent.bench.startup import table
+
+        title, head, body = table(result)
+        return title + "\n" + _grid(head, body)
     rows = result.get("rows", [])
     if name == "exchange":
         head = ["d (float32)", "bytes/msg", "out-degree", "mpidecent µs", "raw µs", "ratio", "goal ≤ 1.15 (d ≥ 1e5)"]
@@ -233,6 +244,12 @@ def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: L
             cfg = config["target"]
             result = {"rows": target.run(launcher.mpidecent, root, out_dir / "target-runs", cfg["pairs"],
                                          cfg["steps"], cfg["ranks"])}
+        elif name == "startup":
+            from mpidecent.bench import startup
+
+            cfg = config["startup"]
+            result = startup.run(launcher.command, launcher.env, root, out_dir / "startup-runs", cfg["ranks"],
+                                 cfg["steps"], cfg["timeout_s"])
         elif name == "network":
             from mpidecent.bench import network
 

@@ -14,7 +14,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from mpidecent.errors import EXIT_INTERNAL
+from mpidecent.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, JobError
 
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
@@ -68,19 +68,26 @@ def init_mpi(probe_osc: bool = False) -> MpiEnvironment:
 
 
 def abort_on_error() -> None:
-    """Install an excepthook that prints the error from the failing rank and aborts every rank."""
+    """Install an excepthook that prints the error from the failing rank and aborts every rank. Bad input
+    that only shows once the ranks are running (``JobError``, e.g. a user's loader running out of memory)
+    is one line and exit status 2; anything else is an internal error with its traceback (status 1)."""
 
     def hook(exc_type, exc, tb) -> None:  # pragma: no cover - exercised through subprocess tests
         rank = launcher_rank()
-        text = "".join(traceback.format_exception(exc_type, exc, tb))
-        sys.stderr.write(f"mpidecent: internal error on rank {rank}:\n{text}")
+        if issubclass(exc_type, JobError):
+            sys.stderr.write(f"mpidecent: error: {exc} (on rank {rank})\n")
+            code = EXIT_BAD_INPUT
+        else:
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            sys.stderr.write(f"mpidecent: internal error on rank {rank}:\n{text}")
+            code = EXIT_INTERNAL
         sys.stderr.flush()
         try:
             from mpi4py import MPI
 
             if MPI.Is_initialized() and not MPI.Is_finalized():
-                MPI.COMM_WORLD.Abort(EXIT_INTERNAL)
+                MPI.COMM_WORLD.Abort(code)
         finally:
-            os._exit(EXIT_INTERNAL)
+            os._exit(code)
 
     sys.excepthook = hook

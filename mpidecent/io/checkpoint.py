@@ -14,10 +14,14 @@ Layout (``<results file without .h5>.ckpt.h5``)::
     every dataset:    attrs shapes (n_ranks, ndim) int64 — each rank's true shape (ranks may differ, e.g.
                       in-degrees), sha256 (n_ranks,) str — checksum of each rank's bytes, verified on load
 
-Reading verifies the checksums first (format 1 files have none), then checks every value resume trusts
-for range and consistency with this launch and job (world size, job, algorithm, 0 ≤ step ≤ steps,
-results_rows = the rows logged up to step, each dataset's layout), and bounds every size read from the
-file (by the dataset's extent and the file's size) before allocating.
+Reading first walks the file's global heaps (``hdf5guard.heap_problem``: a damaged one crashes libhdf5)
+and bounds every attribute's size by the file's, then verifies the checksums (format 1 files have none),
+then checks every value resume trusts for range and consistency with this launch and job (world size, job,
+algorithm, 0 ≤ step ≤ steps, results_rows = the rows logged up to step, created an ISO 8601 time, rng this
+version's note, results_file a path, each dataset's layout, the counters finite and ≥ 0), and bounds every
+size read from the file (by the dataset's extent and the file's size) before allocating. ``mpidecent run
+--resume`` then checks the results file against it (``runner.launch.check_pair``: its first results_rows
+steps are the job's log steps up to step) before anything is written.
 
 Randomness needs no stored generator state: every random draw comes from a generator derived from
 (seed, rank, step, purpose) (``rng.py``), so the step is the complete random state.
@@ -44,7 +48,9 @@ import h5py
 import numpy as np
 from h5py import h5fd, h5p, h5s
 
-from mpidecent.errors import JobError
+from mpidecent.errors import JobError, OutputError
+from mpidecent.io.faults import guarded, remove_quietly
+from mpidecent.io.hdf5guard import READ_ERRORS, attribute_problem, first_line, heap_problem
 
 KIND = "mpidecent-checkpoint"
 FORMAT_VERSION = 2  # 2: the checksums attribute
@@ -121,7 +127,9 @@ def _write_row(dset: h5py.Dataset, rank: int, array: np.ndarray) -> None:
 def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, object]) -> None:
     """Collective over ``comm``: write every rank's snapshot to ``path`` atomically (see module doc).
 
-    ``attrs`` must be identical on every rank (job, world_size, algorithm, ...)."""
+    ``attrs`` must be identical on every rank (job, world_size, algorithm, ...). A failed write raises
+    ``OutputError`` on the rank that saw it, after removing the temporary file; the previous checkpoint
+    is untouched."""
     tmp = f"{path}.tmp"
     groups = {"state": snapshot.state, "runner": snapshot.counters}
     layouts = comm.allgather({g: {k: (v.shape, v.dtype.str) for k, v in arrays.items()}
@@ -131,36 +139,56 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
     root = {"kind": KIND, "format_version": FORMAT_VERSION, "step": int(snapshot.step),
             "results_rows": int(snapshot.results_rows), "created": created, "rng": RNG_NOTE, **attrs}
     checksums = {f"attr:{k}": _attr_checksum(v) for k, v in root.items()}
-    with h5py.File(tmp, "w", driver="mpio", comm=comm) as f:
-        for group, arrays in groups.items():
-            for name in arrays:  # same names in the same order on every rank (the algorithm's contract)
-                shapes = np.array([layout[group][name][0] for layout in layouts], dtype=np.int64).reshape(
-                    comm.size, -1)
-                padded = tuple(int(m) for m in shapes.max(axis=0))
-                dset = f.create_dataset(f"{group}/{name}", shape=(comm.size, *padded),
-                                        dtype=np.dtype(layouts[0][group][name][1]))
-                rows = np.array([d[group][name] for d in digests], dtype=h5py.string_dtype())
-                dset.attrs["shapes"] = shapes
-                dset.attrs["sha256"] = rows
-                checksums[f"data:{group}/{name}"] = _layout_checksum(dset.dtype.str, dset.shape, shapes, rows)
-                if dset.size:  # an all-empty dataset has no storage to write to (same on every rank)
-                    _write_row(dset, comm.rank, arrays[name])
-        f.attrs.update(root)
-        f.attrs[CHECKSUMS] = json.dumps(checksums, sort_keys=True)
-    comm.Barrier()  # every rank has closed: the temporary file is complete
-    if comm.rank == 0:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    try:
+        with guarded("writing the checkpoint", tmp):
+            _write_file(tmp, comm, groups, layouts, digests, root, checksums)
+        comm.Barrier()  # every rank has closed: the temporary file is complete
+        if comm.rank == 0:
+            with guarded("saving the checkpoint", path):
+                _publish(tmp, path)
+    except OutputError:
+        remove_quietly(tmp)  # frees the room it took; the previous checkpoint is still in place
+        raise
     comm.Barrier()
+
+
+def _write_file(tmp: str, comm, groups: Mapping[str, Mapping[str, np.ndarray]], layouts: list, digests: list,
+                root: Mapping[str, object], checksums: dict[str, str]) -> None:
+    """Collective: the checkpoint's content into ``tmp`` (see ``write_checkpoint``). Not a ``with`` block:
+    after a failed write the file must not be closed (a collective that the other ranks may never join);
+    the caller ends the job instead."""
+    f = h5py.File(tmp, "w", driver="mpio", comm=comm)
+    for group, arrays in groups.items():
+        for name in arrays:  # same names in the same order on every rank (the algorithm's contract)
+            shapes = np.array([layout[group][name][0] for layout in layouts], dtype=np.int64).reshape(
+                comm.size, -1)
+            padded = tuple(int(m) for m in shapes.max(axis=0))
+            dset = f.create_dataset(f"{group}/{name}", shape=(comm.size, *padded),
+                                    dtype=np.dtype(layouts[0][group][name][1]))
+            rows = np.array([d[group][name] for d in digests], dtype=h5py.string_dtype())
+            dset.attrs["shapes"] = shapes
+            dset.attrs["sha256"] = rows
+            checksums[f"data:{group}/{name}"] = _layout_checksum(dset.dtype.str, dset.shape, shapes, rows)
+            if dset.size:  # an all-empty dataset has no storage to write to (same on every rank)
+                _write_row(dset, comm.rank, arrays[name])
+    f.attrs.update(root)
+    f.attrs[CHECKSUMS] = json.dumps(checksums, sort_keys=True)
+    f.close()
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Rank 0: make the complete ``tmp`` durable and rename it over ``path`` (atomic on POSIX)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _first_difference(ours: str, theirs: str) -> str:
@@ -185,7 +213,7 @@ def _first_difference(ours: str, theirs: str) -> str:
     return "the section layout"
 
 
-def _verify_checksums(path: str, f: h5py.File, untouched: str) -> None:
+def _verify_checksums(path: str, f: h5py.File, limit: int, untouched: str) -> None:
     """Every root attribute and every dataset's layout against the stored checksums (format ≥ 2)."""
     try:
         stored = json.loads(str(_text(f.attrs[CHECKSUMS])))
@@ -202,6 +230,7 @@ def _verify_checksums(path: str, f: h5py.File, untouched: str) -> None:
             if not isinstance(dset, h5py.Dataset) or "shapes" not in dset.attrs or "sha256" not in dset.attrs:
                 raise JobError(f"checkpoint {path!r}: {group}/{name} is not a checkpointed array (corrupt or "
                                f"edited){untouched}")
+            _check_attribute_sizes(path, dset, limit, untouched)
             found[f"data:{group}/{name}"] = _layout_checksum(dset.dtype.str, dset.shape, dset.attrs["shapes"],
                                                              dset.attrs["sha256"])
     for key in sorted(set(stored) | set(found)):
@@ -236,6 +265,14 @@ def rows_logged(step: int, steps: int, log_every: int) -> int:
     return step // every + 1 + int(step == steps and steps % every != 0)
 
 
+def logged_steps(step: int, steps: int, log_every: int) -> np.ndarray:
+    """The steps of the rows ``rows_logged`` counts, in order: 0, ``log_every``, 2·``log_every``, … up to
+    ``step``, and ``step`` itself when it is the last step (what the results file's /metrics/step starts with)."""
+    every = max(int(log_every), 1)
+    logged = np.arange(0, int(step) + 1, every, dtype=np.int64)
+    return np.append(logged, np.int64(step)) if step == steps and steps % every != 0 else logged
+
+
 def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Snapshot:
     """Read and verify this rank's part of a checkpoint (local, not collective). Raises ``JobError``
     (one line, naming the problem and the fix) for a missing, foreign, corrupt, edited or truncated file,
@@ -243,20 +280,83 @@ def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Sna
     untouched = "; nothing was changed"
     if not os.path.exists(path):
         raise JobError(f"no checkpoint {path!r} to resume from; run without --resume to start the job")
+    # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers (hdf5guard.py).
+    problem = heap_problem(path)
+    if problem:
+        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({problem}){untouched}")
     try:
         f = h5py.File(path, "r")
-    except OSError as err:
-        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({err}){untouched}") from None
+    except READ_ERRORS as err:
+        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({first_line(err)}){untouched}") from None
     try:
         with f:
             return _read_verified(path, f, rank, world_size, job_toml, untouched)
-    except (OSError, KeyError, ValueError, TypeError, IndexError, OverflowError, MemoryError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({first}){untouched}") from None
+    except READ_ERRORS as err:  # not MemoryError: every size is bounded before it is read
+        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({first_line(err)}){untouched}") from None
+
+
+def _check_attribute_sizes(path: str, obj: h5py.HLObject, limit: int, untouched: str) -> None:
+    """No attribute of ``obj`` may claim more bytes than the file holds (checked before reading it)."""
+    problem = attribute_problem(obj, limit)
+    if problem:
+        raise JobError(f"checkpoint {path!r}: {obj.name} {problem} (corrupt){untouched}")
+
+
+def _check_notes(path: str, attrs: h5py.AttributeManager, untouched: str) -> None:
+    """The descriptive attributes, beyond their checksums (format 1 has none): ``created`` an ISO 8601
+    time, ``rng`` the note this version writes, ``results_file`` a path."""
+    for name in ("created", "rng", "results_file"):
+        if name in attrs and not isinstance(_python_text(attrs[name]), str):
+            raise JobError(f"checkpoint {path!r}: attribute {name!r} is not text (corrupt or edited){untouched}")
+    if "created" in attrs:
+        created = _python_text(attrs["created"])
+        try:
+            _dt.datetime.fromisoformat(created)
+        except ValueError:
+            raise JobError(f"checkpoint {path!r}: attribute 'created' = {created[:40]!r} is not an ISO 8601 time "
+                           f"(corrupt or edited){untouched}") from None
+    if "rng" in attrs and _python_text(attrs["rng"]) != RNG_NOTE:
+        raise JobError(f"checkpoint {path!r}: attribute 'rng' = {_python_text(attrs['rng'])[:40]!r} is not this "
+                       f"version's generator note (corrupt, edited, or another random scheme){untouched}")
+    if "results_file" in attrs:
+        results = _python_text(attrs["results_file"])
+        if not results or "\0" in results:
+            raise JobError(f"checkpoint {path!r}: attribute 'results_file' = {results[:40]!r} is not a path "
+                           f"(corrupt or edited){untouched}")
+
+
+def _python_text(value: object) -> object:
+    """A string attribute as ``str``; anything else as it is (so a non-string can be told apart)."""
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, np.bytes_)) else value
+
+
+# The runner's counters (runner/checkpointing.py): counts are integers ≥ 0, seconds finite floats ≥ 0.
+# losses (the minibatch losses since the last log point) may be anything a float holds: a diverging run
+# is only stopped at its next log point, and a checkpoint may come before it.
+COUNTS = ("bits", "bytes", "messages")
+SECONDS = ("compute_s", "comm_s", "wall_s")
+
+
+def _check_counters(path: str, counters: Mapping[str, np.ndarray], log_every: int, untouched: str) -> None:
+    """The runner's counters: one value each (losses: at most ``log_every``), of their kind and range."""
+    for name in (*COUNTS, *SECONDS):
+        if counters.get(name, np.zeros(0)).shape != (1,):
+            raise JobError(f"checkpoint {path!r}: runner/{name} is missing or not one value (corrupt or edited)"
+                           f"{untouched}")
+        value, kind = counters[name], "iu" if name in COUNTS else "f"
+        if value.dtype.kind not in kind or not np.all(np.isfinite(value)) or value[0] < 0:
+            raise JobError(f"checkpoint {path!r}: runner/{name} = {value[0].item()!r} is not a finite "
+                           f"{'count' if name in COUNTS else 'number of seconds'} ≥ 0 (corrupt or edited){untouched}")
+    losses = counters.get("losses")
+    if losses is None or losses.ndim != 1 or losses.size > max(log_every, 1) or losses.dtype.kind != "f":
+        raise JobError(f"checkpoint {path!r}: runner/losses is missing, not floats or longer than [run] log_every "
+                       f"(corrupt or edited){untouched}")
 
 
 def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml: str, untouched: str) -> Snapshot:
     attrs = f.attrs
+    limit = os.path.getsize(path)  # contiguous, uncompressed: nothing in it holds more bytes than the file
+    _check_attribute_sizes(path, f, limit, untouched)
     if _text(attrs.get("kind", "")) != KIND:
         raise JobError(f"{path!r} is not an mpidecent checkpoint (no kind = {KIND!r} attribute){untouched}")
     version = _integer(path, attrs, "format_version", untouched)
@@ -267,7 +367,8 @@ def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml
         raise JobError(f"checkpoint {path!r} has format_version {version}, not a version (corrupt or edited)"
                        f"{untouched}")
     if version >= 2 or CHECKSUMS in attrs:
-        _verify_checksums(path, f, untouched)
+        _verify_checksums(path, f, limit, untouched)
+    _check_notes(path, attrs, untouched)
     stored_size = _integer(path, attrs, "world_size", untouched)
     if stored_size != world_size:
         raise JobError(f"checkpoint {path!r} was written by {stored_size} ranks but {world_size} "
@@ -293,7 +394,6 @@ def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml
     if results_rows != expected:
         raise JobError(f"checkpoint {path!r}: attribute 'results_rows' = {results_rows} but step {step} with "
                        f"[run] log_every = {log_every} logs {expected} rows (corrupt or edited){untouched}")
-    limit = os.path.getsize(path)  # contiguous, uncompressed datasets: no row holds more bytes than the file
     groups: dict[str, dict[str, np.ndarray]] = {"state": {}, "runner": {}}
     for group, arrays in groups.items():
         if not isinstance(f.get(group), h5py.Group):
@@ -302,6 +402,7 @@ def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml
             where = f"checkpoint {path!r}: {group}/{name}"
             if not isinstance(dset, h5py.Dataset) or dset.ndim < 1 or dset.shape[0] != world_size:
                 raise JobError(f"{where} is not one row per rank (corrupt or edited){untouched}")
+            _check_attribute_sizes(path, dset, limit, untouched)
             shapes = np.asarray(dset.attrs["shapes"])
             if shapes.dtype.kind not in "iu" or shapes.shape != (world_size, dset.ndim - 1):
                 raise JobError(f"{where} has a shapes attribute of shape {shapes.shape}, not "
@@ -323,12 +424,5 @@ def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml
                 raise JobError(f"checkpoint {path!r}: {group}/{name} of rank {rank} fails its checksum "
                                f"(corrupt){untouched}")
             arrays[name] = np.array(row)
-    counters = groups["runner"]
-    for name in ("bits", "bytes", "messages", "compute_s", "comm_s", "wall_s"):
-        if counters.get(name, np.zeros(0)).shape != (1,):
-            raise JobError(f"checkpoint {path!r}: runner/{name} is missing or not one value (corrupt or edited)"
-                           f"{untouched}")
-    if "losses" not in counters or counters["losses"].ndim != 1 or counters["losses"].size > max(log_every, 1):
-        raise JobError(f"checkpoint {path!r}: runner/losses is missing or longer than [run] log_every (corrupt or "
-                       f"edited){untouched}")
+    _check_counters(path, groups["runner"], log_every, untouched)
     return Snapshot(step, results_rows, groups["state"], groups["runner"])

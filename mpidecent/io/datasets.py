@@ -28,15 +28,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
-from h5py import h5s
 
 from mpidecent.errors import JobError
 from mpidecent.learning.data import NodeData, assemble, make_layout, resolve_path
 from mpidecent.learning.sources import DataInfo, check_in_memory, data_kind, in_memory_node_data
+
+if TYPE_CHECKING:
+    import h5py
+
+# h5py is imported inside the functions that open a file: ``plan_job`` imports this module to check every
+# kind of [data], and a job without an HDF5 file (or a bad job) should not pay h5py's import on every rank.
 
 _MAX_LISTED = 20
 
@@ -46,6 +50,8 @@ def _shown(values: Mapping[str, Any]) -> str:
 
 
 def _open_serial(values: Mapping[str, Any], base_dir: str | None) -> h5py.File:
+    import h5py
+
     full = resolve_path(values["path"], base_dir)
     if not os.path.isfile(full):
         where = ""
@@ -60,6 +66,8 @@ def _open_serial(values: Mapping[str, Any], base_dir: str | None) -> h5py.File:
 
 
 def _open_parallel(values: Mapping[str, Any], base_dir: str | None, comm: Any) -> h5py.File:
+    import h5py
+
     full = resolve_path(values["path"], base_dir)
     if not os.path.isfile(full):  # every rank sees the same shared file system
         raise JobError(f"[data] path: no such file {values['path']!r}")
@@ -71,6 +79,8 @@ def _open_parallel(values: Mapping[str, Any], base_dir: str | None, comm: Any) -
 
 
 def _dataset_names(f: h5py.File) -> str:
+    import h5py
+
     names: list[str] = []
 
     def visit(name: str, obj: Any) -> None:
@@ -86,6 +96,8 @@ def _dataset_names(f: h5py.File) -> str:
 
 
 def _dataset(f: h5py.File, key: str, values: Mapping[str, Any]) -> h5py.Dataset:
+    import h5py
+
     name = values[key]
     try:
         obj = f.get(name) if name else None
@@ -248,6 +260,8 @@ def read_rows(dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int
     communicator must make the same number of calls, so pass the same ``calls`` on every rank; calls
     with nothing left to read take part with an empty selection.
     """
+    from h5py import h5s
+
     rows = np.asarray(rows, dtype=np.int64)
     m, tail = int(rows.size), tuple(int(s) for s in dset.shape[1:])
     zeros = (0,) * len(tail)
@@ -290,6 +304,8 @@ def _collective_dxpl() -> Any:
 def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None,
               base_dir: str | None = None) -> NodeData:
     """Node ``node``'s data from the file; collective over ``comm`` when given (see module docstring)."""
+    import h5py
+
     parallel = comm is not None and bool(h5py.get_config().mpi)
     f = _open_parallel(values, base_dir, comm) if parallel else _open_serial(values, base_dir)
     with f:

@@ -22,6 +22,8 @@ import h5py
 import numpy as np
 
 from mpidecent.comm.linkmodel import LinkModel
+from mpidecent.io.hdf5guard import (READ_ERRORS, attribute_problem, crash_probe, first_line, heap_problem,
+                                    nbytes)
 from mpidecent.io.layout import FORMAT_VERSION, GLOBAL_SERIES, RANK_SERIES, RANK_TEST_SERIES, TEST_SERIES
 
 __all__ = ["BASE_GLOBAL_SERIES", "BASE_RANK_SERIES", "DEFAULT_LINK", "SUPPORTED_FORMAT_VERSION", "ReportError",
@@ -37,6 +39,20 @@ BASE_RANK_SERIES: tuple[str, ...] = (*RANK_SERIES, *RANK_TEST_SERIES)
 BASE_GLOBAL_SERIES: tuple[str, ...] = (*GLOBAL_SERIES, *TEST_SERIES)
 
 DEFAULT_LINK = LinkModel()
+
+# Sizes read from a file are bounded before numpy allocates them: the writer stores every dataset
+# uncompressed, so one that claims more than SIZE_FACTOR × the file's size (plus SIZE_SLACK for chunks
+# not yet written, read as fill values) has a damaged shape.
+SIZE_FACTOR = 2
+SIZE_SLACK = 1 << 20
+MAX_WORLD_SIZE = 1 << 24  # far beyond any MPI launch: a larger world_size is a damaged attribute
+
+# Root attributes the report shows or computes with, and the Python type each must have (docs/results-format.md).
+TEXT_ATTRS = ("job", "status", "run_name", "algorithm", "algorithm_description", "compressor",
+              "compressor_description", "message")
+COUNT_ATTRS = {"world_size": (1, MAX_WORLD_SIZE), "steps_requested": (0, None)}
+TOPOLOGY_TEXT = ("kind",)
+TOPOLOGY_COUNTS = {"period": (1, None), "n": (1, MAX_WORLD_SIZE)}
 
 
 class ReportError(Exception):
@@ -202,25 +218,28 @@ def _open(path: str) -> h5py.File:
     try:
         if not h5py.is_hdf5(path):
             raise ReportError(f"not an mpidecent results file: {path} (not an HDF5 file)")
-    except OSError as err:
+    except READ_ERRORS as err:
         raise ReportError(f"{path}: cannot be read ({_first_line(err)})") from None
+    # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers (hdf5guard.py).
+    problem = heap_problem(path)
+    if problem:
+        raise ReportError(f"{path}: damaged results file ({problem}); it cannot be read safely")
     try:
         # locking=False: a running job's file (open for writing by the ranks) can be read too.
         return h5py.File(path, "r", locking=False)
     except TypeError:  # an HDF5 without the locking switch
         pass
-    except OSError as err:
+    except READ_ERRORS as err:
         raise ReportError(f"{path}: cannot be opened ({_first_line(err)})") from None
     try:
         return h5py.File(path, "r")
-    except OSError as err:
+    except READ_ERRORS as err:
         raise ReportError(f"{path}: cannot be opened ({_first_line(err)}); if a run is still writing it, "
                           "try HDF5_USE_FILE_LOCKING=FALSE") from None
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    return first_line(err)
 
 
 def _check_version(path: str, attrs: h5py.AttributeManager) -> int:
@@ -236,10 +255,10 @@ def _check_version(path: str, attrs: h5py.AttributeManager) -> int:
 
 
 def expected_rows(steps: int, log_every: int) -> int:
-    """Log rows of a completed run: step 0, every ``log_every`` steps, and the last step."""
-    logged = set(range(0, steps + 1, max(log_every, 1)))
-    logged.add(steps)
-    return len(logged)
+    """Log rows of a completed run: step 0, every ``log_every`` steps, and the last step (counted, not
+    listed: ``steps`` comes from the file and may be huge)."""
+    every = max(int(log_every), 1)
+    return max(int(steps), 0) // every + 1 + int(steps > 0 and steps % every != 0)
 
 
 def _link_from_job(job: dict[str, Any]) -> tuple[LinkModel, str]:
@@ -262,7 +281,7 @@ def read_run(path: str) -> Run:
             return _read(path, f)
         except ReportError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as err:
+        except READ_ERRORS as err:
             raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
 
 
@@ -274,32 +293,151 @@ def read_header(path: str) -> RunHeader:
     with _open(path) as f:
         try:
             _check_version(path, f.attrs)
-            step = f.get("metrics/step")
-            if not isinstance(step, h5py.Dataset) or step.ndim != 1:
-                raise ReportError(f"{path}: damaged results file (no /metrics/step series)")
-            return RunHeader(job=str(_python(f.attrs.get("job", ""))),
-                             status=str(_python(f.attrs.get("status", "unknown"))), rows=int(step.shape[0]))
+            step = _step_series(path, f)
+            attrs = _attributes(path, f, _limit(path))
+            _check_attributes(path, attrs)
+            return RunHeader(job=str(attrs.get("job", "")), status=str(attrs.get("status", "unknown")),
+                             rows=int(step.shape[0]))
         except ReportError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as err:
+        except READ_ERRORS as err:
             raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
 
 
+def read_logged_steps(path: str, count: int) -> np.ndarray:
+    """The first ``count`` values of a results file's /metrics/step (``mpidecent run --resume`` compares
+    them with the checkpoint's); ``ReportError`` (one line) when the file has fewer rows or cannot be read."""
+    path = str(path)
+    with _open(path) as f:
+        try:
+            step = _step_series(path, f)
+            if step.shape[0] < count:
+                raise ReportError(f"{path}: {step.shape[0]} log rows, fewer than {count}")
+            if step.dtype.kind not in "iu":
+                raise ReportError(f"{path}: damaged results file (/metrics/step is {step.dtype}, not integers)")
+            return np.asarray(step[:count], dtype=np.int64) if count > 0 else np.zeros(0, dtype=np.int64)
+        except ReportError:
+            raise
+        except READ_ERRORS as err:
+            raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
+
+
+def _step_series(path: str, f: h5py.File) -> h5py.Dataset:
+    """/metrics/step, a one-dimensional dataset (not read)."""
+    step = f.get("metrics/step")
+    if not isinstance(step, h5py.Dataset) or step.ndim != 1:
+        raise ReportError(f"{path}: damaged results file (no /metrics/step series)")
+    return step
+
+
+def _limit(path: str) -> int:
+    """The most bytes one dataset or attribute of the file at ``path`` may take in memory."""
+    return SIZE_FACTOR * os.path.getsize(path) + SIZE_SLACK
+
+
+def _attributes(path: str, obj: h5py.HLObject, limit: int) -> dict[str, Any]:
+    """``obj``'s attributes as Python values, each bounded in size before it is read."""
+    problem = attribute_problem(obj, limit)
+    if problem:
+        raise ReportError(f"{path}: damaged results file ({obj.name}: {problem})")
+    return {k: _python(v) for k, v in obj.attrs.items()}
+
+
+def _check_types(path: str, where: str, attrs: dict[str, Any], texts: tuple[str, ...],
+                 counts: dict[str, tuple[int, int | None]]) -> None:
+    """``ReportError`` unless each of ``texts`` present is a string and each of ``counts`` an integer
+    within its (low, high) bounds (high None: none)."""
+    for name in texts:
+        if name in attrs and not isinstance(attrs[name], str):
+            raise ReportError(f"{path}: damaged results file ({where}attribute {name!r} is "
+                              f"{type(attrs[name]).__name__}, not text)")
+    for name, (low, high) in counts.items():
+        if name not in attrs:
+            continue
+        value = attrs[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or high is not None and value > high:
+            bounds = f"≥ {low}" if high is None else f"in {low}..{high}"
+            raise ReportError(f"{path}: damaged results file ({where}attribute {name!r} = {repr(value)[:40]} is not "
+                              f"an integer {bounds})")
+
+
+def _check_attributes(path: str, attrs: dict[str, Any]) -> None:
+    """The root attributes the report trusts: their types and ranges."""
+    _check_types(path, "", attrs, TEXT_ATTRS, COUNT_ATTRS)
+
+
+def _parse_job(path: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The stored resolved job as a table ({} when the file has none); damaged TOML is refused, since the
+    report takes the link model, the expected rows and the job keys from it."""
+    text = attrs.get("job", "")
+    if not text:
+        return {}
+    try:
+        job = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ReportError(f"{path}: damaged results file (its job attribute is not valid TOML: "
+                          f"{_first_line(err)})") from None
+    for section, table in job.items():
+        if not isinstance(table, dict):
+            raise ReportError(f"{path}: damaged results file (its job's {section!r} is not a [section])")
+    _check_types(path, "the job's [run] ", job.get("run", {}), (), {"steps": (0, None), "log_every": (1, None)})
+    return job
+
+
+def _dataset(path: str, dset: h5py.Dataset, limit: int) -> np.ndarray:
+    """A whole dataset, its size bounded by ``limit`` before numpy allocates it."""
+    size = nbytes(dset.shape, dset.dtype)
+    if size > limit:
+        raise ReportError(f"{path}: damaged results file ({dset.name} claims shape {dset.shape}, {size} bytes, "
+                          "more than the file holds)")
+    return dset[()]
+
+
+def _series(path: str, dset: h5py.Dataset, limit: int, ndim: int, columns: int | None) -> np.ndarray | None:
+    """A /metrics series: None for one not of this layout (another rank count of axes), else its numeric
+    values, with ``columns`` ranks when given."""
+    if dset.ndim != ndim:
+        return None  # not a series of this layout; ignore rather than guess
+    if dset.dtype.kind not in "biuf":
+        raise ReportError(f"{path}: damaged results file ({dset.name} holds {dset.dtype}, not numbers)")
+    if columns is not None and dset.shape[1] != columns:
+        raise ReportError(f"{path}: damaged results file ({dset.name} has {dset.shape[1]} columns but "
+                          f"world_size is {columns})")
+    return _dataset(path, dset, limit)
+
+
+def _check_name(path: str, group: h5py.Group, name: object) -> None:
+    """A series or event name must be text: h5py hands a name that is not UTF-8 (a damaged link) over as bytes."""
+    if not isinstance(name, str):
+        raise ReportError(f"{path}: damaged results file (a name in {group.name} is not UTF-8: {name!r:.40})")
+
+
+def _unit(path: str, dset: h5py.Dataset, limit: int) -> str:
+    """A series' ``unit`` attribute (only that one is read: the dimension-scale references are not needed)."""
+    problem = attribute_problem(dset, limit, ["unit"])
+    if problem:
+        raise ReportError(f"{path}: damaged results file ({dset.name}: {problem})")
+    unit = _python(dset.attrs["unit"]) if "unit" in dset.attrs else ""
+    if not isinstance(unit, str):
+        raise ReportError(f"{path}: damaged results file ({dset.name}: its unit is not text)")
+    return unit
+
+
 def _read(path: str, f: h5py.File) -> Run:
-    kind = _python(f.attrs.get("kind", ""))
-    if kind == "mpidecent-checkpoint":  # io/checkpoint.py's KIND: it has a format_version too
+    limit = _limit(path)
+    attrs = _attributes(path, f, limit)
+    if attrs.get("kind", "") == "mpidecent-checkpoint":  # io/checkpoint.py's KIND: it has a format_version too
         raise ReportError(f"{path}: a checkpoint (for mpidecent run --resume), not a results file; report on "
                           "the run's results file (the same name without .ckpt)")
     _check_version(path, f.attrs)
-    attrs = {k: _python(v) for k, v in f.attrs.items()}
-    try:
-        job = tomllib.loads(str(attrs.get("job", "")))
-    except tomllib.TOMLDecodeError:
-        job = {}
+    _check_attributes(path, attrs)
+    job = _parse_job(path, attrs)
     topo = f.get("topology")
-    topology = {k: _python(v) for k, v in topo.attrs.items()} if isinstance(topo, h5py.Group) else {}
-    edges = topo["edges"][()] if isinstance(topo, h5py.Group) and "edges" in topo else None
-    weights = topo["weights"][()] if isinstance(topo, h5py.Group) and "weights" in topo else None
+    topology = _attributes(path, topo, limit) if isinstance(topo, h5py.Group) else {}
+    _check_types(path, "/topology ", topology, TOPOLOGY_TEXT, TOPOLOGY_COUNTS)
+    edges = _dataset(path, topo["edges"], limit) if isinstance(topo, h5py.Group) and "edges" in topo else None
+    weights = _dataset(path, topo["weights"], limit) if isinstance(topo, h5py.Group) and "weights" in topo else None
+    columns = attrs.get("world_size")
 
     units: dict[str, str] = {}
     metrics = f.get("metrics")
@@ -308,7 +446,8 @@ def _read(path: str, f: h5py.File) -> Run:
     raw_global: dict[str, np.ndarray] = {}
     if isinstance(metrics, h5py.Group):
         if isinstance(metrics.get("step"), h5py.Dataset):
-            raw_steps = np.asarray(metrics["step"][()], dtype=np.int64).reshape(-1)
+            step = _series(path, metrics["step"], limit, 1, None)
+            raw_steps = np.asarray(step if step is not None else [], dtype=np.int64).reshape(-1)
         for group, target in (("rank", raw_rank), ("global", raw_global)):
             g = metrics.get(group)
             if not isinstance(g, h5py.Group):
@@ -316,17 +455,21 @@ def _read(path: str, f: h5py.File) -> Run:
             for name, dset in g.items():
                 if not isinstance(dset, h5py.Dataset):
                     continue
-                data = dset[()]
-                if group == "rank" and data.ndim != 2 or group == "global" and data.ndim != 1:
-                    continue  # not a series of this layout; ignore rather than guess
+                _check_name(path, g, name)
+                if group == "rank" and columns is None and dset.ndim == 2:
+                    columns = dset.shape[1]  # no world_size: every per-rank series as wide as the first
+                data = _series(path, dset, limit, 2 if group == "rank" else 1, columns if group == "rank" else None)
+                if data is None:
+                    continue
                 target[name] = data
-                units[f"{group}/{name}"] = str(_python(dset.attrs.get("unit", "")))
+                units[f"{group}/{name}"] = _unit(path, dset, limit)
     events: dict[str, np.ndarray] = {}
     ev = f.get("events")
     if isinstance(ev, h5py.Group):
         for name, dset in ev.items():
             if isinstance(dset, h5py.Dataset):
-                events[name] = dset[()]
+                _check_name(path, ev, name)
+                events[name] = _dataset(path, dset, limit)
 
     # Rows every series has (a killed writer may leave datasets one row apart), then drop trailing
     # rows that were allocated but never written (their step is not after the previous one).
@@ -358,6 +501,9 @@ def _read(path: str, f: h5py.File) -> Run:
         reasons.append(message or "diverged")
     elif status == "preempted":
         reasons.append("stopped by a signal with a checkpoint; continue it with mpidecent run --resume")
+    elif status == "failed":
+        message = str(attrs.get("message", "")).split(". Kept:")[0]
+        reasons.append(f"stopped: an output file could not be written ({message or 'no message'})")
     elif status != "completed":
         reasons.append(f"status {status!r}")
     short = run.expected_rows is not None and rows < run.expected_rows
@@ -373,9 +519,15 @@ def _read(path: str, f: h5py.File) -> Run:
 
 
 def read_runs(paths: list[str], bandwidth_bps: float | None = None, latency_s: float | None = None,
-              shared: bool | None = None) -> list[Run]:
+              shared: bool | None = None, probe: bool = False) -> list[Run]:
     """Read every file (``ReportError`` on the first unusable one) and give the runs unique labels.
-    ``bandwidth_bps`` / ``latency_s`` / ``shared`` (report flags) replace that part of each run's link model."""
+    ``bandwidth_bps`` / ``latency_s`` / ``shared`` (report flags) replace that part of each run's link model.
+    ``probe``: read each file first in a forked child (``hdf5guard.crash_probe``), so a file that crashes
+    libhdf5 is refused in one line (``mpidecent report``; serial processes only)."""
+    for path in paths if probe else ():
+        crashed = crash_probe(path, read_run)
+        if crashed:
+            raise ReportError(f"{path}: damaged results file ({crashed}); it cannot be read safely")
     runs = [read_run(p) for p in paths]
     given = {"--bandwidth": bandwidth_bps, "--latency": latency_s, "--shared-link": shared}
     if any(v is not None for v in given.values()):

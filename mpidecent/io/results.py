@@ -17,19 +17,23 @@ Which ranks call: every method, on every rank, in the same order (HDF5 metadata 
 creation, dataset creation and resizing, attributes — are collective). Each rank writes its own column
 of the per-rank series; rank 0 writes the global series. Datasets grow by one row per log point and the
 file is flushed, so a crashed or still-running run leaves a readable file whose ``status`` says so.
+A failed write (full disk, vanished folder, I/O error) raises ``OutputError`` naming the file and the cause
+(``io/faults.py``); ``growth_bytes`` tells the runner's look-ahead how much room the next row may take.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import h5py
 from h5py import h5fd, h5p, h5s
 import numpy as np
 from mpi4py import MPI
 
+from mpidecent.io.faults import ROW_METADATA_BYTES, guarded
 # The layout's names, declared in io/layout.py (pure, shared with the reader); importable from here too.
 from mpidecent.io.layout import (FORMAT_VERSION, GLOBAL_SERIES, RANK_DIM, RANK_EXTRA_SERIES, RANK_INDEX,
                                  RANK_INDEX_DESCRIPTION, RANK_SERIES, STEP_DIM, STEP_SERIES)
@@ -45,6 +49,20 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return np.asarray(value)
     return value
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _guarded(what: str) -> Callable[[_Method], _Method]:
+    """A ``ResultsWriter`` method whose OS/HDF5 errors become ``OutputError`` ("<what> <path> failed: …")."""
+    def wrap(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def inner(self: "ResultsWriter", *args: Any, **kwargs: Any) -> Any:
+            with guarded(what, self.path):
+                return method(self, *args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap
 
 
 _COLLECTIVE = h5p.create(h5p.DATASET_XFER)
@@ -81,9 +99,15 @@ class ResultsWriter:
         for name in rank_extras:
             self.rank_series[name] = RANK_EXTRA_SERIES
         self.global_series = {**GLOBAL_SERIES, **(global_extras or {})}
+        self.file: h5py.File | None = None
         if resume_rows is not None:
             self._reopen(resume_rows)
-            return
+        else:
+            self._create(overwrite)
+
+    @_guarded("creating the results file")
+    def _create(self, overwrite: bool) -> None:
+        path, comm = self.path, self.comm
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)  # every rank: harmless races with exist_ok
         self.file = h5py.File(path, "w" if overwrite else "w-", driver="mpio", comm=comm)
@@ -119,6 +143,7 @@ class ResultsWriter:
                 dset.dims[1].attach_scale(index)
                 dset.dims[1].label = RANK_DIM
 
+    @_guarded("reopening the results file")
     def _reopen(self, rows: int) -> None:
         self.file = h5py.File(self.path, "r+", driver="mpio", comm=self.comm)
         metrics = self.file["metrics"]
@@ -131,6 +156,14 @@ class ResultsWriter:
         self.rows = rows
         self.file.flush()
 
+    def growth_bytes(self) -> int:
+        """Bytes the next ``append`` may add to the file: a new chunk of every series when the row starts
+        one (chunks hold 64 rows), plus room for the metadata that indexes it."""
+        if self.rows % 64:
+            return ROW_METADATA_BYTES
+        series = (self._step, *self._rank.values(), *self._global.values())
+        return ROW_METADATA_BYTES + sum(int(np.prod(d.chunks)) * d.dtype.itemsize for d in series)
+
     @staticmethod
     def _series(group: h5py.Group, name: str, dtype: str, tail: tuple[int, ...], unit: str,
                 doc: str) -> h5py.Dataset:
@@ -140,12 +173,14 @@ class ResultsWriter:
         dset.attrs["description"] = doc
         return dset
 
+    @_guarded("writing attributes to")
     def set_attrs(self, attrs: Mapping[str, Any], group: str = "/") -> None:
         """Collective: every rank passes identical values."""
         target = self.file[group]
         for key, value in attrs.items():
             target.attrs[key] = _attr_value(value)
 
+    @_guarded("writing the topology to")
     def write_topology(self, edges: np.ndarray, slot_weights: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> None:
         """Collective. ``edges``: the graph (the union over a period for time-varying schedules);
         ``slot_weights``: the mixing matrix of each slot (one for a static graph)."""
@@ -160,6 +195,7 @@ class ResultsWriter:
             sw.attrs["description"] = "(period, n, n): W of each slot; step t uses slot t mod period"
         self.set_attrs(attrs, "topology")
 
+    @_guarded("writing a log row to")
     def append(self, step: int, rank_values: Mapping[str, float], global_values: Mapping[str, float]) -> None:
         """Add one log row. Collective: every rank passes its own ``rank_values``; ``global_values``
         are written by rank 0 (other ranks may pass the same or an empty mapping)."""
@@ -178,6 +214,7 @@ class ResultsWriter:
         self.rows = row + 1
         self.file.flush()
 
+    @_guarded("writing event records to")
     def create_event_dataset(self, name: str, data: np.ndarray) -> None:
         """Collective: write a small whole array under /events (every rank passes identical data). A resumed
         run replaces what the interrupted run wrote: its array covers every step from the start."""
@@ -186,6 +223,9 @@ class ResultsWriter:
             del group[name]
         group.create_dataset(name, data=data)
 
+    @_guarded("closing")
     def close(self) -> None:
+        """Collective; a second call does nothing."""
         if self.file:
-            self.file.close()
+            file, self.file = self.file, None
+            file.close()

@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
         group_by = _group_keys(getattr(args, "group_by", None))
         files = expand_files(list(args.files))
         runs = read_runs(files, getattr(args, "bandwidth", None), getattr(args, "latency", None),
-                         getattr(args, "shared_link", None))
+                         getattr(args, "shared_link", None), probe=True)
         for run in runs:
             if run.rows == 0:
                 raise ReportError(f"{run.path}: a results file with no log rows (status {run.status!r}): the run "

@@ -18,6 +18,7 @@ from mpidecent.algorithms.base import Algorithm, Context
 from mpidecent.comm.patterns import Connection, Wiring
 from mpidecent.comm.protocols import Collectives
 from mpidecent.compression import Compressor, build_compressor
+from mpidecent.footprint import memory_guard
 from mpidecent.learning.data import NodeData
 from mpidecent.learning.flat import build_flat_model
 from mpidecent.learning.problems import NullObjective, TorchObjective
@@ -38,18 +39,24 @@ class Node:
 
 
 def build_node(plan: Plan, rank: int, size: int, comm: Any = None) -> Node:
-    """Rank ``rank``'s data, model and compressor (the data read collectively over ``comm`` when given)."""
+    """Rank ``rank``'s data, model and compressor (the data read collectively over ``comm`` when given).
+    Running out of memory raises ``JobError`` naming ``[data] name`` or ``[model] name``."""
     job, spec = plan.job, plan.algorithm
     dtype, seed = np.dtype(job.run["dtype"]), int(job.run["seed"])
     layout = spec.data_layout(job, size, rank)
-    data, weights, eval_shard = layout_data(job, layout, rank, size, comm)
+    # plan_job estimated the memory from the job; what only the user's code knows (or an estimate too low)
+    # can still run out here: one line naming the key, not a MemoryError deep inside.
+    with memory_guard(f"[data] name = {job.data['name']!r}", size):
+        data, weights, eval_shard = layout_data(job, layout, rank, size, comm)
     folder = job_folder(job)
-    flat = build_flat_model(job.model, data.input_shape, data.num_classes, dtype, seed, node=rank, base_dir=folder)
-    objective = TorchObjective(flat, data, job.model["l2"] if layout.regularize else 0.0, job.data["batch_size"],
-                               seed, rank, sample_weights=weights, eval_shard=eval_shard, loss=job.model["loss"],
-                               base_dir=folder)
-    objective.eval_l2 = job.model["l2"]  # the network objective includes ℓ2 even if training does not
-    compressor = build_compressor(job.compression["name"], flat.dim, dtype, job.compression)
+    with memory_guard(f"[model] name = {job.model['name']!r}", size):
+        flat = build_flat_model(job.model, data.input_shape, data.num_classes, dtype, seed, node=rank,
+                                base_dir=folder)
+        objective = TorchObjective(flat, data, job.model["l2"] if layout.regularize else 0.0,
+                                   job.data["batch_size"], seed, rank, sample_weights=weights,
+                                   eval_shard=eval_shard, loss=job.model["loss"], base_dir=folder)
+        objective.eval_l2 = job.model["l2"]  # the network objective includes ℓ2 even if training does not
+        compressor = build_compressor(job.compression["name"], flat.dim, dtype, job.compression)
     return Node(layout, data, objective, compressor)
 
 

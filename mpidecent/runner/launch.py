@@ -13,13 +13,16 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpidecent.config import Job
-from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, JobError
-from mpidecent.io.checkpoint import Snapshot, checkpoint_path, read_checkpoint
+from mpidecent.errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_PREEMPTED, JobError
+from mpidecent.io.faults import START_ROOM_BYTES, free_bytes, size_text
 from mpidecent.params import toml_value
 from mpidecent.plan import Plan, plan_job
+
+if TYPE_CHECKING:
+    from mpidecent.io.checkpoint import Snapshot
 
 Work = tuple[Plan, str, "Snapshot | None"]  # (plan, results file, snapshot to resume or None)
 
@@ -63,7 +66,7 @@ def prepare_all(comm: Any, load: Callable[[], Sequence[Job]], out: str | None, f
 
 def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[int, list]:
     """Run every prepared job on every rank; returns (exit status, the runs' ``RunResult``). A diverged
-    variant does not stop the rest of a sweep; a stop request ends the launch."""
+    variant does not stop the rest of a sweep; a stop request or an output fault ends the launch."""
     from mpidecent.runner.loop import Runner
 
     status, runs = EXIT_OK, []
@@ -78,8 +81,8 @@ def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[
         code = runner.run()
         runs.append(runner.result)
         status = max(status, code)
-        if code == EXIT_PREEMPTED:
-            break  # --resume continues with this run
+        if code in (EXIT_PREEMPTED, EXIT_IO):
+            break  # --resume continues with this run; the next one would meet the same full disk
     return status, runs
 
 
@@ -91,6 +94,8 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
         return _plan(job, size, rank), out, None
     # Resume checks come first: a launch with the wrong number of ranks should hear about the
     # checkpoint's world size, not about a topology that does not fit that number.
+    from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint  # h5py: only a resume reads files here
+
     checkpoint = checkpoint_path(out)
     status, rows = results_status(out, job) if os.path.exists(out) else ("", 0)
     if status == "completed":
@@ -98,19 +103,42 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
             print(f"mpidecent: {job.run['name']} already completed ({out}); nothing to resume", flush=True)
         return None
     if os.path.exists(checkpoint):
+        check_room(os.path.dirname(os.path.abspath(out)))
         snapshot = read_checkpoint(checkpoint, rank, size, job.to_toml())
         if not status:
             raise JobError(f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, or "
                            "start over with --force")
-        if rows < snapshot.results_rows:
-            raise JobError(f"results file {out!r} has {rows} rows but the checkpoint was taken after "
-                           f"{snapshot.results_rows}: it is not this run's file")
+        check_pair(out, rows, checkpoint, snapshot, job)
         return _plan(job, size, rank), out, snapshot
     if status:
         raise JobError(f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
                        "over with --force (this overwrites it)")
     check_output(out, False)  # neither file exists yet: a requeued job that never checkpointed starts
     return _plan(job, size, rank), out, None
+
+
+def check_pair(out: str, rows: int, checkpoint: str, snapshot: Snapshot, job: Job) -> None:
+    """``JobError`` unless the results file (``rows`` log rows) holds the rows the checkpoint was taken
+    after: at least ``results_rows`` of them, whose steps are the job's log points up to the checkpoint's
+    step. Checked before a resume truncates the file: a results file of another run, or a checkpoint
+    altered consistently, is refused with both files as they were."""
+    from mpidecent.io.checkpoint import logged_steps
+    from mpidecent.io.reader import ReportError, read_logged_steps
+
+    fix = "restore the results file and checkpoint that belong together, or start over with --force; both were left untouched"
+    if rows < snapshot.results_rows:
+        raise JobError(f"results file {out!r} has {rows} log rows but checkpoint {checkpoint!r} was taken after "
+                       f"{snapshot.results_rows}: they are not one run's pair; {fix}")
+    expected = logged_steps(snapshot.step, job.run["steps"], job.run["log_every"])
+    try:
+        found = read_logged_steps(out, len(expected))
+    except ReportError as err:
+        raise JobError(f"results file {out!r} cannot be checked against checkpoint {checkpoint!r} ({err}); {fix}") \
+            from None
+    for row, (there, logged) in enumerate(zip(found.tolist(), expected.tolist())):
+        if there != logged:
+            raise JobError(f"results file {out!r} does not match checkpoint {checkpoint!r}: its row {row} is step "
+                           f"{there} where the checkpoint of step {snapshot.step} logged step {logged}; {fix}")
 
 
 def _plan(job: Job, size: int, rank: int) -> Plan:
@@ -203,6 +231,16 @@ def check_output(out: str, force: bool) -> None:
     except OSError as err:
         raise JobError(f"results file {out!r}: cannot write in {folder!r} ({err.strerror}); choose another "
                        "--out or [run] out") from None
+    check_room(folder)
+
+
+def check_room(folder: str) -> None:
+    """``JobError`` when ``folder``'s file system has less than ``START_ROOM_BYTES`` free: a run that
+    could not write its first rows is refused before it starts (the runner looks again before each write)."""
+    free = free_bytes(folder)
+    if free is not None and free < START_ROOM_BYTES:
+        raise JobError(f"no room to write results: {size_text(free)} free in {folder!r}, a run needs at least "
+                       f"{size_text(START_ROOM_BYTES)}; free some space or choose another --out or [run] out")
 
 
 def _not_a_results_file(path: str) -> str | None:

@@ -29,22 +29,24 @@ from mpidecent.algorithms.catalog import divergence_hint, stability_warnings
 from mpidecent.compression.quantizers import DEFAULT_BUCKET
 from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.world import MpiEnvironment
-from mpidecent.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
+from mpidecent.errors import EXIT_DIVERGED, EXIT_IO, EXIT_OK, EXIT_PREEMPTED, OutputError
 from mpidecent.io.checkpoint import Snapshot, checkpoint_path, write_checkpoint
+from mpidecent.io.faults import ROW_METADATA_BYTES, OutputWatch, guarded
 from mpidecent.io.layout import RANK_TEST_SERIES, TEST_SERIES
 from mpidecent.io.results import ResultsWriter
 from mpidecent.plan import Plan
 from mpidecent.preemption import requeue_under_slurm, stop_requested, stop_signal_name
 from mpidecent.progress import Progress
 from mpidecent.runner.build import build_algorithm, build_node
-from mpidecent.runner.checkpointing import restore, snapshot
+from mpidecent.runner.checkpointing import live_state, restore, snapshot
 from mpidecent.runner.export import save_models
 from mpidecent.runner.metadata import run_attributes, topology_attributes, utc_now
 from mpidecent.runner.metrics import LogRow, Totals, log_row, network_optimum
 from mpidecent.runner.summary import Health, RunResult, summary
 from mpidecent.threads import threads_per_rank
 
-_EXIT = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}
+FAULT_AGREEMENT_S = 3.0  # how long a rank whose write failed waits for the others before it aborts alone
+_EXIT = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED, "failed": EXIT_IO}
 
 
 class Runner:
@@ -61,6 +63,7 @@ class Runner:
         self.resume = resume
         self.checkpoint = checkpoint_path(out)
         self.comm = MPI.COMM_WORLD.Dup()  # our own communication context, separate from the user's
+        self.fault_comm = self.comm.Dup()  # only for ranks agreeing after a failed write (_abort_on_output_error)
         self.rank, self.size = self.comm.rank, self.comm.size
         self.collectives = Collectives(self.comm)
         torch.set_num_threads(threads_per_rank())
@@ -91,11 +94,13 @@ class Runner:
     def abandon(self) -> None:
         """Collective: free what the constructor built, for a run that will not start."""
         self.connection.close()
+        self.fault_comm.Free()
         self.comm.Free()
 
     def run(self) -> int:
-        """Run (or resume) every step; returns the process exit status: EXIT_OK, EXIT_DIVERGED, or
-        EXIT_PREEMPTED after a stop signal (a checkpoint was written)."""
+        """Run (or resume) every step; returns the process exit status: EXIT_OK, EXIT_DIVERGED,
+        EXIT_PREEMPTED after a stop signal (a checkpoint was written), or EXIT_IO when rank 0 found no room
+        or no output folder before a write (status ``failed``). A write that fails anyway aborts the job."""
         job, algo, data = self.job, self.algorithm, self.node.data
         if self.rank == 0 and job.set_aside and not self.quiet:
             print(f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
@@ -107,11 +112,19 @@ class Runner:
         if self.rank == 0:
             for warning in stability_warnings(job):
                 print(f"mpidecent: warning: {job.run['name']}: {warning}", file=sys.stderr, flush=True)
-        writer = ResultsWriter(self.out, self.comm, self.overwrite, list(algo.extra_metrics()),
-                               TEST_SERIES if data.num_test else {},
-                               resume_rows=self.resume.results_rows if self.resume else None,
-                               rank_declared=RANK_TEST_SERIES if data.num_test else {})
+        self.watch: OutputWatch | None = None
+        self.checkpoint_step = self.resume.step if self.resume is not None else None
+        self.logged_step: int | None = self.resume.step if self.resume is not None else None
+        self.step_now = self.resume.step if self.resume is not None else 0
+        # No try/finally around the file: after an error on one rank, closing it (a collective) could wait
+        # forever for ranks that are elsewhere. An output error ends the job here (``_abort_on_output_error``);
+        # any other error reaches the excepthook, which aborts every rank (``abort_on_error``).
         try:
+            writer = ResultsWriter(self.out, self.comm, self.overwrite, list(algo.extra_metrics()),
+                                   TEST_SERIES if data.num_test else {},
+                                   resume_rows=self.resume.results_rows if self.resume else None,
+                                   rank_declared=RANK_TEST_SERIES if data.num_test else {})
+            self.watch = OutputWatch(self.out) if self.rank == 0 else None
             if self.resume is None:
                 started = self.comm.bcast(utc_now(), root=0)
                 hosts = self.comm.allgather(socket.gethostname())
@@ -130,21 +143,27 @@ class Runner:
                 self.progress.close()  # end the terminal bar's line before anything else is printed
             for name, array in algo.events(done).items():  # rank 0's record, the same on every rank
                 writer.create_event_dataset(name, self.comm.bcast(array if self.rank == 0 else None, root=0))
-            self.models = save_models(self.out, self.objective.flat, algo.model_view(), self.collectives, self.rank,
-                                      job.run["save_model"]) if status == "completed" else []
+            with guarded("saving the model next to", self.out):
+                self.models = save_models(self.out, self.objective.flat, algo.model_view(), self.collectives,
+                                          self.rank, job.run["save_model"]) if status == "completed" else []
             finished = self.comm.bcast(utc_now(), root=0)
             writer.set_attrs({"finished": finished, "status": status, "message": message,
                               "steps_completed": done,
                               "wall_s": last.global_values["wall_s"] if last else math.nan,
                               **({"model_file": os.path.basename(self.models[0])} if self.models else {})})
-        finally:
             writer.close()
-            self.connection.close()  # collective: graph communicator, master/worker channel, RMA window
-            self.comm.Free()
+        except OutputError as err:
+            self._abort_on_output_error(err)
+        self.connection.close()  # collective: graph communicator, master/worker channel, RMA window
+        self.fault_comm.Free()
+        self.comm.Free()
         self.result = RunResult(job.run["name"], status, self.out, last, job.run["steps"], self.size,
                                 math.isfinite(self.optimum), self.models[0] if self.models else None,
                                 label=job.label, message=message, step=done)
         if self.rank == 0:
+            if status == "failed":
+                print(f"mpidecent: error: {message}", file=sys.stderr, flush=True)
+                message = ""
             if status == "preempted":
                 note = requeue_under_slurm()
                 message += f"; {note}" if note else ""
@@ -167,7 +186,8 @@ class Runner:
         threshold = job.run["divergence_threshold"]
         status_every_step = self.plan.algorithm.status_every_step
         totals = Totals()
-        flags = np.zeros(2, dtype=np.int32)  # [any rank non-finite, any rank asked to stop]
+        # [any rank non-finite, any rank asked to stop, rank 0 sees no room or no output folder]
+        flags = np.zeros(3, dtype=np.int32)
         row: LogRow | None = None
         first = self.resume.step if self.resume is not None else 0
         if self.resume is not None:
@@ -180,13 +200,14 @@ class Runner:
             algo.before_log()
             row = self._log_row(0, totals, 0.0)
             writer.append(0, row.rank_values, row.global_values)
+            self.logged_step = 0
             health = Health()
             health.observe(row.global_values["avg_model_loss"], row.global_values["consensus_distance"])
             self.progress.update(0, row.global_values)
         for t in range(first, steps):
             stats = algo.step(t)
             totals.add(stats)
-            done = t + 1
+            done = self.step_now = t + 1
             # Every rank learns whether any rank went non-finite or got a stop signal, so all act at the
             # same step boundary: after every step, or (status_every_step = False) at log and checkpoint
             # boundaries only, where the ranks meet anyway.
@@ -195,14 +216,21 @@ class Runner:
             log_point = done % log_every == 0 or done == steps
             checkpoint_point = bool(every) and done % every == 0 and done < steps
             bad = stop = False
+            output_problem = None
+            if log_point or checkpoint_point:
+                output_problem = self._output_problem(writer, done, log_point, checkpoint_point or done == steps)
+                flags[2] = output_problem is not None
             if status_every_step or log_point or checkpoint_point:
                 self.collectives.allreduce_max(flags)
-                bad, stop = bool(flags[0]), bool(flags[1])
+                bad, stop, full = bool(flags[0]), bool(flags[1]), bool(flags[2])
                 flags[:] = 0
+                if full:  # every rank stops here, before writing anything (message from rank 0)
+                    return "failed", self._stopped_message(done, self.comm.bcast(output_problem, root=0)), done, row
             if bad or log_point:
                 algo.before_log()
                 row = self._log_row(done, totals, time.perf_counter() - start)
                 writer.append(done, row.rank_values, row.global_values)
+                self.logged_step = done
                 blown = health.problem(row.global_values)
                 if bad or blown or not row.max_abs <= threshold:
                     return "diverged", self._divergence_message(done, row, stats, blown), done, row
@@ -220,6 +248,75 @@ class Runner:
                                                               wall_s),
                          {"job": self.job.to_toml(), "world_size": self.size, "algorithm": self.job.algorithm["name"],
                           "results_file": os.path.abspath(self.out)})
+        self.checkpoint_step = step
+
+    # ---- output faults (io/faults.py) ---------------------------------------------------------------------
+
+    def _output_problem(self, writer: ResultsWriter, step: int, log_point: bool, checkpoint_point: bool) -> str | None:
+        """Rank 0 (None elsewhere): what stops the writes of this boundary — a vanished folder or results
+        file, or too little room for the row and the checkpoint (the previous checkpoint's size; before
+        the first, twice rank 0's state per rank) and, at the end, the saved model."""
+        if self.watch is None:
+            return None
+        needed = writer.growth_bytes() if log_point else 0
+        if checkpoint_point:
+            try:
+                needed += os.path.getsize(self.checkpoint)
+            except OSError:
+                state = sum(a.nbytes for a in live_state(self.algorithm, self.objective).values())
+                needed += 2 * state * self.size + ROW_METADATA_BYTES
+        if step == self.job.run["steps"] and self.job.run["save_model"] != "none":
+            copies = 1 + (self.size if self.job.run["save_model"] == "all" else 0)
+            needed += copies * self.algorithm.model_view().nbytes
+        return self.watch.problem(needed)
+
+    def _kept(self) -> str:
+        """What a stopped run leaves, in words (this rank's look at the folder): the results up to the last
+        logged step, the last checkpoint, and how to go on."""
+        results = self.watch.intact() if self.watch is not None else os.path.exists(self.out)
+        checkpoint = self.checkpoint_step is not None and os.path.exists(self.checkpoint)
+        if self.logged_step is None:  # nothing of value in it yet
+            return f"nothing: remove the unfinished {self.out} and start again once there is room"
+        kept = [f"the results file {self.out} up to step {self.logged_step}"] if results else []
+        if checkpoint:
+            kept.append(f"the checkpoint {self.checkpoint} of step {self.checkpoint_step}")
+        if results and checkpoint:
+            advice = "make room, then continue with --resume"
+        else:
+            advice = "start over with --force once the output folder can be written"
+        return f"{' and '.join(kept) or 'nothing'}: {advice}"
+
+    def _every_rank_failed(self, seconds: float) -> bool:
+        """Did every rank reach ``_abort_on_output_error`` within ``seconds``? A barrier on the communicator
+        used for nothing else, abandoned after the wait (the job is aborted right after)."""
+        request = self.fault_comm.Ibarrier()
+        deadline = time.monotonic() + seconds
+        while not request.Test():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _stopped_message(self, step: int, problem: str) -> str:
+        """Collective-free: the one line of a run stopped cleanly by ``_output_problem``."""
+        return f"{self.job.run['name']}: stopped at step {step}: {problem}. Kept: {self._kept()}"
+
+    def _abort_on_output_error(self, err: OutputError) -> None:
+        """This rank only: a write failed (``guarded``); the other ranks may be waiting inside HDF5 for this
+        one, so print one line and abort the job (MPI_Abort, exit status EXIT_IO). Never returns."""
+        progress = getattr(self, "progress", None)
+        if progress is not None:
+            progress.close()  # end a terminal bar's line first
+        # When every rank saw the error (e.g. all failed to create the file), rank 0 alone speaks; a rank
+        # whose partners are stuck elsewhere speaks for itself after a short wait.
+        if not self._every_rank_failed(FAULT_AGREEMENT_S) or self.rank == 0:
+            sys.stderr.write(f"mpidecent: error: {self.job.run['name']}: {err} (rank {self.rank}, step "
+                             f"{self.step_now}); every rank was stopped. Kept: {self._kept()}\n")
+            sys.stderr.flush()
+        try:
+            MPI.COMM_WORLD.Abort(EXIT_IO)
+        finally:
+            os._exit(EXIT_IO)
 
     def _divergence_message(self, step: int, row: LogRow, stats: StepStats, blown: str | None) -> str:
         """Collective: which quantity blew up (non-finite ranks first), at which step, and what to try."""

@@ -153,7 +153,7 @@ def comparison_table(runs: list[RunResult]) -> str:
 def sweep_status(runs: list[RunResult]) -> str:
     """How a launch of several runs ended: the count per status, each run that did not complete with its
     message, and the exit status (0 only when every run completed; else the worst: 3 diverged,
-    4 stopped by a signal)."""
+    4 stopped by a signal, 5 an output file could not be written)."""
     counts: dict[str, int] = {"completed": 0, "diverged": 0, "preempted": 0}
     for r in runs:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -161,11 +161,12 @@ def sweep_status(runs: list[RunResult]) -> str:
     for r in runs:
         if r.status != "completed":
             lines.append(f"  {r.name}: {r.status} at step {r.step}" + (f": {r.message}" if r.message else ""))
-    from mpidecent.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
+    from mpidecent.errors import EXIT_DIVERGED, EXIT_IO, EXIT_OK, EXIT_PREEMPTED
 
-    code = max((EXIT_OK, *({"diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}.get(r.status, EXIT_OK)
-                           for r in runs)))
+    codes = {"diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED, "failed": EXIT_IO}
+    code = max((EXIT_OK, *(codes.get(r.status, EXIT_OK) for r in runs)))
     lines.append(f"exit status {code}" + (" (every run completed)" if code == EXIT_OK else
-                                           " (a failed run does not stop the others; the status is the worst: "
-                                           f"{EXIT_DIVERGED} diverged, {EXIT_PREEMPTED} stopped by a signal)"))
+                                           " (a diverged run does not stop the others; the status is the worst: "
+                                           f"{EXIT_DIVERGED} diverged, {EXIT_PREEMPTED} stopped by a signal, "
+                                           f"{EXIT_IO} an output file could not be written)"))
     return "\n".join(lines)

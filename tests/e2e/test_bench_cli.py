@@ -11,7 +11,8 @@ from cli import mpidecent
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    # About 80 s on 2 idle cores (a dozen mpirun starts); 15× that leaves room for a busy machine.
+    # About 80 s on 2 idle cores (a dozen mpirun starts), and the startup section's 8- and 16-rank launches
+    # (23 s measured on a busy machine); 10× that leaves room for a busy machine.
     result = mpidecent("bench", "--size", "tiny", "--out", str(out), timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     files = list(out.glob("bench-tiny-*.json"))
@@ -23,7 +24,7 @@ def bench(tmp_path_factory):
 def test_every_section_ran_and_printed_its_table(bench):
     data, stdout = bench
     assert set(data["sections"]) == {"exchange", "compressors", "step", "scaling", "target", "rma", "memory",
-                                     "network"}
+                                     "startup", "network"}
     for name in data["sections"]:
         assert f"== {name}\n" in stdout
     assert data["size"] == "tiny" and data["ranks"] == 4 and data["machine"]["cores"] >= 1
@@ -81,6 +82,20 @@ def test_target_rma_and_memory_sections(bench):
     assert rma["osc_component"] and rma["verdict"].startswith(("yes", "NO")) and rma["busy_get_s"] > 0
     memory = sections["memory"]
     assert len(memory["peak_rss_bytes"]) == 4 and min(memory["peak_rss_bytes"]) >= min(memory["rss_before_bytes"])
+
+
+def test_startup_section_launches_the_quickstart_at_8_and_16_ranks(bench):
+    """Each launch ended with status 0 after its 50 steps, step 0 came between the launch and the exit
+    (or the machine had too little memory free for the ranks, said in the row)."""
+    section = bench[0]["sections"]["startup"]
+    assert section["job"] == "jobs/quickstart.toml" and section["steps"] == 50
+    assert [r["n"] for r in section["rows"]] == [8, 16]
+    for r in section["rows"]:
+        if r["status"].startswith("skipped: "):
+            continue
+        assert r["status"] == "ok" and r["exit_code"] == 0 and r["steps"] == 50, r
+        assert 0 < r["step0_s"] < r["wall_s"] and 0 < r["training_s"] < r["wall_s"], r
+    assert "launch → step 0 s" in bench[1]
 
 
 def test_network_section_runs_behind_an_emulated_link_or_skips_in_one_line(bench):

@@ -56,7 +56,7 @@ def record_drivers(monkeypatch):
         drivers.append(kwargs.get("driver"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(datasets.h5py, "File", opener)
+    monkeypatch.setattr(h5py, "File", opener)  # datasets imports h5py inside its functions: the module itself
     return drivers
 
 

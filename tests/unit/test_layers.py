@@ -11,12 +11,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mpidecent"
 # Low → high. A package may import its own modules and any package of a lower or the same layer, as
 # long as the packages stay acyclic.
 LAYERS = [
-    {"errors", "params", "rng", "threads", "texttable", "progress", "preemption", "plugins"},  # foundations
+    {"errors", "params", "rng", "threads", "texttable", "progress", "preemption", "plugins", "machine"},  # foundations
     {"topology", "compression", "coding", "gossip", "learning"},  # pure maths and data, no MPI
     {"comm", "io"},  # MPI: communication patterns, transports; parallel HDF5, readers
     {"algorithms"},  # declarations (catalog) and one file of update equations per family
     {"config"},  # job file → Job, against the declarations
-    {"plan"},  # Job × ranks → graph schedule, weights, checks
+    {"plan", "footprint"},  # Job × ranks → graph schedule, weights, checks (footprint: memory per rank)
     {"runner"},  # one run: build, step loop, metrics, checkpoints
     {"report", "bench"},  # reading results; measuring
     {"cli", "__main__", "api"},  # the commands; mpidecent.train

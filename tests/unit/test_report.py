@@ -448,6 +448,44 @@ def test_foreign_and_too_new_files_are_refused(tmp_path, capsys):
     assert code == 2 and out == "" and err.count("\n") == 1
 
 
+def _set_attr(name, value):
+    return lambda f: f.attrs.__setitem__(name, value)
+
+
+DAMAGE = {  # issue 15: what a damaged file says, refused in one line before libhdf5 or numpy trusts it
+    "huge_rows": (lambda f: f["metrics/step"].resize((1 << 40,)), "/metrics/step claims shape (1099511627776,)"),
+    "world_size_text": (_set_attr("world_size", "4"), "attribute 'world_size' = '4' is not an integer"),
+    "world_size_zero": (_set_attr("world_size", 0), "attribute 'world_size' = 0 is not an integer in 1.."),
+    "columns": (_set_attr("world_size", 3), "/metrics/rank/bits_sent has 4 columns but world_size is 3"),
+    "status_number": (_set_attr("status", 7), "attribute 'status' is int, not text"),
+    "job_not_toml": (_set_attr("job", "[run\nsteps = 30"), "its job attribute is not valid TOML"),
+    "steps_negative": (_set_attr("steps_requested", -1), "attribute 'steps_requested' = -1 is not an integer"),
+    "period_text": (lambda f: f["topology"].attrs.__setitem__("period", "1"), "/topology attribute 'period'"),
+    "series_text": (lambda f: f.create_dataset("metrics/global/notes", data=np.array([b"a", b"b", b"c", b"d"])),
+                    "/metrics/global/notes holds |S1, not numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_files_are_refused_in_one_line(case, tmp_path, capsys):
+    edit, message = DAMAGE[case]
+    path = write_results(tmp_path / "r.h5")
+    with h5py.File(path, "a") as f:
+        edit(f)
+    code, out, err = report(capsys, path)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"{path}: damaged results file (" in err, err
+    assert message in err, err
+
+
+def test_a_damaged_global_heap_is_refused_before_libhdf5_reads_it(tmp_path, capsys):
+    path = write_results(tmp_path / "r.h5")
+    data = bytearray(path.read_bytes())
+    data[data.index(b"GCOL") + 16 + 8 + 5] ^= 1  # the first heap object's size gains 2**40: one flipped bit
+    path.write_bytes(data)
+    code, _, err = report(capsys, path)
+    assert code == 2 and "damaged results file (global heap at byte" in err and "runs past" in err, err
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--bandwidth", "0"], "--bandwidth must be a finite number of bits per second > 0"),
     (["--latency", "-1"], "--latency must be a finite number of seconds ≥ 0"),

@@ -1,0 +1,135 @@
+"""Checks on an HDF5 file before libhdf5 and numpy trust what it says (results files and checkpoints).
+
+libhdf5 (1.10) does not validate everything it parses. In a damaged file a global-heap object whose size
+field is wrong makes it read past its buffer (a segfault) or loop forever while reading a variable-length
+string attribute, and a flipped dimension in a dataspace makes numpy try to allocate petabytes. What can
+be checked from outside libhdf5 is checked here first:
+
+- ``heap_problem``: every global heap collection (where variable-length strings live) is walked and its
+  objects must tile it exactly, inside the file;
+- ``nbytes`` / ``attribute_problem``: the bytes a dataset or attribute would take in memory, computed from
+  its shape before reading it, so the reader can bound it by the file's size.
+
+What remains (documented in docs/results-format.md, "Corrupted files"): damage inside object headers,
+B-trees and symbol tables is parsed by libhdf5 alone and can still crash it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+from collections.abc import Callable, Iterable
+
+import h5py
+import numpy as np
+
+# Every error h5py and numpy raise while reading a damaged file: libhdf5's errors arrive as OSError,
+# RuntimeError (NotImplementedError among them), KeyError, ValueError or TypeError; a bad size or index as
+# IndexError or OverflowError. Not MemoryError: sizes are bounded before reading, so one would be real.
+READ_ERRORS: tuple[type[Exception], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+                                            OverflowError)
+
+HEAP_SIGNATURE = b"GCOL"
+HEAP_HEADER = 16  # signature, version, 3 reserved bytes, collection size (8-byte lengths: h5py's default)
+OBJECT_HEADER = 16  # heap object index (2), reference count (2), reserved (4), object size (8)
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line (its type's name when it has no text), for a one-line refusal."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def heap_problem(path: str) -> str | None:
+    """The first inconsistent global heap collection of the HDF5 file at ``path``, described, or None.
+    Reads the file through a memory map (no copy); an unreadable file is left to the HDF5 open to report."""
+    try:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return None
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                start = buf.find(HEAP_SIGNATURE)
+                while start >= 0:
+                    problem = _collection_problem(buf, start)
+                    if problem:
+                        return f"global heap at byte {start}: {problem}"
+                    start = buf.find(HEAP_SIGNATURE, start + 1)
+    except OSError:
+        return None
+    return None
+
+
+def _collection_problem(buf: mmap.mmap, start: int) -> str | None:
+    """One collection: its objects (index, size) must tile it from its header to its end, each index once,
+    with the free-space object (index 0), if any, last and holding exactly the rest."""
+    header = buf[start:start + HEAP_HEADER]
+    if len(header) < HEAP_HEADER or header[4] != 1 or header[5:8] != b"\0\0\0":
+        return None  # not a collection header (bytes that happen to read GCOL); libhdf5 checks its own
+    size = int.from_bytes(header[8:16], "little")
+    end = start + size
+    if size < HEAP_HEADER or end > len(buf):
+        return f"its size {size} runs past the end of the file ({len(buf)} bytes)"
+    seen: set[int] = set()
+    pos = start + HEAP_HEADER
+    while end - pos >= OBJECT_HEADER:  # less room than a header is free space libhdf5 skips
+        index = int.from_bytes(buf[pos:pos + 2], "little")
+        length = int.from_bytes(buf[pos + 8:pos + 16], "little")
+        if index == 0:  # free space: the rest of the collection, its header included
+            return None if length == end - pos else f"free space of {length} bytes where {end - pos} remain"
+        if index in seen:
+            return f"object {index} appears twice"
+        seen.add(index)
+        pos += OBJECT_HEADER + (length + 7) // 8 * 8
+        if pos > end:
+            return f"object {index} of {length} bytes runs past the collection's end"
+    return None
+
+
+def nbytes(shape: Iterable[int] | None, dtype: np.dtype) -> int:
+    """Bytes an array of ``shape`` and ``dtype`` takes in memory, in Python integers (no overflow); a
+    variable-length item counts as its 16-byte descriptor (its data lives in a checked global heap)."""
+    count = 1
+    for extent in shape or ():
+        count *= max(int(extent), 0)
+    return count * max(np.dtype(dtype).itemsize, 1)
+
+
+def attribute_problem(obj: h5py.HLObject, limit: int, names: Iterable[str] | None = None) -> str | None:
+    """The first attribute of ``obj`` (of ``names`` only, when given: every attribute opened is more of a
+    damaged file for libhdf5 to parse) that would take more than ``limit`` bytes in memory, described
+    (checked from its dataspace and type, before reading it), or None."""
+    for name in obj.attrs if names is None else [n for n in names if n in obj.attrs]:
+        attr = obj.attrs.get_id(name)
+        size = nbytes(attr.shape, attr.dtype)
+        if size > limit:
+            return f"attribute {name!r} claims {attr.shape} items ({size} bytes), more than the file holds"
+    return None
+
+
+PROBE_TIMEOUT_S = 120  # a probe still reading after this long counts as a file libhdf5 cannot finish
+
+
+def crash_probe(path: str, read: Callable[[str], object]) -> str | None:
+    """Run ``read(path)`` once in a forked child and say why it died, if it did (None: it finished, with or
+    without an error of its own). What the checks above cannot catch is libhdf5 itself crashing (SIGSEGV)
+    or looping on a damaged object header: in the child that ends the child only, and the caller refuses
+    the file in one line instead of crashing. Serial tools only (``mpidecent report``): never under MPI."""
+    if not hasattr(os, "fork"):
+        return None
+    pid = os.fork()
+    if pid == 0:  # the child: read, say nothing, leave without running the parent's exit handlers
+        code = 0
+        try:
+            signal.alarm(PROBE_TIMEOUT_S)
+            read(path)
+        except BaseException:  # noqa: BLE001 - the parent reads the file again and reports any error itself
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        if number == signal.SIGALRM:
+            return f"libhdf5 did not finish reading it in {PROBE_TIMEOUT_S} s"
+        return f"libhdf5 crashed reading it ({signal.Signals(number).name})"
+    return None

@@ -1,0 +1,65 @@
+"""io/faults.py: rank 0's look at the output folder before a write, and the words for a failed write
+(the whole fault paths under mpirun are in tests/e2e/test_output_faults.py)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+
+import pytest
+
+from mpidecent.errors import OutputError
+from mpidecent.io import faults
+from mpidecent.io.faults import CLOSING_RESERVE_BYTES, OutputWatch, diagnose, free_bytes, guarded
+
+
+def test_the_watch_sees_nothing_wrong_with_a_healthy_folder(tmp_path):
+    out = tmp_path / "r.h5"
+    out.write_bytes(b"x")
+    assert OutputWatch(str(out)).problem(1024) is None
+
+
+def test_the_watch_asks_for_the_writes_plus_the_closing_reserve(tmp_path, monkeypatch):
+    out = tmp_path / "r.h5"
+    out.write_bytes(b"x")
+    assert free_bytes(str(tmp_path)) > 0
+    free = 10 * CLOSING_RESERVE_BYTES
+    monkeypatch.setattr(faults, "free_bytes", lambda folder: free)  # other processes share the real disk
+    problem = OutputWatch(str(out)).problem(free)  # the writes alone would fit exactly, the reserve not
+    assert problem == (f"no room for the results: 2.5 MiB free in {tmp_path}, about 2.8 MiB needed for the "
+                       "next writes")
+    assert OutputWatch(str(out)).problem(free - CLOSING_RESERVE_BYTES) is None
+
+
+def test_the_watch_notices_a_removed_folder_and_a_replaced_file(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    out = folder / "r.h5"
+    out.write_bytes(b"x")
+    watch = OutputWatch(str(out))
+    replacement = folder / "other.h5"
+    replacement.write_bytes(b"y")
+    os.replace(replacement, out)  # same name, another file
+    assert "was deleted, moved or replaced" in watch.problem(0)
+    assert not watch.intact()
+    shutil.rmtree(folder)
+    assert "the output folder" in watch.problem(0) and "was removed" in watch.problem(0)
+
+
+def test_a_failed_write_names_the_file_and_the_cause(tmp_path):
+    out = str(tmp_path / "r.h5")
+    with pytest.raises(OutputError, match=r"^writing a log row to .*r\.h5 failed: No space left on device \(ENOSPC\)$"):
+        with guarded("writing a log row to", out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputError, match=r"failed: write error \(Unable to flush cached data \(file write failed\)\)"):
+        with guarded("closing", out):
+            raise RuntimeError("Unable to flush\n cached data (file write failed)")
+    with pytest.raises(ValueError):  # not an output fault: passes through untouched
+        with guarded("closing", out):
+            raise ValueError("a bug")
+
+
+def test_a_vanished_folder_is_named_as_the_cause(tmp_path):
+    path = str(tmp_path / "gone" / "r.h5")
+    assert diagnose(path, RuntimeError("file write failed")).startswith(f"the folder {tmp_path / 'gone'} no longer")
