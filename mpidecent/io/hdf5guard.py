@@ -16,7 +16,6 @@ B-trees and symbol tables is parsed by libhdf5 alone and can still crash it.
 
 from __future__ import annotations
 
-import mmap
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -43,38 +42,57 @@ def first_line(err: BaseException) -> str:
 
 def heap_problem(path: str) -> str | None:
     """The first inconsistent global heap collection of the HDF5 file at ``path``, described, or None.
-    Reads the file through a memory map (no copy); an unreadable file is left to the HDF5 open to report."""
+    Reads with ``pread``, not a memory map: a file that a failed write left sparse on a full tmpfs raises
+    SIGBUS when a hole is touched through a map (the kernel cannot allocate the page), while ``read``
+    returns zeros. An unreadable file is left to the HDF5 open to report."""
     try:
         with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size == 0:
-                return None
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                start = buf.find(HEAP_SIGNATURE)
-                while start >= 0:
-                    problem = _collection_problem(buf, start)
-                    if problem:
-                        return f"global heap at byte {start}: {problem}"
-                    start = buf.find(HEAP_SIGNATURE, start + 1)
+            fd = fh.fileno()
+            size = os.fstat(fd).st_size
+
+            def read(offset: int, count: int) -> bytes:
+                return os.pread(fd, count, offset)
+
+            for start in _signatures(read, size):
+                problem = _collection_problem(read, size, start)
+                if problem:
+                    return f"global heap at byte {start}: {problem}"
     except OSError:
         return None
     return None
 
 
-def _collection_problem(buf: mmap.mmap, start: int) -> str | None:
+_SCAN_BLOCK = 4 << 20  # bytes read at a time while looking for collection signatures
+
+
+def _signatures(read: Callable[[int, int], bytes], size: int) -> Iterable[int]:
+    """Every offset of ``HEAP_SIGNATURE`` in the file, in order (blocks overlap by the signature's length
+    less one, so one that straddles two blocks is found once)."""
+    overlap = len(HEAP_SIGNATURE) - 1
+    for offset in range(0, size, _SCAN_BLOCK):
+        block = read(offset, _SCAN_BLOCK + overlap)
+        found = block.find(HEAP_SIGNATURE)
+        while 0 <= found < _SCAN_BLOCK:
+            yield offset + found
+            found = block.find(HEAP_SIGNATURE, found + 1)
+
+
+def _collection_problem(read: Callable[[int, int], bytes], file_size: int, start: int) -> str | None:
     """One collection: its objects (index, size) must tile it from its header to its end, each index once,
     with the free-space object (index 0), if any, last and holding exactly the rest."""
-    header = buf[start:start + HEAP_HEADER]
+    header = read(start, HEAP_HEADER)
     if len(header) < HEAP_HEADER or header[4] != 1 or header[5:8] != b"\0\0\0":
         return None  # not a collection header (bytes that happen to read GCOL); libhdf5 checks its own
     size = int.from_bytes(header[8:16], "little")
     end = start + size
-    if size < HEAP_HEADER or end > len(buf):
-        return f"its size {size} runs past the end of the file ({len(buf)} bytes)"
+    if size < HEAP_HEADER or end > file_size:
+        return f"its size {size} runs past the end of the file ({file_size} bytes)"
     seen: set[int] = set()
     pos = start + HEAP_HEADER
     while end - pos >= OBJECT_HEADER:  # less room than a header is free space libhdf5 skips
-        index = int.from_bytes(buf[pos:pos + 2], "little")
-        length = int.from_bytes(buf[pos + 8:pos + 16], "little")
+        entry = read(pos, OBJECT_HEADER)
+        index = int.from_bytes(entry[0:2], "little")
+        length = int.from_bytes(entry[8:16], "little")
         if index == 0:  # free space: the rest of the collection, its header included
             return None if length == end - pos else f"free space of {length} bytes where {end - pos} remain"
         if index in seen:

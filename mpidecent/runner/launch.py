@@ -125,7 +125,8 @@ def check_pair(out: str, rows: int, checkpoint: str, snapshot: Snapshot, job: Jo
     from mpidecent.io.checkpoint import logged_steps
     from mpidecent.io.reader import ReportError, read_logged_steps
 
-    fix = "restore the results file and checkpoint that belong together, or start over with --force; both were left untouched"
+    fix = ("restore the results file and checkpoint that belong together, or start over with --force; both were "
+           "left untouched")
     if rows < snapshot.results_rows:
         raise JobError(f"results file {out!r} has {rows} log rows but checkpoint {checkpoint!r} was taken after "
                        f"{snapshot.results_rows}: they are not one run's pair; {fix}")

@@ -161,17 +161,16 @@ class Runner:
                                 math.isfinite(self.optimum), self.models[0] if self.models else None,
                                 label=job.label, message=message, step=done)
         if self.rank == 0:
-            if status == "failed":
-                print(f"mpidecent: error: {message}", file=sys.stderr, flush=True)
-                message = ""
             if status == "preempted":
                 note = requeue_under_slurm()
                 message += f"; {note}" if note else ""
-            if message:
+            if message and status != "failed":
                 print(f"mpidecent: {message}", file=sys.stderr, flush=True)
             if not self.quiet and last is not None and status != "preempted":
                 print(summary(self.plan, algo, self.node, self.optimum, last, status, self.out,
                               self.models[0] if self.models else None), flush=True)
+            if status == "failed":  # last, where a terminal or a Slurm log shows it
+                print(f"mpidecent: error: {message}", file=sys.stderr, flush=True)
         return _EXIT[status]
 
     def _log_row(self, step: int, totals: Totals, wall_s: float) -> LogRow:
