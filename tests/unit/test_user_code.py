@@ -133,7 +133,7 @@ def job_file(tmp_path):
     return load
 
 
-def test_a_model_and_data_set_of_the_users_own_train_on_simulated_nodes(job_file):
+def test_a_model_and_data_set_of_the_users_own_train_on_simulated_nodes(job_file, tmp_path):
     job = job_file(overrides=["model.width=6"])
     assert job.model["width"] == 6 and job.data["name"] == "user_code.py:blobs"
     sim = Simulation.of_plan(plan_job(job, 4))
@@ -147,7 +147,9 @@ def test_a_model_and_data_set_of_the_users_own_train_on_simulated_nodes(job_file
     # the factory got the [model] keys and the shape/classes it names
     import sys
 
-    module = next(m for name, m in sys.modules.items() if name.startswith("mpidecent_user_"))
+    # this test's user_code.py (other tests load user modules of their own under the same prefix)
+    module = next(m for name, m in sys.modules.items()
+                  if name.startswith("mpidecent_user_") and getattr(m, "__file__", "") == str(tmp_path / "user_code.py"))
     assert (((2, 3), 3, 6)) in module.calls
     # batch norm's running statistics are the node's own buffers, moved by training
     buffers = node.objective.flat.buffers
