@@ -59,10 +59,40 @@ def select_variant(jobs, wanted: str, path: str):
     return jobs[index]
 
 
+def damaged_checkpoint(job_path: str, overrides: list[str], out: str | None) -> str | None:
+    """Before MPI starts (a forked child must not share a started MPI library): read every checkpoint this
+    launch could resume once in a forked child (``io/hdf5guard.crash_probe``; each rank its own rows), so a
+    checkpoint that crashes libhdf5 is refused in one line instead of killing the ranks. None when every one read through (or the
+    job is bad: that is refused properly once the ranks can agree)."""
+    import functools
+
+    from mpidecent.comm.world import launcher_rank
+    from mpidecent.config import load_jobs
+    from mpidecent.io.checkpoint import checkpoint_path
+    from mpidecent.io.hdf5guard import crash_probe, read_every_object
+    from mpidecent.runner.launch import results_file
+
+    try:
+        jobs = load_jobs(job_path, overrides)
+    except JobError:
+        return None
+    for job in jobs:
+        path = checkpoint_path(results_file(job, out))
+        # this rank's row of every dataset: what its real read touches (not the other ranks' gigabytes)
+        read = functools.partial(read_every_object, row=launcher_rank() or 0)
+        crashed = crash_probe(path, read) if os.path.isfile(path) else None
+        if crashed:
+            return (f"checkpoint {path!r} is damaged ({crashed}); it and its results file were left untouched: "
+                    "restore a good copy, or start over with --force")
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     from mpidecent.comm.world import abort_on_error, init_mpi
     from mpidecent.preemption import check_world_size, install_stop_handlers
 
+    # (with --force too, the launch is refused below: nothing to read)
+    damaged = damaged_checkpoint(args.job, args.overrides, args.out) if args.resume and not args.force else None
     init_mpi()  # the osc probe (a window allocated and freed on every rank) waits for a valid job
     from mpi4py import MPI
 
@@ -76,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
         if args.resume and args.force:
             raise JobError("--resume continues a run and --force starts it over: give one of them")
         jobs = load_jobs(args.job, args.overrides)
+        if damaged:
+            raise JobError(damaged)
         return jobs if args.variant is None else [select_variant(jobs, args.variant, args.job)]
 
     work, problem = prepare_all(comm, load, args.out, args.force, args.resume)

@@ -398,7 +398,9 @@ def _series(path: str, dset: h5py.Dataset, limit: int, ndim: int, columns: int |
     values, with ``columns`` ranks when given."""
     if dset.ndim != ndim:
         return None  # not a series of this layout; ignore rather than guess
-    if dset.dtype.kind not in "biuf":
+    # The writer stores integers and floats of at most 8 bytes; anything else (e.g. a long double from a
+    # damaged type message) is damage, and would not survive the report's JSON and CSV output either.
+    if dset.dtype.kind not in "biuf" or dset.dtype.itemsize > 8:
         raise ReportError(f"{path}: damaged results file ({dset.name} holds {dset.dtype}, not numbers)")
     if columns is not None and dset.shape[1] != columns:
         raise ReportError(f"{path}: damaged results file ({dset.name} has {dset.shape[1]} columns but "

@@ -17,6 +17,7 @@ so a libhdf5 segfault or endless loop ends that child only. Outcomes:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -31,6 +32,7 @@ import numpy as np
 
 from mpidecent.errors import JobError
 from mpidecent.io.checkpoint import _canonical, read_checkpoint
+from mpidecent.io.hdf5guard import crash_probe, read_every_object
 from mpidecent.io.reader import ReportError, read_header, read_runs
 from mpidecent.report import tables
 
@@ -71,6 +73,9 @@ def child(kind: str, path: str, original: tuple | None, world_size: int, job: st
     try:
         if kind == "results":
             return read_results(path)
+        # as `mpidecent run --resume` does before MPI starts: each rank's probe in a forked child first
+        if any(crash_probe(path, functools.partial(read_every_object, row=rank)) for rank in range(world_size)):
+            return 10
         return 0 if checkpoint_view(path, world_size, job) == original else 13
     except (ReportError, JobError):
         return 10

@@ -193,13 +193,13 @@ def test_read_checkpoint_refuses_out_of_range_values(case, stopped, tmp_path):
 
 
 # Random single-bit flips of the pair (tests/e2e/bitflips.py): every flip must be refused in one line or
-# be harmless, and an accepted checkpoint must give the original's arrays and attributes. Results files are
-# read as `mpidecent report` reads them: first in a forked child, so a libhdf5 crash is a refusal (none may
-# get through). Checkpoints (read by MPI ranks: no probe) still meet segfaults inside libhdf5 1.10 while it
-# parses a damaged object header, before any check of ours can run (docs/results-format.md, "Corrupted
-# files"): about 1 % of flips (13 of 1000 measured; 2000 results-file flips before the checks: 23 crashes,
-# 21 tracebacks, 3 huge allocations, 1 endless loop). Allowed up to 4 % here: the fixture's byte layout
-# (host names, paths) differs between machines, so which flips land in a header does too.
+# be harmless, and an accepted checkpoint must give the original's arrays and attributes. Both files are
+# read as the CLI reads them: first in a forked child (report's probe; `run --resume`'s probe of each rank's
+# rows before MPI starts), so a libhdf5 crash or runaway allocation on a damaged object header is a
+# refusal. Results files: none may get through. Checkpoints: libhdf5's crash on a damaged header depends on
+# memory contents, so a flip whose probe read through can in principle still crash the real read; measured
+# 0 in 600 flips (before the probe about 1 %: 13 of 1000), allowed up to 4 % here since the fixture's byte
+# layout (host names, paths) differs between machines.
 FLIPS, SEED = 200, 0
 CRASHES = {"results": 0, "checkpoint": FLIPS * 4 // 100}
 

@@ -63,3 +63,27 @@ def test_a_failed_write_names_the_file_and_the_cause(tmp_path):
 def test_a_vanished_folder_is_named_as_the_cause(tmp_path):
     path = str(tmp_path / "gone" / "r.h5")
     assert diagnose(path, RuntimeError("file write failed")).startswith(f"the folder {tmp_path / 'gone'} no longer")
+
+
+def test_the_crash_probe_turns_a_crash_or_a_runaway_allocation_into_words(tmp_path):
+    """io/hdf5guard.crash_probe: what libhdf5 may do on a damaged header, done by a reader in the child."""
+    import ctypes
+
+    from mpidecent.io.hdf5guard import crash_probe
+
+    path = tmp_path / "f.h5"
+    path.write_bytes(b"\0" * 1024)
+
+    def segfault(_path):
+        ctypes.string_at(0)  # reads address 0: SIGSEGV in the child only
+
+    def runaway(_path):
+        bytearray(64 << 30)  # 64 GiB for a 1 KiB file: refused by the child's address-space limit
+
+    def refuses(_path):
+        raise RuntimeError("a damaged file the real reader reports itself")
+
+    assert crash_probe(str(path), segfault) == "libhdf5 crashed reading it (SIGSEGV)"
+    assert crash_probe(str(path), runaway) == "reading it asks for far more memory than the file holds"
+    assert crash_probe(str(path), refuses) is None
+    assert crash_probe(str(path), lambda _path: None) is None
