@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mpidecent.errors import JobError
-from mpidecent.machine import MemoryShare, memory_share
+from mpidecent.machine import MemoryShare, memory_share, size_text
 
 if TYPE_CHECKING:
     from mpidecent.algorithms import AlgorithmSpec
@@ -92,19 +92,6 @@ class Footprint:
 
     def breakdown(self) -> str:
         return ", ".join(f"{name} {size_text(p.bytes)}" for name, p in self.parts.items())
-
-
-def size_text(nbytes: float) -> str:
-    """Bytes in binary units: ``512 B``, ``0.2 MiB``, ``5.6 GiB``, ``186 GiB`` (a decimal below 10)."""
-    units = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    if nbytes < 1024:
-        return f"{int(nbytes)} B"
-    value, unit = nbytes / 1024, units[0]
-    for unit in units:
-        if value < 1024 or unit == units[-1]:
-            break
-        value /= 1024
-    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
 
 
 # ---- the check --------------------------------------------------------------------------------------------

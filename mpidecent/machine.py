@@ -1,4 +1,5 @@
-"""What this machine offers one rank: the memory available now, and how many ranks share it.
+"""What this machine offers one rank: the memory available now, and how many ranks share it (and
+``size_text``, how mpidecent writes a number of bytes in its messages).
 
 Pure and per rank (no MPI, no collective): every rank calls ``memory_share`` on its own before the first
 collective (``footprint.check_memory``). The available memory is ``MemAvailable`` of ``/proc/meminfo``,
@@ -150,3 +151,16 @@ def _cgroup_folders() -> Iterator[tuple[str, str, str]]:
                 if not relative:
                     break
                 relative = os.path.dirname(relative)
+
+
+def size_text(nbytes: float) -> str:
+    """Bytes in binary units: ``512 B``, ``0.2 MiB``, ``5.6 GiB``, ``186 GiB`` (a decimal below 10)."""
+    units = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    if nbytes < 1024:
+        return f"{int(nbytes)} B"
+    value, unit = nbytes / 1024, units[0]
+    for unit in units:
+        if value < 1024 or unit == units[-1]:
+            break
+        value /= 1024
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"

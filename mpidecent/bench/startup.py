@@ -29,23 +29,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mpidecent.machine import available_memory
+
 JOB = "jobs/quickstart.toml"
 # Proportional set size of one quickstart rank, measured at 8 ranks (about 170 MiB: python, numpy, torch,
 # mpi4py, h5py), rounded up: what each rank needs from the machine's available memory.
 RANK_MIB = 200
 _STEP0 = re.compile(r"\bstep +0/")
-
-
-def _available_mib() -> float | None:
-    """MemAvailable of /proc/meminfo in MiB (None where there is none, e.g. not Linux)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _launch(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> dict:
@@ -105,7 +95,8 @@ def run(launcher: Sequence[str], env: Mapping[str, str], root: Path, out: Path, 
         row: dict = {"n": int(n), "status": "", "exit_code": None, "wall_s": None, "step0_s": None,
                      "training_s": None, "steps": None, "load_1min": os.getloadavg()[0]}
         rows.append(row)
-        available = _available_mib()
+        free = available_memory()
+        available = free / 2**20 if free is not None else None
         if stopped:
             row["status"] = f"not tried: {stopped}"
             continue

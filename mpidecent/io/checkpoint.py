@@ -51,6 +51,7 @@ from h5py import h5fd, h5p, h5s
 from mpidecent.errors import JobError, OutputError
 from mpidecent.io.faults import guarded, remove_quietly
 from mpidecent.io.hdf5guard import READ_ERRORS, attribute_problem, first_line, heap_problem
+from mpidecent.io.layout import rows_logged
 
 KIND = "mpidecent-checkpoint"
 FORMAT_VERSION = 2  # 2: the checksums attribute
@@ -258,21 +259,6 @@ def _integer(path: str, attrs: h5py.AttributeManager, name: str, untouched: str)
     return int(value)
 
 
-def rows_logged(step: int, steps: int, log_every: int) -> int:
-    """Rows of the results file that belong to steps ≤ ``step``: step 0, every ``log_every`` steps, and
-    the last step (``io.reader.expected_rows`` for a run stopped at ``step``)."""
-    every = max(int(log_every), 1)
-    return step // every + 1 + int(step == steps and steps % every != 0)
-
-
-def logged_steps(step: int, steps: int, log_every: int) -> np.ndarray:
-    """The steps of the rows ``rows_logged`` counts, in order: 0, ``log_every``, 2·``log_every``, … up to
-    ``step``, and ``step`` itself when it is the last step (what the results file's /metrics/step starts with)."""
-    every = max(int(log_every), 1)
-    logged = np.arange(0, int(step) + 1, every, dtype=np.int64)
-    return np.append(logged, np.int64(step)) if step == steps and steps % every != 0 else logged
-
-
 def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Snapshot:
     """Read and verify this rank's part of a checkpoint (local, not collective). Raises ``JobError``
     (one line, naming the problem and the fix) for a missing, foreign, corrupt, edited or truncated file,
@@ -305,29 +291,24 @@ def _check_attribute_sizes(path: str, obj: h5py.HLObject, limit: int, untouched:
 def _check_notes(path: str, attrs: h5py.AttributeManager, untouched: str) -> None:
     """The descriptive attributes, beyond their checksums (format 1 has none): ``created`` an ISO 8601
     time, ``rng`` the note this version writes, ``results_file`` a path."""
+    notes: dict[str, str] = {}
     for name in ("created", "rng", "results_file"):
-        if name in attrs and not isinstance(_python_text(attrs[name]), str):
-            raise JobError(f"checkpoint {path!r}: attribute {name!r} is not text (corrupt or edited){untouched}")
-    if "created" in attrs:
-        created = _python_text(attrs["created"])
+        if name in attrs:
+            if not isinstance(attrs[name], (str, bytes, np.bytes_)):
+                raise JobError(f"checkpoint {path!r}: attribute {name!r} is not text (corrupt or edited){untouched}")
+            notes[name] = _text(attrs[name])
+    if "created" in notes:
         try:
-            _dt.datetime.fromisoformat(created)
+            _dt.datetime.fromisoformat(notes["created"])
         except ValueError:
-            raise JobError(f"checkpoint {path!r}: attribute 'created' = {created[:40]!r} is not an ISO 8601 time "
-                           f"(corrupt or edited){untouched}") from None
-    if "rng" in attrs and _python_text(attrs["rng"]) != RNG_NOTE:
-        raise JobError(f"checkpoint {path!r}: attribute 'rng' = {_python_text(attrs['rng'])[:40]!r} is not this "
-                       f"version's generator note (corrupt, edited, or another random scheme){untouched}")
-    if "results_file" in attrs:
-        results = _python_text(attrs["results_file"])
-        if not results or "\0" in results:
-            raise JobError(f"checkpoint {path!r}: attribute 'results_file' = {results[:40]!r} is not a path "
-                           f"(corrupt or edited){untouched}")
-
-
-def _python_text(value: object) -> object:
-    """A string attribute as ``str``; anything else as it is (so a non-string can be told apart)."""
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, np.bytes_)) else value
+            raise JobError(f"checkpoint {path!r}: attribute 'created' = {notes['created'][:40]!r} is not an ISO "
+                           f"8601 time (corrupt or edited){untouched}") from None
+    if "rng" in notes and notes["rng"] != RNG_NOTE:
+        raise JobError(f"checkpoint {path!r}: attribute 'rng' = {notes['rng'][:40]!r} is not this version's "
+                       f"generator note (corrupt, edited, or another random scheme){untouched}")
+    if "results_file" in notes and (not notes["results_file"] or "\0" in notes["results_file"]):
+        raise JobError(f"checkpoint {path!r}: attribute 'results_file' = {notes['results_file'][:40]!r} is not a "
+                       f"path (corrupt or edited){untouched}")
 
 
 # The runner's counters (runner/checkpointing.py): counts are integers ≥ 0, seconds finite floats ≥ 0.

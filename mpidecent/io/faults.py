@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterator
 
 from mpidecent.errors import OutputError
+from mpidecent.machine import size_text
 
 # Room kept free for what a run writes when it ends (status attributes, event records, the closing
 # metadata flush): small next to any file system, large next to those attributes.
@@ -43,15 +44,6 @@ def free_bytes(folder: str) -> int | None:
     except OSError:
         return None
     return stats.f_bavail * stats.f_frsize
-
-
-def size_text(nbytes: float) -> str:
-    """``1536`` → ``1.5 KiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(nbytes) < 1024 or unit == "GiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.1f} TiB"  # pragma: no cover - the loop returns at GiB
 
 
 def _os_reason(err: BaseException) -> str:

@@ -75,3 +75,22 @@ STEP_DIM = "step"
 RANK_DIM = "rank"
 RANK_INDEX = "rank_index"
 RANK_INDEX_DESCRIPTION = "rank number of each column of the /metrics/rank series (dimension scale 'rank')"
+
+
+# ---- which steps have a row ---------------------------------------------------------------------------
+# Step 0, every ``log_every`` steps, and the last step: the writer (runner/loop.py) logs these, the reader
+# counts them to tell a partial file, and a resume checks a results file against its checkpoint with them.
+
+
+def rows_logged(step: int, steps: int, log_every: int) -> int:
+    """Rows of the results file that belong to steps ≤ ``step`` of a ``steps``-step run (counted, not listed:
+    the numbers may come from a file and be huge)."""
+    every = max(int(log_every), 1)
+    return step // every + 1 + int(step == steps and steps % every != 0)
+
+
+def logged_steps(step: int, steps: int, log_every: int) -> list[int]:
+    """The steps of the rows ``rows_logged`` counts, in order (what /metrics/step starts with)."""
+    every = max(int(log_every), 1)
+    last = [int(step)] if step == steps and steps % every != 0 else []
+    return [*range(0, int(step) + 1, every), *last]

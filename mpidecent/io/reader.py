@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,8 @@ import numpy as np
 from mpidecent.comm.linkmodel import LinkModel
 from mpidecent.io.hdf5guard import (READ_ERRORS, attribute_problem, crash_probe, first_line, heap_problem,
                                     nbytes)
-from mpidecent.io.layout import FORMAT_VERSION, GLOBAL_SERIES, RANK_SERIES, RANK_TEST_SERIES, TEST_SERIES
+from mpidecent.io.layout import (FORMAT_VERSION, GLOBAL_SERIES, RANK_SERIES, RANK_TEST_SERIES, TEST_SERIES,
+                                 rows_logged)
 
 __all__ = ["BASE_GLOBAL_SERIES", "BASE_RANK_SERIES", "DEFAULT_LINK", "SUPPORTED_FORMAT_VERSION", "ReportError",
            "Run", "RunHeader", "expected_rows", "read_header", "read_run", "read_runs"]
@@ -219,7 +222,7 @@ def _open(path: str) -> h5py.File:
         if not h5py.is_hdf5(path):
             raise ReportError(f"not an mpidecent results file: {path} (not an HDF5 file)")
     except READ_ERRORS as err:
-        raise ReportError(f"{path}: cannot be read ({_first_line(err)})") from None
+        raise ReportError(f"{path}: cannot be read ({first_line(err)})") from None
     # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers (hdf5guard.py).
     problem = heap_problem(path)
     if problem:
@@ -230,16 +233,22 @@ def _open(path: str) -> h5py.File:
     except TypeError:  # an HDF5 without the locking switch
         pass
     except READ_ERRORS as err:
-        raise ReportError(f"{path}: cannot be opened ({_first_line(err)})") from None
+        raise ReportError(f"{path}: cannot be opened ({first_line(err)})") from None
     try:
         return h5py.File(path, "r")
     except READ_ERRORS as err:
-        raise ReportError(f"{path}: cannot be opened ({_first_line(err)}); if a run is still writing it, "
+        raise ReportError(f"{path}: cannot be opened ({first_line(err)}); if a run is still writing it, "
                           "try HDF5_USE_FILE_LOCKING=FALSE") from None
 
 
-def _first_line(err: BaseException) -> str:
-    return first_line(err)
+@contextmanager
+def _reading(path: str) -> Iterator[h5py.File]:
+    """The open file (``_open``); any error h5py raises while it is read becomes a one-line ``ReportError``."""
+    with _open(path) as f:
+        try:
+            yield f
+        except READ_ERRORS as err:
+            raise ReportError(f"{path}: damaged results file ({first_line(err)})") from None
 
 
 def _check_version(path: str, attrs: h5py.AttributeManager) -> int:
@@ -255,10 +264,9 @@ def _check_version(path: str, attrs: h5py.AttributeManager) -> int:
 
 
 def expected_rows(steps: int, log_every: int) -> int:
-    """Log rows of a completed run: step 0, every ``log_every`` steps, and the last step (counted, not
-    listed: ``steps`` comes from the file and may be huge)."""
-    every = max(int(log_every), 1)
-    return max(int(steps), 0) // every + 1 + int(steps > 0 and steps % every != 0)
+    """Log rows of a completed run (``layout.rows_logged`` at its last step)."""
+    steps = max(int(steps), 0)
+    return rows_logged(steps, steps, log_every)
 
 
 def _link_from_job(job: dict[str, Any]) -> tuple[LinkModel, str]:
@@ -276,13 +284,8 @@ def _link_from_job(job: dict[str, Any]) -> tuple[LinkModel, str]:
 def read_run(path: str) -> Run:
     """Read a results file (see module docstring); raises ``ReportError`` with a one-line message."""
     path = str(path)
-    with _open(path) as f:
-        try:
-            return _read(path, f)
-        except ReportError:
-            raise
-        except READ_ERRORS as err:
-            raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
+    with _reading(path) as f:
+        return _read(path, f)
 
 
 def read_header(path: str) -> RunHeader:
@@ -290,36 +293,26 @@ def read_header(path: str) -> RunHeader:
     raises ``ReportError`` with a one-line message (no such file, not a results file, a newer format,
     no /metrics/step)."""
     path = str(path)
-    with _open(path) as f:
-        try:
-            _check_version(path, f.attrs)
-            step = _step_series(path, f)
-            attrs = _attributes(path, f, _limit(path))
-            _check_attributes(path, attrs)
-            return RunHeader(job=str(attrs.get("job", "")), status=str(attrs.get("status", "unknown")),
-                             rows=int(step.shape[0]))
-        except ReportError:
-            raise
-        except READ_ERRORS as err:
-            raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
+    with _reading(path) as f:
+        _check_version(path, f.attrs)
+        step = _step_series(path, f)
+        attrs = _attributes(path, f, _limit(path))
+        _check_attributes(path, attrs)
+        return RunHeader(job=str(attrs.get("job", "")), status=str(attrs.get("status", "unknown")),
+                         rows=int(step.shape[0]))
 
 
 def read_logged_steps(path: str, count: int) -> np.ndarray:
     """The first ``count`` values of a results file's /metrics/step (``mpidecent run --resume`` compares
     them with the checkpoint's); ``ReportError`` (one line) when the file has fewer rows or cannot be read."""
     path = str(path)
-    with _open(path) as f:
-        try:
-            step = _step_series(path, f)
-            if step.shape[0] < count:
-                raise ReportError(f"{path}: {step.shape[0]} log rows, fewer than {count}")
-            if step.dtype.kind not in "iu":
-                raise ReportError(f"{path}: damaged results file (/metrics/step is {step.dtype}, not integers)")
-            return np.asarray(step[:count], dtype=np.int64) if count > 0 else np.zeros(0, dtype=np.int64)
-        except ReportError:
-            raise
-        except READ_ERRORS as err:
-            raise ReportError(f"{path}: damaged results file ({_first_line(err)})") from None
+    with _reading(path) as f:
+        step = _step_series(path, f)
+        if step.shape[0] < count:
+            raise ReportError(f"{path}: {step.shape[0]} log rows, fewer than {count}")
+        if step.dtype.kind not in "iu":
+            raise ReportError(f"{path}: damaged results file (/metrics/step is {step.dtype}, not integers)")
+        return np.asarray(step[:count], dtype=np.int64) if count > 0 else np.zeros(0, dtype=np.int64)
 
 
 def _step_series(path: str, f: h5py.File) -> h5py.Dataset:
@@ -376,7 +369,7 @@ def _parse_job(path: str, attrs: dict[str, Any]) -> dict[str, Any]:
         job = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ReportError(f"{path}: damaged results file (its job attribute is not valid TOML: "
-                          f"{_first_line(err)})") from None
+                          f"{first_line(err)})") from None
     for section, table in job.items():
         if not isinstance(table, dict):
             raise ReportError(f"{path}: damaged results file (its job's {section!r} is not a [section])")

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from mpidecent.config import Job
 from mpidecent.errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_PREEMPTED, JobError
-from mpidecent.io.faults import START_ROOM_BYTES, free_bytes, size_text
+from mpidecent.io.faults import START_ROOM_BYTES, free_bytes
+from mpidecent.machine import size_text
 from mpidecent.params import toml_value
 from mpidecent.plan import Plan, plan_job
 
@@ -122,7 +123,7 @@ def check_pair(out: str, rows: int, checkpoint: str, snapshot: Snapshot, job: Jo
     after: at least ``results_rows`` of them, whose steps are the job's log points up to the checkpoint's
     step. Checked before a resume truncates the file: a results file of another run, or a checkpoint
     altered consistently, is refused with both files as they were."""
-    from mpidecent.io.checkpoint import logged_steps
+    from mpidecent.io.layout import logged_steps
     from mpidecent.io.reader import ReportError, read_logged_steps
 
     fix = ("restore the results file and checkpoint that belong together, or start over with --force; both were "
@@ -136,7 +137,7 @@ def check_pair(out: str, rows: int, checkpoint: str, snapshot: Snapshot, job: Jo
     except ReportError as err:
         raise JobError(f"results file {out!r} cannot be checked against checkpoint {checkpoint!r} ({err}); {fix}") \
             from None
-    for row, (there, logged) in enumerate(zip(found.tolist(), expected.tolist())):
+    for row, (there, logged) in enumerate(zip(found.tolist(), expected)):
         if there != logged:
             raise JobError(f"results file {out!r} does not match checkpoint {checkpoint!r}: its row {row} is step "
                            f"{there} where the checkpoint of step {snapshot.step} logged step {logged}; {fix}")
