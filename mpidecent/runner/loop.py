@@ -217,7 +217,7 @@ class Runner:
             bad = stop = False
             output_problem = None
             if log_point or checkpoint_point:
-                output_problem = self._output_problem(writer, done, log_point, checkpoint_point or done == steps)
+                output_problem = self._output_problem(writer, done, log_point, checkpoint_point)
                 flags[2] = output_problem is not None
             if status_every_step or log_point or checkpoint_point:
                 self.collectives.allreduce_max(flags)
