@@ -18,7 +18,7 @@ text), so a resumed run must pass the same callables again.
 
 Every rank validates the job on its own, then the ranks agree: a bad job raises ``JobError`` with the
 same one-line message on every rank, before any run starts. A run installs mpidecent's handlers for
-SIGUSR1/SIGTERM (checkpoint and stop at the next step boundary) and an excepthook that aborts every rank
+SIGUSR1/SIGTERM (checkpoint and stop at a step boundary the ranks agree on) and an excepthook that aborts every rank
 when one fails, as ``mpidecent run`` does, so a failing rank cannot leave the others waiting.
 """
 

@@ -60,6 +60,11 @@ RUN_PARAMS: tuple[Param, ...] = (
     Param("save_model", str, "average", "at the end of a completed run, save the network-average model as a "
           "torch state_dict (<out without .h5>.model.pt); all: also each node's (.node<rank>.model.pt); none",
           choices=("average", "all", "none")),
+    Param("progress", str, "hooks", "how a rank lets MPI move its neighbour exchanges in flight while it "
+          "computes (a large message over TCP moves only inside MPI calls): hooks = a non-blocking test of "
+          "every exchange in flight after each layer's forward pass and each parameter's gradient; none = "
+          "only when the algorithm waits. The numbers are identical either way; only the time differs "
+          "(docs/performance.md, the overlap section)", choices=("hooks", "none")),
 )
 
 # The network a report models the run on (``mpidecent report``'s modelled time, see comm/linkmodel.py);
@@ -94,7 +99,8 @@ _WRITTEN_WHEN_SET = {("compression", "error_feedback"): False, ("run", "save_mod
                      ("data", "test_labels_dataset"): "", ("algorithm", "optimizer"): "sgd",
                      ("algorithm", "momentum"): 0.9, ("algorithm", "adam_beta1"): 0.9,
                      ("algorithm", "adam_beta2"): 0.999, ("algorithm", "adam_eps"): 1e-8,
-                     ("link", "shared"): False}
+                     ("link", "shared"): False, ("algorithm", "overlap"): False,
+                     ("run", "progress"): "hooks"}
 
 
 def _written(section: str, key: str, value: Any) -> bool:

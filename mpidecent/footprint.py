@@ -14,11 +14,12 @@ a MemoryError deep inside (or the kernel's OOM killer). The estimate, in bytes p
 * model: d parameters (from ``[model]`` and the sample shape: logistic, softmax, mlp, cnn1d, cnn) times
   the parameters, their gradient, the torch copy made while building, the float64 evaluation copy with
   its gradient and the metrics' float64 copies.
-* algorithm: its d-sized state vectors (a conservative count per algorithm, ``_STATE``; quantized push-sum
-  keeps reference copies per slot and in-neighbour), the local optimizer's, error feedback's and the
-  compressor's scratch (measured on a small instance).
-* messages: the send buffer and one receive buffer per in-neighbour of this rank, each the compressed
-  message's size (a master receives one from every worker).
+* algorithm: the d-sized vectors its declaration counts (``AlgorithmSpec.memory``: its state, and copies
+  kept per schedule slot for itself and each in-neighbour, such as quantized push-sum's references), the
+  local optimizer's, error feedback's and the compressor's scratch (measured on a small instance).
+* messages: for each message stream the algorithm declares, its vectors per message × its buffer sets in
+  flight × the pattern's buffers per set: the send buffer and one receive buffer per in-neighbour of this
+  rank, each the compressed message's size (a master receives one from every worker).
 * batch: the minibatch's gathered rows and the forward/backward activations of every layer (3 per
   width), or the evaluation's forward pass over the shard or the test set, whichever is larger.
 * optimum: the exact f* of a convex model with ℓ2 > 0 (Newton on the d×d Hessian, about 4 d² floats).
@@ -47,6 +48,7 @@ from mpidecent.machine import MemoryShare, memory_share, size_text
 
 if TYPE_CHECKING:
     from mpidecent.algorithms import AlgorithmSpec
+    from mpidecent.comm.patterns import Pattern
     from mpidecent.config import Job
 
 SKIP_ENV = "MPIDECENT_NO_MEMORY_CHECK"
@@ -56,11 +58,6 @@ INDEX_BYTES_PER_SAMPLE = 64  # labels, targets and the split/partition index arr
 ACTIVATION_COPIES = 3  # per layer width: the output kept for backward, the activation, its gradient
 MODEL_F64_COPIES = 4  # evaluation copy and its gradient (float64), the metrics' average and own model
 
-# d-sized vectors of each algorithm's own state (scratch, mixes, momenta), beyond the parameters and the
-# gradient; a little conservative. Unknown algorithms get ``_DEFAULT_STATE``.
-_STATE = {"allreduce_sgd": 2, "async_gossip": 4, "dpsgd": 3, "dmsgd": 5, "local_momentum": 3, "multi_gossip": 5,
-          "choco_sgd": 5, "push_sum": 3, "quantized_push_sum": 3, "gradient_coding": 3, "uncoded": 3}
-_DEFAULT_STATE = 5
 _OPTIMIZER = {"sgd": 0, "heavy_ball": 1, "nesterov": 2, "adam": 3}
 _ERROR_FEEDBACK = 3  # memory, v + e, the decoded own message
 _SAMPLE_DIM = 4096  # compressors are measured at this length and scaled (their sizes are linear in d)
@@ -227,14 +224,14 @@ def estimate(job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: str |
     parts["model"] = Part(d * (3 * state + MODEL_F64_COPIES * F64), model.key, model.fix)
     per_entry, scratch = _compressor_bytes(job.compression, state, d)
     max_in, period = _in_degree(weights, rank)
-    vectors = _STATE.get(spec.name, _DEFAULT_STATE) + _OPTIMIZER.get(job.algorithm.get("optimizer", "sgd"), 3)
+    memory = spec.memory_use(job)
+    vectors = memory.state_vectors + _OPTIMIZER.get(job.algorithm.get("optimizer", "sgd"), 3)
     if job.compression.get("error_feedback"):
         vectors += _ERROR_FEEDBACK
-    if spec.name == "quantized_push_sum":
-        vectors += period * (1 + max_in)  # reference copies x̂_i and x̂_j per slot
+    vectors += memory.copies_per_slot_and_neighbour * period * (1 + max_in)
     parts["algorithm"] = Part(int(d * (vectors * state + scratch)), model.key, model.fix)
-    parts["messages"] = Part(int(_message_vectors(spec, job, rank, world, max_in) * (d * per_entry + 64)),
-                             model.key, model.fix)
+    messages = memory.message_vectors * _buffers_per_message(spec.pattern, rank, world, max_in)
+    parts["messages"] = Part(int(messages * (d * per_entry + 64)), model.key, model.fix)
     parts["batch"] = _batch(job, data, model, rows, state)
     optimum = _optimum(job.model, data, rows)
     if optimum:
@@ -263,14 +260,13 @@ def _in_degree(weights: Sequence[np.ndarray], rank: int) -> tuple[int, int]:
     return most, len(weights)
 
 
-def _message_vectors(spec: AlgorithmSpec, job: Job, rank: int, world: int, max_in: int) -> float:
-    """Message buffers this rank holds, in messages of one compressed d-vector."""
+def _buffers_per_message(pattern: Pattern, rank: int, world: int, max_in: int) -> int:
+    """The buffers this rank holds for one message of a stream (one set in flight): the pattern's send
+    buffer and receive buffers."""
     from mpidecent.comm.patterns import AllReduce, MasterWorker, NeighborGossip, OneSidedGossip
 
-    pattern = spec.pattern
     if isinstance(pattern, NeighborGossip):
-        fields = 2 if spec.name == "dmsgd" else 1
-        return fields * (1 + max_in)
+        return 1 + max_in
     if isinstance(pattern, MasterWorker):
         return world + 2 if rank == 0 else 3
     if isinstance(pattern, (OneSidedGossip, AllReduce)):

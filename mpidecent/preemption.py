@@ -1,8 +1,9 @@
 """Stop requests (SIGUSR1 / SIGTERM) and what Slurm needs: the launch check and the requeue.
 
-A signal only sets a flag; the runner reads it at the next step boundary and all ranks agree on it in
-the per-step status reduction, so they checkpoint at the same step and exit together with
-``EXIT_PREEMPTED``. Under Slurm, rank 0 then asks for a requeue when the job allows it (submitted with
+A signal only sets a flag; the runner reads it at the next step boundary and the ranks agree on it in
+their status agreement (``comm/status.py``: pipelined, a few steps later, or at the next log or
+checkpoint boundary), so they checkpoint at the same step and exit together with ``EXIT_PREEMPTED``.
+Under Slurm, rank 0 then asks for a requeue when the job allows it (submitted with
 ``--requeue`` or ``MPIDECENT_REQUEUE=1``); the requeued job (``SLURM_RESTART_COUNT`` > 0) is started with
 ``--resume`` by ``slurm/train.sbatch`` and continues from the checkpoint.
 """
@@ -23,7 +24,8 @@ def _on_signal(signum, frame) -> None:  # pragma: no cover - exercised through s
 
 
 def install_stop_handlers() -> None:
-    """SIGUSR1 and SIGTERM request a checkpoint-and-exit at the next step boundary (main thread)."""
+    """SIGUSR1 and SIGTERM request a checkpoint-and-exit at a step boundary the ranks agree on (main
+    thread)."""
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, _on_signal)
 

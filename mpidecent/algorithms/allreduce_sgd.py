@@ -13,7 +13,6 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
-from mpidecent.algorithms.optim import LocalOptimizer
 
 
 class AllreduceSGD(Algorithm):
@@ -22,11 +21,11 @@ class AllreduceSGD(Algorithm):
         self.x = self.objective.params
         self._x_t = torch.from_numpy(self.x)
         self._g_t = torch.from_numpy(self.objective.grads)
-        self.optimizer = LocalOptimizer(ctx.params, self.objective.dim, ctx.dtype)
+        self.optimizer = self.add_optimizer()
         self.traffic = ctx.spec.pattern.ring_traffic(ctx.size, self.objective.dim, ctx.dtype)
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, **self.optimizer.state()}
+    def own_state(self) -> dict[str, np.ndarray]:
+        return {"x": self.x}
 
     def step(self, t: int) -> StepStats:
         sw = self.watch.restart()

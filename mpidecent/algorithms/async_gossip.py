@@ -54,7 +54,6 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
-from mpidecent.algorithms.optim import LocalOptimizer
 from mpidecent.comm.messages import Stopwatch
 from mpidecent.gossip.clock import RankClock
 from mpidecent.gossip.rounds import DeltaRound
@@ -97,7 +96,7 @@ class AsyncGossip(Algorithm):
         self._counts = np.zeros(n, dtype=np.int64)
         self._view = np.zeros_like(self.x)
         self._w_t, self._g_t = torch.from_numpy(self.w), torch.from_numpy(self.objective.grads)
-        self.optimizer = LocalOptimizer(p, self.objective.dim, ctx.dtype)  # the local SGD steps' direction
+        self.optimizer = self.add_optimizer(p)  # the local SGD steps' direction
         self._start: float | None = None
         self._gap_peer = self.clock.gossip(0)
         self.times[_NEXT_GOSSIP] = self._gap_peer[0]
@@ -108,11 +107,10 @@ class AsyncGossip(Algorithm):
 
     # ---- state -------------------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, np.ndarray]:
+    def own_state(self) -> dict[str, np.ndarray]:
         return {"x": self.x, "w": self.w, "x_before": self.round.before, "versions": self.versions,
                 "counters": self.counters, "times": self.times, "last_seen": self.last_seen,
-                "prev_versions": self.prev_versions, "rounds_seen": self.rounds_seen, "samples": self.samples,
-                **self.optimizer.state()}
+                "prev_versions": self.prev_versions, "rounds_seen": self.rounds_seen, "samples": self.samples}
 
     def after_restore(self) -> None:
         """Resume: the clock continues from its counters; republish, then wait until every rank has."""

@@ -1,18 +1,33 @@
-"""Every algorithm's declaration: job keys, communication pattern, accepted compressors and checks.
+"""Every algorithm's declaration: job keys, communication pattern, accepted compressors, checks, memory
+use and the cases of its MPI tests.
 
 Pure (numpy, the pattern declarations, the gradient codes): reading and checking a job
 (``config.py``, ``plan.py``) uses only these declarations and never imports an algorithm's code, torch
 or mpi4py. The implementation — one file per family holding the state and the update equations — is
 imported by ``AlgorithmSpec.load`` when a run starts.
 
-To add an algorithm: write its file (a subclass of ``algorithms.base.Algorithm``) and declare it here.
+To add an algorithm: write its file (a subclass of ``algorithms.base.Algorithm``) and declare it here,
+in one ``AlgorithmSpec`` (nothing else names it):
+
+- ``params``, ``pattern``, ``compressors`` and the checks: what the job file may say and which graphs fit;
+- ``memory``: the d-sized vectors it keeps and the messages it holds (``MemoryUse``); the memory
+  estimate (``footprint.py``) reads only this, so count its state as its file allocates it;
+- ``test_cases``: the cases its MPI tests run, as ``"section.key=value"`` overrides of the tests' base
+  job for its pattern (the tests set ``algorithm.name`` and the pattern's graph; the default is one case
+  named after the algorithm, no overrides). Every case runs in the bit-identical resume test
+  (``tests/mpi/test_checkpoint.py``) and, for a ``NeighborGossip`` algorithm, in the in-memory twin
+  (``tests/mpi/test_memory_twin.py``); where stop-and-resume is not step-for-step bit-identical, set
+  ``resume_tested_by`` to the test that checks its resume instead (``"tests/<file>.py::<test>: why"``).
+
+``tests/unit/test_catalog_declarations.py`` fails on a spec without test cases, a resume test that is
+not named, or an algorithm named outside its declaration in ``footprint.py``.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mpidecent.coding.codes import GradientCode, crc, frc, sgc, uncoded
@@ -46,6 +61,41 @@ def one_partition_per_rank(job: Any, world_size: int, rank: int) -> DataLayout:
 
 
 @dataclass(frozen=True)
+class MessageStream:
+    """One stream of messages as the memory estimate counts it: a message carries ``vectors``
+    (compressed) d-vectors, and ``in_flight`` sets of buffers are held at once. One set is what the
+    pattern holds per message (neighbour gossip: a send buffer and one receive buffer per in-neighbour,
+    so a stream costs vectors × in_flight × (1 + max in-degree) messages of one d-vector)."""
+
+    vectors: int = 1
+    in_flight: int = 1
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """What one rank of an algorithm holds, in d-sized vectors, for the memory estimate (``footprint.py``).
+
+    ``state_vectors``: its own state beyond the parameters and their gradient (scratch, mixes, momenta,
+    push-sum weights' vectors; a little conservative); the local optimizer's, error feedback's and the
+    compressor's are added by the estimate. ``copies_per_slot_and_neighbour``: vectors kept in every slot
+    of the graph schedule for the rank itself and for each in-neighbour (quantized push-sum's reference
+    copies x̂_i, x̂_j), counted period × (1 + max in-degree) times. ``streams``: its message streams.
+    """
+
+    state_vectors: int
+    copies_per_slot_and_neighbour: int = 0
+    streams: tuple[MessageStream, ...] = (MessageStream(),)
+
+    @property
+    def message_vectors(self) -> int:
+        """Compressed d-vectors in one buffer set of every stream together: Σ vectors × in_flight."""
+        return sum(s.vectors * s.in_flight for s in self.streams)
+
+
+CONSERVATIVE_MEMORY = MemoryUse(state_vectors=5)  # for a spec that does not declare its own
+
+
+@dataclass(frozen=True)
 class AlgorithmSpec:
     """One algorithm as the job file and the planner see it.
 
@@ -53,10 +103,19 @@ class AlgorithmSpec:
     ``[compression] name`` values it accepts (None: any). ``needs_contractive``: the operator must be
     contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs. ``error_feedback``: it has a
     compressed stream that error feedback may wrap (``[compression] error_feedback = true``).
-    ``status_every_step``: the runner agrees on divergence and stop signals after every step (False:
-    only at log and checkpoint boundaries, so ranks need not wait for each other in between).
+    ``status_every_step``: the runner starts an agreement on divergence and stop signals after every
+    step, pipelined so that no step waits for it (``comm/status.py``: every rank acts at the same
+    boundary, at most the graph's diameter later) (False: only at log and checkpoint boundaries, for
+    algorithms whose ranks do not step together).
     ``check_world(job, n)``: further checks for n ranks (JobError). ``code``: master/worker algorithms'
     gradient code, (params, stragglers, workers, seed) → ``GradientCode``.
+
+    ``memory``: what a rank holds (``MemoryUse``), or job → ``MemoryUse`` where a key changes it; the
+    memory estimate reads it through ``memory_use``. ``test_cases``: case name → ``"section.key=value"``
+    overrides the MPI tests apply to their base job for the pattern (see the module docstring; empty: one
+    case named after the algorithm, ``cases``). ``resume_tested_by``: None when the bit-identical resume
+    test (``tests/mpi/test_checkpoint.py``) runs every case; otherwise ``"tests/<file>.py::<test>: why"``,
+    the test that checks this algorithm's resume instead.
     """
 
     name: str
@@ -71,11 +130,22 @@ class AlgorithmSpec:
     check_world: Callable[[Any, int], None] | None = None
     data_layout: Callable[[Any, int, int], DataLayout] = one_partition_per_rank
     code: Callable[[Mapping[str, Any], Mapping[str, Any], int, int], GradientCode] | None = None
+    memory: MemoryUse | Callable[[Any], MemoryUse] = CONSERVATIVE_MEMORY
+    test_cases: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    resume_tested_by: str | None = None
 
     def load(self) -> type:
         """The implementing class (imports its module: torch, and mpi4py where it needs it)."""
         module, _, cls = self.implementation.partition(":")
         return getattr(importlib.import_module(f"mpidecent.algorithms.{module}"), cls)
+
+    def memory_use(self, job: Any) -> MemoryUse:
+        """What one rank of ``job`` holds (``memory``, evaluated for the job where it depends on it)."""
+        return self.memory if isinstance(self.memory, MemoryUse) else self.memory(job)
+
+    def cases(self) -> dict[str, tuple[str, ...]]:
+        """The MPI tests' cases: ``test_cases``, or one case named after the algorithm with no overrides."""
+        return dict(self.test_cases) or {self.name: ()}
 
 
 # ---- shared keys ---------------------------------------------------------------------------------------
@@ -83,6 +153,11 @@ class AlgorithmSpec:
 DEBIAS = Param("debias", bool, True,
                "take gradients at and report z = x / y (false: use the raw mass x; a negative control that "
                "is biased on irregular digraphs)")
+OVERLAP = Param("overlap", bool, False,
+                "overlap communication with computation: the message of step t (built from x_t, before the "
+                "gradient) is sent at the end of step t − 1 and travels while step t computes ∇F_i(z_t); the "
+                "update becomes x ← P x − α d (SGP's overlap; quantized: x ← x + γ(Σ_j w_ij x̂_j − (1 − w_ii) "
+                "x̂_i) − α d)")
 BETA = Param("beta", float, 0.9, "momentum coefficient β", minimum=0.0, maximum=1.0)
 GOSSIP_GAMMA = Param("gamma", float, 0.1, "consensus step size γ of each gossip round; with a biased operator "
                      "(topk, sign, qsgd_contractive, randk with scaled = false) keep γ < 1 (e.g. ≤ 0.5): γ = 1 "
@@ -197,11 +272,16 @@ def _coded_check(code: Callable[..., GradientCode]) -> Callable[[Any, int], None
     return check
 
 
+_MASTER_WORKER_RESUME = ("tests/mpi/test_gradient_coding.py::test_resume_is_bit_identical_and_the_stop_waits_for_a_"
+                         "boundary: the ranks agree on a stop only at log boundaries, so the run stops at the next "
+                         "log step, not after the step the signal came in")
+
+
 def _master_worker(name: str, doc: str, implementation: str, params: tuple[Param, ...],
                    code: Callable[..., GradientCode]) -> AlgorithmSpec:
     return AlgorithmSpec(name, doc, MasterWorker(), implementation, params, compressors=None, error_feedback=True,
                          status_every_step=False, check_world=_coded_check(code), data_layout=_coded_layout(code),
-                         code=code)
+                         code=code, memory=MemoryUse(state_vectors=3), resume_tested_by=_MASTER_WORKER_RESUME)
 
 
 # ---- the registry --------------------------------------------------------------------------------------
@@ -211,14 +291,24 @@ _UNDIRECTED = NeighborGossip(directed=False, weights="doubly_stochastic")
 
 ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("allreduce_sgd", "centralized all-reduce SGD (the data-parallel reference); local optimizer on "
-                  "the averaged gradient", AllReduce(), "allreduce_sgd:AllreduceSGD", STEP_PARAMS),
+                  "the averaged gradient", AllReduce(), "allreduce_sgd:AllreduceSGD", STEP_PARAMS,
+                  memory=MemoryUse(state_vectors=2),
+                  test_cases={"allreduce_sgd": (), "allreduce_heavy_ball": ("algorithm.optimizer=heavy_ball",)}),
     AlgorithmSpec("async_gossip", "asynchronous randomized gossip on one-sided MPI windows: K local SGD steps "
                   "per round, pull-and-average with a random peer at rate λ, version vectors and staleness "
                   "(Mitra & Ulukus 2024); local optimizer in the local steps", OneSidedGossip(),
                   "async_gossip:AsyncGossip", ASYNC_PARAMS,
-                  status_every_step=False, check_world=_check_slow_ranks),
+                  status_every_step=False, check_world=_check_slow_ranks,
+                  memory=MemoryUse(state_vectors=4),
+                  resume_tested_by="tests/mpi/test_async_gossip.py::test_stop_and_resume_continues_every_ranks_event_"
+                  "sequence: the models depend on the real interleaving of one-sided reads, so the resume is "
+                  "checked on every rank's logical event sequence instead of bit for bit"),
     AlgorithmSpec("dpsgd", "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision exchange; "
-                  "local optimizer in the step x ← Σ_j w_ij x_j − α d", _UNDIRECTED, "dpsgd:DPSGD", STEP_PARAMS),
+                  "local optimizer in the step x ← Σ_j w_ij x_j − α d", _UNDIRECTED, "dpsgd:DPSGD", STEP_PARAMS,
+                  memory=MemoryUse(state_vectors=3),
+                  test_cases={"dpsgd": (),
+                              # a local optimizer with state (algorithms/optim.py): m, v and the step count
+                              "dpsgd_adam": ("algorithm.optimizer=adam", "algorithm.lr=0.05")}),
     _master_worker("gradient_coding", "gradient coding with stragglers, master/worker (Li & Skoglund 2024); "
                    "1-bit (onebit) or full-precision (identity) messages, or any other operator's; the master's "
                    "local optimizer steps on the decoded gradient (+ ℓ2)",
@@ -239,21 +329,36 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
                                       "workers", minimum=0)), uncoded_code),
     AlgorithmSpec("dmsgd", "momentum-accelerated consensus SGD: neighbours share parameters and momentum "
                   "(Balu et al. 2021); its momentum is the algorithm's own, so no local optimizer keys", _UNDIRECTED,
-                  "momentum:DMSGD", (*LR_PARAMS, BETA)),
+                  "momentum:DMSGD", (*LR_PARAMS, BETA),
+                  memory=MemoryUse(state_vectors=5, streams=(MessageStream(vectors=2),))),  # x and momentum
     AlgorithmSpec("local_momentum", "decentralized SGD with heavy-ball momentum kept local, only models mixed "
                   "(CDMSGD-style baseline); its momentum is the algorithm's own, so no local optimizer keys",
-                  _UNDIRECTED, "momentum:LocalMomentum", (*LR_PARAMS, BETA)),
+                  _UNDIRECTED, "momentum:LocalMomentum", (*LR_PARAMS, BETA), memory=MemoryUse(state_vectors=3)),
     AlgorithmSpec("multi_gossip", "gradient step then Q compressed gossip rounds (Hashemi et al.); Q = 1 is "
                   "CHOCO-SGD; local optimizer in the gradient step", _UNDIRECTED, "multi_gossip:MultiGossip",
                   (*STEP_PARAMS, GOSSIP_GAMMA,
                    Param("gossip_rounds", int, 1, "Q: compressed gossip rounds per gradient step", minimum=1)),
-                  compressors=None, needs_contractive=True),
+                  compressors=None, needs_contractive=True, memory=MemoryUse(state_vectors=5),
+                  test_cases={"multi_gossip": ("algorithm.gossip_rounds=2", "compression.name=topk",
+                                               "compression.fraction=0.5"),
+                              "multi_gossip_torus": ("algorithm.gossip_rounds=3", "algorithm.gamma=0.4",
+                                                     "compression.name=qsgd_contractive", "compression.bits=2",
+                                                     "topology.kind=torus")}),
     AlgorithmSpec("choco_sgd", "CHOCO-SGD: gradient step then one compressed gossip round (multi_gossip with "
                   "Q = 1); local optimizer in the gradient step", _UNDIRECTED, "multi_gossip:MultiGossip",
                   (*STEP_PARAMS, GOSSIP_GAMMA),
-                  compressors=None, needs_contractive=True),
+                  compressors=None, needs_contractive=True, memory=MemoryUse(state_vectors=5),
+                  test_cases={"choco_sgd": ("compression.name=qsgd_contractive",),
+                              "choco_sgd_randk_complete": ("compression.name=randk", "compression.fraction=0.3",
+                                                           "topology.kind=complete")}),
     AlgorithmSpec("push_sum", "exact push-sum SGD (SGP) over a directed, possibly time-varying graph; local "
-                  "optimizer in the step on the mass x", _DIRECTED, "push_sum:PushSum", (*STEP_PARAMS, DEBIAS)),
+                  "optimizer in the step on the mass x", _DIRECTED, "push_sum:PushSum", (*STEP_PARAMS, DEBIAS, OVERLAP),
+                  memory=MemoryUse(state_vectors=3),
+                  test_cases={"push_sum": (), "push_sum_two_chords": ("topology.chords=2",),
+                              "push_sum_nesterov": ("algorithm.optimizer=nesterov", "algorithm.momentum=0.8"),
+                              # the exchange of step t + 1 in flight across the boundary (drain, resume)
+                              "push_sum_overlap": ("algorithm.overlap=true", "algorithm.optimizer=nesterov",
+                                                   "algorithm.momentum=0.8")}),
     AlgorithmSpec("quantized_push_sum", "quantized push-sum SGD with reference copies (Taheri et al. 2020) over "
                   "a directed graph; local optimizer in the step on the mass x; any operator, but a biased one "
                   "needs gamma < 1", _DIRECTED,
@@ -266,8 +371,19 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
                          exclusive_minimum=True, maximum=1.0),
                    Param("reference", bool, True, "quantize x − x̂ against reference copies (false: send Q(x) "
                          "directly, a negative control)"),
-                   DEBIAS),
-                  compressors=None),
+                   DEBIAS, OVERLAP),
+                  compressors=None, memory=MemoryUse(state_vectors=3, copies_per_slot_and_neighbour=1),  # x̂_i, x̂_j
+                  test_cases={"quantized_push_sum": ("compression.name=qsgd", "compression.levels=8"),
+                              "quantized_push_sum_float32": ("algorithm.gamma=0.8", "compression.name=qsgd",
+                                                             "compression.levels=8", "topology.chords=2",
+                                                             "run.dtype=float32"),
+                              "qps_time_varying": ("compression.name=qsgd", "compression.levels=8",
+                                                   "topology.kind=one_peer_exponential"),
+                              "qps_time_varying_16_levels": ("compression.name=qsgd",
+                                                             "topology.kind=one_peer_exponential"),
+                              "qps_overlap_time_varying": ("compression.name=qsgd", "compression.levels=8",
+                                                           "topology.kind=one_peer_exponential",
+                                                           "algorithm.overlap=true")}),
 )}
 
 

@@ -18,7 +18,6 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
-from mpidecent.algorithms.optim import LocalOptimizer
 
 
 def mix_and_step(x_t: torch.Tensor, mix_t: torch.Tensor, direction_t: torch.Tensor, self_weight: float,
@@ -35,23 +34,22 @@ class DPSGD(Algorithm):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.x = self.objective.params  # the model itself: gradients are taken at x
-        self.gossip = self.channel()
+        self.gossip = self.stream("model")
         self.mix = np.zeros(self.objective.dim, dtype=ctx.dtype)
         self._x_t = torch.from_numpy(self.x)
         self._mix_t = torch.from_numpy(self.mix)
         self._g_t = torch.from_numpy(self.objective.grads)
-        self.optimizer = LocalOptimizer(ctx.params, self.objective.dim, ctx.dtype)
+        self.optimizer = self.add_optimizer()
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, **self.optimizer.state()}
+    def own_state(self) -> dict[str, np.ndarray]:
+        return {"x": self.x}
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()
-        self.gossip.send(t, self.x)
+        message = self.gossip.start(t, self.x)
         loss = self.objective.loss_grad(t)  # overlaps with the exchange of x
-        self.gossip.wait()
-        self.gossip.mix(out=self.mix)
-        mix_and_step(self._x_t, self._mix_t, self.optimizer.direction(self._g_t), self.gossip.self_weight,
+        message.wait().mix(out=self.mix)
+        mix_and_step(self._x_t, self._mix_t, self.optimizer.direction(self._g_t), message.self_weight,
                      step_size(self.ctx.params, t))
         return self.stats(loss)
 

@@ -34,7 +34,6 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
-from mpidecent.algorithms.optim import LocalOptimizer
 from mpidecent.coding.stragglers import StragglerModel
 from mpidecent.comm.uplink import Uplink
 
@@ -50,19 +49,19 @@ class _MasterWorker(Algorithm):
         self.l2 = float(ctx.l2)
         self.theta = self.objective.params
         self._theta_t, self._g_t = torch.from_numpy(self.theta), torch.from_numpy(self.objective.grads)
-        self.streams = Uplink(ctx.master_worker, self.compressor, ctx.seed, ctx.rank, self.watch,
-                              error_feedback=ctx.error_feedback)
+        self.uplink = Uplink(ctx.master_worker, self.compressor, ctx.seed, ctx.rank, self.watch,
+                             error_feedback=ctx.error_feedback)
         self.record = np.zeros((ctx.steps, self.workers), dtype=np.uint8)  # 1 = straggled (master's view)
         self.downlink = np.zeros(1)
         # Only the master steps: the workers hold the same state names with empty arrays.
-        self.optimizer = LocalOptimizer(ctx.params, self.objective.dim if ctx.rank == 0 else 0, ctx.dtype)
+        self.optimizer = self.add_optimizer(dim=self.objective.dim if ctx.rank == 0 else 0)
         if ctx.rank == 0:
             self.estimate = np.zeros_like(self.theta)
             self._estimate_t = torch.from_numpy(self.estimate)
 
-    def state(self) -> dict[str, np.ndarray]:
+    def own_state(self) -> dict[str, np.ndarray]:
         return {"theta": self.theta, "stragglers": self.record, "downlink_bits": self.downlink,
-                **self.streams.state(), **self.optimizer.state()}
+                **self.uplink.state()}
 
     def model_view(self) -> np.ndarray:
         return self.theta
@@ -91,13 +90,13 @@ class _MasterWorker(Algorithm):
         return lambda finished: int(finished.sum()) >= needed
 
     def _master_step(self, t: int) -> StepStats:
-        self.downlink[0] += self.streams.broadcast(self.theta, t)
+        self.downlink[0] += self.uplink.broadcast(self.theta, t)
         expected = np.flatnonzero(~self.model.stragglers(t))
-        finished = self.streams.gather(t, expected, self._ready(expected))
+        finished = self.uplink.gather(t, expected, self._ready(expected))
         self.record[t] = ~finished
         a = self.code_.decode(finished, approximate=self.approximate)
         self.estimate.fill(0.0)
-        for w, update in self.streams.updates(finished, t):  # ĝ = Σ_{i∈F} a_{F,i} decode(b_i)
+        for w, update in self.uplink.updates(finished, t):  # ĝ = Σ_{i∈F} a_{F,i} decode(b_i)
             self._estimate_t.add_(torch.from_numpy(update), alpha=float(a[w]))
         if self.l2:
             self._estimate_t.add_(self._theta_t, alpha=self.l2)
@@ -108,19 +107,19 @@ class _MasterWorker(Algorithm):
 
     def _worker_step(self, t: int) -> StepStats:
         sw, w = self.watch, self.ctx.rank - 1
-        self.streams.receive(self.theta, t)
+        self.uplink.receive(self.theta, t)
         sw.comm()
         if self.model.stragglers(t)[w]:  # a logical straggler computes and sends nothing this step
             return StepStats(0.0, 0, 0, 0, sw.compute_s, sw.comm_s)
         loss = self.objective.loss_grad(t)  # Σ_j B_wj F_j / n and its gradient c_w (no ℓ2)
-        packed = self.streams.encode(self.objective.grads, t)
+        packed = self.uplink.encode(self.objective.grads, t)
         sw.compute()
         delay = self.model.delay(w, t)
         if delay:
             time.sleep(delay)  # the delay model: real straggling
-        self.streams.send(t)
+        self.uplink.send(t)
         sw.comm()
-        return StepStats(loss, packed.bits, packed.nbytes, 1, sw.compute_s, sw.comm_s, self.streams.nonfinite)
+        return StepStats(loss, packed.bits, packed.nbytes, 1, sw.compute_s, sw.comm_s, self.uplink.nonfinite)
 
 
 class GradientCoding(_MasterWorker):

@@ -5,7 +5,7 @@ Communication-Constrained Decentralized Optimization"; CHOCO-SGD: Koloskova et a
 W symmetric doubly stochastic, C a contractive compressor. State at node i: model x_i, public copy z_i
 (bit-identical at i and its neighbours, because everyone applies the same decoded bytes) and
 s_i = Σ_{j∈N_i∪{i}} w_ij z_j, kept incrementally so no per-neighbour copy is stored (the neighbours'
-c_j are decoded and added into s_i one at a time: ``GossipChannel.accumulate``, one scratch vector).
+c_j are decoded and added into s_i one at a time: ``Message.accumulate``, one scratch vector).
 z_i = s_i = 0 at the start. Per gradient iteration t::
 
     x_i ← x_i − η ∇F_i(x_i)
@@ -14,7 +14,7 @@ z_i = s_i = 0 at the start. Per gradient iteration t::
         send c_i to the neighbours; receive c_j
         z_i ← z_i + c_i;   s_i ← s_i + Σ_{j∈N_i∪{i}} w_ij c_j;   x_i ← x_i + γ (s_i − z_i)
 
-Round r of iteration t is the channel's round r (randomness keyed by step t·Q + r). Wire: one packed
+Round r of iteration t is the stream's round r (randomness keyed by step t·Q + r). Wire: one packed
 c_i per neighbour per round (true bits counted). The paper's own unit, iterations × Q ×
 bits-per-coordinate, is logged per rank as ``paper_bits`` (cumulative) so its plots can be compared.
 """
@@ -26,7 +26,6 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
-from mpidecent.algorithms.optim import LocalOptimizer
 
 
 class MultiGossip(Algorithm):
@@ -40,30 +39,29 @@ class MultiGossip(Algorithm):
         self.x = self.objective.params  # the model: gradients are taken at x
         self.z = np.zeros(dim, dtype=dtype)  # public copy of x
         self.s = np.zeros(dim, dtype=dtype)  # Σ_j w_ij z_j over N_i ∪ {i}
-        self.gossip = self.channel(rounds=self.rounds)
+        self.gossip = self.stream("model", rounds=self.rounds)
         # Scratch, one vector: x − z, the decoded own message, each decoded in-neighbour message, s − z.
         self.delta = np.zeros(dim, dtype=dtype)
         self.paper_bits = np.zeros(1)  # cumulative iterations × Q × nominal bits per coordinate
         self._x_t, self._g_t = torch.from_numpy(self.x), torch.from_numpy(self.objective.grads)
         self._s_t, self._z_t = torch.from_numpy(self.s), torch.from_numpy(self.z)
         self._delta_t = torch.from_numpy(self.delta)
-        self.optimizer = LocalOptimizer(ctx.params, dim, dtype)  # its direction d in place of ∇F_i
+        self.optimizer = self.add_optimizer()  # its direction d in place of ∇F_i
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "z": self.z, "s": self.s, "paper_bits": self.paper_bits, **self.optimizer.state()}
+    def own_state(self) -> dict[str, np.ndarray]:
+        return {"x": self.x, "z": self.z, "s": self.s, "paper_bits": self.paper_bits}
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()
         loss = self.objective.loss_grad(t)
         self.optimizer.descend(self._x_t, self._g_t, step_size(self.ctx.params, t))
         for r in range(self.rounds):  # loop over gossip rounds, each one vectorised
-            self.gossip.send(t, np.subtract(self.x, self.z, out=self.delta), round=r)
-            self.gossip.own(out=self.delta)  # c_i, from its own bytes
+            message = self.gossip.start(t, np.subtract(self.x, self.z, out=self.delta), round=r)
+            message.own(out=self.delta)  # c_i, from its own bytes
             self._z_t.add_(self._delta_t)
-            self._s_t.add_(self._delta_t, alpha=self.gossip.self_weight)
-            self.gossip.wait()
+            self._s_t.add_(self._delta_t, alpha=message.self_weight)
             # s += Σ_j w_ij c_j, decoding one neighbour's message at a time into the scratch
-            self.gossip.accumulate(self.s, scratch=self.delta)
+            message.wait().accumulate(self.s, scratch=self.delta)
             # x ← x + γ (s − z), with the scratch holding s − z
             torch.sub(self._s_t, self._z_t, out=self._delta_t)
             self._x_t.add_(self._delta_t, alpha=self.gamma)

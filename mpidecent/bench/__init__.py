@@ -20,6 +20,13 @@ Sections (``--sections``, comma-separated; default all):
    ``network``     exact vs compressed algorithms over a real rate-limited link (1 Gbit/s, 100 Mbit/s):
                    step time, time to a target test accuracy, gradient coding's upload and broadcast
                    (needs root for a network namespace; skips in one line where that is not permitted)
+   ``status``      steps/s of the quickstart at 8 and 32 ranks with the status flags agreed by a blocking
+                   Allreduce after every step vs pipelined (``comm/status.py``), interleaved runs
+                   (``tiny``: 4 ranks, 50 steps, one run each)
+   ``overlap``     over the emulated 1 Gbit/s link: D-PSGD's and exact push-sum's step time against compute
+                   alone, communication alone, their sum and maximum, with the exchange progressed only when
+                   waited, by hooks in the forward/backward pass, or by Open MPI's TCP progress thread; push-sum
+                   with and without overlap, and their test accuracy (``large`` adds 100 Mbit/s)
 
 ``--size tiny`` (the CI smoke test: about a minute and a half on 2 idle cores, almost all of it starting
 a dozen ``mpirun`` jobs whose ranks import torch, 8 and 16 of them for ``startup``), ``small`` (default:
@@ -45,7 +52,8 @@ from pathlib import Path
 
 from mpidecent import texttable
 
-SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory", "startup", "network")
+SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory", "startup", "network", "status",
+            "overlap")
 
 SIZES: dict[str, dict] = {
     "tiny": {"ranks": 4, "exchange": {"dims": [1000, 100_000], "repeats": 5},
@@ -54,27 +62,31 @@ SIZES: dict[str, dict] = {
              "scaling": {"ranks": [4, 6], "dims": [1000, 100_000], "repeats": 3},
              "memory": {"d": 100_000, "steps": 2},
              "target": {"pairs": [0], "steps": {"jobs/quickstart.toml": 60}, "ranks": {0: 4}},
-             "startup": {"ranks": [8, 16], "steps": 50, "timeout_s": 600}},
+             "startup": {"ranks": [8, 16], "steps": 50, "timeout_s": 600},
+             "status": {"ranks": [4], "steps": 50, "repeats": 1}},
     "small": {"ranks": 8, "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000], "repeats": 30},
               "compressors": {"dims": [1_000_000, 10_000_000], "repeats": 7},
               "step": {"hidden": [1024, 1024], "batch": 32, "repeats": 10},
               "scaling": {"ranks": [4, 8, 16], "dims": [10_000, 100_000, 1_000_000], "repeats": 10},
               "memory": {"d": 10_000_000, "steps": 3},
               "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
-              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600}},
+              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600},
+              "status": {"ranks": [8, 32], "steps": None, "repeats": 3}},
     "large": {"ranks": 8, "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000, 10_000_000], "repeats": 50},
               "compressors": {"dims": [1_000_000, 10_000_000, 100_000_000], "repeats": 9},
               "step": {"hidden": [1024, 1024], "batch": 64, "repeats": 30},
               "scaling": {"ranks": [4, 8, 16, 32], "dims": [10_000, 100_000, 1_000_000, 10_000_000], "repeats": 10},
               "memory": {"d": 10_000_000, "steps": 5},
               "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
-              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600}},
+              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600},
+              "status": {"ranks": [8, 16, 32, 64], "steps": None, "repeats": 5}},
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: side-by-side ratios (exchange, compressors, step, scaling, "
-                                         "time to target, RMA progress, memory, slow network)",
+                                         "time to target, RMA progress, memory, slow network, status agreement, "
+                                         "overlap)",
                            description=__doc__.split("\n\n")[0])
     bench.add_argument("--sections", default="all",
                        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
@@ -178,6 +190,18 @@ def _tables(name: str, result: dict) -> str:
 
         title, head, body = table(result)
         return title + "\n" + _grid(head, body)
+    if name == "status":
+        from mpidecent.bench.status import table
+
+        title, head, body = table(result)
+        return title + "\n" + _grid(head, body)
+    if name == "overlap":
+        from mpidecent.bench.overlap import table
+
+        if "skipped" in result:
+            return f"skipped: {result['skipped']}"
+        title, head, body = table(result)
+        return title + "\n" + _grid(head, body)
     rows = result.get("rows", [])
     if name == "exchange":
         head = ["d (float32)", "bytes/msg", "out-degree", "mpidecent µs", "raw µs", "ratio", "goal ≤ 1.15 (d ≥ 1e5)"]
@@ -254,6 +278,16 @@ def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: L
             from mpidecent.bench import network
 
             result = network.run(size, launcher.command, out_dir / "network-runs")
+        elif name == "overlap":
+            from mpidecent.bench import overlap
+
+            result = overlap.run(size, launcher.command, out_dir / "overlap-runs")
+        elif name == "status":
+            from mpidecent.bench import status
+
+            cfg = config["status"]
+            result = status.run(launcher.section, root, out_dir / "status-runs", cfg["ranks"], cfg["steps"],
+                                cfg["repeats"])
         else:
             result = launcher.section(name, config[name] if name in config else {}, ranks)
         results["sections"][name] = result

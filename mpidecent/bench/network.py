@@ -119,9 +119,10 @@ def _train_seconds(run) -> np.ndarray:
 
 def measure(launcher_argv: Sequence[str], link: Link, ranks: int, job: str, folder: Path,
             contenders: Sequence[Contender], target_accuracy: float | None,
-            timeout_s: float) -> tuple[list[dict], dict]:
-    """One ``mpirun … mpidecent run`` of the contenders' sweep behind ``link``: (one row per contender,
-    the launch: bytes that crossed the link, bytes the runs counted, seconds of the whole command)."""
+            timeout_s: float, env: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+    """One ``mpirun … mpidecent run`` of the contenders' sweep behind ``link`` (``env``: more variables for
+    the launch, e.g. MCA settings): (one row per contender, the launch: bytes that crossed the link, bytes
+    the runs counted, seconds of the whole command)."""
     from mpidecent.bench import BenchError
     from mpidecent.comm.linkmodel import LinkModel
     from mpidecent.io.reader import read_runs
@@ -133,8 +134,8 @@ def measure(launcher_argv: Sequence[str], link: Link, ranks: int, job: str, fold
             "--out", str(folder), "--force", "--quiet"]
     started = time.perf_counter()
     try:
-        proc = subprocess.run(command(argv, link, str(counter)), env=environment(_bench_env()), capture_output=True,
-                              text=True, timeout=timeout_s)
+        proc = subprocess.run(command(argv, link, str(counter)), env={**environment(_bench_env()), **(env or {})},
+                              capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise BenchError(f"a run behind the {link.rate} link did not finish within {timeout_s:.0f} s") from None
     command_s = time.perf_counter() - started
@@ -164,7 +165,9 @@ def measure(launcher_argv: Sequence[str], link: Link, ranks: int, job: str, fold
                      "bytes_counted": int(run.glob("cumulative_bytes")[-1]),
                      "modelled_s": float(modelled[-1]) if modelled is not None else None,
                      "compute_s": float(run.rank("compute_s")[-1].max()),
-                     "test_accuracy": float(accuracy[-1]) if accuracy is not None else None, "reached": reached,
+                     "test_accuracy": float(accuracy[-1]) if accuracy is not None else None,
+                     "test_accuracy_series": [float(a) for a in accuracy] if accuracy is not None else None,
+                     "reached": reached,
                      "launch": folder.name})
     return rows, {"launch": folder.name, "link": link.rate, "ranks": ranks, "link_bytes": link_bytes,
                   "bytes_counted": sum(r["bytes_counted"] for r in rows), "command_s": command_s}

@@ -18,6 +18,8 @@ Sections:
   gradients) on a fixed-degree graph (directed ring plus one chord per node) for the given d.
 * ``memory``: peak RSS per rank after gossip steps at a given d.
 * ``rma``: the passive-target progress probe of ``comm/window.py``.
+* ``status``: the quickstart run again and again with blocking vs pipelined status agreement
+  (``bench/status.py``; its own timing: steps/s from the results files).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def exchange(comm: MPI.Intracomm, params: dict) -> dict:
         nbytes = 4 * int(d)
         send = np.frombuffer(np.random.default_rng(comm.rank).standard_normal(d).astype(np.float32).tobytes(),
                              dtype=np.uint8).copy()
-        ours = NeighborExchange(dist, [(sources, destinations)], nbytes, nbytes, tagged=False)
+        ours = NeighborExchange(dist, [(sources, destinations)], nbytes, nbytes)
         raw_recv = np.zeros((len(sources), nbytes), dtype=np.uint8)
 
         def mpidecent_exchange() -> None:
@@ -267,13 +269,14 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
 
 def _large_arrays(algo, least: int) -> dict[str, int]:
     """Bytes of every numpy array of at least ``least`` bytes that the algorithm, its objective, its
-    channels and their exchanges hold (views of one buffer are counted once, under the first name)."""
+    streams, their messages and exchanges hold (views of one buffer are counted once, under the first name)."""
     found: dict[str, int] = {}
     seen: set[int] = set()
     owners = [("algorithm", algo), ("objective", algo.objective), ("compressor", algo.compressor)]
-    for k, channel in enumerate(getattr(algo, "channels", [])):
-        owners += [(f"channel{k}.exchange", channel.exchange), (f"channel{k}", channel),
-                   (f"channel{k}.encoder", channel.encoder)]
+    for name, stream in getattr(algo, "streams", {}).items():
+        owners += [(f"stream {name}", stream), (f"stream {name}.encoder", stream.encoder)]
+        for k, message in enumerate(stream.messages):
+            owners += [(f"stream {name}.message{k}", message), (f"stream {name}.message{k}.exchange", message.exchange)]
     for owner, obj in owners:
         for name, value in vars(obj).items():
             if not isinstance(value, np.ndarray) or value.nbytes < least:
@@ -320,7 +323,14 @@ def rma(comm: MPI.Intracomm, params: dict) -> dict:
                       "verdict": probe.describe()}]}
 
 
-SECTIONS = {"exchange": exchange, "step": step, "scaling": scaling, "memory": memory, "rma": rma}
+def status(comm: MPI.Intracomm, params: dict) -> dict:
+    """The quickstart with blocking vs pipelined status agreement (``bench/status.py``)."""
+    from mpidecent.bench.status import measure
+
+    return measure(comm, params)
+
+
+SECTIONS = {"exchange": exchange, "step": step, "scaling": scaling, "memory": memory, "rma": rma, "status": status}
 
 
 def main(argv: list[str]) -> int:

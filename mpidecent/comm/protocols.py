@@ -14,11 +14,14 @@ import numpy as np
 
 
 class Exchange(Protocol):
-    """A preallocated neighbour exchange of fixed-size byte messages."""
+    """A preallocated neighbour exchange of fixed-size byte messages, at most one in flight."""
 
-    def start(self, send_buf: np.ndarray, step: int = 0, tag: int | None = None) -> None:
+    def start(self, send_buf: np.ndarray, step: int = 0, tag: int = 0) -> None:
         """Send ``send_buf`` (uint8) to the out-neighbours of ``step``'s slot and post the receives from
-        its in-neighbours; ``tag`` (default: the step) tells exchanges of one step apart."""
+        its in-neighbours, all with ``tag`` (modulo the tag limit)."""
+
+    def test(self) -> bool:
+        """Progress the exchange without blocking; True once it is complete."""
 
     def wait(self) -> np.ndarray:
         """(in-degree of the step, recv_nbytes) uint8: row k from in-neighbour k."""
@@ -27,11 +30,16 @@ class Exchange(Protocol):
 class Transport(Protocol):
     """This rank's neighbours at every step of a static or time-varying graph, and its exchanges."""
 
+    tag_limit: int  # tags are taken modulo this
+
     def in_neighbors(self, step: int = 0) -> np.ndarray: ...
 
     def out_neighbors(self, step: int = 0) -> np.ndarray: ...
 
     def exchange(self, send_nbytes: int, recv_nbytes: int) -> Exchange: ...
+
+    def agree(self, value: object) -> list:
+        """Collective over every rank (set-up only): every rank's ``value`` in rank order."""
 
     def free(self) -> None: ...
 

@@ -16,8 +16,9 @@ collective: every rank calls it with its own shard and a ``Reducer`` (no MPI imp
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -54,6 +55,10 @@ class Objective(Protocol):
 
     def loss_grad(self, step: int) -> float:
         """Minibatch loss at ``params`` (incl. ℓ2); writes ∇ into ``grads``."""
+        ...
+
+    def on_progress(self, poke: Callable[[], None]) -> None:
+        """Call ``poke`` at points inside ``loss_grad`` where communication in flight may progress."""
         ...
 
     def evaluate(self, theta: np.ndarray) -> LocalEval:
@@ -149,6 +154,25 @@ class TorchObjective:
         self._eval_test_all = _tensors(data.test_all, data.task, torch.float64) if data.test_all is not None \
             else None
 
+    def on_progress(self, poke: Callable[[], None]) -> None:
+        """Call ``poke`` (cheap, never blocking) after every leaf module's forward pass and when every
+        parameter's gradient has been computed: the points of ``loss_grad`` where a rank can let MPI move
+        the exchanges it has in flight (a large message over TCP moves only inside MPI calls). Forward
+        hooks and tensor hooks only observe: they change no value and no autograd graph (no module
+        backward hooks, which break in-place activations)."""
+        def after_forward(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            poke()
+
+        def after_gradient(grad: torch.Tensor) -> None:
+            poke()
+
+        for module in self.flat.module.modules():
+            if next(module.children(), None) is None:
+                module.register_forward_hook(after_forward)
+        for parameter in self.flat.module.parameters():
+            if parameter.requires_grad:
+                parameter.register_hook(after_gradient)
+
     def loss_grad(self, step: int) -> float:
         if self.batch_size == 0:
             features, targets = self.features, self.targets
@@ -209,6 +233,9 @@ class NullObjective:
         self.dim = dim
         self.params = np.zeros(dim, dtype=dtype)
         self.grads = np.zeros(dim, dtype=dtype)
+
+    def on_progress(self, poke: Callable[[], None]) -> None:
+        """Nothing to hook: pure gossip computes no gradient."""
 
     def loss_grad(self, step: int) -> float:
         return 0.0

@@ -69,6 +69,16 @@ def context(spec: AlgorithmSpec, connection: Connection, rank: int, size: int, s
                    window=connection.window, peers=connection.peers, **extra)
 
 
+def instantiate(spec: AlgorithmSpec, ctx: Context) -> Algorithm:
+    """Collective over the ranks of ``ctx``'s pattern: build the algorithm, then (neighbour gossip) agree
+    that every rank opened the same message streams (``Neighbors.seal``; a mismatch is the same
+    ``StreamError`` on every rank)."""
+    algorithm = spec.load()(ctx)
+    if ctx.neighbors is not None:
+        ctx.neighbors.seal()
+    return algorithm
+
+
 def build_algorithm(plan: Plan, node: Node, comm: Any, collectives: Collectives) -> tuple[Algorithm, Connection]:
     """Collective over ``comm``: connect the algorithm's pattern and build the algorithm on this rank.
     The caller closes the connection (collective) at the end of the run."""
@@ -81,7 +91,10 @@ def build_algorithm(plan: Plan, node: Node, comm: Any, collectives: Collectives)
                   node.compressor, collectives, steps=job.run["steps"], l2=job.model["l2"],
                   stragglers=job.stragglers, error_feedback=job.compression["error_feedback"])
     load_kernels(node.compressor)
-    return spec.load()(ctx), connection
+    algorithm = instantiate(spec, ctx)
+    if ctx.neighbors is not None and job.run["progress"] == "hooks":
+        node.objective.on_progress(ctx.neighbors.progress)  # exchanges move while the gradient is computed
+    return algorithm, connection
 
 
 def load_kernels(compressor: Any) -> None:
@@ -95,20 +108,21 @@ def load_kernels(compressor: Any) -> None:
     compressor.decode(compressor.encode(zeros, RandomKey(0, 0, 0)).buffer, RandomKey(0, 0, 0))
 
 
-def gossip_only(comm: Any, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str,
-                compressor: str, comp_params: dict, params: dict, x0: np.ndarray,
-                seed: int = 0) -> tuple[Algorithm, Connection]:
-    """Collective: neighbour algorithm ``name`` with zero gradients (pure gossip, i.e. average consensus)
-    on ``comm``, starting from this rank's ``x0`` (its dtype is the state dtype); ``params`` override the
-    algorithm's defaults. The caller closes the connection when done. For tests and benchmarks."""
+def gossip_only(comm: Any, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str | AlgorithmSpec,
+                compressor: str, comp_params: dict, params: dict, x0: np.ndarray, seed: int = 0,
+                steps: int = 0) -> tuple[Algorithm, Connection]:
+    """Collective: neighbour algorithm ``name`` (or a declaration not in the catalog) with zero gradients
+    (pure gossip, i.e. average consensus) on ``comm``, starting from this rank's ``x0`` (its dtype is the
+    state dtype); ``params`` override the algorithm's defaults; ``steps``: the run's length as the
+    algorithm sees it. The caller closes the connection when done. For tests and benchmarks."""
     from mpidecent.comm.collectives import Collectives as MpiCollectives
 
-    spec = ALGORITHMS[name]
+    spec = ALGORITHMS[name] if isinstance(name, str) else name
     objective = NullObjective(x0.size, x0.dtype)
     objective.params[:] = x0
     codec = build_compressor(compressor, x0.size, x0.dtype, comp_params)
     connection = spec.pattern.connect(comm, Wiring(comm.rank, schedule, slot_weights, x0.size, x0.dtype,
                                                    codec.nbytes))
     ctx = context(spec, connection, comm.rank, comm.size, seed, {p.name: p.default for p in spec.params} | params,
-                  objective, codec, MpiCollectives(comm))
-    return spec.load()(ctx), connection
+                  objective, codec, MpiCollectives(comm), steps=steps)
+    return instantiate(spec, ctx), connection

@@ -3,13 +3,26 @@
 Which ranks call: ``Runner(...).run()`` on every rank of ``COMM_WORLD`` after the job was validated and
 the ranks agreed that it is valid (see ``cli/run.py``). Rank 0 prints progress and the summary.
 
-Per step a synchronous algorithm's ``step(t)`` runs on every rank, followed by one tiny status
-reduction (is any rank's state non-finite? did any rank get a stop signal?), so that a diverging run
-stops on every rank at the same step boundary with a clear message while the results file is still
-closed properly. At log points (step 0, every ``log_every`` steps and the last step) the runner computes
-the network metrics (``metrics.py``) and appends one row to the results file, then checks the run's health
+Per step the algorithm's ``step(t)`` runs on every rank. The ranks agree on three status flags (is any
+rank's state non-finite? did any rank get a stop signal? does rank 0 see no room for the output?) so that
+every rank acts on them at the same step boundary: a diverging run stops with a clear message while the
+results file is still closed properly, a stop signal checkpoints and exits 4 on every rank. The agreement
+(``comm/status.py``) is a blocking reduction at log and checkpoint boundaries, where the ranks meet
+anyway; between them a synchronous algorithm (``status_every_step``: the neighbour patterns and
+allreduce_sgd) pipelines it: after boundary b each rank starts a non-blocking reduction of its flags and
+every rank waits for it at boundary b + L, L = clamp(directed diameter of the graph, 1, 16) (1 for
+allreduce_sgd), so no step waits on the slowest rank of the world. A flag raised at boundary b (a step
+that went non-finite, a signal seen there) is thus acted on at boundary min(b + L, the next log or
+checkpoint boundary); the others (master/worker, async gossip) act at that next log or checkpoint
+boundary. ``MPIDECENT_STATUS=blocking`` (or ``Runner(status="blocking")``) restores the blocking reduction
+after every step (b + 0), for benchmarks only.
+
+At log points (step 0, every ``log_every`` steps and the last step) the runner computes the network
+metrics (``metrics.py``) and appends one row to the results file, then checks the run's health
 (``Health``): a non-finite or blown-up loss or consensus distance, or a model entry beyond
 ``[run] divergence_threshold``, ends the run as ``diverged`` with the quantity, the step and a hint.
+Before a log row, before a checkpoint and once at the end, every rank calls ``algorithm.drain()`` at the
+same boundary, so that no message is in flight when the state is read or the run closes.
 """
 
 from __future__ import annotations
@@ -28,8 +41,9 @@ from mpidecent.algorithms.base import StepStats
 from mpidecent.algorithms.catalog import divergence_hint, stability_warnings
 from mpidecent.compression.quantizers import DEFAULT_BUCKET
 from mpidecent.comm.collectives import Collectives
+from mpidecent.comm.status import STATUS_ENV, STATUS_MODES, StatusPipe, agreed_lag
 from mpidecent.comm.world import MpiEnvironment
-from mpidecent.errors import EXIT_DIVERGED, EXIT_IO, EXIT_OK, EXIT_PREEMPTED, OutputError
+from mpidecent.errors import EXIT_DIVERGED, EXIT_IO, EXIT_OK, EXIT_PREEMPTED, JobError, OutputError
 from mpidecent.io.checkpoint import Snapshot, checkpoint_path, write_checkpoint
 from mpidecent.io.faults import ROW_METADATA_BYTES, OutputWatch, guarded
 from mpidecent.io.layout import RANK_TEST_SERIES, TEST_SERIES
@@ -46,6 +60,9 @@ from mpidecent.runner.summary import Health, RunResult, summary
 from mpidecent.threads import threads_per_rank
 
 FAULT_AGREEMENT_S = 3.0  # how long a rank whose write failed waits for the others before it aborts alone
+# The status flags: [any rank non-finite, any rank asked to stop, rank 0 sees no room or no output folder]
+NONFINITE, STOP, NO_ROOM = range(3)
+STATUS_FLAGS = 3
 _EXIT = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED, "failed": EXIT_IO}
 
 
@@ -53,7 +70,10 @@ class Runner:
     """One run on this rank (see module docstring)."""
 
     def __init__(self, plan: Plan, env: MpiEnvironment, out: str, overwrite: bool, quiet: bool = False,
-                 resume: Snapshot | None = None) -> None:
+                 resume: Snapshot | None = None, status: str | None = None) -> None:
+        """Collective over ``COMM_WORLD``. ``status``: how a synchronous algorithm's ranks agree on the
+        status flags between log points, "pipelined" or "blocking" (a benchmark switch; None: rank 0's
+        ``MPIDECENT_STATUS``, default pipelined)."""
         self.plan = plan
         self.job = plan.job
         self.env = env
@@ -71,7 +91,27 @@ class Runner:
         self.objective = self.node.objective
         self.optimum = network_optimum(self.job.model, self.objective, self.node.layout.nodes, self.collectives)
         self.algorithm, self.connection = build_algorithm(plan, self.node, self.comm, self.collectives)
+        self.status_mode, self.status_lag = self._status_plan(status)
         self.models: list[str] = []  # the saved model files (rank 0: the average model's first)
+
+    def _status_plan(self, requested: str | None) -> tuple[str, int]:
+        """Collective: (how the ranks agree on the status flags between log and checkpoint boundaries,
+        the pipeline's lag): "pipelined" with the lag of the planned (union) graph, "blocking" (every step,
+        lag 0), or "boundaries" (no agreement in between) for algorithms with ``status_every_step = False``.
+        The request is rank 0's, so that every rank runs the same protocol whatever its environment."""
+        if requested is None and self.rank == 0:
+            requested = os.environ.get(STATUS_ENV, "").strip().lower() or "pipelined"
+        requested = self.comm.bcast(requested, root=0)
+        if requested not in STATUS_MODES:
+            if self.rank != 0:  # rank 0 says it in one line and its excepthook aborts every rank
+                self.comm.Barrier()
+            raise JobError(f"{STATUS_ENV}={requested!r}: choose one of {', '.join(STATUS_MODES)} (a benchmark "
+                           "switch; leave it unset for runs)")
+        if not self.plan.algorithm.status_every_step:
+            return "boundaries", 0
+        if requested == "blocking":
+            return "blocking", 0
+        return "pipelined", agreed_lag(self.comm, self.plan.graph)
 
     # ---- the run --------------------------------------------------------------------------------------------
 
@@ -137,10 +177,13 @@ class Runner:
             # Rank 0 only; a bar on a terminal, plain lines in log files. Speed and ETA count from here.
             self.progress = Progress(job.run["name"], job.run["steps"], self.quiet or self.rank != 0,
                                      first_step=self.resume.step if self.resume is not None else 0)
+            self.status_pipe = StatusPipe(self.comm, max(self.status_lag, 1), STATUS_FLAGS)
             try:
                 status, message, done, last = self._loop(writer)
             finally:
                 self.progress.close()  # end the terminal bar's line before anything else is printed
+            self.status_pipe.close()  # empty: every way out of the loop drained it
+            algo.drain()  # every rank returned at the same boundary: nothing is left in flight at the close
             for name, array in algo.events(done).items():  # rank 0's record, the same on every rank
                 writer.create_event_dataset(name, self.comm.bcast(array if self.rank == 0 else None, root=0))
             with guarded("saving the model next to", self.out):
@@ -179,14 +222,15 @@ class Runner:
                        data.task, bool(data.num_test))
 
     def _loop(self, writer: ResultsWriter) -> tuple[str, str, int, LogRow | None]:
-        """The step loop; returns (status, message, steps completed, last logged row)."""
-        algo, job = self.algorithm, self.job
+        """The step loop; returns (status, message, steps completed, last logged row). Every rank returns
+        at the same step boundary with the same status."""
+        algo, job, pipe = self.algorithm, self.job, self.status_pipe
         steps, log_every, every = job.run["steps"], job.run["log_every"], job.run["checkpoint_every"]
         threshold = job.run["divergence_threshold"]
-        status_every_step = self.plan.algorithm.status_every_step
+        mode = self.status_mode
         totals = Totals()
-        # [any rank non-finite, any rank asked to stop, rank 0 sees no room or no output folder]
-        flags = np.zeros(3, dtype=np.int32)
+        local = np.zeros(STATUS_FLAGS, dtype=np.int32)  # this rank's flags not yet handed to an agreement
+        self.nonfinite_since: int | None = None  # the first boundary at which this rank was non-finite
         row: LogRow | None = None
         first = self.resume.step if self.resume is not None else 0
         if self.resume is not None:
@@ -196,6 +240,7 @@ class Runner:
             health = Health.from_series(metrics["avg_model_loss"][:rows], metrics["consensus_distance"][:rows])
         else:
             start = time.perf_counter()
+            algo.drain()
             algo.before_log()
             row = self._log_row(0, totals, 0.0)
             writer.append(0, row.rank_values, row.global_values)
@@ -207,25 +252,38 @@ class Runner:
             stats = algo.step(t)
             totals.add(stats)
             done = self.step_now = t + 1
-            # Every rank learns whether any rank went non-finite or got a stop signal, so all act at the
-            # same step boundary: after every step, or (status_every_step = False) at log and checkpoint
-            # boundaries only, where the ranks meet anyway.
-            flags[0] |= int(stats.nonfinite or not math.isfinite(stats.loss))
-            flags[1] |= int(stop_requested())
+            nonfinite = stats.nonfinite or not math.isfinite(stats.loss)
+            if nonfinite and self.nonfinite_since is None:
+                self.nonfinite_since = done
+            local[NONFINITE] |= int(nonfinite)
+            local[STOP] |= int(stop_requested())
             log_point = done % log_every == 0 or done == steps
             checkpoint_point = bool(every) and done % every == 0 and done < steps
-            bad = stop = False
+            # Every rank gets the same `agreed` flags at the same boundary (None: nothing agreed here).
+            agreed: np.ndarray | None = None
             output_problem = None
-            if log_point or checkpoint_point:
+            if log_point or checkpoint_point:  # the ranks meet here anyway: one blocking reduction
                 output_problem = self._output_problem(writer, done, log_point, checkpoint_point)
-                flags[2] = output_problem is not None
-            if status_every_step or log_point or checkpoint_point:
-                self.collectives.allreduce_max(flags)
-                bad, stop, full = bool(flags[0]), bool(flags[1]), bool(flags[2])
-                flags[:] = 0
-                if full:  # every rank stops here, before writing anything (message from rank 0)
+                local[NO_ROOM] = output_problem is not None
+                local |= pipe.drain()  # the flags of every reduction still in flight ride along
+                pipe.agree(local)
+                agreed, local = local, np.zeros_like(local)
+            elif mode == "pipelined":
+                pipe.start(done, local)
+                local[:] = 0
+                agreed = pipe.due(done)
+                if agreed is not None and agreed.any():  # acting now: decide on every flag raised so far
+                    agreed |= pipe.drain()
+            elif mode == "blocking":  # the benchmark's reference: a blocking reduction after every step
+                pipe.agree(local)
+                agreed, local = local, np.zeros_like(local)
+            bad = stop = False
+            if agreed is not None:
+                bad, stop = bool(agreed[NONFINITE]), bool(agreed[STOP])
+                if agreed[NO_ROOM]:  # every rank stops here, before writing anything (message from rank 0)
                     return "failed", self._stopped_message(done, self.comm.bcast(output_problem, root=0)), done, row
             if bad or log_point:
+                algo.drain()
                 algo.before_log()
                 row = self._log_row(done, totals, time.perf_counter() - start)
                 writer.append(done, row.rank_values, row.global_values)
@@ -235,6 +293,7 @@ class Runner:
                     return "diverged", self._divergence_message(done, row, stats, blown), done, row
                 self.progress.update(done, row.global_values)
             if stop or checkpoint_point:
+                algo.drain()
                 self._checkpoint(done, totals, writer.rows, time.perf_counter() - start)
             if stop:
                 return ("preempted", f"stop requested ({stop_signal_name() or 'signal on another rank'}) at "
@@ -318,12 +377,19 @@ class Runner:
             os._exit(EXIT_IO)
 
     def _divergence_message(self, step: int, row: LogRow, stats: StepStats, blown: str | None) -> str:
-        """Collective: which quantity blew up (non-finite ranks first), at which step, and what to try."""
-        local_bad = stats.nonfinite or not math.isfinite(stats.loss) or not np.all(
-            np.isfinite(self.algorithm.model_view()))
-        ranks = [r for r, b in enumerate(self.comm.allgather(local_bad)) if b]
+        """Collective: which quantity blew up (non-finite ranks first, and the first to go non-finite when
+        the ranks agreed on it some steps later), at which step, and what to try."""
+        since = self.nonfinite_since
+        if since is None and (stats.nonfinite or not math.isfinite(stats.loss)
+                              or not np.all(np.isfinite(self.algorithm.model_view()))):
+            since = step
+        found = [(s, r) for r, s in enumerate(self.comm.allgather(since)) if s is not None]
+        ranks = sorted(r for _, r in found)
         if ranks:
             what = f"non-finite values on rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+            first_step, first_rank = min(found)
+            if first_step < step:
+                what += f" (first on rank {first_rank} at step {first_step})"
         elif blown:
             what = blown
         else:

@@ -43,6 +43,8 @@ class Simulation:
         self.network = network
         self.algorithms = algorithms
         self.nodes = nodes
+        # Every node agrees on the message streams, from its own thread, as the MPI ranks do (build.instantiate).
+        network.run([lambda a=a: a.ctx.neighbors.seal() for a in algorithms])
 
     @property
     def n(self) -> int:
@@ -73,12 +75,13 @@ class Simulation:
         return cls(network, algorithms, nodes)
 
     @classmethod
-    def gossip(cls, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str, compressor: str,
-               comp_params: Mapping[str, Any], params: Mapping[str, Any], x0: np.ndarray,
-               seed: int = 0) -> Simulation:
-        """Algorithm ``name`` with zero gradients (average consensus) from the rows of ``x0`` (n, d)
-        (their dtype is the state dtype); ``params`` override the algorithm's defaults."""
-        spec = ALGORITHMS[name]
+    def gossip(cls, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str | AlgorithmSpec,
+               compressor: str, comp_params: Mapping[str, Any], params: Mapping[str, Any], x0: np.ndarray,
+               seed: int = 0, steps: int = 0) -> Simulation:
+        """Algorithm ``name`` (or a declaration not in the catalog) with zero gradients (average consensus)
+        from the rows of ``x0`` (n, d) (their dtype is the state dtype); ``params`` override the algorithm's
+        defaults; ``steps``: the run's length as the algorithm sees it (``Context.steps``)."""
+        spec = ALGORITHMS[name] if isinstance(name, str) else name
         network = MemoryNetwork(schedule)
         algorithms = []
         for rank in range(schedule.n):
@@ -87,7 +90,7 @@ class Simulation:
             codec = build_compressor(compressor, x0.shape[1], x0.dtype, comp_params)
             ctx = context(spec, cls._neighbors(spec, network, slot_weights, rank), rank, schedule.n, seed,
                           {p.name: p.default for p in spec.params} | dict(params), objective, codec,
-                          _NoCollectives(schedule.n))
+                          _NoCollectives(schedule.n), steps=steps)
             algorithms.append(spec.load()(ctx))
         return cls(network, algorithms)
 
@@ -100,6 +103,11 @@ class Simulation:
         run; returns each node's list of ``StepStats``."""
         order = range(steps) if isinstance(steps, int) else list(steps)
         return self.network.run([lambda a=a: [a.step(t) for t in order] for a in self.algorithms])
+
+    def drain(self) -> None:
+        """Every node completes its exchanges in flight (``Algorithm.drain``), as the runner does at a log
+        point, a checkpoint and the end of a run."""
+        self.network.run([a.drain for a in self.algorithms])
 
     def models(self) -> np.ndarray:
         """(n, d): every node's reported model (a copy)."""

@@ -24,7 +24,7 @@ def bench(tmp_path_factory):
 def test_every_section_ran_and_printed_its_table(bench):
     data, stdout = bench
     assert set(data["sections"]) == {"exchange", "compressors", "step", "scaling", "target", "rma", "memory",
-                                     "startup", "network"}
+                                     "startup", "network", "status", "overlap"}
     for name in data["sections"]:
         assert f"== {name}\n" in stdout
     assert data["size"] == "tiny" and data["ranks"] == 4 and data["machine"]["cores"] >= 1
@@ -98,6 +98,25 @@ def test_startup_section_launches_the_quickstart_at_8_and_16_ranks(bench):
     assert "launch → step 0 s" in bench[1]
 
 
+def test_status_section_runs_the_quickstart_both_ways_on_4_ranks(bench):
+    """One blocking and one pipelined run of 50 steps, each read back from its results file; the pipelined
+    one used the lag of the quickstart's graph on 4 ranks (or the machine had too little memory free)."""
+    from mpidecent.comm.status import status_lag
+    from mpidecent.config import load_job
+    from mpidecent.plan import plan_job
+
+    section = bench[0]["sections"]["status"]
+    assert section["job"] == "jobs/quickstart.toml" and section["steps"] == 50 and section["repeats"] == 1
+    [row] = section["rows"]
+    if row["status"].startswith("skipped: "):
+        pytest.skip(row["status"])
+    assert row["status"] == "ok" and row["n"] == 4 and row["steps"] == 50
+    assert row["lag"] == status_lag(plan_job(load_job("jobs/quickstart.toml"), 4).graph)
+    assert all(len(row["steps_per_s"][mode]) == 1 and row["steps_per_s"][mode][0] > 0
+               for mode in ("blocking", "pipelined"))
+    assert "pipelined ÷ blocking" in bench[1]
+
+
 def test_network_section_runs_behind_an_emulated_link_or_skips_in_one_line(bench):
     """Where a network namespace can be made (root), both runs went through the rate-limited loopback:
     every byte the runs counted crossed it, and the counted bytes are exactly the messages' sizes."""
@@ -125,3 +144,24 @@ def test_network_section_runs_behind_an_emulated_link_or_skips_in_one_line(bench
     assert uplink["onebit_bytes"] == -(-d // 8) + 4 and uplink["float32_bytes"] == 4 * d
     assert uplink["upload_onebit_s"] > 0 and uplink["upload_float32_s"] > 0 and uplink["broadcast_s"] > 0
     assert "All ranks share one emulated link" in stdout
+
+
+def test_overlap_section_runs_dpsgd_alone_and_with_each_progress_mechanism(bench):
+    """Behind the emulated link (or skipped in one line): compute alone moves no byte, communication alone
+    and the two progress mechanisms move the same bytes, and the mechanisms change no number (D-PSGD is
+    bit-identical whatever moves its exchange)."""
+    section, stdout = bench[0]["sections"]["overlap"], bench[1]
+    from mpidecent.bench.netlink import probe
+
+    reason = probe()
+    if reason:
+        assert section == {"skipped": reason} and f"skipped: {reason}" in stdout
+        pytest.skip(reason)
+    rows = {r["variant"]: r for r in section["rows"]}
+    assert set(rows) == {"compute alone", "communication alone", "progress none", "progress hooks"}
+    assert rows["compute alone"]["bytes_counted"] == 0
+    assert rows["communication alone"]["bytes_counted"] == rows["progress none"]["bytes_counted"] \
+        == rows["progress hooks"]["bytes_counted"] > 0
+    assert rows["progress none"]["test_accuracy_series"] == rows["progress hooks"]["test_accuracy_series"]
+    assert all(r["steps"] == 4 and r["step_s"] > 0 for r in rows.values())
+    assert "step ÷ max" in stdout

@@ -1,5 +1,6 @@
-"""Checkpoints and resume (io/checkpoint.py, runner): bit-exact resume for every algorithm, periodic
-checkpoints, and refusals of unusable checkpoints."""
+"""Checkpoints and resume (io/checkpoint.py, runner): bit-exact resume for every case the catalog
+declares (``AlgorithmSpec.test_cases``; an algorithm whose declaration names another resume test,
+``resume_tested_by``, is checked there), periodic checkpoints, and refusals of unusable checkpoints."""
 
 import shutil
 
@@ -9,6 +10,7 @@ import pytest
 from mpi4py import MPI
 
 import mpidecent.runner.loop as runner_module
+from catalog_cases import catalog_cases, resume_tested_here
 from mpitools import all_ranks, build_runner, plan_of
 from mpidecent.comm.world import init_mpi
 from mpidecent.config import load_text
@@ -17,19 +19,14 @@ from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
 from mpidecent.io.reader import read_run
 from mpidecent.runner import Runner
 
+# The base job; each case adds its algorithm, its pattern's graph and its overrides (catalog_cases.py).
 JOB = """
 [run]
 steps = 23
 log_every = 5
 seed = 5
-[topology]
-kind = "chord_ring"
 [algorithm]
-name = "quantized_push_sum"
 lr = 0.3
-[compression]
-name = "qsgd"
-levels = 8
 [data]
 samples = 400
 features = 10
@@ -38,26 +35,9 @@ batch_size = 8
 [model]
 l2 = 0.01
 """
-
-ALGORITHMS = {
-    "quantized_push_sum": [],
-    "push_sum": ["algorithm.name=push_sum", "compression.name=identity"],
-    "qps_time_varying": ["topology.kind=one_peer_exponential"],
-    "dpsgd": ["algorithm.name=dpsgd", "compression.name=identity", "topology.kind=ring"],
-    "allreduce_sgd": ["algorithm.name=allreduce_sgd", "compression.name=identity", "topology.kind=complete"],
-    "multi_gossip": ["algorithm.name=multi_gossip", "algorithm.gossip_rounds=2", "compression.name=topk",
-                     "compression.fraction=0.5", "topology.kind=ring"],
-    "choco_sgd": ["algorithm.name=choco_sgd", "compression.name=qsgd_contractive", "topology.kind=ring"],
-    "dmsgd": ["algorithm.name=dmsgd", "compression.name=identity", "topology.kind=ring"],
-    "local_momentum": ["algorithm.name=local_momentum", "compression.name=identity", "topology.kind=ring"],
-    # local optimizers with state (algorithms/optim.py): m, v and the step count are checkpointed
-    "dpsgd_adam": ["algorithm.name=dpsgd", "compression.name=identity", "topology.kind=ring",
-                   "algorithm.optimizer=adam", "algorithm.lr=0.05"],
-    "push_sum_nesterov": ["algorithm.name=push_sum", "compression.name=identity", "algorithm.optimizer=nesterov",
-                          "algorithm.momentum=0.8"],
-    "allreduce_heavy_ball": ["algorithm.name=allreduce_sgd", "compression.name=identity", "topology.kind=complete",
-                             "algorithm.optimizer=heavy_ball"],
-}
+# The periodic-checkpoint test's job: quantized push-sum, 8-level qsgd, on a chord ring.
+PERIODIC = ["algorithm.name=quantized_push_sum", "topology.kind=chord_ring", "compression.name=qsgd",
+            "compression.levels=8", "run.checkpoint_every=5"]
 TIMING = {"wall_s", "compute_s", "comm_s"}
 
 
@@ -82,23 +62,27 @@ def _stop_at(monkeypatch, step: int, rank: int = 1) -> None:
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", list(ALGORITHMS))
-def test_resume_is_bit_identical_to_an_uninterrupted_run(name, mpi_tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, overrides", catalog_cases(resume_tested_here))
+def test_resume_is_bit_identical_to_an_uninterrupted_run(name, overrides, mpi_tmp_path, monkeypatch):
     comm = MPI.COMM_WORLD
-    overrides = ALGORITHMS[name]
     whole = build_runner(JOB, mpi_tmp_path / f"{name}-whole.h5", overrides)
     assert whole.run() == EXIT_OK
     out = mpi_tmp_path / f"{name}-cut.h5"
-    _stop_at(monkeypatch, 12)  # step 12 is not a log step: the checkpoint carries partial-interval losses
+    _stop_at(monkeypatch, 10)  # seen at boundary 11, mid-interval: the checkpoint carries partial-interval losses
     first = build_runner(JOB, out, overrides)
+    # Where the ranks agree on it (runner/loop.py): status_lag boundaries later, or at the log point 15 if
+    # that comes first; at once with the blocking benchmark switch; at 15 for master/worker and async gossip.
+    stopped = {"pipelined": min(11 + first.status_lag, 15), "blocking": 11, "boundaries": 15}[first.status_mode]
     assert first.run() == EXIT_PREEMPTED
     monkeypatch.undo()
     job = load_text(JOB, overrides=overrides)
     snapshot = read_checkpoint(checkpoint_path(str(out)), comm.rank, comm.size, job.to_toml())
-    assert snapshot.step == 13 and snapshot.results_rows == 3 and len(snapshot.counters["losses"]) == 3
+    assert snapshot.step == stopped and snapshot.results_rows == 3 + (stopped == 15)
+    assert len(snapshot.counters["losses"]) == stopped % 5
     stateful = job.algorithm.get("optimizer", "sgd") != "sgd"
     assert any(k.startswith("optimizer_") for k in snapshot.state) == stateful
-    assert not stateful or (list(snapshot.state["optimizer_steps"]) == [13] and np.any(snapshot.state["optimizer_m"]))
+    assert not stateful or (list(snapshot.state["optimizer_steps"]) == [stopped]
+                            and np.any(snapshot.state["optimizer_m"]))
     second = Runner(plan_of(job), init_mpi(), str(out), overwrite=False, quiet=True, resume=snapshot)
     assert second.run() == EXIT_OK
     final, resumed = whole.algorithm.state(), second.algorithm.state()
@@ -109,7 +93,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(name, mpi_tmp_path, mon
         assert a.keys() == b.keys()
         different = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
         assert not different, different
-        assert attrs_b["status"] == "completed" and list(attrs_b["resumed_at"]) == [13]
+        assert attrs_b["status"] == "completed" and list(attrs_b["resumed_at"]) == [stopped]
 
 
 @pytest.mark.mpi(min_size=4)
@@ -117,10 +101,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(name, mpi_tmp_path, mon
 def test_periodic_checkpoints_and_refusals(mpi_tmp_path):
     comm = MPI.COMM_WORLD
     out = mpi_tmp_path / "periodic.h5"
-    runner = build_runner(JOB, out, ["run.checkpoint_every=5"])
+    runner = build_runner(JOB, out, PERIODIC)
     assert runner.run() == EXIT_OK
     path = checkpoint_path(str(out))
-    job = load_text(JOB, overrides=["run.checkpoint_every=5"])
+    job = load_text(JOB, overrides=PERIODIC)
     snapshot = read_checkpoint(path, comm.rank, comm.size, job.to_toml())
     assert snapshot.step == 20 and snapshot.results_rows == 5  # the newest before the end (23)
     assert all_ranks(not (mpi_tmp_path / "periodic.ckpt.h5.tmp").exists())
@@ -133,7 +117,7 @@ def test_periodic_checkpoints_and_refusals(mpi_tmp_path):
         return ""
 
     assert f"written by {comm.size} ranks but {comm.size + 1} were started" in refusal(path, world=comm.size + 1)
-    other = load_text(JOB, overrides=["run.checkpoint_every=5", "algorithm.lr=0.2"]).to_toml()
+    other = load_text(JOB, overrides=[*PERIODIC, "algorithm.lr=0.2"]).to_toml()
     assert "the job differs from the one checkpointed" in refusal(path, toml=other) and "lr = 0.2" in refusal(
         path, toml=other)
     assert "no checkpoint" in refusal(mpi_tmp_path / "nope.ckpt.h5")

@@ -1,23 +1,23 @@
 """The in-memory twin of the neighbour pattern (comm/memory.py, runner/simulate.py) against real MPI:
-every neighbour algorithm, run by mpirun and simulated on rank 0 with as many nodes as ranks, ends in
-bit-identical states and counts the same traffic."""
+every case the catalog declares for a neighbour algorithm (``AlgorithmSpec.test_cases``), run by mpirun
+and simulated on rank 0 with as many nodes as ranks, ends in bit-identical states and counts the same
+traffic. Other patterns have no twin."""
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 
+from catalog_cases import catalog_cases, has_a_twin
 from mpitools import all_ranks, build_runner, plan_of
 from mpidecent.runner.simulate import Simulation
 
 STEPS = 12
+# The base job; each case adds its algorithm, its pattern's graph and its overrides (catalog_cases.py).
 JOB = """
 [run]
 steps = 12
 seed = 5
-[topology]
-kind = "ring"
 [algorithm]
-name = "dpsgd"
 lr = 0.1
 [data]
 name = "synthetic_logistic"
@@ -32,29 +32,12 @@ init = "normal"
 init_identical = false
 """
 
-CASES = {
-    "dpsgd": [],
-    "dmsgd": ["algorithm.name=dmsgd", "algorithm.beta=0.9"],
-    "local_momentum": ["algorithm.name=local_momentum", "algorithm.beta=0.9"],
-    "multi_gossip": ["algorithm.name=multi_gossip", "algorithm.gossip_rounds=3", "algorithm.gamma=0.4",
-                     "compression.name=qsgd_contractive", "compression.bits=2", "topology.kind=torus"],
-    "choco_sgd": ["algorithm.name=choco_sgd", "compression.name=randk", "compression.fraction=0.3",
-                  "topology.kind=complete"],
-    "push_sum": ["algorithm.name=push_sum", "topology.kind=chord_ring", "topology.chords=2"],
-    "quantized_push_sum": ["algorithm.name=quantized_push_sum", "algorithm.gamma=0.8", "compression.name=qsgd",
-                           "compression.levels=8", "topology.kind=chord_ring", "topology.chords=2",
-                           "run.dtype=float32"],
-    "qps_time_varying": ["algorithm.name=quantized_push_sum", "compression.name=qsgd",
-                         "topology.kind=one_peer_exponential"],
-}
-
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("case", list(CASES))
-def test_the_twin_is_bit_identical_to_mpi(case, mpi_tmp_path):
+@pytest.mark.parametrize("case, overrides", catalog_cases(has_a_twin))
+def test_the_twin_is_bit_identical_to_mpi(case, overrides, mpi_tmp_path):
     comm = MPI.COMM_WORLD
-    overrides = CASES[case]
     runner = build_runner(JOB, mpi_tmp_path / f"{case}.h5", overrides)
     stats = [runner.algorithm.step(t) for t in range(STEPS)]
     mine = {name: array.copy() for name, array in runner.algorithm.state().items()}

@@ -37,8 +37,8 @@ def _channels(graph, compressor, vectors=1, scalars=0, rounds=1, dim=16):
     for rank in range(graph.n):
         neighbors = Neighbors(network.transport(rank), mixing_rows([graph], (weights,), rank))
         codec = build_compressor(compressor, dim, np.float64, QSGD if compressor == "qsgd" else {})
-        channels.append(neighbors.channel(codec, 0, rank, Stopwatch(), vectors=vectors, scalars=scalars,
-                                          rounds=rounds))
+        channels.append(neighbors.stream("model", codec, 0, rank, Stopwatch(), vectors=vectors, scalars=scalars,
+                                         rounds=rounds))
     return network, weights, channels
 
 
@@ -51,12 +51,11 @@ def test_a_channel_delivers_each_in_neighbours_vectors_and_scalars_and_counts_th
     xs, ms = _x0(1, 16), _x0(2, 16)
 
     def node(rank):
-        ch = channels[rank]
-        ch.send(0, (xs[rank], ms[rank]), scalars=(float(rank) + 0.5,))
-        ch.wait()
+        stream = channels[rank]
+        ch = stream.start(0, (xs[rank], ms[rank]), scalars=(float(rank) + 0.5,)).wait()
         mixed = np.zeros(16)
         return ch.decode(0).copy(), ch.decode(1).copy(), ch.received_scalars(0).copy(), ch.mixed_scalar(0), \
-            ch.mix(out=mixed, field=1).copy(), ch.traffic.take()
+            ch.mix(out=mixed, field=1).copy(), stream.traffic.take()
 
     for rank, (x_rows, m_rows, scalars, mixed_scalar, mixed_m, traffic) in enumerate(network.run(
             [lambda r=r: node(r) for r in range(N)])):
@@ -78,9 +77,9 @@ def test_rounds_and_fields_draw_their_own_randomness():
     v = _x0(3, 256)
 
     def node(rank):
-        ch, own = channels[rank], []
+        stream, own = channels[rank], []
         for r in range(2):
-            ch.send(5, v[rank], round=r)
+            ch = stream.start(5, v[rank], round=r)
             own.append(ch.own(out=np.zeros(256)).copy())
             ch.wait()
             received = ch.decode().copy()
@@ -101,9 +100,7 @@ def test_mix_and_accumulate_decode_one_message_at_a_time_without_per_neighbour_r
     v = _x0(4, 256)
 
     def node(rank):
-        ch = channels[rank]
-        ch.send(3, v[rank])
-        ch.wait()
+        ch = channels[rank].start(3, v[rank]).wait()
         start = np.full(256, 0.25)
         mixed = ch.mix(out=np.zeros(256)).copy()
         accumulated = ch.accumulate(start.copy(), scratch=np.zeros(256))
@@ -172,7 +169,7 @@ def test_quantized_push_sum_reaches_the_exact_average_with_reference_copies():
     for rank, algo in enumerate(sim.algorithms):
         for k, sender in enumerate(algo.ctx.neighbors.row(0).in_neighbors):
             np.testing.assert_array_equal(algo.ref_in[0][k], sim.algorithms[sender].ref_out[0])
-        assert algo.gossip._received is None  # decoded one message at a time into the copies
+        assert algo.gossip.messages[0]._received is None  # decoded one message at a time into the copies
 
 
 def test_without_reference_copies_the_noise_never_vanishes():
@@ -189,7 +186,7 @@ def test_push_sum_bits_per_message_follow_the_formula():
     graph = sim.network.schedule.graphs[0]
     for rank, algo in enumerate(sim.algorithms):
         out = graph.out_degree[rank]
-        assert algo.gossip.send_buf.nbytes == bits_per_message // 8
+        assert algo.gossip.nbytes == bits_per_message // 8
         assert all((s[rank].bits_sent, s[rank].bytes_sent, s[rank].messages_sent)
                    == (out * bits_per_message, out * 840, out) for s in stats)
     assert sum(s.bits_sent for s in stats[0]) == graph.num_edges * bits_per_message
