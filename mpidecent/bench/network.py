@@ -179,12 +179,16 @@ def _bench_env() -> dict[str, str]:
     return _environment()
 
 
+def unavailable(launcher_argv: Sequence[str]) -> str | None:
+    """Why no run can go behind an emulated link here (one line), or None."""
+    if Path(launcher_argv[0]).name not in ("mpirun", "mpiexec", "orterun"):
+        return f"an emulated link starts every rank on this machine with mpirun, not {launcher_argv[0]!r} (--launcher)"
+    return probe()
+
+
 def run(size: str, launcher_argv: Sequence[str], out: Path, contenders: Sequence[str] | None = None) -> dict:
     """The whole section: {"skipped": reason} where no emulated link can be made, else its rows."""
-    if Path(launcher_argv[0]).name not in ("mpirun", "mpiexec", "orterun"):
-        return {"skipped": f"an emulated link starts every rank on this machine with mpirun, not "
-                           f"{launcher_argv[0]!r} (--launcher)"}
-    reason = probe()
+    reason = unavailable(launcher_argv)
     if reason:
         return {"skipped": reason}
     config = SIZES[size]

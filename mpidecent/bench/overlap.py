@@ -36,8 +36,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mpidecent.bench.netlink import Link, probe
-from mpidecent.bench.network import Contender, job_text, measure
+from mpidecent.bench.netlink import Link
+from mpidecent.bench.network import Contender, job_text, measure, unavailable
 
 GOAL = 1.15  # step time ÷ max(compute, communication)
 ACCURACY_POINTS = 1.0  # overlap vs not: test accuracy within this many percentage points
@@ -89,10 +89,7 @@ def _contenders(family: str, batch: int, ranks: int, mechanisms: Sequence[str]) 
 
 def run(size: str, launcher_argv: Sequence[str], out: Path) -> dict:
     """The whole section: {"skipped": reason} where no emulated link can be made, else its rows."""
-    if Path(launcher_argv[0]).name not in ("mpirun", "mpiexec", "orterun"):
-        return {"skipped": f"an emulated link starts every rank on this machine with mpirun, not "
-                           f"{launcher_argv[0]!r} (--launcher)"}
-    reason = probe()
+    reason = unavailable(launcher_argv)
     if reason:
         return {"skipped": reason}
     config = SIZES[size]

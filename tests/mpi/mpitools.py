@@ -31,6 +31,20 @@ def gossip_algorithm(name: str, graph, weights, compressor: str, comp_params: di
     return algorithm
 
 
+def stop_at(monkeypatch, step: int, rank: int = 1) -> None:
+    """Simulate SIGUSR1 arriving on one rank only, during step ``step`` (it is seen at boundary step + 1):
+    the runner's ``stop_requested`` answers True once, on that rank."""
+    import mpidecent.runner.loop as runner_module
+
+    calls = {"n": 0}
+
+    def fake() -> bool:
+        calls["n"] += 1
+        return MPI.COMM_WORLD.rank == rank and calls["n"] == step + 1
+
+    monkeypatch.setattr(runner_module, "stop_requested", fake)
+
+
 def plan_of(job_or_text, overrides=()):
     from mpidecent.config import Job, load_text
     from mpidecent.plan import plan_job

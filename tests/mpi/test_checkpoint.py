@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-import mpidecent.runner.loop as runner_module
 from catalog_cases import catalog_cases, resume_tested_here
-from mpitools import all_ranks, build_runner, plan_of
+from mpitools import all_ranks, build_runner, plan_of, stop_at
 from mpidecent.comm.world import init_mpi
 from mpidecent.config import load_text
 from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
@@ -49,17 +48,6 @@ def _series(path):
     return data, run.attrs
 
 
-def _stop_at(monkeypatch, step: int, rank: int = 1) -> None:
-    """Simulate SIGUSR1 arriving on one rank only, during step ``step`` (its boundary is step + 1)."""
-    calls = {"n": 0}
-
-    def fake() -> bool:
-        calls["n"] += 1
-        return MPI.COMM_WORLD.rank == rank and calls["n"] == step + 1
-
-    monkeypatch.setattr(runner_module, "stop_requested", fake)
-
-
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name, overrides", catalog_cases(resume_tested_here))
@@ -68,7 +56,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(name, overrides, mpi_tm
     whole = build_runner(JOB, mpi_tmp_path / f"{name}-whole.h5", overrides)
     assert whole.run() == EXIT_OK
     out = mpi_tmp_path / f"{name}-cut.h5"
-    _stop_at(monkeypatch, 10)  # seen at boundary 11, mid-interval: the checkpoint carries partial-interval losses
+    stop_at(monkeypatch, 10)  # seen at boundary 11, mid-interval: the checkpoint carries partial-interval losses
     first = build_runner(JOB, out, overrides)
     # Where the ranks agree on it (runner/loop.py): status_lag boundaries later, or at the log point 15 if
     # that comes first; at once with the blocking benchmark switch; at 15 for master/worker and async gossip.

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-import mpidecent.runner.loop as runner_module
-from mpitools import all_ranks, plan_of
+from mpitools import all_ranks, plan_of, stop_at
 from mpidecent.comm.status import status_lag
 from mpidecent.comm.world import init_mpi
 from mpidecent.config import load_text
@@ -144,17 +143,6 @@ def _agreed_boundary(seen: int, lag: int, checkpoint_every: int = 0) -> int:
     return min(seen + lag, meetings[0])
 
 
-def _stop_at(monkeypatch, step: int, rank: int = 1) -> None:
-    """Simulate SIGUSR1 arriving on one rank only, during step ``step`` (it is seen at boundary step + 1)."""
-    calls = {"n": 0}
-
-    def fake() -> bool:
-        calls["n"] += 1
-        return MPI.COMM_WORLD.rank == rank and calls["n"] == step + 1
-
-    monkeypatch.setattr(runner_module, "stop_requested", fake)
-
-
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(120)
 def test_no_blocking_collective_between_log_points_and_one_reduction_started_per_step(mpi_tmp_path):
@@ -211,7 +199,7 @@ def test_a_stop_on_one_rank_ends_every_rank_at_the_agreed_boundary_and_resumes_b
     whole = _runner(mpi_tmp_path / "whole.h5", status=mode)
     assert whole.run() == EXIT_OK
     out = mpi_tmp_path / "cut.h5"
-    _stop_at(monkeypatch, during)
+    stop_at(monkeypatch, during)
     first = _runner(out, status=mode)
     seen = during + 1
     expected = _agreed_boundary(seen, first.status_lag) if mode == "pipelined" else seen

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mpi4py import MPI
 
 from mpitools import all_ranks
 from mpidecent.comm.neighbor import StreamError
