@@ -23,8 +23,9 @@ steps after a stop signal or a divergence the ranks act on it.
 ``MPIDECENT_STATUS=blocking`` (``STATUS_ENV``) brings back a blocking ``Allreduce`` after every step, for
 benchmarks comparing the two (``mpidecent bench --sections status``); it is not meant for runs.
 
-``eccentricity``, ``directed_diameter`` and ``status_lag`` are pure numpy; ``agreed_lag`` and ``StatusPipe``
-call MPI.
+``status_lag`` is pure (the graph searches are ``topology/validate.py``'s); ``agreed_lag`` and
+``StatusPipe`` call MPI, imported when they run, so that importing this module never starts MPI (a process
+that has started MPI cannot launch ``mpirun`` jobs).
 """
 
 from __future__ import annotations
@@ -33,53 +34,17 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
-from mpi4py import MPI
+
+from mpidecent.topology.validate import directed_diameter, eccentricity
 
 if TYPE_CHECKING:
+    from mpi4py import MPI
+
     from mpidecent.topology.graphs import Graph
 
 MAX_LAG = 16  # the most steps between a rank's flag and the boundary where every rank acts on it
 STATUS_ENV = "MPIDECENT_STATUS"  # benchmark switch: "pipelined" (default) or "blocking"
 STATUS_MODES = ("pipelined", "blocking")
-
-
-def eccentricity(graph: Graph, source: int, limit: int) -> int | None:
-    """The longest shortest directed path out of ``source`` (0 for one node) when it is at most ``limit``;
-    None when ``source`` cannot reach some node within ``limit`` steps (or at all). A breadth-first search
-    of at most ``limit`` levels, each one vectorised gather over the graph's CSR arrays."""
-    indptr, targets = graph.out_csr
-    seen = np.zeros(graph.n, dtype=bool)
-    seen[source] = True
-    frontier = np.array([source], dtype=np.int64)
-    reached, level = 1, 0
-    while reached < graph.n:
-        if level == limit:
-            return None
-        starts = indptr[frontier]
-        counts = indptr[frontier + 1] - starts
-        # position p of the concatenated out-lists is targets[starts[k] + (p - offset of list k)]
-        gather = np.arange(int(counts.sum())) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
-        ahead = np.unique(targets[gather])
-        frontier = ahead[~seen[ahead]]
-        if frontier.size == 0:
-            return None
-        seen[frontier] = True
-        reached += frontier.size
-        level += 1
-    return level
-
-
-def directed_diameter(graph: Graph, limit: int) -> int | None:
-    """The longest shortest directed path of ``graph`` when it is at most ``limit``, else None (some node
-    cannot reach another, or only in more steps): the largest ``eccentricity``, one search per node (the
-    runner shares this work out, one search per rank: ``agreed_lag``)."""
-    diameter = 0
-    for source in range(graph.n):
-        farthest = eccentricity(graph, source, limit)
-        if farthest is None:
-            return None
-        diameter = max(diameter, farthest)
-    return diameter
 
 
 def lag_of(diameter: int | None) -> int:
@@ -97,6 +62,8 @@ def status_lag(graph: Graph) -> int:
 def agreed_lag(comm: MPI.Intracomm, graph: Graph) -> int:
     """Collective over ``comm`` (one rank per node of ``graph``): ``status_lag(graph)``, each rank searching
     from its own node only, then one ``Allreduce(MAX)`` of the eccentricities (O(edges) per rank)."""
+    from mpi4py import MPI
+
     farthest = eccentricity(graph, comm.rank, MAX_LAG)
     worst = comm.allreduce(MAX_LAG + 1 if farthest is None else farthest, op=MPI.MAX)
     return lag_of(None if worst > MAX_LAG else worst)
@@ -111,8 +78,11 @@ class StatusPipe:
     """
 
     def __init__(self, comm: MPI.Intracomm, lag: int, width: int) -> None:
+        from mpi4py import MPI
+
         if lag < 1:
             raise ValueError(f"lag must be ≥ 1, got {lag}")
+        self._mpi = MPI
         self.comm = comm.Dup()  # its reductions never match, or wait behind, anything else's
         self.lag = lag
         # lag + 1 slots: the reductions of boundaries b - lag .. b are in flight at once at boundary b
@@ -122,14 +92,14 @@ class StatusPipe:
     def agree(self, flags: np.ndarray) -> None:
         """A meeting point: ``flags`` ← the element-wise max over ranks (blocking ``Allreduce``, in place).
         ``drain`` first, so that the flags of every reduction in flight ride along."""
-        self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        self.comm.Allreduce(self._mpi.IN_PLACE, flags, op=self._mpi.MAX)
 
     def start(self, boundary: int, flags: np.ndarray) -> None:
         """After step boundary ``boundary``: start the non-blocking max over ranks of ``flags`` (copied
         into this boundary's slot, which MPI writes until the reduction is waited for)."""
         slot = self._slots[boundary % len(self._slots)]
         slot[:] = flags
-        self._flight.append((boundary, slot, self.comm.Iallreduce(MPI.IN_PLACE, slot, op=MPI.MAX)))
+        self._flight.append((boundary, slot, self.comm.Iallreduce(self._mpi.IN_PLACE, slot, op=self._mpi.MAX)))
 
     def due(self, boundary: int) -> np.ndarray | None:
         """At step boundary ``boundary``: wait for the reductions started ``lag`` or more boundaries ago

@@ -102,3 +102,41 @@ def connectivity_problem(graph: Graph, strong: bool = True) -> str | None:
         return f"node 0 cannot reach {_nodes_phrase(missed)}"
     return None
 
+
+def eccentricity(graph: Graph, source: int, limit: int) -> int | None:
+    """The longest shortest directed path out of ``source`` (0 for one node) when it is at most ``limit``;
+    None when ``source`` cannot reach some node within ``limit`` steps (or at all). A breadth-first search
+    of at most ``limit`` levels, each one vectorised gather over the graph's CSR arrays."""
+    indptr, targets = graph.out_csr
+    seen = np.zeros(graph.n, dtype=bool)
+    seen[source] = True
+    frontier = np.array([source], dtype=np.int64)
+    reached, level = 1, 0
+    while reached < graph.n:
+        if level == limit:
+            return None
+        starts = indptr[frontier]
+        counts = indptr[frontier + 1] - starts
+        # position p of the concatenated out-lists is targets[starts[k] + (p - offset of list k)]
+        gather = np.arange(int(counts.sum())) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
+        ahead = np.unique(targets[gather])
+        frontier = ahead[~seen[ahead]]
+        if frontier.size == 0:
+            return None
+        seen[frontier] = True
+        reached += frontier.size
+        level += 1
+    return level
+
+
+def directed_diameter(graph: Graph, limit: int) -> int | None:
+    """The longest shortest directed path of ``graph`` when it is at most ``limit``, else None (some node
+    cannot reach another, or only in more steps): the largest ``eccentricity``, one search per node (the
+    runner shares this work out, one search per rank: ``comm.status.agreed_lag``)."""
+    diameter = 0
+    for source in range(graph.n):
+        farthest = eccentricity(graph, source, limit)
+        if farthest is None:
+            return None
+        diameter = max(diameter, farthest)
+    return diameter

@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from mpidecent.comm.status import MAX_LAG, directed_diameter, eccentricity, status_lag
+from mpidecent.comm.status import MAX_LAG, status_lag
+from mpidecent.topology.validate import directed_diameter, eccentricity
 from mpidecent.config import load_text
 from mpidecent.plan import plan_job
 from mpidecent.topology import Graph, complete, erdos_renyi, exponential, ring, star, torus
@@ -90,3 +91,14 @@ def test_planned_graphs_of_shipped_patterns():
     assert status_lag(plan_job(allreduce, 6).graph) == 1
     qps = load_text('[topology]\nkind = "ring"\ndirected = true\n[algorithm]\nname = "quantized_push_sum"\n')
     assert status_lag(plan_job(qps, 5).graph) == 4
+
+
+def test_importing_the_status_module_does_not_start_mpi():
+    """A process that imported mpi4py.MPI is an MPI singleton and cannot launch mpirun jobs (the CLI tests
+    and the bench do): the lag is computed without MPI, which only agreed_lag and StatusPipe import."""
+    import subprocess
+    import sys
+
+    code = "import sys, mpidecent.comm.status; print('mpi4py.MPI' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
