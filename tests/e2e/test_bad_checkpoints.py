@@ -23,8 +23,10 @@ from mpidecent.io.reader import read_header
 QUICKSTART = str(ROOT / "jobs" / "quickstart.toml")
 SETS = ["--set", "run.steps=40", "--set", "run.checkpoint_every=20", "--set", "run.log_every=10"]
 
-# Stops the run at the boundary of step 25 on every rank (as a stop signal would): a preempted results
-# file with 3 rows (steps 0, 10, 20) and a checkpoint at step 25, the pair --resume continues from.
+# A stop signal seen during step 25 (as SIGUSR1 would be): every rank stops at the boundary the status
+# agreement settles on (step 25 plus its lag, before the log point at 30), leaving a preempted results
+# file with 3 rows (steps 0, 10, 20) and a checkpoint at that step, the pair --resume continues from.
+# Expected messages name that step as STEP.
 STOP_AT_25 = f"""
 import sys
 import mpidecent.runner.loop as loop
@@ -48,7 +50,10 @@ def stopped(tmp_path_factory):
     result = _launch(f"{script} {out}", ranks=4, timeout=300)
     assert result.returncode == 4, result.stderr
     assert read_header(str(out)).status == "preempted" and read_header(str(out)).rows == 3
-    return out, folder / "r.ckpt.h5"
+    with h5py.File(folder / "r.ckpt.h5", "r") as f:
+        step = int(f.attrs["step"])
+    assert 25 <= step < 30, step
+    return out, folder / "r.ckpt.h5", step
 
 
 def _resign(f: h5py.File) -> None:
@@ -119,15 +124,15 @@ CASES = {
     "step_past_end": (_set("step", np.int64(41), resign=True), "attribute 'step' = 41 is outside 0..40"),
     "step_negative": (_set("step", np.int64(-5), resign=True), "attribute 'step' = -5 is outside 0..40"),
     "rows_negative_resigned": (_set("results_rows", np.int64(-1), resign=True),
-                               "attribute 'results_rows' = -1 but step 25 with [run] log_every = 10 logs 3 rows"),
+                               "attribute 'results_rows' = -1 but step STEP with [run] log_every = 10 logs 3 rows"),
     "rows_too_many_resigned": (_set("results_rows", np.int64(99), resign=True),
-                               "attribute 'results_rows' = 99 but step 25"),
+                               "attribute 'results_rows' = 99 but step STEP"),
     "step_not_integer": (_set("step", "25", resign=True), "attribute 'step' = '25' is not an integer"),
     "algorithm": (_set("algorithm", "dpsgd", resign=True), "attribute 'algorithm' = 'dpsgd' but its job runs"),
     "huge_shape": (_shapes, "state/x: rank 1's shape (1099511627776,) does not fit the stored"),
     "renamed_state": (_renamed, "--resume: the checkpoint's state ['ref_in', 'ref_out', 'x_renamed', 'y'] does not "
                                 "match the algorithm's"),
-    "v1_rows_negative": (_old_format("results_rows", np.int64(-1)), "attribute 'results_rows' = -1 but step 25"),
+    "v1_rows_negative": (_old_format("results_rows", np.int64(-1)), "attribute 'results_rows' = -1 but step STEP"),
     "v1_step": (_old_format("step", np.int64(35)), "attribute 'results_rows' = 3 but step 35"),
     "step_and_rows_resigned": (_step_and_rows, "has 3 log rows but checkpoint"),
     "results_step": (_results_step, "does not match checkpoint", "results"),
@@ -151,6 +156,7 @@ def _digests(*paths) -> dict:
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_edited_checkpoint_attribute_is_refused_and_nothing_changes(case, stopped, tmp_path):
     edit, expected, *target = CASES[case]
+    expected = expected.replace("STEP", str(stopped[2]))
     out, checkpoint = tmp_path / "r.h5", tmp_path / "r.ckpt.h5"
     shutil.copy(stopped[0], out)
     shutil.copy(stopped[1], checkpoint)

@@ -78,6 +78,20 @@ def results(path) -> dict:
     return MPI.COMM_WORLD.bcast(data, root=0)
 
 
+TIMING = {"wall_s", "compute_s", "comm_s"}
+
+
+def untimed_series(path) -> tuple[dict, dict]:
+    """(every series but the timing ones, root attributes) of a results file, through the reader: what
+    a resumed run must reproduce bit for bit."""
+    from mpidecent.io.reader import read_run
+
+    run = read_run(str(path))
+    data = {"step": run.steps, **{f"global/{k}": v for k, v in run.global_series.items() if k not in TIMING},
+            **{f"rank/{k}": v for k, v in run.rank_series.items() if k not in TIMING}}
+    return data, run.attrs
+
+
 def run_job(job_or_text, out, overrides=()) -> dict:
     """Run a job (a Job, or job text plus --set overrides) in this pytest process on every rank and
     return its results file's contents (``results``) plus "status": the exit status."""

@@ -10,12 +10,11 @@ import pytest
 from mpi4py import MPI
 
 from catalog_cases import catalog_cases, resume_tested_here
-from mpitools import all_ranks, build_runner, plan_of, stop_at
+from mpitools import all_ranks, build_runner, plan_of, stop_at, untimed_series
 from mpidecent.comm.world import init_mpi
 from mpidecent.config import load_text
 from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
 from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
-from mpidecent.io.reader import read_run
 from mpidecent.runner import Runner
 
 # The base job; each case adds its algorithm, its pattern's graph and its overrides (catalog_cases.py).
@@ -37,15 +36,6 @@ l2 = 0.01
 # The periodic-checkpoint test's job: quantized push-sum, 8-level qsgd, on a chord ring.
 PERIODIC = ["algorithm.name=quantized_push_sum", "topology.kind=chord_ring", "compression.name=qsgd",
             "compression.levels=8", "run.checkpoint_every=5"]
-TIMING = {"wall_s", "compute_s", "comm_s"}
-
-
-def _series(path):
-    """(every series but the timing ones, root attributes) of a results file, through the reader."""
-    run = read_run(str(path))
-    data = {"step": run.steps, **{f"global/{k}": v for k, v in run.global_series.items() if k not in TIMING},
-            **{f"rank/{k}": v for k, v in run.rank_series.items() if k not in TIMING}}
-    return data, run.attrs
 
 
 @pytest.mark.mpi(min_size=4)
@@ -77,7 +67,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(name, overrides, mpi_tm
     assert all_ranks(all(np.array_equal(final[k], resumed[k]) for k in final))
     assert all_ranks(np.array_equal(whole.algorithm.model_view(), second.algorithm.model_view()))
     if comm.rank == 0:
-        (a, attrs_a), (b, attrs_b) = _series(whole.out), _series(out)
+        (a, attrs_a), (b, attrs_b) = untimed_series(whole.out), untimed_series(out)
         assert a.keys() == b.keys()
         different = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
         assert not different, different

@@ -14,8 +14,7 @@ from mpidecent.config import load_text
 from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED
 from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
 from mpidecent.runner import Runner
-from mpitools import all_ranks, build_runner, plan_of, results, run_job
-from test_checkpoint import _series, _stop_at
+from mpitools import all_ranks, build_runner, plan_of, results, run_job, stop_at, untimed_series
 
 JOB = """
 [run]
@@ -146,7 +145,7 @@ def test_resume_is_bit_identical_and_the_stop_waits_for_a_boundary(algorithm, op
     whole = build_runner(JOB, mpi_tmp_path / "whole.h5", overrides)
     assert whole.run() == EXIT_OK
     out = mpi_tmp_path / "cut.h5"
-    _stop_at(monkeypatch, 8)
+    stop_at(monkeypatch, 8)
     assert build_runner(JOB, out, overrides).run() == EXIT_PREEMPTED
     monkeypatch.undo()
     job = load_text(JOB, overrides=overrides)
@@ -163,7 +162,7 @@ def test_resume_is_bit_identical_and_the_stop_waits_for_a_boundary(algorithm, op
     assert all_ranks(set(final) == set(resumed) and all(np.array_equal(final[k], resumed[k]) for k in final))
     np.testing.assert_array_equal(_events(mpi_tmp_path / "whole.h5"), _events(out))
     if comm.rank == 0:
-        (a, _), (b, attrs) = _series(whole.out), _series(out)
+        (a, _), (b, attrs) = untimed_series(whole.out), untimed_series(out)
         different = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
         assert not different, different
         assert attrs["status"] == "completed"
@@ -220,7 +219,7 @@ def test_error_feedback_memory_is_checkpointed_and_resumes_bit_for_bit(mpi_tmp_p
     whole = build_runner(JOB, mpi_tmp_path / "whole.h5", overrides)
     assert whole.run() == EXIT_OK
     out = mpi_tmp_path / "cut.h5"
-    _stop_at(monkeypatch, 8)
+    stop_at(monkeypatch, 8)
     assert build_runner(JOB, out, overrides).run() == EXIT_PREEMPTED
     monkeypatch.undo()
     job = load_text(JOB, overrides=overrides)

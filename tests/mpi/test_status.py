@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from mpitools import all_ranks, plan_of, stop_at
+from mpitools import all_ranks, plan_of, stop_at, untimed_series
 from mpidecent.comm.status import status_lag
 from mpidecent.comm.world import init_mpi
 from mpidecent.config import load_text
@@ -41,7 +41,6 @@ batch_size = 8
 [model]
 l2 = 0.01
 """
-TIMING = {"wall_s", "compute_s", "comm_s"}
 
 # Collective calls of an mpi4py communicator: blocking (communicator management included) and not.
 BLOCKING = {"Allgather", "Allgatherv", "Allreduce", "Alltoall", "Alltoallv", "Alltoallw", "Barrier", "Bcast",
@@ -179,12 +178,6 @@ def test_the_blocking_benchmark_switch_reduces_after_every_step(mpi_tmp_path):
                          for b in range(1, STEPS) if b % LOG_EVERY))
 
 
-def _series(path):
-    run = read_run(str(path))
-    return {"step": run.steps, **{f"global/{k}": v for k, v in run.global_series.items() if k not in TIMING},
-            **{f"rank/{k}": v for k, v in run.rank_series.items() if k not in TIMING}}, run.attrs
-
-
 # (the step during which rank 1 gets the signal, the status mode): mid-interval, and close enough to the
 # log point at 25 that the log point comes before boundary + lag; the blocking switch acts at once.
 STOPS = [(12, "pipelined"), (22, "pipelined"), (12, "blocking")]
@@ -219,7 +212,7 @@ def test_a_stop_on_one_rank_ends_every_rank_at_the_agreed_boundary_and_resumes_b
     final, resumed = whole.algorithm.state(), second.algorithm.state()
     assert all_ranks(all(np.array_equal(final[k], resumed[k]) for k in final))
     if comm.rank == 0:
-        (a, _), (b, attrs) = _series(whole.out), _series(out)
+        (a, _), (b, attrs) = untimed_series(whole.out), untimed_series(out)
         assert a.keys() == b.keys()
         different = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
         assert not different, different

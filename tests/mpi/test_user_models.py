@@ -13,8 +13,7 @@ from mpidecent.config import load_text
 from mpidecent.errors import EXIT_OK, EXIT_PREEMPTED, JobError
 from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint
 from mpidecent.runner import Runner
-from mpitools import all_ranks, build_runner, plan_of, results
-from test_checkpoint import _series, _stop_at
+from mpitools import all_ranks, build_runner, plan_of, results, stop_at, untimed_series
 
 
 class BatchNormNet(torch.nn.Module):
@@ -114,7 +113,7 @@ def test_an_import_path_model_with_batch_norm_resumes_bit_for_bit(mpi_tmp_path, 
     whole = build_runner(IMPORT_PATH_JOB, mpi_tmp_path / "whole.h5")
     assert whole.run() == EXIT_OK
     out = mpi_tmp_path / "cut.h5"
-    _stop_at(monkeypatch, 13)
+    stop_at(monkeypatch, 13)
     assert build_runner(IMPORT_PATH_JOB, out).run() == EXIT_PREEMPTED
     monkeypatch.undo()
     job = load_text(IMPORT_PATH_JOB)
@@ -126,7 +125,7 @@ def test_an_import_path_model_with_batch_norm_resumes_bit_for_bit(mpi_tmp_path, 
     resumed = {**second.algorithm.state(), **second.objective.flat.buffers}
     assert all_ranks(all(np.array_equal(final[k], resumed[k]) for k in final))
     if comm.rank == 0:
-        (a, _), (b, attrs) = _series(whole.out), _series(out)
+        (a, _), (b, attrs) = untimed_series(whole.out), untimed_series(out)
         different = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
         assert not different, different
         assert attrs["status"] == "completed"
