@@ -32,7 +32,7 @@ from mpidecent.algorithms import ALGORITHMS, AlgorithmSpec
 from mpidecent.algorithms.lr import OPTIMIZER_KEYS, unused_optimizer_keys
 from mpidecent.comm.patterns import MasterWorker
 from mpidecent.compression import COMMON_KEYS as COMPRESSION_KEYS, COMMON_PARAMS as COMPRESSION_COMMON
-from mpidecent.compression import COMPRESSORS, contractive_operators
+from mpidecent.compression import COMPRESSORS, contractive_operators, unbiased_operators
 from mpidecent.errors import JobError
 from mpidecent.learning.sources import DATASETS, LOADER_KEYS as DATA_KEYS, data_task, resolve_data
 from mpidecent import plugins
@@ -476,6 +476,11 @@ def _validate_compression(table: Mapping[str, Any], switched: Mapping[str, str],
         if not probe.contractive:
             raise JobError(f"[compression] {probe.describe()} is not contractive; {spec.name} needs a contractive "
                            f"operator ({contractive_operators()})")
+    if spec.needs_unbiased:
+        probe = COMPRESSORS[name](8, "float64", **options)
+        if not probe.unbiased:
+            raise JobError(f"[compression] {probe.describe()} is biased; {spec.name} needs an unbiased operator "
+                           f"({unbiased_operators()})")
     return {"name": name, **options, "error_feedback": feedback}
 
 

@@ -81,7 +81,7 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
     union = schedule.union()
     spec.pattern.check(spec.name, job.topology, n, union, weights)
     if spec.check_world is not None:
-        spec.check_world(job, n)
+        spec.check_world(job, n, weights)
     folder = job_folder(job)
     nodes = spec.pattern.data_nodes(n)
     if nodes != n and is_import_path(job.data["name"]) and is_shard_loader(job.data, folder):

@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from mpidecent.coding.codes import GradientCode, crc, frc, sgc, uncoded
 from mpidecent.comm.patterns import AllReduce, MasterWorker, NeighborGossip, OneSidedGossip, Pattern
 from mpidecent.errors import JobError
@@ -101,13 +103,14 @@ class AlgorithmSpec:
 
     ``implementation``: "module:Class" under ``mpidecent.algorithms``. ``compressors``: the
     ``[compression] name`` values it accepts (None: any). ``needs_contractive``: the operator must be
-    contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs. ``error_feedback``: it has a
+    contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs; ``needs_unbiased``: the
+    operator must be unbiased (E[Q(v)] = v), as compressed Push-Pull needs. ``error_feedback``: it has a
     compressed stream that error feedback may wrap (``[compression] error_feedback = true``).
     ``status_every_step``: the runner starts an agreement on divergence and stop signals after every
     step, pipelined so that no step waits for it (``comm/status.py``: every rank acts at the same
     boundary, at most the graph's diameter later) (False: only at log and checkpoint boundaries, for
     algorithms whose ranks do not step together).
-    ``check_world(job, n)``: further checks for n ranks (JobError). ``code``: master/worker algorithms'
+    ``check_world(job, n, weights)``: further checks for n ranks and each slot's mixing matrix (JobError). ``code``: master/worker algorithms'
     gradient code, (params, stragglers, workers, seed) → ``GradientCode``.
 
     ``memory``: what a rank holds (``MemoryUse``), or job → ``MemoryUse`` where a key changes it; the
@@ -125,9 +128,10 @@ class AlgorithmSpec:
     params: tuple[Param, ...] = LR_PARAMS
     compressors: tuple[str, ...] | None = ("identity",)
     needs_contractive: bool = False
+    needs_unbiased: bool = False
     error_feedback: bool = False
     status_every_step: bool = True
-    check_world: Callable[[Any, int], None] | None = None
+    check_world: Callable[[Any, int, tuple[np.ndarray, ...]], None] | None = None
     data_layout: Callable[[Any, int, int], DataLayout] = one_partition_per_rank
     code: Callable[[Mapping[str, Any], Mapping[str, Any], int, int], GradientCode] | None = None
     memory: MemoryUse | Callable[[Any], MemoryUse] = CONSERVATIVE_MEMORY
@@ -174,7 +178,7 @@ def _rank_list(value: list) -> str | None:
     return None
 
 
-def _check_slow_ranks(job: Any, world_size: int) -> None:
+def _check_slow_ranks(job: Any, world_size: int, weights: tuple[np.ndarray, ...] = ()) -> None:
     slow = [r for r in job.algorithm["slow_ranks"] if r >= world_size]
     if slow:
         raise JobError(f"[algorithm] slow_ranks lists rank {slow[0]} but only {world_size} ranks were started "
@@ -249,8 +253,8 @@ def _coded_layout(code: Callable[..., GradientCode]) -> Callable[[Any, int, int]
     return layout
 
 
-def _coded_check(code: Callable[..., GradientCode]) -> Callable[[Any, int], None]:
-    def check(job: Any, n: int) -> None:
+def _coded_check(code: Callable[..., GradientCode]) -> Callable[[Any, int, tuple[np.ndarray, ...]], None]:
+    def check(job: Any, n: int, weights: tuple[np.ndarray, ...]) -> None:
         """A code that fits n − 1 workers and survives the job's stragglers."""
         params, stragglers = job.algorithm, job.stragglers
         workers = n - 1
@@ -283,6 +287,40 @@ def _master_worker(name: str, doc: str, implementation: str, params: tuple[Param
                          status_every_step=False, check_world=_coded_check(code), data_layout=_coded_layout(code),
                          code=code, memory=MemoryUse(state_vectors=3), resume_tested_by=_MASTER_WORKER_RESUME)
 
+
+# ---- gradient tracking: pull weights, checks, memory ---------------------------------------------------
+
+
+def _check_push_pull(job: Any, n: int, weights: tuple[np.ndarray, ...]) -> None:
+    """γ only with a compressor; ``pull_weights = "topology"`` only with row-stochastic [topology] weights."""
+    params = job.algorithm
+    if job.compression["name"] == "identity" and params["gamma"] != 1.0:
+        raise JobError(f"[algorithm] gamma = {params['gamma']:g} is the consensus step of compressed Push-Pull, "
+                       "but [compression] name = \"identity\" runs exact Push-Pull; remove gamma or choose an "
+                       "unbiased compressor (e.g. qsgd)")
+    if params["pull_weights"] == "topology":
+        from mpidecent.topology import is_row_stochastic
+
+        if not all(map(is_row_stochastic, weights)):
+            raise JobError(f"[algorithm] pull_weights = \"topology\" needs row-stochastic [topology] weights, but "
+                           f"weights = {job.topology['weights']!r} are not row stochastic on this graph; use "
+                           "pull_weights = \"row_uniform\" (or weights = \"metropolis\" on an undirected graph)")
+
+
+def _push_pull_memory(job: Any) -> MemoryUse:
+    """y, g^old, the mix (+ the scratch of the copies); two streams; compressed: x̂ and ŷ per slot for the
+    rank and each in-neighbour."""
+    streams = (MessageStream(), MessageStream())
+    if job.compression["name"] == "identity":
+        return MemoryUse(state_vectors=3, streams=streams)
+    return MemoryUse(state_vectors=4, copies_per_slot_and_neighbour=2, streams=streams)
+
+
+PULL_WEIGHTS = Param("pull_weights", str, "row_uniform",
+                     "R, the row-stochastic weights of the models: row_uniform (R_ij = 1 / (in-degree(i) + 1), "
+                     "what receiver i knows alone) or topology (the [topology] weights themselves, which must "
+                     "then be row stochastic, e.g. metropolis on an undirected graph: R = C)",
+                     choices=("row_uniform", "topology"))
 
 # ---- the registry --------------------------------------------------------------------------------------
 
@@ -359,6 +397,33 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
                               # the exchange of step t + 1 in flight across the boundary (drain, resume)
                               "push_sum_overlap": ("algorithm.overlap=true", "algorithm.optimizer=nesterov",
                                                    "algorithm.momentum=0.8")}),
+    AlgorithmSpec("push_pull", "Push-Pull / AB gradient tracking over a directed, possibly time-varying graph: "
+                  "models pulled with row-stochastic R, gradient trackers pushed with column-stochastic C; exact, "
+                  "or compressed Push-Pull (CPP) with an unbiased operator and reference copies; local optimizer "
+                  "on the tracker", _DIRECTED, "gradient_tracking:PushPull",
+                  (*STEP_PARAMS,
+                   Param("gamma", float, 1.0, "consensus step size γ ∈ (0, 1] of compressed Push-Pull (with "
+                         "[compression] identity it must stay 1)", minimum=0.0, exclusive_minimum=True,
+                         maximum=1.0),
+                   PULL_WEIGHTS,
+                   Param("normalize_tracker", bool, False, "step along y_i / v_i with v_i a push-sum weight "
+                         "sent with the tracker (+64 bits per message): every node steps along ≈ ḡ instead of "
+                         "n·u_i·ḡ (u: C's right Perron vector), which evens out the step sizes on an irregular "
+                         "digraph; still exact")),
+                  compressors=None, needs_unbiased=True, check_world=_check_push_pull, memory=_push_pull_memory,
+                  test_cases={"push_pull": (),
+                              "push_pull_nesterov": ("algorithm.optimizer=nesterov", "algorithm.momentum=0.8"),
+                              "push_pull_qsgd": ("compression.name=qsgd", "compression.levels=8",
+                                                 "algorithm.gamma=0.8"),
+                              "push_pull_qsgd_time_varying": ("compression.name=qsgd", "compression.levels=8",
+                                                              "topology.kind=one_peer_exponential")}),
+    AlgorithmSpec("push_diging", "Push-DIGing gradient tracking over a directed, possibly time-varying graph: "
+                  "push-sum SGD stepping along a push-sum tracker of the average gradient (column-stochastic "
+                  "weights only); local optimizer on the tracker", _DIRECTED, "gradient_tracking:PushDIGing",
+                  STEP_PARAMS, memory=MemoryUse(state_vectors=4, streams=(MessageStream(vectors=2),)),
+                  test_cases={"push_diging": (),
+                              "push_diging_time_varying": ("topology.kind=one_peer_exponential",
+                                                           "algorithm.optimizer=nesterov", "algorithm.momentum=0.8")}),
     AlgorithmSpec("quantized_push_sum", "quantized push-sum SGD with reference copies (Taheri et al. 2020) over "
                   "a directed graph; local optimizer in the step on the mass x; any operator, but a biased one "
                   "needs gamma < 1", _DIRECTED,
@@ -440,6 +505,9 @@ def divergence_hint(job: Any) -> str:
     if operator is not None:
         return f"{lr}, or use a finer operator than {_describe(job)}" + (
             "" if job.compression.get("error_feedback") or operator.unbiased else " (or error feedback)")
+    if algo in ("push_pull", "push_diging"):  # exact gradient tracking: γ is fixed at 1, the skew is the limit
+        return (f"{lr}; on an irregular digraph node i steps with lr·n·u_i (u: the Perron vector that "
+                "mpidecent topology JOB -n N prints), so the largest n·u_i sets the stable step size")
     if gamma is not None:
         return f"{lr} or [algorithm] gamma (now {gamma:g})"
     return lr

@@ -1,11 +1,19 @@
-"""``mpidecent topology JOB``: a job's graph on n nodes — degrees, connectivity, spectral gap (no MPI)."""
+"""``mpidecent topology JOB``: a job's graph on n nodes — degrees, connectivity, spectral gap, the spread of
+the weights' Perron vectors (no MPI)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mpidecent.errors import EXIT_OK, JobError
 from mpidecent.cli.common import fail
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mpidecent.topology.schedule import Schedule
 
 
 def add_parser(sub) -> None:
@@ -51,6 +59,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"regular out-degree: {'yes' if regular else 'no (push-sum weights y_i will differ from 1)'}")
     print(f"spectral gap of W: {schedule_spectral_gap(weights):.6f} (1 − |λ₂|{' per step over a period' if schedule.time_varying else ''}; "
           "larger mixes faster)")
+    if strong:
+        print(perron_spread(schedule, weights))
     problem = algo.pattern.topology_problem(graph, job.topology["kind"], algo.name)
     if problem:
         print(f"warning: this job would be refused: {problem}")
@@ -68,4 +78,26 @@ def main(args: argparse.Namespace) -> int:
         print(f"graph drawn: {args.plot}")
     return EXIT_OK
 
+
+def _period_product(matrices: Sequence[np.ndarray]) -> np.ndarray:
+    """M_{p−1} ⋯ M_1 M_0: the map of one period of a schedule (the matrix itself on a static graph)."""
+    product = matrices[0]
+    for m in matrices[1:]:
+        product = m @ product
+    return product
+
+
+def perron_spread(schedule: Schedule, weights: Sequence[np.ndarray]) -> str:
+    """Two lines: the spread of n·u (C = W's right Perron vector) and of n·v (Push-Pull's R = row_uniform,
+    left Perron vector), over one period of the schedule: 1 everywhere on a regular graph."""
+    from mpidecent.topology import perron_vector, row_stochastic_uniform
+
+    n = schedule.n
+    over = " (of the product over one period)" if schedule.time_varying else ""
+    u = n * perron_vector(_period_product(weights), "right")
+    v = n * perron_vector(_period_product([row_stochastic_uniform(g) for g in schedule.graphs]), "left")
+    return (f"Perron vector of W{over}, W u = u: n·u_i min/max {u.min():.3f}/{u.max():.3f} (push-sum weights settle at "
+            "n·u_i; Push-Pull's trackers at n·u_i·ḡ, so node i's effective step is α·n·u_i)\n"
+            f"Perron vector of R = row_uniform{over}, vᵀR = vᵀ: n·v_i min/max {v.min():.3f}/{v.max():.3f} (Push-Pull's "
+            "models average with these weights)")
 

@@ -366,32 +366,46 @@ class Message:
             self.decode_one(k, rows[k], field)
         return rows[:senders]
 
-    def weighted_sum(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Σ_j w_ij rows[j] over this rank's in-neighbours of this exchange's step (rows (in-degree, dim) in
-        the row's order) into ``out``, e.g. an algorithm's own copies of its in-neighbours' vectors."""
-        return np.dot(self.stream.in_weights[self._slot], rows, out=out)
+    def _weights(self, weights: np.ndarray | None) -> np.ndarray:
+        """The in-weights to apply: the pattern's row (w_ij) or the caller's own weights for the same
+        in-neighbours in the row's order (e.g. Push-Pull's row-stochastic R next to the column-stochastic
+        C of the topology)."""
+        if weights is None:
+            return self.stream.in_weights[self._slot]
+        if len(weights) != len(self.row.in_neighbors):
+            raise ValueError(f"{len(weights)} weights for {len(self.row.in_neighbors)} in-neighbours")
+        return weights
 
-    def mix(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None) -> np.ndarray:
+    def weighted_sum(self, rows: np.ndarray, out: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Σ_j w_ij rows[j] over this rank's in-neighbours of this exchange's step (rows (in-degree, dim) in
+        the row's order) into ``out``, e.g. an algorithm's own copies of its in-neighbours' vectors;
+        ``weights`` (in-degree,) replaces the row's w_ij."""
+        return np.dot(self._weights(weights), rows, out=out)
+
+    def mix(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None,
+            weights: np.ndarray | None = None) -> np.ndarray:
         """out ← Σ_j w_ij x_j over the in-neighbours' decoded vector ``field`` (the own term w_ii x_i
         excluded), decoded and added one message at a time; ``scratch`` (dim,), distinct from ``out``, is
-        used from the second in-neighbour on (default: the stream's own)."""
-        weights = self.stream.in_weights[self._slot]
+        used from the second in-neighbour on (default: the stream's own); ``weights`` (in-degree,), in the
+        row's order and the vectors' dtype, replaces the row's w_ij."""
+        weights = self._weights(weights)
         if len(weights) == 0:
             out.fill(0)
             return out
         self.decode_one(0, out, field)
         np.multiply(out, weights[0], out=out)
-        self._add_weighted(out, field, scratch, first=1)
+        self._add_weighted(out, field, scratch, first=1, weights=weights)
         return out
 
-    def accumulate(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None) -> np.ndarray:
+    def accumulate(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None,
+                   weights: np.ndarray | None = None) -> np.ndarray:
         """out += Σ_j w_ij x_j over the in-neighbours' decoded vector ``field``, one message at a time:
         out ← fl(out + fl(w_1 x_1)), then w_2 x_2, ... (``scratch`` (dim,), distinct from ``out``; default:
-        the stream's own)."""
-        return self._add_weighted(out, field, scratch, first=0)
+        the stream's own; ``weights`` as in ``mix``)."""
+        return self._add_weighted(out, field, scratch, first=0, weights=self._weights(weights))
 
-    def _add_weighted(self, out: np.ndarray, field: int, scratch: np.ndarray | None, first: int) -> np.ndarray:
-        weights = self.stream.in_weights[self._slot]
+    def _add_weighted(self, out: np.ndarray, field: int, scratch: np.ndarray | None, first: int,
+                      weights: np.ndarray) -> np.ndarray:
         if first >= len(weights):
             return out
         scratch = self.stream.scratch() if scratch is None else scratch

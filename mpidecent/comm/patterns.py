@@ -104,7 +104,8 @@ class Pattern:
         if is_schedule(kind):
             if not self.time_varying:
                 raise JobError(f"[topology] kind = {kind!r} is time-varying; {algorithm} needs a static "
-                               "graph (time-varying graphs work with push_sum and quantized_push_sum)")
+                               "graph (time-varying graphs work with push_sum, quantized_push_sum, push_pull and "
+                               "push_diging)")
             if common["directed"] is False:
                 raise JobError(f"[topology] kind = {kind!r} is directed; remove directed = false")
             common["directed"] = True
@@ -112,8 +113,8 @@ class Pattern:
         if common["directed"] is None:
             common["directed"] = KINDS[kind].default_directed
         if self.undirected and common["directed"] and kind != "disconnected":
-            raise JobError(f"[topology] directed = true: {algorithm} needs an undirected graph; set "
-                           "directed = false or use push_sum / quantized_push_sum on directed graphs")
+            raise JobError(f"[topology] directed = true: {algorithm} needs an undirected graph; set directed = "
+                           "false or use push_sum, quantized_push_sum, push_pull or push_diging on directed graphs")
         if common["weights"] == "auto":
             common["weights"] = self.default_weights
         elif common["weights"] == "metropolis" and common["directed"]:

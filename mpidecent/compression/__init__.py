@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from mpidecent.compression.base import COMPRESSORS, Compressor, Packed, contractive_operators, register_compressor
+from mpidecent.compression.base import (COMPRESSORS, Compressor, Packed, contractive_operators, register_compressor,
+                                       unbiased_operators)
 from mpidecent.compression.memory import ErrorFeedback
 from mpidecent.compression.packing import pack_codes, unpack_codes
 from mpidecent.compression.quantizers import QSGD, Identity, OneBit, QSGDContractive, Sign
@@ -62,6 +63,7 @@ __all__ = [
     "TopK",
     "build_compressor",
     "contractive_operators",
+    "unbiased_operators",
     "pack_codes",
     "register_compressor",
     "unpack_codes",

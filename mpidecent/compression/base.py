@@ -224,6 +224,14 @@ def register_compressor(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
+def unbiased_operators() -> str:
+    """The operators that can be unbiased, for messages: "identity, qsgd, onebit or randk (scaled = true)"."""
+    names = [name for name, cls in COMPRESSORS.items() if cls.unbiased]
+    if "randk" in COMPRESSORS and "randk" not in names:
+        names.append("randk (scaled = true)")
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def contractive_operators() -> str:
     """The operators that can be contractive, for messages: "identity, qsgd_contractive, ... or randk
     (scaled = false)"."""

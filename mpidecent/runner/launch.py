@@ -169,7 +169,7 @@ def fewest_ranks(job: Job, most: int = 16) -> int | None:
             schedule, weights = build_topology(job, n)
             spec.pattern.check(spec.name, job.topology, n, schedule.union(), weights)
             if spec.check_world is not None:
-                spec.check_world(job, n)
+                spec.check_world(job, n, weights)
         except (JobError, ValueError):
             continue
         return n

@@ -47,6 +47,8 @@ from mpidecent.topology.weights import (
     is_row_stochastic,
     is_symmetric,
     metropolis_hastings,
+    perron_vector,
+    row_stochastic_uniform,
     spectral_gap,
 )
 
@@ -57,5 +59,6 @@ __all__ = [
     "cannot_reach", "connectivity_problem", "is_strongly_connected", "is_weakly_connected",
     "reachable_from", "reaching", "unreachable_from",
     "WEIGHTS", "WEIGHTS_PARAM", "build_weights", "column_stochastic_uniform", "is_column_stochastic",
-    "is_doubly_stochastic", "is_row_stochastic", "is_symmetric", "metropolis_hastings", "spectral_gap",
+    "is_doubly_stochastic", "is_row_stochastic", "is_symmetric", "metropolis_hastings", "perron_vector",
+    "row_stochastic_uniform", "spectral_gap",
 ]

@@ -38,6 +38,33 @@ def column_stochastic_uniform(graph: Graph) -> np.ndarray:
     return w
 
 
+def row_stochastic_uniform(graph: Graph) -> np.ndarray:
+    """Pull weights: receiver ``i`` averages itself and its in-neighbours uniformly,
+    ``w_ij = 1 / (d_i^in + 1)`` for ``j ∈ N_i^in ∪ {i}``, 0 elsewhere. Every row sums to 1.
+
+    Receiver ``i`` only needs its own in-degree (Push-Pull's R; ``algorithms/gradient_tracking.py``).
+    """
+    share = 1.0 / (graph.in_degree + 1.0)  # (n,): the weight each receiver i gives every sender
+    w = np.diag(share)
+    w[graph.edges[:, 1], graph.edges[:, 0]] = share[graph.edges[:, 1]]
+    return w
+
+
+def perron_vector(w: np.ndarray, side: str) -> np.ndarray:
+    """The Perron vector of a stochastic ``W`` (n,), positive, summing to 1: ``side = "right"`` solves
+    W u = u (the stationary mass of a column-stochastic W, where push-sum weights and Push-Pull's
+    trackers settle, y_i → n·u_i·ḡ), ``"left"`` solves vᵀ W = vᵀ (the weights with which a row-stochastic W
+    averages: its consensus value is Σ_i v_i x_i(0)). For a strongly connected graph with self-loops it is
+    unique; a doubly stochastic W has 1/n on both sides."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    w = np.asarray(w, dtype=np.float64)
+    matrix = w if side == "right" else w.T
+    eigvals, eigvecs = np.linalg.eig(matrix)
+    vector = np.real(eigvecs[:, int(np.argmin(np.abs(eigvals - 1.0)))])
+    return vector / vector.sum()
+
+
 def metropolis_hastings(graph: Graph) -> np.ndarray:
     """Metropolis–Hastings weights for an undirected graph: ``w_ij = 1 / (1 + max(deg_i, deg_j))``
     on edges, ``w_ii = 1 − Σ_{j≠i} w_ij``. Symmetric and doubly stochastic with a positive diagonal.

@@ -168,6 +168,9 @@ def test_topology_command_reports_degrees_connectivity_and_gap():
     assert "strongly connected: yes" in result.stdout
     assert "regular out-degree: no" in result.stdout
     assert "spectral gap of W:" in result.stdout
+    # the irregular chord ring's Perron vectors (gradient tracking's effective steps), values from numpy
+    assert "Perron vector of W, W u = u: n·u_i min/max 0.180/2.157" in result.stdout
+    assert "Perron vector of R = row_uniform, vᵀR = vᵀ: n·v_i min/max 0.188/2.259" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 8
     bad = mpidecent("topology", QUICKSTART, "-n", "8", "--set", "topology.kind=star",

@@ -119,6 +119,12 @@ PINNED = {
     ("push_sum nesterov", 4, 1): (41000, 24792, 1255192),
     ("quantized_push_sum", 4, 1): (96834, 2690, 1288924),
     ("quantized_push_sum time-varying", 8, 3): (121434, 1793, 1050627),
+    # Declared later, counted by hand from the allocations: push_pull y, g_old, mix (3 × 8200 bytes) and two
+    # streams (2 × 24792); compressed, + the scratch and x̂, ŷ per in-neighbour and itself; push_diging u, y,
+    # g_old, mix and one stream of two vectors.
+    ("push_pull", 4, 1): (24600, 49584, 1263584),
+    ("push_pull qsgd", 4, 1): (129634, 5380, 1324414),
+    ("push_diging", 4, 1): (32800, 49584, 1271784),
 }
 OVERRIDES = {
     "allreduce_sgd": ["algorithm.name=allreduce_sgd", "topology.kind=complete"],
@@ -140,6 +146,9 @@ OVERRIDES = {
     "quantized_push_sum": ["algorithm.name=quantized_push_sum", "topology.kind=chord_ring", "compression.name=qsgd"],
     "quantized_push_sum time-varying": ["algorithm.name=quantized_push_sum", "topology.kind=one_peer_exponential",
                                         "compression.name=qsgd"],
+    "push_pull": ["algorithm.name=push_pull", "topology.kind=chord_ring"],
+    "push_pull qsgd": ["algorithm.name=push_pull", "topology.kind=chord_ring", "compression.name=qsgd"],
+    "push_diging": ["algorithm.name=push_diging", "topology.kind=chord_ring"],
 }
 
 
