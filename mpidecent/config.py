@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from mpidecent.algorithms import ALGORITHMS, AlgorithmSpec
+from mpidecent.algorithms.catalog import OUTER_PARAMS, check_outer
 from mpidecent.algorithms.lr import OPTIMIZER_KEYS, unused_optimizer_keys
 from mpidecent.comm.patterns import MasterWorker
 from mpidecent.compression import COMMON_KEYS as COMPRESSION_KEYS, COMMON_PARAMS as COMPRESSION_COMMON
@@ -41,13 +42,24 @@ from mpidecent.params import Param, resolve, toml_value
 from mpidecent.topology import KINDS
 from mpidecent.topology.section import COMMON_KEYS as TOPOLOGY_KEYS, COMMON_PARAMS as TOPOLOGY_COMMON
 
-SECTIONS = ("run", "topology", "algorithm", "compression", "data", "model", "link", "stragglers")
+SECTIONS = ("run", "topology", "algorithm", "compression", "data", "model", "link", "stragglers", "outer")
 
 RUN_PARAMS: tuple[Param, ...] = (
     Param("name", str, "", "run name (default: the job file's name without .toml)"),
     Param("seed", int, 0, "seed of every random choice (minibatches, quantization, ...)", minimum=0),
     Param("steps", int, 100, "number of iterations", minimum=1),
     Param("log_every", int, 10, "log metrics (and print progress) every this many steps", minimum=1),
+    Param("eval_every", int, 0, "evaluate the network (the average model, its training and test metrics, the "
+          "consensus distance, each node's own full-shard and test metrics) only every this many steps, a "
+          "multiple of log_every, and at the last step; the log rows in between keep the counters (bits, bytes, "
+          "loss, seconds, the algorithm's extras) and NaN for the evaluated metrics (docs/results-format.md). "
+          "0 = at every log point", minimum=0),
+    Param("eval", str, "allreduce", "how a log point forms the average model x̄: allreduce = on every rank, "
+          "from an all-reduce of a float64 copy of every model (8·d bytes per rank); reduce = on rank 0 only, "
+          "the models summed in their own dtype (itemsize·d bytes per rank): rank 0 evaluates x̄ on the whole "
+          "test set, the consensus distance comes from norms, and the training-set metrics of x̄ "
+          "(avg_model_loss, suboptimality, accuracy) are NaN (docs/results-format.md)",
+          choices=("allreduce", "reduce")),
     Param("checkpoint_every", int, 0, "write a checkpoint (<out without .h5>.ckpt.h5) every this many steps; "
           "0 = only when stopped by SIGUSR1/SIGTERM", minimum=0),
     Param("out", str, "", "results file (default: runs/<name>.h5); --out overrides"),
@@ -100,7 +112,7 @@ _WRITTEN_WHEN_SET = {("compression", "error_feedback"): False, ("run", "save_mod
                      ("algorithm", "momentum"): 0.9, ("algorithm", "adam_beta1"): 0.9,
                      ("algorithm", "adam_beta2"): 0.999, ("algorithm", "adam_eps"): 1e-8,
                      ("link", "shared"): False, ("algorithm", "overlap"): False,
-                     ("run", "progress"): "hooks"}
+                     ("run", "progress"): "hooks", ("run", "eval_every"): 0, ("run", "eval"): "allreduce"}
 
 
 def _written(section: str, key: str, value: Any) -> bool:
@@ -129,6 +141,8 @@ class Job:
     # every key the sweep varies, e.g. "levels=4 gamma=0.5" (the sweep table's label).
     variant: str = ""
     label: str = ""
+    # [outer]: local steps and an outer optimizer (algorithms/local_steps.py); empty when the job has none
+    outer: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     def section(self, name: str) -> Mapping[str, Any]:
         return getattr(self, name)
@@ -137,6 +151,8 @@ class Job:
         """The resolved job (every key, defaults included) as TOML; ``load_text`` of it gives this job."""
         lines: list[str] = []
         for name in SECTIONS:
+            if name == "outer" and not self.outer:
+                continue  # a job without local steps reads as it did before [outer] existed
             lines.append(f"[{name}]")
             lines += [f"{key} = {toml_value(value)}" for key, value in self.section(name).items()
                       if _written(name, key, value)]
@@ -405,6 +421,11 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
                        "[run] out to choose the folder")
     run["name"] = run["name"] or default_name
     run["out"] = run["out"] or f"runs/{run['name']}.h5"
+    if run["eval_every"] % run["log_every"]:
+        every, log_every = run["eval_every"], run["log_every"]
+        near = max(round(every / log_every), 1) * log_every
+        raise JobError(f"[run] eval_every = {every} is not a multiple of log_every = {log_every}: set eval_every "
+                       f"= {near} (evaluations happen at log points), or 0 to evaluate at every log point")
 
     algo_table = table["algorithm"]
     if "name" not in algo_table:
@@ -427,9 +448,17 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
         old_kind = KINDS.get(switched["topology"])
         set_aside += [f"topology.{k}" for k in _set_aside(
             "topology", topo_table, old_kind and old_kind.params, KINDS[topo_table["kind"]].params, TOPOLOGY_KEYS)]
-    topology = spec.pattern.topology(topo_table, algo_name)
+    outer_table = table.get("outer")
+    outer = resolve("outer", OUTER_PARAMS, outer_table) if outer_table is not None else {}
+    if outer.get("pairing") == "random" and outer_table.get("optimizer", "heavy_ball") == "heavy_ball":
+        outer["optimizer"] = "heavy_ball"  # NoLoCo's step is of the heavy-ball form (local_steps.py)
+    if outer.get("pairing") == "random" and (topo_table or {}).get("kind", "random_pairs") == "random_pairs":
+        topology = _pairing_topology(spec, run, outer, topo_table or {})
+    else:  # (a [topology] next to pairing = "random" is refused by check_outer, naming both)
+        topology = spec.pattern.topology(topo_table, algo_name)
 
-    compression = _validate_compression(table.get("compression", {}), switched, spec, set_aside)
+    compression = _validate_compression(table.get("compression", {}), switched, spec, set_aside,
+                                        local_steps=outer_table is not None)
     data_table, model_table = dict(table.get("data", {})), dict(table.get("model", {}))
     set_aside += [f"data.{k}" for k in _switch_user_plugin(data_table, switched.get("data"), "synthetic_logistic",
                                                            DATASETS, DATA_KEYS)]
@@ -447,15 +476,43 @@ def validate(table: Mapping[str, Any], source: str = "", path: str = "<string>",
     if master_worker and data["batch_size"] != 0:
         raise JobError(f"[data] batch_size = {data['batch_size']}: {algo_name} workers send gradients of whole "
                        "partitions; set batch_size = 0")
-    return Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model, link,
-                                               stragglers)),
-               source=source, path=path, overrides=overrides, set_aside=tuple(set_aside))
+    job = Job(*(MappingProxyType(s) for s in (run, topology, algorithm, compression, data, model, link,
+                                              stragglers)),
+              source=source, path=path, overrides=overrides, set_aside=tuple(set_aside), outer=MappingProxyType(outer))
+    if outer_table is not None:
+        check_outer(job, outer_table, topo_table)
+    return job
+
+
+PAIRING_PERIOD_LIMIT = 4096  # distinct pairings kept (a schedule slot each); rounds beyond reuse them cyclically
+
+
+def _pairing_topology(spec: AlgorithmSpec, run: Mapping[str, Any], outer: Mapping[str, Any],
+                      table: Mapping[str, Any]) -> dict[str, Any]:
+    """The [topology] of ``[outer] pairing = "random"``: the random_pairs schedule with one slot per round
+    of the run (up to PAIRING_PERIOD_LIMIT), seeded by [run] seed; a ``[topology] kind = "random_pairs"``
+    table may set n, period and seed itself (and repeat the derived directed and weights)."""
+    rounds = -(-run["steps"] // outer["every"])
+    directed = bool(getattr(spec.pattern, "directed", False))
+    derived = {"kind": "random_pairs", "n": 0, "directed": directed, "weights": spec.pattern.default_weights,
+               "period": max(1, min(rounds, PAIRING_PERIOD_LIMIT)), "seed": run["seed"]}
+    for key, value in table.items():
+        if key in ("n", "period", "seed"):
+            derived[key] = value
+        elif key not in ("kind", "directed", "weights") or value != derived[key]:
+            raise JobError(f"[topology] {key} = {toml_value(value)}: [outer] pairing = \"random\" draws its own "
+                           "pairs (kind = \"random_pairs\", n, period and seed may be set); remove it")
+    resolve("topology", TOPOLOGY_COMMON, {k: derived[k] for k in ("kind", "n", "directed", "weights")})
+    if derived["period"] < 1 or derived["n"] < 0:
+        raise JobError("[topology] period must be ≥ 1 and n ≥ 0")
+    return derived
 
 
 def _validate_compression(table: Mapping[str, Any], switched: Mapping[str, str], spec: AlgorithmSpec,
-                          set_aside: list[str]) -> dict[str, Any]:
+                          set_aside: list[str], local_steps: bool = False) -> dict[str, Any]:
     """The [compression] section for the algorithm ``spec``: an operator it accepts, its keys, and error
-    feedback only where the algorithm has a stream it applies to."""
+    feedback only where the algorithm has a stream it applies to (with ``local_steps``: the compressed
+    pseudo-gradient of a "compressed_gossip" round)."""
     table = dict(table)
     name = COMPRESSION_NAME.coerce("compression", table.get("name", "identity"))
     old = COMPRESSORS.get(switched.get("compression", ""))
@@ -466,7 +523,7 @@ def _validate_compression(table: Mapping[str, Any], switched: Mapping[str, str],
                        f"(it sends {' or '.join(spec.compressors)} messages; use quantized_push_sum "
                        f"for compressed push-sum)")
     feedback = ERROR_FEEDBACK.coerce("compression", table.get("error_feedback", False))
-    if feedback and not spec.error_feedback:
+    if feedback and not spec.error_feedback and not (local_steps and spec.outer == "compressed_gossip"):
         users = ", ".join(s.name for s in ALGORITHMS.values() if s.error_feedback)
         raise JobError(f"[compression] error_feedback = true does not apply to {spec.name}: its messages carry "
                        f"no compression error forward (error feedback applies to {users}); remove it")
@@ -627,6 +684,14 @@ def job_reference() -> str:
         out += [f"### name = \"{model.name}\"", "", model.doc, "", *_table(model.params)]
     out += ["## [stragglers]", "", "Who straggles in master/worker algorithms (gradient_coding, uncoded).", "",
             *_table(STRAGGLER_PARAMS)]
+    from mpidecent.algorithms.catalog import outer_algorithms
+
+    out += ["## [outer]", "",
+            "Local steps and an outer optimizer (DiLoCo family; [docs/algorithms/local-steps.md](algorithms/local-steps.md)):",
+            "H inner steps with the `[algorithm]`'s optimizer and no communication, then the round's",
+            "pseudo-gradient Δ = φ − θ is aggregated over the algorithm's pattern and the outer optimizer steps",
+            f"φ. Accepted by {', '.join(outer_algorithms())}. Without `[outer]` nothing changes.", "",
+            *_table(OUTER_PARAMS)]
     out += SWEEP_REFERENCE
     out += ["## [link]", "", "The network `mpidecent report` models the run on: modelled time = Σ over log intervals of",
             "the slowest rank's measured compute + 8·bytes sent / bandwidth + messages sent · latency",

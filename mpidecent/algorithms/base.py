@@ -67,6 +67,7 @@ class Context:
     l2: float = 0.0  # ℓ2 coefficient λ of the model
     stragglers: Mapping[str, Any] | None = None  # [stragglers] of the job (master/worker algorithms)
     error_feedback: bool = False  # [compression] error_feedback: wrap the algorithm's compressed stream
+    outer: Mapping[str, Any] | None = None  # [outer]: local steps and an outer optimizer (local_steps.py)
 
 
 class Algorithm(ABC):

@@ -37,7 +37,7 @@ from mpidecent.comm.patterns import AllReduce, MasterWorker, NeighborGossip, One
 from mpidecent.errors import JobError
 from mpidecent.gossip.versions import RATE_POLICIES
 from mpidecent.params import Param
-from mpidecent.algorithms.lr import LR_PARAMS, STEP_PARAMS
+from mpidecent.algorithms.lr import LR_PARAMS, STEP_PARAMS, _below_one
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,9 @@ class AlgorithmSpec:
     case named after the algorithm, ``cases``). ``resume_tested_by``: None when the bit-identical resume
     test (``tests/mpi/test_checkpoint.py``) runs every case; otherwise ``"tests/<file>.py::<test>: why"``,
     the test that checks this algorithm's resume instead.
+    ``outer``: how a round of local steps (``[outer]``, ``local_steps.py``) aggregates with this
+    algorithm's pattern: "allreduce", "gossip" (exact), "compressed_gossip" (reference copies of φ and a
+    compressed pseudo-gradient); None: ``[outer]`` is refused.
     """
 
     name: str
@@ -137,6 +140,7 @@ class AlgorithmSpec:
     memory: MemoryUse | Callable[[Any], MemoryUse] = CONSERVATIVE_MEMORY
     test_cases: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     resume_tested_by: str | None = None
+    outer: str | None = None
 
     def load(self) -> type:
         """The implementing class (imports its module: torch, and mpi4py where it needs it)."""
@@ -144,7 +148,10 @@ class AlgorithmSpec:
         return getattr(importlib.import_module(f"mpidecent.algorithms.{module}"), cls)
 
     def memory_use(self, job: Any) -> MemoryUse:
-        """What one rank of ``job`` holds (``memory``, evaluated for the job where it depends on it)."""
+        """What one rank of ``job`` holds (``memory``, evaluated for the job where it depends on it; with
+        ``[outer]`` the round of local steps' own, ``local_steps_memory``)."""
+        if getattr(job, "outer", None):
+            return local_steps_memory(self, job)
         return self.memory if isinstance(self.memory, MemoryUse) else self.memory(job)
 
     def cases(self) -> dict[str, tuple[str, ...]]:
@@ -322,6 +329,88 @@ PULL_WEIGHTS = Param("pull_weights", str, "row_uniform",
                      "then be row stochastic, e.g. metropolis on an undirected graph: R = C)",
                      choices=("row_uniform", "topology"))
 
+# ---- local steps and outer optimizers: [outer] (local_steps.py) ----------------------------------------
+
+OUTER_PARAMS: tuple[Param, ...] = (
+    Param("every", int, 1, "H: inner steps per round; the round's pseudo-gradient Δ = φ − θ is aggregated and "
+          "the outer step taken once per round (the [algorithm]'s optimizer keys are the inner optimizer)",
+          minimum=1),
+    Param("optimizer", str, "nesterov", "outer optimizer on the aggregated pseudo-gradient Δ̄: nesterov (DiLoCo: "
+          "m ← μ m + Δ̄, φ ← φ − η (Δ̄ + μ m)), heavy_ball (m ← μ m + Δ̄, φ ← φ − η m) or sgd (φ ← φ − η Δ̄; "
+          "η = 1 is Local SGD, model averaging)", choices=("nesterov", "heavy_ball", "sgd")),
+    Param("lr", float, 0.7, "η: the outer step size", minimum=0.0, exclusive_minimum=True),
+    Param("momentum", float, 0.9, "μ: the outer momentum, 0 ≤ μ < 1", minimum=0.0, check=_below_one),
+    Param("delay", int, 0, "τ: the round's exchange is started at its end and applied τ inner steps into the "
+          "next round, overlapping them (Streaming DiLoCo); θ keeps those steps, θ ← θ + (φ_new − θ_end); "
+          "0 ≤ τ < every", minimum=0),
+    Param("pairing", str, "graph", "graph: aggregate over the algorithm's own pattern and [topology]; random: "
+          "NoLoCo, every round each rank averages with one partner of a permutation seeded by (seed, round) "
+          "(no communication to agree; n odd: the last rank of the permutation sits out) and takes NoLoCo's "
+          "step m ← μ m − η Δ̄ + η (φ̄ − φ), φ ← φ + m (dpsgd or push_sum only; no [topology])",
+          choices=("graph", "random")),
+)
+OUTER_KEYS = tuple(p.name for p in OUTER_PARAMS)
+_OUTER_REFUSED = {"gradient_coding": "its master/worker rounds are gradient codes",
+                  "uncoded": "its master/worker rounds are gradient codes",
+                  "async_gossip": "it already takes K local steps per round without a barrier",
+                  "push_pull": "local steps with gradient tracking are not implemented",
+                  "push_diging": "local steps with gradient tracking are not implemented"}
+
+
+def local_steps_memory(spec: AlgorithmSpec, job: Any) -> MemoryUse:
+    """``local_steps.py``: φ, its de-biased view, Δ, Δ̄, the kept steps, the outer momentum and NoLoCo's φ_old;
+    compressed: three scratch vectors, Δ's error memory and the copies of φ; one stream of two vectors."""
+    if spec.outer == "allreduce":
+        return MemoryUse(state_vectors=7, streams=())
+    if spec.outer == "compressed_gossip":
+        return MemoryUse(state_vectors=11, copies_per_slot_and_neighbour=1, streams=(MessageStream(vectors=2),))
+    return MemoryUse(state_vectors=8, streams=(MessageStream(vectors=2),))
+
+
+def outer_algorithms() -> list[str]:
+    """The algorithms that accept [outer]."""
+    return [spec.name for spec in ALGORITHMS.values() if spec.outer is not None]
+
+
+def check_outer(job: Any, outer_table: Mapping[str, Any], topology_table: Mapping[str, Any] | None) -> None:
+    """One-line JobError for an [outer] table that cannot run with the job's algorithm, compressor or graph
+    (``outer_table``/``topology_table``: the keys the job file gave)."""
+    spec, outer, params = ALGORITHMS[job.algorithm["name"]], job.outer, job.algorithm
+    if spec.outer is None:
+        why = _OUTER_REFUSED.get(spec.name, "it has no round aggregation")
+        raise JobError(f"[outer] does not apply to {spec.name} ({why}); remove [outer] or use one of "
+                       f"{', '.join(outer_algorithms())}")
+    every, delay = outer["every"], outer["delay"]
+    if delay >= every:
+        raise JobError(f"[outer] delay = {delay} must be smaller than every = {every}: a round's exchange is "
+                       "applied within the next round; lower delay or raise every")
+    if every > job.run["steps"]:
+        raise JobError(f"[outer] every = {every} is more than [run] steps = {job.run['steps']}: no round would "
+                       "end; lower every or raise steps")
+    if params.get("overlap"):
+        raise JobError("[algorithm] overlap = true overlaps per-step exchanges; with [outer] overlap the round's "
+                       "exchange with [outer] delay instead and remove overlap")
+    if params.get("debias") is False or params.get("reference") is False:
+        key = "debias" if params.get("debias") is False else "reference"
+        raise JobError(f"[algorithm] {key} = false is a negative control of the per-step algorithm; with "
+                       f"[outer] remove {key}")
+    if outer["pairing"] == "random":
+        if spec.outer != "gossip":
+            raise JobError(f"[outer] pairing = \"random\" averages exact models between pairs: use it with dpsgd "
+                           f"or push_sum, not {spec.name}")
+        if topology_table and topology_table.get("kind") != "random_pairs":
+            raise JobError("[outer] pairing = \"random\" draws a new partner for every rank each round: remove "
+                           "[topology] or set its kind = \"random_pairs\" (or set pairing = \"graph\" to use the graph)")
+        if outer_table.get("optimizer", "heavy_ball") != "heavy_ball":
+            raise JobError(f"[outer] pairing = \"random\" takes NoLoCo's momentum step (lr, momentum), not "
+                           f"optimizer = {outer_table['optimizer']!r}: remove optimizer (or set \"heavy_ball\")")
+    operator = _operator(job) if job.compression["name"] != "identity" else None
+    if operator is not None and not operator.unbiased and not job.compression["error_feedback"]:
+        raise JobError(f"[compression] name = {job.compression['name']!r} is biased: with [outer] the "
+                       "pseudo-gradient it compresses needs error feedback; set [compression] error_feedback = "
+                       "true or use an unbiased operator (e.g. qsgd)")
+
+
 # ---- the registry --------------------------------------------------------------------------------------
 
 _DIRECTED = NeighborGossip(directed=True, weights="column_stochastic", time_varying=True)
@@ -331,7 +420,12 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("allreduce_sgd", "centralized all-reduce SGD (the data-parallel reference); local optimizer on "
                   "the averaged gradient", AllReduce(), "allreduce_sgd:AllreduceSGD", STEP_PARAMS,
                   memory=MemoryUse(state_vectors=2),
-                  test_cases={"allreduce_sgd": (), "allreduce_heavy_ball": ("algorithm.optimizer=heavy_ball",)}),
+                  outer="allreduce",
+                  test_cases={"allreduce_sgd": (), "allreduce_heavy_ball": ("algorithm.optimizer=heavy_ball",),
+                              # DiLoCo: a round of 3 inner Adam steps, outer Nesterov, the all-reduce in flight
+                              # for one inner step (a checkpoint mid-round and mid-exchange)
+                              "diloco": ("outer.every=3", "outer.delay=1", "algorithm.optimizer=adam",
+                                         "algorithm.lr=0.05")}),
     AlgorithmSpec("async_gossip", "asynchronous randomized gossip on one-sided MPI windows: K local SGD steps "
                   "per round, pull-and-average with a random peer at rate λ, version vectors and staleness "
                   "(Mitra & Ulukus 2024); local optimizer in the local steps", OneSidedGossip(),
@@ -344,9 +438,13 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("dpsgd", "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision exchange; "
                   "local optimizer in the step x ← Σ_j w_ij x_j − α d", _UNDIRECTED, "dpsgd:DPSGD", STEP_PARAMS,
                   memory=MemoryUse(state_vectors=3),
+                  outer="gossip",
                   test_cases={"dpsgd": (),
                               # a local optimizer with state (algorithms/optim.py): m, v and the step count
-                              "dpsgd_adam": ("algorithm.optimizer=adam", "algorithm.lr=0.05")}),
+                              "dpsgd_adam": ("algorithm.optimizer=adam", "algorithm.lr=0.05"),
+                              "dpsgd_local_steps": ("outer.every=3", "outer.delay=2"),
+                              # NoLoCo: a new random pairing every round, no fixed graph
+                              "noloco": ("outer.every=2", "outer.pairing=random", "outer.momentum=0.5")}),
     _master_worker("gradient_coding", "gradient coding with stragglers, master/worker (Li & Skoglund 2024); "
                    "1-bit (onebit) or full-precision (identity) messages, or any other operator's; the master's "
                    "local optimizer steps on the decoded gradient (+ ℓ2)",
@@ -385,14 +483,20 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("choco_sgd", "CHOCO-SGD: gradient step then one compressed gossip round (multi_gossip with "
                   "Q = 1); local optimizer in the gradient step", _UNDIRECTED, "multi_gossip:MultiGossip",
                   (*STEP_PARAMS, GOSSIP_GAMMA),
-                  compressors=None, needs_contractive=True, memory=MemoryUse(state_vectors=5),
+                  compressors=None, needs_contractive=True, memory=MemoryUse(state_vectors=5), outer="compressed_gossip",
                   test_cases={"choco_sgd": ("compression.name=qsgd_contractive",),
+                              # top-k pseudo-gradients with error feedback, copies of φ (CHOCO's γ)
+                              "choco_local_steps": ("outer.every=3", "compression.name=topk",
+                                                    "compression.fraction=0.5", "compression.error_feedback=true",
+                                                    "algorithm.gamma=0.5"),
                               "choco_sgd_randk_complete": ("compression.name=randk", "compression.fraction=0.3",
                                                            "topology.kind=complete")}),
     AlgorithmSpec("push_sum", "exact push-sum SGD (SGP) over a directed, possibly time-varying graph; local "
                   "optimizer in the step on the mass x", _DIRECTED, "push_sum:PushSum", (*STEP_PARAMS, DEBIAS, OVERLAP),
-                  memory=MemoryUse(state_vectors=3),
+                  memory=MemoryUse(state_vectors=3), outer="gossip",
                   test_cases={"push_sum": (), "push_sum_two_chords": ("topology.chords=2",),
+                              "push_sum_local_steps": ("outer.every=3", "outer.delay=1",
+                                                       "topology.kind=one_peer_exponential"),
                               "push_sum_nesterov": ("algorithm.optimizer=nesterov", "algorithm.momentum=0.8"),
                               # the exchange of step t + 1 in flight across the boundary (drain, resume)
                               "push_sum_overlap": ("algorithm.overlap=true", "algorithm.optimizer=nesterov",
@@ -438,6 +542,7 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
                          "directly, a negative control)"),
                    DEBIAS, OVERLAP),
                   compressors=None, memory=MemoryUse(state_vectors=3, copies_per_slot_and_neighbour=1),  # x̂_i, x̂_j
+                  outer="compressed_gossip",
                   test_cases={"quantized_push_sum": ("compression.name=qsgd", "compression.levels=8"),
                               "quantized_push_sum_float32": ("algorithm.gamma=0.8", "compression.name=qsgd",
                                                              "compression.levels=8", "topology.chords=2",
@@ -448,7 +553,11 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
                                                              "topology.kind=one_peer_exponential"),
                               "qps_overlap_time_varying": ("compression.name=qsgd", "compression.levels=8",
                                                            "topology.kind=one_peer_exponential",
-                                                           "algorithm.overlap=true")}),
+                                                           "algorithm.overlap=true"),
+                              # decentralized DiLoCo over quantized push-sum, the exchange in flight
+                              "qps_local_steps": ("outer.every=3", "outer.delay=1", "compression.name=qsgd",
+                                                  "compression.levels=8", "algorithm.optimizer=adam",
+                                                  "algorithm.lr=0.05")}),
 )}
 
 

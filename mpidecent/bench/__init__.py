@@ -27,6 +27,9 @@ Sections (``--sections``, comma-separated; default all):
                    alone, communication alone, their sum and maximum, with the exchange progressed only when
                    waited, by hooks in the forward/backward pass, or by Open MPI's TCP progress thread; push-sum
                    with and without overlap, and their test accuracy (``large`` adds 100 Mbit/s)
+   ``local_steps`` behind one emulated 100 Mbit/s link (d ≈ 1e6): time to a target test accuracy of
+                   all-reduce SGD and quantized push-sum every step against DiLoCo, decentralized DiLoCo over
+                   quantized push-sum and NoLoCo pairs with H = 50 local steps (``[outer]``)
 
 ``--size tiny`` (the CI smoke test: about a minute and a half on 2 idle cores, almost all of it starting
 a dozen ``mpirun`` jobs whose ranks import torch, 8 and 16 of them for ``startup``), ``small`` (default:
@@ -53,7 +56,7 @@ from pathlib import Path
 from mpidecent import texttable
 
 SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory", "startup", "network", "status",
-            "overlap")
+            "overlap", "local_steps")
 
 SIZES: dict[str, dict] = {
     "tiny": {"ranks": 4, "exchange": {"dims": [1000, 100_000], "repeats": 5},
@@ -86,7 +89,7 @@ SIZES: dict[str, dict] = {
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: side-by-side ratios (exchange, compressors, step, scaling, "
                                          "time to target, RMA progress, memory, slow network, status agreement, "
-                                         "overlap)",
+                                         "overlap, local steps)",
                            description=__doc__.split("\n\n")[0])
     bench.add_argument("--sections", default="all",
                        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
@@ -195,6 +198,13 @@ def _tables(name: str, result: dict) -> str:
 
         title, head, body = table(result)
         return title + "\n" + _grid(head, body)
+    if name == "local_steps":
+        from mpidecent.bench.local_steps import table
+
+        if "skipped" in result:
+            return f"skipped: {result['skipped']}"
+        title, head, body = table(result)
+        return title + "\n" + _grid(head, body)
     if name == "overlap":
         from mpidecent.bench.overlap import table
 
@@ -278,6 +288,10 @@ def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: L
             from mpidecent.bench import network
 
             result = network.run(size, launcher.command, out_dir / "network-runs")
+        elif name == "local_steps":
+            from mpidecent.bench import local_steps
+
+            result = local_steps.run(size, launcher.command, out_dir / "local-steps-runs")
         elif name == "overlap":
             from mpidecent.bench import overlap
 

@@ -8,7 +8,7 @@ written against these protocols, never against mpi4py objects.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,6 +53,12 @@ class Collectives(Protocol):
     def allreduce_sum(self, array: np.ndarray) -> None: ...
 
     def allreduce_max(self, array: np.ndarray) -> None: ...
+
+    def reduce_sum(self, array: np.ndarray) -> np.ndarray | None:
+        """Σ over ranks of ``array`` in its own dtype on rank 0 (None on the others)."""
+
+    def start_allreduce_sum(self, array: np.ndarray) -> Any:
+        """Non-blocking ``allreduce_sum``: a handle with ``wait()`` and ``test()``."""
 
     def broadcast(self, array: np.ndarray) -> None:
         """array ← rank 0's array."""

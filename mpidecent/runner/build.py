@@ -69,11 +69,21 @@ def context(spec: AlgorithmSpec, connection: Connection, rank: int, size: int, s
                    window=connection.window, peers=connection.peers, **extra)
 
 
+def implementation(spec: AlgorithmSpec, outer: Any = None) -> type:
+    """The class that runs ``spec``: its own, or with an ``[outer]`` table the round of local steps over
+    its pattern (``algorithms/local_steps.py``)."""
+    if outer:
+        from mpidecent.algorithms.local_steps import local_steps_class
+
+        return local_steps_class(spec)
+    return spec.load()
+
+
 def instantiate(spec: AlgorithmSpec, ctx: Context) -> Algorithm:
     """Collective over the ranks of ``ctx``'s pattern: build the algorithm, then (neighbour gossip) agree
     that every rank opened the same message streams (``Neighbors.seal``; a mismatch is the same
     ``StreamError`` on every rank)."""
-    algorithm = spec.load()(ctx)
+    algorithm = implementation(spec, ctx.outer)(ctx)
     if ctx.neighbors is not None:
         ctx.neighbors.seal()
     return algorithm
@@ -89,7 +99,8 @@ def build_algorithm(plan: Plan, node: Node, comm: Any, collectives: Collectives)
     connection = spec.pattern.connect(comm, wiring)
     ctx = context(spec, connection, rank, size, int(job.run["seed"]), job.algorithm, node.objective,
                   node.compressor, collectives, steps=job.run["steps"], l2=job.model["l2"],
-                  stragglers=job.stragglers, error_feedback=job.compression["error_feedback"])
+                  stragglers=job.stragglers, error_feedback=job.compression["error_feedback"],
+                  outer=job.outer or None)
     load_kernels(node.compressor)
     algorithm = instantiate(spec, ctx)
     if ctx.neighbors is not None and job.run["progress"] == "hooks":

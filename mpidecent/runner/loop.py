@@ -55,7 +55,7 @@ from mpidecent.runner.build import build_algorithm, build_node
 from mpidecent.runner.checkpointing import live_state, restore, snapshot
 from mpidecent.runner.export import save_models
 from mpidecent.runner.metadata import run_attributes, topology_attributes, utc_now
-from mpidecent.runner.metrics import LogRow, Totals, log_row, network_optimum
+from mpidecent.runner.metrics import LogRow, Totals, eval_series, evaluates, health_series, log_row, network_optimum
 from mpidecent.runner.summary import Health, RunResult, summary
 from mpidecent.threads import threads_per_rank
 
@@ -161,7 +161,7 @@ class Runner:
         # any other error reaches the excepthook, which aborts every rank (``abort_on_error``).
         try:
             writer = ResultsWriter(self.out, self.comm, self.overwrite, list(algo.extra_metrics()),
-                                   TEST_SERIES if data.num_test else {},
+                                   {**(TEST_SERIES if data.num_test else {}), **eval_series(job.run)},
                                    resume_rows=self.resume.results_rows if self.resume else None,
                                    rank_declared=RANK_TEST_SERIES if data.num_test else {})
             self.watch = OutputWatch(self.out) if self.rank == 0 else None
@@ -216,10 +216,11 @@ class Runner:
                 print(f"mpidecent: error: {message}", file=sys.stderr, flush=True)
         return _EXIT[status]
 
-    def _log_row(self, step: int, totals: Totals, wall_s: float) -> LogRow:
-        data = self.node.data
+    def _log_row(self, step: int, totals: Totals, wall_s: float, evaluate: bool = True) -> LogRow:
+        data, run = self.node.data, self.job.run
         return log_row(step, self.algorithm, self.objective, self.collectives, totals, wall_s, self.optimum,
-                       data.task, bool(data.num_test))
+                       data.task, bool(data.num_test), evaluate, run.get("eval", "allreduce"),
+                       run["divergence_threshold"])
 
     def _loop(self, writer: ResultsWriter) -> tuple[str, str, int, LogRow | None]:
         """The step loop; returns (status, message, steps completed, last logged row). Every rank returns
@@ -237,7 +238,8 @@ class Runner:
             start = time.perf_counter() - restore(self.resume, algo, self.objective, totals)
             rows = self.resume.results_rows
             metrics = writer.file["metrics/global"]
-            health = Health.from_series(metrics["avg_model_loss"][:rows], metrics["consensus_distance"][:rows])
+            loss = health_series(job.run.get("eval", "allreduce"), bool(self.node.data.num_test))
+            health = Health.from_series(metrics[loss][:rows], metrics["consensus_distance"][:rows])
         else:
             start = time.perf_counter()
             algo.drain()
@@ -246,7 +248,7 @@ class Runner:
             writer.append(0, row.rank_values, row.global_values)
             self.logged_step = 0
             health = Health()
-            health.observe(row.global_values["avg_model_loss"], row.global_values["consensus_distance"])
+            health.observe(row.health["avg_model_loss"], row.health["consensus_distance"])
             self.progress.update(0, row.global_values)
         for t in range(first, steps):
             stats = algo.step(t)
@@ -285,10 +287,11 @@ class Runner:
             if bad or log_point:
                 algo.drain()
                 algo.before_log()
-                row = self._log_row(done, totals, time.perf_counter() - start)
+                row = self._log_row(done, totals, time.perf_counter() - start,
+                                    bad or evaluates(done, steps, job.run.get("eval_every", 0)))
                 writer.append(done, row.rank_values, row.global_values)
                 self.logged_step = done
-                blown = health.problem(row.global_values)
+                blown = health.problem(row.health) if row.health is not None else None
                 if bad or blown or not row.max_abs <= threshold:
                     return "diverged", self._divergence_message(done, row, stats, blown), done, row
                 self.progress.update(done, row.global_values)

@@ -22,7 +22,7 @@ from mpidecent.comm.patterns import Connection, NeighborGossip
 from mpidecent.compression import build_compressor
 from mpidecent.learning.problems import NullObjective
 from mpidecent.plan import Plan
-from mpidecent.runner.build import Node, build_node, context
+from mpidecent.runner.build import Node, build_node, context, implementation
 from mpidecent.topology.schedule import Schedule
 
 
@@ -70,8 +70,8 @@ class Simulation:
             ctx = context(spec, cls._neighbors(spec, network, plan.slot_weights, rank), rank, n,
                           int(job.run["seed"]), job.algorithm, node.objective, node.compressor, _NoCollectives(n),
                           steps=job.run["steps"], l2=job.model["l2"], stragglers=job.stragglers,
-                          error_feedback=job.compression["error_feedback"])
-            algorithms.append(spec.load()(ctx))
+                          error_feedback=job.compression["error_feedback"], outer=job.outer or None)
+            algorithms.append(implementation(spec, ctx.outer)(ctx))
         return cls(network, algorithms, nodes)
 
     @classmethod

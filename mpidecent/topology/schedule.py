@@ -68,6 +68,21 @@ def one_peer_exponential(n: int, base: int = 2) -> Schedule:
                     "one_peer_exponential")
 
 
+def random_pairs(n: int, period: int, seed: int = 0) -> Schedule:
+    """Slot r: the ranks of ``rng(seed, r).permutation(n)`` paired in order, (p_0, p_1), (p_2, p_3), ...,
+    each pair joined both ways; with n odd the permutation's last rank sits out (no edge that slot).
+    Every rank computes the same pairs from (seed, r) alone: no communication to agree. NoLoCo's
+    pairing (``[outer] pairing = "random"``); with metropolis or column_uniform weights a pair averages,
+    w_ij = w_ii = 1/2, and the rank that sits out keeps its model (w_ii = 1)."""
+    graphs = []
+    for r in range(period):
+        order = np.random.default_rng([seed, r, 0x9A1B]).permutation(n)
+        pairs = order[: n - n % 2].reshape(-1, 2)
+        edges = np.concatenate([pairs, pairs[:, ::-1]]) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
+        graphs.append(Graph.from_pairs(n, edges, directed=False, kind="random_pairs"))
+    return Schedule(tuple(graphs), "random_pairs")
+
+
 def schedule_spectral_gap(weights: tuple[np.ndarray, ...]) -> float:
     """Per-step spectral gap of a period: 1 − |λ₂(W_{K−1} ⋯ W_0)|^(1/K) (the static gap when K = 1)."""
     product = np.eye(weights[0].shape[0])
@@ -95,6 +110,14 @@ SCHEDULES: dict[str, ScheduleKind] = {
         (Param("base", int, 2, "at step t node i sends only to i + base^(t mod K) mod n", minimum=2),),
         "time-varying directed exponential graph: one peer per node and step, offsets cycling (push-sum only)",
         lambda n, p: one_peer_exponential(n, p["base"]),
+    ),
+    "random_pairs": ScheduleKind(
+        "random_pairs",
+        (Param("period", int, 64, "number of distinct pairings; slot r = t mod period", minimum=1),
+         Param("seed", int, 0, "seed of the permutations", minimum=0)),
+        "a new random pairing of the nodes every slot, n odd: one sits out ([outer] pairing = \"random\" "
+        "sets it up with one slot per round)",
+        lambda n, p: random_pairs(n, p["period"], p["seed"]),
     ),
 }
 

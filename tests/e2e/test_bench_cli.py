@@ -24,7 +24,7 @@ def bench(tmp_path_factory):
 def test_every_section_ran_and_printed_its_table(bench):
     data, stdout = bench
     assert set(data["sections"]) == {"exchange", "compressors", "step", "scaling", "target", "rma", "memory",
-                                     "startup", "network", "status", "overlap"}
+                                     "startup", "network", "status", "overlap", "local_steps"}
     for name in data["sections"]:
         assert f"== {name}\n" in stdout
     assert data["size"] == "tiny" and data["ranks"] == 4 and data["machine"]["cores"] >= 1
@@ -165,3 +165,18 @@ def test_overlap_section_runs_dpsgd_alone_and_with_each_progress_mechanism(bench
     assert rows["progress none"]["test_accuracy_series"] == rows["progress hooks"]["test_accuracy_series"]
     assert all(r["steps"] == 4 and r["step_s"] > 0 for r in rows.values())
     assert "step ÷ max" in stdout
+
+
+def test_local_steps_section_counts_one_aggregation_per_round(bench):
+    section = bench[0]["sections"]["local_steps"]
+    if "skipped" in section:
+        pytest.skip(section["skipped"])
+    rows = {r["algorithm"].split(" (")[0].split(" every")[0]: r for r in section["rows"]}
+    assert len(section["rows"]) == 5 and section["every"] == 5
+    per_step, diloco = rows["allreduce_sgd"], rows["DiLoCo"]
+    # bytes per step: the all-reduce's ring model every step against once per round of 5 steps
+    assert per_step["bytes_counted"] / per_step["steps"] == 5 * diloco["bytes_counted"] / diloco["steps"]
+    qps, decentralized = rows["quantized_push_sum qsgd 8-bit"], rows["decentralized DiLoCo"]
+    # one message of two compressed vectors per round against one of one vector per step
+    assert decentralized["bytes_counted"] / decentralized["steps"] < qps["bytes_counted"] / qps["steps"] / 2
+    assert all(r["test_accuracy"] is not None for r in section["rows"])
