@@ -33,8 +33,8 @@ Sections (``--sections``, comma-separated; default all):
 
 ``--size tiny`` (the CI smoke test: about a minute and a half on 2 idle cores, almost all of it starting
 a dozen ``mpirun`` jobs whose ranks import torch, 8 and 16 of them for ``startup``), ``small`` (default:
-about 30 minutes on 2 cores, 20 of them the network section and 5 the startup section's 64 ranks;
-``--sections`` without those two: about 5) or ``large``.
+about 40 minutes on 2 cores, 20 of them the network section, 10 the local_steps section and 5 the startup section's 64 ranks;
+``--sections`` without those three: about 5) or ``large``.
 Absolute times on shared machines are noise; the ratios compare contenders measured in one run, calls
 interleaved.
 """

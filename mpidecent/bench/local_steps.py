@@ -11,9 +11,10 @@ methods against local steps with an outer optimizer (``[outer]``, ``algorithms/l
 Each contender is a [[sweep]] variant of one job (the network section's base job: digits, an MLP of
 d ≈ 1e6, float32, inner Nesterov), run in one ``mpirun`` behind the link; per-step contenders run fewer
 steps than the local ones (their steps cost the link's time). "Train s" is the slowest rank's compute +
-communication seconds (the steps only); "wall s" adds the evaluation at log points, whose traffic is
-shown apart (the average model moved once per log point; ``[run] eval`` where set). The first log point
-whose average model reaches the target accuracy gives the time to target.
+communication seconds (the steps only); "wall s" adds the evaluation at log points (``[run] eval =
+"reduce"``: every model moved once to rank 0 in float32 per log point; its bytes are the difference
+between what crossed the link and what the runs counted). The first log point whose average model reaches
+the target accuracy gives the time to target.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ CHORD_QPS = {"algorithm.name": "quantized_push_sum", "topology.kind": "chord_rin
 def contenders(per_step: dict, local: dict) -> list[Contender]:
     """The five contenders; ``per_step`` / ``local``: their run.steps and run.log_every (local: and H)."""
     every = local.get("outer.every", H)
+    # the evaluation at log points moves each model once to rank 0 in float32 ([run] eval = "reduce")
+    per_step, local = {**per_step, "run.eval": "reduce"}, {**local, "run.eval": "reduce"}
     return [
         Contender("allreduce_sgd every step", "allreduce", 8,
                   {"topology.kind": "complete", "algorithm.name": "allreduce_sgd", **per_step}),
