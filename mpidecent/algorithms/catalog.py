@@ -121,7 +121,8 @@ class AlgorithmSpec:
     the test that checks this algorithm's resume instead.
     ``outer``: how a round of local steps (``[outer]``, ``local_steps.py``) aggregates with this
     algorithm's pattern: "allreduce", "gossip" (exact), "compressed_gossip" (reference copies of φ and a
-    compressed pseudo-gradient); None: ``[outer]`` is refused.
+    compressed pseudo-gradient), "tracking" (Push-Pull of φ and a tracker of the pseudo-gradients); None:
+    ``[outer]`` is refused.
     """
 
     name: str
@@ -353,8 +354,7 @@ OUTER_KEYS = tuple(p.name for p in OUTER_PARAMS)
 _OUTER_REFUSED = {"gradient_coding": "its master/worker rounds are gradient codes",
                   "uncoded": "its master/worker rounds are gradient codes",
                   "async_gossip": "it already takes K local steps per round without a barrier",
-                  "push_pull": "local steps with gradient tracking are not implemented",
-                  "push_diging": "local steps with gradient tracking are not implemented"}
+                  "push_diging": "its rounds are not implemented; push_pull with [outer] tracks the pseudo-gradients"}
 
 
 def local_steps_memory(spec: AlgorithmSpec, job: Any) -> MemoryUse:
@@ -364,6 +364,8 @@ def local_steps_memory(spec: AlgorithmSpec, job: Any) -> MemoryUse:
         return MemoryUse(state_vectors=7, streams=())
     if spec.outer == "compressed_gossip":
         return MemoryUse(state_vectors=11, copies_per_slot_and_neighbour=1, streams=(MessageStream(vectors=2),))
+    if spec.outer == "tracking":  # + y, Δ_old, y⁺, the mix; streams "model" and "tracker"
+        return MemoryUse(state_vectors=11, streams=(MessageStream(), MessageStream()))
     return MemoryUse(state_vectors=8, streams=(MessageStream(vectors=2),))
 
 
@@ -404,6 +406,10 @@ def check_outer(job: Any, outer_table: Mapping[str, Any], topology_table: Mappin
         if outer_table.get("optimizer", "heavy_ball") != "heavy_ball":
             raise JobError(f"[outer] pairing = \"random\" takes NoLoCo's momentum step (lr, momentum), not "
                            f"optimizer = {outer_table['optimizer']!r}: remove optimizer (or set \"heavy_ball\")")
+    if spec.outer == "tracking" and (job.compression["name"] != "identity" or params.get("normalize_tracker")):
+        key = "[compression] name" if job.compression["name"] != "identity" else "[algorithm] normalize_tracker"
+        raise JobError(f"{key}: push_pull with [outer] tracks the pseudo-gradients with exact messages only; "
+                       "remove it (or use quantized_push_sum with [outer] for compressed rounds)")
     operator = _operator(job) if job.compression["name"] != "identity" else None
     if operator is not None and not operator.unbiased and not job.compression["error_feedback"]:
         raise JobError(f"[compression] name = {job.compression['name']!r} is biased: with [outer] the "
@@ -515,12 +521,15 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {spec.name: spec for spec in (
                          "n·u_i·ḡ (u: C's right Perron vector), which evens out the step sizes on an irregular "
                          "digraph; still exact")),
                   compressors=None, needs_unbiased=True, check_world=_check_push_pull, memory=_push_pull_memory,
+                  outer="tracking",
                   test_cases={"push_pull": (),
                               "push_pull_nesterov": ("algorithm.optimizer=nesterov", "algorithm.momentum=0.8"),
                               "push_pull_qsgd": ("compression.name=qsgd", "compression.levels=8",
                                                  "algorithm.gamma=0.8"),
                               "push_pull_qsgd_time_varying": ("compression.name=qsgd", "compression.levels=8",
-                                                              "topology.kind=one_peer_exponential")}),
+                                                              "topology.kind=one_peer_exponential"),
+                              # gradient tracking of the pseudo-gradients, the round's exchange in flight
+                              "push_pull_local_steps": ("outer.every=3", "outer.delay=1")}),
     AlgorithmSpec("push_diging", "Push-DIGing gradient tracking over a directed, possibly time-varying graph: "
                   "push-sum SGD stepping along a push-sum tracker of the average gradient (column-stochastic "
                   "weights only); local optimizer on the tracker", _DIRECTED, "gradient_tracking:PushDIGing",

@@ -29,6 +29,8 @@ Aggregations (``AlgorithmSpec.outer``):
   term decoded from its own bytes (mass is conserved); with ``[compression] error_feedback`` (required for
   biased operators) Q(w_i Δ_i + e_i) is sent and e_i ← e_i + w_i Δ_i − Q(w_i Δ_i + e_i). The push-sum weight
   mixes with γ as in quantized push-sum; Δ̄'s normaliser is its full mix Σ_j w_ij w_j.
+- ``tracking`` (push_pull): Push-Pull one level up, the pseudo-gradient in the gradient's place
+  (``TrackingRounds``).
 - ``pairing = "random"`` (NoLoCo): the ``gossip`` aggregation over a new random pairing each round
   (``topology/schedule.py: random_pairs``; w_ij = w_ii = 1/2), and NoLoCo's outer step with its sign
   convention Δ' = θ − φ = −Δ: m ← μ m − η Δ̄ + η (φ̄ − φ), φ ← φ + m.
@@ -51,6 +53,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.catalog import AlgorithmSpec
+from mpidecent.algorithms.gradient_tracking import pull_weights
 from mpidecent.algorithms.lr import step_size
 from mpidecent.comm.messages import Traffic
 
@@ -188,8 +191,9 @@ class _LocalSteps(Algorithm):
 
     def drain(self) -> None:
         super().drain()
-        if self.pending is not None and hasattr(self.pending, "wait"):
-            self.pending.wait()
+        for handle in (self.pending if isinstance(self.pending, tuple) else (self.pending,)):
+            if handle is not None and hasattr(handle, "wait"):
+                handle.wait()
 
     def model_view(self) -> np.ndarray:
         return self.theta
@@ -334,6 +338,51 @@ class PushSumCompressedGossipRounds(CompressedGossipRounds):
     weighted = True
 
 
+class TrackingRounds(_LocalSteps):
+    """Decentralized local steps over Push-Pull (``push_pull`` + ``[outer]``): gradient tracking one level up,
+    with the pseudo-gradient in the gradient's place. Per round r (R row stochastic, the pull weights; C the
+    topology's column-stochastic weights; y the tracker of the average pseudo-gradient, Δ_{-1} = 0, y = 0
+    before the first round)::
+
+        y⁺_i = y_i + Δ_i,r − Δ_i,r−1                    the corrected tracker (sent; the state keeps y)
+        φ_i ← Σ_{j∈N_in∪{i}} R_ij φ_j − η d_outer(y⁺_i)  pull the outer models, step along the own tracker
+        y_i ← Σ_{j∈N_in∪{i}} C_ij y⁺_j                   push the trackers
+
+    With H = 1, inner SGD and outer SGD η = 1 this is exact Push-Pull (AB) with step α. Exact messages only:
+    φ on the stream "model", y⁺ on "tracker" (two messages per out-edge per round, 2·b·d bits)."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        dim, dtype = self.objective.dim, ctx.dtype
+        self.y = np.zeros(dim, dtype=dtype)  # the tracker of the mean pseudo-gradient
+        self.delta_old = np.zeros(dim, dtype=dtype)  # Δ of the round before the last applied one
+        self.y_sent = np.zeros(dim, dtype=dtype)  # y⁺ (derived from the state: resent alike after a resume)
+        self.mix = np.zeros(dim, dtype=dtype)
+        self.pull_self, self.pull_in = pull_weights(ctx)
+        self.model = self.stream("model")
+        self.tracker = self.stream("tracker")
+
+    def own_state(self) -> dict[str, np.ndarray]:
+        return super().own_state() | {"y": self.y, "delta_old": self.delta_old}
+
+    def _start(self, r: int) -> Any:
+        np.subtract(self.delta, self.delta_old, out=self.y_sent)
+        self.y_sent += self.y
+        return self.model.start(r, self.phi), self.tracker.start(r, self.y_sent)
+
+    def _finish(self, exchange: Any, r: int) -> None:
+        models, trackers = exchange
+        slot = r % self.ctx.neighbors.period
+        models.wait().mix(out=self.mix, weights=self.pull_in[slot])  # φ ← R_ii φ + Σ_j R_ij φ_j
+        self.phi *= self.pull_self[slot]
+        self.phi += self.mix
+        trackers.wait().mix(out=self.mix)  # y ← C_ii y⁺ + Σ_j C_ij y⁺_j
+        np.copyto(self.mean_delta, self.y_sent)  # the outer step's input: the own corrected tracker
+        np.multiply(self.y_sent, trackers.self_weight, out=self.y)
+        self.y += self.mix
+        np.copyto(self.delta_old, self.delta)
+
+
 def local_steps_class(spec: AlgorithmSpec) -> type:
     """The class that runs rounds of local steps over ``spec``'s aggregation (``AlgorithmSpec.outer``)."""
     weighted = getattr(spec.pattern, "weights", "") == "column_stochastic"
@@ -341,6 +390,8 @@ def local_steps_class(spec: AlgorithmSpec) -> type:
         return AllReduceRounds
     if spec.outer == "gossip":
         return PushSumGossipRounds if weighted else GossipRounds
+    if spec.outer == "tracking":
+        return TrackingRounds
     if spec.outer == "compressed_gossip":
         return PushSumCompressedGossipRounds if weighted else CompressedGossipRounds
     raise ValueError(f"{spec.name} has no round aggregation for [outer]")

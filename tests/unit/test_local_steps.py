@@ -104,6 +104,26 @@ def test_one_inner_step_per_round_over_dpsgd_is_adapt_then_combine_dpsgd():
         np.testing.assert_allclose(sim.models(), x, rtol=0, atol=1e-12, err_msg=f"step {t}")
 
 
+def test_one_inner_step_per_round_over_push_pull_is_push_pull():
+    """Push-Pull one level up with H = 1, inner SGD, outer SGD η = 1: exact Push-Pull (AB) with step α,
+    X ← R X − α Y, Y ← C Y + G(X_new) − G(X), Y_0 = G(X_0): the tracker y⁺ is α Y; numpy, every step."""
+    from mpidecent.topology import column_stochastic_uniform, row_stochastic_uniform
+
+    sim = Simulation.of_plan(plan_job(load_text(BASE, overrides=["algorithm.name=push_pull", *PER_STEP]), N))
+    graph = build_graph("chord_ring", N, True, {"chords": 2})
+    r, c = row_stochastic_uniform(graph), column_stochastic_uniform(graph)
+    x = sim.models()
+    g = _gradients(sim, x, 0)
+    y = g.copy()
+    for t in range(20):
+        x_new = r @ x - 0.2 * y
+        sim.step(t)
+        np.testing.assert_allclose(sim.models(), x_new, rtol=0, atol=1e-12, err_msg=f"step {t}")
+        g_new = _gradients(sim, x_new, t + 1)
+        y = c @ y + g_new - g
+        x, g = x_new, g_new
+
+
 # ---- property 3: bits per round = one aggregation message; per step = that / H ---------------------------
 
 
@@ -257,8 +277,10 @@ def test_outer_nesterov_converges_to_the_optimum_of_a_quadratic(algorithm, outer
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["algorithm.name=push_pull", "outer.every=2"], "[outer] does not apply to push_pull (local steps with "
-                                                     "gradient tracking are not implemented)"),
+    (["algorithm.name=push_diging", "outer.every=2"], "[outer] does not apply to push_diging (its rounds are not "
+                                                       "implemented; push_pull with [outer] tracks"),
+    (["algorithm.name=push_pull", "outer.every=2", "compression.name=qsgd"], "[compression] name: push_pull with "
+                                                                             "[outer] tracks the pseudo-gradients with exact messages only"),
     (["outer.every=3", "outer.delay=3"], "[outer] delay = 3 must be smaller than every = 3"),
     (["outer.every=40"], "[outer] every = 40 is more than [run] steps = 30"),
     (["outer.every=2", "outer.pairing=random"], "[outer] pairing = \"random\" draws a new partner"),
