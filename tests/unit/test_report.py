@@ -873,3 +873,15 @@ def test_progress_after_resume_measures_from_the_first_step():
     clock.now += 10.0
     assert "10.0 steps/s  ETA  50.0s" in progress.line(500, VALUES)
     assert math.isclose(progress._speed(500)[0], 10.0)
+
+
+def test_progress_shows_only_what_is_known():
+    """No optimum (suboptimality NaN) and rows not evaluated ([run] eval_every / eval = "reduce": NaN loss and
+    consensus) leave those fields out instead of printing nan."""
+    progress = Progress("q", 100, quiet=False, clock=FakeClock())
+    no_optimum = progress.line(0, {**VALUES, "suboptimality": math.nan})
+    assert "nan" not in no_optimum and "subopt" not in no_optimum and "avg-loss 0.366981" in no_optimum
+    skipped = {**VALUES, "avg_model_loss": math.nan, "suboptimality": math.nan, "consensus_distance": math.nan}
+    assert progress.line(0, skipped) == "[q] step   0/100  bits 2.412e+05"
+    bar = progress.bar(0, skipped, width=300)
+    assert "nan" not in bar and "loss" not in bar and "cons" not in bar and "bits 2.412e+05" in bar
