@@ -13,6 +13,7 @@ be imported (or raises while importing), a missing attribute, something that is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -20,7 +21,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mpidecent.errors import JobError
@@ -50,6 +51,23 @@ def register(obj: Callable[..., Any]) -> str:
     return path
 
 
+def _exited(err: SystemExit) -> str:
+    """The words for a plug-in that ended the process instead of returning (``sys.exit``, ``exit()``)."""
+    return (f"called sys.exit({err.code!r}) (a plug-in must return, not end the process: e.g. a training "
+            "script that parses sys.argv when imported)")
+
+
+@contextlib.contextmanager
+def user_code(key: str, name: str) -> Iterator[None]:
+    """Around a call into the user's code after set-up (the model's forward and backward, the loss): an
+    exit becomes a JobError naming ``key`` (every rank then stops with one line), not a silent exit 0
+    that leaves the other ranks waiting."""
+    try:
+        yield
+    except SystemExit as err:
+        raise JobError(f"{key} = {name!r} {_exited(err)}") from None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
@@ -71,12 +89,17 @@ def _module(module: str, key: str, name: str, base_dir: str | None) -> Any:
         sys.modules[unique] = loaded
         try:
             spec.loader.exec_module(loaded)
+        except SystemExit as err:
+            del sys.modules[unique]
+            raise JobError(f"{key} = {name!r}: importing {path!r} {_exited(err)}") from None
         except Exception as err:  # noqa: BLE001 - the user's code: any error becomes one line
             del sys.modules[unique]
             raise JobError(f"{key} = {name!r}: importing {path!r} failed ({_first_line(err)})") from None
         return loaded
     try:
         return importlib.import_module(module)
+    except SystemExit as err:
+        raise JobError(f"{key} = {name!r}: importing module {module!r} {_exited(err)}") from None
     except Exception as err:  # noqa: BLE001 - ImportError, or anything the user's module raises
         raise JobError(f"{key} = {name!r}: cannot import module {module!r} ({_first_line(err)}); is it on "
                        "PYTHONPATH, or give a .py file relative to the job file") from None
@@ -112,6 +135,8 @@ def call(fn: Callable[..., Any], key: str, name: str, kwargs: dict[str, Any], op
     extra = {k: v for k, v in optional.items() if takes_all or k in parameters}
     try:
         return fn(**kwargs, **extra)
+    except SystemExit as err:
+        raise JobError(f"{key} = {name!r} {_exited(err)} when called with ({', '.join([*kwargs, *extra])})") from None
     except Exception as err:  # noqa: BLE001 - the user's code: any error becomes one line
         shown = ", ".join([*kwargs, *extra])
         raise JobError(f"{key} = {name!r} raised {_first_line(err)} when called with ({shown})") from None

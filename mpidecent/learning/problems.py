@@ -149,6 +149,7 @@ class TorchObjective:
         self._eval = FlatParameters(copy.deepcopy(flat.module), np.float64)
         self._eval.module.eval()
         self.eval_shard = data.train if eval_shard is None else eval_shard
+        self.model_name = ""  # [model] name, for the words when the user's code exits (build_node sets it)
         self._eval_train = _tensors(self.eval_shard, data.task, torch.float64)
         self._eval_test = _tensors(data.test, data.task, torch.float64) if data.test is not None else None
         self._eval_test_all = _tensors(data.test_all, data.task, torch.float64) if data.test_all is not None \
@@ -182,12 +183,13 @@ class TorchObjective:
             index = torch.from_numpy(idx)
             features, targets = self.features[index], self.targets[index]
         self.flat.zero_grad()
-        outputs = fit_outputs(self.flat.module(features), self.task)
-        if self.weights is None:
-            loss = self.loss_fn(outputs, targets)
-        else:
-            loss = self.weights @ self.loss_fn(outputs, targets, reduction="none")
-        loss.backward()
+        with plugins.user_code("[model] name", self.model_name):  # the user's forward, loss and backward
+            outputs = fit_outputs(self.flat.module(features), self.task)
+            if self.weights is None:
+                loss = self.loss_fn(outputs, targets)
+            else:
+                loss = self.weights @ self.loss_fn(outputs, targets, reduction="none")
+            loss.backward()
         value = float(loss.detach())
         if self.l2:
             # (λ/2)‖θ‖² and its gradient λθ on the flat buffers: one pass each, no per-parameter loop.
@@ -202,7 +204,7 @@ class TorchObjective:
         self._eval.values[:] = theta
         for name, buffer in self._eval.buffers.items():  # this node's running statistics
             buffer[...] = self.flat.buffers[name]
-        with torch.no_grad():
+        with torch.no_grad(), plugins.user_code("[model] name", self.model_name):
             outputs = fit_outputs(self._eval.module(features), self.task)
             loss = float(self.loss_fn(outputs, targets))
         return loss, _correct(self.task, outputs, targets), int(features.shape[0])

@@ -56,6 +56,7 @@ def build_node(plan: Plan, rank: int, size: int, comm: Any = None) -> Node:
                                    job.data["batch_size"], seed, rank, sample_weights=weights,
                                    eval_shard=eval_shard, loss=job.model["loss"], base_dir=folder)
         objective.eval_l2 = job.model["l2"]  # the network objective includes ℓ2 even if training does not
+        objective.model_name = job.model["name"]
         compressor = build_compressor(job.compression["name"], flat.dim, dtype, job.compression)
     return Node(layout, data, objective, compressor)
 

@@ -14,6 +14,9 @@ from cli import ROOT, _launch, mpidecent, run_python
 from mpidecent.io.reader import read_run
 
 NETS = '''
+import os
+import sys
+
 import torch
 
 
@@ -29,7 +32,21 @@ class TwoLayer(torch.nn.Module):
 
 def broken(input_shape, classes, width):
     raise ValueError("no such layer")
+
+
+class ExitsLater(TwoLayer):
+    """Ends the process on rank 0 at its fourth training batch, as a script's stray sys.exit() would."""
+
+    calls = 0
+
+    def forward(self, x):
+        if self.training:
+            ExitsLater.calls += 1
+            if ExitsLater.calls > 3 and os.environ.get("OMPI_COMM_WORLD_RANK") == "0":
+                sys.exit(0)
+        return super().forward(x)
 '''
+QUITS = "import sys\nsys.exit(0)  # a training script that parses sys.argv when imported\n"
 
 JOB = """
 [run]
@@ -96,6 +113,7 @@ def test_own_model_on_image_data_from_hdf5(tmp_path):
 @pytest.mark.timeout(300)
 def test_bad_user_code_ends_every_rank_with_one_line_and_keeps_earlier_results(tmp_path):
     (tmp_path / "nets.py").write_text(NETS)
+    (tmp_path / "quits.py").write_text(QUITS)
     _write_images(tmp_path / "images.h5")
     job = tmp_path / "job.toml"
     job.write_text(JOB)
@@ -111,13 +129,23 @@ def test_bad_user_code_ends_every_rank_with_one_line_and_keeps_earlier_results(t
             (["--set", 'model.name="nets.py:Missing"'],
              "mpidecent: error: [model] name = 'nets.py:Missing': 'nets.py' has no attribute 'Missing'"),
             (["--set", 'data.name="nowhere_xyz:load"'],
-             "mpidecent: error: [data] name = 'nowhere_xyz:load': cannot import module 'nowhere_xyz'")):
+             "mpidecent: error: [data] name = 'nowhere_xyz:load': cannot import module 'nowhere_xyz'"),
+            # an exit is an error naming the plug-in, not a silent exit 0 (at import, and during training)
+            (["--set", 'model.name="quits.py:Net"'],
+             "mpidecent: error: [model] name = 'quits.py:Net': importing ")):
         result = mpidecent("run", str(job), "--out", str(out), "--force", *overrides, ranks=3)
         assert result.returncode == 2, result.stderr
         mine = [line for line in result.stderr.splitlines() if line.startswith("mpidecent:")]
         assert len(mine) == 1 and mine[0].startswith(message), result.stderr
         assert "Traceback" not in result.stderr + result.stdout
         assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    # during training (the run has started): rank 0's exit stops every rank with one line and status 2
+    result = mpidecent("run", str(job), "--out", str(tmp_path / "exits.h5"), "--set", 'model.name="nets.py:ExitsLater"',
+                       ranks=3)
+    mine = [line for line in result.stderr.splitlines() if line.startswith("mpidecent:")]
+    assert result.returncode == 2 and len(mine) == 1, result.stderr
+    assert mine[0].startswith("mpidecent: error: [model] name = 'nets.py:ExitsLater' called sys.exit(0) (a plug-in "
+                              "must return"), mine
 
 
 @pytest.mark.timeout(300)
