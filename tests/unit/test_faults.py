@@ -87,3 +87,20 @@ def test_the_crash_probe_turns_a_crash_or_a_runaway_allocation_into_words(tmp_pa
     assert crash_probe(str(path), runaway) == "reading it asks for far more memory than the file holds"
     assert crash_probe(str(path), refuses) is None
     assert crash_probe(str(path), lambda _path: None) is None
+
+
+def test_the_crash_probe_child_says_nothing_when_it_crashes(tmp_path):
+    """A crash in the probe's child is the probe's answer, not a "Fatal Python error" dump on the terminal
+    or in a CI log, even with a faulthandler inherited from the parent (PYTHONFAULTHANDLER=1, pytest's)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "f.h5"
+    path.write_bytes(b"\0" * 1024)
+    script = ("import ctypes; from mpidecent.io.hdf5guard import crash_probe; "
+              f"print(crash_probe({str(path)!r}, lambda _path: ctypes.string_at(0)))")
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "libhdf5 crashed reading it (SIGSEGV)", result
+    assert "Fatal Python error" not in result.stderr and result.stderr == "", result.stderr
