@@ -116,9 +116,7 @@ def log_row(step: int, algorithm: Algorithm, objective: TorchObjective, collecti
     if form not in EVAL_FORMS:
         raise ValueError(f"eval form {form!r}: one of {', '.join(EVAL_FORMS)}")
     if not evaluate:
-        model = algorithm.model_view()
-        max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf])
-        collectives.allreduce_max(max_abs)
+        max_abs = _largest_entry(algorithm.model_view(), collectives)
         if math.isfinite(max_abs[0]) and max_abs[0] <= threshold:
             return _counters_row(step, algorithm, collectives, totals, wall_s, has_test, float(max_abs[0]))
     if form == "reduce":
@@ -145,19 +143,9 @@ def _allreduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, c
                                    test.count, float(local_at_mean.count > 0))
     counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
     collectives.allreduce_sum(counts)
-    max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf])
-    collectives.allreduce_max(max_abs)
+    max_abs = _largest_entry(model, collectives)
     avg_loss = sums[1] / sums[9]  # f = (1/n) Σ_i F_i over the ranks that evaluate a partition
-    rank_values = {
-        "loss": float(np.mean(totals.losses)) if totals.losses else math.nan,
-        "local_objective": local_own.objective if local_own.count else math.nan,
-        "bits_sent": totals.bits,
-        "bytes_sent": totals.bytes,
-        "messages_sent": totals.messages,
-        "compute_s": totals.compute_s,
-        "comm_s": totals.comm_s,
-        **algorithm.extra_metrics(),
-    }
+    rank_values = _rank_values(algorithm, totals, local_own.objective if local_own.count else math.nan)
     global_values = {
         "avg_model_loss": avg_loss,
         "suboptimality": avg_loss - optimum,
@@ -172,12 +160,38 @@ def _allreduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, c
     if has_test:
         global_values["test_loss"] = sums[6] / sums[8]
         global_values["test_accuracy"] = sums[7] / sums[8] if task != "regression" else math.nan
-        own = objective.evaluate_test_all(model) or LocalEval(math.nan, 0, 0)  # this node's model, whole test set
-        rank_values["test_loss"] = own.objective
-        rank_values["test_accuracy"] = own.correct / own.count if own.count and task != "regression" else math.nan
+        rank_values |= _own_test_values(objective, model, task)
     global_values["eval_bytes"] = model.size * 8  # the float64 copy each rank hands to the all-reduce
     totals.losses.clear()
     return LogRow(step, rank_values, global_values, float(max_abs[0]), evaluated=True, health=global_values)
+
+
+def _rank_values(algorithm: Algorithm, totals: Totals, local_objective: float) -> dict[str, float]:
+    """This rank's counters of a row (every form), in the order the results file keeps them."""
+    return {
+        "loss": float(np.mean(totals.losses)) if totals.losses else math.nan,
+        "local_objective": local_objective,
+        "bits_sent": totals.bits,
+        "bytes_sent": totals.bytes,
+        "messages_sent": totals.messages,
+        "compute_s": totals.compute_s,
+        "comm_s": totals.comm_s,
+        **algorithm.extra_metrics(),
+    }
+
+
+def _own_test_values(objective: TorchObjective, model: np.ndarray, task: str) -> dict[str, float]:
+    """This node's own model (float64) on the whole test set."""
+    own = objective.evaluate_test_all(model) or LocalEval(math.nan, 0, 0)
+    return {"test_loss": own.objective,
+            "test_accuracy": own.correct / own.count if own.count and task != "regression" else math.nan}
+
+
+def _largest_entry(model: np.ndarray, collectives: Collectives) -> np.ndarray:
+    """Collective: (1,) float64, the largest |entry| of any rank's model (inf if any is non-finite)."""
+    max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf], dtype=np.float64)
+    collectives.allreduce_max(max_abs)
+    return max_abs
 
 
 def _rank(collectives: Collectives) -> int:
@@ -210,18 +224,8 @@ def _reduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, coll
     sums = collectives.sum_scalars(float(model64 @ model64), totals.compute_s, totals.comm_s)
     counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
     collectives.allreduce_sum(counts)
-    max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf], dtype=np.float64)
-    collectives.allreduce_max(max_abs)
-    rank_values = {
-        "loss": float(np.mean(totals.losses)) if totals.losses else math.nan,
-        "local_objective": local_own.objective if local_own.count else math.nan,
-        "bits_sent": totals.bits,
-        "bytes_sent": totals.bytes,
-        "messages_sent": totals.messages,
-        "compute_s": totals.compute_s,
-        "comm_s": totals.comm_s,
-        **algorithm.extra_metrics(),
-    }
+    max_abs = _largest_entry(model, collectives)
+    rank_values = _rank_values(algorithm, totals, local_own.objective if local_own.count else math.nan)
     consensus = sums[0] / size - scalars[0]
     # A non-finite difference stays so (the divergence rule must see it); a negative one is rounding.
     consensus = max(consensus, 0.0) if math.isfinite(consensus) else consensus
@@ -241,9 +245,7 @@ def _reduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, coll
         test_loss = scalars[1] / scalars[3] if scalars[3] else math.nan
         global_values["test_loss"] = test_loss
         global_values["test_accuracy"] = scalars[2] / scalars[3] if scalars[3] and task != "regression" else math.nan
-        own = objective.evaluate_test_all(model64) or LocalEval(math.nan, 0, 0)
-        rank_values["test_loss"] = own.objective
-        rank_values["test_accuracy"] = own.correct / own.count if own.count and task != "regression" else math.nan
+        rank_values |= _own_test_values(objective, model64, task)
         health["avg_model_loss"] = test_loss if scalars[3] else 0.0  # NaN only when x̄'s loss is
     global_values["eval_bytes"] = model.size * model.dtype.itemsize
     totals.losses.clear()
@@ -257,16 +259,7 @@ def _counters_row(step: int, algorithm: Algorithm, collectives: Collectives, tot
     sums = collectives.sum_scalars(totals.compute_s, totals.comm_s)
     counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
     collectives.allreduce_sum(counts)
-    rank_values = {
-        "loss": float(np.mean(totals.losses)) if totals.losses else math.nan,
-        "local_objective": math.nan,
-        "bits_sent": totals.bits,
-        "bytes_sent": totals.bytes,
-        "messages_sent": totals.messages,
-        "compute_s": totals.compute_s,
-        "comm_s": totals.comm_s,
-        **algorithm.extra_metrics(),
-    }
+    rank_values = _rank_values(algorithm, totals, math.nan)
     global_values = {
         "avg_model_loss": math.nan,
         "suboptimality": math.nan,
