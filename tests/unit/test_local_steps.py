@@ -19,7 +19,7 @@ from mpidecent.errors import JobError
 from mpidecent.learning.problems import NullObjective
 from mpidecent.plan import plan_job
 from mpidecent.runner.build import context
-from mpidecent.runner.simulate import Simulation, _NoCollectives
+from mpidecent.runner.simulate import Simulation
 from mpidecent.topology import build_graph, metropolis_hastings
 from mpidecent.topology.schedule import Schedule, random_pairs
 
