@@ -51,12 +51,15 @@ def _jobs(job: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str]) 
 
     if isinstance(job, Mapping):
         return load_text_jobs(table_to_toml(job), "<dict>", overrides)
-    if isinstance(job, os.PathLike) or (isinstance(job, str) and "\n" not in job
-                                        and (job.endswith(".toml") or os.path.isfile(job))):
+    if isinstance(job, os.PathLike) or (
+        isinstance(job, str) and "\n" not in job and (job.endswith(".toml") or os.path.isfile(job))
+    ):
         return load_jobs(job, overrides)
     if isinstance(job, str):
         return load_text_jobs(job, "<string>", overrides)
-    raise JobError(f"mpidecent.train: job must be a job file's path, TOML text or a dict, got {type(job).__name__}")
+    raise JobError(
+        f"mpidecent.train: job must be a job file's path, TOML text or a dict, got {type(job).__name__}"
+    )
 
 
 def _callable_override(section: str, obj: Callable[..., Any] | None) -> list[str]:
@@ -68,9 +71,17 @@ def _callable_override(section: str, obj: Callable[..., Any] | None) -> list[str
     return [f'{section}.name="{path}"']
 
 
-def train(job: str | os.PathLike | Mapping[str, Any], model: Callable[..., Any] | None = None,
-          data: Callable[..., Any] | None = None, *, out: str | None = None, overrides: Sequence[str] = (),
-          force: bool = False, resume: bool = False, quiet: bool = False) -> TrainResult | list[TrainResult]:
+def train(
+    job: str | os.PathLike | Mapping[str, Any],
+    model: Callable[..., Any] | None = None,
+    data: Callable[..., Any] | None = None,
+    *,
+    out: str | None = None,
+    overrides: Sequence[str] = (),
+    force: bool = False,
+    resume: bool = False,
+    quiet: bool = False,
+) -> TrainResult | list[TrainResult]:
     """Run a job on every rank of ``MPI.COMM_WORLD`` (collective: every rank calls it with the same
     arguments); returns its ``TrainResult`` (a list for a job with [[sweep]] variants).
 
@@ -87,7 +98,9 @@ def train(job: str | os.PathLike | Mapping[str, Any], model: Callable[..., Any] 
 
     def load():
         if resume and force:
-            raise JobError("mpidecent.train: resume continues a run and force starts it over: give one of them")
+            raise JobError(
+                "mpidecent.train: resume continues a run and force starts it over: give one of them"
+            )
         extra = [*_callable_override("model", model), *_callable_override("data", data), *overrides]
         return _jobs(Path(job) if isinstance(job, os.PathLike) else job, extra)
 
@@ -100,8 +113,17 @@ def train(job: str | os.PathLike | Mapping[str, Any], model: Callable[..., Any] 
     abort_on_error()
     install_stop_handlers()
     _, runs = run_jobs(work, env, force, quiet)
-    results = [TrainResult(r.name, r.status, r.out, r.model, r.row.step if r.row else 0,
-                           dict(r.row.global_values) if r.row else {}) for r in runs]
+    results = [
+        TrainResult(
+            r.name,
+            r.status,
+            r.out,
+            r.model,
+            r.row.step if r.row else 0,
+            dict(r.row.global_values) if r.row else {},
+        )
+        for r in runs
+    ]
     return results[0] if len(results) == 1 else results
 
 

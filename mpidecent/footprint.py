@@ -54,13 +54,19 @@ if TYPE_CHECKING:
 SKIP_ENV = "MPIDECENT_NO_MEMORY_CHECK"
 
 F64 = 8  # bytes of a float64 entry (data, evaluation, the optimum)
-INDEX_BYTES_PER_SAMPLE = 64  # labels, targets and the split/partition index arrays (int64), per sample
+INDEX_BYTES_PER_SAMPLE = (
+    64  # labels, targets and the split/partition index arrays (int64), per sample
+)
 ACTIVATION_COPIES = 3  # per layer width: the output kept for backward, the activation, its gradient
-MODEL_F64_COPIES = 4  # evaluation copy and its gradient (float64), the metrics' average and own model
+MODEL_F64_COPIES = (
+    4  # evaluation copy and its gradient (float64), the metrics' average and own model
+)
 
 _OPTIMIZER = {"sgd": 0, "heavy_ball": 1, "nesterov": 2, "adam": 3}
 _ERROR_FEEDBACK = 3  # memory, v + e, the decoded own message
-_SAMPLE_DIM = 4096  # compressors are measured at this length and scaled (their sizes are linear in d)
+_SAMPLE_DIM = (
+    4096  # compressors are measured at this length and scaled (their sizes are linear in d)
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,13 @@ class Footprint:
 # ---- the check --------------------------------------------------------------------------------------------
 
 
-def check_memory(job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: str | None = None,
-                 share: MemoryShare | None = None) -> Footprint | None:
+def check_memory(
+    job: Job,
+    weights: Sequence[np.ndarray],
+    rank: int,
+    base_dir: str | None = None,
+    share: MemoryShare | None = None,
+) -> Footprint | None:
     """Refuse (``JobError``, one line with the numbers) a job whose estimated memory on this rank is above
     the rank's share of the machine. Every rank, pure, before the first collective. ``weights``: the
     plan's mixing matrix per slot (n × n, row i = receiver i), for this rank's in-degree; ``share``: for
@@ -116,12 +127,21 @@ def check_memory(job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: s
 def refusal(footprint: Footprint, share: MemoryShare) -> str:
     """The one line of a refused job: the dominant key, the estimate by component, the rank's share."""
     top = footprint.dominant
-    room = (f"each of the {share.ranks} ranks on this machine has about {size_text(share.per_rank)} "
-            f"({size_text(share.available)} available)" if share.ranks > 1
-            else f"this machine has about {size_text(share.available)} available")
-    more = "use more machines (fewer ranks on each)" if share.ranks > 1 else "use a machine with more memory"
-    return (f"{top.key} needs about {size_text(footprint.total)} per rank ({footprint.breakdown()}) but {room}: "
-            f"{top.fix} or {more}; {SKIP_ENV}=1 skips this check")
+    room = (
+        f"each of the {share.ranks} ranks on this machine has about {size_text(share.per_rank)} "
+        f"({size_text(share.available)} available)"
+        if share.ranks > 1
+        else f"this machine has about {size_text(share.available)} available"
+    )
+    more = (
+        "use more machines (fewer ranks on each)"
+        if share.ranks > 1
+        else "use a machine with more memory"
+    )
+    return (
+        f"{top.key} needs about {size_text(footprint.total)} per rank ({footprint.breakdown()}) but {room}: "
+        f"{top.fix} or {more}; {SKIP_ENV}=1 skips this check"
+    )
 
 
 @contextmanager
@@ -147,11 +167,16 @@ def out_of_memory(what: str, err: BaseException, world_size: int) -> str:
     share = memory_share(world_size)
     room = ""
     if share is not None:
-        room = (f"; each of the {share.ranks} ranks on this machine has about {size_text(share.per_rank)} "
-                f"({size_text(share.available)} available)" if share.ranks > 1
-                else f"; this machine has about {size_text(share.available)} available")
-    return (f"{what} ran out of memory ({text}){room}: make its data or model smaller, or use more machines "
-            "(fewer ranks on each)")
+        room = (
+            f"; each of the {share.ranks} ranks on this machine has about {size_text(share.per_rank)} "
+            f"({size_text(share.available)} available)"
+            if share.ranks > 1
+            else f"; this machine has about {size_text(share.available)} available"
+        )
+    return (
+        f"{what} ran out of memory ({text}){room}: make its data or model smaller, or use more machines "
+        "(fewer ranks on each)"
+    )
 
 
 # ---- the estimate -----------------------------------------------------------------------------------------
@@ -190,7 +215,9 @@ class ModelShape:
     fix: str
 
 
-def estimate(job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: str | None = None) -> Footprint:
+def estimate(
+    job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: str | None = None
+) -> Footprint:
     """This rank's memory by component (see the module docstring); pure, no allocation beyond a small
     compressor instance."""
     from mpidecent.algorithms import ALGORITHMS
@@ -208,7 +235,11 @@ def estimate(job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: str |
     part_rows = -(-train_rows // max(nodes, 1))
     rows = partitions * part_rows  # this rank's training rows
     p = data.features
-    shard, test_all, test_slice = rows * p * F64, data.test * p * F64, -(-data.test // max(nodes, 1)) * p * F64
+    shard, test_all, test_slice = (
+        rows * p * F64,
+        data.test * p * F64,
+        -(-data.test // max(nodes, 1)) * p * F64,
+    )
     data_bytes = shard + loaded * (test_all + test_slice) + data.samples * INDEX_BYTES_PER_SAMPLE
     if loaded > 1 or partitions > 1:
         data_bytes += shard  # the partitions are loaded one by one, then concatenated
@@ -235,12 +266,18 @@ def estimate(job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: str |
     parts["batch"] = _batch(job, data, model, rows, state)
     optimum = _optimum(job.model, data, rows)
     if optimum:
-        parts["optimum"] = Part(optimum, data.feature_key, f"{data.feature_fix} (the exact optimum f* of a "
-                                "convex model with [model] l2 > 0 solves a d×d Newton system)")
+        parts["optimum"] = Part(
+            optimum,
+            data.feature_key,
+            f"{data.feature_fix} (the exact optimum f* of a "
+            "convex model with [model] l2 > 0 solves a d×d Newton system)",
+        )
     return Footprint(parts)
 
 
-def _layout_partitions(spec: AlgorithmSpec, job: Job, world: int, rank: int, nodes: int) -> tuple[int, int]:
+def _layout_partitions(
+    spec: AlgorithmSpec, job: Job, world: int, rank: int, nodes: int
+) -> tuple[int, int]:
     """(training partitions this rank holds, partitions it loads whole with their test set)."""
     try:
         layout = spec.data_layout(job, world, rank)
@@ -298,8 +335,11 @@ def _kernels_at(dim: int) -> bool:
 
     from mpidecent.compression import kernels
 
-    return (dim >= kernels.MIN_DIM and os.environ.get("MPIDECENT_KERNELS", "") != "reference"
-            and importlib.util.find_spec("numba") is not None)
+    return (
+        dim >= kernels.MIN_DIM
+        and os.environ.get("MPIDECENT_KERNELS", "") != "reference"
+        and importlib.util.find_spec("numba") is not None
+    )
 
 
 def _batch(job: Job, data: DataShape, model: ModelShape, rows: int, state: int) -> Part:
@@ -314,12 +354,18 @@ def _batch(job: Job, data: DataShape, model: ModelShape, rows: int, state: int) 
     widest = max(model.widths)
     evaluate = max(rows, data.test) * (2 * widest + 2) * F64
     if train < evaluate:  # rows × widths: name the factor that is out of proportion
-        return Part(evaluate, *((model.key, model.fix) if widest > max(rows, data.test) else (data.key, data.fix)))
+        return Part(
+            evaluate,
+            *((model.key, model.fix) if widest > max(rows, data.test) else (data.key, data.fix)),
+        )
     if size and width <= size:
         return Part(train, f"[data] batch_size = {size}", "lower [data] batch_size")
     if not size and width <= rows:
-        return Part(train, "[data] batch_size = 0 (the whole shard every step)",
-                    "set [data] batch_size to a minibatch size")
+        return Part(
+            train,
+            "[data] batch_size = 0 (the whole shard every step)",
+            "set [data] batch_size to a minibatch size",
+        )
     return Part(train, model.key, model.fix)
 
 
@@ -347,23 +393,48 @@ def data_shape(values: Mapping[str, Any], base_dir: str | None = None) -> DataSh
         return None
     kind = DATASETS[name]
     task = kind.task(dict(values))
-    classes = 2 if task == "binary" else (0 if task == "regression" else 2)  # multiclass: at least 2
+    classes = (
+        2 if task == "binary" else (0 if task == "regression" else 2)
+    )  # multiclass: at least 2
     if kind.file:
         return _file_shape(values, base_dir, classes)
     if "samples" in values and "features" in values:
         samples, features = int(values["samples"]), int(values["features"])
-        sized = ("[data] samples", samples) if samples >= features else ("[data] features", features)
-        return DataShape(samples, num_test_samples(samples, values["test_fraction"]), (features,), classes, True,
-                         f"{sized[0]} = {sized[1]}", f"lower {sized[0]}", f"[data] features = {features}",
-                         "lower [data] features")
+        sized = (
+            ("[data] samples", samples) if samples >= features else ("[data] features", features)
+        )
+        return DataShape(
+            samples,
+            num_test_samples(samples, values["test_fraction"]),
+            (features,),
+            classes,
+            True,
+            f"{sized[0]} = {sized[1]}",
+            f"lower {sized[0]}",
+            f"[data] features = {features}",
+            "lower [data] features",
+        )
     try:
-        dataset = kind.dataset(dict(values), base_dir)  # the small built-in sets (cached: check_data reuses it)
+        dataset = kind.dataset(
+            dict(values), base_dir
+        )  # the small built-in sets (cached: check_data reuses it)
     except Exception:  # noqa: BLE001 - check_data reports it
         return None
-    test = dataset.fixed_test or num_test_samples(dataset.num_samples, values.get("test_fraction", 0.0))
+    test = dataset.fixed_test or num_test_samples(
+        dataset.num_samples, values.get("test_fraction", 0.0)
+    )
     where = f"[data] name = {name!r}"
-    return DataShape(dataset.num_samples, test, dataset.input_shape, dataset.num_classes, True, where,
-                     "choose a smaller data set", where, "choose a smaller data set")
+    return DataShape(
+        dataset.num_samples,
+        test,
+        dataset.input_shape,
+        dataset.num_classes,
+        True,
+        where,
+        "choose a smaller data set",
+        where,
+        "choose a smaller data set",
+    )
 
 
 def _file_shape(values: Mapping[str, Any], base_dir: str | None, classes: int) -> DataShape | None:
@@ -385,8 +456,17 @@ def _file_shape(values: Mapping[str, Any], base_dir: str | None, classes: int) -
     samples = train + (test or 0)
     test = test if test is not None else num_test_samples(train, values["test_fraction"])
     where = f"[data] path = {values['path']!r} ({samples} samples of shape {shape[1:]})"
-    return DataShape(samples, test, shape[1:], classes, False, where, "use a smaller data file", where,
-                     "use a data file with smaller samples")
+    return DataShape(
+        samples,
+        test,
+        shape[1:],
+        classes,
+        False,
+        where,
+        "use a smaller data file",
+        where,
+        "use a data file with smaller samples",
+    )
 
 
 def model_shape(values: Mapping[str, Any], data: DataShape) -> ModelShape | None:
@@ -405,12 +485,16 @@ def model_shape(values: Mapping[str, Any], data: DataShape) -> ModelShape | None
         hidden = [int(h) for h in values["hidden"]]
         sizes = [p, *hidden, outputs]
         dim = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
-        key = (f"[model] hidden = {hidden}", "lower [model] hidden") if max(hidden) >= p else feature
+        key = (
+            (f"[model] hidden = {hidden}", "lower [model] hidden") if max(hidden) >= p else feature
+        )
         return ModelShape(dim, (*hidden, outputs), *key)
     if name == "cnn1d":
         return _cnn1d(shape, outputs, int(values["channels"]))
     if name == "cnn":
-        return _lenet(shape, outputs, [int(c) for c in values["channels"]], [int(h) for h in values["hidden"]])
+        return _lenet(
+            shape, outputs, [int(c) for c in values["channels"]], [int(h) for h in values["hidden"]]
+        )
     return None
 
 
@@ -432,10 +516,14 @@ def _cnn1d(shape: tuple[int, ...], outputs: int, channels: int) -> ModelShape | 
         widths.append(channels * length)
         fan_in = channels
     dim += (channels * length + 1) * outputs
-    return ModelShape(dim, (*widths, outputs), f"[model] channels = {channels}", "lower [model] channels")
+    return ModelShape(
+        dim, (*widths, outputs), f"[model] channels = {channels}", "lower [model] channels"
+    )
 
 
-def _lenet(shape: tuple[int, ...], outputs: int, channels: list[int], hidden: list[int]) -> ModelShape | None:
+def _lenet(
+    shape: tuple[int, ...], outputs: int, channels: list[int], hidden: list[int]
+) -> ModelShape | None:
     """``networks.LeNet``: 5×5 convolutions (the first padded by 2), each with ReLU and 2×2 pooling, then
     the fully connected layers."""
     if len(shape) not in (2, 3):
@@ -454,6 +542,9 @@ def _lenet(shape: tuple[int, ...], outputs: int, channels: list[int], hidden: li
         fan_in = c
     sizes = [fan_in * height * width, *hidden, outputs]
     dense = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
-    key = (f"[model] channels = {channels}", "lower [model] channels") if conv >= dense else \
-        (f"[model] hidden = {hidden}", "lower [model] hidden")
+    key = (
+        (f"[model] channels = {channels}", "lower [model] channels")
+        if conv >= dense
+        else (f"[model] hidden = {hidden}", "lower [model] hidden")
+    )
     return ModelShape(conv + dense, (*widths, *hidden, outputs), *key)

@@ -37,7 +37,9 @@ def memory_share(world_size: int, env: Mapping[str, str] | None = None) -> Memor
     available = available_memory()
     if available is None:
         return None
-    return MemoryShare(available, ranks_on_this_machine(world_size, os.environ if env is None else env))
+    return MemoryShare(
+        available, ranks_on_this_machine(world_size, os.environ if env is None else env)
+    )
 
 
 def available_memory() -> int | None:
@@ -52,7 +54,12 @@ def available_memory() -> int | None:
 def ranks_on_this_machine(world_size: int, env: Mapping[str, str]) -> int:
     """The ranks of this launch on this machine, from the launcher's environment (the same number on
     every rank of a machine); the world size when no launcher says. Never more than ``world_size``."""
-    for key in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE", "PALS_LOCAL_SIZE"):
+    for key in (
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "PMI_LOCAL_SIZE",
+        "PALS_LOCAL_SIZE",
+    ):
         value = _positive(env.get(key))
         if value:
             return min(value, world_size)
@@ -117,7 +124,10 @@ def _cgroup_room() -> int | None:
     None when no limit applies or none can be read."""
     rooms = []
     for folder, limit_name, usage_name in _cgroup_folders():
-        limit, usage = _read_int(os.path.join(folder, limit_name)), _read_int(os.path.join(folder, usage_name))
+        limit, usage = (
+            _read_int(os.path.join(folder, limit_name)),
+            _read_int(os.path.join(folder, usage_name)),
+        )
         if limit is not None and limit < _NO_LIMIT and usage is not None:
             rooms.append(max(limit - usage, 0))
     return min(rooms) if rooms else None
@@ -137,9 +147,15 @@ def _cgroup_folders() -> Iterator[tuple[str, str, str]]:
             continue
         _, controllers, path = parts
         if controllers == "":  # cgroup v2
-            mounts, names = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"), ("memory.max", "memory.current")
+            mounts, names = (
+                ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"),
+                ("memory.max", "memory.current"),
+            )
         elif "memory" in controllers.split(","):
-            mounts, names = ("/sys/fs/cgroup/memory",), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            mounts, names = (
+                ("/sys/fs/cgroup/memory",),
+                ("memory.limit_in_bytes", "memory.usage_in_bytes"),
+            )
         else:
             continue
         for mount in mounts:

@@ -96,7 +96,9 @@ class Param:
         else:
             ok = isinstance(value, kinds)
         if not ok:
-            raise JobError(f"{where} must be {_type_word(kinds)}, got {_show(value)} ({type(value).__name__})")
+            raise JobError(
+                f"{where} must be {_type_word(kinds)}, got {_show(value)} ({type(value).__name__})"
+            )
         if self.choices is not None and value not in self.choices:
             options = ", ".join(_show(c) for c in self.choices)
             hint = ""
@@ -131,8 +133,13 @@ class Param:
         return f"{self.name} ({'; '.join(parts)}): {self.doc}"
 
 
-def resolve(section: str, specs: Iterable[Param], table: Mapping[str, Any], owner: str = "",
-            ignore: Iterable[str] = ()) -> dict[str, Any]:
+def resolve(
+    section: str,
+    specs: Iterable[Param],
+    table: Mapping[str, Any],
+    owner: str = "",
+    ignore: Iterable[str] = (),
+) -> dict[str, Any]:
     """Validate ``table`` against ``specs``; return ``{name: value}`` with defaults filled in.
 
     ``owner`` names the plug-in whose keys these are (``"for qsgd"`` in messages). Keys in ``ignore``
@@ -147,7 +154,11 @@ def resolve(section: str, specs: Iterable[Param], table: Mapping[str, Any], owne
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"did you mean {close[0]!r}?; " if close else ""
             for_owner = f" for {owner}" if owner else ""
-            listed = f"valid keys: {', '.join(valid)}" if valid else f"{owner or 'it'} has no keys of its own"
+            listed = (
+                f"valid keys: {', '.join(valid)}"
+                if valid
+                else f"{owner or 'it'} has no keys of its own"
+            )
             raise JobError(f"[{section}] unknown key {key!r}{for_owner} ({hint}{listed})")
     values: dict[str, Any] = {}
     for p in specs:
@@ -168,15 +179,27 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
-                                                         ("inf" if value > 0 else "-inf"))
+        return (
+            repr(value)
+            if math.isfinite(value)
+            else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+        )
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        escaped = (
+            value.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\t", "\\t")
+        )
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ "
+            + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
     if value is None:
         raise ValueError("TOML has no null")
     raise TypeError(f"cannot write {type(value).__name__} as TOML")

@@ -58,8 +58,11 @@ def build_topology(job: Job, n: int) -> tuple[Schedule, tuple[np.ndarray, ...]]:
     if is_schedule(topo["kind"]):
         schedule = build_schedule(topo["kind"], n, kind_keys(topo))
     else:
-        schedule = Schedule.static(build_graph(topo["kind"], n, topo["directed"], kind_keys(topo),
-                                               base_dir=job_folder(job)))
+        schedule = Schedule.static(
+            build_graph(
+                topo["kind"], n, topo["directed"], kind_keys(topo), base_dir=job_folder(job)
+            )
+        )
     try:
         weights = tuple(WEIGHTS[topo["weights"]](g) for g in schedule.graphs)
     except ValueError as err:
@@ -73,36 +76,54 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
     ``rank``: whose shard a loader that returns one shard per rank checks."""
     requested = job.topology["n"]
     if requested and requested != world_size:
-        raise JobError(f"[topology] n = {requested} but {world_size} MPI ranks were started: start "
-                       f"{requested} ranks (mpirun -n {requested} ...) or remove n")
+        raise JobError(
+            f"[topology] n = {requested} but {world_size} MPI ranks were started: start "
+            f"{requested} ranks (mpirun -n {requested} ...) or remove n"
+        )
     n = world_size
     schedule, weights = build_topology(job, n)
     spec = ALGORITHMS[job.algorithm["name"]]
     union = schedule.union()
-    if job.outer.get("pairing") != "random":  # random pairs: a matching per round, valid by construction
+    if (
+        job.outer.get("pairing") != "random"
+    ):  # random pairs: a matching per round, valid by construction
         spec.pattern.check(spec.name, job.topology, n, union, weights)
     if spec.check_world is not None:
         spec.check_world(job, n, weights)
     folder = job_folder(job)
     nodes = spec.pattern.data_nodes(n)
     if nodes != n and is_import_path(job.data["name"]) and is_shard_loader(job.data, folder):
-        raise JobError(f"[data] name = {job.data['name']!r} returns one shard per rank, but {spec.name} trains "
-                       "every rank on partitions of the whole set: let the loader return the whole set (drop its "
-                       "rank and world_size parameters)")
+        raise JobError(
+            f"[data] name = {job.data['name']!r} returns one shard per rank, but {spec.name} trains "
+            "every rank on partitions of the whole set: let the loader return the whole set (drop its "
+            "rank and world_size parameters)"
+        )
     from mpidecent.footprint import check_memory, memory_guard
 
-    check_memory(job, weights, rank, folder)  # before the data are generated or read: sizes out of reach
-    with memory_guard(f"[data] name = {job.data['name']!r}", n):  # a user's loader: only known once loaded
+    check_memory(
+        job, weights, rank, folder
+    )  # before the data are generated or read: sizes out of reach
+    with memory_guard(
+        f"[data] name = {job.data['name']!r}", n
+    ):  # a user's loader: only known once loaded
         info = check_data(job.data, nodes, folder, min(rank, nodes - 1))
-    from mpidecent.learning.problems import check_model  # torch: only once the job has passed the other checks
+    from mpidecent.learning.problems import (
+        check_model,
+    )  # torch: only once the job has passed the other checks
 
-    with memory_guard(f"[model] name = {job.model['name']!r}", n):  # a user's model: only known once built
+    with memory_guard(
+        f"[model] name = {job.model['name']!r}", n
+    ):  # a user's model: only known once built
         check_model(job.model, info.input_shape, info.task, info.num_classes, folder)
         _check_initial_model(job, info.input_shape, info.num_classes, rank, folder)
-    return Plan(job, n, schedule, weights, is_strongly_connected(union), schedule_spectral_gap(weights))
+    return Plan(
+        job, n, schedule, weights, is_strongly_connected(union), schedule_spectral_gap(weights)
+    )
 
 
-def _check_initial_model(job: Job, input_shape: tuple[int, ...], classes: int, rank: int, folder: str | None) -> None:
+def _check_initial_model(
+    job: Job, input_shape: tuple[int, ...], classes: int, rank: int, folder: str | None
+) -> None:
     """This rank's initial model (drawn as the runner draws it) must be finite: a huge [model] init_scale
     (or a user model whose layers start with NaN/inf) is a JobError here, before any collective."""
     import numpy as np
@@ -111,14 +132,20 @@ def _check_initial_model(job: Job, input_shape: tuple[int, ...], classes: int, r
 
     dtype = np.dtype(job.run["dtype"])
     with np.errstate(over="ignore", invalid="ignore"):
-        flat = build_flat_model(job.model, input_shape, classes, dtype, int(job.run["seed"]), node=rank,
-                                base_dir=folder)
+        flat = build_flat_model(
+            job.model, input_shape, classes, dtype, int(job.run["seed"]), node=rank, base_dir=folder
+        )
         bad = np.flatnonzero(~np.isfinite(flat.values))
     if bad.size:
         init = job.model["init"]
-        cause = (f"[model] init_scale = {job.model['init_scale']:g} is too large for {dtype.name}; choose a smaller "
-                 "init_scale" if init == "normal" else
-                 f"[model] name = {job.model['name']!r} starts with non-finite parameters (init = {init!r}); fix "
-                 "its initialisation or set init = \"zeros\" or \"normal\"")
-        raise JobError(f"the initial model is not finite ({bad.size} of {flat.dim} entries are NaN or inf, the first "
-                       f"at index {int(bad[0])}): {cause}")
+        cause = (
+            f"[model] init_scale = {job.model['init_scale']:g} is too large for {dtype.name}; choose a smaller "
+            "init_scale"
+            if init == "normal"
+            else f"[model] name = {job.model['name']!r} starts with non-finite parameters (init = {init!r}); fix "
+            'its initialisation or set init = "zeros" or "normal"'
+        )
+        raise JobError(
+            f"the initial model is not finite ({bad.size} of {flat.dim} entries are NaN or inf, the first "
+            f"at index {int(bad[0])}): {cause}"
+        )

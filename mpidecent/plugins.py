@@ -39,8 +39,10 @@ def check_syntax(name: str, key: str) -> None:
     """``module:attribute`` with both parts present (pure: imports nothing)."""
     module, _, attribute = name.rpartition(":")
     if not module or not _ATTRIBUTE.fullmatch(attribute):
-        raise JobError(f"{key} = {name!r} is not an import path: write \"package.module:callable\" or "
-                       "\"file.py:callable\" (a .py file relative to the job file)")
+        raise JobError(
+            f'{key} = {name!r} is not an import path: write "package.module:callable" or '
+            '"file.py:callable" (a .py file relative to the job file)'
+        )
 
 
 def register(obj: Callable[..., Any]) -> str:
@@ -53,8 +55,10 @@ def register(obj: Callable[..., Any]) -> str:
 
 def _exited(err: SystemExit) -> str:
     """The words for a plug-in that ended the process instead of returning (``sys.exit``, ``exit()``)."""
-    return (f"called sys.exit({err.code!r}) (a plug-in must return, not end the process: e.g. a training "
-            "script that parses sys.argv when imported)")
+    return (
+        f"called sys.exit({err.code!r}) (a plug-in must return, not end the process: e.g. a training "
+        "script that parses sys.argv when imported)"
+    )
 
 
 @contextlib.contextmanager
@@ -80,7 +84,9 @@ def _module(module: str, key: str, name: str, base_dir: str | None) -> Any:
             path = os.path.join(base_dir, path)
         path = os.path.abspath(path)
         if not os.path.isfile(path):
-            raise JobError(f"{key} = {name!r}: no file {path!r} (a .py path is read relative to the job file)")
+            raise JobError(
+                f"{key} = {name!r}: no file {path!r} (a .py path is read relative to the job file)"
+            )
         unique = "mpidecent_user_" + hashlib.sha1(path.encode()).hexdigest()[:12]
         if unique in sys.modules:
             return sys.modules[unique]
@@ -94,15 +100,19 @@ def _module(module: str, key: str, name: str, base_dir: str | None) -> Any:
             raise JobError(f"{key} = {name!r}: importing {path!r} {_exited(err)}") from None
         except Exception as err:  # noqa: BLE001 - the user's code: any error becomes one line
             del sys.modules[unique]
-            raise JobError(f"{key} = {name!r}: importing {path!r} failed ({_first_line(err)})") from None
+            raise JobError(
+                f"{key} = {name!r}: importing {path!r} failed ({_first_line(err)})"
+            ) from None
         return loaded
     try:
         return importlib.import_module(module)
     except SystemExit as err:
         raise JobError(f"{key} = {name!r}: importing module {module!r} {_exited(err)}") from None
     except Exception as err:  # noqa: BLE001 - ImportError, or anything the user's module raises
-        raise JobError(f"{key} = {name!r}: cannot import module {module!r} ({_first_line(err)}); is it on "
-                       "PYTHONPATH, or give a .py file relative to the job file") from None
+        raise JobError(
+            f"{key} = {name!r}: cannot import module {module!r} ({_first_line(err)}); is it on "
+            "PYTHONPATH, or give a .py file relative to the job file"
+        ) from None
 
 
 def load(name: str, key: str, base_dir: str | None = None) -> Callable[..., Any]:
@@ -123,7 +133,9 @@ def load(name: str, key: str, base_dir: str | None = None) -> Callable[..., Any]
     return obj
 
 
-def call(fn: Callable[..., Any], key: str, name: str, kwargs: dict[str, Any], optional: dict[str, Any]) -> Any:
+def call(
+    fn: Callable[..., Any], key: str, name: str, kwargs: dict[str, Any], optional: dict[str, Any]
+) -> Any:
     """``fn(**kwargs, **those of optional it accepts)`` — optional arguments (e.g. ``input_shape``) are
     passed when the signature names them or takes ``**kwargs``. Any exception becomes one line naming
     ``key``."""
@@ -136,10 +148,14 @@ def call(fn: Callable[..., Any], key: str, name: str, kwargs: dict[str, Any], op
     try:
         return fn(**kwargs, **extra)
     except SystemExit as err:
-        raise JobError(f"{key} = {name!r} {_exited(err)} when called with ({', '.join([*kwargs, *extra])})") from None
+        raise JobError(
+            f"{key} = {name!r} {_exited(err)} when called with ({', '.join([*kwargs, *extra])})"
+        ) from None
     except Exception as err:  # noqa: BLE001 - the user's code: any error becomes one line
         shown = ", ".join([*kwargs, *extra])
-        raise JobError(f"{key} = {name!r} raised {_first_line(err)} when called with ({shown})") from None
+        raise JobError(
+            f"{key} = {name!r} raised {_first_line(err)} when called with ({shown})"
+        ) from None
 
 
 def names_parameters(fn: Callable[..., Any], *names: str) -> bool:

@@ -43,16 +43,19 @@ def check_world_size(size: int) -> None:
     example a PMI mismatch that starts every rank as a singleton)."""
     tasks = os.environ.get("SLURM_NTASKS")
     if tasks and tasks.isdigit() and int(tasks) != size and "SLURM_JOB_ID" in os.environ:
-        raise JobError(f"MPI started {size} rank(s) but Slurm allocated SLURM_NTASKS = {tasks}: the MPI library "
-                       "and the launcher disagree (use mpirun inside the allocation, or srun --mpi=pmix)")
+        raise JobError(
+            f"MPI started {size} rank(s) but Slurm allocated SLURM_NTASKS = {tasks}: the MPI library "
+            "and the launcher disagree (use mpirun inside the allocation, or srun --mpi=pmix)"
+        )
 
 
 def requeue_allowed(job_id: str) -> bool:
     if os.environ.get("MPIDECENT_REQUEUE") == "1":
         return True
     try:
-        shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
-                               timeout=30).stdout
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "Requeue=1" in shown
@@ -69,11 +72,18 @@ def requeue_under_slurm() -> str:
     # Under srun the requeue ends this job step at once, and Slurm signals every process of the step,
     # scontrol included, often before it reports: it ignores SIGTERM, and death by a signal means the
     # requeue was under way.
-    result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60,
-                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    result = subprocess.run(
+        ["scontrol", "requeue", job_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    )
     if result.returncode < 0:
-        return (f"requeue of Slurm job {job_id} requested (Slurm ended this step while scontrol ran); it will "
-                "resume from the checkpoint")
+        return (
+            f"requeue of Slurm job {job_id} requested (Slurm ended this step while scontrol ran); it will "
+            "resume from the checkpoint"
+        )
     if result.returncode != 0:
         return f"scontrol requeue {job_id} failed: {result.stderr.strip()}; resume with --resume"
     return f"requeued Slurm job {job_id}; it will resume from the checkpoint"

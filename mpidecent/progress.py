@@ -42,9 +42,17 @@ class Progress:
 
     BAR_WIDTH = 24
 
-    def __init__(self, name: str, steps: int, quiet: bool, *, first_step: int = 0,
-                 stdout: IO[str] | None = None, stderr: IO[str] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        name: str,
+        steps: int,
+        quiet: bool,
+        *,
+        first_step: int = 0,
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.name = name
         self.steps = int(steps)
         self.quiet = quiet
@@ -78,11 +86,19 @@ class Progress:
         rate, eta = self._speed(step)
         speed = f"{rate:6.1f} steps/s  ETA {eta:5.1f}s" if math.isfinite(eta) else ""
         # only what is known: no optimum (subopt), or a row that was not evaluated ([run] eval_every, eval)
-        known = "".join(f"{label} {values[key]:{form}}  " for label, key, form in (
-            ("avg-loss", "avg_model_loss", ".6f"), ("subopt", "suboptimality", ".3e"),
-            ("consensus", "consensus_distance", ".2e")) if math.isfinite(values.get(key, math.nan)))
-        return (f"[{self.name}] step {step:>{len(str(self.steps))}}/{self.steps}  {known}"
-                f"bits {values['cumulative_bits']:.3e}  {speed}").rstrip()
+        known = "".join(
+            f"{label} {values[key]:{form}}  "
+            for label, key, form in (
+                ("avg-loss", "avg_model_loss", ".6f"),
+                ("subopt", "suboptimality", ".3e"),
+                ("consensus", "consensus_distance", ".2e"),
+            )
+            if math.isfinite(values.get(key, math.nan))
+        )
+        return (
+            f"[{self.name}] step {step:>{len(str(self.steps))}}/{self.steps}  {known}"
+            f"bits {values['cumulative_bits']:.3e}  {speed}"
+        ).rstrip()
 
     def bar(self, step: int, values: Mapping[str, float], width: int | None = None) -> str:
         """The terminal line: bar, percentage, values, speed, ETA (cut to the terminal width)."""
@@ -91,15 +107,20 @@ class Progress:
         filled = int(round(frac * self.BAR_WIDTH))
         bar = "█" * filled + "░" * (self.BAR_WIDTH - filled)
         sub = values.get("suboptimality", math.nan)
-        loss, cons = values.get("avg_model_loss", math.nan), values.get("consensus_distance", math.nan)
+        loss, cons = (
+            values.get("avg_model_loss", math.nan),
+            values.get("consensus_distance", math.nan),
+        )
         # Most important first: a narrow terminal cuts the end of the line.
-        text = (f"[{self.name}] {bar} {100 * frac:3.0f}%  step {step}/{self.steps}  ETA {_eta(eta)}"
-                f"{f'  {rate:.1f} steps/s' if math.isfinite(rate) else ''}"
-                f"{f'  loss {loss:.6f}' if math.isfinite(loss) else ''}"
-                f"{f'  subopt {sub:.2e}' if math.isfinite(sub) else ''}"
-                f"{f'  cons {cons:.2e}' if math.isfinite(cons) else ''}  bits {values['cumulative_bits']:.3e}")
+        text = (
+            f"[{self.name}] {bar} {100 * frac:3.0f}%  step {step}/{self.steps}  ETA {_eta(eta)}"
+            f"{f'  {rate:.1f} steps/s' if math.isfinite(rate) else ''}"
+            f"{f'  loss {loss:.6f}' if math.isfinite(loss) else ''}"
+            f"{f'  subopt {sub:.2e}' if math.isfinite(sub) else ''}"
+            f"{f'  cons {cons:.2e}' if math.isfinite(cons) else ''}  bits {values['cumulative_bits']:.3e}"
+        )
         width = width or shutil.get_terminal_size((120, 24)).columns
-        return text[:max(width - 1, 10)]
+        return text[: max(width - 1, 10)]
 
     def update(self, step: int, values: Mapping[str, float]) -> None:
         if self.quiet:

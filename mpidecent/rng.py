@@ -28,7 +28,9 @@ PURPOSES: dict[str, int] = {
 
 def generator(seed: int, rank: int, step: int, purpose: str) -> np.random.Generator:
     """A fresh PCG64 generator keyed by (seed, rank, step, purpose); all four must be ≥ 0."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, rank, step, PURPOSES[purpose]])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed, rank, step, PURPOSES[purpose]]))
+    )
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,9 @@ class AllreduceSGD(Algorithm):
         self.ctx.collectives.allreduce_sum(self.objective.grads)
         sw.comm()
         # x ← x − α d(ḡ), ḡ = Σ_i g_i / n (sgd: the 1/n folded into the step size, as ever)
-        self.optimizer.descend(self._x_t, self._g_t, step_size(self.ctx.params, t), divisor=self.ctx.size)
+        self.optimizer.descend(
+            self._x_t, self._g_t, step_size(self.ctx.params, t), divisor=self.ctx.size
+        )
         sw.compute()
         sent = self.traffic
         return StepStats(loss, sent.bits, sent.bytes, sent.messages, sw.compute_s, sw.comm_s)

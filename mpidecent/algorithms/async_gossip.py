@@ -60,11 +60,38 @@ from mpidecent.gossip.rounds import DeltaRound
 from mpidecent.gossip.versions import gossip_rate, inconsistencies, merge_versions, staleness_stats
 
 # Indices into the int64 counters of state().
-_STEPS, _IN_ROUND, _ROUND, _GOSSIP_K, _GOSSIPS, _UPDATES, _SAMPLES, _STORED, _STRIDE, _VIOLATIONS, _STOPPED = range(11)
+(
+    _STEPS,
+    _IN_ROUND,
+    _ROUND,
+    _GOSSIP_K,
+    _GOSSIPS,
+    _UPDATES,
+    _SAMPLES,
+    _STORED,
+    _STRIDE,
+    _VIOLATIONS,
+    _STOPPED,
+) = range(11)
 # Indices into the float64 times/accumulators of state().
-_ROUND_START, _ROUND_LEN, _NEXT_GOSSIP, _ELAPSED, _LAST_LOSS, _LOCK_S, _ARRIVE, _SUM_MEAN, _INTERVAL_N, \
-    _INTERVAL_MAX, _GET_BYTES, _PUT_BYTES, _NOW = range(13)
-SAMPLE_ROWS = 4096  # stored staleness samples per rank; beyond, every other one is dropped (stride doubles)
+(
+    _ROUND_START,
+    _ROUND_LEN,
+    _NEXT_GOSSIP,
+    _ELAPSED,
+    _LAST_LOSS,
+    _LOCK_S,
+    _ARRIVE,
+    _SUM_MEAN,
+    _INTERVAL_N,
+    _INTERVAL_MAX,
+    _GET_BYTES,
+    _PUT_BYTES,
+    _NOW,
+) = range(13)
+SAMPLE_ROWS = (
+    4096  # stored staleness samples per rank; beyond, every other one is dropped (stride doubles)
+)
 
 
 class AsyncGossip(Algorithm):
@@ -79,8 +106,17 @@ class AsyncGossip(Algorithm):
         self.rate = gossip_rate(p["gossip_rate"], p["rate_policy"], n)
         slow = rank in p["slow_ranks"]
         self.slow = slow
-        self.clock = RankClock(ctx.seed, rank, n, self.rate, p["round_shift"], p["round_rate"], ctx.peers,
-                               p["slow_delay_shift_s"] if slow else 0.0, p["slow_delay_mean_s"] if slow else 0.0)
+        self.clock = RankClock(
+            ctx.seed,
+            rank,
+            n,
+            self.rate,
+            p["round_shift"],
+            p["round_rate"],
+            ctx.peers,
+            p["slow_delay_shift_s"] if slow else 0.0,
+            p["slow_delay_mean_s"] if slow else 0.0,
+        )
         self.w = self.objective.params  # SGD runs here (gradients are taken at w)
         self.x = self.w.copy()  # the published, mixed model
         self.round = DeltaRound(self.x, self.w)
@@ -108,15 +144,27 @@ class AsyncGossip(Algorithm):
     # ---- state -------------------------------------------------------------------------------------------
 
     def own_state(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "w": self.w, "x_before": self.round.before, "versions": self.versions,
-                "counters": self.counters, "times": self.times, "last_seen": self.last_seen,
-                "prev_versions": self.prev_versions, "rounds_seen": self.rounds_seen, "samples": self.samples}
+        return {
+            "x": self.x,
+            "w": self.w,
+            "x_before": self.round.before,
+            "versions": self.versions,
+            "counters": self.counters,
+            "times": self.times,
+            "last_seen": self.last_seen,
+            "prev_versions": self.prev_versions,
+            "rounds_seen": self.rounds_seen,
+            "samples": self.samples,
+        }
 
     def after_restore(self) -> None:
         """Resume: the clock continues from its counters; republish, then wait until every rank has."""
         self.round.active = bool(self.counters[_IN_ROUND])
         self._gap_peer = self.clock.gossip(int(self.counters[_GOSSIP_K]))
-        self.window.get_bytes, self.window.put_bytes = int(self.times[_GET_BYTES]), int(self.times[_PUT_BYTES])
+        self.window.get_bytes, self.window.put_bytes = (
+            int(self.times[_GET_BYTES]),
+            int(self.times[_PUT_BYTES]),
+        )
         self.window.lock_wait_s = float(self.times[_LOCK_S])
         self._start = None
         self._publish()
@@ -147,7 +195,9 @@ class AsyncGossip(Algorithm):
         sw.compute()
         last = c[_IN_ROUND] == self.K
         if self.logical:
-            until = times[_ROUND_START] + (times[_ROUND_LEN] if last else times[_ROUND_LEN] * c[_IN_ROUND] / self.K)
+            until = times[_ROUND_START] + (
+                times[_ROUND_LEN] if last else times[_ROUND_LEN] * c[_IN_ROUND] / self.K
+            )
             times[_NOW] = until
         else:
             until = times[_NOW] = self._elapsed()
@@ -184,7 +234,9 @@ class AsyncGossip(Algorithm):
         theirs = self.window.peer_versions
         own = int(theirs[peer])
         if own < self.last_seen[peer] or self.versions[peer] > own:
-            self.counters[_VIOLATIONS] += 1  # the peer's counter went backwards, or we know more than it did
+            self.counters[_VIOLATIONS] += (
+                1  # the peer's counter went backwards, or we know more than it did
+            )
         self.last_seen[peer] = own
         self.round.mix(self.window.peer_model)
         merge_versions(self.versions, theirs)
@@ -195,7 +247,9 @@ class AsyncGossip(Algorithm):
 
     def _publish(self) -> None:
         c = self.counters
-        self.window.publish(self.x, self.versions, int(c[_UPDATES]), int(c[_STEPS]), float(self.times[_NOW]))
+        self.window.publish(
+            self.x, self.versions, int(c[_UPDATES]), int(c[_STEPS]), float(self.times[_NOW])
+        )
 
     def _complete_round(self, sw: Stopwatch) -> None:
         c, times = self.counters, self.times
@@ -253,7 +307,7 @@ class AsyncGossip(Algorithm):
             if c[_STORED] == SAMPLE_ROWS:  # full: keep every other sample, store half as often
                 kept = self.samples[::2].copy()
                 self.samples.fill(np.nan)
-                self.samples[:kept.shape[0]] = kept
+                self.samples[: kept.shape[0]] = kept
                 c[_STORED] = kept.shape[0]
                 c[_STRIDE] *= 2
             if c[_SAMPLES] % c[_STRIDE] == 0:
@@ -309,9 +363,11 @@ class AsyncGossip(Algorithm):
         self.ctx.collectives.allreduce_sum(stored)
         rows = max(int(stored.max()), 1)
         samples = np.zeros((n, rows, 4))
-        mine = self.samples[:self.counters[_STORED]]
-        samples[rank, :mine.shape[0]] = mine  # each entry has one owner: the sum copies it (NaN included)
+        mine = self.samples[: self.counters[_STORED]]
+        samples[rank, : mine.shape[0]] = (
+            mine  # each entry has one owner: the sum copies it (NaN included)
+        )
         self.ctx.collectives.allreduce_sum(samples)
         for r in range(n):
-            samples[r, stored[r]:] = np.nan
+            samples[r, stored[r] :] = np.nan
         return {"version_vectors": table, "staleness_samples": samples}

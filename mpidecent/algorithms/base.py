@@ -40,7 +40,9 @@ class StepStats:
     messages_sent: int
     compute_s: float
     comm_s: float
-    nonfinite: bool = False  # this rank's state became NaN/inf and it sent a neutral message instead
+    nonfinite: bool = (
+        False  # this rank's state became NaN/inf and it sent a neutral message instead
+    )
 
 
 @dataclass
@@ -65,9 +67,15 @@ class Context:
     peers: np.ndarray | None = None
     steps: int = 0  # iterations of the run
     l2: float = 0.0  # ℓ2 coefficient λ of the model
-    stragglers: Mapping[str, Any] | None = None  # [stragglers] of the job (master/worker algorithms)
-    error_feedback: bool = False  # [compression] error_feedback: wrap the algorithm's compressed stream
-    outer: Mapping[str, Any] | None = None  # [outer]: local steps and an outer optimizer (local_steps.py)
+    stragglers: Mapping[str, Any] | None = (
+        None  # [stragglers] of the job (master/worker algorithms)
+    )
+    error_feedback: bool = (
+        False  # [compression] error_feedback: wrap the algorithm's compressed stream
+    )
+    outer: Mapping[str, Any] | None = (
+        None  # [outer]: local steps and an outer optimizer (local_steps.py)
+    )
 
 
 class Algorithm(ABC):
@@ -86,31 +94,55 @@ class Algorithm(ABC):
     def name(self) -> str:
         return self.spec.name
 
-    def stream(self, name: str, vectors: int = 1, scalars: int = 0, rounds: int = 1, in_flight: int = 1,
-               compressor: Compressor | None = None, error_feedback: bool = False) -> Stream:
+    def stream(
+        self,
+        name: str,
+        vectors: int = 1,
+        scalars: int = 0,
+        rounds: int = 1,
+        in_flight: int = 1,
+        compressor: Compressor | None = None,
+        error_feedback: bool = False,
+    ) -> Stream:
         """Open the neighbour message stream ``name`` (``comm/neighbor.py``): ``vectors`` compressed
         vectors (default: with the job's compressor) and ``scalars`` exact float64 numbers per message,
         ``rounds`` exchanges per step, up to ``in_flight`` exchanges in flight at once. Open every stream in
         ``__init__``, the same ones in the same order on every rank; the name gives the stream its own
         tags and random key."""
         if self.ctx.neighbors is None:
-            raise TypeError(f"{self.name} opens a message stream but its pattern is not neighbour gossip")
-        stream = self.ctx.neighbors.stream(name, compressor or self.compressor, self.ctx.seed, self.ctx.rank,
-                                           self.watch, vectors=vectors, scalars=scalars, rounds=rounds,
-                                           in_flight=in_flight, error_feedback=error_feedback)
+            raise TypeError(
+                f"{self.name} opens a message stream but its pattern is not neighbour gossip"
+            )
+        stream = self.ctx.neighbors.stream(
+            name,
+            compressor or self.compressor,
+            self.ctx.seed,
+            self.ctx.rank,
+            self.watch,
+            vectors=vectors,
+            scalars=scalars,
+            rounds=rounds,
+            in_flight=in_flight,
+            error_feedback=error_feedback,
+        )
         self.streams[name] = stream
         return stream
 
-    def add_optimizer(self, keys: Mapping[str, Any] | None = None, name: str = "optimizer",
-                  dim: int | None = None) -> LocalOptimizer:
+    def add_optimizer(
+        self, keys: Mapping[str, Any] | None = None, name: str = "optimizer", dim: int | None = None
+    ) -> LocalOptimizer:
         """A local optimizer over d-vectors (``dim``, default the model's) configured by ``keys`` (default:
         the ``[algorithm]`` keys ``optimizer``, ``momentum``, ``adam_*``) whose state is checkpointed as
         ``<name>_m``, ``<name>_v``, ``<name>_steps``; an algorithm may hold several (e.g. inner and
         outer), each under its own name."""
         if name in self.optimizers:
             raise ValueError(f"{self.name}: a second optimizer named {name!r}")
-        opt = LocalOptimizer(self.ctx.params if keys is None else keys,
-                             self.objective.dim if dim is None else dim, self.ctx.dtype, name=name)
+        opt = LocalOptimizer(
+            self.ctx.params if keys is None else keys,
+            self.objective.dim if dim is None else dim,
+            self.ctx.dtype,
+            name=name,
+        )
         self.optimizers[name] = opt
         return opt
 
@@ -122,8 +154,15 @@ class Algorithm(ABC):
         for stream in self.streams.values():
             taken = stream.traffic.take()
             sent.add(taken.bits, taken.bytes, taken.messages)
-        return StepStats(loss, sent.bits, sent.bytes, sent.messages, self.watch.compute_s, self.watch.comm_s,
-                         any(s.nonfinite for s in self.streams.values()))
+        return StepStats(
+            loss,
+            sent.bits,
+            sent.bytes,
+            sent.messages,
+            self.watch.compute_s,
+            self.watch.comm_s,
+            any(s.nonfinite for s in self.streams.values()),
+        )
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything needed to resume this rank bit for bit, by name: ``own_state`` followed by every
@@ -132,7 +171,9 @@ class Algorithm(ABC):
         for opt in self.optimizers.values():
             for key, array in opt.state().items():
                 if key in state:
-                    raise ValueError(f"{self.name}: state name {key!r} is used twice; rename the optimizer")
+                    raise ValueError(
+                        f"{self.name}: state name {key!r} is used twice; rename the optimizer"
+                    )
                 state[key] = array
         return state
 
@@ -180,8 +221,12 @@ class Algorithm(ABC):
     def describe(self) -> str:
         params = self.ctx.params
         # sgd, and no overlap: described as before those keys existed
-        unused = unused_optimizer_keys(params) | ({"overlap"} if not params.get("overlap", True) else set())
-        keys = ", ".join(f"{p.name}={params[p.name]}" for p in self.spec.params if p.name not in unused)
+        unused = unused_optimizer_keys(params) | (
+            {"overlap"} if not params.get("overlap", True) else set()
+        )
+        keys = ", ".join(
+            f"{p.name}={params[p.name]}" for p in self.spec.params if p.name not in unused
+        )
         text = f"{self.name}({keys})"
         if self.spec.compressors != ("identity",):
             text += f" with {self.compressor.describe()}"

@@ -20,8 +20,9 @@ from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
 
 
-def mix_and_step(x_t: torch.Tensor, mix_t: torch.Tensor, direction_t: torch.Tensor, self_weight: float,
-                 lr: float) -> None:
+def mix_and_step(
+    x_t: torch.Tensor, mix_t: torch.Tensor, direction_t: torch.Tensor, self_weight: float, lr: float
+) -> None:
     """x ← w_ii x + (Σ_j w_ij x_j − α d), with ``mix_t`` holding Σ_j w_ij x_j on entry.
 
     One operation order shared by D-PSGD and the momentum methods, so that DMSGD with β = 0 is
@@ -49,8 +50,13 @@ class DPSGD(Algorithm):
         message = self.gossip.start(t, self.x)
         loss = self.objective.loss_grad(t)  # overlaps with the exchange of x
         message.wait().mix(out=self.mix)
-        mix_and_step(self._x_t, self._mix_t, self.optimizer.direction(self._g_t), message.self_weight,
-                     step_size(self.ctx.params, t))
+        mix_and_step(
+            self._x_t,
+            self._mix_t,
+            self.optimizer.direction(self._g_t),
+            message.self_weight,
+            step_size(self.ctx.params, t),
+        )
         return self.stats(loss)
 
     def model_view(self) -> np.ndarray:

@@ -48,10 +48,21 @@ class _MasterWorker(Algorithm):
         self.tolerance = int(ctx.params.get("stragglers", 0))
         self.l2 = float(ctx.l2)
         self.theta = self.objective.params
-        self._theta_t, self._g_t = torch.from_numpy(self.theta), torch.from_numpy(self.objective.grads)
-        self.uplink = Uplink(ctx.master_worker, self.compressor, ctx.seed, ctx.rank, self.watch,
-                             error_feedback=ctx.error_feedback)
-        self.record = np.zeros((ctx.steps, self.workers), dtype=np.uint8)  # 1 = straggled (master's view)
+        self._theta_t, self._g_t = (
+            torch.from_numpy(self.theta),
+            torch.from_numpy(self.objective.grads),
+        )
+        self.uplink = Uplink(
+            ctx.master_worker,
+            self.compressor,
+            ctx.seed,
+            ctx.rank,
+            self.watch,
+            error_feedback=ctx.error_feedback,
+        )
+        self.record = np.zeros(
+            (ctx.steps, self.workers), dtype=np.uint8
+        )  # 1 = straggled (master's view)
         self.downlink = np.zeros(1)
         # Only the master steps: the workers hold the same state names with empty arrays.
         self.optimizer = self.add_optimizer(dim=self.objective.dim if ctx.rank == 0 else 0)
@@ -60,8 +71,12 @@ class _MasterWorker(Algorithm):
             self._estimate_t = torch.from_numpy(self.estimate)
 
     def own_state(self) -> dict[str, np.ndarray]:
-        return {"theta": self.theta, "stragglers": self.record, "downlink_bits": self.downlink,
-                **self.uplink.state()}
+        return {
+            "theta": self.theta,
+            "stragglers": self.record,
+            "downlink_bits": self.downlink,
+            **self.uplink.state(),
+        }
 
     def model_view(self) -> np.ndarray:
         return self.theta
@@ -119,7 +134,9 @@ class _MasterWorker(Algorithm):
             time.sleep(delay)  # the delay model: real straggling
         self.uplink.send(t)
         sw.comm()
-        return StepStats(loss, packed.bits, packed.nbytes, 1, sw.compute_s, sw.comm_s, self.uplink.nonfinite)
+        return StepStats(
+            loss, packed.bits, packed.nbytes, 1, sw.compute_s, sw.comm_s, self.uplink.nonfinite
+        )
 
 
 class GradientCoding(_MasterWorker):

@@ -75,9 +75,13 @@ def pull_weights(ctx: Context) -> tuple[tuple[float, ...], tuple[np.ndarray, ...
     ``[topology]`` weights themselves (row stochastic, checked when the job is planned)."""
     rows = ctx.neighbors.rows
     if ctx.params["pull_weights"] == "topology":
-        return tuple(r.self_weight for r in rows), tuple(np.asarray(r.in_weights, dtype=ctx.dtype) for r in rows)
+        return tuple(r.self_weight for r in rows), tuple(
+            np.asarray(r.in_weights, dtype=ctx.dtype) for r in rows
+        )
     shares = [1.0 / (len(r.in_neighbors) + 1.0) for r in rows]
-    return tuple(shares), tuple(np.full(len(r.in_neighbors), s, dtype=ctx.dtype) for r, s in zip(rows, shares))
+    return tuple(shares), tuple(
+        np.full(len(r.in_neighbors), s, dtype=ctx.dtype) for r, s in zip(rows, shares)
+    )
 
 
 class PushPull(_Tracking):
@@ -127,7 +131,9 @@ class PushPull(_Tracking):
         self.normalized = np.zeros(dim, dtype=dtype) if self.normalize else self.y  # y / v
         self._normalized_t = torch.from_numpy(self.normalized)
         self.pull_self, self.pull_in = pull_weights(ctx)
-        self.mix = np.zeros(dim, dtype=dtype)  # Σ_j R_ij x_j, then Σ_j C_ij y_j (or the copies' mixes)
+        self.mix = np.zeros(
+            dim, dtype=dtype
+        )  # Σ_j R_ij x_j, then Σ_j C_ij y_j (or the copies' mixes)
         self._mix_t = torch.from_numpy(self.mix)
         if self.compressed:
             period = ctx.neighbors.period
@@ -141,10 +147,16 @@ class PushPull(_Tracking):
             self._delta_t = torch.from_numpy(self.delta)
 
     def own_state(self) -> dict[str, np.ndarray]:
-        state = {"x": self.x, "y": self.y, "g_old": self.g_old} | ({"v": self.v} if self.normalize else {})
+        state = {"x": self.x, "y": self.y, "g_old": self.g_old} | (
+            {"v": self.v} if self.normalize else {}
+        )
         if self.compressed:
-            state |= {"ref_x_out": self.ref_x_out, "ref_x_in": self.ref_x_in, "ref_y_out": self.ref_y_out,
-                      "ref_y_in": self.ref_y_in}
+            state |= {
+                "ref_x_out": self.ref_x_out,
+                "ref_x_in": self.ref_x_in,
+                "ref_y_out": self.ref_y_out,
+                "ref_y_in": self.ref_y_in,
+            }
         return state
 
     def step(self, t: int) -> StepStats:
@@ -177,8 +189,9 @@ class PushPull(_Tracking):
         direction = self._direction()
         slot = t % self.ctx.neighbors.period
         models.wait().mix(out=self.mix, weights=self.pull_in[slot])
-        mix_and_step(self._x_t, self._mix_t, direction, self.pull_self[slot],
-                     step_size(self.ctx.params, t))  # x ← R_ii x + (Σ_j R_ij x_j − α d)
+        mix_and_step(
+            self._x_t, self._mix_t, direction, self.pull_self[slot], step_size(self.ctx.params, t)
+        )  # x ← R_ii x + (Σ_j R_ij x_j − α d)
         trackers.wait().mix(out=self.mix)
         self.y *= trackers.self_weight  # y ← C_ii y + Σ_j C_ij y_j
         self.y += self.mix
@@ -189,18 +202,39 @@ class PushPull(_Tracking):
         slot = t % self.ctx.neighbors.period
         models = self.model.start(t, np.subtract(self.x, self.ref_x_out[slot], out=self.delta))
         loss = self._track(t)  # while q^x travels
-        trackers = self.tracker.start(t, np.subtract(self.y, self.ref_y_out[slot], out=self.delta),
-                                      scalars=self._scalars())
+        trackers = self.tracker.start(
+            t, np.subtract(self.y, self.ref_y_out[slot], out=self.delta), scalars=self._scalars()
+        )
         direction = self._direction()
-        self._consensus(models, self.ref_x_out[slot], self.ref_x_in[slot], self._x_t, self.pull_self[slot],
-                        self.pull_in[slot])
+        self._consensus(
+            models,
+            self.ref_x_out[slot],
+            self.ref_x_in[slot],
+            self._x_t,
+            self.pull_self[slot],
+            self.pull_in[slot],
+        )
         self._x_t.add_(direction, alpha=-step_size(self.ctx.params, t))
-        self._consensus(trackers, self.ref_y_out[slot], self.ref_y_in[slot], self._y_t, trackers.self_weight, None)
+        self._consensus(
+            trackers,
+            self.ref_y_out[slot],
+            self.ref_y_in[slot],
+            self._y_t,
+            trackers.self_weight,
+            None,
+        )
         self._mix_weight(trackers, self.gamma)
         return loss
 
-    def _consensus(self, message, ref_out: np.ndarray, ref_in: np.ndarray, v_t: torch.Tensor, self_weight: float,
-                   weights: np.ndarray | None) -> None:
+    def _consensus(
+        self,
+        message,
+        ref_out: np.ndarray,
+        ref_in: np.ndarray,
+        v_t: torch.Tensor,
+        self_weight: float,
+        weights: np.ndarray | None,
+    ) -> None:
         """Copies += the message's decoded bytes (own and in-neighbours'), then
         v ← v + γ (Σ_{j∈N_in} w_ij v̂_j − (1 − w_ii) v̂_i)."""
         ref_out += message.own(out=self.delta)
@@ -219,7 +253,10 @@ class PushPull(_Tracking):
         return self.y / self.v[0] if self.normalize else self.y
 
     def extra_metrics(self) -> dict[str, float]:
-        return {**super().extra_metrics(), **({"push_sum_weight": float(self.v[0])} if self.normalize else {})}
+        return {
+            **super().extra_metrics(),
+            **({"push_sum_weight": float(self.v[0])} if self.normalize else {}),
+        }
 
 
 class PushDIGing(_Tracking):

@@ -78,7 +78,9 @@ class _LocalSteps(Algorithm):
         self.delta_weight = 1.0  # Σ_j c_ij w_j of the round being applied (Δ̄'s normaliser)
         self.phi_model = np.zeros(dim, dtype=dtype) if self.weighted else self.phi  # de-biased φ
         self._phi_model_t = torch.from_numpy(self.phi_model)
-        self.delta = np.zeros(dim, dtype=dtype)  # Δ_r of the last round ended (kept to resend after a resume)
+        self.delta = np.zeros(
+            dim, dtype=dtype
+        )  # Δ_r of the last round ended (kept to resend after a resume)
         self.mean_delta = np.zeros(dim, dtype=dtype)  # Δ̄, then scratch
         self._mean_delta_t = torch.from_numpy(self.mean_delta)
         self.kept = np.zeros(dim, dtype=dtype)  # the τ inner steps since the round's end, θ − θ_end
@@ -88,9 +90,12 @@ class _LocalSteps(Algorithm):
             self.momentum = np.zeros(dim, dtype=dtype)  # NoLoCo's m
             self.phi_old = np.zeros(dim, dtype=dtype)
         else:
-            self.outer = self.add_optimizer({"optimizer": outer["optimizer"], "momentum": outer["momentum"]},
-                                            name="outer")
-        self.pending: Any = None  # the handle of the exchange started and not applied yet (None: it blocked)
+            self.outer = self.add_optimizer(
+                {"optimizer": outer["optimizer"], "momentum": outer["momentum"]}, name="outer"
+            )
+        self.pending: Any = (
+            None  # the handle of the exchange started and not applied yet (None: it blocked)
+        )
         self.unbooked = Traffic()  # traffic of the exchange in flight, booked when it is applied
         self.pending_round = -1
         self.norms = np.full(2, math.nan)  # ‖Δ_i‖ and ‖Δ̄_i‖ of the last round applied (logged)
@@ -112,8 +117,13 @@ class _LocalSteps(Algorithm):
     # ---- the round --------------------------------------------------------------------------------------
 
     def own_state(self) -> dict[str, np.ndarray]:
-        state = {"theta": self.theta, "phi": self.phi, "delta": self.delta, "rounds": self.rounds,
-                 "round_norms": self.norms}
+        state = {
+            "theta": self.theta,
+            "phi": self.phi,
+            "delta": self.delta,
+            "rounds": self.rounds,
+            "round_norms": self.norms,
+        }
         if self.weighted:
             state["w"] = self.w
         if self.noloco:
@@ -135,7 +145,9 @@ class _LocalSteps(Algorithm):
     def step(self, t: int) -> StepStats:
         self.watch.restart()
         r_flight = self._in_flight_at(t)
-        if r_flight >= 0 and self.pending_round < 0:  # a resumed run: start the exchange again, same bytes
+        if (
+            r_flight >= 0 and self.pending_round < 0
+        ):  # a resumed run: start the exchange again, same bytes
             self.pending, self.pending_round = self._start(r_flight), r_flight
         loss = self.objective.loss_grad(t)
         self.inner.descend(self._theta_t, self._g_t, step_size(self.ctx.params, t))  # θ ← θ − α d
@@ -158,7 +170,11 @@ class _LocalSteps(Algorithm):
             taken = self._round_traffic()
             self.unbooked.add(taken.bits, taken.bytes, taken.messages)
             sent, self.unbooked = self.unbooked, Traffic()
-        stats.bits_sent, stats.bytes_sent, stats.messages_sent = sent.bits, sent.bytes, sent.messages
+        stats.bits_sent, stats.bytes_sent, stats.messages_sent = (
+            sent.bits,
+            sent.bytes,
+            sent.messages,
+        )
         return stats
 
     def _refresh_phi_model(self) -> None:
@@ -191,7 +207,7 @@ class _LocalSteps(Algorithm):
 
     def drain(self) -> None:
         super().drain()
-        for handle in (self.pending if isinstance(self.pending, tuple) else (self.pending,)):
+        for handle in self.pending if isinstance(self.pending, tuple) else (self.pending,):
             if handle is not None and hasattr(handle, "wait"):
                 handle.wait()
 
@@ -200,9 +216,11 @@ class _LocalSteps(Algorithm):
 
     def describe(self) -> str:
         outer = self.ctx.outer or {}
-        rule = ("NoLoCo pairing" if self.noloco else outer["optimizer"])
-        return (f"{super().describe()}, local steps: every {self.every} (delay {self.delay}), outer {rule} "
-                f"lr={self.outer_lr:g} momentum={self.outer_momentum:g}")
+        rule = "NoLoCo pairing" if self.noloco else outer["optimizer"]
+        return (
+            f"{super().describe()}, local steps: every {self.every} (delay {self.delay}), outer {rule} "
+            f"lr={self.outer_lr:g} momentum={self.outer_momentum:g}"
+        )
 
     def after_restore(self) -> None:
         self._refresh_phi_model()
@@ -210,8 +228,11 @@ class _LocalSteps(Algorithm):
         self.unbooked = Traffic()
 
     def extra_metrics(self) -> dict[str, float]:
-        metrics = {"outer_rounds": float(self.rounds[0]), "pseudo_gradient_norm": float(self.norms[0]),
-                   "mean_pseudo_gradient_norm": float(self.norms[1])}
+        metrics = {
+            "outer_rounds": float(self.rounds[0]),
+            "pseudo_gradient_norm": float(self.norms[0]),
+            "mean_pseudo_gradient_norm": float(self.norms[1]),
+        }
         if self.weighted:
             metrics["push_sum_weight"] = float(self.w[0])
         return metrics
@@ -253,13 +274,19 @@ class GossipRounds(_LocalSteps):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.mix = np.zeros(self.objective.dim, dtype=ctx.dtype)
-        self.delta_mass = np.zeros(self.objective.dim, dtype=ctx.dtype) if self.weighted else self.delta
+        self.delta_mass = (
+            np.zeros(self.objective.dim, dtype=ctx.dtype) if self.weighted else self.delta
+        )
         self.gossip = self.stream("outer", vectors=2, scalars=1 if self.weighted else 0)
 
     def _start(self, r: int) -> Any:
-        if self.weighted:  # Δ as push-sum mass, w_i Δ_i: its mix over the new weight is a weighted average
+        if (
+            self.weighted
+        ):  # Δ as push-sum mass, w_i Δ_i: its mix over the new weight is a weighted average
             np.multiply(self.delta, self.w[0], out=self.delta_mass)
-        return self.gossip.start(r, (self.phi, self.delta_mass), scalars=(self.w[0],) if self.weighted else ())
+        return self.gossip.start(
+            r, (self.phi, self.delta_mass), scalars=(self.w[0],) if self.weighted else ()
+        )
 
     def _finish(self, message: Any, r: int) -> None:
         message.wait()
@@ -267,7 +294,9 @@ class GossipRounds(_LocalSteps):
         message.mix(out=self.mix, field=0)  # φ ← w_ii φ + Σ_j w_ij φ_j
         self.phi *= c_ii
         self.phi += self.mix
-        message.mix(out=self.mix, field=1)  # Δ̄ ← w_ii Δ + Σ_j w_ij Δ_j (push-sum: of the masses w_j Δ_j)
+        message.mix(
+            out=self.mix, field=1
+        )  # Δ̄ ← w_ii Δ + Σ_j w_ij Δ_j (push-sum: of the masses w_j Δ_j)
         np.multiply(self.delta_mass, c_ii, out=self.mean_delta)
         self.mean_delta += self.mix
         if self.weighted:
@@ -287,10 +316,14 @@ class CompressedGossipRounds(_LocalSteps):
         self.gamma = float(ctx.params["gamma"])
         dim, dtype, period = self.objective.dim, ctx.dtype, ctx.neighbors.period
         max_in = max(len(row.in_neighbors) for row in ctx.neighbors.rows)
-        self.ref_out = np.zeros((period, dim), dtype=dtype)  # φ̂_i per slot, identical to its receivers' replica
+        self.ref_out = np.zeros(
+            (period, dim), dtype=dtype
+        )  # φ̂_i per slot, identical to its receivers' replica
         self.ref_in = np.zeros((period, max_in, dim), dtype=dtype)  # φ̂_j per slot and in-neighbour
         self.feedback = bool(ctx.error_feedback)
-        self.error = np.zeros(dim if self.feedback else 0, dtype=dtype)  # e_i: Δ's compression error
+        self.error = np.zeros(
+            dim if self.feedback else 0, dtype=dtype
+        )  # e_i: Δ's compression error
         self.to_send = np.zeros(dim, dtype=dtype)  # φ^m − φ̂_i, then scratch
         self.delta_sent = np.zeros(dim, dtype=dtype)  # Δ + e
         self.decoded = np.zeros(dim, dtype=dtype)
@@ -305,10 +338,14 @@ class CompressedGossipRounds(_LocalSteps):
     def _start(self, r: int) -> Any:
         slot = r % self.ctx.neighbors.period
         np.subtract(self.phi, self.ref_out[slot], out=self.to_send)
-        np.multiply(self.delta, self.w[0], out=self.delta_sent)  # Δ's mass w_i Δ_i (w = 1 unweighted)
+        np.multiply(
+            self.delta, self.w[0], out=self.delta_sent
+        )  # Δ's mass w_i Δ_i (w = 1 unweighted)
         if self.feedback:
             self.delta_sent += self.error
-        return self.gossip.start(r, (self.to_send, self.delta_sent), scalars=(self.w[0],) if self.weighted else ())
+        return self.gossip.start(
+            r, (self.to_send, self.delta_sent), scalars=(self.w[0],) if self.weighted else ()
+        )
 
     def _finish(self, message: Any, r: int) -> None:
         slot = r % self.ctx.neighbors.period
@@ -323,14 +360,18 @@ class CompressedGossipRounds(_LocalSteps):
         self.to_send += (c_ii - 1.0) * ref_out
         self.phi += self.gamma * self.to_send  # φ ← φ + γ (Σ_{j∈N_in∪{i}} w_ij φ̂_j − φ̂_i)
         own = message.own(out=self.decoded, field=1)  # Q(w_i Δ_i + e_i), as the receivers decode it
-        if self.feedback:  # e ← (w_i Δ_i + e) − Q(w_i Δ_i + e), from the state alone (a resent message agrees)
+        if (
+            self.feedback
+        ):  # e ← (w_i Δ_i + e) − Q(w_i Δ_i + e), from the state alone (a resent message agrees)
             np.multiply(self.delta, self.w[0], out=self.to_send)
             self.error += self.to_send
             self.error -= own
         message.mix(out=self.mean_delta, field=1)  # Δ̄ = w_ii Q(Δ_i) + Σ_j w_ij Q(Δ_j)
         self.mean_delta += c_ii * own
         if self.weighted:
-            self.delta_weight = c_ii * self.w[0] + message.mixed_scalar(0)  # Δ's weights mix in full
+            self.delta_weight = c_ii * self.w[0] + message.mixed_scalar(
+                0
+            )  # Δ's weights mix in full
             self.w[0] += self.gamma * (self.delta_weight - self.w[0])
 
 
@@ -356,7 +397,9 @@ class TrackingRounds(_LocalSteps):
         dim, dtype = self.objective.dim, ctx.dtype
         self.y = np.zeros(dim, dtype=dtype)  # the tracker of the mean pseudo-gradient
         self.delta_old = np.zeros(dim, dtype=dtype)  # Δ of the round before the last applied one
-        self.y_sent = np.zeros(dim, dtype=dtype)  # y⁺ (derived from the state: resent alike after a resume)
+        self.y_sent = np.zeros(
+            dim, dtype=dtype
+        )  # y⁺ (derived from the state: resent alike after a resume)
         self.mix = np.zeros(dim, dtype=dtype)
         self.pull_self, self.pull_in = pull_weights(ctx)
         self.model = self.stream("model")

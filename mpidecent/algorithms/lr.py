@@ -10,11 +10,22 @@ from mpidecent.params import Param
 
 LR_PARAMS: tuple[Param, ...] = (
     Param("lr", float, 0.1, "learning rate α₀ (step size of the gradient step)", minimum=0.0),
-    Param("lr_schedule", str, "constant",
-          "step size α_t: constant = α₀; inverse = α₀ / (1 + t/lr_decay_steps); "
-          "inverse_sqrt = α₀ / √(1 + t/lr_decay_steps)", choices=("constant", "inverse", "inverse_sqrt")),
-    Param("lr_decay_steps", float, 100.0, "time scale of the decaying schedules, in steps",
-          minimum=0.0, exclusive_minimum=True),
+    Param(
+        "lr_schedule",
+        str,
+        "constant",
+        "step size α_t: constant = α₀; inverse = α₀ / (1 + t/lr_decay_steps); "
+        "inverse_sqrt = α₀ / √(1 + t/lr_decay_steps)",
+        choices=("constant", "inverse", "inverse_sqrt"),
+    ),
+    Param(
+        "lr_decay_steps",
+        float,
+        100.0,
+        "time scale of the decaying schedules, in steps",
+        minimum=0.0,
+        exclusive_minimum=True,
+    ),
 )
 
 
@@ -32,20 +43,43 @@ OPTIMIZER_KEYS: Mapping[str, tuple[str, ...]] = {
 }
 
 OPTIMIZER_PARAMS: tuple[Param, ...] = (
-    Param("optimizer", str, "sgd",
-          "local optimizer, the direction d that replaces the gradient g in the step x ← x − α_t d: "
-          "sgd: d = g; heavy_ball: m ← β m + g, d = m; nesterov: m ← β m + g, d = g + β m; "
-          "adam: m ← β₁ m + (1 − β₁) g, v ← β₂ v + (1 − β₂) g², d = m̂ / (√v̂ + ε) with the bias corrections "
-          "m̂ = m / (1 − β₁ᵏ), v̂ = v / (1 − β₂ᵏ) at the optimizer's k-th step (PyTorch's convention). Each rank "
-          "keeps its own m, v; adam is not linear in g, so where ranks step on different local gradients "
-          "(the neighbour and async algorithms) its fixed point solves Σ_i d_i = 0 rather than Σ_i g_i = 0: "
-          "with heterogeneous data it settles near, not at, the optimum",
-          choices=tuple(OPTIMIZER_KEYS)),
-    Param("momentum", float, 0.9, "β of heavy_ball and nesterov, 0 ≤ β < 1", minimum=0.0, check=_below_one),
-    Param("adam_beta1", float, 0.9, "adam: β₁, decay of the first moment m, 0 ≤ β₁ < 1", minimum=0.0,
-          check=_below_one),
-    Param("adam_beta2", float, 0.999, "adam: β₂, decay of the second moment v, 0 ≤ β₂ < 1", minimum=0.0,
-          check=_below_one),
+    Param(
+        "optimizer",
+        str,
+        "sgd",
+        "local optimizer, the direction d that replaces the gradient g in the step x ← x − α_t d: "
+        "sgd: d = g; heavy_ball: m ← β m + g, d = m; nesterov: m ← β m + g, d = g + β m; "
+        "adam: m ← β₁ m + (1 − β₁) g, v ← β₂ v + (1 − β₂) g², d = m̂ / (√v̂ + ε) with the bias corrections "
+        "m̂ = m / (1 − β₁ᵏ), v̂ = v / (1 − β₂ᵏ) at the optimizer's k-th step (PyTorch's convention). Each rank "
+        "keeps its own m, v; adam is not linear in g, so where ranks step on different local gradients "
+        "(the neighbour and async algorithms) its fixed point solves Σ_i d_i = 0 rather than Σ_i g_i = 0: "
+        "with heterogeneous data it settles near, not at, the optimum",
+        choices=tuple(OPTIMIZER_KEYS),
+    ),
+    Param(
+        "momentum",
+        float,
+        0.9,
+        "β of heavy_ball and nesterov, 0 ≤ β < 1",
+        minimum=0.0,
+        check=_below_one,
+    ),
+    Param(
+        "adam_beta1",
+        float,
+        0.9,
+        "adam: β₁, decay of the first moment m, 0 ≤ β₁ < 1",
+        minimum=0.0,
+        check=_below_one,
+    ),
+    Param(
+        "adam_beta2",
+        float,
+        0.999,
+        "adam: β₂, decay of the second moment v, 0 ≤ β₂ < 1",
+        minimum=0.0,
+        check=_below_one,
+    ),
     Param("adam_eps", float, 1e-8, "adam: ε added to √v̂", minimum=0.0, exclusive_minimum=True),
 )
 
@@ -59,7 +93,7 @@ def step_size(params: Mapping[str, Any], t: int) -> float:
     if schedule == "constant":
         return lr
     scale = 1.0 + t / float(params["lr_decay_steps"])
-    return lr / scale if schedule == "inverse" else lr / scale ** 0.5
+    return lr / scale if schedule == "inverse" else lr / scale**0.5
 
 
 def unused_optimizer_keys(params: Mapping[str, Any]) -> frozenset[str]:

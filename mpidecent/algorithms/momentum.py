@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from mpidecent.comm.neighbor import Message
 
 
-def shared_momentum_update(m_t: torch.Tensor, mixed_m_t: torch.Tensor, g_t: torch.Tensor, beta: float) -> None:
+def shared_momentum_update(
+    m_t: torch.Tensor, mixed_m_t: torch.Tensor, g_t: torch.Tensor, beta: float
+) -> None:
     """m ← β (Σ_l π_jl m_l) + g, with ``mixed_m_t`` holding Σ_{l∈N_j∪{j}} π_jl m_l (the spec's reading)."""
     torch.add(g_t, mixed_m_t, alpha=beta, out=m_t)
 
@@ -44,7 +46,9 @@ class _MomentumBase(Algorithm):
         dim, dtype = self.objective.dim, ctx.dtype
         self.x = self.objective.params
         self.m = np.zeros(dim, dtype=dtype)
-        self.gossip = self.stream("model", vectors=2 if self.shared else 1)  # message: [x] or [x][m]
+        self.gossip = self.stream(
+            "model", vectors=2 if self.shared else 1
+        )  # message: [x] or [x][m]
         self.mix = np.zeros(dim, dtype=dtype)
         self._x_t, self._m_t = torch.from_numpy(self.x), torch.from_numpy(self.m)
         self._g_t, self._mix_t = torch.from_numpy(self.objective.grads), torch.from_numpy(self.mix)
@@ -66,7 +70,9 @@ class _MomentumBase(Algorithm):
         message.wait()
         self._momentum(message)
         message.mix(out=self.mix)  # Σ_{l∈N_j} π_jl x_l
-        mix_and_step(self._x_t, self._mix_t, self._m_t, message.self_weight, step_size(self.ctx.params, t))
+        mix_and_step(
+            self._x_t, self._mix_t, self._m_t, message.self_weight, step_size(self.ctx.params, t)
+        )
         return self.stats(loss)
 
 

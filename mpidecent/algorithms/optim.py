@@ -41,7 +41,9 @@ class LocalOptimizer:
     """One optimizer on one rank, over flat vectors of length ``dim``: the rule ``keys["optimizer"]``
     (default sgd) with its coefficients from ``keys``, state arrays named ``<name>_m`` etc."""
 
-    def __init__(self, keys: Mapping[str, Any], dim: int, dtype: np.dtype, name: str = "optimizer") -> None:
+    def __init__(
+        self, keys: Mapping[str, Any], dim: int, dtype: np.dtype, name: str = "optimizer"
+    ) -> None:
         self.name = name
         self.kind = str(keys.get("optimizer", "sgd"))
         self.beta = float(keys.get("momentum", 0.9))
@@ -90,9 +92,9 @@ class LocalOptimizer:
         self._v_t.mul_(self.beta2).addcmul_(g_t, g_t, value=1.0 - self.beta2)
         d = self._d_t
         torch.sqrt(self._v_t, out=d)
-        d.div_(math.sqrt(1.0 - self.beta2 ** k)).add_(self.eps)  # √v̂ + ε
+        d.div_(math.sqrt(1.0 - self.beta2**k)).add_(self.eps)  # √v̂ + ε
         torch.div(m, d, out=d)
-        return d.div_(1.0 - self.beta1 ** k)  # m̂ / (√v̂ + ε)
+        return d.div_(1.0 - self.beta1**k)  # m̂ / (√v̂ + ε)
 
     def descend(self, x_t: torch.Tensor, g_t: torch.Tensor, lr: float, divisor: float = 1) -> None:
         """x ← x − α d(g / divisor). With sgd exactly ``x.add_(g, alpha=-lr / divisor)`` (for all-reduce SGD

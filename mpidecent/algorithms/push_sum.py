@@ -41,13 +41,17 @@ class _PushSumBase(Algorithm):
         super().__init__(ctx)
         self.debias = bool(ctx.params["debias"])
         self.overlap = bool(ctx.params.get("overlap", False))
-        self.z = self.objective.params  # gradients are taken here; torch's parameters view this memory
+        self.z = (
+            self.objective.params
+        )  # gradients are taken here; torch's parameters view this memory
         self.x = self.z.copy()  # mass; every node starts from its initial model with y = 1
         self.y = np.ones(1, dtype=np.float64)
         self._x_t = torch.from_numpy(self.x)
         self._g_t = torch.from_numpy(self.objective.grads)
         self.optimizer = self.add_optimizer()  # its direction d in place of g
-        self.gossip = self.stream("model", vectors=1, scalars=1)  # message: [y_i][compressed vector]
+        self.gossip = self.stream(
+            "model", vectors=1, scalars=1
+        )  # message: [y_i][compressed vector]
         self.pending: Message | None = None  # overlap: the exchange of the next step, in flight
 
     def _gradient_step(self, t: int) -> float:
@@ -112,7 +116,9 @@ class PushSum(_PushSumBase):
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.mix = np.zeros(self.objective.dim, dtype=ctx.dtype)  # Σ_j w_ij x_j, decoded one message at a time
+        self.mix = np.zeros(
+            self.objective.dim, dtype=ctx.dtype
+        )  # Σ_j w_ij x_j, decoded one message at a time
         self._mix_t = torch.from_numpy(self.mix)
 
     def own_state(self) -> dict[str, np.ndarray]:
@@ -127,8 +133,13 @@ class PushSum(_PushSumBase):
             message = self._overlapped_message(t)
             loss = self.objective.loss_grad(t)  # while (x_t, y_t) travel
             message.wait().mix(out=self.mix)
-            mix_and_step(self._x_t, self._mix_t, self.optimizer.direction(self._g_t), message.self_weight,
-                         step_size(self.ctx.params, t))  # x ← w_ii x + (Σ_j w_ij x_j − α d)
+            mix_and_step(
+                self._x_t,
+                self._mix_t,
+                self.optimizer.direction(self._g_t),
+                message.self_weight,
+                step_size(self.ctx.params, t),
+            )  # x ← w_ii x + (Σ_j w_ij x_j − α d)
         else:
             loss = self._gradient_step(t)
             message = self._send(t).wait()
@@ -221,7 +232,9 @@ class QuantizedPushSum(_PushSumBase):
         self._delta_t.add_(torch.from_numpy(ref_out), alpha=message.self_weight - 1.0)
         self._x_t.add_(self._delta_t, alpha=self.gamma)
         if self.overlap:  # the gradient of z_t, taken while the message travelled: x −= α d
-            self._x_t.add_(self.optimizer.direction(self._g_t), alpha=-step_size(self.ctx.params, t))
+            self._x_t.add_(
+                self.optimizer.direction(self._g_t), alpha=-step_size(self.ctx.params, t)
+            )
         self._mix_weight(message, self.gamma)
         self._refresh_model()
         if self.overlap:

@@ -55,50 +55,89 @@ from pathlib import Path
 
 from mpidecent import texttable
 
-SECTIONS = ("exchange", "compressors", "step", "scaling", "target", "rma", "memory", "startup", "network", "status",
-            "overlap", "local_steps")
+SECTIONS = (
+    "exchange",
+    "compressors",
+    "step",
+    "scaling",
+    "target",
+    "rma",
+    "memory",
+    "startup",
+    "network",
+    "status",
+    "overlap",
+    "local_steps",
+)
 
 SIZES: dict[str, dict] = {
-    "tiny": {"ranks": 4, "exchange": {"dims": [1000, 100_000], "repeats": 5},
-             "compressors": {"dims": [100_000], "repeats": 3},
-             "step": {"hidden": [64], "batch": 16, "repeats": 3},
-             "scaling": {"ranks": [4, 6], "dims": [1000, 100_000], "repeats": 3},
-             "memory": {"d": 100_000, "steps": 2},
-             "target": {"pairs": [0], "steps": {"jobs/quickstart.toml": 60}, "ranks": {0: 4}},
-             "startup": {"ranks": [8, 16], "steps": 50, "timeout_s": 600},
-             "status": {"ranks": [4], "steps": 50, "repeats": 1}},
-    "small": {"ranks": 8, "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000], "repeats": 30},
-              "compressors": {"dims": [1_000_000, 10_000_000], "repeats": 7},
-              "step": {"hidden": [1024, 1024], "batch": 32, "repeats": 10},
-              "scaling": {"ranks": [4, 8, 16], "dims": [10_000, 100_000, 1_000_000], "repeats": 10},
-              "memory": {"d": 10_000_000, "steps": 3},
-              "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
-              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600},
-              "status": {"ranks": [8, 32], "steps": None, "repeats": 3}},
-    "large": {"ranks": 8, "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000, 10_000_000], "repeats": 50},
-              "compressors": {"dims": [1_000_000, 10_000_000, 100_000_000], "repeats": 9},
-              "step": {"hidden": [1024, 1024], "batch": 64, "repeats": 30},
-              "scaling": {"ranks": [4, 8, 16, 32], "dims": [10_000, 100_000, 1_000_000, 10_000_000], "repeats": 10},
-              "memory": {"d": 10_000_000, "steps": 5},
-              "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
-              "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600},
-              "status": {"ranks": [8, 16, 32, 64], "steps": None, "repeats": 5}},
+    "tiny": {
+        "ranks": 4,
+        "exchange": {"dims": [1000, 100_000], "repeats": 5},
+        "compressors": {"dims": [100_000], "repeats": 3},
+        "step": {"hidden": [64], "batch": 16, "repeats": 3},
+        "scaling": {"ranks": [4, 6], "dims": [1000, 100_000], "repeats": 3},
+        "memory": {"d": 100_000, "steps": 2},
+        "target": {"pairs": [0], "steps": {"jobs/quickstart.toml": 60}, "ranks": {0: 4}},
+        "startup": {"ranks": [8, 16], "steps": 50, "timeout_s": 600},
+        "status": {"ranks": [4], "steps": 50, "repeats": 1},
+    },
+    "small": {
+        "ranks": 8,
+        "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000], "repeats": 30},
+        "compressors": {"dims": [1_000_000, 10_000_000], "repeats": 7},
+        "step": {"hidden": [1024, 1024], "batch": 32, "repeats": 10},
+        "scaling": {"ranks": [4, 8, 16], "dims": [10_000, 100_000, 1_000_000], "repeats": 10},
+        "memory": {"d": 10_000_000, "steps": 3},
+        "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
+        "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600},
+        "status": {"ranks": [8, 32], "steps": None, "repeats": 3},
+    },
+    "large": {
+        "ranks": 8,
+        "exchange": {"dims": [1000, 10_000, 100_000, 1_000_000, 10_000_000], "repeats": 50},
+        "compressors": {"dims": [1_000_000, 10_000_000, 100_000_000], "repeats": 9},
+        "step": {"hidden": [1024, 1024], "batch": 64, "repeats": 30},
+        "scaling": {
+            "ranks": [4, 8, 16, 32],
+            "dims": [10_000, 100_000, 1_000_000, 10_000_000],
+            "repeats": 10,
+        },
+        "memory": {"d": 10_000_000, "steps": 5},
+        "target": {"pairs": [0, 1, 2], "steps": {}, "ranks": {}},
+        "startup": {"ranks": [8, 16, 32, 64], "steps": None, "timeout_s": 600},
+        "status": {"ranks": [8, 16, 32, 64], "steps": None, "repeats": 5},
+    },
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: side-by-side ratios (exchange, compressors, step, scaling, "
-                                         "time to target, RMA progress, memory, slow network, status agreement, "
-                                         "overlap, local steps)",
-                           description=__doc__.split("\n\n")[0])
-    bench.add_argument("--sections", default="all",
-                       help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
-    bench.add_argument("--size", choices=tuple(SIZES), default="small",
-                       help="tiny (about a minute and a half: the CI smoke test), small (default: ~30 minutes, "
-                            "~5 without the network and startup sections), large")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: side-by-side ratios (exchange, compressors, step, scaling, "
+        "time to target, RMA progress, memory, slow network, status agreement, "
+        "overlap, local steps)",
+        description=__doc__.split("\n\n")[0],
+    )
+    bench.add_argument(
+        "--sections",
+        default="all",
+        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)",
+    )
+    bench.add_argument(
+        "--size",
+        choices=tuple(SIZES),
+        default="small",
+        help="tiny (about a minute and a half: the CI smoke test), small (default: ~30 minutes, "
+        "~5 without the network and startup sections), large",
+    )
     bench.add_argument("--ranks", type=int, help="ranks for the MPI sections (default: 8; tiny: 4)")
-    bench.add_argument("--out", default="bench-results", help="folder for the JSON result (default: bench-results)")
-    bench.add_argument("--launcher", default="mpirun", help="MPI launcher command (default: mpirun)")
+    bench.add_argument(
+        "--out", default="bench-results", help="folder for the JSON result (default: bench-results)"
+    )
+    bench.add_argument(
+        "--launcher", default="mpirun", help="MPI launcher command (default: mpirun)"
+    )
 
 
 class BenchError(Exception):
@@ -125,14 +164,20 @@ class Launcher:
     def __call__(self, python_args: Sequence[str], ranks: int) -> None:
         argv = [*self.command, "-n", str(ranks), sys.executable, *python_args]
         try:
-            proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=self.timeout_s)
+            proc = subprocess.run(
+                argv, env=self.env, capture_output=True, text=True, timeout=self.timeout_s
+            )
         except subprocess.TimeoutExpired:
-            raise BenchError(f"{shlex.join(argv)} did not finish within {self.timeout_s:.0f} s") from None
+            raise BenchError(
+                f"{shlex.join(argv)} did not finish within {self.timeout_s:.0f} s"
+            ) from None
         except FileNotFoundError:
             raise BenchError(f"launcher {self.command[0]!r} not found (--launcher)") from None
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
-            raise BenchError(f"{shlex.join(argv)} exited with {proc.returncode}:\n  " + "\n  ".join(tail))
+            raise BenchError(
+                f"{shlex.join(argv)} exited with {proc.returncode}:\n  " + "\n  ".join(tail)
+            )
 
     def mpidecent(self, args: Sequence[str], ranks: int) -> None:
         self(["-m", "mpidecent", *args], ranks)
@@ -159,20 +204,35 @@ def _machine(launcher: Launcher) -> dict:
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), ""
+            )
     except OSError:
         pass
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": numpy.__version__, "torch": torch.__version__,
-            "launcher": shlex.join(launcher.command), "mpi": _launcher_version(launcher)}
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+        "launcher": shlex.join(launcher.command),
+        "mpi": _launcher_version(launcher),
+    }
 
 
 def _launcher_version(launcher: Launcher) -> str:
     try:
-        proc = subprocess.run([launcher.command[0], "--version"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [launcher.command[0], "--version"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr).strip() else "unknown"
+    return (
+        (proc.stdout or proc.stderr).strip().splitlines()[0]
+        if (proc.stdout or proc.stderr).strip()
+        else "unknown"
+    )
 
 
 def _tables(name: str, result: dict) -> str:
@@ -214,52 +274,125 @@ def _tables(name: str, result: dict) -> str:
         return title + "\n" + _grid(head, body)
     rows = result.get("rows", [])
     if name == "exchange":
-        head = ["d (float32)", "bytes/msg", "out-degree", "mpidecent µs", "raw µs", "ratio", "goal ≤ 1.15 (d ≥ 1e5)"]
-        body = [[f"{r['d']:.0e}", str(r["bytes_per_message"]), str(r["out_degree"]), f"{r['mpidecent_s'] * 1e6:.1f}",
-                 f"{r['raw_s'] * 1e6:.1f}", f"{r['ratio']:.3f}",
-                 ("yes" if r["ratio"] <= 1.15 else
-                  f"NO: {(r['mpidecent_s'] - r['raw_s']) * 1e6:.0f} µs more per call (per-call Python, or load: "
-                  f"rerun)") if r["d"] >= 1e5 else "-"] for r in rows]
+        head = [
+            "d (float32)",
+            "bytes/msg",
+            "out-degree",
+            "mpidecent µs",
+            "raw µs",
+            "ratio",
+            "goal ≤ 1.15 (d ≥ 1e5)",
+        ]
+        body = [
+            [
+                f"{r['d']:.0e}",
+                str(r["bytes_per_message"]),
+                str(r["out_degree"]),
+                f"{r['mpidecent_s'] * 1e6:.1f}",
+                f"{r['raw_s'] * 1e6:.1f}",
+                f"{r['ratio']:.3f}",
+                (
+                    "yes"
+                    if r["ratio"] <= 1.15
+                    else f"NO: {(r['mpidecent_s'] - r['raw_s']) * 1e6:.0f} µs more per call (per-call Python, or load: "
+                    f"rerun)"
+                )
+                if r["d"] >= 1e5
+                else "-",
+            ]
+            for r in rows
+        ]
         return result["graph"] + "\n" + _grid(head, body)
     if name == "step":
-        head = ["algorithm", "step ms", "÷ DDP", "goal ≤ 1.1 (exact)", "bytes/node/step", "bytes counted as"]
+        head = [
+            "algorithm",
+            "step ms",
+            "÷ DDP",
+            "goal ≤ 1.1 (exact)",
+            "bytes/node/step",
+            "bytes counted as",
+        ]
         exact = {"allreduce_sgd", "dpsgd", "push_sum"}
-        body = [[r["algorithm"], f"{r['step_s'] * 1e3:.2f}", f"{r['ratio_to_ddp']:.3f}",
-                 ("yes" if r["ratio_to_ddp"] <= 1.1 else f"NO: {r['ratio_to_ddp']:.2f}× DDP's step (see "
-                  "docs/performance.md, what limits)") if r["algorithm"] in exact else "-",
-                 f"{r['bytes_per_node_per_step']:.4g}", r["bytes_kind"]] for r in rows]
+        body = [
+            [
+                r["algorithm"],
+                f"{r['step_s'] * 1e3:.2f}",
+                f"{r['ratio_to_ddp']:.3f}",
+                (
+                    "yes"
+                    if r["ratio_to_ddp"] <= 1.1
+                    else f"NO: {r['ratio_to_ddp']:.2f}× DDP's step (see "
+                    "docs/performance.md, what limits)"
+                )
+                if r["algorithm"] in exact
+                else "-",
+                f"{r['bytes_per_node_per_step']:.4g}",
+                r["bytes_kind"],
+            ]
+            for r in rows
+        ]
         return f"{result['model']}, {result['ranks']} ranks\n" + _grid(head, body)
     if name == "scaling":
         head = ["n", "d", "step ms", "bytes/node/step"]
-        body = [[str(r["n"]), f"{r['d']:.0e}", f"{r['step_s'] * 1e3:.3f}", f"{r['bytes_per_node_per_step']:.6g}"]
-                for r in rows]
-        return "quantized push-sum gossip (qsgd 8-bit), directed ring + 1 chord: out-degree 2 at every n\n" + \
-            _grid(head, body)
+        body = [
+            [
+                str(r["n"]),
+                f"{r['d']:.0e}",
+                f"{r['step_s'] * 1e3:.3f}",
+                f"{r['bytes_per_node_per_step']:.6g}",
+            ]
+            for r in rows
+        ]
+        return (
+            "quantized push-sum gossip (qsgd 8-bit), directed ring + 1 chord: out-degree 2 at every n\n"
+            + _grid(head, body)
+        )
     if name == "memory":
         peaks, before = result["peak_rss_bytes"], min(result["rss_before_bytes"]) / 2**20
         mib = max(peaks) / 2**20
-        text = (f"{result['algorithm']}, d = {result['d']:.0e} {result['dtype']} "
-                f"({result['state_vector_bytes'] / 2**20:.1f} MiB per state vector): peak RSS per rank "
-                f"{min(peaks) / 2**20:.0f}–{mib:.0f} MiB (before building it {before:.0f} MiB)")
+        text = (
+            f"{result['algorithm']}, d = {result['d']:.0e} {result['dtype']} "
+            f"({result['state_vector_bytes'] / 2**20:.1f} MiB per state vector): peak RSS per rank "
+            f"{min(peaks) / 2**20:.0f}–{mib:.0f} MiB (before building it {before:.0f} MiB)"
+        )
         if result["d"] >= 10_000_000:  # the goal is stated at d = 1e7
             arrays = sum(result.get("arrays_bytes", {}).values()) / 2**20
-            text += ("\ngoal ≤ 450 MiB: yes" if mib <= 450 else
-                     f"\ngoal ≤ 450 MiB: NO: {before:.0f} MiB before building (python, numpy, torch, MPI), "
-                     f"{arrays:.0f} MiB of the library's large arrays, the rest numba's kernels and the allocator")
+            text += (
+                "\ngoal ≤ 450 MiB: yes"
+                if mib <= 450
+                else f"\ngoal ≤ 450 MiB: NO: {before:.0f} MiB before building (python, numpy, torch, MPI), "
+                f"{arrays:.0f} MiB of the library's large arrays, the rest numba's kernels and the allocator"
+            )
         return text
     if name == "rma":
-        return "\n".join(f"osc component {r['osc_component']}: passive-target progress {r['verdict']}" for r in rows) \
+        return (
+            "\n".join(
+                f"osc component {r['osc_component']}: passive-target progress {r['verdict']}"
+                for r in rows
+            )
             or "not measured (needs 2 ranks)"
+        )
     return json.dumps(result)
 
 
-def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: Launcher, root: Path,
-                 out_dir: Path) -> dict:
+def run_sections(
+    names: Sequence[str],
+    size: str,
+    ranks: int | None,
+    launcher: Launcher,
+    root: Path,
+    out_dir: Path,
+) -> dict:
     """Run the sections; returns {"machine", "size", "ranks", "sections": {name: result}}."""
     config = SIZES[size]
     ranks = ranks or config["ranks"]
-    results: dict = {"machine": _machine(launcher), "size": size, "ranks": ranks,
-                     "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "sections": {}}
+    results: dict = {
+        "machine": _machine(launcher),
+        "size": size,
+        "ranks": ranks,
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "sections": {},
+    }
     for name in names:
         if name == "compressors":
             from mpidecent.bench import compressors
@@ -276,14 +409,29 @@ def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: L
             from mpidecent.bench import target
 
             cfg = config["target"]
-            result = {"rows": target.run(launcher.mpidecent, root, out_dir / "target-runs", cfg["pairs"],
-                                         cfg["steps"], cfg["ranks"])}
+            result = {
+                "rows": target.run(
+                    launcher.mpidecent,
+                    root,
+                    out_dir / "target-runs",
+                    cfg["pairs"],
+                    cfg["steps"],
+                    cfg["ranks"],
+                )
+            }
         elif name == "startup":
             from mpidecent.bench import startup
 
             cfg = config["startup"]
-            result = startup.run(launcher.command, launcher.env, root, out_dir / "startup-runs", cfg["ranks"],
-                                 cfg["steps"], cfg["timeout_s"])
+            result = startup.run(
+                launcher.command,
+                launcher.env,
+                root,
+                out_dir / "startup-runs",
+                cfg["ranks"],
+                cfg["steps"],
+                cfg["timeout_s"],
+            )
         elif name == "network":
             from mpidecent.bench import network
 
@@ -300,8 +448,14 @@ def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: L
             from mpidecent.bench import status
 
             cfg = config["status"]
-            result = status.run(launcher.section, root, out_dir / "status-runs", cfg["ranks"], cfg["steps"],
-                                cfg["repeats"])
+            result = status.run(
+                launcher.section,
+                root,
+                out_dir / "status-runs",
+                cfg["ranks"],
+                cfg["steps"],
+                cfg["repeats"],
+            )
         else:
             result = launcher.section(name, config[name] if name in config else {}, ranks)
         results["sections"][name] = result
@@ -310,11 +464,17 @@ def run_sections(names: Sequence[str], size: str, ranks: int | None, launcher: L
 
 
 def main(args: argparse.Namespace) -> int:
-    names = SECTIONS if args.sections == "all" else tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    names = (
+        SECTIONS
+        if args.sections == "all"
+        else tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    )
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
-        print(f"mpidecent: error: --sections: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}",
-              file=sys.stderr)
+        print(
+            f"mpidecent: error: --sections: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}",
+            file=sys.stderr,
+        )
         return 2
     if args.ranks is not None and args.ranks < 2:
         print(f"mpidecent: error: --ranks must be ≥ 2, got {args.ranks}", file=sys.stderr)

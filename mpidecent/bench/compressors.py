@@ -51,7 +51,11 @@ def run(dims: Sequence[int], repeats: int = 7, fast: bool | None = None) -> list
         out = np.empty_like(v)
         for label, name, params, goal in OPERATORS:
             cls = COMPRESSORS[name]
-            extra = {"fast": fast} if name in ("qsgd", "qsgd_contractive", "onebit", "sign", "topk") else {}
+            extra = (
+                {"fast": fast}
+                if name in ("qsgd", "qsgd_contractive", "onebit", "sign", "topk")
+                else {}
+            )
             compressor = cls(d, np.float32, **params, **extra)
             buf = np.zeros(compressor.nbytes, dtype=np.uint8)
             key = RandomKey(0, 0, 1)
@@ -59,41 +63,80 @@ def run(dims: Sequence[int], repeats: int = 7, fast: bool | None = None) -> list
             encode = best_of(lambda: compressor.encode(v, key, out=buf), repeats)
             decode = best_of(lambda: compressor.decode(buf, key, out=out), repeats)
             reference_ratio = None
-            if getattr(compressor, "kernels", None) is not None:  # the numpy reference, side by side
+            if (
+                getattr(compressor, "kernels", None) is not None
+            ):  # the numpy reference, side by side
                 plain = cls(d, np.float32, **params, fast=False)
                 plain_encode = best_of(lambda: plain.encode(v, key, out=buf), max(2, repeats // 3))
-                plain_decode = best_of(lambda: plain.decode(buf, key, out=out), max(2, repeats // 3))
+                plain_decode = best_of(
+                    lambda: plain.decode(buf, key, out=out), max(2, repeats // 3)
+                )
                 reference_ratio = memcpy / (plain_encode + plain_decode)
-            rows.append({
-                "operator": label, "name": name, "params": params, "d": d, "bits": compressor.bits,
-                "encode_s": encode, "decode_s": decode, "memcpy_s": memcpy,
-                "encode_GBps": v.nbytes / encode / 1e9, "decode_GBps": v.nbytes / decode / 1e9,
-                "memcpy_GBps": v.nbytes / memcpy / 1e9,
-                "ratio": memcpy / (encode + decode), "goal": goal, "reference_ratio": reference_ratio,
-                "kernels": bool(getattr(compressor, "kernels", None) is not None),
-            })
+            rows.append(
+                {
+                    "operator": label,
+                    "name": name,
+                    "params": params,
+                    "d": d,
+                    "bits": compressor.bits,
+                    "encode_s": encode,
+                    "decode_s": decode,
+                    "memcpy_s": memcpy,
+                    "encode_GBps": v.nbytes / encode / 1e9,
+                    "decode_GBps": v.nbytes / decode / 1e9,
+                    "memcpy_GBps": v.nbytes / memcpy / 1e9,
+                    "ratio": memcpy / (encode + decode),
+                    "goal": goal,
+                    "reference_ratio": reference_ratio,
+                    "kernels": bool(getattr(compressor, "kernels", None) is not None),
+                }
+            )
     return rows
 
 
 # What bounds each operator with a goal at d = 1e7 (measured; docs/performance.md, "What limits").
-LIMITS = {"qsgd": "the dither hash and quantize per entry (scalar 64-bit multiplies without AVX-512)",
-          "onebit": "the dither hash per entry",
-          "sign": "the ℓ1 scale summed in entry order: one chain of dependent float64 adds",
-          "topk": "the candidate pass over |v| (a scan without AVX-512's vector compress)"}
+LIMITS = {
+    "qsgd": "the dither hash and quantize per entry (scalar 64-bit multiplies without AVX-512)",
+    "onebit": "the dither hash per entry",
+    "sign": "the ℓ1 scale summed in entry order: one chain of dependent float64 adds",
+    "topk": "the candidate pass over |v| (a scan without AVX-512's vector compress)",
+}
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["operator", "d", "encode GB/s", "decode GB/s", "memcpy GB/s", "enc+dec / memcpy", "numpy reference",
-            "goal", "met"]
+    head = [
+        "operator",
+        "d",
+        "encode GB/s",
+        "decode GB/s",
+        "memcpy GB/s",
+        "enc+dec / memcpy",
+        "numpy reference",
+        "goal",
+        "met",
+    ]
     body = []
     for r in rows:
         # The goals are about the memory-bound case (d ≥ 1e7); a smaller array sits in cache, where memcpy
         # runs several times faster and every ratio looks worse.
         goal = r["goal"] if r["d"] >= 10_000_000 else None
-        body.append([r["operator"], f"{r['d']:.0e}", f"{r['encode_GBps']:.2f}", f"{r['decode_GBps']:.2f}",
-                     f"{r['memcpy_GBps']:.1f}", f"{r['ratio']:.3f}",
-                     "-" if r.get("reference_ratio") is None else f"{r['reference_ratio']:.3f}",
-                     "-" if goal is None else f"≥ {goal}",
-                     "-" if goal is None else ("yes" if r["ratio"] >= goal else
-                                               f"NO: {r['ratio']:.2f} < {goal}; {LIMITS.get(r['name'], '')}")])
+        body.append(
+            [
+                r["operator"],
+                f"{r['d']:.0e}",
+                f"{r['encode_GBps']:.2f}",
+                f"{r['decode_GBps']:.2f}",
+                f"{r['memcpy_GBps']:.1f}",
+                f"{r['ratio']:.3f}",
+                "-" if r.get("reference_ratio") is None else f"{r['reference_ratio']:.3f}",
+                "-" if goal is None else f"≥ {goal}",
+                "-"
+                if goal is None
+                else (
+                    "yes"
+                    if r["ratio"] >= goal
+                    else f"NO: {r['ratio']:.2f} < {goal}; {LIMITS.get(r['name'], '')}"
+                ),
+            ]
+        )
     return head, body

@@ -31,8 +31,12 @@ from dataclasses import dataclass
 # Open MPI over TCP on the namespace's loopback only. pml ob1 (not ucx, which would pick shared memory),
 # btl tcp,self (no vader), and loopback included for both the byte transfer and the launcher's out-of-band
 # channel (Open MPI excludes lo by default).
-OMPI_OVER_LOOPBACK = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "tcp,self", "OMPI_MCA_btl_tcp_if_include": "lo",
-                      "OMPI_MCA_oob_tcp_if_include": "lo"}
+OMPI_OVER_LOOPBACK = {
+    "OMPI_MCA_pml": "ob1",
+    "OMPI_MCA_btl": "tcp,self",
+    "OMPI_MCA_btl_tcp_if_include": "lo",
+    "OMPI_MCA_oob_tcp_if_include": "lo",
+}
 _UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 
 # Runs inside the namespace: $1 rate, $2 burst, $3 latency, $4 file for the loopback's byte count, then argv.
@@ -77,7 +81,9 @@ def parse_rate(rate: str) -> float:
     """``100mbit`` → 1e8 bits per second (tc's bit units; bytes units such as ``mbps`` are refused)."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?bit)\s*", rate.lower())
     if not match:
-        raise ValueError(f"link rate {rate!r}: give bits per second as tc spells them, e.g. 100mbit or 1gbit")
+        raise ValueError(
+            f"link rate {rate!r}: give bits per second as tc spells them, e.g. 100mbit or 1gbit"
+        )
     value = float(match.group(1)) * _UNITS[match.group(2)]
     if value <= 0:
         raise ValueError(f"link rate {rate!r} must be > 0")
@@ -90,8 +96,12 @@ def probe() -> str | None:
         if shutil.which(tool) is None:
             return f"`{tool}` not found (util-linux / iproute2): cannot emulate a slow link here"
     try:
-        proc = subprocess.run(["unshare", "--net", "sh", "-c", _INSIDE, "sh", "1gbit", "512kb", "50ms", "", "true"],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["unshare", "--net", "sh", "-c", _INSIDE, "sh", "1gbit", "512kb", "50ms", "", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"cannot start a network namespace ({err}): an emulated link needs root or CAP_NET_ADMIN"
     if proc.returncode != 0:
@@ -104,7 +114,19 @@ def command(argv: Sequence[str], link: Link, bytes_file: str = "") -> list[str]:
     """``argv`` run in a fresh network namespace behind ``link``; the loopback's transmitted bytes during the
     command are written to ``bytes_file`` if given. Run it with ``environment()``."""
     parse_rate(link.rate)
-    return ["unshare", "--net", "sh", "-c", _INSIDE, "sh", link.rate, link.burst, link.latency, bytes_file, *argv]
+    return [
+        "unshare",
+        "--net",
+        "sh",
+        "-c",
+        _INSIDE,
+        "sh",
+        link.rate,
+        link.burst,
+        link.latency,
+        bytes_file,
+        *argv,
+    ]
 
 
 def environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -113,13 +135,15 @@ def environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    usage = ("usage: emulate-link RATE [--burst 512kb] -- COMMAND ... "
-             "(e.g. emulate-link 100mbit -- mpirun -n 8 mpidecent run job.toml)")
+    usage = (
+        "usage: emulate-link RATE [--burst 512kb] -- COMMAND ... "
+        "(e.g. emulate-link 100mbit -- mpirun -n 8 mpidecent run job.toml)"
+    )
     if "--" not in argv or argv.index("--") == 0 or argv.index("--") == len(argv) - 1:
         print(usage, file=sys.stderr)
         return 2
     split = argv.index("--")
-    options, cmd = argv[:split], argv[split + 1:]
+    options, cmd = argv[:split], argv[split + 1 :]
     burst = "512kb"
     if len(options) == 3 and options[1] == "--burst":
         burst = options[2]
@@ -141,8 +165,12 @@ def main(argv: list[str]) -> int:
     with tempfile.NamedTemporaryFile("r", prefix="mpidecent-link-", suffix=".bytes") as counter:
         status = subprocess.run(command(cmd, link, counter.name), env=environment()).returncode
         crossed = counter.read().strip()
-    print(f"emulated link: {link.describe()}; {int(crossed):,} bytes crossed it" if crossed.isdigit()
-          else f"emulated link: {link.describe()}", file=sys.stderr)
+    print(
+        f"emulated link: {link.describe()}; {int(crossed):,} bytes crossed it"
+        if crossed.isdigit()
+        else f"emulated link: {link.describe()}",
+        file=sys.stderr,
+    )
     return status
 
 

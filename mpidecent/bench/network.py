@@ -51,53 +51,123 @@ class Contender:
 
 QSGD8 = {"compression.name": "qsgd", "compression.levels": 127, "compression.bucket": 64}
 TOPK10 = {"compression.name": "topk", "compression.fraction": 0.1}
-GC = {"topology.kind": "star", "algorithm.name": "gradient_coding", "algorithm.code": "frc",
-      "algorithm.stragglers": 2, "algorithm.lr": 0.003, "algorithm.optimizer": "adam", "stragglers.model": "fixed",
-      "stragglers.count": 2, "data.batch_size": 0}
+GC = {
+    "topology.kind": "star",
+    "algorithm.name": "gradient_coding",
+    "algorithm.code": "frc",
+    "algorithm.stragglers": 2,
+    "algorithm.lr": 0.003,
+    "algorithm.optimizer": "adam",
+    "stragglers.model": "fixed",
+    "stragglers.count": 2,
+    "data.batch_size": 0,
+}
 
-CONTENDERS: dict[str, Contender] = {c.label: c for c in (
-    Contender("push_sum float32", "push_sum-f32", 8, {"algorithm.name": "push_sum"}),
-    Contender("quantized_push_sum qsgd 8-bit", "qps-qsgd8", 8, {"algorithm.name": "quantized_push_sum", **QSGD8}),
-    Contender("dpsgd float32", "dpsgd-f32", 8, {"topology.kind": "ring", "algorithm.name": "dpsgd"}),
-    Contender("choco_sgd top-k 10%", "choco-topk10", 8,
-              {"topology.kind": "ring", "algorithm.name": "choco_sgd", "algorithm.gamma": 0.1, **TOPK10}),
-    Contender("multi_gossip Q=5 top-k 10%", "mg5-topk10", 8,
-              {"topology.kind": "ring", "algorithm.name": "multi_gossip", "algorithm.gamma": 0.1,
-               "algorithm.gossip_rounds": 5, **TOPK10}),
-    Contender("allreduce_sgd float32", "allreduce-f32", 8,
-              {"topology.kind": "complete", "algorithm.name": "allreduce_sgd"}),
-    Contender("gradient_coding 1-bit", "gc-1bit", 7, {**GC, "compression.name": "onebit"}),
-    Contender("gradient_coding float32", "gc-f32", 7, {**GC, "compression.name": "identity"}),
-)}
-PAIR = ("quantized_push_sum qsgd 8-bit", "push_sum float32")  # (compressed, exact) of the time-to-target goal
+CONTENDERS: dict[str, Contender] = {
+    c.label: c
+    for c in (
+        Contender("push_sum float32", "push_sum-f32", 8, {"algorithm.name": "push_sum"}),
+        Contender(
+            "quantized_push_sum qsgd 8-bit",
+            "qps-qsgd8",
+            8,
+            {"algorithm.name": "quantized_push_sum", **QSGD8},
+        ),
+        Contender(
+            "dpsgd float32", "dpsgd-f32", 8, {"topology.kind": "ring", "algorithm.name": "dpsgd"}
+        ),
+        Contender(
+            "choco_sgd top-k 10%",
+            "choco-topk10",
+            8,
+            {
+                "topology.kind": "ring",
+                "algorithm.name": "choco_sgd",
+                "algorithm.gamma": 0.1,
+                **TOPK10,
+            },
+        ),
+        Contender(
+            "multi_gossip Q=5 top-k 10%",
+            "mg5-topk10",
+            8,
+            {
+                "topology.kind": "ring",
+                "algorithm.name": "multi_gossip",
+                "algorithm.gamma": 0.1,
+                "algorithm.gossip_rounds": 5,
+                **TOPK10,
+            },
+        ),
+        Contender(
+            "allreduce_sgd float32",
+            "allreduce-f32",
+            8,
+            {"topology.kind": "complete", "algorithm.name": "allreduce_sgd"},
+        ),
+        Contender("gradient_coding 1-bit", "gc-1bit", 7, {**GC, "compression.name": "onebit"}),
+        Contender("gradient_coding float32", "gc-f32", 7, {**GC, "compression.name": "identity"}),
+    )
+}
+PAIR = (
+    "quantized_push_sum qsgd 8-bit",
+    "push_sum float32",
+)  # (compressed, exact) of the time-to-target goal
 
 SIZES: dict[str, dict] = {
-    "tiny": {"links": ["1gbit"], "models": {"d≈2e3": [32]}, "contenders": ["push_sum float32",
-                                                                          "quantized_push_sum qsgd 8-bit"],
-             "ranks": 4, "step_runs": {"steps": 4, "log_every": 2}, "target": None,
-             "uplink": {"repeats": 2}, "calibrate_bytes": 1_000_000},
-    "small": {"links": ["1gbit", "100mbit"], "models": {"d≈1e5": [256, 256], "d≈1e6": [1024, 1024]},
-              "contenders": list(CONTENDERS), "ranks": None, "step_runs": {"steps": 6, "log_every": 3},
-              # per model: the first log point whose average model reaches the test accuracy (digits)
-              "target": {"d≈1e5": {"steps": 20, "log_every": 2, "test_accuracy": 0.7},
-                         "d≈1e6": {"steps": 20, "log_every": 5, "test_accuracy": 0.85}}, "uplink": {"repeats": 5},
-              "calibrate_bytes": 10_000_000},
+    "tiny": {
+        "links": ["1gbit"],
+        "models": {"d≈2e3": [32]},
+        "contenders": ["push_sum float32", "quantized_push_sum qsgd 8-bit"],
+        "ranks": 4,
+        "step_runs": {"steps": 4, "log_every": 2},
+        "target": None,
+        "uplink": {"repeats": 2},
+        "calibrate_bytes": 1_000_000,
+    },
+    "small": {
+        "links": ["1gbit", "100mbit"],
+        "models": {"d≈1e5": [256, 256], "d≈1e6": [1024, 1024]},
+        "contenders": list(CONTENDERS),
+        "ranks": None,
+        "step_runs": {"steps": 6, "log_every": 3},
+        # per model: the first log point whose average model reaches the test accuracy (digits)
+        "target": {
+            "d≈1e5": {"steps": 20, "log_every": 2, "test_accuracy": 0.7},
+            "d≈1e6": {"steps": 20, "log_every": 5, "test_accuracy": 0.85},
+        },
+        "uplink": {"repeats": 5},
+        "calibrate_bytes": 10_000_000,
+    },
 }
-SIZES["large"] = {**SIZES["small"], "target": {"d≈1e5": {"steps": 40, "log_every": 2, "test_accuracy": 0.8},
-                                               "d≈1e6": {"steps": 40, "log_every": 5, "test_accuracy": 0.9}},
-                  "uplink": {"repeats": 9}}
+SIZES["large"] = {
+    **SIZES["small"],
+    "target": {
+        "d≈1e5": {"steps": 40, "log_every": 2, "test_accuracy": 0.8},
+        "d≈1e6": {"steps": 40, "log_every": 5, "test_accuracy": 0.9},
+    },
+    "uplink": {"repeats": 9},
+}
 
 # The base job every contender varies: digits (64 features, 10 classes, held-out test set), an MLP of the
 # size's width, float32, Nesterov momentum; the graph a directed chord ring unless a contender sets another.
-BASE = {"run": {"seed": 1, "dtype": "float32"},
-        "topology": {"kind": "chord_ring"},
-        "algorithm": {"name": "push_sum", "lr": 0.1, "optimizer": "nesterov"},
-        "data": {"name": "digits", "batch_size": 32},
-        "model": {"name": "mlp"}}
+BASE = {
+    "run": {"seed": 1, "dtype": "float32"},
+    "topology": {"kind": "chord_ring"},
+    "algorithm": {"name": "push_sum", "lr": 0.1, "optimizer": "nesterov"},
+    "data": {"name": "digits", "batch_size": 32},
+    "model": {"name": "mlp"},
+}
 
 
-def job_text(name: str, contenders: Sequence[Contender], hidden: Sequence[int], steps: int, log_every: int,
-             ranks: int) -> str:
+def job_text(
+    name: str,
+    contenders: Sequence[Contender],
+    hidden: Sequence[int],
+    steps: int,
+    log_every: int,
+    ranks: int,
+) -> str:
     """One job file whose [[sweep]] variants are the contenders (one launch runs them one after another)."""
     sections: dict[str, dict] = {k: dict(v) for k, v in BASE.items()}
     sections["run"].update({"name": name, "steps": steps, "log_every": log_every})
@@ -117,9 +187,17 @@ def _train_seconds(run) -> np.ndarray:
     return (run.rank("compute_s") + run.rank("comm_s")).max(axis=1)
 
 
-def measure(launcher_argv: Sequence[str], link: Link, ranks: int, job: str, folder: Path,
-            contenders: Sequence[Contender], target_accuracy: float | None,
-            timeout_s: float, env: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+def measure(
+    launcher_argv: Sequence[str],
+    link: Link,
+    ranks: int,
+    job: str,
+    folder: Path,
+    contenders: Sequence[Contender],
+    target_accuracy: float | None,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> tuple[list[dict], dict]:
     """One ``mpirun … mpidecent run`` of the contenders' sweep behind ``link`` (``env``: more variables for
     the launch, e.g. MCA settings): (one row per contender, the launch: bytes that crossed the link, bytes
     the runs counted, seconds of the whole command)."""
@@ -130,19 +208,40 @@ def measure(launcher_argv: Sequence[str], link: Link, ranks: int, job: str, fold
     folder.mkdir(parents=True, exist_ok=True)
     job_path, counter = folder / "job.toml", folder / "link.bytes"
     job_path.write_text(job)
-    argv = [*launcher_argv, "-n", str(ranks), sys.executable, "-m", "mpidecent", "run", str(job_path),
-            "--out", str(folder), "--force", "--quiet"]
+    argv = [
+        *launcher_argv,
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "mpidecent",
+        "run",
+        str(job_path),
+        "--out",
+        str(folder),
+        "--force",
+        "--quiet",
+    ]
     started = time.perf_counter()
     try:
-        proc = subprocess.run(command(argv, link, str(counter)), env={**environment(_bench_env()), **(env or {})},
-                              capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            command(argv, link, str(counter)),
+            env={**environment(_bench_env()), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     except subprocess.TimeoutExpired:
-        raise BenchError(f"a run behind the {link.rate} link did not finish within {timeout_s:.0f} s") from None
+        raise BenchError(
+            f"a run behind the {link.rate} link did not finish within {timeout_s:.0f} s"
+        ) from None
     command_s = time.perf_counter() - started
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-        raise BenchError(f"{' '.join(argv)} behind the {link.rate} link exited with {proc.returncode}:\n  "
-                         + "\n  ".join(tail))
+        raise BenchError(
+            f"{' '.join(argv)} behind the {link.rate} link exited with {proc.returncode}:\n  "
+            + "\n  ".join(tail)
+        )
     link_bytes = int(counter.read_text().strip() or 0) if counter.exists() else None
     rows = []
     for c in contenders:
@@ -155,22 +254,41 @@ def measure(launcher_argv: Sequence[str], link: Link, ranks: int, job: str, fold
         if target_accuracy is not None and accuracy is not None:
             hits = np.flatnonzero(np.isfinite(accuracy) & (accuracy >= target_accuracy))
             if hits.size:
-                reached = {"step": int(step_index[hits[0]]), "train_s": float(train[hits[0]]),
-                           "wall_s": float(wall[hits[0]]), "bytes": int(run.glob("cumulative_bytes")[hits[0]])}
-        rows.append({"algorithm": c.label, "ranks": ranks, "d": int(run.attrs.get("model_dim", 0)) or None,
-                     "steps": int(step_index[-1]),
-                     # steady state: between the last two log points (the first steps warm caches up)
-                     "step_s": float((train[-1] - train[-2]) / (step_index[-1] - step_index[-2])),
-                     "train_s": float(train[-1]), "wall_s": float(wall[-1]),
-                     "bytes_counted": int(run.glob("cumulative_bytes")[-1]),
-                     "modelled_s": float(modelled[-1]) if modelled is not None else None,
-                     "compute_s": float(run.rank("compute_s")[-1].max()),
-                     "test_accuracy": float(accuracy[-1]) if accuracy is not None else None,
-                     "test_accuracy_series": [float(a) for a in accuracy] if accuracy is not None else None,
-                     "reached": reached,
-                     "launch": folder.name})
-    return rows, {"launch": folder.name, "link": link.rate, "ranks": ranks, "link_bytes": link_bytes,
-                  "bytes_counted": sum(r["bytes_counted"] for r in rows), "command_s": command_s}
+                reached = {
+                    "step": int(step_index[hits[0]]),
+                    "train_s": float(train[hits[0]]),
+                    "wall_s": float(wall[hits[0]]),
+                    "bytes": int(run.glob("cumulative_bytes")[hits[0]]),
+                }
+        rows.append(
+            {
+                "algorithm": c.label,
+                "ranks": ranks,
+                "d": int(run.attrs.get("model_dim", 0)) or None,
+                "steps": int(step_index[-1]),
+                # steady state: between the last two log points (the first steps warm caches up)
+                "step_s": float((train[-1] - train[-2]) / (step_index[-1] - step_index[-2])),
+                "train_s": float(train[-1]),
+                "wall_s": float(wall[-1]),
+                "bytes_counted": int(run.glob("cumulative_bytes")[-1]),
+                "modelled_s": float(modelled[-1]) if modelled is not None else None,
+                "compute_s": float(run.rank("compute_s")[-1].max()),
+                "test_accuracy": float(accuracy[-1]) if accuracy is not None else None,
+                "test_accuracy_series": [float(a) for a in accuracy]
+                if accuracy is not None
+                else None,
+                "reached": reached,
+                "launch": folder.name,
+            }
+        )
+    return rows, {
+        "launch": folder.name,
+        "link": link.rate,
+        "ranks": ranks,
+        "link_bytes": link_bytes,
+        "bytes_counted": sum(r["bytes_counted"] for r in rows),
+        "command_s": command_s,
+    }
 
 
 def _bench_env() -> dict[str, str]:
@@ -186,7 +304,9 @@ def unavailable(launcher_argv: Sequence[str]) -> str | None:
     return probe()
 
 
-def run(size: str, launcher_argv: Sequence[str], out: Path, contenders: Sequence[str] | None = None) -> dict:
+def run(
+    size: str, launcher_argv: Sequence[str], out: Path, contenders: Sequence[str] | None = None
+) -> dict:
     """The whole section: {"skipped": reason} where no emulated link can be made, else its rows."""
     reason = unavailable(launcher_argv)
     if reason:
@@ -203,27 +323,64 @@ def run(size: str, launcher_argv: Sequence[str], out: Path, contenders: Sequence
                 by_ranks.setdefault(min(c.ranks, config["ranks"] or c.ranks), []).append(c)
             for ranks, group in by_ranks.items():
                 job = job_text(f"steps-{tag}", group, hidden, ranks=ranks, **config["step_runs"])
-                rows, launch = measure(launcher_argv, link, ranks, job, out / f"steps-{tag}-n{ranks}", group, None,
-                                       1800)
+                rows, launch = measure(
+                    launcher_argv,
+                    link,
+                    ranks,
+                    job,
+                    out / f"steps-{tag}-n{ranks}",
+                    group,
+                    None,
+                    1800,
+                )
                 launches.append(launch)
                 steps_rows += [{"link": rate, "model": model_name, **r} for r in rows]
                 for r in rows:
-                    print(f"   {rate} {model_name} {r['algorithm']}: {_ms(r['step_s'])} ms/step", flush=True)
+                    print(
+                        f"   {rate} {model_name} {r['algorithm']}: {_ms(r['step_s'])} ms/step",
+                        flush=True,
+                    )
             if config["target"]:
                 tcfg, pair = config["target"][model_name], [CONTENDERS[n] for n in PAIR]
-                job = job_text(f"target-{tag}", pair, hidden, tcfg["steps"], tcfg["log_every"], pair[0].ranks)
-                rows, launch = measure(launcher_argv, link, pair[0].ranks, job, out / f"target-{tag}", pair,
-                                       tcfg["test_accuracy"], 3600)
+                job = job_text(
+                    f"target-{tag}", pair, hidden, tcfg["steps"], tcfg["log_every"], pair[0].ranks
+                )
+                rows, launch = measure(
+                    launcher_argv,
+                    link,
+                    pair[0].ranks,
+                    job,
+                    out / f"target-{tag}",
+                    pair,
+                    tcfg["test_accuracy"],
+                    3600,
+                )
                 launches.append(launch)
-                target_rows += [{"link": rate, "model": model_name, "target_accuracy": tcfg["test_accuracy"], **r}
-                                for r in rows]
+                target_rows += [
+                    {
+                        "link": rate,
+                        "model": model_name,
+                        "target_accuracy": tcfg["test_accuracy"],
+                        **r,
+                    }
+                    for r in rows
+                ]
                 for r in rows:
-                    print(f"   {rate} {model_name} {r['algorithm']}: test accuracy {tcfg['test_accuracy']} at "
-                          f"{'-' if not r['reached'] else round(r['reached']['train_s'], 2)} s", flush=True)
+                    print(
+                        f"   {rate} {model_name} {r['algorithm']}: test accuracy {tcfg['test_accuracy']} at "
+                        f"{'-' if not r['reached'] else round(r['reached']['train_s'], 2)} s",
+                        flush=True,
+                    )
         uplink_rows += uplink_phases(launcher_argv, link, config)
         calibration.append(calibrate(launcher_argv, link, config["calibrate_bytes"], 3))
-    return {"steps": steps_rows, "target": target_rows, "uplink": uplink_rows, "launches": launches,
-            "calibration": calibration, "links": config["links"]}
+    return {
+        "steps": steps_rows,
+        "target": target_rows,
+        "uplink": uplink_rows,
+        "launches": launches,
+        "calibration": calibration,
+        "links": config["links"],
+    }
 
 
 def _ms(seconds: float | None) -> str:
@@ -232,39 +389,80 @@ def _ms(seconds: float | None) -> str:
 
 # ---- gradient coding's phases, on the ranks ------------------------------------------------------------------
 
-def _on_ranks(launcher_argv: Sequence[str], link: Link, section: str, ranks: int, params: dict,
-              timeout_s: float) -> dict:
+
+def _on_ranks(
+    launcher_argv: Sequence[str],
+    link: Link,
+    section: str,
+    ranks: int,
+    params: dict,
+    timeout_s: float,
+) -> dict:
     """``section`` of ``main`` below run on ``ranks`` ranks behind ``link``; rank 0's result."""
     with tempfile.TemporaryDirectory(prefix=f"mpidecent-{section}-") as tmp:
         params_path, result = Path(tmp) / "p.json", Path(tmp) / "r.json"
         params_path.write_text(json.dumps(params))
-        argv = [*launcher_argv, "-n", str(ranks), sys.executable, "-m", "mpidecent.bench.network", section,
-                str(params_path), str(result)]
-        proc = subprocess.run(command(argv, link), env=environment(_bench_env()), capture_output=True, text=True,
-                              timeout=timeout_s)
+        argv = [
+            *launcher_argv,
+            "-n",
+            str(ranks),
+            sys.executable,
+            "-m",
+            "mpidecent.bench.network",
+            section,
+            str(params_path),
+            str(result),
+        ]
+        proc = subprocess.run(
+            command(argv, link),
+            env=environment(_bench_env()),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         if proc.returncode != 0:
             from mpidecent.bench import BenchError
 
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-            raise BenchError(f"the {section} probe behind the {link.rate} link exited with {proc.returncode}:\n  "
-                             + "\n  ".join(tail))
+            raise BenchError(
+                f"the {section} probe behind the {link.rate} link exited with {proc.returncode}:\n  "
+                + "\n  ".join(tail)
+            )
         return json.loads(result.read_text())
 
 
 def uplink_phases(launcher_argv: Sequence[str], link: Link, config: dict) -> list[dict]:
     ranks = 7 if config["ranks"] is None else min(7, config["ranks"])
-    return [{"link": link.rate, "model": model_name,
-             **_on_ranks(launcher_argv, link, "uplink", ranks,
-                         {"d": _mlp_dim(64, hidden, 10), "repeats": config["uplink"]["repeats"]}, 900)}
-            for model_name, hidden in config["models"].items()]
+    return [
+        {
+            "link": link.rate,
+            "model": model_name,
+            **_on_ranks(
+                launcher_argv,
+                link,
+                "uplink",
+                ranks,
+                {"d": _mlp_dim(64, hidden, 10), "repeats": config["uplink"]["repeats"]},
+                900,
+            ),
+        }
+        for model_name, hidden in config["models"].items()
+    ]
 
 
 def calibrate(launcher_argv: Sequence[str], link: Link, nbytes: int, repeats: int) -> dict:
     """The link's effective rate: one message of ``nbytes`` from rank 0 to rank 1 (2 ranks), median of
     ``repeats``, from a barrier until the receiver has it."""
-    seconds = _on_ranks(launcher_argv, link, "calibrate", 2, {"nbytes": nbytes, "repeats": repeats}, 600)["seconds"]
-    return {"link": link.rate, "nominal_bps": link.bandwidth_bps, "nbytes": nbytes, "seconds": seconds,
-            "effective_bps": 8 * nbytes / seconds}
+    seconds = _on_ranks(
+        launcher_argv, link, "calibrate", 2, {"nbytes": nbytes, "repeats": repeats}, 600
+    )["seconds"]
+    return {
+        "link": link.rate,
+        "nominal_bps": link.bandwidth_bps,
+        "nbytes": nbytes,
+        "seconds": seconds,
+        "effective_bps": 8 * nbytes / seconds,
+    }
 
 
 def _one_way(comm, params: dict) -> dict:
@@ -280,7 +478,9 @@ def _one_way(comm, params: dict) -> dict:
         elif comm.rank == 1:
             comm.Recv([buf, MPI.BYTE], source=0)
 
-    times = [_timed(comm, one) for _ in range(int(params["repeats"]) + 1)]  # the first opens the connection
+    times = [
+        _timed(comm, one) for _ in range(int(params["repeats"]) + 1)
+    ]  # the first opens the connection
     return {"seconds": float(np.median(times[1:]))}
 
 
@@ -307,9 +507,15 @@ def uplink(comm, params: dict) -> dict:
     for name in ("onebit", "identity"):
         compressor = build_compressor(name, d, "float32", {})
         link = MasterWorker(comm, d * 4, compressor.nbytes)
-        streams[name] = (link, Uplink(link, compressor, 1, comm.rank, Stopwatch()), compressor.nbytes)
+        streams[name] = (
+            link,
+            Uplink(link, compressor, 1, comm.rank, Stopwatch()),
+            compressor.nbytes,
+        )
     everyone = np.arange(comm.size - 1)
-    times: dict[str, list[float]] = {f"{n}_{p}": [] for n in streams for p in ("upload", "broadcast")}
+    times: dict[str, list[float]] = {
+        f"{n}_{p}": [] for n in streams for p in ("upload", "broadcast")
+    }
 
     step = 0
     for repeat in range(repeats + 1):  # the first round warms the kernels and connections up
@@ -338,41 +544,85 @@ def uplink(comm, params: dict) -> dict:
     for link, _, _ in streams.values():
         link.close()
     med = {k: float(np.median(v)) for k, v in times.items()}
-    return {"d": d, "workers": comm.size - 1, "onebit_bytes": streams["onebit"][2],
-            "float32_bytes": streams["identity"][2],
-            "upload_onebit_s": med["onebit_upload"], "upload_float32_s": med["identity_upload"],
-            "broadcast_s": float(np.median(times["onebit_broadcast"] + times["identity_broadcast"])),
-            "upload_speedup": med["identity_upload"] / med["onebit_upload"]}
+    return {
+        "d": d,
+        "workers": comm.size - 1,
+        "onebit_bytes": streams["onebit"][2],
+        "float32_bytes": streams["identity"][2],
+        "upload_onebit_s": med["onebit_upload"],
+        "upload_float32_s": med["identity_upload"],
+        "broadcast_s": float(np.median(times["onebit_broadcast"] + times["identity_broadcast"])),
+        "upload_speedup": med["identity_upload"] / med["onebit_upload"],
+    }
 
 
 # ---- tables ------------------------------------------------------------------------------------------------
+
 
 def tables(result: dict) -> str:
     from mpidecent import texttable
 
     if "skipped" in result:
         return f"skipped: {result['skipped']}"
-    parts = ["All ranks share one emulated link (network namespace, tbf on loopback, Open MPI over TCP)."]
-    parts += [f"{c['link']}: one {c['nbytes'] / 1e6:g} MB message takes {c['seconds'] * 1e3:.0f} ms, "
-              f"{c['effective_bps'] / 1e6:.0f} Mbit/s effective "
-              f"({c['effective_bps'] / c['nominal_bps']:.0%} of nominal)"
-              for c in result.get("calibration", [])]
-    parts.append("train s = slowest rank's compute + communication (steps only); wall s includes evaluation at log "
-                 "points; model ÷ measured = the shared-link model's time ÷ train s.")
-    head = ["link", "model", "algorithm", "ranks", "ms/step", "train s", "wall s", "MB counted", "model ÷ measured"]
-    body = [[r["link"], f"{r['model']} (d={r['d']:,})" if r["d"] else r["model"], r["algorithm"], str(r["ranks"]),
-             _ms(r["step_s"]), f"{r['train_s']:.2f}", f"{r['wall_s']:.1f}", f"{r['bytes_counted'] / 1e6:.1f}",
-             "-" if not r["modelled_s"] or not r["train_s"] else f"{r['modelled_s'] / r['train_s']:.2f}"]
-            for r in result["steps"]]
+    parts = [
+        "All ranks share one emulated link (network namespace, tbf on loopback, Open MPI over TCP)."
+    ]
+    parts += [
+        f"{c['link']}: one {c['nbytes'] / 1e6:g} MB message takes {c['seconds'] * 1e3:.0f} ms, "
+        f"{c['effective_bps'] / 1e6:.0f} Mbit/s effective "
+        f"({c['effective_bps'] / c['nominal_bps']:.0%} of nominal)"
+        for c in result.get("calibration", [])
+    ]
+    parts.append(
+        "train s = slowest rank's compute + communication (steps only); wall s includes evaluation at log "
+        "points; model ÷ measured = the shared-link model's time ÷ train s."
+    )
+    head = [
+        "link",
+        "model",
+        "algorithm",
+        "ranks",
+        "ms/step",
+        "train s",
+        "wall s",
+        "MB counted",
+        "model ÷ measured",
+    ]
+    body = [
+        [
+            r["link"],
+            f"{r['model']} (d={r['d']:,})" if r["d"] else r["model"],
+            r["algorithm"],
+            str(r["ranks"]),
+            _ms(r["step_s"]),
+            f"{r['train_s']:.2f}",
+            f"{r['wall_s']:.1f}",
+            f"{r['bytes_counted'] / 1e6:.1f}",
+            "-"
+            if not r["modelled_s"] or not r["train_s"]
+            else f"{r['modelled_s'] / r['train_s']:.2f}",
+        ]
+        for r in result["steps"]
+    ]
     parts.append(texttable.table(head, body, left=3))
     for launch in result["launches"]:
-        parts.append(f"launch {launch['launch']}: the runs counted {launch['bytes_counted'] / 1e6:,.1f} MB of "
-                     "messages; "
-                     f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with TCP/IP headers, start-up "
-                     f"and the evaluation at log points); whole command {launch['command_s']:.0f} s")
+        parts.append(
+            f"launch {launch['launch']}: the runs counted {launch['bytes_counted'] / 1e6:,.1f} MB of "
+            "messages; "
+            f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with TCP/IP headers, start-up "
+            f"and the evaluation at log points); whole command {launch['command_s']:.0f} s"
+        )
     if result["target"]:
-        head = ["link", "model", "algorithm", "target test acc", "reached at step", "train s to target",
-                "exact ÷ compressed", "goal ≥ 3× (100 Mbit/s, d ≥ 1e6)"]
+        head = [
+            "link",
+            "model",
+            "algorithm",
+            "target test acc",
+            "reached at step",
+            "train s to target",
+            "exact ÷ compressed",
+            "goal ≥ 3× (100 Mbit/s, d ≥ 1e6)",
+        ]
         body = []
         by = {(r["link"], r["model"], r["algorithm"]): r for r in result["target"]}
         for r in result["target"]:
@@ -383,23 +633,58 @@ def tables(result: dict) -> str:
                 value = exact["reached"]["train_s"] / r["reached"]["train_s"]
                 ratio = f"{value:.2f}×"
                 if r["link"] == "100mbit" and (r["d"] or 0) >= 1e6:
-                    goal = "met" if value >= 3 else (
-                        f"NOT met: {value:.2f}× < 3× (compute per step "
-                        f"{r['compute_s'] / max(r['steps'], 1) * 1e3:.0f} ms of the compressed run)")
-            body.append([r["link"], r["model"], r["algorithm"], f"{r['target_accuracy']:.2f}",
-                         str(r["reached"]["step"]) if r["reached"] else "not reached",
-                         f"{r['reached']['train_s']:.2f}" if r["reached"] else "-", ratio, goal])
+                    goal = (
+                        "met"
+                        if value >= 3
+                        else (
+                            f"NOT met: {value:.2f}× < 3× (compute per step "
+                            f"{r['compute_s'] / max(r['steps'], 1) * 1e3:.0f} ms of the compressed run)"
+                        )
+                    )
+            body.append(
+                [
+                    r["link"],
+                    r["model"],
+                    r["algorithm"],
+                    f"{r['target_accuracy']:.2f}",
+                    str(r["reached"]["step"]) if r["reached"] else "not reached",
+                    f"{r['reached']['train_s']:.2f}" if r["reached"] else "-",
+                    ratio,
+                    goal,
+                ]
+            )
         parts.append(texttable.table(head, body, left=3))
     if result["uplink"]:
-        head = ["link", "model", "workers", "upload 1-bit ms", "upload float32 ms", "float32 ÷ 1-bit",
-                "goal ≥ 5× (100 Mbit/s, d ≥ 1e6)", "master broadcast ms (float32)"]
-        body = [[r["link"], f"{r['model']} (d={r['d']:,})", str(r["workers"]), _ms(r["upload_onebit_s"]),
-                 _ms(r["upload_float32_s"]), f"{r['upload_speedup']:.1f}×",
-                 ("met" if r["upload_speedup"] >= 5 else
-                  f"NOT met: {r['upload_speedup']:.1f}× < 5× (1-bit upload {_ms(r['upload_onebit_s'])} ms: encode "
-                  "and latency)")
-                 if r["link"] == "100mbit" and r["d"] >= 1e6 else "-",
-                 _ms(r["broadcast_s"])] for r in result["uplink"]]
+        head = [
+            "link",
+            "model",
+            "workers",
+            "upload 1-bit ms",
+            "upload float32 ms",
+            "float32 ÷ 1-bit",
+            "goal ≥ 5× (100 Mbit/s, d ≥ 1e6)",
+            "master broadcast ms (float32)",
+        ]
+        body = [
+            [
+                r["link"],
+                f"{r['model']} (d={r['d']:,})",
+                str(r["workers"]),
+                _ms(r["upload_onebit_s"]),
+                _ms(r["upload_float32_s"]),
+                f"{r['upload_speedup']:.1f}×",
+                (
+                    "met"
+                    if r["upload_speedup"] >= 5
+                    else f"NOT met: {r['upload_speedup']:.1f}× < 5× (1-bit upload {_ms(r['upload_onebit_s'])} ms: encode "
+                    "and latency)"
+                )
+                if r["link"] == "100mbit" and r["d"] >= 1e6
+                else "-",
+                _ms(r["broadcast_s"]),
+            ]
+            for r in result["uplink"]
+        ]
         parts.append(texttable.table(head, body, left=2))
     return "\n".join(parts)
 

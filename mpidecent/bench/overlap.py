@@ -47,43 +47,93 @@ TCP_THREAD = {"OMPI_MCA_btl_tcp_progress_thread": "1"}
 # lr 0.05 with Nesterov 0.9: at lr 0.1 the overlapped (combine-then-adapt) push-sum is less stable on this
 # workload (jobs/digits_overlap.toml measures both; docs/performance.md).
 FAMILIES: dict[str, dict] = {
-    "dpsgd": {"label": "D-PSGD (ring)", "settings": {"algorithm.name": "dpsgd", "topology.kind": "ring",
-                                                     "algorithm.lr": 0.05},
-              "mechanisms": {"progress none": {"run.progress": "none"}, "progress hooks": {}}},
-    "push_sum": {"label": "exact push-sum (chord ring)",
-                 "settings": {"algorithm.name": "push_sum", "algorithm.lr": 0.05},
-                 "mechanisms": {"no overlap": {"algorithm.overlap": False},
-                                "overlap, progress none": {"algorithm.overlap": True, "run.progress": "none"},
-                                "overlap, progress hooks": {"algorithm.overlap": True}}},
+    "dpsgd": {
+        "label": "D-PSGD (ring)",
+        "settings": {"algorithm.name": "dpsgd", "topology.kind": "ring", "algorithm.lr": 0.05},
+        "mechanisms": {"progress none": {"run.progress": "none"}, "progress hooks": {}},
+    },
+    "push_sum": {
+        "label": "exact push-sum (chord ring)",
+        "settings": {"algorithm.name": "push_sum", "algorithm.lr": 0.05},
+        "mechanisms": {
+            "no overlap": {"algorithm.overlap": False},
+            "overlap, progress none": {"algorithm.overlap": True, "run.progress": "none"},
+            "overlap, progress hooks": {"algorithm.overlap": True},
+        },
+    },
 }
 # What the MPI library's own progress thread is compared on: the variants that leave progress to MPI.
 THREADED = {"dpsgd": "progress none", "push_sum": "overlap, progress none"}
 
 SIZES: dict[str, dict] = {
-    "tiny": {"workloads": [{"link": "1gbit", "ranks": 4, "hidden": [32], "batch": 16, "steps": 4, "log_every": 2}],
-             "families": ["dpsgd"], "tcp_thread": False},
+    "tiny": {
+        "workloads": [
+            {"link": "1gbit", "ranks": 4, "hidden": [32], "batch": 16, "steps": 4, "log_every": 2}
+        ],
+        "families": ["dpsgd"],
+        "tcp_thread": False,
+    },
     # MLP 64 → 1024 → 1024 → 10 (d = 1,126,410, 4.5 MB per float32 message): D-PSGD's 8 ranks send 16
     # messages per step, about 0.6 s on the shared 1 Gbit/s link (push-sum's chord ring 12: 0.45 s); batch
     # 2048 takes about as long to compute on 8 ranks sharing 2 cores.
-    "small": {"workloads": [{"link": "1gbit", "ranks": 8, "hidden": [1024, 1024], "batch": 2048, "steps": 100,
-                             "log_every": 10}],
-              "families": ["dpsgd", "push_sum"], "tcp_thread": True},
+    "small": {
+        "workloads": [
+            {
+                "link": "1gbit",
+                "ranks": 8,
+                "hidden": [1024, 1024],
+                "batch": 2048,
+                "steps": 100,
+                "log_every": 10,
+            }
+        ],
+        "families": ["dpsgd", "push_sum"],
+        "tcp_thread": True,
+    },
 }
-SIZES["large"] = {**SIZES["small"], "workloads": [
-    *SIZES["small"]["workloads"],
-    # MLP 64 → 256 → 256 → 10 (d = 85,002, 340 kB per message) on the 100 Mbit/s link
-    {"link": "100mbit", "ranks": 8, "hidden": [256, 256], "batch": 4096, "steps": 100, "log_every": 10}]}
+SIZES["large"] = {
+    **SIZES["small"],
+    "workloads": [
+        *SIZES["small"]["workloads"],
+        # MLP 64 → 256 → 256 → 10 (d = 85,002, 340 kB per message) on the 100 Mbit/s link
+        {
+            "link": "100mbit",
+            "ranks": 8,
+            "hidden": [256, 256],
+            "batch": 4096,
+            "steps": 100,
+            "log_every": 10,
+        },
+    ],
+}
 
 
 def _contenders(family: str, batch: int, ranks: int, mechanisms: Sequence[str]) -> list[Contender]:
     spec = FAMILIES[family]
     base = {**spec["settings"], "data.batch_size": batch}
-    rows = [Contender(f"{family}: compute alone", f"{family}-compute", ranks,
-                      {**base, "topology.kind": "disconnected"}),
-            Contender(f"{family}: communication alone", f"{family}-comm", ranks,
-                      {**base, "data.batch_size": 1, "algorithm.lr": 0.0})]
-    rows += [Contender(f"{family}: {m}", f"{family}-{m.replace(', ', '-').replace(' ', '-')}", ranks,
-                       {**base, **spec["mechanisms"][m]}) for m in mechanisms]
+    rows = [
+        Contender(
+            f"{family}: compute alone",
+            f"{family}-compute",
+            ranks,
+            {**base, "topology.kind": "disconnected"},
+        ),
+        Contender(
+            f"{family}: communication alone",
+            f"{family}-comm",
+            ranks,
+            {**base, "data.batch_size": 1, "algorithm.lr": 0.0},
+        ),
+    ]
+    rows += [
+        Contender(
+            f"{family}: {m}",
+            f"{family}-{m.replace(', ', '-').replace(' ', '-')}",
+            ranks,
+            {**base, **spec["mechanisms"][m]},
+        )
+        for m in mechanisms
+    ]
     return rows
 
 
@@ -100,19 +150,50 @@ def run(size: str, launcher_argv: Sequence[str], out: Path) -> dict:
             mechanisms = list(FAMILIES[family]["mechanisms"])
             launches = [("", {}, _contenders(family, w["batch"], w["ranks"], mechanisms))]
             if config["tcp_thread"]:
-                thread = [Contender(f"{family}: {THREADED[family]} + Open MPI TCP progress thread",
-                                    f"{family}-tcp-thread", w["ranks"],
-                                    {**FAMILIES[family]["settings"], "data.batch_size": w["batch"],
-                                     **FAMILIES[family]["mechanisms"][THREADED[family]]})]
+                thread = [
+                    Contender(
+                        f"{family}: {THREADED[family]} + Open MPI TCP progress thread",
+                        f"{family}-tcp-thread",
+                        w["ranks"],
+                        {
+                            **FAMILIES[family]["settings"],
+                            "data.batch_size": w["batch"],
+                            **FAMILIES[family]["mechanisms"][THREADED[family]],
+                        },
+                    )
+                ]
                 launches.append(("-tcp-thread", TCP_THREAD, thread))
             for suffix, env, contenders in launches:
-                job = job_text(f"overlap-{tag}-{family}{suffix}", contenders, w["hidden"], w["steps"], w["log_every"],
-                               w["ranks"])
-                measured, _ = measure(launcher_argv, link, w["ranks"], job,
-                                      out / f"overlap-{tag}-{family}{suffix}", contenders, None, 3600, env=env)
+                job = job_text(
+                    f"overlap-{tag}-{family}{suffix}",
+                    contenders,
+                    w["hidden"],
+                    w["steps"],
+                    w["log_every"],
+                    w["ranks"],
+                )
+                measured, _ = measure(
+                    launcher_argv,
+                    link,
+                    w["ranks"],
+                    job,
+                    out / f"overlap-{tag}-{family}{suffix}",
+                    contenders,
+                    None,
+                    3600,
+                    env=env,
+                )
                 for c, r in zip(contenders, measured):
-                    rows.append({"link": w["link"], "hidden": w["hidden"], "batch": w["batch"], "family": family,
-                                 "variant": c.label.split(": ", 1)[1], **r})
+                    rows.append(
+                        {
+                            "link": w["link"],
+                            "hidden": w["hidden"],
+                            "batch": w["batch"],
+                            "family": family,
+                            "variant": c.label.split(": ", 1)[1],
+                            **r,
+                        }
+                    )
                     print(f"   {w['link']} {c.label}: {r['step_s'] * 1e3:.0f} ms/step", flush=True)
     return {"rows": rows}
 
@@ -129,36 +210,97 @@ def summary(rows: Sequence[dict]) -> list[dict]:
             if variant in ("compute alone", "communication alone"):
                 continue
             accuracy, accuracy_gap = _late_accuracy(r), None
-            if baseline is not None and accuracy is not None and _late_accuracy(baseline) is not None:
+            if (
+                baseline is not None
+                and accuracy is not None
+                and _late_accuracy(baseline) is not None
+            ):
                 accuracy_gap = 100 * (accuracy - _late_accuracy(baseline))
-            out.append({"link": key[0], "family": key[1], "d": r["d"], "batch": r["batch"], "variant": variant,
-                        "compute_s": compute, "comm_s": comm, "sum_s": compute + comm, "max_s": slowest,
-                        "step_s": r["step_s"], "ratio": r["step_s"] / slowest,
-                        "hidden": (compute + comm - r["step_s"]) / min(compute, comm),
-                        "test_accuracy": accuracy, "accuracy_gap": accuracy_gap})
+            out.append(
+                {
+                    "link": key[0],
+                    "family": key[1],
+                    "d": r["d"],
+                    "batch": r["batch"],
+                    "variant": variant,
+                    "compute_s": compute,
+                    "comm_s": comm,
+                    "sum_s": compute + comm,
+                    "max_s": slowest,
+                    "step_s": r["step_s"],
+                    "ratio": r["step_s"] / slowest,
+                    "hidden": (compute + comm - r["step_s"]) / min(compute, comm),
+                    "test_accuracy": accuracy,
+                    "accuracy_gap": accuracy_gap,
+                }
+            )
     return out
 
 
 def _late_accuracy(row: dict) -> float | None:
     """The mean test accuracy of the run's last ``ACCURACY_POINTS_LOGGED`` log points."""
     series = row.get("test_accuracy_series")
-    return None if not series else sum(series[-ACCURACY_POINTS_LOGGED:]) / len(series[-ACCURACY_POINTS_LOGGED:])
+    return (
+        None
+        if not series
+        else sum(series[-ACCURACY_POINTS_LOGGED:]) / len(series[-ACCURACY_POINTS_LOGGED:])
+    )
 
 
 def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
     """(title, head, body) of the section's table."""
-    title = ("step time vs compute alone and communication alone (ms, slowest rank, steady state); hidden = "
-             "(compute + comm − step) ÷ min(compute, comm): 1 = the shorter one fully hidden, 0 = none")
-    head = ["link", "algorithm", "d / batch", "mechanism", "compute", "comm", "sum", "max", "step", "step ÷ max",
-            "hidden", f"goal ≤ {GOAL}", f"test acc (last {ACCURACY_POINTS_LOGGED} logs)", "Δ acc vs no overlap"]
+    title = (
+        "step time vs compute alone and communication alone (ms, slowest rank, steady state); hidden = "
+        "(compute + comm − step) ÷ min(compute, comm): 1 = the shorter one fully hidden, 0 = none"
+    )
+    head = [
+        "link",
+        "algorithm",
+        "d / batch",
+        "mechanism",
+        "compute",
+        "comm",
+        "sum",
+        "max",
+        "step",
+        "step ÷ max",
+        "hidden",
+        f"goal ≤ {GOAL}",
+        f"test acc (last {ACCURACY_POINTS_LOGGED} logs)",
+        "Δ acc vs no overlap",
+    ]
     body = []
     for s in summary(result["rows"]):
         overlapping = s["variant"] != "no overlap"
-        goal = "-" if not overlapping else ("met" if s["ratio"] <= GOAL else f"NOT met ({s['ratio']:.2f})")
-        gap = "-" if s["accuracy_gap"] is None or s["variant"] == "no overlap" else (
-            f"{s['accuracy_gap']:+.1f} pt" + ("" if abs(s["accuracy_gap"]) <= ACCURACY_POINTS else " (> 1 pt)"))
-        body.append([s["link"], FAMILIES[s["family"]]["label"], f"{s['d']:,} / {s['batch']}", s["variant"],
-                     f"{s['compute_s'] * 1e3:.0f}", f"{s['comm_s'] * 1e3:.0f}", f"{s['sum_s'] * 1e3:.0f}",
-                     f"{s['max_s'] * 1e3:.0f}", f"{s['step_s'] * 1e3:.0f}", f"{s['ratio']:.2f}", f"{s['hidden']:.2f}",
-                     goal, "-" if s["test_accuracy"] is None else f"{s['test_accuracy']:.3f}", gap])
+        goal = (
+            "-"
+            if not overlapping
+            else ("met" if s["ratio"] <= GOAL else f"NOT met ({s['ratio']:.2f})")
+        )
+        gap = (
+            "-"
+            if s["accuracy_gap"] is None or s["variant"] == "no overlap"
+            else (
+                f"{s['accuracy_gap']:+.1f} pt"
+                + ("" if abs(s["accuracy_gap"]) <= ACCURACY_POINTS else " (> 1 pt)")
+            )
+        )
+        body.append(
+            [
+                s["link"],
+                FAMILIES[s["family"]]["label"],
+                f"{s['d']:,} / {s['batch']}",
+                s["variant"],
+                f"{s['compute_s'] * 1e3:.0f}",
+                f"{s['comm_s'] * 1e3:.0f}",
+                f"{s['sum_s'] * 1e3:.0f}",
+                f"{s['max_s'] * 1e3:.0f}",
+                f"{s['step_s'] * 1e3:.0f}",
+                f"{s['ratio']:.2f}",
+                f"{s['hidden']:.2f}",
+                goal,
+                "-" if s["test_accuracy"] is None else f"{s['test_accuracy']:.3f}",
+                gap,
+            ]
+        )
     return title, head, body

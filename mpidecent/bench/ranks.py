@@ -45,8 +45,9 @@ def _timed(comm: MPI.Intracomm, fn: Callable[[], object]) -> float:
     return comm.allreduce(elapsed, op=MPI.MAX)
 
 
-def _interleaved(comm: MPI.Intracomm, contenders: dict[str, Callable[[], object]], repeats: int,
-                 warmup: int = 2) -> dict[str, float]:
+def _interleaved(
+    comm: MPI.Intracomm, contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> dict[str, float]:
     """Median slowest-rank seconds per call of each contender, calls interleaved."""
     for fn in contenders.values():
         for _ in range(warmup):
@@ -60,6 +61,7 @@ def _interleaved(comm: MPI.Intracomm, contenders: dict[str, Callable[[], object]
 
 # ---- 1. exchange overhead ----------------------------------------------------------------------------------
 
+
 def exchange(comm: MPI.Intracomm, params: dict) -> dict:
     from mpidecent.comm.exchange import NeighborExchange
     from mpidecent.topology.graphs import exponential
@@ -71,8 +73,10 @@ def exchange(comm: MPI.Intracomm, params: dict) -> dict:
     rows = []
     for d in params["dims"]:
         nbytes = 4 * int(d)
-        send = np.frombuffer(np.random.default_rng(comm.rank).standard_normal(d).astype(np.float32).tobytes(),
-                             dtype=np.uint8).copy()
+        send = np.frombuffer(
+            np.random.default_rng(comm.rank).standard_normal(d).astype(np.float32).tobytes(),
+            dtype=np.uint8,
+        ).copy()
         ours = NeighborExchange(dist, [(sources, destinations)], nbytes, nbytes)
         raw_recv = np.zeros((len(sources), nbytes), dtype=np.uint8)
 
@@ -81,19 +85,35 @@ def exchange(comm: MPI.Intracomm, params: dict) -> dict:
             ours.wait()
 
         def raw_exchange() -> None:
-            requests = [dist.Irecv([raw_recv[k], MPI.BYTE], source=src, tag=0) for k, src in enumerate(sources)]
+            requests = [
+                dist.Irecv([raw_recv[k], MPI.BYTE], source=src, tag=0)
+                for k, src in enumerate(sources)
+            ]
             requests += [dist.Isend([send, MPI.BYTE], dest=dst, tag=0) for dst in destinations]
             MPI.Request.Waitall(requests)
 
         repeats = max(5, int(params["repeats"] * min(1.0, 1e6 / d)))
         t = _interleaved(comm, {"mpidecent": mpidecent_exchange, "raw": raw_exchange}, repeats)
-        ok = bool(comm.allreduce(bool(np.array_equal(ours.recv[:len(sources)], raw_recv)), op=MPI.LAND))
-        rows.append({"d": int(d), "bytes_per_message": nbytes, "out_degree": len(destinations),
-                     "mpidecent_s": t["mpidecent"], "raw_s": t["raw"], "ratio": t["mpidecent"] / t["raw"],
-                     "same_bytes": ok, "repeats": repeats})
+        ok = bool(
+            comm.allreduce(bool(np.array_equal(ours.recv[: len(sources)], raw_recv)), op=MPI.LAND)
+        )
+        rows.append(
+            {
+                "d": int(d),
+                "bytes_per_message": nbytes,
+                "out_degree": len(destinations),
+                "mpidecent_s": t["mpidecent"],
+                "raw_s": t["raw"],
+                "ratio": t["mpidecent"] / t["raw"],
+                "same_bytes": ok,
+                "repeats": repeats,
+            }
+        )
     dist.Free()
-    return {"graph": f"exponential (directed), {comm.size} nodes, out-degree {len(graph.out_neighbors(0))}",
-            "rows": rows}
+    return {
+        "graph": f"exponential (directed), {comm.size} nodes, out-degree {len(graph.out_neighbors(0))}",
+        "rows": rows,
+    }
 
 
 # ---- 3. step time vs what users run instead ------------------------------------------------------------
@@ -137,7 +157,9 @@ def _runner(comm: MPI.Intracomm, text: str):
     from mpidecent.runner import Runner
 
     job = load_text(text)
-    return Runner(plan_job(job, comm.size), init_mpi(), "/nonexistent/bench.h5", overwrite=True, quiet=True)
+    return Runner(
+        plan_job(job, comm.size), init_mpi(), "/nonexistent/bench.h5", overwrite=True, quiet=True
+    )
 
 
 def _free(runner) -> None:
@@ -158,8 +180,9 @@ def _ddp_step_fn(comm: MPI.Intracomm, runner, batch: int):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     port = comm.bcast(port, root=0)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank,
-                            world_size=comm.size)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank, world_size=comm.size
+    )
     model = copy.deepcopy(runner.objective.flat.module).float()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01)
@@ -187,8 +210,14 @@ def step(comm: MPI.Intracomm, params: dict) -> dict:
     contenders: dict[str, Callable[[], object]] = {}
     counters: dict[str, dict] = {}
     for algorithm, topology, compression, keys in STEP_ALGORITHMS:
-        text = STEP_JOB.format(topology=topology, algorithm=algorithm, compression=compression,
-                               compression_keys=keys, batch=batch, hidden=json.dumps(hidden))
+        text = STEP_JOB.format(
+            topology=topology,
+            algorithm=algorithm,
+            compression=compression,
+            compression_keys=keys,
+            batch=batch,
+            hidden=json.dumps(hidden),
+        )
         runner = _runner(comm, text)
         runners[algorithm] = runner
         counter = {"t": 0, "bytes": 0, "messages": 0}
@@ -214,18 +243,33 @@ def step(comm: MPI.Intracomm, params: dict) -> dict:
             if name == "allreduce_sgd":
                 kind = "ring all-reduce volume (MPI picks its own algorithm)"
         else:
-            per_step = 2 * (comm.size - 1) / comm.size * 4 * ddp_params  # ring all-reduce of float32 grads
+            per_step = (
+                2 * (comm.size - 1) / comm.size * 4 * ddp_params
+            )  # ring all-reduce of float32 grads
             kind = "ring all-reduce volume of the float32 gradients (gloo's own algorithm)"
-        rows.append({"algorithm": name, "step_s": seconds, "ratio_to_ddp": seconds / times["ddp (gloo)"],
-                     "bytes_per_node_per_step": per_step, "bytes_kind": kind})
+        rows.append(
+            {
+                "algorithm": name,
+                "step_s": seconds,
+                "ratio_to_ddp": seconds / times["ddp (gloo)"],
+                "bytes_per_node_per_step": per_step,
+                "bytes_kind": kind,
+            }
+        )
     for runner in runners.values():
         _free(runner)
     dist.destroy_process_group()
-    return {"model": f"MLP 64 → {' → '.join(map(str, hidden))} → 10 on digits, d = {dim}, float32, "
-                     f"batch {batch} per rank", "d": dim, "rows": rows, "ranks": comm.size}
+    return {
+        "model": f"MLP 64 → {' → '.join(map(str, hidden))} → 10 on digits, d = {dim}, float32, "
+        f"batch {batch} per rank",
+        "d": dim,
+        "rows": rows,
+        "ranks": comm.size,
+    }
 
 
 # ---- 4. scaling ------------------------------------------------------------------------------------------
+
 
 def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
     """Quantized push-sum with zero gradients (pure gossip) on a directed ring plus one chord per node
@@ -240,9 +284,19 @@ def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
     src = np.concatenate([np.arange(n), np.arange(n)])
     dst = np.concatenate([(np.arange(n) + 1) % n, (np.arange(n) + n // 2) % n])
     graph = Graph.from_pairs(n, np.stack([src, dst], axis=1), directed=True, kind="ring+chord")
-    x0 = np.random.default_rng(comm.rank).standard_normal(d, dtype=np.float32)  # no float64 copy of d entries
-    return gossip_only(comm, Schedule.static(graph), (column_stochastic_uniform(graph),), "quantized_push_sum",
-                       compression, comp_params, {}, x0)
+    x0 = np.random.default_rng(comm.rank).standard_normal(
+        d, dtype=np.float32
+    )  # no float64 copy of d entries
+    return gossip_only(
+        comm,
+        Schedule.static(graph),
+        (column_stochastic_uniform(graph),),
+        "quantized_push_sum",
+        compression,
+        comp_params,
+        {},
+        x0,
+    )
 
 
 def scaling(comm: MPI.Intracomm, params: dict) -> dict:
@@ -259,13 +313,21 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
         repeats = max(3, int(params["repeats"] * min(1.0, 1e5 / d)))
         t = _interleaved(comm, {"gossip": one}, repeats)["gossip"]
         per_node = comm.allreduce(state["bytes"], op=MPI.SUM) / state["t"] / comm.size
-        rows.append({"n": comm.size, "d": int(d), "step_s": t, "bytes_per_node_per_step": per_node,
-                     "repeats": repeats})
+        rows.append(
+            {
+                "n": comm.size,
+                "d": int(d),
+                "step_s": t,
+                "bytes_per_node_per_step": per_node,
+                "repeats": repeats,
+            }
+        )
         connection.close()
     return {"rows": rows}
 
 
 # ---- memory ----------------------------------------------------------------------------------------------
+
 
 def _large_arrays(algo, least: int) -> dict[str, int]:
     """Bytes of every numpy array of at least ``least`` bytes that the algorithm, its objective, its
@@ -276,7 +338,10 @@ def _large_arrays(algo, least: int) -> dict[str, int]:
     for name, stream in getattr(algo, "streams", {}).items():
         owners += [(f"stream {name}", stream), (f"stream {name}.encoder", stream.encoder)]
         for k, message in enumerate(stream.messages):
-            owners += [(f"stream {name}.message{k}", message), (f"stream {name}.message{k}.exchange", message.exchange)]
+            owners += [
+                (f"stream {name}.message{k}", message),
+                (f"stream {name}.message{k}.exchange", message.exchange),
+            ]
     for owner, obj in owners:
         for name, value in vars(obj).items():
             if not isinstance(value, np.ndarray) or value.nbytes < least:
@@ -298,16 +363,25 @@ def memory(comm: MPI.Intracomm, params: dict) -> dict:
     for t in range(params["steps"]):
         algo.step(t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    arrays = _large_arrays(algo, 4 * d // 8)  # the library's arrays of ≥ 1/8 of a state vector (rank 0's)
+    arrays = _large_arrays(
+        algo, 4 * d // 8
+    )  # the library's arrays of ≥ 1/8 of a state vector (rank 0's)
     connection.close()
     peaks = comm.gather(peak, root=0)
     befores = comm.gather(before, root=0)
-    return {"d": d, "dtype": "float32", "state_vector_bytes": 4 * d, "peak_rss_bytes": peaks,
-            "rss_before_bytes": befores, "algorithm": "quantized_push_sum (qsgd 8-bit) gossip, in-degree 2",
-            "arrays_bytes": arrays}
+    return {
+        "d": d,
+        "dtype": "float32",
+        "state_vector_bytes": 4 * d,
+        "peak_rss_bytes": peaks,
+        "rss_before_bytes": befores,
+        "algorithm": "quantized_push_sum (qsgd 8-bit) gossip, in-degree 2",
+        "arrays_bytes": arrays,
+    }
 
 
 # ---- 6. RMA progress -------------------------------------------------------------------------------------
+
 
 def rma(comm: MPI.Intracomm, params: dict) -> dict:
     from mpidecent.comm.window import measure_passive_progress
@@ -318,9 +392,18 @@ def rma(comm: MPI.Intracomm, params: dict) -> dict:
     from mpidecent.comm.osc import probe_osc_component
 
     component = probe_osc_component(comm)
-    return {"rows": [{"osc_component": component, "idle_get_s": probe.idle_s, "busy_get_s": probe.busy_get_s,
-                      "target_busy_s": probe.busy_s, "progresses": probe.progresses,
-                      "verdict": probe.describe()}]}
+    return {
+        "rows": [
+            {
+                "osc_component": component,
+                "idle_get_s": probe.idle_s,
+                "busy_get_s": probe.busy_get_s,
+                "target_busy_s": probe.busy_s,
+                "progresses": probe.progresses,
+                "verdict": probe.describe(),
+            }
+        ]
+    }
 
 
 def status(comm: MPI.Intracomm, params: dict) -> dict:
@@ -330,7 +413,14 @@ def status(comm: MPI.Intracomm, params: dict) -> dict:
     return measure(comm, params)
 
 
-SECTIONS = {"exchange": exchange, "step": step, "scaling": scaling, "memory": memory, "rma": rma, "status": status}
+SECTIONS = {
+    "exchange": exchange,
+    "step": step,
+    "scaling": scaling,
+    "memory": memory,
+    "rma": rma,
+    "status": status,
+}
 
 
 def main(argv: list[str]) -> int:

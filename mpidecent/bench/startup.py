@@ -43,8 +43,15 @@ def _launch(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> di
     step-0 line (None: never printed) and the output's last lines."""
     start = time.perf_counter()
     # A session of its own, so that a launch past its timeout is ended with every rank it started.
-    proc = subprocess.Popen(list(argv), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace", start_new_session=True)
+    proc = subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     seen: dict[str, float] = {}
     tail: list[str] = []
 
@@ -84,16 +91,31 @@ def _training(path: Path) -> tuple[float | None, int | None]:
     return (float(wall) if wall is not None else None), (int(steps) if steps is not None else None)
 
 
-def run(launcher: Sequence[str], env: Mapping[str, str], root: Path, out: Path, ranks: Sequence[int],
-        steps: int | None, timeout_s: float) -> dict:
+def run(
+    launcher: Sequence[str],
+    env: Mapping[str, str],
+    root: Path,
+    out: Path,
+    ranks: Sequence[int],
+    steps: int | None,
+    timeout_s: float,
+) -> dict:
     """Launch the quickstart with each n of ``ranks`` (``launcher`` is the command before ``-n``;
     ``steps`` overrides run.steps, None: the job's own). Returns {"job", "steps", "cores", "rows"}."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     stopped = ""
     for n in ranks:
-        row: dict = {"n": int(n), "status": "", "exit_code": None, "wall_s": None, "step0_s": None,
-                     "training_s": None, "steps": None, "load_1min": os.getloadavg()[0]}
+        row: dict = {
+            "n": int(n),
+            "status": "",
+            "exit_code": None,
+            "wall_s": None,
+            "step0_s": None,
+            "training_s": None,
+            "steps": None,
+            "load_1min": os.getloadavg()[0],
+        }
         rows.append(row)
         free = available_memory()
         available = free / 2**20 if free is not None else None
@@ -101,13 +123,27 @@ def run(launcher: Sequence[str], env: Mapping[str, str], root: Path, out: Path, 
             row["status"] = f"not tried: {stopped}"
             continue
         if available is not None and n * RANK_MIB > available:
-            row["status"] = (f"skipped: {n} ranks need about {n * RANK_MIB / 1024:.1f} GiB, "
-                             f"{available / 1024:.1f} GiB available")
+            row["status"] = (
+                f"skipped: {n} ranks need about {n * RANK_MIB / 1024:.1f} GiB, "
+                f"{available / 1024:.1f} GiB available"
+            )
             continue
         results = out / f"quickstart-{n}.h5"
         extra = ["--set", f"run.steps={steps}", "--set", f"run.log_every={steps}"] if steps else []
-        argv = [*launcher, "-n", str(n), sys.executable, "-m", "mpidecent", "run", str(root / JOB),
-                "--out", str(results), "--force", *extra]
+        argv = [
+            *launcher,
+            "-n",
+            str(n),
+            sys.executable,
+            "-m",
+            "mpidecent",
+            "run",
+            str(root / JOB),
+            "--out",
+            str(results),
+            "--force",
+            *extra,
+        ]
         launch = _launch(argv, env, timeout_s)
         row.update({k: launch[k] for k in ("exit_code", "wall_s", "step0_s")})
         if launch["exit_code"] is None:
@@ -129,10 +165,29 @@ def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
         return "-" if value is None else f"{value:.1f}"
 
     steps = result["steps"] or "its 500"
-    title = (f"{result['job']} ({steps} steps) launched with n ranks on {result['cores']} cores: wall time from "
-             "launch to exit, to the step-0 line, and of the training loop")
-    head = ["n", "launch → exit s", "launch → step 0 s", "training s", "steps", "load before", "status"]
-    body = [[str(r["n"]), seconds(r["wall_s"]), seconds(r["step0_s"]), seconds(r["training_s"]),
-             "-" if r["steps"] is None else str(r["steps"]), f"{r['load_1min']:.1f}", r["status"]]
-            for r in result["rows"]]
+    title = (
+        f"{result['job']} ({steps} steps) launched with n ranks on {result['cores']} cores: wall time from "
+        "launch to exit, to the step-0 line, and of the training loop"
+    )
+    head = [
+        "n",
+        "launch → exit s",
+        "launch → step 0 s",
+        "training s",
+        "steps",
+        "load before",
+        "status",
+    ]
+    body = [
+        [
+            str(r["n"]),
+            seconds(r["wall_s"]),
+            seconds(r["step0_s"]),
+            seconds(r["training_s"]),
+            "-" if r["steps"] is None else str(r["steps"]),
+            f"{r['load_1min']:.1f}",
+            r["status"],
+        ]
+        for r in result["rows"]
+    ]
     return title, head, body

@@ -27,6 +27,7 @@ MODES = ("blocking", "pipelined")
 
 # ---- on the ranks (mpirun -n n python -m mpidecent.bench.ranks status PARAMS RESULT) ---------------------
 
+
 def measure(comm: Any, params: dict) -> dict:
     """Collective over ``comm`` (``COMM_WORLD``): ``params["repeats"]`` runs of the quickstart each way, with
     ``params["steps"]`` steps (None: the job's 500) and results files in ``params["out"]``. Returns (on every
@@ -45,7 +46,11 @@ def measure(comm: Any, params: dict) -> dict:
     env = init_mpi()
 
     def job(run_steps: int | None):  # the quickstart as shipped (log every 50 steps), or shortened
-        keys = [] if run_steps is None else [f"run.steps={run_steps}", f"run.log_every={min(50, run_steps)}"]
+        keys = (
+            []
+            if run_steps is None
+            else [f"run.steps={run_steps}", f"run.log_every={min(50, run_steps)}"]
+        )
         return plan_job(load_job(Path(params["root"]) / JOB, keys), comm.size)
 
     def run_once(mode: str, plan, name: str) -> tuple[float, int, int]:
@@ -74,36 +79,75 @@ def measure(comm: Any, params: dict) -> dict:
 
 # ---- the launcher side (mpidecent bench) ----------------------------------------------------------------
 
-def run(section: Callable[[str, dict, int], dict], root: Path, out: Path, ranks: Sequence[int], steps: int | None,
-        repeats: int) -> dict:
+
+def run(
+    section: Callable[[str, dict, int], dict],
+    root: Path,
+    out: Path,
+    ranks: Sequence[int],
+    steps: int | None,
+    repeats: int,
+) -> dict:
     """One launch per n of ``ranks`` through ``section`` (``Launcher.section``); returns {"job", "steps",
     "repeats", "rows"}, each row {"n", "lag", "steps", "steps_per_s", "median", "ratio"} or a skip note."""
     rows: list[dict] = []
     for n in ranks:
         free = available_memory()
         if free is not None and n * RANK_MIB > free / 2**20:
-            rows.append({"n": int(n), "status": f"skipped: {n} ranks need about {n * RANK_MIB / 1024:.1f} GiB, "
-                                                f"{free / 2**30:.1f} GiB available"})
+            rows.append(
+                {
+                    "n": int(n),
+                    "status": f"skipped: {n} ranks need about {n * RANK_MIB / 1024:.1f} GiB, "
+                    f"{free / 2**30:.1f} GiB available",
+                }
+            )
             continue
-        result = section("status", {"root": str(root), "out": str(out), "steps": steps, "repeats": repeats}, n)
+        result = section(
+            "status", {"root": str(root), "out": str(out), "steps": steps, "repeats": repeats}, n
+        )
         median = {mode: statistics.median(result["steps_per_s"][mode]) for mode in MODES}
-        rows.append({**result, "status": "ok", "median": median,
-                     "ratio": median["pipelined"] / median["blocking"] if median["blocking"] > 0 else None})
+        rows.append(
+            {
+                **result,
+                "status": "ok",
+                "median": median,
+                "ratio": median["pipelined"] / median["blocking"]
+                if median["blocking"] > 0
+                else None,
+            }
+        )
     return {"job": JOB, "steps": steps, "repeats": repeats, "rows": rows}
 
 
 def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
     """(title, head, body) of the section's table."""
     steps = result["steps"] or "its 500"
-    title = (f"{result['job']} ({steps} steps): steps/s with the status flags agreed by a blocking Allreduce "
-             f"after every step vs pipelined (lag L), median of {result['repeats']} interleaved runs each")
-    head = ["n", "L", "blocking steps/s", "pipelined steps/s", "pipelined ÷ blocking", "runs (blocking | pipelined)"]
+    title = (
+        f"{result['job']} ({steps} steps): steps/s with the status flags agreed by a blocking Allreduce "
+        f"after every step vs pipelined (lag L), median of {result['repeats']} interleaved runs each"
+    )
+    head = [
+        "n",
+        "L",
+        "blocking steps/s",
+        "pipelined steps/s",
+        "pipelined ÷ blocking",
+        "runs (blocking | pipelined)",
+    ]
     body = []
     for r in result["rows"]:
         if r["status"] != "ok":
             body.append([str(r["n"]), "-", "-", "-", "-", r["status"]])
             continue
         runs = " | ".join(" ".join(f"{v:.0f}" for v in r["steps_per_s"][mode]) for mode in MODES)
-        body.append([str(r["n"]), str(r["lag"]), f"{r['median']['blocking']:.1f}", f"{r['median']['pipelined']:.1f}",
-                     "-" if r["ratio"] is None else f"{r['ratio']:.2f}", runs])
+        body.append(
+            [
+                str(r["n"]),
+                str(r["lag"]),
+                f"{r['median']['blocking']:.1f}",
+                f"{r['median']['pipelined']:.1f}",
+                "-" if r["ratio"] is None else f"{r['ratio']:.2f}",
+                runs,
+            ]
+        )
     return title, head, body

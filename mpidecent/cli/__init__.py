@@ -19,8 +19,14 @@ import mpidecent
 from mpidecent.errors import EXIT_BAD_INPUT
 
 # subcommand → module of this package (its add_parser and main)
-COMMANDS = {"run": "run", "topology": "topology", "report": "report", "simulate-gossip": "simulate_gossip",
-            "info": "info", "data": "data"}
+COMMANDS = {
+    "run": "run",
+    "topology": "topology",
+    "report": "report",
+    "simulate-gossip": "simulate_gossip",
+    "info": "info",
+    "data": "data",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,8 +36,12 @@ class _Parser(argparse.ArgumentParser):
         from mpidecent.comm.world import launcher_rank
 
         if launcher_rank() in (None, 0):
-            command = " ".join(self.prog.split()[1:2])  # "mpidecent run" → run; the top level has none
-            sys.stderr.write(f"mpidecent: error: {message} (see {' '.join(['mpidecent', command]).strip()} --help)\n")
+            command = " ".join(
+                self.prog.split()[1:2]
+            )  # "mpidecent run" → run; the top level has none
+            sys.stderr.write(
+                f"mpidecent: error: {message} (see {' '.join(['mpidecent', command]).strip()} --help)\n"
+            )
         raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -40,7 +50,9 @@ def _command(name: str):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mpidecent", description="Decentralized, communication-compressed learning on MPI.")
+    parser = _Parser(
+        prog="mpidecent", description="Decentralized, communication-compressed learning on MPI."
+    )
     parser.add_argument("--version", action="version", version=f"mpidecent {mpidecent.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in ("run", "topology", "report", "simulate-gossip"):

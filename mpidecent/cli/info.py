@@ -11,8 +11,11 @@ from mpidecent.texttable import pairs
 
 
 def add_parser(sub) -> None:
-    sub.add_parser("info", help="MPI library, thread level, one-sided component, passive-target RMA progress, "
-                                "h5py MPI support")
+    sub.add_parser(
+        "info",
+        help="MPI library, thread level, one-sided component, passive-target RMA progress, "
+        "h5py MPI support",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,11 +40,18 @@ def main(args: argparse.Namespace) -> int:
         ("thread level", env.thread_level),
         ("ranks in this launch", str(env.size)),
         ("one-sided (osc) component", env.osc_component),
-        ("passive-target progress", probe.describe() if probe else "not measured (start 2 or more ranks: "
-                                                                   "mpirun -n 2 mpidecent info)"),
+        (
+            "passive-target progress",
+            probe.describe()
+            if probe
+            else "not measured (start 2 or more ranks: mpirun -n 2 mpidecent info)",
+        ),
         ("mpi4py", env.mpi4py_version),
         ("h5py", f"{h5py.__version__} (HDF5 {h5py.version.hdf5_version})"),
-        ("h5py has MPI", "yes" if h5py.get_config().mpi else "NO - parallel results files will not work"),
+        (
+            "h5py has MPI",
+            "yes" if h5py.get_config().mpi else "NO - parallel results files will not work",
+        ),
         ("torch", f"{torch.__version__}, {threads_per_rank()} thread(s) per rank"),
         ("numpy", np.__version__),
     ]

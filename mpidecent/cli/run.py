@@ -23,21 +23,39 @@ from mpidecent.errors import EXIT_BAD_INPUT, JobError
 
 
 def add_parser(sub) -> None:
-    run = sub.add_parser("run", help="train (start with mpirun -n N)",
-                         description="Run a job on every rank: mpirun -n N mpidecent run JOB.toml")
+    run = sub.add_parser(
+        "run",
+        help="train (start with mpirun -n N)",
+        description="Run a job on every rank: mpirun -n N mpidecent run JOB.toml",
+    )
     run.add_argument("job", help="job file (TOML)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a job key, e.g. --set algorithm.lr=0.05 (repeatable)")
-    run.add_argument("--out", help="results file (default: [run] out, else runs/<name>.h5); for a job with "
-                                   "[[sweep]] variants, the folder of their files")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a job key, e.g. --set algorithm.lr=0.05 (repeatable)",
+    )
+    run.add_argument(
+        "--out",
+        help="results file (default: [run] out, else runs/<name>.h5); for a job with "
+        "[[sweep]] variants, the folder of their files",
+    )
     run.add_argument("--force", action="store_true", help="overwrite an existing results file")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from the checkpoint and append to the results file (a completed run is "
-                          "skipped; with neither file present the job starts from step 0)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint and append to the results file (a completed run is "
+        "skipped; with neither file present the job starts from step 0)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress lines or summary")
-    run.add_argument("--variant", metavar="NAME_OR_INDEX",
-                     help="run only this [[sweep]] variant: its name, or its index counting from 0 in file order "
-                          "(e.g. $SLURM_ARRAY_TASK_ID); it writes the file the whole sweep would")
+    run.add_argument(
+        "--variant",
+        metavar="NAME_OR_INDEX",
+        help="run only this [[sweep]] variant: its name, or its index counting from 0 in file order "
+        "(e.g. $SLURM_ARRAY_TASK_ID); it writes the file the whole sweep would",
+    )
 
 
 def select_variant(jobs, wanted: str, path: str):
@@ -45,17 +63,23 @@ def select_variant(jobs, wanted: str, path: str):
     naming the valid names and range otherwise)."""
     names = [job.variant for job in jobs if job.variant]
     if not names:
-        raise JobError(f"--variant {wanted}: {path} has no [[sweep]] variants (run it without --variant)")
+        raise JobError(
+            f"--variant {wanted}: {path} has no [[sweep]] variants (run it without --variant)"
+        )
     if wanted in names:
         return jobs[names.index(wanted)]
     choices = f"names: {', '.join(names)}; indexes: 0-{len(names) - 1}"
     try:
         index = int(wanted)
     except ValueError:
-        raise JobError(f"--variant {wanted}: no [[sweep]] variant of that name in {path} ({choices})") from None
+        raise JobError(
+            f"--variant {wanted}: no [[sweep]] variant of that name in {path} ({choices})"
+        ) from None
     if not 0 <= index < len(names):
-        raise JobError(f"--variant {wanted}: index out of range, {path} has {len(names)} [[sweep]] variant(s) "
-                       f"({choices})")
+        raise JobError(
+            f"--variant {wanted}: index out of range, {path} has {len(names)} [[sweep]] variant(s) "
+            f"({choices})"
+        )
     return jobs[index]
 
 
@@ -82,8 +106,10 @@ def damaged_checkpoint(job_path: str, overrides: list[str], out: str | None) -> 
         read = functools.partial(read_every_object, row=launcher_rank() or 0)
         crashed = crash_probe(path, read) if os.path.isfile(path) else None
         if crashed:
-            return (f"checkpoint {path!r} is damaged ({crashed}); it and its results file were left untouched: "
-                    "restore a good copy, or start over with --force")
+            return (
+                f"checkpoint {path!r} is damaged ({crashed}); it and its results file were left untouched: "
+                "restore a good copy, or start over with --force"
+            )
     return None
 
 
@@ -92,7 +118,11 @@ def main(args: argparse.Namespace) -> int:
     from mpidecent.preemption import check_world_size, install_stop_handlers
 
     # (with --force too, the launch is refused below: nothing to read)
-    damaged = damaged_checkpoint(args.job, args.overrides, args.out) if args.resume and not args.force else None
+    damaged = (
+        damaged_checkpoint(args.job, args.overrides, args.out)
+        if args.resume and not args.force
+        else None
+    )
     init_mpi()  # the osc probe (a window allocated and freed on every rank) waits for a valid job
     from mpi4py import MPI
 

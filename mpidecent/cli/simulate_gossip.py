@@ -27,24 +27,56 @@ from mpidecent.texttable import table
 
 def add_parser(sub) -> None:
     """The ``simulate-gossip`` subcommand's flags (called by cli.py)."""
-    sim = sub.add_parser("simulate-gossip", help="single-process discrete-event simulation of async_gossip "
-                         "staleness for up to 10,000 users (no MPI)",
-                         description="Simulate an async_gossip job's version vectors and staleness for n users "
-                                     "(no MPI): mpidecent simulate-gossip JOB.toml -n 8,16,32 --policy constant,log_n")
-    sim.add_argument("job", help="job file (TOML) with [algorithm] name = \"async_gossip\" (may hold a [[sweep]])")
-    sim.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a job key (repeatable)")
-    sim.add_argument("-n", "--nodes", help="users, comma-separated (default: [topology] n of each job)")
-    sim.add_argument("--policy", help="rate policies to simulate, comma-separated: constant, log_n (default: the "
-                                      "job's rate_policy)")
-    sim.add_argument("--mode", default="pull", choices=MODES,
-                     help="pull: i reads j (the MPI engine); push: i writes to j (the reference formula's model); "
-                          "exchange: both merge (default pull)")
-    sim.add_argument("--sources", type=int, default=None, metavar="M",
-                     help=f"track M evenly spaced sources (default: all up to {DEFAULT_SOURCES})")
-    sim.add_argument("--warmup", type=float, default=0.2, metavar="FRACTION",
-                     help="fraction of the horizon left out of the time average (default 0.2)")
-    sim.add_argument("--out", help="results file (one simulation) or folder (several); default: [run] out")
+    sim = sub.add_parser(
+        "simulate-gossip",
+        help="single-process discrete-event simulation of async_gossip "
+        "staleness for up to 10,000 users (no MPI)",
+        description="Simulate an async_gossip job's version vectors and staleness for n users "
+        "(no MPI): mpidecent simulate-gossip JOB.toml -n 8,16,32 --policy constant,log_n",
+    )
+    sim.add_argument(
+        "job", help='job file (TOML) with [algorithm] name = "async_gossip" (may hold a [[sweep]])'
+    )
+    sim.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a job key (repeatable)",
+    )
+    sim.add_argument(
+        "-n", "--nodes", help="users, comma-separated (default: [topology] n of each job)"
+    )
+    sim.add_argument(
+        "--policy",
+        help="rate policies to simulate, comma-separated: constant, log_n (default: the "
+        "job's rate_policy)",
+    )
+    sim.add_argument(
+        "--mode",
+        default="pull",
+        choices=MODES,
+        help="pull: i reads j (the MPI engine); push: i writes to j (the reference formula's model); "
+        "exchange: both merge (default pull)",
+    )
+    sim.add_argument(
+        "--sources",
+        type=int,
+        default=None,
+        metavar="M",
+        help=f"track M evenly spaced sources (default: all up to {DEFAULT_SOURCES})",
+    )
+    sim.add_argument(
+        "--warmup",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="fraction of the horizon left out of the time average (default 0.2)",
+    )
+    sim.add_argument(
+        "--out", help="results file (one simulation) or folder (several); default: [run] out"
+    )
     sim.add_argument("--force", action="store_true", help="overwrite existing results files")
 
 
@@ -64,7 +96,9 @@ def _int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise JobError(f"{flag} {text!r}: expected comma-separated integers, e.g. 8,16,32") from None
+        raise JobError(
+            f"{flag} {text!r}: expected comma-separated integers, e.g. 8,16,32"
+        ) from None
     if not values:
         raise JobError(f"{flag} {text!r}: give at least one value")
     return values
@@ -82,8 +116,9 @@ def _without_swept_n(jobs: list) -> list:
     import dataclasses
 
     def key(job) -> str:
-        same = dataclasses.replace(job, run={**job.run, "name": "", "out": ""},
-                                   topology={**job.topology, "n": 0})
+        same = dataclasses.replace(
+            job, run={**job.run, "name": "", "out": ""}, topology={**job.topology, "n": 0}
+        )
         return same.to_toml()
 
     kept: dict[str, object] = {}
@@ -93,11 +128,17 @@ def _without_swept_n(jobs: list) -> list:
         return jobs
     out = []
     for job in kept.values():
-        if len(kept) == 1 and job.variant:  # the sweep was over n alone: name the runs after the job
-            base = job.run["name"][:-len(job.variant) - 1]
+        if (
+            len(kept) == 1 and job.variant
+        ):  # the sweep was over n alone: name the runs after the job
+            base = job.run["name"][: -len(job.variant) - 1]
             folder = os.path.dirname(job.run["out"])
-            job = dataclasses.replace(job, variant="", label="",
-                                      run={**job.run, "name": base, "out": os.path.join(folder or ".", base + ".h5")})
+            job = dataclasses.replace(
+                job,
+                variant="",
+                label="",
+                run={**job.run, "name": base, "out": os.path.join(folder or ".", base + ".h5")},
+            )
         out.append(job)
     return out
 
@@ -123,10 +164,14 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
     for job in jobs:
         a = job.algorithm
         if a["name"] != "async_gossip":
-            raise JobError(f"[algorithm] name = {a['name']!r}: simulate-gossip simulates async_gossip jobs")
+            raise JobError(
+                f"[algorithm] name = {a['name']!r}: simulate-gossip simulates async_gossip jobs"
+            )
         sizes = nodes or ([job.topology["n"]] if job.topology["n"] else [])
         if not sizes:
-            raise JobError(f"{job.run['name']}: give the number of users with -n N (or set [topology] n)")
+            raise JobError(
+                f"{job.run['name']}: give the number of users with -n N (or set [topology] n)"
+            )
         for n in sizes:
             if n < 2:
                 raise JobError(f"--nodes: gossip needs at least 2 users, got {n}")
@@ -141,15 +186,30 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
                     graph = schedule.graphs[0]
                     edges = graph.edges
                     pick = graph.out_neighbors if args.mode == "push" else graph.in_neighbors
-                    candidates = tuple(np.sort(np.asarray(pick(i), dtype=np.int64)) for i in range(n))
+                    candidates = tuple(
+                        np.sort(np.asarray(pick(i), dtype=np.int64)) for i in range(n)
+                    )
                     if any(c.size == 0 for c in candidates):
-                        raise JobError(f"[topology] kind = {job.topology['kind']!r} on {n} nodes leaves a node "
-                                       "without peers")
-                setup = SimSetup(n=n, rate=gossip_rate(a["gossip_rate"], policy, n), round_shift=a["round_shift"],
-                                 round_rate=a["round_rate"], horizon=horizon, warmup=args.warmup * horizon,
-                                 sample_times=steps / (a["local_steps"] * lam_e), seed=job.run["seed"],
-                                 mode=args.mode, sources=args.sources, candidates=candidates)
-                suffix = (f"-n{n}" if len(sizes) > 1 or nodes else "") + (f"-{policy}" if policies and len(policies) > 1 else "")
+                        raise JobError(
+                            f"[topology] kind = {job.topology['kind']!r} on {n} nodes leaves a node "
+                            "without peers"
+                        )
+                setup = SimSetup(
+                    n=n,
+                    rate=gossip_rate(a["gossip_rate"], policy, n),
+                    round_shift=a["round_shift"],
+                    round_rate=a["round_rate"],
+                    horizon=horizon,
+                    warmup=args.warmup * horizon,
+                    sample_times=steps / (a["local_steps"] * lam_e),
+                    seed=job.run["seed"],
+                    mode=args.mode,
+                    sources=args.sources,
+                    candidates=candidates,
+                )
+                suffix = (f"-n{n}" if len(sizes) > 1 or nodes else "") + (
+                    f"-{policy}" if policies and len(policies) > 1 else ""
+                )
                 label = job.run["name"] + suffix
                 planned.append(_Planned(job, n, policy, "", setup, steps, edges, label))
     for item in planned:
@@ -158,24 +218,52 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
         elif args.out:
             item.out = os.path.join(args.out, f"{item.label}.h5")
         else:
-            stem = item.job.run["out"][:-3] if item.job.run["out"].endswith(".h5") else item.job.run["out"]
-            item.out = stem + item.label[len(item.job.run["name"]):] + ".h5"
+            stem = (
+                item.job.run["out"][:-3]
+                if item.job.run["out"].endswith(".h5")
+                else item.job.run["out"]
+            )
+            item.out = stem + item.label[len(item.job.run["name"]) :] + ".h5"
         if os.path.isdir(item.out):
             raise JobError(f"--out {item.out!r} is a directory; give a file name")
         if os.path.exists(item.out) and not args.force:
-            raise JobError(f"results file {item.out!r} already exists; pass --force to overwrite it or --out to "
-                           "write elsewhere")
+            raise JobError(
+                f"results file {item.out!r} already exists; pass --force to overwrite it or --out to "
+                "write elsewhere"
+            )
     return planned
 
 
 def staleness_table(rows: list[tuple[_Planned, SimResult]]) -> str:
     """Mean staleness vs n, one line per simulation."""
-    header = ["run", "n", "policy", "λ", "mean S", "max S", "formula", "sim/formula", "events", "seconds"]
+    header = [
+        "run",
+        "n",
+        "policy",
+        "λ",
+        "mean S",
+        "max S",
+        "formula",
+        "sim/formula",
+        "events",
+        "seconds",
+    ]
     lines = []
     for item, r in rows:
-        lines.append([item.label, str(item.n), item.policy, f"{item.setup.rate:.3f}", f"{r.mean_staleness:.4f}",
-                      f"{r.max_staleness:.0f}", f"{r.formula:.4f}", f"{r.ratio:.4f}", f"{r.events:,}",
-                      f"{r.wall_s:.2f}"])
+        lines.append(
+            [
+                item.label,
+                str(item.n),
+                item.policy,
+                f"{item.setup.rate:.3f}",
+                f"{r.mean_staleness:.4f}",
+                f"{r.max_staleness:.0f}",
+                f"{r.formula:.4f}",
+                f"{r.ratio:.4f}",
+                f"{r.events:,}",
+                f"{r.wall_s:.2f}",
+            ]
+        )
     return table(header, lines, left=3)
 
 
@@ -191,21 +279,44 @@ def main(args: argparse.Namespace) -> int:
     for item in planned:
         result = simulate(item.setup)
         a, job = item.job.algorithm, item.job
-        write_simulation(item.out, result, item.steps, {
-            "job": job.to_toml(), "job_source": job.source, "job_path": job.path, "run_name": item.label,
-            "algorithm_description": f"async_gossip simulation ({item.setup.mode}, {item.policy})",
-            "rate_policy": item.policy, "gossip_rate": a["gossip_rate"], "local_steps": a["local_steps"],
-            "topology_kind": job.topology["kind"], "clock": a["clock"]}, item.edges, overwrite=args.force)
-        print(f"[{item.label}] n = {item.n}: mean staleness {result.mean_staleness:.4f} (formula "
-              f"{result.formula:.4f}), {result.events:,} events in {result.wall_s:.2f} s -> {item.out}", flush=True)
+        write_simulation(
+            item.out,
+            result,
+            item.steps,
+            {
+                "job": job.to_toml(),
+                "job_source": job.source,
+                "job_path": job.path,
+                "run_name": item.label,
+                "algorithm_description": f"async_gossip simulation ({item.setup.mode}, {item.policy})",
+                "rate_policy": item.policy,
+                "gossip_rate": a["gossip_rate"],
+                "local_steps": a["local_steps"],
+                "topology_kind": job.topology["kind"],
+                "clock": a["clock"],
+            },
+            item.edges,
+            overwrite=args.force,
+        )
+        print(
+            f"[{item.label}] n = {item.n}: mean staleness {result.mean_staleness:.4f} (formula "
+            f"{result.formula:.4f}), {result.events:,} events in {result.wall_s:.2f} s -> {item.out}",
+            flush=True,
+        )
         rows.append((item, result))
     mode = planned[0].setup.mode
     lam_e = rows[0][1].version_rate
-    print(f"mean staleness vs n ({mode} gossip, version rate λ_e = {lam_e:.4g} rounds per time unit; formula "
-          f"f·(λ_e/λ)·H_(n−1) with f = {MODE_FACTOR[mode]:g} for {mode})")
+    print(
+        f"mean staleness vs n ({mode} gossip, version rate λ_e = {lam_e:.4g} rounds per time unit; formula "
+        f"f·(λ_e/λ)·H_(n−1) with f = {MODE_FACTOR[mode]:g} for {mode})"
+    )
     print(staleness_table(rows))
     if any(item.job.algorithm["clock"] == "wall" for item, _ in rows):
-        print("note: wall-clock jobs are simulated on the logical clock (rounds of c + Exp(μ) time units)")
+        print(
+            "note: wall-clock jobs are simulated on the logical clock (rounds of c + Exp(μ) time units)"
+        )
     if any(r.inconsistencies for _, r in rows):
-        print("warning: version vectors became inconsistent (a bug): see the files' inconsistencies attribute")
+        print(
+            "warning: version vectors became inconsistent (a bug): see the files' inconsistencies attribute"
+        )
     return EXIT_OK

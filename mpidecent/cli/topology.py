@@ -17,10 +17,14 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub) -> None:
-    topo = sub.add_parser("topology", help="inspect a job's graph: degrees, connectivity, spectral gap")
+    topo = sub.add_parser(
+        "topology", help="inspect a job's graph: degrees, connectivity, spectral gap"
+    )
     topo.add_argument("job", help="job file (TOML)")
     topo.add_argument("-n", "--nodes", type=int, help="number of nodes (default: [topology] n)")
-    topo.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    topo.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
     topo.add_argument("--plot", metavar="FILE", help="also draw the graph into this PNG file")
 
 
@@ -44,21 +48,34 @@ def main(args: argparse.Namespace) -> int:
     algo = ALGORITHMS[job.algorithm["name"]]
     graph = schedule.union()
     strong = is_strongly_connected(graph)
-    period = f"; time-varying, period {schedule.period} (degrees below are of the union)" \
-        if schedule.time_varying else ""
-    print(f"topology: {job.topology['kind']} ({'directed' if graph.directed else 'undirected'}), {n} nodes, "
-          f"{graph.num_edges} directed edges; weights: {job.topology['weights']}{period}")
+    period = (
+        f"; time-varying, period {schedule.period} (degrees below are of the union)"
+        if schedule.time_varying
+        else ""
+    )
+    print(
+        f"topology: {job.topology['kind']} ({'directed' if graph.directed else 'undirected'}), {n} nodes, "
+        f"{graph.num_edges} directed edges; weights: {job.topology['weights']}{period}"
+    )
     print(f"{'node':>6} {'in':>4} {'out':>4}  out-neighbours")
     for i in range(n):
         nbrs = " ".join(str(j) for j in graph.out_neighbors(i))
         print(f"{i:>6} {graph.in_degree[i]:>4} {graph.out_degree[i]:>4}  {nbrs}")
-    print(f"in-degree min/mean/max: {graph.in_degree.min()}/{graph.in_degree.mean():.2f}/{graph.in_degree.max()}; "
-          f"out-degree min/mean/max: {graph.out_degree.min()}/{graph.out_degree.mean():.2f}/{graph.out_degree.max()}")
+    print(
+        f"in-degree min/mean/max: {graph.in_degree.min()}/{graph.in_degree.mean():.2f}/{graph.in_degree.max()}; "
+        f"out-degree min/mean/max: {graph.out_degree.min()}/{graph.out_degree.mean():.2f}/{graph.out_degree.max()}"
+    )
     regular = all(bool(np.all(g.out_degree == g.out_degree[0])) for g in schedule.graphs)
-    print(f"strongly connected: {'yes' if strong else 'no (' + str(connectivity_problem(graph)) + ')'}")
-    print(f"regular out-degree: {'yes' if regular else 'no (push-sum weights y_i will differ from 1)'}")
-    print(f"spectral gap of W: {schedule_spectral_gap(weights):.6f} (1 − |λ₂|{' per step over a period' if schedule.time_varying else ''}; "
-          "larger mixes faster)")
+    print(
+        f"strongly connected: {'yes' if strong else 'no (' + str(connectivity_problem(graph)) + ')'}"
+    )
+    print(
+        f"regular out-degree: {'yes' if regular else 'no (push-sum weights y_i will differ from 1)'}"
+    )
+    print(
+        f"spectral gap of W: {schedule_spectral_gap(weights):.6f} (1 − |λ₂|{' per step over a period' if schedule.time_varying else ''}; "
+        "larger mixes faster)"
+    )
     if strong:
         print(perron_spread(schedule, weights))
     problem = algo.pattern.topology_problem(graph, job.topology["kind"], algo.name)
@@ -68,9 +85,15 @@ def main(args: argparse.Namespace) -> int:
         from mpidecent.report.plots import plot_topology
 
         union = " (union over the period)" if schedule.time_varying else ""
-        edges = f"{graph.num_edges} directed edges" if graph.directed else f"{graph.num_edges // 2} undirected edges"
-        title = (f"{job.topology['kind']}{union}: {n} nodes, {edges}\n"
-                 f"weights {job.topology['weights']}, spectral gap {schedule_spectral_gap(weights):.4f}")
+        edges = (
+            f"{graph.num_edges} directed edges"
+            if graph.directed
+            else f"{graph.num_edges // 2} undirected edges"
+        )
+        title = (
+            f"{job.topology['kind']}{union}: {n} nodes, {edges}\n"
+            f"weights {job.topology['weights']}, spectral gap {schedule_spectral_gap(weights):.4f}"
+        )
         try:
             plot_topology(n, graph.edges, graph.directed, args.plot, title)
         except OSError as err:
@@ -95,9 +118,12 @@ def perron_spread(schedule: Schedule, weights: Sequence[np.ndarray]) -> str:
     n = schedule.n
     over = " (of the product over one period)" if schedule.time_varying else ""
     u = n * perron_vector(_period_product(weights), "right")
-    v = n * perron_vector(_period_product([row_stochastic_uniform(g) for g in schedule.graphs]), "left")
-    return (f"Perron vector of W{over}, W u = u: n·u_i min/max {u.min():.3f}/{u.max():.3f} (push-sum weights settle at "
-            "n·u_i; Push-Pull's trackers at n·u_i·ḡ, so node i's effective step is α·n·u_i)\n"
-            f"Perron vector of R = row_uniform{over}, vᵀR = vᵀ: n·v_i min/max {v.min():.3f}/{v.max():.3f} (Push-Pull's "
-            "models average with these weights)")
-
+    v = n * perron_vector(
+        _period_product([row_stochastic_uniform(g) for g in schedule.graphs]), "left"
+    )
+    return (
+        f"Perron vector of W{over}, W u = u: n·u_i min/max {u.min():.3f}/{u.max():.3f} (push-sum weights settle at "
+        "n·u_i; Push-Pull's trackers at n·u_i·ḡ, so node i's effective step is α·n·u_i)\n"
+        f"Perron vector of R = row_uniform{over}, vᵀR = vᵀ: n·v_i min/max {v.min():.3f}/{v.max():.3f} (Push-Pull's "
+        "models average with these weights)"
+    )

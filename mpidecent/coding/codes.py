@@ -92,10 +92,14 @@ class GradientCode:
         per_group = np.bincount(self.group[finished], minlength=groups)
         missing = int(np.sum(per_group == 0))
         if missing and not approximate:
-            raise NotDecodable(f"{missing} of {groups} FRC groups have no finished worker (more than "
-                               f"s = {self.tolerance} stragglers)")
+            raise NotDecodable(
+                f"{missing} of {groups} FRC groups have no finished worker (more than "
+                f"s = {self.tolerance} stragglers)"
+            )
         a = np.zeros(self.n)
-        a[finished] = groups / (groups - missing) / per_group[self.group[finished]]  # = 1/|F ∩ group| if none missing
+        a[finished] = (
+            groups / (groups - missing) / per_group[self.group[finished]]
+        )  # = 1/|F ∩ group| if none missing
         return a
 
     def _decode_crc(self, finished: np.ndarray, approximate: bool) -> np.ndarray:
@@ -103,8 +107,10 @@ class GradientCode:
         coef, *_ = np.linalg.lstsq(self.B[rows].T, np.ones(self.n), rcond=None)
         residual = np.linalg.norm(self.B[rows].T @ coef - 1.0)
         if residual > 1e-8 * np.sqrt(self.n) and not approximate:
-            raise NotDecodable(f"CRC cannot decode {len(rows)} finished workers (more than s = {self.tolerance} "
-                               f"stragglers; least-squares residual {residual:.2e})")
+            raise NotDecodable(
+                f"CRC cannot decode {len(rows)} finished workers (more than s = {self.tolerance} "
+                f"stragglers; least-squares residual {residual:.2e})"
+            )
         a = np.zeros(self.n)
         a[rows] = coef
         return a

@@ -35,8 +35,15 @@ class StragglerModel:
     @classmethod
     def from_table(cls, table: Mapping[str, Any], workers: int, seed: int) -> StragglerModel:
         """The model of a job's ``[stragglers]`` section."""
-        return cls(table["model"], workers, seed, count=table["count"], p=table["p"],
-                   shift_s=table["delay_shift_s"], mean_s=table["delay_mean_s"])
+        return cls(
+            table["model"],
+            workers,
+            seed,
+            count=table["count"],
+            p=table["p"],
+            shift_s=table["delay_shift_s"],
+            mean_s=table["delay_mean_s"],
+        )
 
     @property
     def logical(self) -> bool:
@@ -57,4 +64,6 @@ class StragglerModel:
         """Seconds worker ``worker`` (0-based) waits before sending at ``step`` (0 unless ``delay``)."""
         if self.name != "delay":
             return 0.0
-        return self.shift_s + float(generator(self.seed, worker + 1, step, "straggler").exponential(self.mean_s))
+        return self.shift_s + float(
+            generator(self.seed, worker + 1, step, "straggler").exponential(self.mean_s)
+        )

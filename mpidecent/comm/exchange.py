@@ -28,8 +28,13 @@ class NeighborExchange:
     steps and tags.
     """
 
-    def __init__(self, comm: MPI.Comm, slots: Sequence[tuple[Sequence[int], Sequence[int]]], send_nbytes: int,
-                 recv_nbytes: int) -> None:
+    def __init__(
+        self,
+        comm: MPI.Comm,
+        slots: Sequence[tuple[Sequence[int], Sequence[int]]],
+        send_nbytes: int,
+        recv_nbytes: int,
+    ) -> None:
         self.comm = comm
         self.slots = [([int(j) for j in ins], [int(j) for j in outs]) for ins, outs in slots]
         self.send_nbytes = int(send_nbytes)
@@ -46,12 +51,20 @@ class NeighborExchange:
         modified until the exchange is complete."""
         if not self._done:
             raise RuntimeError("exchange started again before it completed")
-        if send_buf.dtype != np.uint8 or send_buf.nbytes != self.send_nbytes or not send_buf.flags.c_contiguous:
-            raise ValueError(f"send buffer must be {self.send_nbytes} contiguous uint8 bytes, got "
-                             f"{send_buf.nbytes} {send_buf.dtype}")
+        if (
+            send_buf.dtype != np.uint8
+            or send_buf.nbytes != self.send_nbytes
+            or not send_buf.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"send buffer must be {self.send_nbytes} contiguous uint8 bytes, got "
+                f"{send_buf.nbytes} {send_buf.dtype}"
+            )
         ins, outs = self.slots[step % len(self.slots)]
         comm, tag = self.comm, tag % self.tag_limit
-        requests = [comm.Irecv([self.recv[k], MPI.BYTE], source=src, tag=tag) for k, src in enumerate(ins)]
+        requests = [
+            comm.Irecv([self.recv[k], MPI.BYTE], source=src, tag=tag) for k, src in enumerate(ins)
+        ]
         requests += [comm.Isend([send_buf, MPI.BYTE], dest=dst, tag=tag) for dst in outs]
         self._requests = requests
         self._received = len(ins)
@@ -72,7 +85,7 @@ class NeighborExchange:
             MPI.Request.Waitall(self._requests)
             self._requests = []
             self._done = True
-        return self.recv[:self._received]
+        return self.recv[: self._received]
 
 
 def tag_limit() -> int:

@@ -23,16 +23,21 @@ class Neighborhood:
 
     def __init__(self, comm: MPI.Intracomm, schedule: Schedule) -> None:
         if schedule.n != comm.size:
-            raise ValueError(f"graph has {schedule.n} nodes but the communicator has {comm.size} ranks")
+            raise ValueError(
+                f"graph has {schedule.n} nodes but the communicator has {comm.size} ranks"
+            )
         rank = comm.rank
         if schedule.time_varying:
             self.comm: MPI.Intracomm = comm.Dup()
-            self.slots = [(g.in_neighbors(rank).tolist(), g.out_neighbors(rank).tolist())
-                          for g in schedule.graphs]
+            self.slots = [
+                (g.in_neighbors(rank).tolist(), g.out_neighbors(rank).tolist())
+                for g in schedule.graphs
+            ]
         else:
             graph = schedule.graphs[0]
-            self.comm = comm.Create_dist_graph_adjacent(graph.in_neighbors(rank).tolist(),
-                                                        graph.out_neighbors(rank).tolist(), reorder=False)
+            self.comm = comm.Create_dist_graph_adjacent(
+                graph.in_neighbors(rank).tolist(), graph.out_neighbors(rank).tolist(), reorder=False
+            )
             sources, destinations, _ = self.comm.Get_dist_neighbors()
             self.slots = [(list(sources), list(destinations))]
         self.time_varying = schedule.time_varying

@@ -45,39 +45,64 @@ class LinkModel:
     shared: bool = False
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.bandwidth_bps, (int, float)) and math.isfinite(self.bandwidth_bps)
-                and self.bandwidth_bps > 0):
-            raise ValueError(f"bandwidth must be a finite number of bits per second > 0, got {self.bandwidth_bps!r}")
-        if not (isinstance(self.latency_s, (int, float)) and math.isfinite(self.latency_s) and self.latency_s >= 0):
-            raise ValueError(f"latency must be a finite number of seconds ≥ 0, got {self.latency_s!r}")
+        if not (
+            isinstance(self.bandwidth_bps, (int, float))
+            and math.isfinite(self.bandwidth_bps)
+            and self.bandwidth_bps > 0
+        ):
+            raise ValueError(
+                f"bandwidth must be a finite number of bits per second > 0, got {self.bandwidth_bps!r}"
+            )
+        if not (
+            isinstance(self.latency_s, (int, float))
+            and math.isfinite(self.latency_s)
+            and self.latency_s >= 0
+        ):
+            raise ValueError(
+                f"latency must be a finite number of seconds ≥ 0, got {self.latency_s!r}"
+            )
 
     @staticmethod
-    def _deltas(compute_s: np.ndarray, bytes_sent: np.ndarray, messages_sent: np.ndarray) -> list[np.ndarray]:
+    def _deltas(
+        compute_s: np.ndarray, bytes_sent: np.ndarray, messages_sent: np.ndarray
+    ) -> list[np.ndarray]:
         c, b, m = (np.asarray(a, dtype=np.float64) for a in (compute_s, bytes_sent, messages_sent))
         if not (c.shape == b.shape == m.shape) or c.ndim != 2:
-            raise ValueError(f"compute_s, bytes_sent and messages_sent must be (L, n) arrays of one shape, got "
-                             f"{c.shape}, {b.shape}, {m.shape}")
+            raise ValueError(
+                f"compute_s, bytes_sent and messages_sent must be (L, n) arrays of one shape, got "
+                f"{c.shape}, {b.shape}, {m.shape}"
+            )
         return [np.diff(a, axis=0, prepend=np.zeros((1, a.shape[1]))) for a in (c, b, m)]
 
-    def interval_times(self, compute_s: np.ndarray, bytes_sent: np.ndarray, messages_sent: np.ndarray) -> np.ndarray:
+    def interval_times(
+        self, compute_s: np.ndarray, bytes_sent: np.ndarray, messages_sent: np.ndarray
+    ) -> np.ndarray:
         """Per-interval, per-rank modelled seconds ``(L, n)`` from cumulative ``(L, n)`` counters
         (row 0 is the interval from the start of the run to the first log point), each rank on its own link."""
         c, b, m = self._deltas(compute_s, bytes_sent, messages_sent)
         return c + 8.0 * b / self.bandwidth_bps + m * self.latency_s
 
-    def modelled_time(self, compute_s: np.ndarray, bytes_sent: np.ndarray, messages_sent: np.ndarray) -> np.ndarray:
+    def modelled_time(
+        self, compute_s: np.ndarray, bytes_sent: np.ndarray, messages_sent: np.ndarray
+    ) -> np.ndarray:
         """Cumulative modelled seconds ``(L,)`` at each log point (see the module docstring)."""
         c, b, m = self._deltas(compute_s, bytes_sent, messages_sent)
         if c.shape[1] == 0:
             return np.zeros(c.shape[0])
         if self.shared:
-            return np.cumsum(c.max(axis=1) + 8.0 * b.sum(axis=1) / self.bandwidth_bps + m.max(axis=1) * self.latency_s)
+            return np.cumsum(
+                c.max(axis=1)
+                + 8.0 * b.sum(axis=1) / self.bandwidth_bps
+                + m.max(axis=1) * self.latency_s
+            )
         return np.cumsum((c + 8.0 * b / self.bandwidth_bps + m * self.latency_s).max(axis=1))
 
     def describe(self) -> str:
         """``10 Gbit/s, latency 5 µs`` (``… shared by all ranks`` for a shared link)."""
-        return (f"{format_rate(self.bandwidth_bps)}{' shared by all ranks' if self.shared else ''}, latency "
-                f"{format_seconds(self.latency_s)}")
+        return (
+            f"{format_rate(self.bandwidth_bps)}{' shared by all ranks' if self.shared else ''}, latency "
+            f"{format_seconds(self.latency_s)}"
+        )
 
 
 def format_rate(bps: float) -> str:

@@ -48,7 +48,10 @@ class MasterWorker:
     def broadcast(self, buf: np.ndarray, step: int) -> None:
         self._complete_done(self._sends)
         copy = buf.copy()
-        requests = [self.comm.Isend([copy, MPI.BYTE], dest=w, tag=self._tag(step)) for w in range(1, self.workers + 1)]
+        requests = [
+            self.comm.Isend([copy, MPI.BYTE], dest=w, tag=self._tag(step))
+            for w in range(1, self.workers + 1)
+        ]
         self._sends[step] = (requests, copy)
 
     def post(self, step: int, workers: np.ndarray) -> None:
@@ -57,10 +60,14 @@ class MasterWorker:
         rows = np.zeros((self.workers, self.up_nbytes), dtype=np.uint8)
         requests = [MPI.REQUEST_NULL] * self.workers
         for w in workers:
-            requests[int(w)] = self.comm.Irecv([rows[int(w)], MPI.BYTE], source=int(w) + 1, tag=self._tag(step))
+            requests[int(w)] = self.comm.Irecv(
+                [rows[int(w)], MPI.BYTE], source=int(w) + 1, tag=self._tag(step)
+            )
         self._receives[step] = (requests, rows)
 
-    def wait_until(self, step: int, ready: Callable[[np.ndarray], bool]) -> tuple[np.ndarray, np.ndarray]:
+    def wait_until(
+        self, step: int, ready: Callable[[np.ndarray], bool]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Complete step ``step``'s receives one at a time until ``ready(finished)``; returns
         (finished (workers,) bool, rows (workers, up_nbytes)). Rows of unfinished workers are garbage.
         Raises RuntimeError if every expected message arrived and the set still is not ready."""
@@ -69,7 +76,9 @@ class MasterWorker:
         while not ready(finished):
             index = MPI.Request.Waitany(requests)
             if index == MPI.UNDEFINED:
-                raise RuntimeError(f"step {step}: every expected worker answered but the set is not decodable")
+                raise RuntimeError(
+                    f"step {step}: every expected worker answered but the set is not decodable"
+                )
             finished[index] = True
         if all(r == MPI.REQUEST_NULL for r in requests):
             del self._receives[step]

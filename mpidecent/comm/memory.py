@@ -28,7 +28,7 @@ from mpidecent.topology.schedule import Schedule
 
 T = TypeVar("T")
 
-TAG_LIMIT = 2 ** 31  # the tags the twin accepts (Open MPI's MPI_TAG_UB + 1)
+TAG_LIMIT = 2**31  # the tags the twin accepts (Open MPI's MPI_TAG_UB + 1)
 
 
 class PeerFailed(RuntimeError):
@@ -45,10 +45,14 @@ class MemoryNetwork:
         self.n = schedule.n
         self.barrier = threading.Barrier(self.n)  # for ``agree`` (set-up) only
         self._cond = threading.Condition()
-        self._inbox: list[dict[tuple[int, int], np.ndarray]] = [{} for _ in range(self.n)]  # (tag, sender) → bytes
+        self._inbox: list[dict[tuple[int, int], np.ndarray]] = [
+            {} for _ in range(self.n)
+        ]  # (tag, sender) → bytes
         self._agreed: list[object] = [None] * self.n
         self._running = 0  # nodes of the current ``run`` still working
-        self._waiters: dict[int, tuple[np.ndarray, int]] = {}  # rank blocked in ``_take`` → (senders, tag)
+        self._waiters: dict[
+            int, tuple[np.ndarray, int]
+        ] = {}  # rank blocked in ``_take`` → (senders, tag)
         self._failure: str | None = None
 
     def transport(self, rank: int) -> MemoryTransport:
@@ -75,14 +79,18 @@ class MemoryNetwork:
                     self._running -= 1
                     self._cond.notify_all()  # the waiting nodes re-check for a deadlock
 
-        threads = [threading.Thread(target=node, args=(r,), name=f"rank {r}") for r in range(self.n)]
+        threads = [
+            threading.Thread(target=node, args=(r,), name=f"rank {r}") for r in range(self.n)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         secondary = (PeerFailed, threading.BrokenBarrierError)
-        first = next((e for e in errors if e is not None and not isinstance(e, secondary)),
-                     next((e for e in errors if e is not None), None))
+        first = next(
+            (e for e in errors if e is not None and not isinstance(e, secondary)),
+            next((e for e in errors if e is not None), None),
+        )
         if first is not None:
             self.barrier.reset()
             for inbox in self._inbox:
@@ -93,7 +101,9 @@ class MemoryNetwork:
     def undelivered(self) -> list[tuple[int, int, int]]:
         """(receiver, tag, sender) of every message posted but not yet taken: exchanges still in flight."""
         with self._cond:
-            return sorted((r, tag, sender) for r, inbox in enumerate(self._inbox) for tag, sender in inbox)
+            return sorted(
+                (r, tag, sender) for r, inbox in enumerate(self._inbox) for tag, sender in inbox
+            )
 
     def _fail(self, reason: str) -> None:
         with self._cond:
@@ -107,8 +117,10 @@ class MemoryNetwork:
             for receiver in receivers:
                 inbox = self._inbox[int(receiver)]
                 if (tag, sender) in inbox:
-                    raise RuntimeError(f"rank {sender} sent a second message with tag {tag} to rank {receiver} "
-                                       "before the first was received")
+                    raise RuntimeError(
+                        f"rank {sender} sent a second message with tag {tag} to rank {receiver} "
+                        "before the first was received"
+                    )
                 inbox[(tag, sender)] = message
             self._cond.notify_all()
 
@@ -124,9 +136,11 @@ class MemoryNetwork:
             try:
                 while not self._ready(receiver, senders, tag):
                     if self._failure is None and self._deadlocked():
-                        self._failure = (f"deadlock: rank {receiver} waits for tag {tag} from ranks "
-                                         f"{[int(s) for s in senders]} while every other running rank waits for "
-                                         "a message nobody will send (the ranks' exchanges do not match)")
+                        self._failure = (
+                            f"deadlock: rank {receiver} waits for tag {tag} from ranks "
+                            f"{[int(s) for s in senders]} while every other running rank waits for "
+                            "a message nobody will send (the ranks' exchanges do not match)"
+                        )
                         self._cond.notify_all()
                     if self._failure is not None:
                         raise PeerFailed(self._failure)
@@ -140,7 +154,8 @@ class MemoryNetwork:
     def _deadlocked(self) -> bool:
         """Every running node is blocked in ``_take`` on a message that has not arrived (under the lock)."""
         return len(self._waiters) >= self._running and not any(
-            self._ready(r, senders, tag) for r, (senders, tag) in self._waiters.items())
+            self._ready(r, senders, tag) for r, (senders, tag) in self._waiters.items()
+        )
 
     def _agree(self, rank: int, value: object) -> list:
         self._agreed[rank] = value
@@ -194,12 +209,16 @@ class MemoryExchange:
         if self._senders is not None:
             raise RuntimeError("exchange started again before it completed")
         if send_buf.dtype != np.uint8 or send_buf.nbytes != self.send_nbytes:
-            raise ValueError(f"send buffer must be {self.send_nbytes} uint8 bytes, got {send_buf.nbytes} "
-                             f"{send_buf.dtype}")
+            raise ValueError(
+                f"send buffer must be {self.send_nbytes} uint8 bytes, got {send_buf.nbytes} "
+                f"{send_buf.dtype}"
+            )
         transport = self.transport
         self._tag = tag % TAG_LIMIT
         self._senders = transport.in_neighbors(step)
-        transport.network._post(transport.rank, transport.out_neighbors(step), self._tag, send_buf.copy())
+        transport.network._post(
+            transport.rank, transport.out_neighbors(step), self._tag, send_buf.copy()
+        )
 
     def test(self) -> bool:
         """True once the exchange is complete (every in-neighbour's message has arrived and was taken)."""
@@ -217,4 +236,4 @@ class MemoryExchange:
             self.transport.network._take(self.transport.rank, self._senders, self._tag, self.recv)
             self._received = len(self._senders)
             self._senders = None
-        return self.recv[:self._received]
+        return self.recv[: self._received]

@@ -77,13 +77,20 @@ class MixingRow:
 def mixing_rows(graphs, slot_weights, rank: int) -> tuple[MixingRow, ...]:
     """Row ``rank`` of each slot's mixing matrix: ``graphs`` and ``slot_weights`` ((n, n) float64 each)
     are a schedule's graphs and weights, slot by slot."""
-    return tuple(MixingRow(g.in_neighbors(rank), g.out_neighbors(rank), float(w[rank, rank]),
-                           w[rank, g.in_neighbors(rank)]) for g, w in zip(graphs, slot_weights))
+    return tuple(
+        MixingRow(
+            g.in_neighbors(rank),
+            g.out_neighbors(rank),
+            float(w[rank, rank]),
+            w[rank, g.in_neighbors(rank)],
+        )
+        for g, w in zip(graphs, slot_weights)
+    )
 
 
 def stream_key(name: str) -> int:
     """The random-key id of a stream that is not its algorithm's first: a hash of its name in [1, 2^31)."""
-    return zlib.crc32(name.encode()) % (2 ** 31 - 1) + 1
+    return zlib.crc32(name.encode()) % (2**31 - 1) + 1
 
 
 class Neighbors:
@@ -103,16 +110,31 @@ class Neighbors:
     def row(self, step: int) -> MixingRow:
         return self.rows[step % len(self.rows)]
 
-    def stream(self, name: str, compressor: Compressor, seed: int, rank: int, watch: Stopwatch, vectors: int = 1,
-               scalars: int = 0, rounds: int = 1, in_flight: int = 1, error_feedback: bool = False) -> Stream:
+    def stream(
+        self,
+        name: str,
+        compressor: Compressor,
+        seed: int,
+        rank: int,
+        watch: Stopwatch,
+        vectors: int = 1,
+        scalars: int = 0,
+        rounds: int = 1,
+        in_flight: int = 1,
+        error_feedback: bool = False,
+    ) -> Stream:
         """Open the message stream ``name``: ``vectors`` compressed vectors and ``scalars`` exact float64
         numbers per message, ``rounds`` exchanges per step (keys t·rounds + r), up to ``in_flight``
         exchanges in flight at once. Every rank opens the same streams in the same order, before ``seal``."""
         if self.sealed:
-            raise StreamError(f"stream {name!r} opened after the algorithm was built: open every stream in the "
-                              "algorithm's __init__")
+            raise StreamError(
+                f"stream {name!r} opened after the algorithm was built: open every stream in the "
+                "algorithm's __init__"
+            )
         if not isinstance(name, str) or not name.isidentifier():
-            raise StreamError(f"a stream's name must be an identifier such as 'model', got {name!r}")
+            raise StreamError(
+                f"a stream's name must be an identifier such as 'model', got {name!r}"
+            )
         if name in self.streams:
             raise StreamError(f"stream {name!r} opened twice")
         if len(self.streams) == MAX_STREAMS:
@@ -123,9 +145,24 @@ class Neighbors:
         key = 0 if not self.streams else stream_key(name)
         clash = next((s.name for s in self.streams.values() if s.key_id == key), None)
         if clash is not None:
-            raise StreamError(f"streams {clash!r} and {name!r} hash to the same random key: rename one")
-        stream = Stream(self, name, len(self.streams), key, compressor, seed, rank, watch, int(vectors),
-                        int(scalars), int(rounds), int(in_flight), error_feedback)
+            raise StreamError(
+                f"streams {clash!r} and {name!r} hash to the same random key: rename one"
+            )
+        stream = Stream(
+            self,
+            name,
+            len(self.streams),
+            key,
+            compressor,
+            seed,
+            rank,
+            watch,
+            int(vectors),
+            int(scalars),
+            int(rounds),
+            int(in_flight),
+            error_feedback,
+        )
         self.streams[name] = stream
         return stream
 
@@ -138,9 +175,11 @@ class Neighbors:
         self.sealed = True
         for other, theirs in enumerate(every):
             if theirs != every[0]:
-                raise StreamError(f"the ranks opened different message streams: rank 0 {_describe(every[0])}, "
-                                  f"rank {other} {_describe(theirs)}; every rank must open the same streams in "
-                                  "the same order (in the algorithm's __init__, not in a rank-dependent branch)")
+                raise StreamError(
+                    f"the ranks opened different message streams: rank 0 {_describe(every[0])}, "
+                    f"rank {other} {_describe(theirs)}; every rank must open the same streams in "
+                    "the same order (in the algorithm's __init__, not in a rank-dependent branch)"
+                )
 
     def progress(self) -> None:
         """Let every exchange in flight move (``Message.test``); cheap when none is."""
@@ -156,7 +195,9 @@ class Neighbors:
 def _describe(opened: Sequence[tuple[str, int, int]]) -> str:
     if not opened:
         return "opened none"
-    return "opened " + ", ".join(f"{name!r} ({nbytes} bytes, in_flight={k})" for name, nbytes, k in opened)
+    return "opened " + ", ".join(
+        f"{name!r} ({nbytes} bytes, in_flight={k})" for name, nbytes, k in opened
+    )
 
 
 class Stream:
@@ -164,9 +205,22 @@ class Stream:
     of the exchange; ``traffic`` accumulates what completed exchanges sent; ``nonfinite`` is set (for
     good) when a vector held NaN/inf and the zero message was sent instead."""
 
-    def __init__(self, neighbors: Neighbors, name: str, index: int, key_id: int, compressor: Compressor,
-                 seed: int, rank: int, watch: Stopwatch, vectors: int, scalars: int, rounds: int, in_flight: int,
-                 error_feedback: bool) -> None:
+    def __init__(
+        self,
+        neighbors: Neighbors,
+        name: str,
+        index: int,
+        key_id: int,
+        compressor: Compressor,
+        seed: int,
+        rank: int,
+        watch: Stopwatch,
+        vectors: int,
+        scalars: int,
+        rounds: int,
+        in_flight: int,
+        error_feedback: bool,
+    ) -> None:
         self.neighbors = neighbors
         self.name, self.index, self.key_id = name, index, key_id
         self.compressor = compressor
@@ -200,14 +254,21 @@ class Stream:
         step = key_step if self.vectors == 1 else key_step * self.vectors + field
         return RandomKey(self.seed, int(rank), step, self.key_id)
 
-    def start(self, step: int, vectors: np.ndarray | Sequence[np.ndarray], scalars: Sequence[float] = (),
-              round: int = 0) -> Message:
+    def start(
+        self,
+        step: int,
+        vectors: np.ndarray | Sequence[np.ndarray],
+        scalars: Sequence[float] = (),
+        round: int = 0,
+    ) -> Message:
         """Encode ``vectors`` ((dim,) each, not modified; they may be reused at once) and ``scalars`` into
         the message of round ``round`` of ``step`` and start its exchange; returns the message's handle."""
         message = self.messages[self._next]
         if message.in_flight:
-            raise StreamError(f"stream {self.name!r}: {len(self.messages)} exchange(s) in flight already; open it "
-                              f"with in_flight={len(self.messages) + 1} or wait for one first")
+            raise StreamError(
+                f"stream {self.name!r}: {len(self.messages)} exchange(s) in flight already; open it "
+                f"with in_flight={len(self.messages) + 1} or wait for one first"
+            )
         self._next = (self._next + 1) % len(self.messages)
         tag = self.index + MAX_STREAMS * (self._started % self._tags)
         self._started += 1
@@ -217,7 +278,7 @@ class Stream:
     @property
     def pending(self) -> list[Message]:
         """The messages whose exchange is in flight (started, not yet complete), oldest first."""
-        ordered = self.messages[self._next:] + self.messages[:self._next]
+        ordered = self.messages[self._next :] + self.messages[: self._next]
         return [m for m in ordered if m.in_flight]
 
     def progress(self) -> None:
@@ -264,7 +325,10 @@ class Message:
         header, size = stream.header_nbytes, stream.compressor.nbytes
         self.send_buf = np.zeros(stream.nbytes, dtype=np.uint8)
         self._header = self.send_buf[:header].view("<f8")
-        self._payloads = [self.send_buf[header + f * size:header + (f + 1) * size] for f in range(stream.vectors)]
+        self._payloads = [
+            self.send_buf[header + f * size : header + (f + 1) * size]
+            for f in range(stream.vectors)
+        ]
         self._offsets = [header + f * size for f in range(stream.vectors)]
         self.exchange = stream.neighbors.transport.exchange(stream.nbytes, stream.nbytes)
         self.step = self.round = -1
@@ -273,18 +337,28 @@ class Message:
         self._key_step = 0
         self._bits = 0
         self._recv: np.ndarray | None = None
-        self._received: np.ndarray | None = None  # decoded rows (vectors, max in-degree, dim), by ``decode``
+        self._received: np.ndarray | None = (
+            None  # decoded rows (vectors, max in-degree, dim), by ``decode``
+        )
 
-    def _start(self, step: int, round: int, vectors: np.ndarray | Sequence[np.ndarray], scalars: Sequence[float],
-               tag: int) -> None:
+    def _start(
+        self,
+        step: int,
+        round: int,
+        vectors: np.ndarray | Sequence[np.ndarray],
+        scalars: Sequence[float],
+        tag: int,
+    ) -> None:
         stream = self.stream
         if isinstance(vectors, np.ndarray):
             vectors = (vectors,)
         self.step, self.round = step, round
         self._slot = step % stream.neighbors.period
         self._key_step = step * stream.rounds + round
-        self._bits = sum(stream.encoder.encode(v, self._key(stream.rank, f), payload).bits
-                         for f, (v, payload) in enumerate(zip(vectors, self._payloads, strict=True)))
+        self._bits = sum(
+            stream.encoder.encode(v, self._key(stream.rank, f), payload).bits
+            for f, (v, payload) in enumerate(zip(vectors, self._payloads, strict=True))
+        )
         if stream.scalars:
             self._header[:] = scalars
         self._recv = None
@@ -301,8 +375,11 @@ class Message:
         self._recv = rows
         self.in_flight = False
         out_degree = len(self.row.out_neighbors)
-        self.stream.traffic.add(out_degree * (self._bits + 8 * SCALAR_BYTES * self.stream.scalars),
-                                out_degree * self.stream.nbytes, out_degree)
+        self.stream.traffic.add(
+            out_degree * (self._bits + 8 * SCALAR_BYTES * self.stream.scalars),
+            out_degree * self.stream.nbytes,
+            out_degree,
+        )
 
     def test(self) -> bool:
         """Let the transport move the exchange (MPI progresses a large message only inside MPI calls); True
@@ -332,12 +409,16 @@ class Message:
     def own(self, out: np.ndarray, field: int = 0) -> np.ndarray:
         """Vector ``field`` of this rank's message decoded from its bytes, exactly as its receivers see it
         (apply this to the sender's own copies, never the pre-packing values)."""
-        return self.stream.compressor.decode(self._payloads[field], self._key(self.stream.rank, field), out=out)
+        return self.stream.compressor.decode(
+            self._payloads[field], self._key(self.stream.rank, field), out=out
+        )
 
     def _rows(self) -> np.ndarray:
         if self._recv is None:
-            raise StreamError(f"stream {self.stream.name!r}: the message of step {self.step} was read before it "
-                              "arrived: wait() first")
+            raise StreamError(
+                f"stream {self.stream.name!r}: the message of step {self.step} was read before it "
+                "arrived: wait() first"
+            )
         return self._recv
 
     @property
@@ -345,16 +426,21 @@ class Message:
         """Every in-neighbour's decoded vectors, (vectors, max in-degree, dim); allocated on first use."""
         if self._received is None:
             stream = self.stream
-            self._received = np.zeros((stream.vectors, stream.max_in, stream.compressor.dim),
-                                       dtype=stream.compressor.dtype)
+            self._received = np.zeros(
+                (stream.vectors, stream.max_in, stream.compressor.dim),
+                dtype=stream.compressor.dtype,
+            )
         return self._received
 
     def decode_one(self, k: int, out: np.ndarray, field: int = 0) -> np.ndarray:
         """Vector ``field`` of the k-th in-neighbour's message (the row's order) decoded into ``out`` (dim,)."""
         compressor = self.stream.compressor
         start = self._offsets[field]
-        return compressor.decode(self._rows()[k, start:start + compressor.nbytes],
-                                 self._key(self.row.in_neighbors[k], field), out=out)
+        return compressor.decode(
+            self._rows()[k, start : start + compressor.nbytes],
+            self._key(self.row.in_neighbors[k], field),
+            out=out,
+        )
 
     def decode(self, field: int = 0) -> np.ndarray:
         """Vector ``field`` of every in-neighbour's message, (in-degree, dim) in the row's order: a loop
@@ -373,17 +459,26 @@ class Message:
         if weights is None:
             return self.stream.in_weights[self._slot]
         if len(weights) != len(self.row.in_neighbors):
-            raise ValueError(f"{len(weights)} weights for {len(self.row.in_neighbors)} in-neighbours")
+            raise ValueError(
+                f"{len(weights)} weights for {len(self.row.in_neighbors)} in-neighbours"
+            )
         return weights
 
-    def weighted_sum(self, rows: np.ndarray, out: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    def weighted_sum(
+        self, rows: np.ndarray, out: np.ndarray, weights: np.ndarray | None = None
+    ) -> np.ndarray:
         """Σ_j w_ij rows[j] over this rank's in-neighbours of this exchange's step (rows (in-degree, dim) in
         the row's order) into ``out``, e.g. an algorithm's own copies of its in-neighbours' vectors;
         ``weights`` (in-degree,) replaces the row's w_ij."""
         return np.dot(self._weights(weights), rows, out=out)
 
-    def mix(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None,
-            weights: np.ndarray | None = None) -> np.ndarray:
+    def mix(
+        self,
+        out: np.ndarray,
+        field: int = 0,
+        scratch: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """out ← Σ_j w_ij x_j over the in-neighbours' decoded vector ``field`` (the own term w_ii x_i
         excluded), decoded and added one message at a time; ``scratch`` (dim,), distinct from ``out``, is
         used from the second in-neighbour on (default: the stream's own); ``weights`` (in-degree,), in the
@@ -397,15 +492,26 @@ class Message:
         self._add_weighted(out, field, scratch, first=1, weights=weights)
         return out
 
-    def accumulate(self, out: np.ndarray, field: int = 0, scratch: np.ndarray | None = None,
-                   weights: np.ndarray | None = None) -> np.ndarray:
+    def accumulate(
+        self,
+        out: np.ndarray,
+        field: int = 0,
+        scratch: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """out += Σ_j w_ij x_j over the in-neighbours' decoded vector ``field``, one message at a time:
         out ← fl(out + fl(w_1 x_1)), then w_2 x_2, ... (``scratch`` (dim,), distinct from ``out``; default:
         the stream's own; ``weights`` as in ``mix``)."""
         return self._add_weighted(out, field, scratch, first=0, weights=self._weights(weights))
 
-    def _add_weighted(self, out: np.ndarray, field: int, scratch: np.ndarray | None, first: int,
-                      weights: np.ndarray) -> np.ndarray:
+    def _add_weighted(
+        self,
+        out: np.ndarray,
+        field: int,
+        scratch: np.ndarray | None,
+        first: int,
+        weights: np.ndarray,
+    ) -> np.ndarray:
         if first >= len(weights):
             return out
         scratch = self.stream.scratch() if scratch is None else scratch
@@ -419,7 +525,7 @@ class Message:
 
     def received_scalars(self, index: int = 0) -> np.ndarray:
         """Scalar ``index`` of every in-neighbour's message, (in-degree,) float64."""
-        return self._rows()[:, :self.stream.header_nbytes].view("<f8")[:, index]
+        return self._rows()[:, : self.stream.header_nbytes].view("<f8")[:, index]
 
     def mixed_scalar(self, index: int = 0) -> float:
         """Σ_j w_ij s_j over the in-neighbours' scalar ``index``, in float64."""

@@ -35,8 +35,12 @@ import numpy as np
 from mpidecent.comm.messages import Traffic
 from mpidecent.errors import JobError
 from mpidecent.params import toml_value
-from mpidecent.topology import (connectivity_problem, is_column_stochastic, is_doubly_stochastic,
-                                is_strongly_connected)
+from mpidecent.topology import (
+    connectivity_problem,
+    is_column_stochastic,
+    is_doubly_stochastic,
+    is_strongly_connected,
+)
 from mpidecent.topology.graphs import KINDS, Graph
 from mpidecent.topology.section import is_schedule, resolve_common, resolve_specific
 
@@ -91,8 +95,10 @@ class Pattern:
     # ---- the [topology] section (config: pure, before any rank count is known) -------------------------
 
     def default_section(self, algorithm: str) -> dict[str, Any]:
-        raise JobError(f"missing [topology] section: {algorithm} needs a graph "
-                       f"(kind = one of {', '.join(KINDS)})")
+        raise JobError(
+            f"missing [topology] section: {algorithm} needs a graph "
+            f"(kind = one of {', '.join(KINDS)})"
+        )
 
     def topology(self, table: Mapping[str, Any] | None, algorithm: str) -> dict[str, Any]:
         """The resolved ``[topology]`` section for ``algorithm`` (JobError naming the key)."""
@@ -103,9 +109,11 @@ class Pattern:
         kind = common["kind"]
         if is_schedule(kind):
             if not self.time_varying:
-                raise JobError(f"[topology] kind = {kind!r} is time-varying; {algorithm} needs a static "
-                               "graph (time-varying graphs work with push_sum, quantized_push_sum, push_pull and "
-                               "push_diging)")
+                raise JobError(
+                    f"[topology] kind = {kind!r} is time-varying; {algorithm} needs a static "
+                    "graph (time-varying graphs work with push_sum, quantized_push_sum, push_pull and "
+                    "push_diging)"
+                )
             if common["directed"] is False:
                 raise JobError(f"[topology] kind = {kind!r} is directed; remove directed = false")
             common["directed"] = True
@@ -113,13 +121,17 @@ class Pattern:
         if common["directed"] is None:
             common["directed"] = KINDS[kind].default_directed
         if self.undirected and common["directed"] and kind != "disconnected":
-            raise JobError(f"[topology] directed = true: {algorithm} needs an undirected graph; set directed = "
-                           "false or use push_sum, quantized_push_sum, push_pull or push_diging on directed graphs")
+            raise JobError(
+                f"[topology] directed = true: {algorithm} needs an undirected graph; set directed = "
+                "false or use push_sum, quantized_push_sum, push_pull or push_diging on directed graphs"
+            )
         if common["weights"] == "auto":
             common["weights"] = self.default_weights
         elif common["weights"] == "metropolis" and common["directed"]:
-            raise JobError("[topology] weights = \"metropolis\" needs an undirected graph (directed = false); "
-                           "use weights = \"column_uniform\" on directed graphs")
+            raise JobError(
+                '[topology] weights = "metropolis" needs an undirected graph (directed = false); '
+                'use weights = "column_uniform" on directed graphs'
+            )
         return {**common, **specific}
 
     # ---- the plan for n ranks (pure) --------------------------------------------------------------------
@@ -128,8 +140,14 @@ class Pattern:
         """Why the graph (the union over a period) cannot serve this pattern, or None."""
         return None
 
-    def check(self, algorithm: str, topology: Mapping[str, Any], n: int, union: Graph,
-              slot_weights: tuple[np.ndarray, ...]) -> None:
+    def check(
+        self,
+        algorithm: str,
+        topology: Mapping[str, Any],
+        n: int,
+        union: Graph,
+        slot_weights: tuple[np.ndarray, ...],
+    ) -> None:
         """Raise ``JobError`` if the planned graph, its weights or ``n`` do not fit the pattern."""
         problem = self.topology_problem(union, topology["kind"], algorithm)
         if problem:
@@ -147,15 +165,21 @@ class Pattern:
 
 
 def _connectivity(union: Graph, kind: str, algorithm: str, need: str) -> str | None:
-    if kind == "disconnected" or is_strongly_connected(union):  # the explicit no-communication baseline
+    if kind == "disconnected" or is_strongly_connected(
+        union
+    ):  # the explicit no-communication baseline
         return None
     where = f"[topology] kind = {kind!r}"
     if need == "strong":
-        return (f"{where} (directed = {str(union.directed).lower()}) on {union.n} nodes is not strongly "
-                f"connected ({connectivity_problem(union)}); {algorithm} needs every node to reach every "
-                "other: use another kind or directed = false (`mpidecent topology JOB -n N` shows it)")
-    return (f"{where} on {union.n} nodes is not connected ({connectivity_problem(union)}); "
-            f"{algorithm} needs a connected graph")
+        return (
+            f"{where} (directed = {str(union.directed).lower()}) on {union.n} nodes is not strongly "
+            f"connected ({connectivity_problem(union)}); {algorithm} needs every node to reach every "
+            "other: use another kind or directed = false (`mpidecent topology JOB -n N` shows it)"
+        )
+    return (
+        f"{where} on {union.n} nodes is not connected ({connectivity_problem(union)}); "
+        f"{algorithm} needs a connected graph"
+    )
 
 
 @dataclass(frozen=True)
@@ -180,21 +204,35 @@ class NeighborGossip(Pattern):
         return "column_uniform" if self.directed else "metropolis"
 
     def describe_needs(self) -> str:
-        return "a strongly connected directed graph" if self.directed else "a connected undirected graph"
+        return (
+            "a strongly connected directed graph"
+            if self.directed
+            else "a connected undirected graph"
+        )
 
     def topology_problem(self, union: Graph, kind: str, algorithm: str) -> str | None:
         return _connectivity(union, kind, algorithm, "strong" if self.directed else "weak")
 
-    def check(self, algorithm: str, topology: Mapping[str, Any], n: int, union: Graph,
-              slot_weights: tuple[np.ndarray, ...]) -> None:
+    def check(
+        self,
+        algorithm: str,
+        topology: Mapping[str, Any],
+        n: int,
+        union: Graph,
+        slot_weights: tuple[np.ndarray, ...],
+    ) -> None:
         super().check(algorithm, topology, n, union, slot_weights)
         name = topology["weights"]
         if self.weights == "column_stochastic" and not all(map(is_column_stochastic, slot_weights)):
-            raise JobError(f"[topology] weights = {name!r} are not column stochastic; {algorithm} needs "
-                           "column_uniform or metropolis weights")
+            raise JobError(
+                f"[topology] weights = {name!r} are not column stochastic; {algorithm} needs "
+                "column_uniform or metropolis weights"
+            )
         if self.weights == "doubly_stochastic" and not all(map(is_doubly_stochastic, slot_weights)):
-            raise JobError(f"[topology] weights = {name!r} are not doubly stochastic on this graph; "
-                           f"{algorithm} needs weights = \"metropolis\"")
+            raise JobError(
+                f"[topology] weights = {name!r} are not doubly stochastic on this graph; "
+                f'{algorithm} needs weights = "metropolis"'
+            )
 
     def connect(self, comm: Any, wiring: Wiring) -> Connection:
         """Collective: the graph communicator (static graphs) or a duplicate communicator with step tags
@@ -203,7 +241,9 @@ class NeighborGossip(Pattern):
         from mpidecent.comm.neighbor import Neighbors, mixing_rows
 
         transport = Neighborhood(comm, wiring.schedule)
-        neighbors = Neighbors(transport, mixing_rows(wiring.schedule.graphs, wiring.slot_weights, wiring.rank))
+        neighbors = Neighbors(
+            transport, mixing_rows(wiring.schedule.graphs, wiring.slot_weights, wiring.rank)
+        )
         return Connection(neighbors=neighbors, closers=[transport.free])
 
 
@@ -218,10 +258,15 @@ class _FixedGraph(Pattern):
         table = dict(table or {"kind": fixed})
         table.setdefault("kind", fixed)
         if table["kind"] != fixed or table.get("hub", 0) != 0 or table.get("directed", False):
-            raise JobError(f"[topology] {algorithm} {self.what}: remove [topology] or set kind = \"{fixed}\" "
-                           f"(undirected{', hub = 0' if fixed == 'star' else ''}), not "
-                           + ", ".join(f"{k} = {toml_value(v)}" for k, v in table.items()
-                                       if k in ("kind", "hub", "directed")))
+            raise JobError(
+                f'[topology] {algorithm} {self.what}: remove [topology] or set kind = "{fixed}" '
+                f"(undirected{', hub = 0' if fixed == 'star' else ''}), not "
+                + ", ".join(
+                    f"{k} = {toml_value(v)}"
+                    for k, v in table.items()
+                    if k in ("kind", "hub", "directed")
+                )
+            )
         return super().topology(table, algorithm)
 
 
@@ -257,10 +302,18 @@ class MasterWorker(_FixedGraph):
     def describe_needs(self) -> str:
         return "no graph (rank 0 serves ranks 1..n)"
 
-    def check(self, algorithm: str, topology: Mapping[str, Any], n: int, union: Graph,
-              slot_weights: tuple[np.ndarray, ...]) -> None:
+    def check(
+        self,
+        algorithm: str,
+        topology: Mapping[str, Any],
+        n: int,
+        union: Graph,
+        slot_weights: tuple[np.ndarray, ...],
+    ) -> None:
         if n - 1 < 1:
-            raise JobError(f"{algorithm} needs a master and at least one worker: start 2 or more ranks")
+            raise JobError(
+                f"{algorithm} needs a master and at least one worker: start 2 or more ranks"
+            )
 
     def data_nodes(self, n: int) -> int:
         return n - 1
@@ -282,8 +335,10 @@ class OneSidedGossip(Pattern):
     default_weights: str = "column_uniform"
 
     def describe_needs(self) -> str:
-        return ("a strongly connected graph whose in-neighbours a rank reads (default complete: any rank; "
-                "no graph communicator)")
+        return (
+            "a strongly connected graph whose in-neighbours a rank reads (default complete: any rank; "
+            "no graph communicator)"
+        )
 
     def default_section(self, algorithm: str) -> dict[str, Any]:
         return {"kind": "complete"}
@@ -296,6 +351,7 @@ class OneSidedGossip(Pattern):
         from mpidecent.comm.window import GossipWindow
 
         window = GossipWindow(comm, wiring.dim, wiring.dtype)
-        peers = np.sort(np.asarray(wiring.schedule.graphs[0].in_neighbors(wiring.rank), dtype=np.int64))
+        peers = np.sort(
+            np.asarray(wiring.schedule.graphs[0].in_neighbors(wiring.rank), dtype=np.int64)
+        )
         return Connection(window=window, peers=peers, closers=[window.free])
-

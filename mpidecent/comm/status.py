@@ -99,7 +99,9 @@ class StatusPipe:
         into this boundary's slot, which MPI writes until the reduction is waited for)."""
         slot = self._slots[boundary % len(self._slots)]
         slot[:] = flags
-        self._flight.append((boundary, slot, self.comm.Iallreduce(self._mpi.IN_PLACE, slot, op=self._mpi.MAX)))
+        self._flight.append(
+            (boundary, slot, self.comm.Iallreduce(self._mpi.IN_PLACE, slot, op=self._mpi.MAX))
+        )
 
     def due(self, boundary: int) -> np.ndarray | None:
         """At step boundary ``boundary``: wait for the reductions started ``lag`` or more boundaries ago

@@ -30,14 +30,29 @@ from mpidecent.rng import RandomKey
 class Uplink:
     """One rank's side of the master/worker streams (see the module docstring)."""
 
-    def __init__(self, link: MasterWorkerLink, compressor: Compressor, seed: int, rank: int, watch: Stopwatch,
-                 error_feedback: bool = False) -> None:
-        self.link, self.compressor, self.seed, self.rank, self.watch = link, compressor, seed, rank, watch
+    def __init__(
+        self,
+        link: MasterWorkerLink,
+        compressor: Compressor,
+        seed: int,
+        rank: int,
+        watch: Stopwatch,
+        error_feedback: bool = False,
+    ) -> None:
+        self.link, self.compressor, self.seed, self.rank, self.watch = (
+            link,
+            compressor,
+            seed,
+            rank,
+            watch,
+        )
         self.dtype = compressor.dtype
         self.workers = link.workers
         self.encoder = Encoder(compressor, error_feedback and rank != 0)
         self.error_feedback = error_feedback
-        self.down = np.zeros(compressor.dim * self.dtype.itemsize, dtype=np.uint8)  # θ at full precision
+        self.down = np.zeros(
+            compressor.dim * self.dtype.itemsize, dtype=np.uint8
+        )  # θ at full precision
         self.up = np.zeros(compressor.nbytes, dtype=np.uint8)
         self._decoded = np.zeros(compressor.dim, dtype=self.dtype) if rank == 0 else None
         self._rows: np.ndarray | None = None
@@ -61,7 +76,9 @@ class Uplink:
         self.link.broadcast(self.down, step)
         return 8 * self.down.nbytes * self.workers
 
-    def gather(self, step: int, expected: np.ndarray, ready: Callable[[np.ndarray], bool]) -> np.ndarray:
+    def gather(
+        self, step: int, expected: np.ndarray, ready: Callable[[np.ndarray], bool]
+    ) -> np.ndarray:
         """Receive step ``step``'s updates from the 0-based ``expected`` workers until ``ready(finished)``;
         returns finished (workers,) bool. Late messages are drained by later calls."""
         self.link.post(step, expected)
@@ -74,8 +91,12 @@ class Uplink:
         """(worker, decoded update) for each finished worker, in worker order: a loop over ≤ n messages,
         each decode vectorised; the array is reused, consume it before the next item."""
         for w in np.flatnonzero(finished):
-            yield int(w), self.compressor.decode(self._rows[w], RandomKey(self.seed, int(w) + 1, step),
-                                                 out=self._decoded)
+            yield (
+                int(w),
+                self.compressor.decode(
+                    self._rows[w], RandomKey(self.seed, int(w) + 1, step), out=self._decoded
+                ),
+            )
 
     # ---- worker ------------------------------------------------------------------------------------------
 

@@ -55,8 +55,11 @@ class GossipWindow:
 
     def _views(self, buf: np.ndarray):
         header = buf[:HEADER_BYTES].view(np.int64)
-        return (header, buf[self.versions_offset:self.model_offset].view(np.int64),
-                buf[self.model_offset:].view(self.dtype))
+        return (
+            header,
+            buf[self.versions_offset : self.model_offset].view(np.int64),
+            buf[self.model_offset :].view(self.dtype),
+        )
 
     @property
     def peer_header(self) -> np.ndarray:
@@ -71,7 +74,9 @@ class GossipWindow:
     def peer_model(self) -> np.ndarray:
         return self.peer[2]
 
-    def publish(self, model: np.ndarray, versions: np.ndarray, rounds: int, steps: int, logical_time: float) -> None:
+    def publish(
+        self, model: np.ndarray, versions: np.ndarray, rounds: int, steps: int, logical_time: float
+    ) -> None:
         """Make (model, V, counters) this rank's published state: exclusive lock on the own window."""
         header, own_versions, own_model = self._own
         t0 = time.perf_counter()
@@ -139,14 +144,20 @@ class ProgressProbe:
         return self.busy_get_s < 0.25 * self.busy_s
 
     def describe(self) -> str:
-        verdict = ("yes" if self.progresses else
-                   "NO - a Get waited for the target to enter MPI: asynchronous gossip runs synchronously")
-        return (f"{verdict} (Lock/Get/Unlock {self.busy_get_s * 1e6:.0f} µs while the target sleeps "
-                f"{self.busy_s * 1e3:.0f} ms outside MPI, {self.idle_s * 1e6:.0f} µs while it waits in MPI)")
+        verdict = (
+            "yes"
+            if self.progresses
+            else "NO - a Get waited for the target to enter MPI: asynchronous gossip runs synchronously"
+        )
+        return (
+            f"{verdict} (Lock/Get/Unlock {self.busy_get_s * 1e6:.0f} µs while the target sleeps "
+            f"{self.busy_s * 1e3:.0f} ms outside MPI, {self.idle_s * 1e6:.0f} µs while it waits in MPI)"
+        )
 
 
-def measure_passive_progress(comm: MPI.Intracomm, busy_s: float = 0.2, nbytes: int = 4096,
-                             repeats: int = 5) -> ProgressProbe | None:
+def measure_passive_progress(
+    comm: MPI.Intracomm, busy_s: float = 0.2, nbytes: int = 4096, repeats: int = 5
+) -> ProgressProbe | None:
     """Collective: does passive-target RMA progress without the target entering MPI? Rank 0 reads
     ``nbytes`` from the last rank (a) ``repeats`` times while that rank waits in a barrier, then (b) once
     while it sleeps ``busy_s`` seconds without any MPI call. None on fewer than two ranks; the same

@@ -52,8 +52,12 @@ def init_mpi(probe_osc: bool = False) -> MpiEnvironment:
 
     from mpidecent.comm.osc import probe_osc_component
 
-    levels = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
-              MPI.THREAD_SERIALIZED: "serialized", MPI.THREAD_MULTIPLE: "multiple"}
+    levels = {
+        MPI.THREAD_SINGLE: "single",
+        MPI.THREAD_FUNNELED: "funneled",
+        MPI.THREAD_SERIALIZED: "serialized",
+        MPI.THREAD_MULTIPLE: "multiple",
+    }
     version = MPI.Get_version()
     _env = MpiEnvironment(
         rank=MPI.COMM_WORLD.rank,

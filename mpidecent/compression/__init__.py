@@ -14,8 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from mpidecent.compression.base import (COMPRESSORS, Compressor, Packed, contractive_operators, register_compressor,
-                                       unbiased_operators)
+from mpidecent.compression.base import (
+    COMPRESSORS,
+    Compressor,
+    Packed,
+    contractive_operators,
+    register_compressor,
+    unbiased_operators,
+)
 from mpidecent.compression.memory import ErrorFeedback
 from mpidecent.compression.packing import pack_codes, unpack_codes
 from mpidecent.compression.quantizers import QSGD, Identity, OneBit, QSGDContractive, Sign
@@ -26,14 +32,20 @@ from mpidecent.params import Param, resolve
 #: Keys of ``[compression]`` that every operator has (the operator's own keys are its ``params``).
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("name", str, "identity", "compression operator", choices=tuple(COMPRESSORS)),
-    Param("error_feedback", bool, False,
-          "error feedback (memory): send C(v + e), keep e ← (v + e) − decode(message), so a biased operator "
-          "(sign, topk) loses nothing, only delays it; for the algorithms marked \"error feedback available\""),
+    Param(
+        "error_feedback",
+        bool,
+        False,
+        "error feedback (memory): send C(v + e), keep e ← (v + e) − decode(message), so a biased operator "
+        '(sign, topk) loses nothing, only delays it; for the algorithms marked "error feedback available"',
+    ),
 )
 COMMON_KEYS: tuple[str, ...] = tuple(p.name for p in COMMON_PARAMS)
 
 
-def build_compressor(name: str, dim: int, dtype: np.dtype | str, table: Mapping[str, Any]) -> Compressor:
+def build_compressor(
+    name: str, dim: int, dtype: np.dtype | str, table: Mapping[str, Any]
+) -> Compressor:
     """Build the operator ``name`` for vectors of length ``dim`` and state ``dtype`` from the job's
     ``[compression]`` table (the keys every operator has are ignored here). Raises ``JobError`` naming
     the key for an unknown operator, an unknown key or a bad value."""

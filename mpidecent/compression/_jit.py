@@ -47,6 +47,7 @@ def _next_up_if(typingctx, x32, up):
         i32 = ir.IntType(32)
         bits = builder.add(builder.bitcast(args[0], i32), builder.zext(args[1], i32))
         return builder.bitcast(bits, ir.FloatType())
+
     return types.float32(types.float32, types.boolean), codegen
 
 
@@ -68,10 +69,15 @@ def _lane_sumsq(typingctx, arr, start, stop):
     Written in LLVM IR as one <8 x double> accumulator because LLVM does not vectorise the eight scalar
     chains by itself (0.4–0.55 ns per entry scalar, ~0.15 vectorised). Plain IEEE operations, no fast-math
     flags: no reassociation and no FMA contraction, so every lane is the reference's sum to the bit."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
-            and arr.dtype in (types.float32, types.float64)):
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 1
+        and arr.layout == "C"
+        and arr.dtype in (types.float32, types.float64)
+    ):
         return None
     sig = types.float64(arr, types.intp, types.intp)
+
     def codegen(context, builder, signature, args):
         aty = signature.args[0]
         a = context.make_array(aty)(context, builder, args[0])
@@ -98,13 +104,17 @@ def _lane_sumsq(typingctx, arr, start, stop):
                 x = builder.load(builder.gep(p, [loop.index]))
                 if aty.dtype == types.float32:
                     x = builder.fpext(x, f64)
-                builder.store(builder.insert_element(builder.load(tail), builder.fmul(x, x), loop.index), tail)
+                builder.store(
+                    builder.insert_element(builder.load(tail), builder.fmul(x, x), loop.index), tail
+                )
             builder.store(builder.fadd(builder.load(acc), builder.load(tail)), acc)
         lanes = builder.load(acc)
         l = [builder.extract_element(lanes, ir.Constant(ir.IntType(32), j)) for j in range(8)]
         add = builder.fadd
         return add(add(add(l[0], l[1]), add(l[2], l[3])), add(add(l[4], l[5]), add(l[6], l[7])))
+
     return sig, codegen
+
 
 @njit(inline="always")
 def _fill_dither(key, start, stop, words):
@@ -130,7 +140,9 @@ def _quantize(v, vo, dither, do, factor, s, sign_bit, codes, co, n):
         a = abs(x) * factor
         level = a if a < s else s
         low = np.floor(level)
-        u = np.float64(np.int32(dither[do + j] >> np.uint32(2)))  # < 2^30: exact, a signed vector conversion
+        u = np.float64(
+            np.int32(dither[do + j] >> np.uint32(2))
+        )  # < 2^30: exact, a signed vector conversion
         xi = low + (1.0 if u < (level - low) * TWO30 else 0.0)
         code = xi + (sign_bit if (x < 0.0) & (xi != 0.0) else 0.0)
         codes[co + j] = np.int32(code)
@@ -275,8 +287,12 @@ def _abs_max(typingctx, arr, stop):
     running maxima (16 float32 or 8 float64 lanes: a maximum does not depend on the order), the last
     stop mod lanes entries one at a time. LLVM does not vectorise the max of a scalar loop by itself
     (it may not reorder it without fast-math flags, although a maximum is exact in any order)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
-            and arr.dtype in (types.float32, types.float64)):
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 1
+        and arr.layout == "C"
+        and arr.dtype in (types.float32, types.float64)
+    ):
         return None
 
     def codegen(context, builder, signature, args):
@@ -288,15 +304,25 @@ def _abs_max(typingctx, arr, stop):
         vty = ir.VectorType(elt, lanes)
         mask_ty = ir.VectorType(ir.IntType(1), lanes)
         suffix = "f32" if aty.dtype == types.float32 else "f64"
-        fabs_v = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]),
-                                                f"llvm.fabs.v{lanes}{suffix}")
-        fabs_s = cgutils.get_or_insert_function(builder.module, ir.FunctionType(elt, [elt]), f"llvm.fabs.{suffix}")
+        fabs_v = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty]), f"llvm.fabs.v{lanes}{suffix}"
+        )
+        fabs_s = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(elt, [elt]), f"llvm.fabs.{suffix}"
+        )
         groups = builder.udiv(stop, ir.Constant(stop.type, lanes))
         acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * lanes))
         nan = cgutils.alloca_once_value(builder, ir.Constant(mask_ty, [0] * lanes))
         with cgutils.for_range(builder, groups) as loop:
             ptr = builder.gep(a.data, [builder.mul(loop.index, ir.Constant(stop.type, lanes))])
-            x = builder.call(fabs_v, [builder.load(builder.bitcast(ptr, vty.as_pointer()), align=aty.dtype.bitwidth // 8)])
+            x = builder.call(
+                fabs_v,
+                [
+                    builder.load(
+                        builder.bitcast(ptr, vty.as_pointer()), align=aty.dtype.bitwidth // 8
+                    )
+                ],
+            )
             m = builder.load(acc)
             builder.store(builder.select(builder.fcmp_ordered(">", x, m), x, m), acc)
             builder.store(builder.or_(builder.load(nan), builder.fcmp_unordered("uno", x, x)), nan)
@@ -307,18 +333,29 @@ def _abs_max(typingctx, arr, stop):
             x = builder.extract_element(vec, ir.Constant(ir.IntType(32), j))
             m = builder.load(best)
             builder.store(builder.select(builder.fcmp_ordered(">", x, m), x, m), best)
-            builder.store(builder.or_(builder.load(any_nan), builder.extract_element(flags, ir.Constant(ir.IntType(32), j))), any_nan)
+            builder.store(
+                builder.or_(
+                    builder.load(any_nan),
+                    builder.extract_element(flags, ir.Constant(ir.IntType(32), j)),
+                ),
+                any_nan,
+            )
         rest = builder.sub(stop, builder.mul(groups, ir.Constant(stop.type, lanes)))
         tail = builder.gep(a.data, [builder.mul(groups, ir.Constant(stop.type, lanes))])
         with cgutils.for_range(builder, rest) as loop:
             x = builder.call(fabs_s, [builder.load(builder.gep(tail, [loop.index]))])
             m = builder.load(best)
             builder.store(builder.select(builder.fcmp_ordered(">", x, m), x, m), best)
-            builder.store(builder.or_(builder.load(any_nan), builder.fcmp_unordered("uno", x, x)), any_nan)
+            builder.store(
+                builder.or_(builder.load(any_nan), builder.fcmp_unordered("uno", x, x)), any_nan
+            )
         result = builder.load(best)
         if aty.dtype == types.float32:
             result = builder.fpext(result, ir.DoubleType())
-        return builder.select(builder.load(any_nan), ir.Constant(ir.DoubleType(), float("nan")), result)
+        return builder.select(
+            builder.load(any_nan), ir.Constant(ir.DoubleType(), float("nan")), result
+        )
+
     return types.float64(arr, types.intp), codegen
 
 
@@ -419,8 +456,15 @@ def _signbits64(typingctx, w, positive, negative, out, o):
     """out[o:o + 64] ← negative where entry j's bit (bit j ^ 7 of ``w``) is set, else positive: the word's
     bits reordered to entry order (bitreverse, then bswap: bits within each byte reversed) become a
     <64 x i1> mask for vector selects, instead of 64 shifts."""
-    if not (isinstance(out, types.Array) and out.ndim == 1 and out.layout == "C" and w == types.uint64
-            and out.dtype in (types.float32, types.float64) and positive == out.dtype and negative == out.dtype):
+    if not (
+        isinstance(out, types.Array)
+        and out.ndim == 1
+        and out.layout == "C"
+        and w == types.uint64
+        and out.dtype in (types.float32, types.float64)
+        and positive == out.dtype
+        and negative == out.dtype
+    ):
         return None
 
     def codegen(context, builder, signature, args):
@@ -428,17 +472,29 @@ def _signbits64(typingctx, w, positive, negative, out, o):
         aty = signature.args[3]
         a = context.make_array(aty)(context, builder, arr)
         i64 = ir.IntType(64)
-        rev = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]), "llvm.bitreverse.i64")
-        swap = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]), "llvm.bswap.i64")
-        mask = builder.bitcast(builder.call(swap, [builder.call(rev, [word])]), ir.VectorType(ir.IntType(1), 64))
+        rev = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64]), "llvm.bitreverse.i64"
+        )
+        swap = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64]), "llvm.bswap.i64"
+        )
+        mask = builder.bitcast(
+            builder.call(swap, [builder.call(rev, [word])]), ir.VectorType(ir.IntType(1), 64)
+        )
         elt = context.get_data_type(aty.dtype)
         vty = ir.VectorType(elt, 64)
-        splat = lambda x: builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0)),
-                                                 ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
+        splat = lambda x: builder.shuffle_vector(
+            builder.insert_element(
+                ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0)
+            ),
+            ir.Constant(vty, ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64),
+        )
         values = builder.select(mask, splat(neg), splat(pos))
         ptr = builder.bitcast(builder.gep(a.data, [o]), vty.as_pointer())
         builder.store(values, ptr, align=aty.dtype.bitwidth // 8)
         return context.get_dummy_value()
+
     return types.none(w, positive, negative, out, types.intp), codegen
 
 
@@ -481,9 +537,14 @@ def _compress8(typingctx, arr, k, threshold, index, value, n):
     """Of the eight entries arr[k:k + 8], those with |x| ≥ threshold (as float64) go, in order, to
     index[n:] (their indices) and value[n:] (|x|); returns n + their count. A vector compress (vpcompressq)
     and two full-width stores: index and value need eight places of room past n."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
-            and arr.dtype in (types.float32, types.float64) and index == types.Array(types.intp, 1, "C")
-            and value == types.Array(types.float64, 1, "C")):
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 1
+        and arr.layout == "C"
+        and arr.dtype in (types.float32, types.float64)
+        and index == types.Array(types.intp, 1, "C")
+        and value == types.Array(types.float64, 1, "C")
+    ):
         return None
 
     def codegen(context, builder, signature, args):
@@ -495,30 +556,46 @@ def _compress8(typingctx, arr, k, threshold, index, value, n):
         f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
         elt = context.get_data_type(aty.dtype)
         v8, i8x8, m8 = ir.VectorType(f64, 8), ir.VectorType(i64, 8), ir.VectorType(ir.IntType(1), 8)
-        x = builder.load(builder.bitcast(builder.gep(a.data, [k]), ir.VectorType(elt, 8).as_pointer()),
-                         align=aty.dtype.bitwidth // 8)
+        x = builder.load(
+            builder.bitcast(builder.gep(a.data, [k]), ir.VectorType(elt, 8).as_pointer()),
+            align=aty.dtype.bitwidth // 8,
+        )
         if aty.dtype == types.float32:
             x = builder.fpext(x, v8)
-        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8]), "llvm.fabs.v8f64")
+        fabs = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8, [v8]), "llvm.fabs.v8f64"
+        )
         x = builder.call(fabs, [x])
 
         def splat(value, vty):
             one = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+            return builder.shuffle_vector(
+                one, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+            )
+
         mask = builder.fcmp_ordered(">=", x, splat(t, v8))
         positions = builder.add(splat(k, i8x8), ir.Constant(i8x8, list(range(8))))
-        compress_i = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i8x8, [i8x8, m8, i8x8]),
-                                                    "llvm.experimental.vector.compress.v8i64")
-        compress_f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, m8, v8]),
-                                                    "llvm.experimental.vector.compress.v8f64")
+        compress_i = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(i8x8, [i8x8, m8, i8x8]),
+            "llvm.experimental.vector.compress.v8i64",
+        )
+        compress_f = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(v8, [v8, m8, v8]),
+            "llvm.experimental.vector.compress.v8f64",
+        )
         ci = builder.call(compress_i, [positions, mask, ir.Constant(i8x8, ir.Undefined)])
         cf = builder.call(compress_f, [x, mask, ir.Constant(v8, ir.Undefined)])
         builder.store(ci, builder.bitcast(builder.gep(ia.data, [n]), i8x8.as_pointer()), align=8)
         builder.store(cf, builder.bitcast(builder.gep(va.data, [n]), v8.as_pointer()), align=8)
         i8 = ir.IntType(8)
-        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i8, [i8]), "llvm.ctpop.i8")
+        ctpop = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i8, [i8]), "llvm.ctpop.i8"
+        )
         count = builder.call(ctpop, [builder.bitcast(mask, i8)])
         return builder.add(n, builder.zext(count, n.type))
+
     return types.intp(arr, types.intp, types.float64, index, value, types.intp), codegen
 
 
@@ -526,9 +603,11 @@ def _compress8(typingctx, arr, k, threshold, index, value, n):
 def _has_vector_compress(typingctx):
     """True when the code is compiled for AVX-512 (vpcompressq): a compile-time constant. Elsewhere LLVM
     expands a vector compress element by element through memory, slower than a scan."""
+
     def codegen(context, builder, signature, args):
         features = getattr(context.codegen(), "_tm_features", "") or ""
         return ir.Constant(ir.IntType(1), int("+avx512f" in features.split(",")))
+
     return types.boolean(), codegen
 
 

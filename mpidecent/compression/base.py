@@ -48,9 +48,15 @@ class Packed:
     header_bits: int
 
     def __post_init__(self) -> None:
-        if self.buffer.dtype != np.uint8 or self.buffer.ndim != 1 or self.buffer.shape[0] != self.nbytes:
-            raise ValueError(f"Packed buffer must be 1-D uint8 of {self.nbytes} bytes for {self.bits} bits, "
-                             f"got shape {self.buffer.shape} dtype {self.buffer.dtype}")
+        if (
+            self.buffer.dtype != np.uint8
+            or self.buffer.ndim != 1
+            or self.buffer.shape[0] != self.nbytes
+        ):
+            raise ValueError(
+                f"Packed buffer must be 1-D uint8 of {self.nbytes} bytes for {self.bits} bits, "
+                f"got shape {self.buffer.shape} dtype {self.buffer.dtype}"
+            )
 
     @property
     def bits(self) -> int:
@@ -144,10 +150,16 @@ class Compressor(ABC):
         (dim,) of ``self.dtype``, written into ``out`` when given; with ``out=None`` the result is a new
         array, or for operators that document it a read-only view of ``buf``.
         """
-        if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.shape != (self.nbytes,) \
-                or not buf.flags.c_contiguous:
-            raise ValueError(f"{self.describe()}: decode expects a contiguous 1-D uint8 buffer of "
-                             f"{self.nbytes} bytes, got {_shape_of(buf)}")
+        if (
+            not isinstance(buf, np.ndarray)
+            or buf.dtype != np.uint8
+            or buf.shape != (self.nbytes,)
+            or not buf.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"{self.describe()}: decode expects a contiguous 1-D uint8 buffer of "
+                f"{self.nbytes} bytes, got {_shape_of(buf)}"
+            )
         if out is not None:
             self._check_state_array(out, "out")
         return self._decode(buf, key, out)
@@ -174,23 +186,33 @@ class Compressor(ABC):
         if not isinstance(v, np.ndarray):
             raise TypeError(f"{self.describe()}: expected a numpy array, got {type(v).__name__}")
         if v.shape != (self.dim,):
-            raise ValueError(f"{self.describe()}: expected a 1-D array of length {self.dim}, "
-                             f"got shape {v.shape}")
+            raise ValueError(
+                f"{self.describe()}: expected a 1-D array of length {self.dim}, got shape {v.shape}"
+            )
         if v.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{self.describe()}: expected float32 or float64 input, got {v.dtype}")
 
     def _check_state_array(self, a: np.ndarray, what: str) -> None:
         if not isinstance(a, np.ndarray) or a.shape != (self.dim,) or a.dtype != self.dtype:
-            raise ValueError(f"{self.describe()}: {what} must be a ({self.dim},) {self.dtype} array, "
-                             f"got {_shape_of(a)}")
+            raise ValueError(
+                f"{self.describe()}: {what} must be a ({self.dim},) {self.dtype} array, "
+                f"got {_shape_of(a)}"
+            )
 
     def _out_buffer(self, out: np.ndarray | None) -> np.ndarray:
         if out is None:
             return np.empty(self.nbytes, dtype=np.uint8)  # every byte is written by _encode
-        if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != (self.nbytes,) \
-                or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError(f"{self.describe()}: out must be a writeable contiguous 1-D uint8 array of "
-                             f"{self.nbytes} bytes, got {_shape_of(out)}")
+        if (
+            not isinstance(out, np.ndarray)
+            or out.dtype != np.uint8
+            or out.shape != (self.nbytes,)
+            or not out.flags.c_contiguous
+            or not out.flags.writeable
+        ):
+            raise ValueError(
+                f"{self.describe()}: out must be a writeable contiguous 1-D uint8 array of "
+                f"{self.nbytes} bytes, got {_shape_of(out)}"
+            )
         return out
 
 
@@ -235,6 +257,9 @@ def unbiased_operators() -> str:
 def contractive_operators() -> str:
     """The operators that can be contractive, for messages: "identity, qsgd_contractive, ... or randk
     (scaled = false)"."""
-    names = [f"{name} ({cls.contractive_when})" if cls.contractive_when else name
-             for name, cls in COMPRESSORS.items() if cls.contractive or cls.contractive_when]
+    names = [
+        f"{name} ({cls.contractive_when})" if cls.contractive_when else name
+        for name, cls in COMPRESSORS.items()
+        if cls.contractive or cls.contractive_when
+    ]
     return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)

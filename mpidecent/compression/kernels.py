@@ -64,9 +64,12 @@ def lane_sums(squares: np.ndarray) -> np.ndarray:
     rows, width = squares.shape
     padded = np.zeros((rows, -(-width // 8) * 8))
     padded[:, :width] = squares
-    lanes = np.cumsum(padded.reshape(rows, -1, 8), axis=1)[:, -1, :]  # (rows, 8), each lane in order
-    return ((lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])) + \
-        ((lanes[:, 4] + lanes[:, 5]) + (lanes[:, 6] + lanes[:, 7]))
+    lanes = np.cumsum(padded.reshape(rows, -1, 8), axis=1)[
+        :, -1, :
+    ]  # (rows, 8), each lane in order
+    return ((lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])) + (
+        (lanes[:, 4] + lanes[:, 5]) + (lanes[:, 6] + lanes[:, 7])
+    )
 
 
 # Below this length the numpy reference takes microseconds, less than loading compiled code into a new
@@ -92,6 +95,16 @@ def load() -> dict | None:
         from mpidecent.compression import _jit
     except ImportError:
         return None
-    return {name: getattr(_jit, name) for name in ("qsgd_encode", "qsgd_decode", "onebit_encode", "sign_encode",
-                                                   "signbits_decode", "topk_candidates", "pack_indices",
-                                                   "topk_decode")}
+    return {
+        name: getattr(_jit, name)
+        for name in (
+            "qsgd_encode",
+            "qsgd_decode",
+            "onebit_encode",
+            "sign_encode",
+            "signbits_decode",
+            "topk_candidates",
+            "pack_indices",
+            "topk_decode",
+        )
+    }

@@ -33,8 +33,8 @@ class ErrorFeedback:
         dim, dtype = compressor.dim, compressor.dtype
         #: e: what has been fed in but not yet sent, shape (dim,), state dtype.
         self.memory: np.ndarray = np.zeros(dim, dtype=dtype)
-        self._w = np.empty(dim, dtype=dtype)          # v + e
-        self._decoded = np.empty(dim, dtype=dtype)    # decode(own message)
+        self._w = np.empty(dim, dtype=dtype)  # v + e
+        self._decoded = np.empty(dim, dtype=dtype)  # decode(own message)
         self._decoded_view = self._decoded.view()
         self._decoded_view.flags.writeable = False
 
@@ -66,7 +66,7 @@ class ErrorFeedback:
         ``Compressor.encode``. If encoding raises (e.g. ``NonFiniteInputError``), ``memory`` is left
         unchanged.
         """
-        self.compressor._check_input(v)                # before the add, for the operator's clear message
+        self.compressor._check_input(v)  # before the add, for the operator's clear message
         w = self._w
         np.add(v, self.memory, out=w, casting="same_kind")
         packed = self.compressor.encode(w, key, out)

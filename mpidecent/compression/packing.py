@@ -52,6 +52,7 @@ def _group(width: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------- pack
 
+
 def _pack_bitmatrix(codes: np.ndarray, width: int, out: np.ndarray) -> None:
     """General path: codes → (n, 16) bit matrix via their big-endian uint16 bytes → keep w columns."""
     n = codes.shape[0]
@@ -59,7 +60,7 @@ def _pack_bitmatrix(codes: np.ndarray, width: int, out: np.ndarray) -> None:
         return
     # (un)packbits on flat arrays: the axis=1 variants are an order of magnitude slower.
     be = codes.astype(">u2").view(np.uint8)
-    bits = np.unpackbits(be).reshape(n, MAX_WIDTH)[:, MAX_WIDTH - width:]  # (n, width), MSB first
+    bits = np.unpackbits(be).reshape(n, MAX_WIDTH)[:, MAX_WIDTH - width :]  # (n, width), MSB first
     out[...] = np.packbits(bits.reshape(-1))  # packbits zero-pads the last byte
 
 
@@ -96,7 +97,7 @@ def _pack_grouped(codes: np.ndarray, width: int, out: np.ndarray) -> int:
         acc |= tmp
     size = acc_t.itemsize
     be = acc.astype(acc_t.newbyteorder(">")).view(np.uint8).reshape(full, size)
-    out[: full * gb].reshape(full, gb)[...] = be[:, size - gb:]
+    out[: full * gb].reshape(full, gb)[...] = be[:, size - gb :]
     return full * g
 
 
@@ -112,12 +113,16 @@ def pack_codes(codes: np.ndarray, width: int, out: np.ndarray, *, check: bool = 
     _check_width(width)
     codes = np.asarray(codes)
     if codes.ndim != 1 or codes.dtype.kind not in "ui":
-        raise ValueError(f"codes must be a 1-D integer array, got shape {codes.shape} dtype {codes.dtype}")
+        raise ValueError(
+            f"codes must be a 1-D integer array, got shape {codes.shape} dtype {codes.dtype}"
+        )
     n = codes.shape[0]
     need = packed_nbytes(n, width)
     if out.dtype != np.uint8 or out.ndim != 1 or out.shape[0] != need or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a contiguous 1-D uint8 array of {need} bytes for {n} codes of "
-                         f"{width} bits, got shape {out.shape} dtype {out.dtype}")
+        raise ValueError(
+            f"out must be a contiguous 1-D uint8 array of {need} bytes for {n} codes of "
+            f"{width} bits, got shape {out.shape} dtype {out.dtype}"
+        )
     if n == 0:
         return
     # One cheap pass; skipped when the dtype cannot hold an out-of-range code.
@@ -143,10 +148,11 @@ def pack_codes(codes: np.ndarray, width: int, out: np.ndarray, *, check: bool = 
         used = 0
     if used < n:
         # The consumed codes end on a byte boundary, so the tail is packed independently.
-        _pack_bitmatrix(codes[used:], width, out[packed_nbytes(used, width):])
+        _pack_bitmatrix(codes[used:], width, out[packed_nbytes(used, width) :])
 
 
 # -------------------------------------------------------------------------------------------- unpack
+
 
 def _unpack_bitmatrix(buf: np.ndarray, width: int, out: np.ndarray) -> None:
     """General path: bits → (n, 16) matrix left-padded with zeros → packbits → big-endian uint16."""
@@ -155,7 +161,7 @@ def _unpack_bitmatrix(buf: np.ndarray, width: int, out: np.ndarray) -> None:
         return
     bits = np.unpackbits(buf, count=n * width).reshape(n, width)
     wide = np.zeros((n, MAX_WIDTH), dtype=np.uint8)
-    wide[:, MAX_WIDTH - width:] = bits
+    wide[:, MAX_WIDTH - width :] = bits
     np.copyto(out, np.packbits(wide.reshape(-1)).view(">u2"), casting="unsafe")
 
 
@@ -192,7 +198,9 @@ def _unpack_grouped(buf: np.ndarray, width: int, out: np.ndarray) -> int:
     return full * g
 
 
-def unpack_codes(buf: np.ndarray, width: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+def unpack_codes(
+    buf: np.ndarray, width: int, count: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Inverse of ``pack_codes``: read ``count`` codes of ``width`` bits from ``buf``.
 
     ``buf``: uint8, 1-D, at least ceil(count·width/8) bytes (extra bytes are ignored). Returns shape
@@ -202,13 +210,17 @@ def unpack_codes(buf: np.ndarray, width: int, count: int, out: np.ndarray | None
     _check_width(width)
     need = packed_nbytes(count, width)
     if buf.dtype != np.uint8 or buf.ndim != 1 or buf.shape[0] < need:
-        raise ValueError(f"buf must be a 1-D uint8 array of at least {need} bytes for {count} codes of "
-                         f"{width} bits, got shape {buf.shape} dtype {buf.dtype}")
+        raise ValueError(
+            f"buf must be a 1-D uint8 array of at least {need} bytes for {count} codes of "
+            f"{width} bits, got shape {buf.shape} dtype {buf.dtype}"
+        )
     dt = code_dtype(width)
     if out is None:
         out = np.empty(count, dtype=dt)
     elif out.dtype != dt or out.shape != (count,):
-        raise ValueError(f"out must have shape ({count},) and dtype {dt}, got {out.shape} {out.dtype}")
+        raise ValueError(
+            f"out must have shape ({count},) and dtype {dt}, got {out.shape} {out.dtype}"
+        )
     if count == 0:
         return out
     buf = buf[:need]
@@ -229,5 +241,5 @@ def unpack_codes(buf: np.ndarray, width: int, count: int, out: np.ndarray | None
     else:
         used = 0
     if used < count:
-        _unpack_bitmatrix(buf[packed_nbytes(used, width):], width, out[used:])
+        _unpack_bitmatrix(buf[packed_nbytes(used, width) :], width, out[used:])
     return out

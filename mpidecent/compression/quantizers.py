@@ -55,11 +55,16 @@ class Identity(Compressor):
 
     name: ClassVar[str] = "identity"
     params: ClassVar[tuple[Param, ...]] = (
-        Param("precision", str, "state", "float precision on the wire; 'state' = the run's dtype",
-              choices=("state", "float32", "float64")),
+        Param(
+            "precision",
+            str,
+            "state",
+            "float precision on the wire; 'state' = the run's dtype",
+            choices=("state", "float32", "float64"),
+        ),
     )
     unbiased: ClassVar[bool] = True
-    contractive: ClassVar[bool] = True     # δ = 1 (up to float32 rounding with precision = float32)
+    contractive: ClassVar[bool] = True  # δ = 1 (up to float32 rounding with precision = float32)
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
@@ -87,7 +92,9 @@ class Identity(Compressor):
             # (NaN/inf, or huge finite values overflowing the sum) do the exact per-entry check.
             ok = bool(np.isfinite(wire.sum())) or bool(np.isfinite(wire).all())
         if not ok:
-            raise NonFiniteInputError(_nonfinite_message(self.describe(), v, f"beyond the {self.precision} range"))
+            raise NonFiniteInputError(
+                _nonfinite_message(self.describe(), v, f"beyond the {self.precision} range")
+            )
 
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         wire = buf.view(self.wire_dtype)
@@ -96,7 +103,9 @@ class Identity(Compressor):
             return out
         if wire.dtype == self.dtype:
             view = wire.view()
-            view.flags.writeable = False  # the caller's receive buffer must not be edited through us
+            view.flags.writeable = (
+                False  # the caller's receive buffer must not be edited through us
+            )
             return view
         return wire.astype(self.dtype)
 
@@ -141,17 +150,31 @@ class QSGD(Compressor):
 
     name: ClassVar[str] = "qsgd"
     params: ClassVar[tuple[Param, ...]] = (
-        Param("levels", int, 16, "quantization levels s per sign (1 + ⌈log2(s+1)⌉ bits per entry)",
-              minimum=1, check=_levels_fit),
-        Param("bucket", int, DEFAULT_BUCKET, "entries per bucket sharing one float32 norm (0 = whole vector; "
-              "larger than the model: one bucket of the whole model, noted at the start of a run)", minimum=0),
+        Param(
+            "levels",
+            int,
+            16,
+            "quantization levels s per sign (1 + ⌈log2(s+1)⌉ bits per entry)",
+            minimum=1,
+            check=_levels_fit,
+        ),
+        Param(
+            "bucket",
+            int,
+            DEFAULT_BUCKET,
+            "entries per bucket sharing one float32 norm (0 = whole vector; "
+            "larger than the model: one bucket of the whole model, noted at the start of a run)",
+            minimum=0,
+        ),
     )
     unbiased: ClassVar[bool] = True
     # Not guaranteed: unbiased with E‖Q(v) − v‖² ≤ ω²‖v‖² contracts only when ω² < 1, and ω² can be ≥ 1
     # (e.g. B = 64, s = 1 gives ω² = 8). qsgd_contractive is the contractive variant.
     contractive: ClassVar[bool] = False
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
+    def __init__(
+        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+    ) -> None:
         super().__init__(dim, dtype, **params)
         #: The fused kernels (``kernels.py``): for dim ≥ kernels.MIN_DIM (fast=None) or always (fast=True) when
         #: numba is there; else (or fast=False) None, and the numpy reference runs. Both give the same bytes.
@@ -163,31 +186,35 @@ class QSGD(Compressor):
         self.bucket: int = b
         #: Decoded values are divided by ``tau`` (1 for qsgd; > 1 for ``qsgd_contractive``).
         self.tau: float = 1.0
-        self.level_bits: int = s.bit_length()             # L = ceil(log2(s + 1))
-        self.code_width: int = 1 + self.level_bits        # sign bit + L level bits
-        width = d if b == 0 else min(b, d)                # scratch row length: no padding beyond d
-        self.n_buckets: int = -(-d // width)              # = ceil(d / B), and 1 for B = 0
+        self.level_bits: int = s.bit_length()  # L = ceil(log2(s + 1))
+        self.code_width: int = 1 + self.level_bits  # sign bit + L level bits
+        width = d if b == 0 else min(b, d)  # scratch row length: no padding beyond d
+        self.n_buckets: int = -(-d // width)  # = ceil(d / B), and 1 for B = 0
         self._norm_bytes = 4 * self.n_buckets
         cdt = code_dtype(self.code_width)
 
         # Scratch, allocated once (dim is fixed): per bucket for both paths, per bucket row for the kernels.
-        self._sq = np.empty(self.n_buckets)               # float64 squared norms
-        self._r64 = np.empty(self.n_buckets)              # float64 norms / factors / scales
-        self._r32 = np.empty(self.n_buckets, dtype=np.float32)  # aligned copy of the wire norms (kernels)
+        self._sq = np.empty(self.n_buckets)  # float64 squared norms
+        self._r64 = np.empty(self.n_buckets)  # float64 norms / factors / scales
+        self._r32 = np.empty(
+            self.n_buckets, dtype=np.float32
+        )  # aligned copy of the wire norms (kernels)
         # kernel scratch: the dither of one block of buckets (≥ one bucket; ~2,048 entries, 8 KiB, in L1)
         self._words = np.empty(max(width, 2048) // 2 + 2, dtype=np.uint64)
         self._bucket_codes = np.empty(width, dtype=np.uint16)  # kernel scratch: one bucket's codes
-        self._row = width                                 # entries per bucket row
+        self._row = width  # entries per bucket row
         if self.kernels is None:
             # The reference's d-sized scratch (~35 bytes per entry; not allocated for the kernels). The
             # padding of the last bucket row stays zero forever: only the first d entries of the flat
             # views are ever written, and 0 stays 0 under every in-place operation below, so padding
             # never contributes to norms and is never transmitted.
-            self._mag = np.zeros((self.n_buckets, width))     # float64: u, |u|, ℓ, then ℓ − ⌊ℓ⌋
-            self._work = np.zeros((self.n_buckets, width))    # float64: ⌊ℓ⌋ in encode, values in decode
+            self._mag = np.zeros((self.n_buckets, width))  # float64: u, |u|, ℓ, then ℓ − ⌊ℓ⌋
+            self._work = np.zeros(
+                (self.n_buckets, width)
+            )  # float64: ⌊ℓ⌋ in encode, values in decode
             self._mag_flat = self._mag.reshape(-1)
             self._work_flat = self._work.reshape(-1)
-            self._uniform = np.empty(d)                       # float64 u_k
+            self._uniform = np.empty(d)  # float64 u_k
             self._neg = np.empty(d, dtype=bool)
             self._flag = np.empty(d, dtype=bool)
             self._codes = np.empty(d, dtype=cdt)
@@ -196,7 +223,9 @@ class QSGD(Compressor):
         # so even a non-canonical "negative zero" code decodes to +0.0.
         all_codes = np.arange(1 << self.code_width)
         level = all_codes & ((1 << self.level_bits) - 1)
-        self._signed_level = np.where(all_codes >> self.level_bits, -level, level).astype(np.float64)
+        self._signed_level = np.where(all_codes >> self.level_bits, -level, level).astype(
+            np.float64
+        )
 
     def _levels_option(self) -> int:
         """s from the resolved job-file keys (a subclass may derive it from other keys)."""
@@ -213,16 +242,27 @@ class QSGD(Compressor):
     # ------------------------------------------------------------------------------------- encode
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
         if self.kernels is not None:
-            if not self.kernels["qsgd_encode"](np.ascontiguousarray(v), self.levels, self._row, self.level_bits,
-                                               np.uint64(key.word("quantize")), self._r32, buf[self._norm_bytes:],
-                                               self._words, self._bucket_codes):
+            if not self.kernels["qsgd_encode"](
+                np.ascontiguousarray(v),
+                self.levels,
+                self._row,
+                self.level_bits,
+                np.uint64(key.word("quantize")),
+                self._r32,
+                buf[self._norm_bytes :],
+                self._words,
+                self._bucket_codes,
+            ):
                 raise NonFiniteInputError(
-                    _nonfinite_message(self.describe(), v, "a bucket norm exceeds the float32 range"))
+                    _nonfinite_message(
+                        self.describe(), v, "a bucket norm exceeds the float32 range"
+                    )
+                )
             buf[: self._norm_bytes].view("<f4")[...] = self._r32
             return
         d, s = self.dim, self.levels
         mag, flat = self._mag, self._mag_flat[:d]
-        np.copyto(flat, v)                                 # float32 → float64 is exact
+        np.copyto(flat, v)  # float32 → float64 is exact
         np.less(flat, 0.0, out=self._neg)
 
         # Bucket norms in float64 (einsum and sqrt raise no FP warnings). A NaN/inf entry makes its
@@ -235,7 +275,8 @@ class QSGD(Compressor):
         r = np.sqrt(self._sq, out=self._r64)
         if not r.max() <= F32_MAX:
             raise NonFiniteInputError(
-                _nonfinite_message(self.describe(), v, "a bucket norm exceeds the float32 range"))
+                _nonfinite_message(self.describe(), v, "a bucket norm exceeds the float32 range")
+            )
         r32 = r.astype(np.float32)
         # Round the float32 norm up so that |u_k| ≤ r32 and therefore ℓ_k ≤ s (r ≤ FLT_MAX, so this
         # never reaches inf).
@@ -251,16 +292,16 @@ class QSGD(Compressor):
         factor = self._r64
         np.copyto(factor, r32)
         factor[r32 == 0] = 1.0
-        np.divide(s, factor, out=factor)                  # s / r32 per bucket
+        np.divide(s, factor, out=factor)  # s / r32 per bucket
         np.abs(mag, out=mag)
         mag *= factor[:, None]
-        np.minimum(mag, s, out=mag)                        # |u| ≤ r32, but the rounded product may exceed s
+        np.minimum(mag, s, out=mag)  # |u| ≤ r32, but the rounded product may exceed s
         np.floor(mag, out=self._work)
-        mag -= self._work                                  # fractional part ℓ − ⌊ℓ⌋ ∈ [0, 1)
+        mag -= self._work  # fractional part ℓ − ⌊ℓ⌋ ∈ [0, 1)
 
         np.copyto(self._uniform, dither_words(key.word("quantize"), d))
-        flat *= TWO30                                      # exact: a power of two
-        np.less(self._uniform, flat, out=self._flag)       # Bernoulli(ℓ − ⌊ℓ⌋) round-up
+        flat *= TWO30  # exact: a power of two
+        np.less(self._uniform, flat, out=self._flag)  # Bernoulli(ℓ − ⌊ℓ⌋) round-up
         codes = self._codes
         np.copyto(codes, self._work_flat[:d], casting="unsafe")
         # ξ ≤ s: ℓ ≤ s, and ℓ = s exactly has a zero fraction, which never rounds up.
@@ -272,28 +313,37 @@ class QSGD(Compressor):
         np.copyto(self._signs, self._flag, casting="unsafe")
         np.left_shift(self._signs, self.level_bits, out=self._signs)
         np.bitwise_or(codes, self._signs, out=codes)
-        pack_codes(codes, self.code_width, buf[self._norm_bytes:], check=False)  # codes < 2**width
+        pack_codes(codes, self.code_width, buf[self._norm_bytes :], check=False)  # codes < 2**width
 
     # ------------------------------------------------------------------------------------- decode
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         d = self.dim
         r = self._r64
-        np.copyto(r, buf[: self._norm_bytes].view("<f4"))  # (a copy: a received row may be unaligned)
-        r /= self.levels                                   # r32 / s per bucket
+        np.copyto(
+            r, buf[: self._norm_bytes].view("<f4")
+        )  # (a copy: a received row may be unaligned)
+        r /= self.levels  # r32 / s per bucket
         if self.kernels is not None:
             if out is None:
                 out = np.empty(d, dtype=self.dtype)
-            self.kernels["qsgd_decode"](buf[self._norm_bytes:], r, self._row, self.level_bits, self._signed_level,
-                                        float(self.tau), out)
+            self.kernels["qsgd_decode"](
+                buf[self._norm_bytes :],
+                r,
+                self._row,
+                self.level_bits,
+                self._signed_level,
+                float(self.tau),
+                out,
+            )
             return out
-        codes = unpack_codes(buf[self._norm_bytes:], self.code_width, d, out=self._codes)
+        codes = unpack_codes(buf[self._norm_bytes :], self.code_width, d, out=self._codes)
         vals, flat = self._work, self._work_flat[:d]
         # code → signed level ±ξ in one gather: branch-free (``np.negative(where=sign)`` on random
         # signs is ~15x slower). mode="clip" skips the buffered bounds check; codes < 2**width anyway.
         np.take(self._signed_level, codes, out=flat, mode="clip")
         vals *= r[:, None]
         if self.tau != 1.0:
-            vals /= self.tau                               # qsgd_contractive: (r32·ξ/s)/τ, two roundings
+            vals /= self.tau  # qsgd_contractive: (r32·ξ/s)/τ, two roundings
         if out is None:
             return flat.astype(self.dtype)
         np.copyto(out, flat, casting="same_kind")
@@ -328,9 +378,21 @@ class QSGDContractive(QSGD):
 
     name: ClassVar[str] = "qsgd_contractive"
     params: ClassVar[tuple[Param, ...]] = (
-        Param("bits", int, 2, "b: s = 2^b quantization levels per sign (b + 2 wire bits per entry)",
-              minimum=1, check=_quant_bits_fit),
-        Param("bucket", int, 0, "entries per bucket sharing one float32 norm (0 = whole vector)", minimum=0),
+        Param(
+            "bits",
+            int,
+            2,
+            "b: s = 2^b quantization levels per sign (b + 2 wire bits per entry)",
+            minimum=1,
+            check=_quant_bits_fit,
+        ),
+        Param(
+            "bucket",
+            int,
+            0,
+            "entries per bucket sharing one float32 norm (0 = whole vector)",
+            minimum=0,
+        ),
     )
     unbiased: ClassVar[bool] = False
     contractive: ClassVar[bool] = True
@@ -353,6 +415,7 @@ class QSGDContractive(QSGD):
 
 # ------------------------------------------------------------------------------- one-bit operators
 
+
 def _f32_round_up(x: float) -> np.float32:
     """The smallest float32 ≥ ``x`` (0 ≤ x ≤ FLT_MAX), so that a bound sent as float32 still bounds."""
     x32 = np.float32(x)
@@ -371,14 +434,16 @@ class _SignBits(Compressor):
     Subclasses compute a and fill ``self._neg`` (bool, (d,)) in ``_encode``, then call ``_write``.
     """
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
+    def __init__(
+        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+    ) -> None:
         super().__init__(dim, dtype, **params)
         self.kernels = kernels.choose(fast, self.dim)  # see QSGD
         d = self.dim
-        if self.kernels is None:                       # the reference's scratch (the kernels need none)
-            self._abs = np.empty(d)                    # float64 |v_k|, then scratch
-            self._neg = np.empty(d, dtype=bool)        # sign bits to send
-            self._bits = np.empty(d, dtype=np.uint8)   # unpacked bits in decode
+        if self.kernels is None:  # the reference's scratch (the kernels need none)
+            self._abs = np.empty(d)  # float64 |v_k|, then scratch
+            self._neg = np.empty(d, dtype=bool)  # sign bits to send
+            self._bits = np.empty(d, dtype=np.uint8)  # unpacked bits in decode
 
     @property
     def payload_bits(self) -> int:
@@ -392,7 +457,7 @@ class _SignBits(Compressor):
         buf[:4].view("<f4")[0] = scale
         if scale == 0:
             self._neg.fill(False)
-        pack_codes(self._neg.view(np.uint8), 1, buf[4:], check=False)   # bool → 0/1 bytes, no copy
+        pack_codes(self._neg.view(np.uint8), 1, buf[4:], check=False)  # bool → 0/1 bytes, no copy
 
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         a = float(buf[:4].view("<f4")[0])
@@ -431,16 +496,20 @@ class Sign(_SignBits):
             scale32 = self.kernels["sign_encode"](np.ascontiguousarray(v), buf[4:])
             if scale32 < 0:
                 raise NonFiniteInputError(
-                    _nonfinite_message(self.describe(), v, "the mean |v_k| exceeds the float32 range"))
+                    _nonfinite_message(
+                        self.describe(), v, "the mean |v_k| exceeds the float32 range"
+                    )
+                )
             buf[:4].view("<f4")[0] = scale32
             return
-        np.abs(v, out=self._abs)                       # float32 → float64 is exact
-        with np.errstate(over="ignore"):               # huge float64 input: inf, reported below
+        np.abs(v, out=self._abs)  # float32 → float64 is exact
+        with np.errstate(over="ignore"):  # huge float64 input: inf, reported below
             scale = float(np.cumsum(self._abs)[-1]) / self.dim  # in entry order, as the kernel sums
-        if not scale <= F32_MAX:                      # NaN fails the comparison too
+        if not scale <= F32_MAX:  # NaN fails the comparison too
             raise NonFiniteInputError(
-                _nonfinite_message(self.describe(), v, "the mean |v_k| exceeds the float32 range"))
-        np.less(v, 0.0, out=self._neg)                 # −0.0 < 0 is False: sign(±0) = +1
+                _nonfinite_message(self.describe(), v, "the mean |v_k| exceeds the float32 range")
+            )
+        np.less(v, 0.0, out=self._neg)  # −0.0 < 0 is False: sign(±0) = +1
         self._write(buf, np.float32(scale))
 
 
@@ -461,35 +530,44 @@ class OneBit(_SignBits):
 
     name: ClassVar[str] = "onebit"
     unbiased: ClassVar[bool] = True
-    contractive: ClassVar[bool] = False            # E‖Q1(v) − v‖² can reach (d − 1)‖v‖²
+    contractive: ClassVar[bool] = False  # E‖Q1(v) − v‖² can reach (d − 1)‖v‖²
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
+    def __init__(
+        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+    ) -> None:
         super().__init__(dim, dtype, fast=fast, **params)
         if self.kernels is None:
-            self._uniform = np.empty(self.dim)         # float64 dither integers u_k
-        self._words = np.empty(1026, dtype=np.uint64)  # kernel scratch: the dither of 2,048 entries (8 KiB)
+            self._uniform = np.empty(self.dim)  # float64 dither integers u_k
+        self._words = np.empty(
+            1026, dtype=np.uint64
+        )  # kernel scratch: the dither of 2,048 entries (8 KiB)
 
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
         if self.kernels is not None:
-            r32 = self.kernels["onebit_encode"](np.ascontiguousarray(v), np.uint64(key.word("quantize")), buf[4:],
-                                                self._words)
+            r32 = self.kernels["onebit_encode"](
+                np.ascontiguousarray(v), np.uint64(key.word("quantize")), buf[4:], self._words
+            )
             if r32 < 0:
                 raise NonFiniteInputError(
-                    _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range"))
+                    _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range")
+                )
             buf[:4].view("<f4")[0] = r32
             return
         np.abs(v, out=self._abs)
-        r = float(self._abs.max())                     # max propagates NaN
+        r = float(self._abs.max())  # max propagates NaN
         if not r <= F32_MAX:
             raise NonFiniteInputError(
-                _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range"))
+                _nonfinite_message(self.describe(), v, "max |v_k| exceeds the float32 range")
+            )
         r32 = _f32_round_up(r)
         if r32 > 0:
-            p = self._abs                              # reuse: p_k = (v_k·(1/R32) + 1)/2 ≈ (1 + v_k/R32)/2
-            np.multiply(v, 1.0 / float(r32), out=p, dtype=np.float64)   # float32 input multiplies in float64
+            p = self._abs  # reuse: p_k = (v_k·(1/R32) + 1)/2 ≈ (1 + v_k/R32)/2
+            np.multiply(
+                v, 1.0 / float(r32), out=p, dtype=np.float64
+            )  # float32 input multiplies in float64
             p += 1.0
             p *= 0.5
             np.copyto(self._uniform, dither_words(key.word("quantize"), self.dim))
-            p *= TWO30                                           # exact: a power of two
-            np.greater_equal(self._uniform, p, out=self._neg)   # P(positive) = P(u < p·2^30) ≈ p
+            p *= TWO30  # exact: a power of two
+            np.greater_equal(self._uniform, p, out=self._neg)  # P(positive) = P(u < p·2^30) ≈ p
         self._write(buf, r32)

@@ -25,8 +25,15 @@ from mpidecent.errors import NonFiniteInputError
 from mpidecent.params import Param
 from mpidecent.rng import RandomKey
 
-_FRACTION = Param("fraction", float, 0.1, "fraction f of the coordinates sent: k = max(1, round(f·d))",
-                  minimum=0.0, exclusive_minimum=True, maximum=1.0)
+_FRACTION = Param(
+    "fraction",
+    float,
+    0.1,
+    "fraction f of the coordinates sent: k = max(1, round(f·d))",
+    minimum=0.0,
+    exclusive_minimum=True,
+    maximum=1.0,
+)
 
 
 def kept_count(fraction: float, dim: int) -> int:
@@ -36,18 +43,19 @@ def kept_count(fraction: float, dim: int) -> int:
 
 # ------------------------------------------------------------------------------- index packing
 
+
 def _pack_indices(idx: np.ndarray, width: int, out: np.ndarray) -> None:
     """Pack sorted indices (k,) as ``width``-bit codes, MSB-first (``pack_codes``' layout), into ``out``
     (uint8, ⌈k·width/8⌉ bytes). ``pack_codes`` handles width ≤ 16 (d ≤ 65,536); wider indices go
     through a (k, 64) bit matrix of their big-endian uint64 bytes, keeping the low ``width`` columns —
     the same bit stream ``pack_codes`` would produce for those widths."""
     if width == 0:
-        return                                          # d = 1: the only index is 0, nothing to send
+        return  # d = 1: the only index is 0, nothing to send
     if width <= MAX_WIDTH:
-        pack_codes(idx, width, out, check=False)        # indices < d ≤ 2**width by construction
+        pack_codes(idx, width, out, check=False)  # indices < d ≤ 2**width by construction
         return
     k = idx.shape[0]
-    bits = np.unpackbits(idx.astype(">u8").view(np.uint8)).reshape(k, 64)[:, 64 - width:]
+    bits = np.unpackbits(idx.astype(">u8").view(np.uint8)).reshape(k, 64)[:, 64 - width :]
     out[...] = np.packbits(bits.reshape(-1))
 
 
@@ -61,12 +69,13 @@ def _unpack_indices(buf: np.ndarray, width: int, count: int, out: np.ndarray) ->
     else:
         bits = np.unpackbits(buf, count=count * width).reshape(count, width)
         wide = np.zeros((count, 64), dtype=np.uint8)
-        wide[:, 64 - width:] = bits
+        wide[:, 64 - width :] = bits
         np.copyto(out, np.packbits(wide.reshape(-1)).view(">u8"), casting="unsafe")
     return out
 
 
 # ----------------------------------------------------------------------------------- shared base
+
 
 class _Sparsifier(Compressor):
     """k float32 values at sorted indices. Subclasses choose the indices and say how receivers learn
@@ -87,11 +96,13 @@ class _Sparsifier(Compressor):
         """32·k/d: the papers count the float32 values only (not the index cost)."""
         return 32.0 * self.k / self.dim
 
-    def _write_values(self, v: np.ndarray, idx: np.ndarray, buf: np.ndarray, scale: float = 1.0) -> None:
+    def _write_values(
+        self, v: np.ndarray, idx: np.ndarray, buf: np.ndarray, scale: float = 1.0
+    ) -> None:
         """buf[0:4k] ← float32(scale·v[idx]); raise ``NonFiniteInputError`` if any is not finite."""
-        picked = v if idx is self._all else v[idx]      # (k,) gather, input dtype (k = d: no gather)
+        picked = v if idx is self._all else v[idx]  # (k,) gather, input dtype (k = d: no gather)
         if scale != 1.0:
-            picked = np.multiply(picked, scale, dtype=np.float64)   # float64 even for float32 input
+            picked = np.multiply(picked, scale, dtype=np.float64)  # float64 even for float32 input
         wire = buf[: self._values_bytes].view("<f4")
         # A float64 beyond the float32 range becomes inf in the cast, which the check below reports.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -100,12 +111,13 @@ class _Sparsifier(Compressor):
             ok = bool(np.isfinite(wire.sum())) or bool(np.isfinite(wire).all())
         if not ok:
             raise NonFiniteInputError(
-                _nonfinite_message(self.describe(), v, "a sent value exceeds the float32 range"))
+                _nonfinite_message(self.describe(), v, "a sent value exceeds the float32 range")
+            )
 
     def _place(self, buf: np.ndarray, idx: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         """out ← zeros with the k values of ``buf`` at ``idx`` (state dtype; float32 → float64 exact)."""
         values = buf[: self._values_bytes].view("<f4")
-        if idx is self._all:                            # k = d: a plain copy, no scatter
+        if idx is self._all:  # k = d: a plain copy, no scatter
             if out is None:
                 return values.astype(self.dtype)
             np.copyto(out, values, casting="same_kind")
@@ -135,11 +147,13 @@ def _select(values: np.ndarray, k: int) -> np.ndarray:
     """Ascending positions of the k largest of ``values`` (m ≥ k finite float64); among equal values at the
     cut the lowest positions win."""
     m = values.shape[0]
-    cut = np.partition(values, m - k)[m - k]                   # the k-th largest value
+    cut = np.partition(values, m - k)[m - k]  # the k-th largest value
     chosen = values > cut
-    ties = np.flatnonzero(values == cut)[: k - int(np.count_nonzero(chosen))]  # lowest indices first
+    ties = np.flatnonzero(values == cut)[
+        : k - int(np.count_nonzero(chosen))
+    ]  # lowest indices first
     chosen[ties] = True
-    return np.flatnonzero(chosen)                               # ascending
+    return np.flatnonzero(chosen)  # ascending
 
 
 def top_k_indices(magnitudes: np.ndarray, k: int) -> np.ndarray:
@@ -190,7 +204,9 @@ class TopK(_Sparsifier):
     unbiased: ClassVar[bool] = False
     contractive: ClassVar[bool] = True
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any) -> None:
+    def __init__(
+        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+    ) -> None:
         super().__init__(dim, dtype, **params)
         d, k = self.dim, self.k
         #: The numba kernels (``kernels.py``) for the candidate pass, the index list and decoding; None (the
@@ -202,9 +218,9 @@ class TopK(_Sparsifier):
         self.index_encoding: str = "list" if k * self.index_width < d else "bitmap"
         #: Bits spent on indices: min(k·L, d).
         self.index_bits: int = min(k * self.index_width, d)
-        self._abs = np.empty(d)                         # float64 |v_i| (pages untouched unless the reference runs)
-        self._mask = np.empty(d, dtype=np.uint8)        # bitmap, both ways
-        self._idx = np.empty(k, dtype=np.intp)          # decoded index list
+        self._abs = np.empty(d)  # float64 |v_i| (pages untouched unless the reference runs)
+        self._mask = np.empty(d, dtype=np.uint8)  # bitmap, both ways
+        self._idx = np.empty(k, dtype=np.intp)  # decoded index list
         if self.kernels is not None:
             # The candidates (≈ 1.5k expected; more than fit → the reference path) and 72 places of room.
             room = max(2 * k, k + 4096) + 72
@@ -231,20 +247,24 @@ class TopK(_Sparsifier):
             idx = self._kernel_indices(v)
         if idx is None:
             np.abs(v, out=self._abs)
-            if np.isfinite(self._abs.max()):                    # max propagates NaN
+            if np.isfinite(self._abs.max()):  # max propagates NaN
                 idx = top_k_indices(self._abs, k)
             else:  # non-finite input: the k largest with NaN sorting last, so _write_values reports it
-                idx = np.argpartition(self._abs, d - k)[d - k:]
+                idx = np.argpartition(self._abs, d - k)[d - k :]
                 idx.sort()
         self._write_values(v, idx, buf)
-        tail = buf[self._values_bytes:]
-        if self.index_encoding == "list" and self.kernels is not None and 0 < self.index_width <= 56:
+        tail = buf[self._values_bytes :]
+        if (
+            self.index_encoding == "list"
+            and self.kernels is not None
+            and 0 < self.index_width <= 56
+        ):
             self.kernels["pack_indices"](idx, self.index_width, tail)
         elif self.index_encoding == "list":
             _pack_indices(idx, self.index_width, tail)
         else:
             self._mask.fill(0)
-            self._mask[idx] = 1                         # sorted idx: a cache-friendly scatter
+            self._mask[idx] = 1  # sorted idx: a cache-friendly scatter
             pack_codes(self._mask, 1, tail, check=False)
 
     def _kernel_indices(self, v: np.ndarray) -> np.ndarray | None:
@@ -255,39 +275,54 @@ class TopK(_Sparsifier):
         v = np.ascontiguousarray(v)
         sample = np.abs(v[:: d // _SAMPLE]).astype(np.float64)  # |float32| → float64 is exact
         sample.sort()
-        n = self.kernels["topk_candidates"](v, float(_threshold(sample, k, d)), self._cand_index, self._cand_value)
+        n = self.kernels["topk_candidates"](
+            v, float(_threshold(sample, k, d)), self._cand_index, self._cand_value
+        )
         if not k <= n <= self._cand_index.shape[0] - 72:
             return None
         return self._cand_index[:n][_select(self._cand_value[:n], k)]
 
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
         d, k = self.dim, self.k
-        tail = buf[self._values_bytes:]
+        tail = buf[self._values_bytes :]
         if k == d:
-            idx = self._all                             # every index: nothing to read
-        elif self.index_encoding == "list" and self.kernels is not None and 0 < self.index_width <= 56:
+            idx = self._all  # every index: nothing to read
+        elif (
+            self.index_encoding == "list"
+            and self.kernels is not None
+            and 0 < self.index_width <= 56
+        ):
             if out is None:
                 out = np.empty(d, dtype=self.dtype)
-            if not self.kernels["topk_decode"](tail, self.index_width, buf[: self._values_bytes].view("<f4"), out):
-                raise ValueError(f"{self.describe()}: corrupt message (index list not strictly increasing "
-                                 f"in [0, {d}))")
+            if not self.kernels["topk_decode"](
+                tail, self.index_width, buf[: self._values_bytes].view("<f4"), out
+            ):
+                raise ValueError(
+                    f"{self.describe()}: corrupt message (index list not strictly increasing "
+                    f"in [0, {d}))"
+                )
             return out
         elif self.index_encoding == "list":
             idx = _unpack_indices(tail, self.index_width, k, self._idx)
             # Cheap O(k) sanity check: a canonical list is strictly increasing and below d.
             if idx[-1] >= d or (k > 1 and not bool(np.all(idx[1:] > idx[:-1]))):
-                raise ValueError(f"{self.describe()}: corrupt message (index list not strictly increasing "
-                                 f"in [0, {d}))")
+                raise ValueError(
+                    f"{self.describe()}: corrupt message (index list not strictly increasing "
+                    f"in [0, {d}))"
+                )
         else:
             bits = unpack_codes(tail, 1, d, out=self._mask)
-            idx = np.flatnonzero(bits)                  # ascending, matching the value order
+            idx = np.flatnonzero(bits)  # ascending, matching the value order
             if idx.shape[0] != k:
-                raise ValueError(f"{self.describe()}: corrupt message (bitmap has {idx.shape[0]} bits set, "
-                                 f"expected {k})")
+                raise ValueError(
+                    f"{self.describe()}: corrupt message (bitmap has {idx.shape[0]} bits set, "
+                    f"expected {k})"
+                )
         return self._place(buf, idx, out)
 
 
 # ------------------------------------------------------------------------------------------ rand-k
+
 
 @register_compressor
 class RandK(_Sparsifier):
@@ -311,8 +346,13 @@ class RandK(_Sparsifier):
     name: ClassVar[str] = "randk"
     params: ClassVar[tuple[Param, ...]] = (
         _FRACTION,
-        Param("scaled", bool, False, "multiply the sent values by d/k (unbiased) instead of sending them "
-                                     "as they are (biased, contractive; for gossip)"),
+        Param(
+            "scaled",
+            bool,
+            False,
+            "multiply the sent values by d/k (unbiased) instead of sending them "
+            "as they are (biased, contractive; for gossip)",
+        ),
     )
     unbiased: ClassVar[bool] = False
     contractive: ClassVar[bool] = False
@@ -325,8 +365,8 @@ class RandK(_Sparsifier):
         self.unbiased = self.scaled  # type: ignore[misc]
         self.contractive = not self.scaled  # type: ignore[misc]
         self._scale: float = self.dim / self.k if self.scaled else 1.0
-        self._mask = np.empty(self.dim, dtype=bool)     # kept indices (index draws)
-        self._free = np.empty(self.dim, dtype=bool)     # not-kept indices (Bernoulli draws)
+        self._mask = np.empty(self.dim, dtype=bool)  # kept indices (index draws)
+        self._free = np.empty(self.dim, dtype=bool)  # not-kept indices (Bernoulli draws)
         self._uniform = np.empty(self.dim, dtype=np.float32)
         # One-entry cache: a sender decoding its own message (error feedback, reference copies)
         # would otherwise regenerate the same indices right after encoding.
@@ -373,7 +413,7 @@ class RandK(_Sparsifier):
             else:
                 self._mask.fill(True)
                 self._mask[picked] = False
-                idx = np.flatnonzero(self._mask)        # ascending
+                idx = np.flatnonzero(self._mask)  # ascending
         else:
             idx = self._bernoulli_subset(gen)
         idx.flags.writeable = False
@@ -390,7 +430,7 @@ class RandK(_Sparsifier):
         d, k = self.dim, self.k
         mask = self._mask
         gen.random(out=self._uniform, dtype=np.float32)
-        np.less(self._uniform, np.float32(k / d), out=mask)   # (any threshold works; see above)
+        np.less(self._uniform, np.float32(k / d), out=mask)  # (any threshold works; see above)
         n = int(np.count_nonzero(mask))
         if n > k:
             kept = np.flatnonzero(mask)
@@ -398,14 +438,15 @@ class RandK(_Sparsifier):
         elif n < k:
             free = np.flatnonzero(np.logical_not(mask, out=self._free))
             mask[free[gen.choice(d - n, k - n, replace=False, shuffle=False)]] = True
-        return np.flatnonzero(mask)                     # ascending
+        return np.flatnonzero(mask)  # ascending
 
     def _encode(self, v: np.ndarray, key: RandomKey, buf: np.ndarray) -> None:
         with np.errstate(over="ignore", invalid="ignore"):
             ok = bool(np.isfinite(np.add.reduce(v))) or bool(np.isfinite(v).all())
         if not ok:
-            raise NonFiniteInputError(f"{self.describe()}: input contains NaN or infinite values "
-                                      "(a diverging run?)")
+            raise NonFiniteInputError(
+                f"{self.describe()}: input contains NaN or infinite values (a diverging run?)"
+            )
         self._write_values(v, self.indices(key), buf, self._scale)
 
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:

@@ -70,13 +70,25 @@ class RankClock:
     ``rate`` λ_i (≤ 0 or no candidates: never gossips), ``round_shift`` c ≥ 0, ``round_rate`` μ > 0,
     ``candidates`` the possible peers (None: every other rank of ``n``)."""
 
-    def __init__(self, seed: int, rank: int, n: int, rate: float, round_shift: float, round_rate: float,
-                 candidates: np.ndarray | None = None, slow_shift_s: float = 0.0, slow_mean_s: float = 0.0):
+    def __init__(
+        self,
+        seed: int,
+        rank: int,
+        n: int,
+        rate: float,
+        round_shift: float,
+        round_rate: float,
+        candidates: np.ndarray | None = None,
+        slow_shift_s: float = 0.0,
+        slow_mean_s: float = 0.0,
+    ):
         self.seed, self.rank, self.n, self.rate = seed, rank, n, float(rate)
         self.round_shift, self.round_rate = float(round_shift), float(round_rate)
         self.candidates = None if candidates is None else np.asarray(candidates, dtype=np.int64)
         self.slow_shift_s, self.slow_mean_s = float(slow_shift_s), float(slow_mean_s)
-        self.gossips = self.rate > 0 and (n > 1 if self.candidates is None else len(self.candidates) > 0)
+        self.gossips = self.rate > 0 and (
+            n > 1 if self.candidates is None else len(self.candidates) > 0
+        )
         self._gossip = _Stream(lambda b: gossip_block(seed, rank, b))
         self._round = _Stream(lambda b: (exp_block(seed, rank, b, "round"),))
         self._slow = _Stream(lambda b: (exp_block(seed, rank, b, "straggler"),))
@@ -125,7 +137,11 @@ def round_schedule(clock: RankClock, horizon: float) -> np.ndarray:
     """End times (≤ horizon) of the update rounds of ``clock``'s rank, identical to ``t += length``."""
     ends, t, block = [], 0.0, 0
     while t <= horizon:
-        ts = _accumulate(t, clock.round_shift + exp_block(clock.seed, clock.rank, block, "round") / clock.round_rate)
+        ts = _accumulate(
+            t,
+            clock.round_shift
+            + exp_block(clock.seed, clock.rank, block, "round") / clock.round_rate,
+        )
         ends.append(ts)
         t, block = float(ts[-1]), block + 1
     out = np.concatenate(ends)

@@ -26,8 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpidecent.gossip.clock import RankClock, gossip_schedule, round_schedule
-from mpidecent.gossip.versions import (expected_staleness, inconsistencies, merge_versions, staleness_stats,
-                                       version_rate)
+from mpidecent.gossip.versions import (
+    expected_staleness,
+    inconsistencies,
+    merge_versions,
+    staleness_stats,
+    version_rate,
+)
 
 MODES = ("pull", "push", "exchange")
 DEFAULT_SOURCES = 256  # tracked sources when n is larger (memory n × m int64)
@@ -84,7 +89,9 @@ def tracked_sources(n: int, count: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, m).round().astype(np.int64))
 
 
-def _events(setup: SimSetup, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _events(
+    setup: SimSetup, sources: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every event by time: (times, code, peer) with code ≥ 0 the initiating user of a gossip and code < 0
     the round of tracked column −code − 1; plus per-user gossip and round counts."""
     n = setup.n
@@ -108,19 +115,38 @@ def _events(setup: SimSetup, sources: np.ndarray) -> tuple[np.ndarray, np.ndarra
             peers.append(np.full(ends.size, -1, dtype=np.int64))
     all_t = np.concatenate(times)
     order = np.argsort(all_t, kind="stable")
-    return all_t[order], np.concatenate(codes)[order], np.concatenate(peers)[order], gossips, updates
+    return (
+        all_t[order],
+        np.concatenate(codes)[order],
+        np.concatenate(peers)[order],
+        gossips,
+        updates,
+    )
 
 
-def _apply_batch(known: np.ndarray, row_sum: np.ndarray, counts: np.ndarray, sources: np.ndarray,
-                 codes: np.ndarray, writers: np.ndarray, readers: np.ndarray, times: np.ndarray, both: bool,
-                 total: int, area: float, t_prev: float) -> tuple[int, float, float]:
+def _apply_batch(
+    known: np.ndarray,
+    row_sum: np.ndarray,
+    counts: np.ndarray,
+    sources: np.ndarray,
+    codes: np.ndarray,
+    writers: np.ndarray,
+    readers: np.ndarray,
+    times: np.ndarray,
+    both: bool,
+    total: int,
+    area: float,
+    t_prev: float,
+) -> tuple[int, float, float]:
     """Apply a batch of B events that commute (see ``simulate``) at once, O(B·m) numpy: each gossip's
     writer vector becomes max(own, reader's), as ``merge_versions`` does one at a time, and each round
     of a tracked source adds 1 to its own entry. The staleness total and its time integral are updated
     event by event from the per-event changes."""
     n = known.shape[0]
     gossip = codes >= 0
-    deltas = np.full(codes.size, n - 1, dtype=np.int64)  # a round adds 1 to S at the n − 1 other users
+    deltas = np.full(
+        codes.size, n - 1, dtype=np.int64
+    )  # a round adds 1 to S at the n − 1 other users
     if gossip.any():
         w, r = writers[gossip], readers[gossip]
         merged = np.maximum(known[w], known[r])  # (G, m)
@@ -151,7 +177,9 @@ def _apply_batch(known: np.ndarray, row_sum: np.ndarray, counts: np.ndarray, sou
     return total + int(steps[-1]), area, float(clipped[-1])
 
 
-BATCH_FROM = 64  # users from which batching pays (small n: batches are short, one event at a time is faster)
+BATCH_FROM = (
+    64  # users from which batching pays (small n: batches are short, one event at a time is faster)
+)
 
 
 def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
@@ -167,7 +195,9 @@ def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
     t_all, codes, peers, gossips, updates = _events(setup, sources)
     own_col = np.full(n, -1, dtype=np.int64)
     own_col[sources] = np.arange(m)
-    known = np.zeros((n, m), dtype=np.int32)  # V[u, c]: newest version of source c that user u knows (int32:
+    known = np.zeros(
+        (n, m), dtype=np.int32
+    )  # V[u, c]: newest version of source c that user u knows (int32:
     # half the memory traffic; versions stay far below 2^31)
     row_sum = np.zeros(n, dtype=np.int64)
     counts = np.zeros(m, dtype=np.int64)  # N_c: rounds source c has completed
@@ -191,7 +221,10 @@ def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
     if mode == "pull":
         writer, reader = codes, peers  # i merges the vector of the peer it reads
     else:
-        writer, reader = peers, codes  # push (and exchange, which merges both ways): the peer merges
+        writer, reader = (
+            peers,
+            codes,
+        )  # push (and exchange, which merges both ways): the peer merges
     w_list, r_list = writer.tolist(), reader.tolist()
     both = mode == "exchange"
     src_list = sources.tolist()
@@ -243,8 +276,20 @@ def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
                 if both:
                     written.add(b)
             j += 1
-        total, area, t_prev = _apply_batch(known, row_sum, counts, sources, codes[i:j], writer[i:j], reader[i:j],
-                                           t_all[i:j], both, total, area, t_prev)
+        total, area, t_prev = _apply_batch(
+            known,
+            row_sum,
+            counts,
+            sources,
+            codes[i:j],
+            writer[i:j],
+            reader[i:j],
+            t_all[i:j],
+            both,
+            total,
+            area,
+            t_prev,
+        )
         i = j
     while next_sample < samples.size:
         sample(next_sample)
@@ -254,9 +299,20 @@ def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
     span = setup.horizon - setup.warmup
     lam_e = version_rate(setup.round_shift, setup.round_rate)
     mean = area / (span * pairs) if span > 0 and pairs else float("nan")
-    return SimResult(setup=setup, sources=sources, sample_times=samples, rank_mean=rank_mean, rank_max=rank_max,
-                     global_mean=global_mean, mean_staleness=mean,
-                     max_staleness=float(np.nanmax(rank_max)) if np.isfinite(rank_max).any() else float("nan"),
-                     formula=expected_staleness(n, setup.rate, lam_e, mode), version_rate=lam_e,
-                     updates=updates, gossips=gossips, events=int(t_all.size), inconsistencies=bad,
-                     wall_s=time.perf_counter() - start)
+    return SimResult(
+        setup=setup,
+        sources=sources,
+        sample_times=samples,
+        rank_mean=rank_mean,
+        rank_max=rank_max,
+        global_mean=global_mean,
+        mean_staleness=mean,
+        max_staleness=float(np.nanmax(rank_max)) if np.isfinite(rank_max).any() else float("nan"),
+        formula=expected_staleness(n, setup.rate, lam_e, mode),
+        version_rate=lam_e,
+        updates=updates,
+        gossips=gossips,
+        events=int(t_all.size),
+        inconsistencies=bad,
+        wall_s=time.perf_counter() - start,
+    )

@@ -78,7 +78,9 @@ def merge_versions(mine: np.ndarray, theirs: np.ndarray, mine_sum: int | None = 
     return int(mine.sum()) - before
 
 
-def staleness_stats(counts: np.ndarray, known: np.ndarray, own: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def staleness_stats(
+    counts: np.ndarray, known: np.ndarray, own: int | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and max of S = counts − known over the peers' entries (the own entry excluded).
 
     ``counts`` (m,): N_s^s of the m sources tracked; ``known`` (m,) one rank's version vector or (r, m)

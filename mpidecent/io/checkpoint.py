@@ -87,7 +87,9 @@ def _canonical(value: object) -> str:
         return "str:" + value
     array = np.asarray(value)
     if array.dtype.kind in "OSU":
-        items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()]
+        items = [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()
+        ]
         return f"strs:{array.shape}:" + json.dumps(items)
     if array.dtype.kind in "biu":
         return f"int:{array.shape}:{array.astype(np.int64).ravel().tolist()}"
@@ -105,7 +107,12 @@ def _attr_checksum(value: object) -> str:
 
 
 def _layout_checksum(dtype: str, shape: tuple[int, ...], shapes: object, digests: object) -> str:
-    return _sha(np.dtype(dtype).str, repr(tuple(int(s) for s in shape)), _canonical(shapes), _canonical(digests))
+    return _sha(
+        np.dtype(dtype).str,
+        repr(tuple(int(s) for s in shape)),
+        _canonical(shapes),
+        _canonical(digests),
+    )
 
 
 _COLLECTIVE = h5p.create(h5p.DATASET_XFER)
@@ -133,12 +140,22 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
     is untouched."""
     tmp = f"{path}.tmp"
     groups = {"state": snapshot.state, "runner": snapshot.counters}
-    layouts = comm.allgather({g: {k: (v.shape, v.dtype.str) for k, v in arrays.items()}
-                              for g, arrays in groups.items()})
-    digests = comm.allgather({g: {k: _digest(v) for k, v in arrays.items()} for g, arrays in groups.items()})
+    layouts = comm.allgather(
+        {g: {k: (v.shape, v.dtype.str) for k, v in arrays.items()} for g, arrays in groups.items()}
+    )
+    digests = comm.allgather(
+        {g: {k: _digest(v) for k, v in arrays.items()} for g, arrays in groups.items()}
+    )
     created = comm.bcast(_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), root=0)
-    root = {"kind": KIND, "format_version": FORMAT_VERSION, "step": int(snapshot.step),
-            "results_rows": int(snapshot.results_rows), "created": created, "rng": RNG_NOTE, **attrs}
+    root = {
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        "step": int(snapshot.step),
+        "results_rows": int(snapshot.results_rows),
+        "created": created,
+        "rng": RNG_NOTE,
+        **attrs,
+    }
     checksums = {f"attr:{k}": _attr_checksum(v) for k, v in root.items()}
     try:
         with guarded("writing the checkpoint", tmp):
@@ -153,23 +170,36 @@ def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, ob
     comm.Barrier()
 
 
-def _write_file(tmp: str, comm, groups: Mapping[str, Mapping[str, np.ndarray]], layouts: list, digests: list,
-                root: Mapping[str, object], checksums: dict[str, str]) -> None:
+def _write_file(
+    tmp: str,
+    comm,
+    groups: Mapping[str, Mapping[str, np.ndarray]],
+    layouts: list,
+    digests: list,
+    root: Mapping[str, object],
+    checksums: dict[str, str],
+) -> None:
     """Collective: the checkpoint's content into ``tmp`` (see ``write_checkpoint``). Not a ``with`` block:
     after a failed write the file must not be closed (a collective that the other ranks may never join);
     the caller ends the job instead."""
     f = h5py.File(tmp, "w", driver="mpio", comm=comm)
     for group, arrays in groups.items():
         for name in arrays:  # same names in the same order on every rank (the algorithm's contract)
-            shapes = np.array([layout[group][name][0] for layout in layouts], dtype=np.int64).reshape(
-                comm.size, -1)
+            shapes = np.array(
+                [layout[group][name][0] for layout in layouts], dtype=np.int64
+            ).reshape(comm.size, -1)
             padded = tuple(int(m) for m in shapes.max(axis=0))
-            dset = f.create_dataset(f"{group}/{name}", shape=(comm.size, *padded),
-                                    dtype=np.dtype(layouts[0][group][name][1]))
+            dset = f.create_dataset(
+                f"{group}/{name}",
+                shape=(comm.size, *padded),
+                dtype=np.dtype(layouts[0][group][name][1]),
+            )
             rows = np.array([d[group][name] for d in digests], dtype=h5py.string_dtype())
             dset.attrs["shapes"] = shapes
             dset.attrs["sha256"] = rows
-            checksums[f"data:{group}/{name}"] = _layout_checksum(dset.dtype.str, dset.shape, shapes, rows)
+            checksums[f"data:{group}/{name}"] = _layout_checksum(
+                dset.dtype.str, dset.shape, shapes, rows
+            )
             if dset.size:  # an all-empty dataset has no storage to write to (same on every rank)
                 _write_row(dset, comm.rank, arrays[name])
     f.attrs.update(root)
@@ -221,27 +251,43 @@ def _verify_checksums(path: str, f: h5py.File, limit: int, untouched: str) -> No
         if not isinstance(stored, dict):
             raise TypeError("not a table")
     except (KeyError, ValueError, TypeError):
-        raise JobError(f"checkpoint {path!r} has no readable {CHECKSUMS} attribute (corrupt or edited){untouched}") \
-            from None
-    found: dict[str, str] = {f"attr:{k}": _attr_checksum(v) for k, v in f.attrs.items() if k != CHECKSUMS}
+        raise JobError(
+            f"checkpoint {path!r} has no readable {CHECKSUMS} attribute (corrupt or edited){untouched}"
+        ) from None
+    found: dict[str, str] = {
+        f"attr:{k}": _attr_checksum(v) for k, v in f.attrs.items() if k != CHECKSUMS
+    }
     for group in ("state", "runner"):
         if not isinstance(f.get(group), h5py.Group):
-            raise JobError(f"checkpoint {path!r} has no /{group} group (corrupt or truncated){untouched}")
+            raise JobError(
+                f"checkpoint {path!r} has no /{group} group (corrupt or truncated){untouched}"
+            )
         for name, dset in f[group].items():
-            if not isinstance(dset, h5py.Dataset) or "shapes" not in dset.attrs or "sha256" not in dset.attrs:
-                raise JobError(f"checkpoint {path!r}: {group}/{name} is not a checkpointed array (corrupt or "
-                               f"edited){untouched}")
+            if (
+                not isinstance(dset, h5py.Dataset)
+                or "shapes" not in dset.attrs
+                or "sha256" not in dset.attrs
+            ):
+                raise JobError(
+                    f"checkpoint {path!r}: {group}/{name} is not a checkpointed array (corrupt or "
+                    f"edited){untouched}"
+                )
             _check_attribute_sizes(path, dset, limit, untouched)
-            found[f"data:{group}/{name}"] = _layout_checksum(dset.dtype.str, dset.shape, dset.attrs["shapes"],
-                                                             dset.attrs["sha256"])
+            found[f"data:{group}/{name}"] = _layout_checksum(
+                dset.dtype.str, dset.shape, dset.attrs["shapes"], dset.attrs["sha256"]
+            )
     for key in sorted(set(stored) | set(found)):
         what = f"attribute {key[5:]!r}" if key.startswith("attr:") else f"the layout of {key[5:]}"
         if key not in found:
             raise JobError(f"checkpoint {path!r}: {what} is missing (corrupt or edited){untouched}")
         if key not in stored:
-            raise JobError(f"checkpoint {path!r}: {what} is not covered by its checksums (added or edited){untouched}")
+            raise JobError(
+                f"checkpoint {path!r}: {what} is not covered by its checksums (added or edited){untouched}"
+            )
         if stored[key] != found[key]:
-            raise JobError(f"checkpoint {path!r}: {what} fails its checksum (corrupt or edited){untouched}")
+            raise JobError(
+                f"checkpoint {path!r}: {what} fails its checksum (corrupt or edited){untouched}"
+            )
 
 
 def _text(value: object) -> str:
@@ -251,11 +297,15 @@ def _text(value: object) -> str:
 def _integer(path: str, attrs: h5py.AttributeManager, name: str, untouched: str) -> int:
     """A root attribute that must be one integer."""
     if name not in attrs:
-        raise JobError(f"checkpoint {path!r} has no {name} attribute (corrupt or edited){untouched}")
+        raise JobError(
+            f"checkpoint {path!r} has no {name} attribute (corrupt or edited){untouched}"
+        )
     value = np.asarray(attrs[name])
     if value.shape != () or value.dtype.kind not in "iu":
-        raise JobError(f"checkpoint {path!r}: attribute {name!r} = {_text(attrs[name])[:40]!r} is not an integer "
-                       f"(corrupt or edited){untouched}")
+        raise JobError(
+            f"checkpoint {path!r}: attribute {name!r} = {_text(attrs[name])[:40]!r} is not an integer "
+            f"(corrupt or edited){untouched}"
+        )
     return int(value)
 
 
@@ -265,7 +315,9 @@ def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Sna
     a different world size or job, or values out of range for the job; nothing is modified."""
     untouched = "; nothing was changed"
     if not os.path.exists(path):
-        raise JobError(f"no checkpoint {path!r} to resume from; run without --resume to start the job")
+        raise JobError(
+            f"no checkpoint {path!r} to resume from; run without --resume to start the job"
+        )
     # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers (hdf5guard.py).
     problem = heap_problem(path)
     if problem:
@@ -273,12 +325,16 @@ def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Sna
     try:
         f = h5py.File(path, "r")
     except READ_ERRORS as err:
-        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({first_line(err)}){untouched}") from None
+        raise JobError(
+            f"checkpoint {path!r} is corrupt or truncated ({first_line(err)}){untouched}"
+        ) from None
     try:
         with f:
             return _read_verified(path, f, rank, world_size, job_toml, untouched)
     except READ_ERRORS as err:  # not MemoryError: every size is bounded before it is read
-        raise JobError(f"checkpoint {path!r} is corrupt or truncated ({first_line(err)}){untouched}") from None
+        raise JobError(
+            f"checkpoint {path!r} is corrupt or truncated ({first_line(err)}){untouched}"
+        ) from None
 
 
 def _check_attribute_sizes(path: str, obj: h5py.HLObject, limit: int, untouched: str) -> None:
@@ -295,20 +351,28 @@ def _check_notes(path: str, attrs: h5py.AttributeManager, untouched: str) -> Non
     for name in ("created", "rng", "results_file"):
         if name in attrs:
             if not isinstance(attrs[name], (str, bytes, np.bytes_)):
-                raise JobError(f"checkpoint {path!r}: attribute {name!r} is not text (corrupt or edited){untouched}")
+                raise JobError(
+                    f"checkpoint {path!r}: attribute {name!r} is not text (corrupt or edited){untouched}"
+                )
             notes[name] = _text(attrs[name])
     if "created" in notes:
         try:
             _dt.datetime.fromisoformat(notes["created"])
         except ValueError:
-            raise JobError(f"checkpoint {path!r}: attribute 'created' = {notes['created'][:40]!r} is not an ISO "
-                           f"8601 time (corrupt or edited){untouched}") from None
+            raise JobError(
+                f"checkpoint {path!r}: attribute 'created' = {notes['created'][:40]!r} is not an ISO "
+                f"8601 time (corrupt or edited){untouched}"
+            ) from None
     if "rng" in notes and notes["rng"] != RNG_NOTE:
-        raise JobError(f"checkpoint {path!r}: attribute 'rng' = {notes['rng'][:40]!r} is not this version's "
-                       f"generator note (corrupt, edited, or another random scheme){untouched}")
+        raise JobError(
+            f"checkpoint {path!r}: attribute 'rng' = {notes['rng'][:40]!r} is not this version's "
+            f"generator note (corrupt, edited, or another random scheme){untouched}"
+        )
     if "results_file" in notes and (not notes["results_file"] or "\0" in notes["results_file"]):
-        raise JobError(f"checkpoint {path!r}: attribute 'results_file' = {notes['results_file'][:40]!r} is not a "
-                       f"path (corrupt or edited){untouched}")
+        raise JobError(
+            f"checkpoint {path!r}: attribute 'results_file' = {notes['results_file'][:40]!r} is not a "
+            f"path (corrupt or edited){untouched}"
+        )
 
 
 # The runner's counters (runner/checkpointing.py): counts are integers ≥ 0, seconds finite floats ≥ 0.
@@ -318,67 +382,102 @@ COUNTS = ("bits", "bytes", "messages")
 SECONDS = ("compute_s", "comm_s", "wall_s")
 
 
-def _check_counters(path: str, counters: Mapping[str, np.ndarray], log_every: int, untouched: str) -> None:
+def _check_counters(
+    path: str, counters: Mapping[str, np.ndarray], log_every: int, untouched: str
+) -> None:
     """The runner's counters: one value each (losses: at most ``log_every``), of their kind and range."""
     for name in (*COUNTS, *SECONDS):
         if counters.get(name, np.zeros(0)).shape != (1,):
-            raise JobError(f"checkpoint {path!r}: runner/{name} is missing or not one value (corrupt or edited)"
-                           f"{untouched}")
+            raise JobError(
+                f"checkpoint {path!r}: runner/{name} is missing or not one value (corrupt or edited)"
+                f"{untouched}"
+            )
         value, kind = counters[name], "iu" if name in COUNTS else "f"
         if value.dtype.kind not in kind or not np.all(np.isfinite(value)) or value[0] < 0:
-            raise JobError(f"checkpoint {path!r}: runner/{name} = {value[0].item()!r} is not a finite "
-                           f"{'count' if name in COUNTS else 'number of seconds'} ≥ 0 (corrupt or edited){untouched}")
+            raise JobError(
+                f"checkpoint {path!r}: runner/{name} = {value[0].item()!r} is not a finite "
+                f"{'count' if name in COUNTS else 'number of seconds'} ≥ 0 (corrupt or edited){untouched}"
+            )
     losses = counters.get("losses")
-    if losses is None or losses.ndim != 1 or losses.size > max(log_every, 1) or losses.dtype.kind != "f":
-        raise JobError(f"checkpoint {path!r}: runner/losses is missing, not floats or longer than [run] log_every "
-                       f"(corrupt or edited){untouched}")
+    if (
+        losses is None
+        or losses.ndim != 1
+        or losses.size > max(log_every, 1)
+        or losses.dtype.kind != "f"
+    ):
+        raise JobError(
+            f"checkpoint {path!r}: runner/losses is missing, not floats or longer than [run] log_every "
+            f"(corrupt or edited){untouched}"
+        )
 
 
-def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml: str, untouched: str) -> Snapshot:
+def _read_verified(
+    path: str, f: h5py.File, rank: int, world_size: int, job_toml: str, untouched: str
+) -> Snapshot:
     attrs = f.attrs
-    limit = os.path.getsize(path)  # contiguous, uncompressed: nothing in it holds more bytes than the file
+    limit = os.path.getsize(
+        path
+    )  # contiguous, uncompressed: nothing in it holds more bytes than the file
     _check_attribute_sizes(path, f, limit, untouched)
     if _text(attrs.get("kind", "")) != KIND:
-        raise JobError(f"{path!r} is not an mpidecent checkpoint (no kind = {KIND!r} attribute){untouched}")
+        raise JobError(
+            f"{path!r} is not an mpidecent checkpoint (no kind = {KIND!r} attribute){untouched}"
+        )
     version = _integer(path, attrs, "format_version", untouched)
     if version > FORMAT_VERSION:
-        raise JobError(f"checkpoint {path!r} has format_version {version}, newer than "
-                       f"this mpidecent reads ({FORMAT_VERSION}){untouched}")
+        raise JobError(
+            f"checkpoint {path!r} has format_version {version}, newer than "
+            f"this mpidecent reads ({FORMAT_VERSION}){untouched}"
+        )
     if version < 1:
-        raise JobError(f"checkpoint {path!r} has format_version {version}, not a version (corrupt or edited)"
-                       f"{untouched}")
+        raise JobError(
+            f"checkpoint {path!r} has format_version {version}, not a version (corrupt or edited)"
+            f"{untouched}"
+        )
     if version >= 2 or CHECKSUMS in attrs:
         _verify_checksums(path, f, limit, untouched)
     _check_notes(path, attrs, untouched)
     stored_size = _integer(path, attrs, "world_size", untouched)
     if stored_size != world_size:
-        raise JobError(f"checkpoint {path!r} was written by {stored_size} ranks but {world_size} "
-                       f"were started: resume with mpirun -n {stored_size}")
+        raise JobError(
+            f"checkpoint {path!r} was written by {stored_size} ranks but {world_size} "
+            f"were started: resume with mpirun -n {stored_size}"
+        )
     stored = _text(attrs.get("job", ""))
     if stored != job_toml:
-        raise JobError(f"the job differs from the one checkpointed in {path!r} (here: "
-                       f"{_first_difference(job_toml, stored)}); resume with the same job and --set "
-                       "options, or run without --resume")
+        raise JobError(
+            f"the job differs from the one checkpointed in {path!r} (here: "
+            f"{_first_difference(job_toml, stored)}); resume with the same job and --set "
+            "options, or run without --resume"
+        )
     job = tomllib.loads(job_toml)
     run = job.get("run", {})
     steps, log_every = int(run.get("steps", 0)), int(run.get("log_every", 1))
     algorithm = str(job.get("algorithm", {}).get("name", ""))
     if "algorithm" in attrs and _text(attrs["algorithm"]) != algorithm:
-        raise JobError(f"checkpoint {path!r}: attribute 'algorithm' = {_text(attrs['algorithm'])[:40]!r} but its job "
-                       f"runs {algorithm!r} (corrupt or edited){untouched}")
+        raise JobError(
+            f"checkpoint {path!r}: attribute 'algorithm' = {_text(attrs['algorithm'])[:40]!r} but its job "
+            f"runs {algorithm!r} (corrupt or edited){untouched}"
+        )
     step = _integer(path, attrs, "step", untouched)
     if not 0 <= step <= steps:
-        raise JobError(f"checkpoint {path!r}: attribute 'step' = {step} is outside 0..{steps} ([run] steps) "
-                       f"(corrupt or edited){untouched}")
+        raise JobError(
+            f"checkpoint {path!r}: attribute 'step' = {step} is outside 0..{steps} ([run] steps) "
+            f"(corrupt or edited){untouched}"
+        )
     results_rows = _integer(path, attrs, "results_rows", untouched)
     expected = rows_logged(step, steps, log_every)
     if results_rows != expected:
-        raise JobError(f"checkpoint {path!r}: attribute 'results_rows' = {results_rows} but step {step} with "
-                       f"[run] log_every = {log_every} logs {expected} rows (corrupt or edited){untouched}")
+        raise JobError(
+            f"checkpoint {path!r}: attribute 'results_rows' = {results_rows} but step {step} with "
+            f"[run] log_every = {log_every} logs {expected} rows (corrupt or edited){untouched}"
+        )
     groups: dict[str, dict[str, np.ndarray]] = {"state": {}, "runner": {}}
     for group, arrays in groups.items():
         if not isinstance(f.get(group), h5py.Group):
-            raise JobError(f"checkpoint {path!r} has no /{group} group (corrupt or truncated){untouched}")
+            raise JobError(
+                f"checkpoint {path!r} has no /{group} group (corrupt or truncated){untouched}"
+            )
         for name, dset in f[group].items():
             where = f"checkpoint {path!r}: {group}/{name}"
             if not isinstance(dset, h5py.Dataset) or dset.ndim < 1 or dset.shape[0] != world_size:
@@ -386,24 +485,38 @@ def _read_verified(path: str, f: h5py.File, rank: int, world_size: int, job_toml
             _check_attribute_sizes(path, dset, limit, untouched)
             shapes = np.asarray(dset.attrs["shapes"])
             if shapes.dtype.kind not in "iu" or shapes.shape != (world_size, dset.ndim - 1):
-                raise JobError(f"{where} has a shapes attribute of shape {shapes.shape}, not "
-                               f"{(world_size, dset.ndim - 1)} (corrupt or edited){untouched}")
+                raise JobError(
+                    f"{where} has a shapes attribute of shape {shapes.shape}, not "
+                    f"{(world_size, dset.ndim - 1)} (corrupt or edited){untouched}"
+                )
             shape = tuple(int(s) for s in shapes[rank])
             if any(not 0 <= s <= m for s, m in zip(shape, dset.shape[1:])):
-                raise JobError(f"{where}: rank {rank}'s shape {shape} does not fit the stored {dset.shape[1:]} "
-                               f"(corrupt or edited){untouched}")
+                raise JobError(
+                    f"{where}: rank {rank}'s shape {shape} does not fit the stored {dset.shape[1:]} "
+                    f"(corrupt or edited){untouched}"
+                )
             nbytes = int(np.prod(shape, dtype=np.int64)) * dset.dtype.itemsize
             if nbytes > limit:
-                raise JobError(f"{where}: rank {rank}'s row claims {nbytes} bytes, more than the file holds "
-                               f"(corrupt){untouched}")
+                raise JobError(
+                    f"{where}: rank {rank}'s row claims {nbytes} bytes, more than the file holds "
+                    f"(corrupt){untouched}"
+                )
             digests = np.asarray(dset.attrs["sha256"]).ravel()
             if digests.shape != (world_size,):
-                raise JobError(f"{where} has {digests.size} checksums for {world_size} ranks (corrupt or edited)"
-                               f"{untouched}")
-            row = dset[(rank, *(slice(0, s) for s in shape))] if all(shape) else np.zeros(shape, dtype=dset.dtype)
+                raise JobError(
+                    f"{where} has {digests.size} checksums for {world_size} ranks (corrupt or edited)"
+                    f"{untouched}"
+                )
+            row = (
+                dset[(rank, *(slice(0, s) for s in shape))]
+                if all(shape)
+                else np.zeros(shape, dtype=dset.dtype)
+            )
             if _digest(row) != _text(digests[rank]):
-                raise JobError(f"checkpoint {path!r}: {group}/{name} of rank {rank} fails its checksum "
-                               f"(corrupt){untouched}")
+                raise JobError(
+                    f"checkpoint {path!r}: {group}/{name} of rank {rank} fails its checksum "
+                    f"(corrupt){untouched}"
+                )
             arrays[name] = np.array(row)
     _check_counters(path, groups["runner"], log_every, untouched)
     return Snapshot(step, results_rows, groups["state"], groups["runner"])

@@ -62,7 +62,9 @@ def _open_serial(values: Mapping[str, Any], base_dir: str | None) -> h5py.File:
         return h5py.File(full, "r")
     except OSError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise JobError(f"[data] path: cannot read {values['path']!r} as an HDF5 file ({reason})") from None
+        raise JobError(
+            f"[data] path: cannot read {values['path']!r} as an HDF5 file ({reason})"
+        ) from None
 
 
 def _open_parallel(values: Mapping[str, Any], base_dir: str | None, comm: Any) -> h5py.File:
@@ -75,7 +77,9 @@ def _open_parallel(values: Mapping[str, Any], base_dir: str | None, comm: Any) -
         return h5py.File(full, "r", driver="mpio", comm=comm)
     except OSError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise JobError(f"[data] path: cannot read {values['path']!r} as an HDF5 file ({reason})") from None
+        raise JobError(
+            f"[data] path: cannot read {values['path']!r} as an HDF5 file ({reason})"
+        ) from None
 
 
 def _dataset_names(f: h5py.File) -> str:
@@ -104,10 +108,14 @@ def _dataset(f: h5py.File, key: str, values: Mapping[str, Any]) -> h5py.Dataset:
     except (KeyError, ValueError, OSError):
         obj = None
     if obj is None:
-        raise JobError(f"[data] {key} = {name!r} not found in {_shown(values)} ({_dataset_names(f)})")
+        raise JobError(
+            f"[data] {key} = {name!r} not found in {_shown(values)} ({_dataset_names(f)})"
+        )
     if not isinstance(obj, h5py.Dataset):
-        raise JobError(f"[data] {key} = {name!r} in {_shown(values)} is a group, not a dataset "
-                       f"({_dataset_names(f)})")
+        raise JobError(
+            f"[data] {key} = {name!r} in {_shown(values)} is a group, not a dataset "
+            f"({_dataset_names(f)})"
+        )
     return obj
 
 
@@ -127,26 +135,36 @@ def targets_from_labels(labels: np.ndarray, values: Mapping[str, Any]) -> tuple[
         labels = labels.astype(np.int64)
     if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
         bad = labels[~np.isfinite(labels)][0]
-        raise JobError(f"{where} holds NaN or infinite values (e.g. {bad}); every sample needs a finite label")
+        raise JobError(
+            f"{where} holds NaN or infinite values (e.g. {bad}); every sample needs a finite label"
+        )
     if task == "regression":
         return labels.astype(np.float64), 0
     if labels.dtype.kind == "f":
         fractional = labels != np.round(labels)
         if np.any(fractional):
-            raise JobError(f"{where} holds non-integer values (e.g. {labels[fractional][0]:g}); task = {task!r} "
-                           "needs class ids 0..C−1 (use task = \"regression\" for real-valued targets)")
+            raise JobError(
+                f"{where} holds non-integer values (e.g. {labels[fractional][0]:g}); task = {task!r} "
+                'needs class ids 0..C−1 (use task = "regression" for real-valued targets)'
+            )
     targets = labels.astype(np.int64)
     low, high = int(targets.min()), int(targets.max())
     if low < 0:
-        raise JobError(f"{where} holds negative labels (e.g. {low}); task = {task!r} needs class ids "
-                       f"{'0 or 1' if task == 'binary' else '0..C−1'}")
+        raise JobError(
+            f"{where} holds negative labels (e.g. {low}); task = {task!r} needs class ids "
+            f"{'0 or 1' if task == 'binary' else '0..C−1'}"
+        )
     if task == "binary":
         if high > 1:
-            raise JobError(f"{where} holds labels outside 0 and 1 (e.g. {high}); task = 'binary' needs labels "
-                           "0 or 1 (use task = \"multiclass\" for more classes)")
+            raise JobError(
+                f"{where} holds labels outside 0 and 1 (e.g. {high}); task = 'binary' needs labels "
+                '0 or 1 (use task = "multiclass" for more classes)'
+            )
         return targets, 2
     if high < 1:
-        raise JobError(f"{where} holds only class 0; task = 'multiclass' needs at least two classes 0..C−1")
+        raise JobError(
+            f"{where} holds only class 0; task = 'multiclass' needs at least two classes 0..C−1"
+        )
     return targets, high + 1
 
 
@@ -181,34 +199,48 @@ def _inspect(f: h5py.File, values: Mapping[str, Any], nodes: int) -> _Inspected:
     if not test:
         samples = int(features.shape[0])
         if samples < nodes:
-            raise JobError(f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} nodes; "
-                           "every node needs a sample")
+            raise JobError(
+                f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} nodes; "
+                "every node needs a sample"
+            )
         targets, num_classes = targets_from_labels(labels[()], values)
         return _Inspected(features, None, targets, num_classes, 0)
     if not (values["test_features_dataset"] and values["test_labels_dataset"]):
-        raise JobError("[data] test_features_dataset and test_labels_dataset name the file's own test set: give "
-                       "both, or neither (then test_fraction holds out a test set)")
+        raise JobError(
+            "[data] test_features_dataset and test_labels_dataset name the file's own test set: give "
+            "both, or neither (then test_fraction holds out a test set)"
+        )
     test_features, test_labels = _pair(f, values, "test_features_dataset", "test_labels_dataset")
     if test_features.shape[1:] != features.shape[1:]:
-        raise JobError(f"[data] test_features_dataset = {values['test_features_dataset']!r} holds samples of shape "
-                       f"{test_features.shape[1:]} but features_dataset = {values['features_dataset']!r} holds "
-                       f"{features.shape[1:]}; they must match")
+        raise JobError(
+            f"[data] test_features_dataset = {values['test_features_dataset']!r} holds samples of shape "
+            f"{test_features.shape[1:]} but features_dataset = {values['features_dataset']!r} holds "
+            f"{features.shape[1:]}; they must match"
+        )
     if int(features.shape[0]) < nodes:
-        raise JobError(f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} has "
-                       f"{features.shape[0]} training samples, fewer than the {nodes} nodes")
-    targets, num_classes = targets_from_labels(np.concatenate([labels[()], test_labels[()]]), values)
+        raise JobError(
+            f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} has "
+            f"{features.shape[0]} training samples, fewer than the {nodes} nodes"
+        )
+    targets, num_classes = targets_from_labels(
+        np.concatenate([labels[()], test_labels[()]]), values
+    )
     return _Inspected(features, test_features, targets, num_classes, int(test_features.shape[0]))
 
 
-def _pair(f: h5py.File, values: Mapping[str, Any], fkey: str, lkey: str) -> tuple[h5py.Dataset, h5py.Dataset]:
+def _pair(
+    f: h5py.File, values: Mapping[str, Any], fkey: str, lkey: str
+) -> tuple[h5py.Dataset, h5py.Dataset]:
     """A features dataset (N, ...) and its labels (N,), checked."""
     features = _dataset(f, fkey, values)
     labels = _dataset(f, lkey, values)
     fwhere = f"[data] {fkey} = {values[fkey]!r} in {_shown(values)}"
     lwhere = f"[data] {lkey} = {values[lkey]!r} in {_shown(values)}"
     if len(features.shape) < 2:
-        raise JobError(f"{fwhere} must have one row per sample, (samples, ...) such as (N, p) vectors or "
-                       f"(N, C, H, W) images, got shape {features.shape}")
+        raise JobError(
+            f"{fwhere} must have one row per sample, (samples, ...) such as (N, p) vectors or "
+            f"(N, C, H, W) images, got shape {features.shape}"
+        )
     if min(features.shape[1:]) < 1:
         raise JobError(f"{fwhere} has empty samples (shape {features.shape})")
     if not _numeric(features):
@@ -218,8 +250,10 @@ def _pair(f: h5py.File, values: Mapping[str, Any], fkey: str, lkey: str) -> tupl
     if not _numeric(labels):
         raise JobError(f"{lwhere} must hold numbers, got type {labels.dtype}")
     if labels.shape[0] != features.shape[0]:
-        raise JobError(f"{lwhere} has {labels.shape[0]} rows but {fkey} = {values[fkey]!r} has "
-                       f"{features.shape[0]}; they must match")
+        raise JobError(
+            f"{lwhere} has {labels.shape[0]} rows but {fkey} = {values[fkey]!r} has "
+            f"{features.shape[0]}; they must match"
+        )
     return features, labels
 
 
@@ -252,7 +286,9 @@ def read_calls(rows: np.ndarray) -> int:
     return max(1, -(-_runs(np.asarray(rows, dtype=np.int64))[0].size // RUNS_PER_READ))
 
 
-def read_rows(dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int | None = None) -> np.ndarray:
+def read_rows(
+    dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int | None = None
+) -> np.ndarray:
     """Rows ``rows`` (increasing) of a dataset of shape (N, *sample_shape) as float64, reading nothing else.
 
     The rows are read in ``calls`` read calls (default and minimum: ``read_calls(rows)``), each a union
@@ -285,7 +321,9 @@ def read_rows(dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int
             for start, length in zip(starts[first:last].tolist(), lengths[first:last].tolist()):
                 fspace.select_hyperslab((start, *zeros), (length, *tail), op=op)
                 op = h5s.SELECT_OR
-            mspace.select_hyperslab((int(offsets[first]), *zeros), (int(offsets[last] - offsets[first]), *tail))
+            mspace.select_hyperslab(
+                (int(offsets[first]), *zeros), (int(offsets[last] - offsets[first]), *tail)
+            )
         if dxpl is None:
             dset.id.read(mspace, fspace, out)
         else:
@@ -301,8 +339,9 @@ def _collective_dxpl() -> Any:
     return dxpl
 
 
-def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None,
-              base_dir: str | None = None) -> NodeData:
+def load_hdf5(
+    values: Mapping[str, Any], nodes: int, node: int, comm: Any = None, base_dir: str | None = None
+) -> NodeData:
     """Node ``node``'s data from the file; collective over ``comm`` when given (see module docstring)."""
     import h5py
 
@@ -313,31 +352,53 @@ def load_hdf5(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None
         layout = make_layout(found.targets, values, nodes, found.fixed_test)
         dxpl = _collective_dxpl() if parallel else None
         # Collective reads: every rank makes as many calls as the node needing the most (known to all).
-        calls = iter([max(read_calls(layout.train_rows[layout.train_indices(i)]) for i in range(nodes)),
-                      read_calls(layout.test_rows)])  # every node reads the whole test set
-        data = assemble("hdf5", values["task"], found.input_shape, found.num_classes, layout, node,
-                        lambda rows: (found.rows(rows, dxpl, next(calls)), found.targets[rows]))
+        calls = iter(
+            [
+                max(read_calls(layout.train_rows[layout.train_indices(i)]) for i in range(nodes)),
+                read_calls(layout.test_rows),
+            ]
+        )  # every node reads the whole test set
+        data = assemble(
+            "hdf5",
+            values["task"],
+            found.input_shape,
+            found.num_classes,
+            layout,
+            node,
+            lambda rows: (found.rows(rows, dxpl, next(calls)), found.targets[rows]),
+        )
     # The file row of the first sample with a NaN/inf feature on this node (-1: none); the smallest over ranks.
     first = -1
-    for part, rows in ((data.train, layout.train_rows[layout.train_indices(node)]),
-                       (data.test_all, layout.test_rows)):
+    for part, rows in (
+        (data.train, layout.train_rows[layout.train_indices(node)]),
+        (data.test_all, layout.test_rows),
+    ):
         if part is None:
             continue
         finite = np.isfinite(part.features.reshape(len(part.features), -1)).all(axis=1)
         if not finite.all():
-            row = int(np.asarray(rows).reshape(-1)[np.flatnonzero(~finite)[0]]) if len(rows) == len(finite) \
+            row = (
+                int(np.asarray(rows).reshape(-1)[np.flatnonzero(~finite)[0]])
+                if len(rows) == len(finite)
                 else int(np.flatnonzero(~finite)[0])
+            )
             first = row if first < 0 else min(first, row)
     if comm is not None:
-        found = [r for r in comm.allgather(first) if r >= 0]  # every rank fails together, with the same line
+        found = [
+            r for r in comm.allgather(first) if r >= 0
+        ]  # every rank fails together, with the same line
         first = min(found) if found else -1
     if first >= 0:
-        raise JobError(f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} holds "
-                       f"NaN or infinite values (first at sample {first}); every feature must be finite")
+        raise JobError(
+            f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} holds "
+            f"NaN or infinite values (first at sample {first}); every feature must be finite"
+        )
     return data
 
 
-def check_data(values: Mapping[str, Any], nodes: int, base_dir: str | None = None, rank: int = 0) -> DataInfo:
+def check_data(
+    values: Mapping[str, Any], nodes: int, base_dir: str | None = None, rank: int = 0
+) -> DataInfo:
     """Checks of resolved [data] values against the number of nodes, before any collective; returns the
     task, sample shape and classes a model needs.
 
@@ -350,8 +411,9 @@ def check_data(values: Mapping[str, Any], nodes: int, base_dir: str | None = Non
     return check_in_memory(values, nodes, base_dir, rank)
 
 
-def load_node_data(values: Mapping[str, Any], nodes: int, node: int, comm: Any = None,
-                   base_dir: str | None = None) -> NodeData:
+def load_node_data(
+    values: Mapping[str, Any], nodes: int, node: int, comm: Any = None, base_dir: str | None = None
+) -> NodeData:
     """Node ``node``'s data of any kind; every rank calls it (collectively over ``comm`` for a file)."""
     if not 0 <= node < nodes:
         raise ValueError(f"node {node} is not in 0..{nodes - 1}")

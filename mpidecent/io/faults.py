@@ -118,11 +118,15 @@ class OutputWatch:
         if not os.path.isdir(self.folder):
             return f"the output folder {self.folder} was removed; the results file and checkpoint in it are gone"
         if not self.intact():
-            return (f"the results file {self.results_path} was deleted, moved or replaced while the run was "
-                    "writing it")
+            return (
+                f"the results file {self.results_path} was deleted, moved or replaced while the run was "
+                "writing it"
+            )
         free = free_bytes(self.folder)
         wanted = needed_bytes + CLOSING_RESERVE_BYTES
         if free is not None and free < wanted:
-            return (f"no room for the results: {size_text(free)} free in {self.folder}, about "
-                    f"{size_text(wanted)} needed for the next writes")
+            return (
+                f"no room for the results: {size_text(free)} free in {self.folder}, about "
+                f"{size_text(wanted)} needed for the next writes"
+            )
         return None

@@ -27,11 +27,20 @@ import numpy as np
 # Every error h5py and numpy raise while reading a damaged file: libhdf5's errors arrive as OSError,
 # RuntimeError (NotImplementedError among them), KeyError, ValueError or TypeError; a bad size or index as
 # IndexError or OverflowError. Not MemoryError: sizes are bounded before reading, so one would be real.
-READ_ERRORS: tuple[type[Exception], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
-                                            OverflowError)
+READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    RuntimeError,
+    KeyError,
+    ValueError,
+    TypeError,
+    IndexError,
+    OverflowError,
+)
 
 HEAP_SIGNATURE = b"GCOL"
-HEAP_HEADER = 16  # signature, version, 3 reserved bytes, collection size (8-byte lengths: h5py's default)
+HEAP_HEADER = (
+    16  # signature, version, 3 reserved bytes, collection size (8-byte lengths: h5py's default)
+)
 OBJECT_HEADER = 16  # heap object index (2), reference count (2), reserved (4), object size (8)
 
 
@@ -78,12 +87,16 @@ def _signatures(read: Callable[[int, int], bytes], size: int) -> Iterable[int]:
             found = block.find(HEAP_SIGNATURE, found + 1)
 
 
-def _collection_problem(read: Callable[[int, int], bytes], file_size: int, start: int) -> str | None:
+def _collection_problem(
+    read: Callable[[int, int], bytes], file_size: int, start: int
+) -> str | None:
     """One collection: its objects (index, size) must tile it from its header to its end, each index once,
     with the free-space object (index 0), if any, last and holding exactly the rest."""
     header = read(start, HEAP_HEADER)
     if len(header) < HEAP_HEADER or header[4] != 1 or header[5:8] != b"\0\0\0":
-        return None  # not a collection header (bytes that happen to read GCOL); libhdf5 checks its own
+        return (
+            None  # not a collection header (bytes that happen to read GCOL); libhdf5 checks its own
+        )
     size = int.from_bytes(header[8:16], "little")
     end = start + size
     if size < HEAP_HEADER or end > file_size:
@@ -95,7 +108,11 @@ def _collection_problem(read: Callable[[int, int], bytes], file_size: int, start
         index = int.from_bytes(entry[0:2], "little")
         length = int.from_bytes(entry[8:16], "little")
         if index == 0:  # free space: the rest of the collection, its header included
-            return None if length == end - pos else f"free space of {length} bytes where {end - pos} remain"
+            return (
+                None
+                if length == end - pos
+                else f"free space of {length} bytes where {end - pos} remain"
+            )
         if index in seen:
             return f"object {index} appears twice"
         seen.add(index)
@@ -114,7 +131,9 @@ def nbytes(shape: Iterable[int] | None, dtype: np.dtype) -> int:
     return count * max(np.dtype(dtype).itemsize, 1)
 
 
-def attribute_problem(obj: h5py.HLObject, limit: int, names: Iterable[str] | None = None) -> str | None:
+def attribute_problem(
+    obj: h5py.HLObject, limit: int, names: Iterable[str] | None = None
+) -> str | None:
     """The first attribute of ``obj`` (of ``names`` only, when given: every attribute opened is more of a
     damaged file for libhdf5 to parse) that would take more than ``limit`` bytes in memory, described
     (checked from its dataspace and type, before reading it), or None."""
@@ -126,7 +145,9 @@ def attribute_problem(obj: h5py.HLObject, limit: int, names: Iterable[str] | Non
     return None
 
 
-PROBE_TIMEOUT_S = 120  # a probe still reading after this long counts as a file libhdf5 cannot finish
+PROBE_TIMEOUT_S = (
+    120  # a probe still reading after this long counts as a file libhdf5 cannot finish
+)
 
 
 PROBE_SPARE_BYTES = 2 << 30  # address space a probe may add beyond its own and 4 × the file's size

@@ -30,42 +30,72 @@ class Series(NamedTuple):
 STEP_SERIES = Series("i8", "", "logged step (iterations completed)")
 
 # /metrics/rank/<name> (L, n): every run.
-RANK_SERIES: Mapping[str, Series] = MappingProxyType({
-    "loss": Series("f8", "", "mean minibatch training loss (incl. ℓ2) over the steps since the previous log point"),
-    "local_objective": Series("f8", "", "F_i at this rank's reported model: full-shard loss + ℓ2"),
-    "bits_sent": Series("i8", "bits", "cumulative bits sent (packed payload + headers, counted per out-edge)"),
-    "bytes_sent": Series("i8", "bytes", "cumulative bytes handed to MPI sends"),
-    "messages_sent": Series("i8", "messages", "cumulative point-to-point messages sent"),
-    "compute_s": Series("f8", "s", "cumulative seconds computing (gradients, compression, mixing)"),
-    "comm_s": Series("f8", "s", "cumulative seconds in communication calls"),
-})
+RANK_SERIES: Mapping[str, Series] = MappingProxyType(
+    {
+        "loss": Series(
+            "f8",
+            "",
+            "mean minibatch training loss (incl. ℓ2) over the steps since the previous log point",
+        ),
+        "local_objective": Series(
+            "f8", "", "F_i at this rank's reported model: full-shard loss + ℓ2"
+        ),
+        "bits_sent": Series(
+            "i8", "bits", "cumulative bits sent (packed payload + headers, counted per out-edge)"
+        ),
+        "bytes_sent": Series("i8", "bytes", "cumulative bytes handed to MPI sends"),
+        "messages_sent": Series("i8", "messages", "cumulative point-to-point messages sent"),
+        "compute_s": Series(
+            "f8", "s", "cumulative seconds computing (gradients, compression, mixing)"
+        ),
+        "comm_s": Series("f8", "s", "cumulative seconds in communication calls"),
+    }
+)
 
 # An algorithm's own per-rank series (``Algorithm.extra_metrics``): any other name under /metrics/rank.
 RANK_EXTRA_SERIES = Series("f8", "", "algorithm-specific per-rank value")
 
 # /metrics/global/<name> (L,), written by rank 0: every run.
-GLOBAL_SERIES: Mapping[str, Series] = MappingProxyType({
-    "avg_model_loss": Series("f8", "", "f(x̄): the network objective at the average of the reported models"),
-    "suboptimality": Series("f8", "", "f(x̄) − f*, with f* computed once by Newton's method (NaN if unknown)"),
-    "accuracy": Series("f8", "fraction", "training accuracy of the average model"),
-    "consensus_distance": Series("f8", "", "(1/n) Σ_i ‖x_i − x̄‖² over the reported models"),
-    "cumulative_bits": Series("i8", "bits", "Σ over ranks of bits_sent"),
-    "cumulative_bytes": Series("i8", "bytes", "Σ over ranks of bytes_sent"),
-    "wall_s": Series("f8", "s", "wall-clock seconds since the start of the training loop (rank 0)"),
-})
+GLOBAL_SERIES: Mapping[str, Series] = MappingProxyType(
+    {
+        "avg_model_loss": Series(
+            "f8", "", "f(x̄): the network objective at the average of the reported models"
+        ),
+        "suboptimality": Series(
+            "f8", "", "f(x̄) − f*, with f* computed once by Newton's method (NaN if unknown)"
+        ),
+        "accuracy": Series("f8", "fraction", "training accuracy of the average model"),
+        "consensus_distance": Series("f8", "", "(1/n) Σ_i ‖x_i − x̄‖² over the reported models"),
+        "cumulative_bits": Series("i8", "bits", "Σ over ranks of bits_sent"),
+        "cumulative_bytes": Series("i8", "bytes", "Σ over ranks of bytes_sent"),
+        "wall_s": Series(
+            "f8", "s", "wall-clock seconds since the start of the training loop (rank 0)"
+        ),
+    }
+)
 
 # /metrics/global/<name>, only in runs with a held-out test set (after GLOBAL_SERIES).
-TEST_SERIES: Mapping[str, Series] = MappingProxyType({
-    "test_loss": Series("f8", "", "mean loss (no ℓ2) of the average model on the held-out test set"),
-    "test_accuracy": Series("f8", "fraction", "accuracy of the average model on the test set"),
-})
+TEST_SERIES: Mapping[str, Series] = MappingProxyType(
+    {
+        "test_loss": Series(
+            "f8", "", "mean loss (no ℓ2) of the average model on the held-out test set"
+        ),
+        "test_accuracy": Series("f8", "fraction", "accuracy of the average model on the test set"),
+    }
+)
 
 # /metrics/rank/<name> (L, n), only in runs with a held-out test set (after RANK_SERIES): column i = rank i's
 # own model x_i evaluated on the whole test set (the global TEST_SERIES evaluate the average model).
-RANK_TEST_SERIES: Mapping[str, Series] = MappingProxyType({
-    "test_loss": Series("f8", "", "each node's own model: mean loss (no ℓ2) on the whole test set"),
-    "test_accuracy": Series("f8", "fraction", "each node's own model: top-1 accuracy on the whole test set"),
-})
+RANK_TEST_SERIES: Mapping[str, Series] = MappingProxyType(
+    {
+        "test_loss": Series(
+            "f8", "", "each node's own model: mean loss (no ℓ2) on the whole test set"
+        ),
+        "test_accuracy": Series(
+            "f8", "fraction", "each node's own model: top-1 accuracy on the whole test set"
+        ),
+    }
+)
 
 # HDF5 dimension scales (so netCDF-style readers such as xarray name the axes): /metrics/step is the scale of
 # axis 0 ("step", the log row) of every /metrics series, /metrics/rank_index (n,) int64 = 0 … n−1 the scale of
@@ -74,7 +104,9 @@ RANK_TEST_SERIES: Mapping[str, Series] = MappingProxyType({
 STEP_DIM = "step"
 RANK_DIM = "rank"
 RANK_INDEX = "rank_index"
-RANK_INDEX_DESCRIPTION = "rank number of each column of the /metrics/rank series (dimension scale 'rank')"
+RANK_INDEX_DESCRIPTION = (
+    "rank number of each column of the /metrics/rank series (dimension scale 'rank')"
+)
 
 
 # ---- which steps have a row ---------------------------------------------------------------------------

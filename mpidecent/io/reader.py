@@ -24,13 +24,36 @@ import h5py
 import numpy as np
 
 from mpidecent.comm.linkmodel import LinkModel
-from mpidecent.io.hdf5guard import (READ_ERRORS, attribute_problem, crash_probe, first_line, heap_problem,
-                                    nbytes)
-from mpidecent.io.layout import (FORMAT_VERSION, GLOBAL_SERIES, RANK_SERIES, RANK_TEST_SERIES, TEST_SERIES,
-                                 rows_logged)
+from mpidecent.io.hdf5guard import (
+    READ_ERRORS,
+    attribute_problem,
+    crash_probe,
+    first_line,
+    heap_problem,
+    nbytes,
+)
+from mpidecent.io.layout import (
+    FORMAT_VERSION,
+    GLOBAL_SERIES,
+    RANK_SERIES,
+    RANK_TEST_SERIES,
+    TEST_SERIES,
+    rows_logged,
+)
 
-__all__ = ["BASE_GLOBAL_SERIES", "BASE_RANK_SERIES", "DEFAULT_LINK", "SUPPORTED_FORMAT_VERSION", "ReportError",
-           "Run", "RunHeader", "expected_rows", "read_header", "read_run", "read_runs"]
+__all__ = [
+    "BASE_GLOBAL_SERIES",
+    "BASE_RANK_SERIES",
+    "DEFAULT_LINK",
+    "SUPPORTED_FORMAT_VERSION",
+    "ReportError",
+    "Run",
+    "RunHeader",
+    "expected_rows",
+    "read_header",
+    "read_run",
+    "read_runs",
+]
 
 # The newest results format this reader understands: the one the writer writes. Policy: docs/results-format.md.
 SUPPORTED_FORMAT_VERSION = FORMAT_VERSION
@@ -51,8 +74,16 @@ SIZE_SLACK = 1 << 20
 MAX_WORLD_SIZE = 1 << 24  # far beyond any MPI launch: a larger world_size is a damaged attribute
 
 # Root attributes the report shows or computes with, and the Python type each must have (docs/results-format.md).
-TEXT_ATTRS = ("job", "status", "run_name", "algorithm", "algorithm_description", "compressor",
-              "compressor_description", "message")
+TEXT_ATTRS = (
+    "job",
+    "status",
+    "run_name",
+    "algorithm",
+    "algorithm_description",
+    "compressor",
+    "compressor_description",
+    "message",
+)
 COUNT_ATTRS = {"world_size": (1, MAX_WORLD_SIZE), "steps_requested": (0, None)}
 TOPOLOGY_TEXT = ("kind",)
 TOPOLOGY_COUNTS = {"period": (1, None), "n": (1, MAX_WORLD_SIZE)}
@@ -91,7 +122,9 @@ class Run:
     expected_rows: int | None = None
     link: LinkModel = DEFAULT_LINK
     link_source: str = "default"  # "job [link]", "default" (job without [link]) or "report flags"
-    label: str = ""  # unique name among the runs of one report (set by the caller; default: run name)
+    label: str = (
+        ""  # unique name among the runs of one report (set by the caller; default: run name)
+    )
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
@@ -100,8 +133,11 @@ class Run:
 
     @property
     def name(self) -> str:
-        return str(self.attrs.get("run_name") or self.job.get("run", {}).get("name")
-                   or os.path.splitext(os.path.basename(self.path))[0])
+        return str(
+            self.attrs.get("run_name")
+            or self.job.get("run", {}).get("name")
+            or os.path.splitext(os.path.basename(self.path))[0]
+        )
 
     @property
     def status(self) -> str:
@@ -191,7 +227,9 @@ class Run:
     def modelled_time(self, link: LinkModel | None = None) -> np.ndarray | None:
         """Modelled seconds at each log point under ``link`` (default: this run's), or None when the
         file lacks the counters (see comm/linkmodel.py)."""
-        compute, sent, messages = (self.rank(k) for k in ("compute_s", "bytes_sent", "messages_sent"))
+        compute, sent, messages = (
+            self.rank(k) for k in ("compute_s", "bytes_sent", "messages_sent")
+        )
         if compute is None or sent is None or messages is None:
             return None
         # Master/worker runs count the workers' uploads in bytes_sent (the paper's budget) and log the master's
@@ -237,8 +275,10 @@ def _open(path: str) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except READ_ERRORS as err:
-        raise ReportError(f"{path}: cannot be opened ({first_line(err)}); if a run is still writing it, "
-                          "try HDF5_USE_FILE_LOCKING=FALSE") from None
+        raise ReportError(
+            f"{path}: cannot be opened ({first_line(err)}); if a run is still writing it, "
+            "try HDF5_USE_FILE_LOCKING=FALSE"
+        ) from None
 
 
 @contextmanager
@@ -256,10 +296,14 @@ def _check_version(path: str, attrs: h5py.AttributeManager) -> int:
         raise ReportError(f"not an mpidecent results file: {path} (no format_version attribute)")
     raw = _python(attrs["format_version"])
     if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)) or raw < 1:
-        raise ReportError(f"not an mpidecent results file: {path} (format_version {raw!r} is not a version number)")
+        raise ReportError(
+            f"not an mpidecent results file: {path} (format_version {raw!r} is not a version number)"
+        )
     if raw > SUPPORTED_FORMAT_VERSION:
-        raise ReportError(f"{path}: results format_version {raw} is newer than this mpidecent reads "
-                          f"(up to {SUPPORTED_FORMAT_VERSION}); upgrade mpidecent to report on it")
+        raise ReportError(
+            f"{path}: results format_version {raw} is newer than this mpidecent reads "
+            f"(up to {SUPPORTED_FORMAT_VERSION}); upgrade mpidecent to report on it"
+        )
     return int(raw)
 
 
@@ -274,9 +318,11 @@ def _link_from_job(job: dict[str, Any]) -> tuple[LinkModel, str]:
     if not isinstance(table, dict):
         return DEFAULT_LINK, "default"
     try:
-        return LinkModel(float(table.get("bandwidth_bps", DEFAULT_LINK.bandwidth_bps)),
-                         float(table.get("latency_s", DEFAULT_LINK.latency_s)),
-                         table.get("shared", False) is True), "job [link]"
+        return LinkModel(
+            float(table.get("bandwidth_bps", DEFAULT_LINK.bandwidth_bps)),
+            float(table.get("latency_s", DEFAULT_LINK.latency_s)),
+            table.get("shared", False) is True,
+        ), "job [link]"
     except (TypeError, ValueError):
         return DEFAULT_LINK, "default"
 
@@ -298,8 +344,11 @@ def read_header(path: str) -> RunHeader:
         step = _step_series(path, f)
         attrs = _attributes(path, f, _limit(path))
         _check_attributes(path, attrs)
-        return RunHeader(job=str(attrs.get("job", "")), status=str(attrs.get("status", "unknown")),
-                         rows=int(step.shape[0]))
+        return RunHeader(
+            job=str(attrs.get("job", "")),
+            status=str(attrs.get("status", "unknown")),
+            rows=int(step.shape[0]),
+        )
 
 
 def read_logged_steps(path: str, count: int) -> np.ndarray:
@@ -311,8 +360,12 @@ def read_logged_steps(path: str, count: int) -> np.ndarray:
         if step.shape[0] < count:
             raise ReportError(f"{path}: {step.shape[0]} log rows, fewer than {count}")
         if step.dtype.kind not in "iu":
-            raise ReportError(f"{path}: damaged results file (/metrics/step is {step.dtype}, not integers)")
-        return np.asarray(step[:count], dtype=np.int64) if count > 0 else np.zeros(0, dtype=np.int64)
+            raise ReportError(
+                f"{path}: damaged results file (/metrics/step is {step.dtype}, not integers)"
+            )
+        return (
+            np.asarray(step[:count], dtype=np.int64) if count > 0 else np.zeros(0, dtype=np.int64)
+        )
 
 
 def _step_series(path: str, f: h5py.File) -> h5py.Dataset:
@@ -336,22 +389,37 @@ def _attributes(path: str, obj: h5py.HLObject, limit: int) -> dict[str, Any]:
     return {k: _python(v) for k, v in obj.attrs.items()}
 
 
-def _check_types(path: str, where: str, attrs: dict[str, Any], texts: tuple[str, ...],
-                 counts: dict[str, tuple[int, int | None]]) -> None:
+def _check_types(
+    path: str,
+    where: str,
+    attrs: dict[str, Any],
+    texts: tuple[str, ...],
+    counts: dict[str, tuple[int, int | None]],
+) -> None:
     """``ReportError`` unless each of ``texts`` present is a string and each of ``counts`` an integer
     within its (low, high) bounds (high None: none)."""
     for name in texts:
         if name in attrs and not isinstance(attrs[name], str):
-            raise ReportError(f"{path}: damaged results file ({where}attribute {name!r} is "
-                              f"{type(attrs[name]).__name__}, not text)")
+            raise ReportError(
+                f"{path}: damaged results file ({where}attribute {name!r} is "
+                f"{type(attrs[name]).__name__}, not text)"
+            )
     for name, (low, high) in counts.items():
         if name not in attrs:
             continue
         value = attrs[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or high is not None and value > high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or high is not None
+            and value > high
+        ):
             bounds = f"≥ {low}" if high is None else f"in {low}..{high}"
-            raise ReportError(f"{path}: damaged results file ({where}attribute {name!r} = {repr(value)[:40]} is not "
-                              f"an integer {bounds})")
+            raise ReportError(
+                f"{path}: damaged results file ({where}attribute {name!r} = {repr(value)[:40]} is not "
+                f"an integer {bounds})"
+            )
 
 
 def _check_attributes(path: str, attrs: dict[str, Any]) -> None:
@@ -368,12 +436,21 @@ def _parse_job(path: str, attrs: dict[str, Any]) -> dict[str, Any]:
     try:
         job = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ReportError(f"{path}: damaged results file (its job attribute is not valid TOML: "
-                          f"{first_line(err)})") from None
+        raise ReportError(
+            f"{path}: damaged results file (its job attribute is not valid TOML: {first_line(err)})"
+        ) from None
     for section, table in job.items():
         if not isinstance(table, dict):
-            raise ReportError(f"{path}: damaged results file (its job's {section!r} is not a [section])")
-    _check_types(path, "the job's [run] ", job.get("run", {}), (), {"steps": (0, None), "log_every": (1, None)})
+            raise ReportError(
+                f"{path}: damaged results file (its job's {section!r} is not a [section])"
+            )
+    _check_types(
+        path,
+        "the job's [run] ",
+        job.get("run", {}),
+        (),
+        {"steps": (0, None), "log_every": (1, None)},
+    )
     return job
 
 
@@ -381,12 +458,16 @@ def _dataset(path: str, dset: h5py.Dataset, limit: int) -> np.ndarray:
     """A whole dataset, its size bounded by ``limit`` before numpy allocates it."""
     size = nbytes(dset.shape, dset.dtype)
     if size > limit:
-        raise ReportError(f"{path}: damaged results file ({dset.name} claims shape {dset.shape}, {size} bytes, "
-                          "more than the file holds)")
+        raise ReportError(
+            f"{path}: damaged results file ({dset.name} claims shape {dset.shape}, {size} bytes, "
+            "more than the file holds)"
+        )
     return dset[()]
 
 
-def _series(path: str, dset: h5py.Dataset, limit: int, ndim: int, columns: int | None) -> np.ndarray | None:
+def _series(
+    path: str, dset: h5py.Dataset, limit: int, ndim: int, columns: int | None
+) -> np.ndarray | None:
     """A /metrics series: None for one not of this layout (another rank count of axes), else its numeric
     values, with ``columns`` ranks when given."""
     if dset.ndim != ndim:
@@ -394,17 +475,23 @@ def _series(path: str, dset: h5py.Dataset, limit: int, ndim: int, columns: int |
     # The writer stores integers and floats of at most 8 bytes; anything else (e.g. a long double from a
     # damaged type message) is damage, and would not survive the report's JSON and CSV output either.
     if dset.dtype.kind not in "biuf" or dset.dtype.itemsize > 8:
-        raise ReportError(f"{path}: damaged results file ({dset.name} holds {dset.dtype}, not numbers)")
+        raise ReportError(
+            f"{path}: damaged results file ({dset.name} holds {dset.dtype}, not numbers)"
+        )
     if columns is not None and dset.shape[1] != columns:
-        raise ReportError(f"{path}: damaged results file ({dset.name} has {dset.shape[1]} columns but "
-                          f"world_size is {columns})")
+        raise ReportError(
+            f"{path}: damaged results file ({dset.name} has {dset.shape[1]} columns but "
+            f"world_size is {columns})"
+        )
     return _dataset(path, dset, limit)
 
 
 def _check_name(path: str, group: h5py.Group, name: object) -> None:
     """A series or event name must be text: h5py hands a name that is not UTF-8 (a damaged link) over as bytes."""
     if not isinstance(name, str):
-        raise ReportError(f"{path}: damaged results file (a name in {group.name} is not UTF-8: {name!r:.40})")
+        raise ReportError(
+            f"{path}: damaged results file (a name in {group.name} is not UTF-8: {name!r:.40})"
+        )
 
 
 def _unit(path: str, dset: h5py.Dataset, limit: int) -> str:
@@ -421,17 +508,29 @@ def _unit(path: str, dset: h5py.Dataset, limit: int) -> str:
 def _read(path: str, f: h5py.File) -> Run:
     limit = _limit(path)
     attrs = _attributes(path, f, limit)
-    if attrs.get("kind", "") == "mpidecent-checkpoint":  # io/checkpoint.py's KIND: it has a format_version too
-        raise ReportError(f"{path}: a checkpoint (for mpidecent run --resume), not a results file; report on "
-                          "the run's results file (the same name without .ckpt)")
+    if (
+        attrs.get("kind", "") == "mpidecent-checkpoint"
+    ):  # io/checkpoint.py's KIND: it has a format_version too
+        raise ReportError(
+            f"{path}: a checkpoint (for mpidecent run --resume), not a results file; report on "
+            "the run's results file (the same name without .ckpt)"
+        )
     _check_version(path, f.attrs)
     _check_attributes(path, attrs)
     job = _parse_job(path, attrs)
     topo = f.get("topology")
     topology = _attributes(path, topo, limit) if isinstance(topo, h5py.Group) else {}
     _check_types(path, "/topology ", topology, TOPOLOGY_TEXT, TOPOLOGY_COUNTS)
-    edges = _dataset(path, topo["edges"], limit) if isinstance(topo, h5py.Group) and "edges" in topo else None
-    weights = _dataset(path, topo["weights"], limit) if isinstance(topo, h5py.Group) and "weights" in topo else None
+    edges = (
+        _dataset(path, topo["edges"], limit)
+        if isinstance(topo, h5py.Group) and "edges" in topo
+        else None
+    )
+    weights = (
+        _dataset(path, topo["weights"], limit)
+        if isinstance(topo, h5py.Group) and "weights" in topo
+        else None
+    )
     columns = attrs.get("world_size")
 
     units: dict[str, str] = {}
@@ -452,8 +551,16 @@ def _read(path: str, f: h5py.File) -> Run:
                     continue
                 _check_name(path, g, name)
                 if group == "rank" and columns is None and dset.ndim == 2:
-                    columns = dset.shape[1]  # no world_size: every per-rank series as wide as the first
-                data = _series(path, dset, limit, 2 if group == "rank" else 1, columns if group == "rank" else None)
+                    columns = dset.shape[
+                        1
+                    ]  # no world_size: every per-rank series as wide as the first
+                data = _series(
+                    path,
+                    dset,
+                    limit,
+                    2 if group == "rank" else 1,
+                    columns if group == "rank" else None,
+                )
                 if data is None:
                     continue
                 target[name] = data
@@ -468,8 +575,13 @@ def _read(path: str, f: h5py.File) -> Run:
 
     # Rows every series has (a killed writer may leave datasets one row apart), then drop trailing
     # rows that were allocated but never written (their step is not after the previous one).
-    rows = min([raw_steps.shape[0], *(a.shape[0] for a in raw_rank.values()),
-                *(a.shape[0] for a in raw_global.values())])
+    rows = min(
+        [
+            raw_steps.shape[0],
+            *(a.shape[0] for a in raw_rank.values()),
+            *(a.shape[0] for a in raw_global.values()),
+        ]
+    )
     while rows > 1 and raw_steps[rows - 1] <= raw_steps[rows - 2]:
         rows -= 1
     dropped = raw_steps.shape[0] - rows
@@ -478,9 +590,21 @@ def _read(path: str, f: h5py.File) -> Run:
     global_series = {k: v[:rows] for k, v in raw_global.items()}
 
     link, link_source = _link_from_job(job)
-    run = Run(path=path, attrs=attrs, job=job, topology=topology, edges=edges, weights=weights, steps=steps,
-              rank_series=rank_series, global_series=global_series, units=units, events=events, link=link,
-              link_source=link_source)
+    run = Run(
+        path=path,
+        attrs=attrs,
+        job=job,
+        topology=topology,
+        edges=edges,
+        weights=weights,
+        steps=steps,
+        rank_series=rank_series,
+        global_series=global_series,
+        units=units,
+        events=events,
+        link=link,
+        link_source=link_source,
+    )
     run_table = job.get("run", {})
     requested = run.steps_requested
     log_every = run_table.get("log_every")
@@ -489,13 +613,17 @@ def _read(path: str, f: h5py.File) -> Run:
     reasons = []
     status = run.status
     if status == "running":
-        reasons.append("status 'running': the run is still going, or it ended without closing the file "
-                       "(crash, kill, time limit)")
+        reasons.append(
+            "status 'running': the run is still going, or it ended without closing the file "
+            "(crash, kill, time limit)"
+        )
     elif status == "diverged":
         message = str(attrs.get("message", "")).split(";")[0]
         reasons.append(message or "diverged")
     elif status == "preempted":
-        reasons.append("stopped by a signal with a checkpoint; continue it with mpidecent run --resume")
+        reasons.append(
+            "stopped by a signal with a checkpoint; continue it with mpidecent run --resume"
+        )
     elif status == "failed":
         message = str(attrs.get("message", "")).split(". Kept:")[0]
         reasons.append(f"stopped: an output file could not be written ({message or 'no message'})")
@@ -503,7 +631,9 @@ def _read(path: str, f: h5py.File) -> Run:
         reasons.append(f"status {status!r}")
     short = run.expected_rows is not None and rows < run.expected_rows
     if short:
-        reasons.append(f"{rows} of {run.expected_rows} log rows, last step {run.last_step} of {requested}")
+        reasons.append(
+            f"{rows} of {run.expected_rows} log rows, last step {run.last_step} of {requested}"
+        )
     if rows == 0 and not short:
         reasons.append("no log rows")
     run.partial = status != "completed" or short or rows == 0
@@ -513,8 +643,13 @@ def _read(path: str, f: h5py.File) -> Run:
     return run
 
 
-def read_runs(paths: list[str], bandwidth_bps: float | None = None, latency_s: float | None = None,
-              shared: bool | None = None, probe: bool = False) -> list[Run]:
+def read_runs(
+    paths: list[str],
+    bandwidth_bps: float | None = None,
+    latency_s: float | None = None,
+    shared: bool | None = None,
+    probe: bool = False,
+) -> list[Run]:
     """Read every file (``ReportError`` on the first unusable one) and give the runs unique labels.
     ``bandwidth_bps`` / ``latency_s`` / ``shared`` (report flags) replace that part of each run's link model.
     ``probe``: read each file first in a forked child (``hdf5guard.crash_probe``), so a file that crashes
@@ -529,11 +664,16 @@ def read_runs(paths: list[str], bandwidth_bps: float | None = None, latency_s: f
         flags = " and ".join(f for f, v in given.items() if v is not None)
         for run in runs:
             # The flags say it all when they give bandwidth and latency and the job's link is not shared.
-            complete = (bandwidth_bps is not None and latency_s is not None
-                        and (shared is not None or not run.link.shared))
-            run.link = LinkModel(run.link.bandwidth_bps if bandwidth_bps is None else bandwidth_bps,
-                                 run.link.latency_s if latency_s is None else latency_s,
-                                 run.link.shared if shared is None else shared)
+            complete = (
+                bandwidth_bps is not None
+                and latency_s is not None
+                and (shared is not None or not run.link.shared)
+            )
+            run.link = LinkModel(
+                run.link.bandwidth_bps if bandwidth_bps is None else bandwidth_bps,
+                run.link.latency_s if latency_s is None else latency_s,
+                run.link.shared if shared is None else shared,
+            )
             run.link_source = flags if complete else f"{flags}, rest from {run.link_source}"
     names = [r.name for r in runs]
     for run in runs:

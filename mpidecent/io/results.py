@@ -34,9 +34,19 @@ import numpy as np
 from mpi4py import MPI
 
 from mpidecent.io.faults import ROW_METADATA_BYTES, guarded
+
 # The layout's names, declared in io/layout.py (pure, shared with the reader); importable from here too.
-from mpidecent.io.layout import (FORMAT_VERSION, GLOBAL_SERIES, RANK_DIM, RANK_EXTRA_SERIES, RANK_INDEX,
-                                 RANK_INDEX_DESCRIPTION, RANK_SERIES, STEP_DIM, STEP_SERIES)
+from mpidecent.io.layout import (
+    FORMAT_VERSION,
+    GLOBAL_SERIES,
+    RANK_DIM,
+    RANK_EXTRA_SERIES,
+    RANK_INDEX,
+    RANK_INDEX_DESCRIPTION,
+    RANK_SERIES,
+    STEP_DIM,
+    STEP_SERIES,
+)
 
 __all__ = ["FORMAT_VERSION", "GLOBAL_SERIES", "RANK_SERIES", "ResultsWriter"]
 
@@ -56,12 +66,15 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 def _guarded(what: str) -> Callable[[_Method], _Method]:
     """A ``ResultsWriter`` method whose OS/HDF5 errors become ``OutputError`` ("<what> <path> failed: …")."""
+
     def wrap(method: _Method) -> _Method:
         @functools.wraps(method)
         def inner(self: "ResultsWriter", *args: Any, **kwargs: Any) -> Any:
             with guarded(what, self.path):
                 return method(self, *args, **kwargs)
+
         return inner  # type: ignore[return-value]
+
     return wrap
 
 
@@ -84,9 +97,16 @@ def _write_element(dset: h5py.Dataset, index: tuple[int, ...] | None, value: flo
 class ResultsWriter:
     """Writes one run's results file collectively (see module docstring)."""
 
-    def __init__(self, path: str, comm: MPI.Intracomm, overwrite: bool, rank_extras: Sequence[str] = (),
-                 global_extras: Mapping[str, tuple[str, str, str]] | None = None, resume_rows: int | None = None,
-                 rank_declared: Mapping[str, tuple[str, str, str]] | None = None):
+    def __init__(
+        self,
+        path: str,
+        comm: MPI.Intracomm,
+        overwrite: bool,
+        rank_extras: Sequence[str] = (),
+        global_extras: Mapping[str, tuple[str, str, str]] | None = None,
+        resume_rows: int | None = None,
+        rank_declared: Mapping[str, tuple[str, str, str]] | None = None,
+    ):
         """Create the file (``overwrite``: replace an existing one), or with ``resume_rows`` reopen an
         existing file of the same run and drop the rows logged after the checkpoint being resumed.
         ``rank_declared``: per-rank series beyond the base ones with their own declaration (e.g. the
@@ -113,13 +133,19 @@ class ResultsWriter:
         self.file = h5py.File(path, "w" if overwrite else "w-", driver="mpio", comm=comm)
         self.rows = 0
         metrics = self.file.create_group("metrics")
-        self._step = self._series(metrics, "step", STEP_SERIES.dtype, (), STEP_SERIES.unit, STEP_SERIES.description)
+        self._step = self._series(
+            metrics, "step", STEP_SERIES.dtype, (), STEP_SERIES.unit, STEP_SERIES.description
+        )
         group = metrics.create_group("rank")
-        self._rank = {name: self._series(group, name, dt, (self.size,), unit, doc)
-                      for name, (dt, unit, doc) in self.rank_series.items()}
+        self._rank = {
+            name: self._series(group, name, dt, (self.size,), unit, doc)
+            for name, (dt, unit, doc) in self.rank_series.items()
+        }
         group = metrics.create_group("global")
-        self._global = {name: self._series(group, name, dt, (), unit, doc)
-                        for name, (dt, unit, doc) in self.global_series.items()}
+        self._global = {
+            name: self._series(group, name, dt, (), unit, doc)
+            for name, (dt, unit, doc) in self.global_series.items()
+        }
         self._attach_scales(metrics)
 
     def _attach_scales(self, metrics: h5py.Group) -> None:
@@ -165,10 +191,12 @@ class ResultsWriter:
         return ROW_METADATA_BYTES + sum(int(np.prod(d.chunks)) * d.dtype.itemsize for d in series)
 
     @staticmethod
-    def _series(group: h5py.Group, name: str, dtype: str, tail: tuple[int, ...], unit: str,
-                doc: str) -> h5py.Dataset:
-        dset = group.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
-                                    chunks=(64, *tail))
+    def _series(
+        group: h5py.Group, name: str, dtype: str, tail: tuple[int, ...], unit: str, doc: str
+    ) -> h5py.Dataset:
+        dset = group.create_dataset(
+            name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype, chunks=(64, *tail)
+        )
         dset.attrs["unit"] = unit
         dset.attrs["description"] = doc
         return dset
@@ -181,22 +209,34 @@ class ResultsWriter:
             target.attrs[key] = _attr_value(value)
 
     @_guarded("writing the topology to")
-    def write_topology(self, edges: np.ndarray, slot_weights: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> None:
+    def write_topology(
+        self, edges: np.ndarray, slot_weights: Sequence[np.ndarray], attrs: Mapping[str, Any]
+    ) -> None:
         """Collective. ``edges``: the graph (the union over a period for time-varying schedules);
         ``slot_weights``: the mixing matrix of each slot (one for a static graph)."""
         group = self.file.create_group("topology")
         e = group.create_dataset("edges", data=np.asarray(edges, dtype=np.int32).reshape(-1, 2))
-        e.attrs["description"] = ("directed edges src → dst (undirected graphs list both directions; "
-                                  "time-varying schedules: every edge used in a period)")
+        e.attrs["description"] = (
+            "directed edges src → dst (undirected graphs list both directions; "
+            "time-varying schedules: every edge used in a period)"
+        )
         w = group.create_dataset("weights", data=np.asarray(slot_weights[0], dtype=np.float64))
-        w.attrs["description"] = "mixing matrix W actually used, row i = receiver i (slot 0 of a schedule)"
+        w.attrs["description"] = (
+            "mixing matrix W actually used, row i = receiver i (slot 0 of a schedule)"
+        )
         if len(slot_weights) > 1:
-            sw = group.create_dataset("schedule_weights", data=np.stack(slot_weights).astype(np.float64))
-            sw.attrs["description"] = "(period, n, n): W of each slot; step t uses slot t mod period"
+            sw = group.create_dataset(
+                "schedule_weights", data=np.stack(slot_weights).astype(np.float64)
+            )
+            sw.attrs["description"] = (
+                "(period, n, n): W of each slot; step t uses slot t mod period"
+            )
         self.set_attrs(attrs, "topology")
 
     @_guarded("writing a log row to")
-    def append(self, step: int, rank_values: Mapping[str, float], global_values: Mapping[str, float]) -> None:
+    def append(
+        self, step: int, rank_values: Mapping[str, float], global_values: Mapping[str, float]
+    ) -> None:
         """Add one log row. Collective: every rank passes its own ``rank_values``; ``global_values``
         are written by rank 0 (other ranks may pass the same or an empty mapping)."""
         row = self.rows

@@ -198,7 +198,9 @@ def num_test_samples(samples: int, test_fraction: float) -> int:
     return min(samples, int(math.floor(test_fraction * samples + 1e-9)))
 
 
-def split_train_test(samples: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_train_test(
+    samples: int, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the full set in the training and in the test set, each increasing (int64)."""
     n_test = num_test_samples(samples, test_fraction)
     if n_test == 0:
@@ -214,7 +216,9 @@ def _is_classification(targets: np.ndarray) -> bool:
     return np.issubdtype(targets.dtype, np.integer) or targets.dtype == np.bool_
 
 
-def partition(targets: np.ndarray, nodes: int, scheme: str, seed: int, alpha: float = 0.5) -> list[np.ndarray]:
+def partition(
+    targets: np.ndarray, nodes: int, scheme: str, seed: int, alpha: float = 0.5
+) -> list[np.ndarray]:
     """Split the indices 0..N−1 of ``targets`` into ``nodes`` shards (each increasing, int64).
 
     ``iid``: a seeded random permutation cut into equal parts. ``sorted``: samples ordered by target
@@ -235,8 +239,10 @@ def partition(targets: np.ndarray, nodes: int, scheme: str, seed: int, alpha: fl
         return [np.sort(part).astype(np.int64) for part in np.array_split(order, nodes)]
     if scheme == "dirichlet":
         if not _is_classification(targets):
-            raise JobError("[data] partition = 'dirichlet' needs class labels, but the targets are real "
-                           "numbers (regression); use partition = \"iid\" or \"sorted\"")
+            raise JobError(
+                "[data] partition = 'dirichlet' needs class labels, but the targets are real "
+                'numbers (regression); use partition = "iid" or "sorted"'
+            )
         if not alpha > 0:
             raise JobError(f"[data] alpha must be > 0, got {alpha:g}")
         return _dirichlet(targets, nodes, seed, alpha)
@@ -262,9 +268,11 @@ def _dirichlet(targets: np.ndarray, nodes: int, seed: int, alpha: float) -> list
         parts = [np.sort(np.concatenate(p)).astype(np.int64) for p in pieces]
         if all(part.size > 0 for part in parts):
             return parts
-    raise JobError(f"[data] alpha = {alpha:g} leaves a node without samples; raise alpha "
-                   f"({DIRICHLET_ATTEMPTS} Dirichlet draws for {nodes} nodes and {classes.size} classes "
-                   "all left a node empty)")
+    raise JobError(
+        f"[data] alpha = {alpha:g} leaves a node without samples; raise alpha "
+        f"({DIRICHLET_ATTEMPTS} Dirichlet draws for {nodes} nodes and {classes.size} classes "
+        "all left a node empty)"
+    )
 
 
 def eval_slice(num_test: int, nodes: int, node: int) -> np.ndarray:
@@ -302,12 +310,16 @@ class Layout:
 def _check_train_size(samples: int, test_fraction: float, nodes: int) -> None:
     n_train = samples - num_test_samples(samples, test_fraction)
     if n_train < nodes:
-        raise JobError(f"[data] test_fraction = {test_fraction:g} leaves {n_train} of {samples} samples for "
-                       f"training, fewer than the {nodes} nodes; every node needs a training sample "
-                       "(lower test_fraction)")
+        raise JobError(
+            f"[data] test_fraction = {test_fraction:g} leaves {n_train} of {samples} samples for "
+            f"training, fewer than the {nodes} nodes; every node needs a training sample "
+            "(lower test_fraction)"
+        )
 
 
-def make_layout(targets: np.ndarray, values: Mapping[str, Any], nodes: int, fixed_test: int = 0) -> Layout:
+def make_layout(
+    targets: np.ndarray, values: Mapping[str, Any], nodes: int, fixed_test: int = 0
+) -> Layout:
     """Split the full set (its ``targets``) into train/test and partition the training set. With
     ``fixed_test`` > 0 the last ``fixed_test`` rows are the test set (the data set's own split).
 
@@ -320,24 +332,44 @@ def make_layout(targets: np.ndarray, values: Mapping[str, Any], nodes: int, fixe
         train_rows = np.arange(samples - fixed_test, dtype=np.int64)
         test_rows = np.arange(samples - fixed_test, samples, dtype=np.int64)
         if train_rows.size < nodes:
-            raise JobError(f"[data] {values['name']!r} has {train_rows.size} training samples, fewer than the "
-                           f"{nodes} nodes; every node needs a training sample")
+            raise JobError(
+                f"[data] {values['name']!r} has {train_rows.size} training samples, fewer than the "
+                f"{nodes} nodes; every node needs a training sample"
+            )
     else:
         _check_train_size(samples, values["test_fraction"], nodes)
         train_rows, test_rows = split_train_test(samples, values["test_fraction"], values["seed"])
-    parts = partition(targets[train_rows], nodes, values["partition"], values["seed"], alpha=values["alpha"])
+    parts = partition(
+        targets[train_rows], nodes, values["partition"], values["seed"], alpha=values["alpha"]
+    )
     return Layout(train_rows, test_rows, parts)
 
 
-def node_data_from_dataset(dataset: Dataset, values: Mapping[str, Any], nodes: int, node: int) -> NodeData:
+def node_data_from_dataset(
+    dataset: Dataset, values: Mapping[str, Any], nodes: int, node: int
+) -> NodeData:
     """Node ``node``'s ``NodeData`` from a whole data set held in memory."""
     layout = make_layout(dataset.targets, values, nodes, dataset.fixed_test)
-    return assemble(dataset.name, dataset.task, dataset.input_shape, dataset.num_classes, layout, node,
-                    lambda rows: (dataset.features[rows], dataset.targets[rows]))
+    return assemble(
+        dataset.name,
+        dataset.task,
+        dataset.input_shape,
+        dataset.num_classes,
+        layout,
+        node,
+        lambda rows: (dataset.features[rows], dataset.targets[rows]),
+    )
 
 
-def assemble(name: str, task: str, input_shape: tuple[int, ...], num_classes: int, layout: Layout, node: int,
-             rows_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> NodeData:
+def assemble(
+    name: str,
+    task: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    layout: Layout,
+    node: int,
+    rows_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> NodeData:
     """Build ``NodeData`` from a layout; ``rows_of(rows)`` returns (features, targets) of increasing rows
     of the full set. It is called exactly twice (this node's training rows, then every test row) when
     there is a test set, once otherwise — on every node, even for empty selections (so it may be
@@ -348,11 +380,22 @@ def assemble(name: str, task: str, input_shape: tuple[int, ...], num_classes: in
     test = test_all = None
     if layout.num_test:
         features, targets = rows_of(layout.test_rows)
-        test_all = Shard(node, np.arange(layout.num_test, dtype=np.int64), _as_features(features), targets)
+        test_all = Shard(
+            node, np.arange(layout.num_test, dtype=np.int64), _as_features(features), targets
+        )
         idx = layout.test_indices(node)
         test = Shard(node, idx, test_all.features[idx], test_all.targets[idx])
-    return NodeData(name, task, tuple(input_shape), num_classes, train, test, layout.num_train, layout.num_test,
-                    test_all)
+    return NodeData(
+        name,
+        task,
+        tuple(input_shape),
+        num_classes,
+        train,
+        test,
+        layout.num_train,
+        layout.num_test,
+        test_all,
+    )
 
 
 def _as_features(features: np.ndarray) -> np.ndarray:

@@ -87,12 +87,18 @@ class CNN1d(torch.nn.Module):
     def __init__(self, shape: tuple[int, ...], outputs: int, channels: int = 25):
         super().__init__()
         if len(shape) not in (1, 2):
-            raise ValueError(f"cnn1d takes signals of shape (L,) or (C, L), got samples of shape {shape}")
+            raise ValueError(
+                f"cnn1d takes signals of shape (L,) or (C, L), got samples of shape {shape}"
+            )
         self.shape = (1, *shape) if len(shape) == 1 else tuple(shape)
         self.body = torch.nn.Sequential(
-            torch.nn.Conv1d(self.shape[0], channels, 5, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv1d(channels, channels, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv1d(channels, channels, 3, stride=2, padding=1), torch.nn.ReLU())
+            torch.nn.Conv1d(self.shape[0], channels, 5, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+        )
         self.linear = torch.nn.Linear(_flat_size(self.body, self.shape), outputs)
         self.squeeze = outputs == 1
 
@@ -106,16 +112,23 @@ class LeNet(torch.nn.Module):
     padded by 2, so 28×28 and 32×32 both work), ReLU and 2×2 max pooling, then fully connected ReLU layers
     and the output layer."""
 
-    def __init__(self, shape: tuple[int, ...], outputs: int, channels: list[int], hidden: list[int]):
+    def __init__(
+        self, shape: tuple[int, ...], outputs: int, channels: list[int], hidden: list[int]
+    ):
         super().__init__()
         if len(shape) not in (2, 3):
-            raise ValueError(f"cnn takes images of shape (H, W) or (C, H, W), got samples of shape {shape}")
+            raise ValueError(
+                f"cnn takes images of shape (H, W) or (C, H, W), got samples of shape {shape}"
+            )
         self.shape = (1, *shape) if len(shape) == 2 else tuple(shape)
         layers: list[torch.nn.Module] = []
         fan_in = self.shape[0]
         for i, width in enumerate(channels):
-            layers += [torch.nn.Conv2d(fan_in, width, 5, padding=2 if i == 0 else 0), torch.nn.ReLU(),
-                       torch.nn.MaxPool2d(2)]
+            layers += [
+                torch.nn.Conv2d(fan_in, width, 5, padding=2 if i == 0 else 0),
+                torch.nn.ReLU(),
+                torch.nn.MaxPool2d(2),
+            ]
             fan_in = width
         self.features = torch.nn.Sequential(*layers)
         sizes = [_flat_size(self.features, self.shape), *hidden]
@@ -127,5 +140,7 @@ class LeNet(torch.nn.Module):
         self.squeeze = outputs == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.classifier(self.features(x.reshape(x.shape[0], *self.shape)).reshape(x.shape[0], -1))
+        out = self.classifier(
+            self.features(x.reshape(x.shape[0], *self.shape)).reshape(x.shape[0], -1)
+        )
         return out.squeeze(-1) if self.squeeze else out

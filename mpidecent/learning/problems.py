@@ -66,14 +66,18 @@ class Objective(Protocol):
         ...
 
 
-def _half_squared_error(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def _half_squared_error(
+    pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     errors = 0.5 * (pred - target) ** 2
     return errors.mean() if reduction == "mean" else errors
 
 
-_LOSSES = {"bce": torch.nn.functional.binary_cross_entropy_with_logits,
-           "cross_entropy": torch.nn.functional.cross_entropy,
-           "mse": torch.nn.functional.mse_loss}
+_LOSSES = {
+    "bce": torch.nn.functional.binary_cross_entropy_with_logits,
+    "cross_entropy": torch.nn.functional.cross_entropy,
+    "mse": torch.nn.functional.mse_loss,
+}
 _AUTO = {"binary": "bce", "multiclass": "cross_entropy"}
 
 
@@ -83,8 +87,15 @@ def data_loss(task: str, loss: str = "auto", base_dir: str | None = None):
     if plugins.is_import_path(loss):
         fn = plugins.load(loss, "[model] loss", base_dir)
 
-        def user_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-            return fn(outputs, targets) if reduction == "mean" else fn(outputs, targets, reduction=reduction)
+        def user_loss(
+            outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+        ) -> torch.Tensor:
+            return (
+                fn(outputs, targets)
+                if reduction == "mean"
+                else fn(outputs, targets, reduction=reduction)
+            )
+
         return user_loss
     if loss == "auto":
         return _LOSSES[_AUTO[task]] if task in _AUTO else _half_squared_error
@@ -124,15 +135,27 @@ class TorchObjective:
     several ranks train on it.
     """
 
-    def __init__(self, flat: FlatParameters, data: NodeData, l2: float, batch_size: int, seed: int,
-                 rank: int, sample_weights: np.ndarray | None = None, eval_shard: Shard | None = None,
-                 loss: str = "auto", base_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        flat: FlatParameters,
+        data: NodeData,
+        l2: float,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        sample_weights: np.ndarray | None = None,
+        eval_shard: Shard | None = None,
+        loss: str = "auto",
+        base_dir: str | None = None,
+    ) -> None:
         self.flat = flat
         self.dim = flat.dim
         self.params = flat.values
         self.grads = flat.grads
         self.l2 = l2  # in the training loss and gradient
-        self.eval_l2 = l2  # in evaluate(); the runner sets it when training leaves ℓ2 to someone else
+        self.eval_l2 = (
+            l2  # in evaluate(); the runner sets it when training leaves ℓ2 to someone else
+        )
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
@@ -143,17 +166,24 @@ class TorchObjective:
         self.features, self.targets = _tensors(data.train, data.task, torch_dtype)
         if sample_weights is not None and batch_size:
             raise ValueError("sample weights need full-batch gradients (batch_size = 0)")
-        self.weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch_dtype)
+        self.weights = (
+            None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch_dtype)
+        )
         # A float64 twin of the model for exact evaluation at arbitrary points (e.g. the network average),
         # in eval mode (dropout off, batch norm on the running statistics, copied from the node's model).
         self._eval = FlatParameters(copy.deepcopy(flat.module), np.float64)
         self._eval.module.eval()
         self.eval_shard = data.train if eval_shard is None else eval_shard
-        self.model_name = ""  # [model] name, for the words when the user's code exits (build_node sets it)
+        self.model_name = (
+            ""  # [model] name, for the words when the user's code exits (build_node sets it)
+        )
         self._eval_train = _tensors(self.eval_shard, data.task, torch.float64)
-        self._eval_test = _tensors(data.test, data.task, torch.float64) if data.test is not None else None
-        self._eval_test_all = _tensors(data.test_all, data.task, torch.float64) if data.test_all is not None \
-            else None
+        self._eval_test = (
+            _tensors(data.test, data.task, torch.float64) if data.test is not None else None
+        )
+        self._eval_test_all = (
+            _tensors(data.test_all, data.task, torch.float64) if data.test_all is not None else None
+        )
 
     def on_progress(self, poke: Callable[[], None]) -> None:
         """Call ``poke`` (cheap, never blocking) after every leaf module's forward pass and when every
@@ -161,6 +191,7 @@ class TorchObjective:
         the exchanges it has in flight (a large message over TCP moves only inside MPI calls). Forward
         hooks and tensor hooks only observe: they change no value and no autograd graph (no module
         backward hooks, which break in-place activations)."""
+
         def after_forward(module: torch.nn.Module, inputs: Any, output: Any) -> None:
             poke()
 
@@ -179,11 +210,14 @@ class TorchObjective:
             features, targets = self.features, self.targets
         else:
             idx = generator(self.seed, self.rank, step, "minibatch").integers(
-                0, self.data.train.num_samples, size=self.batch_size)
+                0, self.data.train.num_samples, size=self.batch_size
+            )
             index = torch.from_numpy(idx)
             features, targets = self.features[index], self.targets[index]
         self.flat.zero_grad()
-        with plugins.user_code("[model] name", self.model_name):  # the user's forward, loss and backward
+        with plugins.user_code(
+            "[model] name", self.model_name
+        ):  # the user's forward, loss and backward
             outputs = fit_outputs(self.flat.module(features), self.task)
             if self.weights is None:
                 loss = self.loss_fn(outputs, targets)
@@ -197,7 +231,9 @@ class TorchObjective:
             self.grads += self.l2 * self.params
         return value
 
-    def _eval_at(self, theta: np.ndarray, tensors: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int, int]:
+    def _eval_at(
+        self, theta: np.ndarray, tensors: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[float, int, int]:
         features, targets = tensors
         if features.shape[0] == 0:
             return 0.0, 0, 0
@@ -252,43 +288,57 @@ class NullObjective:
         return None
 
 
-def check_model(values: dict, input_shape: tuple[int, ...], task: str, classes: int,
-                base_dir: str | None = None) -> None:
+def check_model(
+    values: dict, input_shape: tuple[int, ...], task: str, classes: int, base_dir: str | None = None
+) -> None:
     """One forward pass of the job's model (and its loss) on two zero samples, before any collective:
     the output must fit the task — (B,) or (B, 1) for binary and regression, (B, classes) for
     multiclass — and the loss must give a finite number. JobError names ``[model] name`` or ``loss``."""
     loss = values["loss"]
     if loss in LOSS_TASKS and LOSS_TASKS[loss] != task:
-        raise JobError(f"[model] loss = {loss!r} is for {LOSS_TASKS[loss]} tasks but the data set is a {task} task; "
-                       "use loss = \"auto\"")
+        raise JobError(
+            f"[model] loss = {loss!r} is for {LOSS_TASKS[loss]} tasks but the data set is a {task} task; "
+            'use loss = "auto"'
+        )
     module = build_module(values, input_shape, classes, base_dir).eval()
     name = values["name"]
     try:
         with torch.no_grad():
             raw = module(torch.zeros(2, *input_shape))
     except Exception as err:  # noqa: BLE001 - the user's model: any error becomes one line
-        raise JobError(f"[model] name = {name!r} fails on a batch of samples of shape {tuple(input_shape)} "
-                       f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})") \
-            from None
+        raise JobError(
+            f"[model] name = {name!r} fails on a batch of samples of shape {tuple(input_shape)} "
+            f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+        ) from None
     if not isinstance(raw, torch.Tensor):
-        raise JobError(f"[model] name = {name!r} returned a {type(raw).__name__} from forward, not a tensor")
+        raise JobError(
+            f"[model] name = {name!r} returned a {type(raw).__name__} from forward, not a tensor"
+        )
     outputs = fit_outputs(raw, task)
     want = (2, classes) if task == "multiclass" else (2,)
     if tuple(outputs.shape) != want:
         shown = f"(B, {classes})" if task == "multiclass" else "(B,) or (B, 1)"
-        raise JobError(f"[model] name = {name!r} outputs shape {tuple(raw.shape[1:])} per batch of samples, but "
-                       f"the {task} task{f' with {classes} classes' if task == 'multiclass' else ''} needs "
-                       f"{shown}")
+        raise JobError(
+            f"[model] name = {name!r} outputs shape {tuple(raw.shape[1:])} per batch of samples, but "
+            f"the {task} task{f' with {classes} classes' if task == 'multiclass' else ''} needs "
+            f"{shown}"
+        )
     targets = torch.zeros(2, dtype=torch.int64 if task == "multiclass" else outputs.dtype)
     loss_fn = data_loss(task, values["loss"], base_dir)
     try:
         value = loss_fn(outputs, targets)
-        finite = isinstance(value, torch.Tensor) and value.numel() == 1 and bool(torch.isfinite(value))
+        finite = (
+            isinstance(value, torch.Tensor) and value.numel() == 1 and bool(torch.isfinite(value))
+        )
     except Exception as err:  # noqa: BLE001
-        raise JobError(f"[model] loss = {values['loss']!r} fails on the model's outputs ({type(err).__name__}: "
-                       f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+        raise JobError(
+            f"[model] loss = {values['loss']!r} fails on the model's outputs ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+        ) from None
     if not finite:
-        raise JobError(f"[model] loss = {values['loss']!r} must return one finite number per batch, got {value!r}")
+        raise JobError(
+            f"[model] loss = {values['loss']!r} must return one finite number per batch, got {value!r}"
+        )
 
 
 # ---- the exact optimum of convex generalised linear models, computed collectively -------------------------
@@ -314,8 +364,17 @@ def _design(features: np.ndarray, bias: bool) -> np.ndarray:
     return np.hstack([features, np.ones((features.shape[0], 1))]) if bias else features
 
 
-def glm_optimum(features: np.ndarray, targets: np.ndarray, nodes: int, l2: float, loss: str, bias: bool,
-                reducer: Reducer, tol: float = 1e-13, max_iter: int = 100) -> Optimum:
+def glm_optimum(
+    features: np.ndarray,
+    targets: np.ndarray,
+    nodes: int,
+    l2: float,
+    loss: str,
+    bias: bool,
+    reducer: Reducer,
+    tol: float = 1e-13,
+    max_iter: int = 100,
+) -> Optimum:
     """Minimise f(θ) = (1/n) Σ_i mean_{k ∈ shard i} ℓ(θ; a_k, y_k) + (λ/2)‖θ‖² by Newton's method.
 
     Collective: every rank passes its own shard (``features`` (m_i, p), ``targets`` (m_i,)); gradients,
@@ -329,7 +388,9 @@ def glm_optimum(features: np.ndarray, targets: np.ndarray, nodes: int, l2: float
         raise ValueError("glm_optimum needs l2 > 0 (otherwise the optimum need not exist)")
     design = _design(np.asarray(features, dtype=np.float64), bias)
     y = np.asarray(targets, dtype=np.float64)
-    weight = 1.0 / (nodes * max(design.shape[0], 1))  # sample weight 1/(n m_i): the nodes' objective
+    weight = 1.0 / (
+        nodes * max(design.shape[0], 1)
+    )  # sample weight 1/(n m_i): the nodes' objective
     dim = design.shape[1]
 
     def local_terms(theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -346,7 +407,11 @@ def glm_optimum(features: np.ndarray, targets: np.ndarray, nodes: int, l2: float
 
     def objective(theta: np.ndarray) -> float:
         z = design @ theta
-        local = np.sum(np.logaddexp(0.0, z) - y * z) if loss == "logistic" else 0.5 * np.sum((z - y) ** 2)
+        local = (
+            np.sum(np.logaddexp(0.0, z) - y * z)
+            if loss == "logistic"
+            else 0.5 * np.sum((z - y) ** 2)
+        )
         buf = np.array([weight * local])
         reducer.allreduce_sum(buf)
         return float(buf[0]) + 0.5 * l2 * float(theta @ theta)
@@ -356,14 +421,14 @@ def glm_optimum(features: np.ndarray, targets: np.ndarray, nodes: int, l2: float
     f, gnorm, iterations = objective(theta), np.inf, 0
     for iterations in range(max_iter + 1):
         value, grad, hess = local_terms(theta)
-        packed[0], packed[1:dim + 1], packed[dim + 1:] = value, grad, hess.ravel()
+        packed[0], packed[1 : dim + 1], packed[dim + 1 :] = value, grad, hess.ravel()
         packed *= weight
         reducer.allreduce_sum(packed)
-        grad = packed[1:dim + 1] + l2 * theta
+        grad = packed[1 : dim + 1] + l2 * theta
         gnorm = float(np.linalg.norm(grad))
         if gnorm <= tol * max(1.0, abs(f)) or iterations == max_iter:
             break
-        hess = packed[dim + 1:].reshape(dim, dim) + l2 * np.eye(dim)
+        hess = packed[dim + 1 :].reshape(dim, dim) + l2 * np.eye(dim)
         direction = np.linalg.solve(hess, grad)
         step = 1.0
         # Rounding noise of f: near the optimum the predicted decrease (the Newton decrement, ~‖∇f‖²/λ)
@@ -383,4 +448,7 @@ def glm_optimum(features: np.ndarray, targets: np.ndarray, nodes: int, l2: float
     return Optimum(result[2:], float(result[0]), float(result[1]), iterations)
 
 
-GLM_LOSS = {"logistic": ("logistic", True), "linear": ("squared", False)}  # model → (loss, has bias)
+GLM_LOSS = {
+    "logistic": ("logistic", True),
+    "linear": ("squared", False),
+}  # model → (loss, has bias)

@@ -31,9 +31,20 @@ import numpy as np
 
 from mpidecent import plugins
 from mpidecent.errors import JobError
-from mpidecent.learning.data import (PARTITIONS, TASKS, Dataset, NodeData, Shard, _check_train_size, digits,
-                                     eval_slice, make_layout, node_data_from_dataset, syn_regression,
-                                     synthetic_logistic)
+from mpidecent.learning.data import (
+    PARTITIONS,
+    TASKS,
+    Dataset,
+    NodeData,
+    Shard,
+    _check_train_size,
+    digits,
+    eval_slice,
+    make_layout,
+    node_data_from_dataset,
+    syn_regression,
+    synthetic_logistic,
+)
 from mpidecent.params import REQUIRED, Param, resolve
 
 
@@ -69,19 +80,39 @@ class DataKind:
 
 
 COMMON_PARAMS: tuple[Param, ...] = (
-    Param("partition", str, "iid",
-          "how the training set is split across nodes: iid (random equal parts), sorted (by target, "
-          "contiguous equal parts: strongly non-IID), dirichlet (per-class Dirichlet(alpha) proportions; "
-          "classification only)", choices=PARTITIONS),
-    Param("alpha", float, 0.5, "Dirichlet concentration of partition = \"dirichlet\" (smaller = more skewed)",
-          minimum=0.0, exclusive_minimum=True),
-    Param("batch_size", int, 32, "minibatch size per node and step; 0 = full local batch (deterministic)",
-          minimum=0),
-    Param("seed", int, 0, "seed of the data generator, the train/test split and the partition "
-          "(independent of [run] seed)", minimum=0),
+    Param(
+        "partition",
+        str,
+        "iid",
+        "how the training set is split across nodes: iid (random equal parts), sorted (by target, "
+        "contiguous equal parts: strongly non-IID), dirichlet (per-class Dirichlet(alpha) proportions; "
+        "classification only)",
+        choices=PARTITIONS,
+    ),
+    Param(
+        "alpha",
+        float,
+        0.5,
+        'Dirichlet concentration of partition = "dirichlet" (smaller = more skewed)',
+        minimum=0.0,
+        exclusive_minimum=True,
+    ),
+    Param(
+        "batch_size",
+        int,
+        32,
+        "minibatch size per node and step; 0 = full local batch (deterministic)",
+        minimum=0,
+    ),
+    Param(
+        "seed",
+        int,
+        0,
+        "seed of the data generator, the train/test split and the partition "
+        "(independent of [run] seed)",
+        minimum=0,
+    ),
 )
-
-
 
 
 def _below_one(value: float) -> str | None:
@@ -89,9 +120,14 @@ def _below_one(value: float) -> str | None:
 
 
 def _test_fraction(default: float) -> Param:
-    return Param("test_fraction", float, default,
-                 "fraction of the samples held out as the test set (seeded split; 0 = no test set)",
-                 minimum=0.0, check=_below_one)
+    return Param(
+        "test_fraction",
+        float,
+        default,
+        "fraction of the samples held out as the test set (seeded split; 0 = no test set)",
+        minimum=0.0,
+        check=_below_one,
+    )
 
 
 def _digit_classes(value: list) -> str | None:
@@ -110,13 +146,17 @@ def _digit_classes(value: list) -> str | None:
 
 def _check_generated_size(samples: int, nodes: int) -> None:
     if samples < nodes:
-        raise JobError(f"[data] samples = {samples} is fewer than the {nodes} nodes; every node needs a sample")
+        raise JobError(
+            f"[data] samples = {samples} is fewer than the {nodes} nodes; every node needs a sample"
+        )
 
 
 def _fixed_size(values: dict, nodes: int, train: int) -> None:
     if train < nodes:
-        raise JobError(f"[data] {values['name']!r} has {train} training samples, fewer than the {nodes} nodes; "
-                       "every node needs a training sample")
+        raise JobError(
+            f"[data] {values['name']!r} has {train} training samples, fewer than the {nodes} nodes; "
+            "every node needs a training sample"
+        )
 
 
 def _samples_size(values: dict, nodes: int) -> None:
@@ -127,16 +167,30 @@ def _samples_size(values: dict, nodes: int) -> None:
 def _digits_size(values: dict, nodes: int) -> None:
     samples = digits(values["classes"]).num_samples
     if samples < nodes:
-        raise JobError(f"[data] classes = {values['classes']} select {samples} samples, fewer than the "
-                       f"{nodes} nodes; every node needs a sample")
+        raise JobError(
+            f"[data] classes = {values['classes']} select {samples} samples, fewer than the "
+            f"{nodes} nodes; every node needs a sample"
+        )
     _check_train_size(samples, values["test_fraction"], nodes)
 
 
 def _syn_params(samples: int, features: int) -> tuple[Param, ...]:
     return (
-        Param("samples", int, samples, "number of samples in the whole data set (training + test)", minimum=1),
+        Param(
+            "samples",
+            int,
+            samples,
+            "number of samples in the whole data set (training + test)",
+            minimum=1,
+        ),
         Param("features", int, features, "input dimension d", minimum=1),
-        Param("noise", float, 0.05, "standard deviation of the additive Gaussian noise on y", minimum=0.0),
+        Param(
+            "noise",
+            float,
+            0.05,
+            "standard deviation of the additive Gaussian noise on y",
+            minimum=0.0,
+        ),
         _test_fraction(0.0),
     )
 
@@ -179,8 +233,9 @@ def mnist1d(generator_seed: int = 42) -> Dataset:
             pass  # no cache: generate again next time
     features = np.concatenate([x, x_test]).astype(np.float64)
     targets = np.concatenate([y, y_test]).astype(np.int64)
-    _MNIST1D[generator_seed] = Dataset("mnist1d", "multiclass", features, targets, num_classes=10,
-                                       fixed_test=int(len(y_test)))
+    _MNIST1D[generator_seed] = Dataset(
+        "mnist1d", "multiclass", features, targets, num_classes=10, fixed_test=int(len(y_test))
+    )
     return _MNIST1D[generator_seed]
 
 
@@ -188,16 +243,34 @@ DATASETS: dict[str, DataKind] = {
     "synthetic_logistic": DataKind(
         "synthetic_logistic",
         (
-            Param("samples", int, 4000, "number of samples in the whole data set (training + test)", minimum=1),
-            Param("features", int, 50, "number of input features (the model has features + 1 parameters)",
-                  minimum=1),
-            Param("separation", float, 3.0, "scale of the true weight vector; larger = more separable",
-                  minimum=0.0),
+            Param(
+                "samples",
+                int,
+                4000,
+                "number of samples in the whole data set (training + test)",
+                minimum=1,
+            ),
+            Param(
+                "features",
+                int,
+                50,
+                "number of input features (the model has features + 1 parameters)",
+                minimum=1,
+            ),
+            Param(
+                "separation",
+                float,
+                3.0,
+                "scale of the true weight vector; larger = more separable",
+                minimum=0.0,
+            ),
             _test_fraction(0.0),
         ),
         "binary classification drawn from a logistic model (see learning/data.py)",
         lambda v: "binary",
-        dataset=lambda v, base: synthetic_logistic(v["samples"], v["features"], v["seed"], v["separation"]),
+        dataset=lambda v, base: synthetic_logistic(
+            v["samples"], v["features"], v["seed"], v["separation"]
+        ),
         size=_samples_size,
     ),
     "syn1": DataKind(
@@ -206,7 +279,9 @@ DATASETS: dict[str, DataKind] = {
         "SYN-1 regression: y = A·x + N(0, noise²), x ~ N(0, I_d), A_j ~ N(1, 1)/√(d/2) (strongly convex "
         "with a linear model)",
         lambda v: "regression",
-        dataset=lambda v, base: syn_regression(v["samples"], v["features"], v["noise"], v["seed"], relu=False),
+        dataset=lambda v, base: syn_regression(
+            v["samples"], v["features"], v["noise"], v["seed"], relu=False
+        ),
         size=_samples_size,
     ),
     "syn2": DataKind(
@@ -215,14 +290,22 @@ DATASETS: dict[str, DataKind] = {
         "SYN-2 regression: y = max(A·x, 0) + N(0, noise²), same x and A as syn1 (non-convex with a ReLU "
         "model)",
         lambda v: "regression",
-        dataset=lambda v, base: syn_regression(v["samples"], v["features"], v["noise"], v["seed"], relu=True),
+        dataset=lambda v, base: syn_regression(
+            v["samples"], v["features"], v["noise"], v["seed"], relu=True
+        ),
         size=_samples_size,
     ),
     "digits": DataKind(
         "digits",
         (
-            Param("classes", list, [], "digits to keep, relabelled 0..C−1 in this order; [] = all ten "
-                  "(multiclass); exactly two = binary (first → 0, second → 1)", check=_digit_classes),
+            Param(
+                "classes",
+                list,
+                [],
+                "digits to keep, relabelled 0..C−1 in this order; [] = all ten "
+                "(multiclass); exactly two = binary (first → 0, second → 1)",
+                check=_digit_classes,
+            ),
             _test_fraction(0.2),
         ),
         "scikit-learn's bundled 8×8 handwritten digits (1797 samples, 64 features scaled to [0, 1])",
@@ -232,25 +315,57 @@ DATASETS: dict[str, DataKind] = {
     ),
     "mnist1d": DataKind(
         "mnist1d",
-        (Param("generator_seed", int, 42, "seed of the mnist1d package's procedural generator (42: the "
-               "benchmark's published data set)", minimum=0),),
+        (
+            Param(
+                "generator_seed",
+                int,
+                42,
+                "seed of the mnist1d package's procedural generator (42: the "
+                "benchmark's published data set)",
+                minimum=0,
+            ),
+        ),
         "MNIST-1D (Greydanus 2020), generated by the mnist1d package, no download: ten classes of 1-D "
         "signals of length 40, its own split of 4,000 training and 1,000 test signals",
-        lambda v: "multiclass", dataset=lambda v, base: mnist1d(v["generator_seed"]),
-        size=lambda v, nodes: _fixed_size(v, nodes, 4000)),
+        lambda v: "multiclass",
+        dataset=lambda v, base: mnist1d(v["generator_seed"]),
+        size=lambda v, nodes: _fixed_size(v, nodes, 4000),
+    ),
     "hdf5": DataKind(
         "hdf5",
         (
-            Param("path", str, REQUIRED, "HDF5 file; a relative path is read from the job file's folder"),
-            Param("features_dataset", str, "features", "dataset of the features, shape (N, ...): one row per "
-                  "sample, e.g. (N, p) vectors or (N, C, H, W) images; numeric"),
-            Param("labels_dataset", str, "labels", "dataset of the targets, shape (N,): class ids 0..C−1 "
-                  "(binary: 0/1) or real numbers (regression)"),
+            Param(
+                "path",
+                str,
+                REQUIRED,
+                "HDF5 file; a relative path is read from the job file's folder",
+            ),
+            Param(
+                "features_dataset",
+                str,
+                "features",
+                "dataset of the features, shape (N, ...): one row per "
+                "sample, e.g. (N, p) vectors or (N, C, H, W) images; numeric",
+            ),
+            Param(
+                "labels_dataset",
+                str,
+                "labels",
+                "dataset of the targets, shape (N,): class ids 0..C−1 "
+                "(binary: 0/1) or real numbers (regression)",
+            ),
             Param("task", str, "multiclass", "what the labels are", choices=TASKS),
             _test_fraction(0.0),
-            Param("test_features_dataset", str, "", "the file's own test set, shape (M, ...) like the features "
-                  "(\"\" = none: test_fraction holds one out)"),
-            Param("test_labels_dataset", str, "", "the labels of the file's own test set, shape (M,)"),
+            Param(
+                "test_features_dataset",
+                str,
+                "",
+                "the file's own test set, shape (M, ...) like the features "
+                '("" = none: test_fraction holds one out)',
+            ),
+            Param(
+                "test_labels_dataset", str, "", "the labels of the file's own test set, shape (M,)"
+            ),
         ),
         "a user's HDF5 file (features (N, ...) of any sample shape and labels (N,)); each rank reads only its "
         "own training rows and the test rows "
@@ -263,8 +378,14 @@ DATASETS: dict[str, DataKind] = {
 # ---- a user's loader -------------------------------------------------------------------------------------
 
 LOADER_PARAMS: tuple[Param, ...] = (
-    Param("task", str, "auto", "what the labels are; auto: integer-valued → multiclass, others → regression "
-          "(say binary for 0/1 labels with a one-logit model)", choices=("auto", *TASKS)),
+    Param(
+        "task",
+        str,
+        "auto",
+        "what the labels are; auto: integer-valued → multiclass, others → regression "
+        "(say binary for 0/1 labels with a one-logit model)",
+        choices=("auto", *TASKS),
+    ),
     _test_fraction(0.0),
 )
 LOADER_KEYS = {p.name for p in LOADER_PARAMS + COMMON_PARAMS}
@@ -282,10 +403,14 @@ def _array(value: Any, what: str, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except Exception as err:  # noqa: BLE001
-        raise JobError(f"[data] name = {name!r}: {what} is not an array ({type(err).__name__})") from None
+        raise JobError(
+            f"[data] name = {name!r}: {what} is not an array ({type(err).__name__})"
+        ) from None
     if array.dtype.kind not in "iufb" or array.ndim == 0:
-        raise JobError(f"[data] name = {name!r}: {what} must be a numeric array, got {array.dtype} of shape "
-                       f"{array.shape}")
+        raise JobError(
+            f"[data] name = {name!r}: {what} must be a numeric array, got {array.dtype} of shape "
+            f"{array.shape}"
+        )
     return array
 
 
@@ -294,34 +419,46 @@ def _arrays(result: Any, name: str) -> tuple[np.ndarray, ...]:
     if isinstance(result, Mapping):
         keys = [k for k in ("x", "y", "x_test", "y_test") if k in result]
         if keys not in (["x", "y"], ["x", "y", "x_test", "y_test"]):
-            raise JobError(f"[data] name = {name!r} returned a dict with keys {sorted(result)}; give x, y "
-                           "(and x_test, y_test)")
+            raise JobError(
+                f"[data] name = {name!r} returned a dict with keys {sorted(result)}; give x, y "
+                "(and x_test, y_test)"
+            )
         result = tuple(result[k] for k in keys)
     if not isinstance(result, (tuple, list)) or len(result) not in (2, 4):
-        raise JobError(f"[data] name = {name!r} returned {type(result).__name__}"
-                       f"{f' of {len(result)} items' if isinstance(result, (tuple, list)) else ''}; return "
-                       "(x, y) or (x, y, x_test, y_test) arrays")
+        raise JobError(
+            f"[data] name = {name!r} returned {type(result).__name__}"
+            f"{f' of {len(result)} items' if isinstance(result, (tuple, list)) else ''}; return "
+            "(x, y) or (x, y, x_test, y_test) arrays"
+        )
     labels = ("x", "y", "x_test", "y_test")
     return tuple(_array(v, labels[i], name) for i, v in enumerate(result))
 
 
 def _targets(y: np.ndarray, task: str, name: str, what: str) -> np.ndarray:
     if y.ndim != 1:
-        raise JobError(f"[data] name = {name!r}: {what} must be 1-D (one label per sample), got shape {y.shape}")
+        raise JobError(
+            f"[data] name = {name!r}: {what} must be 1-D (one label per sample), got shape {y.shape}"
+        )
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise JobError(f"[data] name = {name!r}: {what} holds NaN or infinite labels")
     if task == "regression":
         return y.astype(np.float64)
     if y.dtype.kind == "f" and np.any(y != np.round(y)):
-        raise JobError(f"[data] name = {name!r}: {what} holds non-integer labels but task = {task!r} needs class "
-                       "ids 0..C−1 (set [data] task = \"regression\" for real-valued targets)")
+        raise JobError(
+            f"[data] name = {name!r}: {what} holds non-integer labels but task = {task!r} needs class "
+            'ids 0..C−1 (set [data] task = "regression" for real-valued targets)'
+        )
     targets = y.astype(np.int64)
     if targets.size and targets.min() < 0:
-        raise JobError(f"[data] name = {name!r}: {what} holds negative labels (e.g. {int(targets.min())}); class "
-                       "ids are 0..C−1")
+        raise JobError(
+            f"[data] name = {name!r}: {what} holds negative labels (e.g. {int(targets.min())}); class "
+            "ids are 0..C−1"
+        )
     if task == "binary" and targets.size and targets.max() > 1:
-        raise JobError(f"[data] name = {name!r}: {what} holds labels above 1 (e.g. {int(targets.max())}) but "
-                       "task = 'binary' needs 0 or 1")
+        raise JobError(
+            f"[data] name = {name!r}: {what} holds labels above 1 (e.g. {int(targets.max())}) but "
+            "task = 'binary' needs 0 or 1"
+        )
     return targets
 
 
@@ -337,28 +474,43 @@ def dataset_from_arrays(arrays: tuple[np.ndarray, ...], values: Mapping[str, Any
     name = values["name"]
     x, y = arrays[0], arrays[1]
     if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise JobError(f"[data] name = {name!r}: x of shape {x.shape} and y of shape {y.shape} must have one row "
-                       "per sample each (x (N, ...), y (N,))")
+        raise JobError(
+            f"[data] name = {name!r}: x of shape {x.shape} and y of shape {y.shape} must have one row "
+            "per sample each (x (N, ...), y (N,))"
+        )
     task = _infer_task(y, values["task"])
     parts = [(x, _targets(y, task, name, "y"))]
     if len(arrays) == 4:
         xt, yt = arrays[2], arrays[3]
         if xt.shape[1:] != x.shape[1:] or yt.ndim != 1 or xt.shape[0] != yt.shape[0]:
-            raise JobError(f"[data] name = {name!r}: x_test {xt.shape} and y_test {yt.shape} must be (M, "
-                           f"{', '.join(map(str, x.shape[1:]))}) and (M,) like x and y")
+            raise JobError(
+                f"[data] name = {name!r}: x_test {xt.shape} and y_test {yt.shape} must be (M, "
+                f"{', '.join(map(str, x.shape[1:]))}) and (M,) like x and y"
+            )
         parts.append((xt, _targets(yt, task, name, "y_test")))
     features = np.concatenate([p[0] for p in parts]).astype(np.float64)
     finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
         which, at = ("x", first) if first < len(x) else ("x_test", first - len(x))
-        raise JobError(f"[data] name = {name!r}: {which} holds NaN or infinite values (first at sample {at}); every "
-                       "feature must be finite")
+        raise JobError(
+            f"[data] name = {name!r}: {which} holds NaN or infinite values (first at sample {at}); every "
+            "feature must be finite"
+        )
     targets = np.concatenate([p[1] for p in parts])
     classes = 0 if task == "regression" else (2 if task == "binary" else int(targets.max()) + 1)
     if task == "multiclass" and classes < 2:
-        raise JobError(f"[data] name = {name!r}: y holds only class 0; a multiclass task needs classes 0..C−1")
-    return Dataset(name, task, features, targets, classes, fixed_test=int(len(parts[1][1])) if len(parts) > 1 else 0)
+        raise JobError(
+            f"[data] name = {name!r}: y holds only class 0; a multiclass task needs classes 0..C−1"
+        )
+    return Dataset(
+        name,
+        task,
+        features,
+        targets,
+        classes,
+        fixed_test=int(len(parts[1][1])) if len(parts) > 1 else 0,
+    )
 
 
 def _loader(values: Mapping[str, Any], base_dir: str | None) -> Callable[..., Any]:
@@ -374,40 +526,72 @@ def loaded_dataset(values: Mapping[str, Any], base_dir: str | None) -> Dataset:
     """The whole set a loader returns (called once per process for the same keys)."""
     key = (values["name"], base_dir, repr(sorted(values.items())))
     if key not in _LOADED:
-        result = plugins.call(_loader(values, base_dir), "[data] name", values["name"], loader_arguments(values), {})
+        result = plugins.call(
+            _loader(values, base_dir), "[data] name", values["name"], loader_arguments(values), {}
+        )
         dataset = dataset_from_arrays(_arrays(result, values["name"]), values)
         if values["partition"] == "dirichlet" and dataset.task == "regression":
-            raise JobError(f"[data] partition = 'dirichlet' needs class labels, but {values['name']!r} returned "
-                           "real-valued targets; use partition = \"iid\" or \"sorted\"")
+            raise JobError(
+                f"[data] partition = 'dirichlet' needs class labels, but {values['name']!r} returned "
+                'real-valued targets; use partition = "iid" or "sorted"'
+            )
         _LOADED[key] = dataset
     return _LOADED[key]
 
 
-def loaded_shard(values: Mapping[str, Any], base_dir: str | None, rank: int, world_size: int) -> NodeData:
+def loaded_shard(
+    values: Mapping[str, Any], base_dir: str | None, rank: int, world_size: int
+) -> NodeData:
     """This rank's data from a shard loader: its training rows, and its slice of the test set."""
     key = (values["name"], base_dir, repr(sorted(values.items())), rank, world_size)
     if key not in _LOADED:
-        result = plugins.call(_loader(values, base_dir), "[data] name", values["name"], loader_arguments(values),
-                              {"rank": rank, "world_size": world_size})
+        result = plugins.call(
+            _loader(values, base_dir),
+            "[data] name",
+            values["name"],
+            loader_arguments(values),
+            {"rank": rank, "world_size": world_size},
+        )
         data = dataset_from_arrays(_arrays(result, values["name"]), values)
         train = data.num_samples - data.fixed_test
         if train < 1:
             raise JobError(f"[data] name = {values['name']!r} gave rank {rank} no training samples")
-        shard = Shard(rank, np.arange(train, dtype=np.int64), data.features[:train], data.targets[:train])
+        shard = Shard(
+            rank, np.arange(train, dtype=np.int64), data.features[:train], data.targets[:train]
+        )
         test = test_all = None
         if data.fixed_test:
-            test_all = Shard(rank, np.arange(data.fixed_test, dtype=np.int64), data.features[train:],
-                             data.targets[train:])
+            test_all = Shard(
+                rank,
+                np.arange(data.fixed_test, dtype=np.int64),
+                data.features[train:],
+                data.targets[train:],
+            )
             idx = eval_slice(data.fixed_test, world_size, rank)
             test = Shard(rank, idx, test_all.features[idx], test_all.targets[idx])
-        _LOADED[key] = NodeData(values["name"], data.task, data.input_shape, data.num_classes, shard, test, train,
-                                data.fixed_test, test_all)
+        _LOADED[key] = NodeData(
+            values["name"],
+            data.task,
+            data.input_shape,
+            data.num_classes,
+            shard,
+            test,
+            train,
+            data.fixed_test,
+            test_all,
+        )
     return _LOADED[key]
 
 
 def _loader_kind(values: Mapping[str, Any]) -> DataKind:
-    return DataKind(values["name"], LOADER_PARAMS, "a user's loader", lambda v: v["task"],
-                    dataset=lambda v, base: loaded_dataset(v, base), size=lambda v, nodes: None)
+    return DataKind(
+        values["name"],
+        LOADER_PARAMS,
+        "a user's loader",
+        lambda v: v["task"],
+        dataset=lambda v, base: loaded_dataset(v, base),
+        size=lambda v, nodes: None,
+    )
 
 
 # ---- resolving and dispatching ----------------------------------------------------------------------------
@@ -415,8 +599,10 @@ def _loader_kind(values: Mapping[str, Any]) -> DataKind:
 
 def _check_task_partition(values: Mapping[str, Any]) -> None:
     if values["partition"] == "dirichlet" and data_task(values) == "regression":
-        raise JobError(f"[data] partition = 'dirichlet' needs class labels, but {values['name']} is a "
-                       "regression data set; use partition = \"iid\" or \"sorted\"")
+        raise JobError(
+            f"[data] partition = 'dirichlet' needs class labels, but {values['name']} is a "
+            'regression data set; use partition = "iid" or "sorted"'
+        )
 
 
 def resolve_data(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -425,14 +611,25 @@ def resolve_data(table: Mapping[str, Any]) -> dict[str, Any]:
     name = table.get("name", "synthetic_logistic")
     if plugins.is_import_path(name):
         plugins.check_syntax(name, "[data] name")
-        own = resolve("data", LOADER_PARAMS + COMMON_PARAMS, {k: v for k, v in table.items() if k in LOADER_KEYS})
-        values = {"name": name, **own, **{k: v for k, v in table.items() if k not in LOADER_KEYS and k != "name"}}
+        own = resolve(
+            "data",
+            LOADER_PARAMS + COMMON_PARAMS,
+            {k: v for k, v in table.items() if k in LOADER_KEYS},
+        )
+        values = {
+            "name": name,
+            **own,
+            **{k: v for k, v in table.items() if k not in LOADER_KEYS and k != "name"},
+        }
     else:
         if name not in DATASETS:
             Param("name", str, choices=tuple(DATASETS)).coerce("data", name)
         kind = DATASETS[name]
         values = resolve("data", kind.params + COMMON_PARAMS, table, owner=name, ignore=("name",))
-        values = {"name": name, **{key: (list(v) if isinstance(v, list) else v) for key, v in values.items()}}
+        values = {
+            "name": name,
+            **{key: (list(v) if isinstance(v, list) else v) for key, v in values.items()},
+        }
     _check_task_partition(values)
     return values
 
@@ -459,7 +656,9 @@ def data_task(values: Mapping[str, Any]) -> str:
     return _kind(values).task(dict(values))
 
 
-def check_in_memory(values: Mapping[str, Any], nodes: int, base_dir: str | None = None, rank: int = 0) -> DataInfo:
+def check_in_memory(
+    values: Mapping[str, Any], nodes: int, base_dir: str | None = None, rank: int = 0
+) -> DataInfo:
     """Checks of an in-memory kind's resolved [data] values against the number of nodes, before any
     collective (too few samples, a Dirichlet partition leaving a node empty, a loader that fails or
     returns bad arrays, ...); raises ``JobError``. Returns what a model needs to know."""
@@ -473,7 +672,9 @@ def check_in_memory(values: Mapping[str, Any], nodes: int, base_dir: str | None 
     return DataInfo(dataset.task, dataset.input_shape, dataset.num_classes)
 
 
-def in_memory_node_data(values: Mapping[str, Any], nodes: int, node: int, base_dir: str | None = None) -> NodeData:
+def in_memory_node_data(
+    values: Mapping[str, Any], nodes: int, node: int, base_dir: str | None = None
+) -> NodeData:
     """Node ``node``'s data of an in-memory kind (the same on every rank that asks for it)."""
     if not 0 <= node < nodes:
         raise ValueError(f"node {node} is not in 0..{nodes - 1}")

@@ -28,20 +28,28 @@ def _budgets(raw: Sequence[str] | None) -> list[float]:
             try:
                 value = float(part)
             except ValueError:
-                raise ReportError(f"--budget {item!r}: expected a number of bits such as 1e6 (several: "
-                                  "repeat --budget or separate them with commas)") from None
+                raise ReportError(
+                    f"--budget {item!r}: expected a number of bits such as 1e6 (several: "
+                    "repeat --budget or separate them with commas)"
+                ) from None
             if not math.isfinite(value) or value < 0:
                 raise ReportError(f"--budget {item!r}: a bit budget must be a finite number ≥ 0")
             out.append(value)
     return out
 
 
-CHECKPOINT_SUFFIX = ".ckpt.h5"  # io/checkpoint.py: ``runs/x.h5`` → ``runs/x.ckpt.h5``; never a results file
+CHECKPOINT_SUFFIX = (
+    ".ckpt.h5"  # io/checkpoint.py: ``runs/x.h5`` → ``runs/x.ckpt.h5``; never a results file
+)
 
 
 def _results_files(paths: Sequence[str]) -> list[str]:
     """The *.h5 files among ``paths`` that are not checkpoints, sorted."""
-    return sorted(p for p in paths if p.endswith(".h5") and not p.endswith(CHECKPOINT_SUFFIX) and os.path.isfile(p))
+    return sorted(
+        p
+        for p in paths
+        if p.endswith(".h5") and not p.endswith(CHECKPOINT_SUFFIX) and os.path.isfile(p)
+    )
 
 
 def expand_files(items: Sequence[str]) -> list[str]:
@@ -55,12 +63,16 @@ def expand_files(items: Sequence[str]) -> list[str]:
         if os.path.isdir(item):
             found = _results_files(glob.glob(os.path.join(glob.escape(item), "*.h5")))
             if not found:
-                raise ReportError(f"{item}: no results files (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) in this folder")
+                raise ReportError(
+                    f"{item}: no results files (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) in this folder"
+                )
         elif glob.has_magic(item) and not os.path.exists(item):
             found = _results_files(glob.glob(os.path.expanduser(item), recursive=True))
             if not found:
-                raise ReportError(f"{item}: no results file (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) matches "
-                                  "this pattern")
+                raise ReportError(
+                    f"{item}: no results file (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) matches "
+                    "this pattern"
+                )
         else:
             found = [item]
         out += found
@@ -74,16 +86,24 @@ def parse_targets(raw: Sequence[object] | None) -> tuple[float | None, float | N
     for item in raw or ():
         text = str(item).strip()
         kind, _, number = text.rpartition("=")
-        kind = {"": "loss", "loss": "loss", "acc": "accuracy", "accuracy": "accuracy"}.get(kind.strip().lower())
+        kind = {"": "loss", "loss": "loss", "acc": "accuracy", "accuracy": "accuracy"}.get(
+            kind.strip().lower()
+        )
         if kind is None:
-            raise ReportError(f"--target {text!r}: expected a loss (0.35 or loss=0.35) or an accuracy (acc=0.9)")
+            raise ReportError(
+                f"--target {text!r}: expected a loss (0.35 or loss=0.35) or an accuracy (acc=0.9)"
+            )
         try:
             value = float(number)
         except ValueError:
-            raise ReportError(f"--target {text!r}: expected a number after {'the =' if '=' in text else 'it'}, "
-                              "e.g. --target 0.35 or --target acc=0.9") from None
+            raise ReportError(
+                f"--target {text!r}: expected a number after {'the =' if '=' in text else 'it'}, "
+                "e.g. --target 0.35 or --target acc=0.9"
+            ) from None
         if kind in found and found[kind] != value:
-            raise ReportError(f"--target: two {kind} targets ({found[kind]:g} and {value:g}); give one")
+            raise ReportError(
+                f"--target: two {kind} targets ({found[kind]:g} and {value:g}); give one"
+            )
         found[kind] = value
     return found.get("loss"), found.get("accuracy")
 
@@ -91,10 +111,14 @@ def parse_targets(raw: Sequence[object] | None) -> tuple[float | None, float | N
 def _targets(args: argparse.Namespace) -> tuple[float | None, float | None]:
     """(loss target, accuracy target) from ``--target`` (repeatable) and ``--target-accuracy``."""
     raw = getattr(args, "target", None)
-    loss, accuracy = parse_targets(raw if isinstance(raw, (list, tuple)) else ([] if raw is None else [raw]))
+    loss, accuracy = parse_targets(
+        raw if isinstance(raw, (list, tuple)) else ([] if raw is None else [raw])
+    )
     flag = getattr(args, "target_accuracy", None)
     if flag is not None and accuracy is not None and flag != accuracy:
-        raise ReportError(f"--target acc={accuracy:g} and --target-accuracy {flag:g}: give one accuracy target")
+        raise ReportError(
+            f"--target acc={accuracy:g} and --target-accuracy {flag:g}: give one accuracy target"
+        )
     return loss, accuracy if accuracy is not None else flag
 
 
@@ -102,7 +126,9 @@ def _check_flags(args: argparse.Namespace) -> None:
     bandwidth, latency = getattr(args, "bandwidth", None), getattr(args, "latency", None)
     target, accuracy = _targets(args)
     if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
-        raise ReportError(f"--bandwidth must be a finite number of bits per second > 0, got {bandwidth:g}")
+        raise ReportError(
+            f"--bandwidth must be a finite number of bits per second > 0, got {bandwidth:g}"
+        )
     if latency is not None and not (math.isfinite(latency) and latency >= 0):
         raise ReportError(f"--latency must be a finite number of seconds ≥ 0, got {latency:g}")
     if target is not None and not math.isfinite(target):
@@ -123,7 +149,9 @@ def _group_keys(raw: Sequence[str] | None) -> list[str]:
             if not part:
                 continue
             if part.count(".") != 1 or not all(part.split(".")):
-                raise ReportError(f"--group-by {part!r}: expected a job key as section.key, e.g. run.seed")
+                raise ReportError(
+                    f"--group-by {part!r}: expected a job key as section.key, e.g. run.seed"
+                )
             keys.append(part)
     return keys
 
@@ -148,12 +176,19 @@ def main(args: argparse.Namespace) -> int:
         target, target_accuracy = _targets(args)
         group_by = _group_keys(getattr(args, "group_by", None))
         files = expand_files(list(args.files))
-        runs = read_runs(files, getattr(args, "bandwidth", None), getattr(args, "latency", None),
-                         getattr(args, "shared_link", None), probe=True)
+        runs = read_runs(
+            files,
+            getattr(args, "bandwidth", None),
+            getattr(args, "latency", None),
+            getattr(args, "shared_link", None),
+            probe=True,
+        )
         for run in runs:
             if run.rows == 0:
-                raise ReportError(f"{run.path}: a results file with no log rows (status {run.status!r}): the run "
-                                  "ended before logging step 0, so there is nothing to report; run it again")
+                raise ReportError(
+                    f"{run.path}: a results file with no log rows (status {run.status!r}): the run "
+                    "ended before logging step 0, so there is nothing to report; run it again"
+                )
         from mpidecent.report import tables
 
         groups = tables.group_runs(runs, group_by) if group_by else None
@@ -179,7 +214,9 @@ def main(args: argparse.Namespace) -> int:
             try:
                 figures = write_plots(runs, args.plot, groups)
             except OSError as err:
-                raise ReportError(f"--plot {args.plot!r}: cannot write figures there ({err.strerror or err})") from None
+                raise ReportError(
+                    f"--plot {args.plot!r}: cannot write figures there ({err.strerror or err})"
+                ) from None
     except ReportError as err:
         sys.stderr.write(f"mpidecent: error: {err}\n")
         return EXIT_BAD_INPUT
@@ -187,12 +224,16 @@ def main(args: argparse.Namespace) -> int:
     notes: list[str] = []
     if series_to not in (None, "-"):
         rows = sum(r.rows for r in runs)
-        notes.append(f"series: {rows} rows ({len(runs)} run{'s' if len(runs) != 1 else ''} × logged steps) in {series_to}")
+        notes.append(
+            f"series: {rows} rows ({len(runs)} run{'s' if len(runs) != 1 else ''} × logged steps) in {series_to}"
+        )
     if figures:
         notes += [f"figures ({len(figures)}) in {args.plot}:", *(f"  {f}" for f in figures)]
     elif getattr(args, "plot", None):
         notes.append(f"figures (0) in {args.plot}: no run has data to draw")
     if notes:
-        (sys.stderr if machine else sys.stdout).write("\n".join([*([] if machine else [""]), *notes]) + "\n")
+        (sys.stderr if machine else sys.stdout).write(
+            "\n".join([*([] if machine else [""]), *notes]) + "\n"
+        )
     sys.stdout.flush()
     return EXIT_OK

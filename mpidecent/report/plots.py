@@ -42,8 +42,18 @@ TOPOLOGY_FIGSIZE = (7.0, 7.0)
 DPI = 100
 STALENESS = "staleness_mean"
 STRAGGLERS = "stragglers"
-_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
+_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 _LOSS = "average-model loss f(x̄)"
 _SUB = "suboptimality f(x̄) − f*"
@@ -102,8 +112,14 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 def _style(i: int, points: int = 0) -> dict:
     """Run i's line style: colour, line style and marker all cycle (at different periods), so runs whose curves
     lie on top of each other stay distinguishable, also in grey; about a dozen markers per line."""
-    return {"color": _color(i), "linestyle": _LINESTYLES[i % len(_LINESTYLES)], "marker": _MARKERS[i % len(_MARKERS)],
-            "markersize": 4, "markevery": max(1, points // 12) if points else 1, "linewidth": 1.4}
+    return {
+        "color": _color(i),
+        "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "markersize": 4,
+        "markevery": max(1, points // 12) if points else 1,
+        "linewidth": 1.4,
+    }
 
 
 def informative(*arrays: np.ndarray | None) -> bool:
@@ -114,8 +130,16 @@ def informative(*arrays: np.ndarray | None) -> bool:
     return v.size > 0 and bool(v.max() > v.min())
 
 
-def _finish(ax, title: str, xlabel: str, ylabel: str, ys: list, xlog: bool = False, legend: bool = True,
-            ylog: bool = True) -> None:
+def _finish(
+    ax,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ys: list,
+    xlog: bool = False,
+    legend: bool = True,
+    ylog: bool = True,
+) -> None:
     """Title, labels, grid, legend; y logarithmic when its values span decades (and ``ylog``), x when asked."""
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -132,20 +156,34 @@ def _finish(ax, title: str, xlabel: str, ylabel: str, ys: list, xlog: bool = Fal
 Curve = tuple  # (label, style index, x, y[, (low, high)]): one run, or a group's mean with its min–max band
 
 
-def _line_figure(path: str, curves: list[Curve], title: str, xlabel: str, ylabel: str, x_may_log: bool = False,
-                 ylog: bool = True, xlog_always: bool = False) -> str | None:
+def _line_figure(
+    path: str,
+    curves: list[Curve],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    x_may_log: bool = False,
+    ylog: bool = True,
+    xlog_always: bool = False,
+) -> str | None:
     """One line per curve (label, style index, x, y, optional (low, high) band); None (no file) when there is
     nothing to draw or nothing to see (no finite value, or one value everywhere: e.g. a consensus distance of 0 in
     every all-reduce run). Steps stay on a linear axis; bits always on a log axis (``xlog_always``); with
     ``x_may_log`` (modelled time) x is logarithmic when the runs' ranges differ by decades. A curve with no point
     on a log axis (no bits sent; y never > 0) is named in the legend with the reason."""
-    curves = [c for c in curves if c[2] is not None and c[3] is not None and c[2].size and np.any(np.isfinite(c[3]))]
+    curves = [
+        c
+        for c in curves
+        if c[2] is not None and c[3] is not None and c[2].size and np.any(np.isfinite(c[3]))
+    ]
     if not curves or not informative(*(c[3] for c in curves)):
         return None
     fig = _figure()
     ax = fig.add_subplot()
     xlog = xlog_always or (x_may_log and ends_differ_by_decades(*(c[2] for c in curves)))
-    ys = [c[3] for c in curves] + [b for c in curves if len(c) > 4 and c[4] is not None for b in c[4]]
+    ys = [c[3] for c in curves] + [
+        b for c in curves if len(c) > 4 and c[4] is not None for b in c[4]
+    ]
     ylog = ylog and spans_decades(*ys)
     for curve in curves:
         label, i, x, y = curve[:4]
@@ -164,8 +202,16 @@ def _line_figure(path: str, curves: list[Curve], title: str, xlabel: str, ylabel
         ax.plot(x[keep], y[keep], label=label, zorder=3, **style)
         if band is not None:
             low, high = (np.asarray(b, dtype=np.float64)[keep] for b in band)
-            ax.fill_between(x[keep], low, high, color=style["color"], alpha=0.15, linewidth=0.8,
-                            edgecolor=style["color"], zorder=1)
+            ax.fill_between(
+                x[keep],
+                low,
+                high,
+                color=style["color"],
+                alpha=0.15,
+                linewidth=0.8,
+                edgecolor=style["color"],
+                zorder=1,
+            )
     if any(len(c) > 4 and c[4] is not None for c in curves):
         title += "\n(line: mean over the runs of a group; band: their min–max)"
     _finish(ax, title, xlabel, ylabel, ys, xlog, ylog=ylog)
@@ -190,12 +236,23 @@ def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
         values, kind = run.accuracy_series()
         bits = run.glob("cumulative_bits")
         if values is not None and bits is not None and run.rows:
-            have.append((i, run, np.asarray(bits, dtype=np.float64), np.asarray(values, dtype=np.float64), kind))
+            have.append(
+                (
+                    i,
+                    run,
+                    np.asarray(bits, dtype=np.float64),
+                    np.asarray(values, dtype=np.float64),
+                    kind,
+                )
+            )
     if not have:
         return None
     kinds = {kind for *_, kind in have}
     mixed = len(kinds) > 1
-    nodes = {i: run.node_test_series("test_accuracy") if kind == "test" else None for i, run, *_, kind in have}
+    nodes = {
+        i: run.node_test_series("test_accuracy") if kind == "test" else None
+        for i, run, *_, kind in have
+    }
     banded = any(v is not None for v in nodes.values())
     fig = _figure()
     ax = fig.add_subplot()
@@ -213,8 +270,16 @@ def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
         if nodes[i] is not None:
             with np.errstate(all="ignore"):
                 low, high = np.nanmin(nodes[i][keep], axis=1), np.nanmax(nodes[i][keep], axis=1)
-            band = ax.fill_between(x, low, high, color=_color(i), alpha=0.15, linewidth=0.8, edgecolor=_color(i),
-                                   zorder=1)
+            band = ax.fill_between(
+                x,
+                low,
+                high,
+                color=_color(i),
+                alpha=0.15,
+                linewidth=0.8,
+                edgecolor=_color(i),
+                zorder=1,
+            )
             handle = (band, line)
             label = f"{label} (band: {run.n} nodes)"
         handles.append(handle)
@@ -243,14 +308,20 @@ def _links(runs: Sequence[Run]) -> tuple[LinkModel | None, str]:
     return None, "modelled on each run's link (see legend)"
 
 
-def _band_figure(path: str, runs: Sequence[Run], name: str, title: str, ylabel: str,
-                 skip_flat: bool = False) -> str | None:
+def _band_figure(
+    path: str, runs: Sequence[Run], name: str, title: str, ylabel: str, skip_flat: bool = False
+) -> str | None:
     """Per-rank series ``name``: mean line and min–max band over ranks for each run that has it (runs keep their
     style index). One or two runs share one axis (light bands with edges); three or more get one panel each
     (shared axes), where overlapping bands would blend into one colour. ``skip_flat``: no figure when the values
     carry nothing to see (no finite value, or one value everywhere, e.g. a counter that stays 0)."""
-    have = [(i, r) for i, r in enumerate(runs) if r.rank(name) is not None and r.rows
-            and np.any(np.isfinite(np.asarray(r.rank(name), dtype=np.float64)))]
+    have = [
+        (i, r)
+        for i, r in enumerate(runs)
+        if r.rank(name) is not None
+        and r.rows
+        and np.any(np.isfinite(np.asarray(r.rank(name), dtype=np.float64)))
+    ]
     if not have or (skip_flat and not informative(*(r.rank(name) for _, r in have))):
         return None
     fig = _figure()
@@ -260,7 +331,7 @@ def _band_figure(path: str, runs: Sequence[Run], name: str, title: str, ylabel: 
         rows = math.ceil(len(have) / cols)
         grid = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
         axes = list(grid.ravel())
-        for ax in axes[len(have):]:
+        for ax in axes[len(have) :]:
             ax.set_visible(False)
     else:
         axes = [fig.add_subplot()] * len(have)
@@ -268,25 +339,37 @@ def _band_figure(path: str, runs: Sequence[Run], name: str, title: str, ylabel: 
     for ax, (i, run) in zip(axes, have):
         values = run.rank(name).astype(np.float64)
         with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (e.g. the master's column) → NaN
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # all-NaN rows (e.g. the master's column) → NaN
             low, high = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
             mean = np.nanmean(values, axis=1)
         style = _style(i, run.rows)
-        ax.fill_between(run.steps, low, high, color=style["color"], alpha=0.15, edgecolor=style["color"],
-                        linewidth=0.8, label=f"{run.label}: min–max over {run.n} ranks" if not panels else None)
+        ax.fill_between(
+            run.steps,
+            low,
+            high,
+            color=style["color"],
+            alpha=0.15,
+            edgecolor=style["color"],
+            linewidth=0.8,
+            label=f"{run.label}: min–max over {run.n} ranks" if not panels else None,
+        )
         ax.plot(run.steps, mean, label=f"{run.label}: mean" if not panels else None, **style)
         ys += [low, high]
         if panels:
             ax.set_title(run.label, fontsize="small", color=style["color"])
     if panels:
-        for ax in axes[:len(have)]:
+        for ax in axes[: len(have)]:
             _finish(ax, ax.get_title(), "", "", ys, legend=False)
             ax.title.set_fontsize("small")
         for ax in grid[-1]:
             ax.set_xlabel(_STEP, fontsize="small")
         for ax in grid[:, 0]:
             ax.set_ylabel(ylabel, fontsize="small")
-        fig.suptitle(f"{title}\n(line: mean over ranks; band: min–max over ranks)", fontsize="medium")
+        fig.suptitle(
+            f"{title}\n(line: mean over ranks; band: min–max over ranks)", fontsize="medium"
+        )
     else:
         _finish(axes[0], title, _STEP, ylabel, ys)
     return _save(fig, path)
@@ -304,25 +387,48 @@ def _staleness_figure(path: str, runs: Sequence[Run]) -> str | None:
         rows = values[1:] if run.rows > 1 else values  # row 0 is before the first step
         finite = rows[np.isfinite(rows)]
         if finite.size:
-            left.hist(finite, bins=min(30, max(5, int(np.sqrt(finite.size)))), color=_color(i), alpha=0.5,
-                      label=run.label)
+            left.hist(
+                finite,
+                bins=min(30, max(5, int(np.sqrt(finite.size)))),
+                color=_color(i),
+                alpha=0.5,
+                label=run.label,
+            )
         with np.errstate(all="ignore"):
-            right.plot(run.steps, np.nanmean(values, axis=1), label=f"{run.label}: mean", **_style(i, run.rows))
-            right.plot(run.steps, np.nanmax(values, axis=1), color=_color(i), linestyle=":", linewidth=1.0,
-                       label=f"{run.label}: max")
+            right.plot(
+                run.steps,
+                np.nanmean(values, axis=1),
+                label=f"{run.label}: mean",
+                **_style(i, run.rows),
+            )
+            right.plot(
+                run.steps,
+                np.nanmax(values, axis=1),
+                color=_color(i),
+                linestyle=":",
+                linewidth=1.0,
+                label=f"{run.label}: max",
+            )
     left.set_title("Staleness of the models used (all ranks, all log points)", fontsize="medium")
     left.set_xlabel(f"staleness per rank, mean since the previous log point [{unit}]")
     left.set_ylabel("count [rank × log point]")
     left.grid(True, alpha=0.3)
     left.legend(loc="best", fontsize="small")
-    _finish(right, "Staleness vs step (over ranks)", _STEP, f"staleness [{unit}]",
-            [r.rank(STALENESS) for _, r in have])
+    _finish(
+        right,
+        "Staleness vs step (over ranks)",
+        _STEP,
+        f"staleness [{unit}]",
+        [r.rank(STALENESS) for _, r in have],
+    )
     right.title.set_fontsize("medium")
     fig.suptitle("Staleness (asynchronous runs)")
     return _save(fig, path)
 
 
-STRAGGLER_BINS = 120  # at most this many columns in stragglers.png: longer runs are drawn in bins of steps
+STRAGGLER_BINS = (
+    120  # at most this many columns in stragglers.png: longer runs are drawn in bins of steps
+)
 
 
 def _stragglers_figure(path: str, runs: Sequence[Run]) -> str | None:
@@ -349,19 +455,36 @@ def _stragglers_figure(path: str, runs: Sequence[Run]) -> str | None:
         counts = np.full(bins * k, 0.0)
         counts[:steps] = 1.0
         with np.errstate(all="ignore"):
-            share = padded.reshape(bins, k, n).sum(axis=1) / counts.reshape(bins, k).sum(axis=1)[:, None]
-        image = ax.imshow(share.T, aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1,
-                          origin="lower", extent=(0, bins * k, -0.5, n - 0.5))
+            share = (
+                padded.reshape(bins, k, n).sum(axis=1)
+                / counts.reshape(bins, k).sum(axis=1)[:, None]
+            )
+        image = ax.imshow(
+            share.T,
+            aspect="auto",
+            interpolation="nearest",
+            cmap="Greys",
+            vmin=0,
+            vmax=1,
+            origin="lower",
+            extent=(0, bins * k, -0.5, n - 0.5),
+        )
         total = 100.0 * data.sum() / data.size
-        ax.set_title(f"{run.label}: {int(data.sum())} of {data.size} worker-steps ({total:.1f}%)", fontsize="small",
-                     color=_color(i))
+        ax.set_title(
+            f"{run.label}: {int(data.sum())} of {data.size} worker-steps ({total:.1f}%)",
+            fontsize="small",
+            color=_color(i),
+        )
         ax.set_xlim(0, math.ceil(longest / k) * k)  # one step axis for all runs
         ax.set_yticks(range(n))
         ax.tick_params(labelsize="x-small")
         ax.set_ylabel("worker", fontsize="small")
     axes[-1].set_xlabel(_STEP if k == 1 else f"{_STEP}, in bins of {k} steps")
-    what = "black: the master went on without that worker at that step" if k == 1 else \
-        f"shade: share of the {k} steps of a bin at which the master went on without that worker"
+    what = (
+        "black: the master went on without that worker at that step"
+        if k == 1
+        else f"shade: share of the {k} steps of a bin at which the master went on without that worker"
+    )
     fig.suptitle(f"Stragglers (worker w = rank w + 1)\n{what}", fontsize="medium")
     if k > 1 and image is not None:
         fig.colorbar(image, ax=list(axes), label="straggler share", shrink=0.9)
@@ -391,9 +514,16 @@ def _clear_previous(directory: str, keep: set[str]) -> None:
 def _entities(runs: Sequence[Run], groups: Sequence | None) -> list[tuple[str, int, list[Run]]]:
     """What a line figure draws: each run (label, style index, [run]), or with ``groups`` each group."""
     if groups:
-        return [(tex_safe(g.label) if len(g.runs) == 1 else f"{tex_safe(g.label)} ({len(g.runs)} runs)", i,
-                 list(g.runs))
-                for i, g in enumerate(groups)]
+        return [
+            (
+                tex_safe(g.label)
+                if len(g.runs) == 1
+                else f"{tex_safe(g.label)} ({len(g.runs)} runs)",
+                i,
+                list(g.runs),
+            )
+            for i, g in enumerate(groups)
+        ]
     return [(r.label, i, [r]) for i, r in enumerate(runs)]
 
 
@@ -435,7 +565,9 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
     entities = _entities(runs, groups)
     written: list[str | None] = []
 
-    def curves(y_of, x_of=lambda r: r.steps, only=lambda r: True, label=lambda lab, members: lab) -> list[Curve]:
+    def curves(
+        y_of, x_of=lambda r: r.steps, only=lambda r: True, label=lambda lab, members: lab
+    ) -> list[Curve]:
         out = []
         for lab, i, members in entities:
             members = [r for r in members if only(r)]
@@ -447,46 +579,120 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
     sub = lambda r: r.glob("suboptimality")  # noqa: E731
     bits = lambda r: r.glob("cumulative_bits")  # noqa: E731
     has_opt = lambda r: r.has_optimum()  # noqa: E731
-    written.append(_line_figure(path("loss_vs_step.png"), curves(loss), "Average-model loss vs step", _STEP, _LOSS))
-    written.append(_line_figure(path("suboptimality_vs_step.png"), curves(sub, only=has_opt), "Suboptimality vs step",
-                                _STEP, _SUB))
+    written.append(
+        _line_figure(
+            path("loss_vs_step.png"), curves(loss), "Average-model loss vs step", _STEP, _LOSS
+        )
+    )
+    written.append(
+        _line_figure(
+            path("suboptimality_vs_step.png"),
+            curves(sub, only=has_opt),
+            "Suboptimality vs step",
+            _STEP,
+            _SUB,
+        )
+    )
     has_acc = lambda r: r.accuracy_series()[0] is not None  # noqa: E731
     acc_label = lambda lab, members: f"{lab} ({members[0].accuracy_series()[1]})"  # noqa: E731
-    written.append(_line_figure(path("accuracy_vs_step.png"),
-                                curves(lambda r: r.accuracy_series()[0], only=has_acc, label=acc_label),
-                                "Accuracy of the average model vs step", _STEP, "accuracy [fraction]", ylog=False))
-    written.append(_line_figure(path("loss_vs_bits.png"), curves(loss, x_of=bits), "Average-model loss vs bits sent",
-                                _BITS, _LOSS, xlog_always=True))
-    written.append(_line_figure(path("suboptimality_vs_bits.png"), curves(sub, x_of=bits, only=has_opt),
-                                "Suboptimality vs bits sent", _BITS, _SUB, xlog_always=True))
+    written.append(
+        _line_figure(
+            path("accuracy_vs_step.png"),
+            curves(lambda r: r.accuracy_series()[0], only=has_acc, label=acc_label),
+            "Accuracy of the average model vs step",
+            _STEP,
+            "accuracy [fraction]",
+            ylog=False,
+        )
+    )
+    written.append(
+        _line_figure(
+            path("loss_vs_bits.png"),
+            curves(loss, x_of=bits),
+            "Average-model loss vs bits sent",
+            _BITS,
+            _LOSS,
+            xlog_always=True,
+        )
+    )
+    written.append(
+        _line_figure(
+            path("suboptimality_vs_bits.png"),
+            curves(sub, x_of=bits, only=has_opt),
+            "Suboptimality vs bits sent",
+            _BITS,
+            _SUB,
+            xlog_always=True,
+        )
+    )
     written.append(_accuracy_bits_figure(path("accuracy_vs_bits.png"), runs))
 
     common, link_text = _links(runs)
-    modelled_label = (lambda lab, members: lab) if common is not None else \
-        (lambda lab, members: f"{lab} ({members[0].link.describe()})")  # noqa: E731
+    modelled_label = (
+        (lambda lab, members: lab)
+        if common is not None
+        else (lambda lab, members: f"{lab} ({members[0].link.describe()})")
+    )  # noqa: E731
     modelled = lambda r: r.modelled_time()  # noqa: E731
-    written.append(_line_figure(path("loss_vs_modelled_time.png"), curves(loss, x_of=modelled, label=modelled_label),
-                                f"Average-model loss vs modelled time\n({link_text})", _MODELLED, _LOSS,
-                                x_may_log=True))
-    written.append(_line_figure(path("suboptimality_vs_modelled_time.png"),
-                                curves(sub, x_of=modelled, only=has_opt, label=modelled_label),
-                                f"Suboptimality vs modelled time\n({link_text})", _MODELLED, _SUB, x_may_log=True))
+    written.append(
+        _line_figure(
+            path("loss_vs_modelled_time.png"),
+            curves(loss, x_of=modelled, label=modelled_label),
+            f"Average-model loss vs modelled time\n({link_text})",
+            _MODELLED,
+            _LOSS,
+            x_may_log=True,
+        )
+    )
+    written.append(
+        _line_figure(
+            path("suboptimality_vs_modelled_time.png"),
+            curves(sub, x_of=modelled, only=has_opt, label=modelled_label),
+            f"Suboptimality vs modelled time\n({link_text})",
+            _MODELLED,
+            _SUB,
+            x_may_log=True,
+        )
+    )
 
-    written.append(_line_figure(path("consensus_vs_step.png"), curves(lambda r: r.glob("consensus_distance")),
-                                "Consensus distance vs step", _STEP,
-                                r"consensus distance $\frac{1}{n}\sum_i \|x_i - \bar{x}\|^2$"))
-    spread = "local_objective" if any(r.rank("local_objective") is not None for r in runs) else "loss"
-    written.append(_band_figure(path("rank_spread.png"), runs, spread,
-                                r"Per-rank spread: local objective $F_i$ at each rank's model $x_i$" if spread ==
-                                "local_objective" else "Per-rank spread: minibatch loss",
-                                r"local objective $F_i(x_i)$" if spread == "local_objective" else "minibatch loss"))
+    written.append(
+        _line_figure(
+            path("consensus_vs_step.png"),
+            curves(lambda r: r.glob("consensus_distance")),
+            "Consensus distance vs step",
+            _STEP,
+            r"consensus distance $\frac{1}{n}\sum_i \|x_i - \bar{x}\|^2$",
+        )
+    )
+    spread = (
+        "local_objective" if any(r.rank("local_objective") is not None for r in runs) else "loss"
+    )
+    written.append(
+        _band_figure(
+            path("rank_spread.png"),
+            runs,
+            spread,
+            r"Per-rank spread: local objective $F_i$ at each rank's model $x_i$"
+            if spread == "local_objective"
+            else "Per-rank spread: minibatch loss",
+            r"local objective $F_i(x_i)$" if spread == "local_objective" else "minibatch loss",
+        )
+    )
     extras = []
     for r in runs:
         extras += [name for name in r.rank_extras if name not in extras and name != STALENESS]
     for name in extras:
         unit = next((r.unit("rank", name) for r in runs if r.rank(name) is not None), "")
-        written.append(_band_figure(path(f"extra_{name}.png"), runs, name, f"{name} per rank vs step",
-                                    f"{name}{f' [{unit}]' if unit else ''}", skip_flat=True))
+        written.append(
+            _band_figure(
+                path(f"extra_{name}.png"),
+                runs,
+                name,
+                f"{name} per rank vs step",
+                f"{name}{f' [{unit}]' if unit else ''}",
+                skip_flat=True,
+            )
+        )
     written.append(_staleness_figure(path("staleness.png"), runs))
     written.append(_stragglers_figure(path("stragglers.png"), runs))
     files = [w for w in written if w]
@@ -543,18 +749,41 @@ def plot_topology(n: int, edges: np.ndarray, directed: bool, path: str, title: s
         if not directed and s > d:
             continue
         both = (d, s) in pairs
-        wrap = shape is not None and (abs(s % shape[1] - d % shape[1]) > 1 or abs(s // shape[1] - d // shape[1]) > 1)
+        wrap = shape is not None and (
+            abs(s % shape[1] - d % shape[1]) > 1 or abs(s // shape[1] - d // shape[1]) > 1
+        )
         bend = 0.12 if directed and both else 0.0
-        if wrap:  # around the torus: an arc bulging out of the grid (up for a row, left for a column)
+        if (
+            wrap
+        ):  # around the torus: an arc bulging out of the grid (up for a row, left for a column)
             bend = 0.25 if s % shape[1] == d % shape[1] else -0.25
-        patch = FancyArrowPatch(pos[s], pos[d], arrowstyle="-|>" if directed else "-",
-                                mutation_scale=12 if directed else 1, connectionstyle=f"arc3,rad={bend}",
-                                shrinkA=radius + 1, shrinkB=radius + 1, color="#999999" if wrap else "#555555",
-                                linewidth=1.0, linestyle="--" if wrap else "-", zorder=1)
+        patch = FancyArrowPatch(
+            pos[s],
+            pos[d],
+            arrowstyle="-|>" if directed else "-",
+            mutation_scale=12 if directed else 1,
+            connectionstyle=f"arc3,rad={bend}",
+            shrinkA=radius + 1,
+            shrinkB=radius + 1,
+            color="#999999" if wrap else "#555555",
+            linewidth=1.0,
+            linestyle="--" if wrap else "-",
+            zorder=1,
+        )
         ax.add_patch(patch)
-    ax.scatter(pos[:, 0], pos[:, 1], s=size, color="#cfe3f5", edgecolors="#1f77b4", linewidths=1.2, zorder=2)
+    ax.scatter(
+        pos[:, 0],
+        pos[:, 1],
+        s=size,
+        color="#cfe3f5",
+        edgecolors="#1f77b4",
+        linewidths=1.2,
+        zorder=2,
+    )
     for i, (x, y) in enumerate(pos):
-        ax.text(x, y, str(i), ha="center", va="center", fontsize=max(6, min(11, int(radius))), zorder=3)
+        ax.text(
+            x, y, str(i), ha="center", va="center", fontsize=max(6, min(11, int(radius))), zorder=3
+        )
     if shape is not None:
         title += f"\n(drawn as its {shape[0]} × {shape[1]} grid; dashed: wrap-around edges)"
     ax.set_title(title)

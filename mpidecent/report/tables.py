@@ -34,9 +34,11 @@ from mpidecent.comm.linkmodel import LinkModel
 from mpidecent.io.reader import BASE_GLOBAL_SERIES, ReportError, Run
 from mpidecent.texttable import grid
 
-MODEL_NOTE = ("modelled time is a model, not a measurement: the sum over log intervals of the slowest rank's "
-              "measured compute + 8·bytes sent / bandwidth + messages sent · latency (a shared link: the slowest "
-              "rank's compute + 8·all ranks' bytes / bandwidth + the most messages · latency)")
+MODEL_NOTE = (
+    "modelled time is a model, not a measurement: the sum over log intervals of the slowest rank's "
+    "measured compute + 8·bytes sent / bandwidth + messages sent · latency (a shared link: the slowest "
+    "rank's compute + 8·all ranks' bytes / bandwidth + the most messages · latency)"
+)
 
 
 # ---- one run -------------------------------------------------------------------------------------------
@@ -136,16 +138,24 @@ def summarize(run: Run) -> dict[str, Any]:
         values = run.rank(name)
         last = values[-1].astype(np.float64) if run.rows else np.zeros(0)
         finite = last[np.isfinite(last)]
-        out["extras"][name] = {"mean": _clean(float(finite.mean())) if finite.size else None,
-                               "max": _clean(float(finite.max())) if finite.size else None,
-                               "unit": run.unit("rank", name)}
+        out["extras"][name] = {
+            "mean": _clean(float(finite.mean())) if finite.size else None,
+            "max": _clean(float(finite.max())) if finite.size else None,
+            "unit": run.unit("rank", name),
+        }
     for name in run.global_extras:
-        out["extras"][name] = {"mean": _last(run.glob(name)), "max": _last(run.glob(name)),
-                               "unit": run.unit("global", name)}
+        out["extras"][name] = {
+            "mean": _last(run.glob(name)),
+            "max": _last(run.glob(name)),
+            "unit": run.unit("global", name),
+        }
     for name, data in run.events.items():
         if data.dtype == bool and data.size:
-            out["events"][name] = {"count": int(data.sum()), "of": int(data.size),
-                                   "fraction": float(data.sum() / data.size)}
+            out["events"][name] = {
+                "count": int(data.sum()),
+                "of": int(data.size),
+                "fraction": float(data.sum() / data.size),
+            }
     return out
 
 
@@ -165,22 +175,36 @@ def _interpolate_at(x: np.ndarray, y: np.ndarray, at: float) -> float | None:
 def budget_query(run: Run, bits: float) -> dict[str, Any]:
     """Loss (and suboptimality) when the run had sent ``bits`` in total (see module docstring)."""
     cumulative, loss = run.glob("cumulative_bits"), run.glob("avg_model_loss")
-    result: dict[str, Any] = {"bits": bits, "reached": False, "avg_model_loss": None, "suboptimality": None,
-                              "step": None}
+    result: dict[str, Any] = {
+        "bits": bits,
+        "reached": False,
+        "avg_model_loss": None,
+        "suboptimality": None,
+        "step": None,
+    }
     if cumulative is None or loss is None or run.rows == 0:
         return result
     value = _interpolate_at(cumulative, loss, bits)
     if value is None:
         return result
     sub = run.glob("suboptimality")
-    result.update(reached=True, avg_model_loss=_clean(value),
-                  suboptimality=_clean(_interpolate_at(cumulative, sub, bits)) if run.has_optimum() else None,
-                  step=_clean(_interpolate_at(cumulative, run.steps, bits)))
+    result.update(
+        reached=True,
+        avg_model_loss=_clean(value),
+        suboptimality=_clean(_interpolate_at(cumulative, sub, bits)) if run.has_optimum() else None,
+        step=_clean(_interpolate_at(cumulative, run.steps, bits)),
+    )
     return result
 
 
-def _first_reached(run: Run, values: np.ndarray | None, reached: np.ndarray | None, best_key: str,
-                   best: Any, result: dict[str, Any]) -> dict[str, Any]:
+def _first_reached(
+    run: Run,
+    values: np.ndarray | None,
+    reached: np.ndarray | None,
+    best_key: str,
+    best: Any,
+    result: dict[str, Any],
+) -> dict[str, Any]:
     """Fill ``result[best_key]`` with ``best`` (np.min or np.max) of the finite values and, at the first
     logged row where ``reached`` holds, its step, cumulative bits, wall and modelled seconds."""
     if values is None or run.rows == 0:
@@ -192,30 +216,51 @@ def _first_reached(run: Run, values: np.ndarray | None, reached: np.ndarray | No
         return result
     i = int(hits[0])
     bits, wall, modelled = run.glob("cumulative_bits"), run.glob("wall_s"), run.modelled_time()
-    result.update(reached=True, step=int(run.steps[i]),
-                  bits=None if bits is None else int(bits[i]),
-                  wall_s=None if wall is None else _clean(float(wall[i])),
-                  modelled_s=None if modelled is None else _clean(float(modelled[i])))
+    result.update(
+        reached=True,
+        step=int(run.steps[i]),
+        bits=None if bits is None else int(bits[i]),
+        wall_s=None if wall is None else _clean(float(wall[i])),
+        modelled_s=None if modelled is None else _clean(float(modelled[i])),
+    )
     return result
 
 
 def target_query(run: Run, target: float) -> dict[str, Any]:
     """The first logged step with average-model loss ≤ ``target`` (see module docstring)."""
     loss = run.glob("avg_model_loss")
-    result: dict[str, Any] = {"target": target, "reached": False, "step": None, "bits": None, "wall_s": None,
-                              "modelled_s": None, "best_loss": None}
-    return _first_reached(run, loss, None if loss is None else loss <= target, "best_loss", np.min, result)
+    result: dict[str, Any] = {
+        "target": target,
+        "reached": False,
+        "step": None,
+        "bits": None,
+        "wall_s": None,
+        "modelled_s": None,
+        "best_loss": None,
+    }
+    return _first_reached(
+        run, loss, None if loss is None else loss <= target, "best_loss", np.min, result
+    )
 
 
 def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
     """The first logged step with average-model accuracy ≥ ``target``: test accuracy when the run has a
     test set, else training accuracy (``accuracy_set``: "test", "training", or None without either)."""
     values, kind = run.accuracy_series()
-    result: dict[str, Any] = {"target": target, "accuracy_set": kind or None, "reached": False, "step": None,
-                              "bits": None, "wall_s": None, "modelled_s": None, "best_accuracy": None}
+    result: dict[str, Any] = {
+        "target": target,
+        "accuracy_set": kind or None,
+        "reached": False,
+        "step": None,
+        "bits": None,
+        "wall_s": None,
+        "modelled_s": None,
+        "best_accuracy": None,
+    }
     values = None if values is None else np.asarray(values, dtype=np.float64)
-    return _first_reached(run, values, None if values is None else values >= target, "best_accuracy", np.max,
-                          result)
+    return _first_reached(
+        run, values, None if values is None else values >= target, "best_accuracy", np.max, result
+    )
 
 
 # ---- job keys, groups of runs (--group-by), the series CSV (--series) ------------------------------------
@@ -225,9 +270,15 @@ IDENTIFYING_KEYS = ("run.name", "run.out")
 
 # Final values aggregated over the runs of a group: summarize() field → text column heading, format.
 GROUP_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("avg_model_loss", "avg-loss", ".6f"), ("suboptimality", "subopt", ".3e"), ("accuracy", "accuracy", ".4f"),
-    ("test_loss", "test loss", ".6f"), ("consensus_distance", "consensus", ".3e"), ("total_bits", "bits", ".4e"),
-    ("wall_s", "wall s", ".2f"), ("modelled_s", "modelled s", ".4f"))
+    ("avg_model_loss", "avg-loss", ".6f"),
+    ("suboptimality", "subopt", ".3e"),
+    ("accuracy", "accuracy", ".4f"),
+    ("test_loss", "test loss", ".6f"),
+    ("consensus_distance", "consensus", ".3e"),
+    ("total_bits", "bits", ".4e"),
+    ("wall_s", "wall s", ".2f"),
+    ("modelled_s", "modelled s", ".4f"),
+)
 
 
 def _cell(value: Any) -> Any:
@@ -258,7 +309,9 @@ class Group:
     label: str
     runs: list[Run]
     keys: list[str]
-    values: dict[str, list[Any]] = field(default_factory=dict)  # group-by key → the members' values, in order
+    values: dict[str, list[Any]] = field(
+        default_factory=dict
+    )  # group-by key → the members' values, in order
 
 
 def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
@@ -268,15 +321,22 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
     for key in keys:
         if not any(key in f for f in flat):
             known = sorted({k for f in flat for k in f})
-            hint = f" (e.g. {', '.join(k for k in known if k.endswith('seed'))})" if any(
-                k.endswith("seed") for k in known) else ""
+            hint = (
+                f" (e.g. {', '.join(k for k in known if k.endswith('seed'))})"
+                if any(k.endswith("seed") for k in known)
+                else ""
+            )
             raise ReportError(f"--group-by {key}: no run's job has this key{hint}")
     skip = set(keys) | set(IDENTIFYING_KEYS)
     order: list[tuple] = []
     members: dict[tuple, list[int]] = {}
     for i, (run, f) in enumerate(zip(runs, flat)):
-        signature = (run.algorithm, run.compressor, run.n,
-                     tuple(sorted((k, repr(v)) for k, v in f.items() if k not in skip)))
+        signature = (
+            run.algorithm,
+            run.compressor,
+            run.n,
+            tuple(sorted((k, repr(v)) for k, v in f.items() if k not in skip)),
+        )
         if signature not in members:
             members[signature] = []
             order.append(signature)
@@ -286,12 +346,24 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
         idx = members[signature]
         names = list(dict.fromkeys(runs[i].name for i in idx))
         label = names[0] if len(names) == 1 else " + ".join(names)
-        groups.append(Group(label, [runs[i] for i in idx], list(keys),
-                            {k: [flat[i].get(k) for i in idx] for k in keys}))
+        groups.append(
+            Group(
+                label,
+                [runs[i] for i in idx],
+                list(keys),
+                {k: [flat[i].get(k) for i in idx] for k in keys},
+            )
+        )
     labels = [g.label for g in groups]
-    if len(set(labels)) < len(labels):  # same name, different settings: name the settings that tell them apart
+    if len(set(labels)) < len(
+        labels
+    ):  # same name, different settings: name the settings that tell them apart
         sigs = [dict(s[3]) for s in order]
-        differ = [k for k in dict.fromkeys(k for s in sigs for k in s) if len({s.get(k) for s in sigs}) > 1]
+        differ = [
+            k
+            for k in dict.fromkeys(k for s in sigs for k in s)
+            if len({s.get(k) for s in sigs}) > 1
+        ]
         for g, sig in zip(groups, sigs):
             if labels.count(g.label) > 1:
                 g.label += " [" + ", ".join(f"{k}={sig.get(k, '-')}" for k in differ[:3]) + "]"
@@ -303,7 +375,11 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
 
 def _stats(values: Sequence[Any]) -> tuple[Any, Any, Any]:
     """(mean, min, max) of the finite numbers among ``values`` (None, None, None without any)."""
-    finite = [float(v) for v in values if v is not None and not isinstance(v, bool) and math.isfinite(float(v))]
+    finite = [
+        float(v)
+        for v in values
+        if v is not None and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
     if not finite:
         return None, None, None
     return _clean(sum(finite) / len(finite)), _clean(min(finite)), _clean(max(finite))
@@ -312,16 +388,23 @@ def _stats(values: Sequence[Any]) -> tuple[Any, Any, Any]:
 def group_record(group: Group) -> dict[str, Any]:
     """A group's final values: for each of ``GROUP_METRICS`` its mean, min and max over the runs."""
     recs = [summarize(r) for r in group.runs]
-    out: dict[str, Any] = {"group": group.label, "runs": len(group.runs), "partial": sum(r["partial"] for r in recs),
-                           "files": [r["file"] for r in recs], "members": [r["run"] for r in recs],
-                           "group_by": {k: v for k, v in group.values.items()}}
+    out: dict[str, Any] = {
+        "group": group.label,
+        "runs": len(group.runs),
+        "partial": sum(r["partial"] for r in recs),
+        "files": [r["file"] for r in recs],
+        "members": [r["run"] for r in recs],
+        "group_by": {k: v for k, v in group.values.items()},
+    }
     for name, *_ in GROUP_METRICS:
         mean, low, high = _stats([r[name] for r in recs])
         out[name] = {"mean": mean, "min": low, "max": high}
     return out
 
 
-def aggregate_rows(arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def aggregate_rows(
+    arrays: Sequence[np.ndarray | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Row-wise (mean, min, max) over the runs' series of one group, finite values only, over the rows every
     run has (a partial run shortens the group's curve); None when no run has the series."""
     have = [np.asarray(a, dtype=np.float64) for a in arrays if a is not None]
@@ -364,7 +447,10 @@ def render_series_csv(runs: Sequence[Run], groups: Sequence[Group] | None = None
 
 def render_groups_text(groups: Sequence[Group]) -> list[str]:
     keys = groups[0].keys if groups else []
-    out = ["", f"groups: runs that differ only in {', '.join(keys)} — mean [min–max] over the runs, last logged step"]
+    out = [
+        "",
+        f"groups: runs that differ only in {', '.join(keys)} — mean [min–max] over the runs, last logged step",
+    ]
     rows = []
     for g in groups:
         rec = group_record(g)
@@ -378,7 +464,9 @@ def render_groups_text(groups: Sequence[Group]) -> list[str]:
             elif rec["runs"] == 1 or st["min"] == st["max"]:
                 cells.append(_num(st["mean"], spec))
             else:
-                cells.append(f"{_num(st['mean'], spec)} [{_num(st['min'], spec)}–{_num(st['max'], spec)}]")
+                cells.append(
+                    f"{_num(st['mean'], spec)} [{_num(st['min'], spec)}–{_num(st['max'], spec)}]"
+                )
         rows.append(cells)
     used = [i for i in range(len(GROUP_METRICS)) if any(r[3 + i] != "-" for r in rows)]
     heads = ["group", "runs", ", ".join(keys)] + [GROUP_METRICS[i][1] for i in used]
@@ -391,14 +479,25 @@ def render_groups_csv(groups: Sequence[Group]) -> str:
     of ``GROUP_METRICS`` its ``_mean``, ``_min``, ``_max``."""
     recs = [group_record(g) for g in groups]
     keys = groups[0].keys if groups else []
-    columns = ["group", "runs", "partial", *keys, "members", *(f"{m}_{s}" for m, *_ in GROUP_METRICS
-                                                                for s in ("mean", "min", "max"))]
+    columns = [
+        "group",
+        "runs",
+        "partial",
+        *keys,
+        "members",
+        *(f"{m}_{s}" for m, *_ in GROUP_METRICS for s in ("mean", "min", "max")),
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for g, rec in zip(groups, recs):
-        row = [rec["group"], rec["runs"], rec["partial"], *(" ".join(str(v) for v in g.values[k]) for k in keys),
-               "; ".join(rec["members"])]
+        row = [
+            rec["group"],
+            rec["runs"],
+            rec["partial"],
+            *(" ".join(str(v) for v in g.values[k]) for k in keys),
+            "; ".join(rec["members"]),
+        ]
         for m, *_ in GROUP_METRICS:
             row += ["" if rec[m][s] is None else rec[m][s] for s in ("mean", "min", "max")]
         writer.writerow(row)
@@ -408,8 +507,12 @@ def render_groups_csv(groups: Sequence[Group]) -> str:
 # ---- several runs --------------------------------------------------------------------------------------
 
 
-def records(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
-            target_accuracy: float | None = None) -> list[dict[str, Any]]:
+def records(
+    runs: Sequence[Run],
+    budgets: Sequence[float] = (),
+    target: float | None = None,
+    target_accuracy: float | None = None,
+) -> list[dict[str, Any]]:
     """One record per run: ``summarize`` plus the queries (the JSON output)."""
     out = []
     for run in runs:
@@ -424,16 +527,28 @@ def records(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | 
     return out
 
 
-def render_json(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
-                target_accuracy: float | None = None, groups: Sequence[Group] | None = None) -> str:
-    document: dict[str, Any] = {"note": MODEL_NOTE, "runs": records(runs, budgets, target, target_accuracy)}
+def render_json(
+    runs: Sequence[Run],
+    budgets: Sequence[float] = (),
+    target: float | None = None,
+    target_accuracy: float | None = None,
+    groups: Sequence[Group] | None = None,
+) -> str:
+    document: dict[str, Any] = {
+        "note": MODEL_NOTE,
+        "runs": records(runs, budgets, target, target_accuracy),
+    }
     if groups:
         document["groups"] = [group_record(g) for g in groups]
     return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _flat(rec: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in rec.items() if k not in ("extras", "events", "budgets", "target", "target_accuracy")}
+    flat = {
+        k: v
+        for k, v in rec.items()
+        if k not in ("extras", "events", "budgets", "target", "target_accuracy")
+    }
     for name, stats in rec["extras"].items():
         flat[f"extra.{name}.mean"] = stats["mean"]
         flat[f"extra.{name}.max"] = stats["max"]
@@ -461,8 +576,13 @@ def _flat(rec: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def render_csv(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
-               target_accuracy: float | None = None, groups: Sequence[Group] | None = None) -> str:
+def render_csv(
+    runs: Sequence[Run],
+    budgets: Sequence[float] = (),
+    target: float | None = None,
+    target_accuracy: float | None = None,
+    groups: Sequence[Group] | None = None,
+) -> str:
     """One row per run; empty cells where a value does not exist (or a query was not reached). With
     ``groups`` (--group-by): one row per group (``render_groups_csv``)."""
     if groups:
@@ -489,16 +609,33 @@ def _status(rec: dict[str, Any]) -> str:
     return f"{rec['status']} (partial)" if rec["partial"] else rec["status"]
 
 
-def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: float | None = None,
-                target_accuracy: float | None = None, groups: Sequence[Group] | None = None) -> str:
+def render_text(
+    runs: Sequence[Run],
+    budgets: Sequence[float] = (),
+    target: float | None = None,
+    target_accuracy: float | None = None,
+    groups: Sequence[Group] | None = None,
+) -> str:
     """The comparison table (blocks: runs, final values, the test set when a run has per-node test
     metrics, extras), the queries and the notes."""
     recs = records(runs, budgets, target, target_accuracy)
     out = ["runs"]
-    out += grid(["run", "status", "algorithm", "compressor", "topology", "n", "steps"],
-                [[r["run"], _status(r), r["algorithm"], r["compressor"], r["topology"], str(r["n"]),
-                  f"{r['steps']}/{r['steps_requested'] if r['steps_requested'] is not None else '?'}"]
-                 for r in recs], left=5)
+    out += grid(
+        ["run", "status", "algorithm", "compressor", "topology", "n", "steps"],
+        [
+            [
+                r["run"],
+                _status(r),
+                r["algorithm"],
+                r["compressor"],
+                r["topology"],
+                str(r["n"]),
+                f"{r['steps']}/{r['steps_requested'] if r['steps_requested'] is not None else '?'}",
+            ]
+            for r in recs
+        ],
+        left=5,
+    )
     out += ["", "final values (last logged step)"]
     test_marked = False
     rows = []
@@ -508,46 +645,125 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
             acc += " t"
             test_marked = True
         share = r["compute_share"]
-        rows.append([r["run"], _num(r["avg_model_loss"], ".6f"), _num(r["suboptimality"], ".3e"), acc,
-                     _num(r["consensus_distance"], ".3e"), _num(r["total_bits"], ".4e"), _num(r["total_bytes"], "d"),
-                     _num(r["bits_per_step_per_node"], ".1f"), _num(r["wall_s"], ".2f"),
-                     "-" if share is None else f"{100 * share:.0f}/{100 * (1 - share):.0f}%",
-                     _num(r["modelled_s"], ".4f")])
-    out += grid(["run", "avg-loss", "subopt", "accuracy", "consensus", "bits", "bytes", "bits/node/step",
-                 "wall s", "compute/comm", "modelled s"], rows)
-    if any(r["node_test_accuracy_mean"] is not None or r["node_test_loss_mean"] is not None for r in recs):
-        out += ["", ("test set (last logged step): the average model (avg), and each node's own model "
-                     "(node: min / mean / max over ranks)")]
-        test_rows = [[r["run"], _num(r["test_accuracy"], ".4f"), _num(r["node_test_accuracy_min"], ".4f"),
-                      _num(r["node_test_accuracy_mean"], ".4f"), _num(r["node_test_accuracy_max"], ".4f"),
-                      _num(r["test_loss"], ".6f"), _num(r["node_test_loss_min"], ".6f"),
-                      _num(r["node_test_loss_mean"], ".6f"), _num(r["node_test_loss_max"], ".6f")]
-                     for r in recs if r["test_loss"] is not None or r["node_test_loss_mean"] is not None]
-        out += grid(["run", "avg acc", "node acc min", "node acc mean", "node acc max", "avg loss",
-                     "node loss min", "node loss mean", "node loss max"], test_rows)
+        rows.append(
+            [
+                r["run"],
+                _num(r["avg_model_loss"], ".6f"),
+                _num(r["suboptimality"], ".3e"),
+                acc,
+                _num(r["consensus_distance"], ".3e"),
+                _num(r["total_bits"], ".4e"),
+                _num(r["total_bytes"], "d"),
+                _num(r["bits_per_step_per_node"], ".1f"),
+                _num(r["wall_s"], ".2f"),
+                "-" if share is None else f"{100 * share:.0f}/{100 * (1 - share):.0f}%",
+                _num(r["modelled_s"], ".4f"),
+            ]
+        )
+    out += grid(
+        [
+            "run",
+            "avg-loss",
+            "subopt",
+            "accuracy",
+            "consensus",
+            "bits",
+            "bytes",
+            "bits/node/step",
+            "wall s",
+            "compute/comm",
+            "modelled s",
+        ],
+        rows,
+    )
+    if any(
+        r["node_test_accuracy_mean"] is not None or r["node_test_loss_mean"] is not None
+        for r in recs
+    ):
+        out += [
+            "",
+            (
+                "test set (last logged step): the average model (avg), and each node's own model "
+                "(node: min / mean / max over ranks)"
+            ),
+        ]
+        test_rows = [
+            [
+                r["run"],
+                _num(r["test_accuracy"], ".4f"),
+                _num(r["node_test_accuracy_min"], ".4f"),
+                _num(r["node_test_accuracy_mean"], ".4f"),
+                _num(r["node_test_accuracy_max"], ".4f"),
+                _num(r["test_loss"], ".6f"),
+                _num(r["node_test_loss_min"], ".6f"),
+                _num(r["node_test_loss_mean"], ".6f"),
+                _num(r["node_test_loss_max"], ".6f"),
+            ]
+            for r in recs
+            if r["test_loss"] is not None or r["node_test_loss_mean"] is not None
+        ]
+        out += grid(
+            [
+                "run",
+                "avg acc",
+                "node acc min",
+                "node acc mean",
+                "node acc max",
+                "avg loss",
+                "node loss min",
+                "node loss mean",
+                "node loss max",
+            ],
+            test_rows,
+        )
     extra_rows = []
     for r in recs:
         for name, stats in r["extras"].items():
             unit = f" [{stats['unit']}]" if stats["unit"] else ""
-            extra_rows.append([r["run"], f"{name}{unit}", _num(stats["mean"], ".6g"), _num(stats["max"], ".6g")])
+            extra_rows.append(
+                [r["run"], f"{name}{unit}", _num(stats["mean"], ".6g"), _num(stats["max"], ".6g")]
+            )
         for name, stats in r["events"].items():
-            extra_rows.append([r["run"], f"{name} (events)", f"{stats['count']} of {stats['of']}",
-                               f"{100 * stats['fraction']:.2f}%"])
+            extra_rows.append(
+                [
+                    r["run"],
+                    f"{name} (events)",
+                    f"{stats['count']} of {stats['of']}",
+                    f"{100 * stats['fraction']:.2f}%",
+                ]
+            )
     if groups:
         out += render_groups_text(groups)
     if extra_rows:
-        out += ["", "algorithm extras (last logged value: mean and max over ranks; events: count and share)"]
+        out += [
+            "",
+            "algorithm extras (last logged value: mean and max over ranks; events: count and share)",
+        ]
         out += grid(["run", "series", "mean / count", "max / share"], extra_rows, left=2)
     if budgets:
-        out += ["", "loss at bit budgets (all ranks' bits; linear interpolation between log points)"]
+        out += [
+            "",
+            "loss at bit budgets (all ranks' bits; linear interpolation between log points)",
+        ]
         qrows = []
         for r in recs:
             for q in r["budgets"]:
                 if q["reached"]:
-                    qrows.append([r["run"], f"{q['bits']:.4g}", _num(q["avg_model_loss"], ".6f"),
-                                  _num(q["suboptimality"], ".3e"), _num(q["step"], ".1f")])
+                    qrows.append(
+                        [
+                            r["run"],
+                            f"{q['bits']:.4g}",
+                            _num(q["avg_model_loss"], ".6f"),
+                            _num(q["suboptimality"], ".3e"),
+                            _num(q["step"], ".1f"),
+                        ]
+                    )
                 else:
-                    ended = "(no data)" if r["total_bits"] is None else f"(ended at {r['total_bits']:.4g} bits)"
+                    ended = (
+                        "(no data)"
+                        if r["total_bits"] is None
+                        else f"(ended at {r['total_bits']:.4g} bits)"
+                    )
                     qrows.append([r["run"], f"{q['bits']:.4g}", "not reached", "-", ended])
         out += grid(["run", "budget bits", "avg-loss", "subopt", "≈ step"], qrows)
     if target is not None:
@@ -556,30 +772,66 @@ def render_text(runs: Sequence[Run], budgets: Sequence[float] = (), target: floa
         for r in recs:
             t = r["target"]
             if t["reached"]:
-                trows.append([r["run"], str(t["step"]), _num(t["bits"], ".4e"), _num(t["wall_s"], ".2f"),
-                              _num(t["modelled_s"], ".4f")])
+                trows.append(
+                    [
+                        r["run"],
+                        str(t["step"]),
+                        _num(t["bits"], ".4e"),
+                        _num(t["wall_s"], ".2f"),
+                        _num(t["modelled_s"], ".4f"),
+                    ]
+                )
             else:
-                trows.append([r["run"], "not reached", f"(best {_num(t['best_loss'], '.6f')})", "-", "-"])
+                trows.append(
+                    [r["run"], "not reached", f"(best {_num(t['best_loss'], '.6f')})", "-", "-"]
+                )
         out += grid(["run", "step", "bits", "wall s", "modelled s"], trows)
     if target_accuracy is not None:
-        out += ["", (f"first logged step with average-model accuracy ≥ {target_accuracy:g} "
-                     "(test set; the training set for runs without one)")]
+        out += [
+            "",
+            (
+                f"first logged step with average-model accuracy ≥ {target_accuracy:g} "
+                "(test set; the training set for runs without one)"
+            ),
+        ]
         arows = []
         for r in recs:
             t = r["target_accuracy"]
             kind = t["accuracy_set"] or "-"
             if t["reached"]:
-                arows.append([r["run"], kind, str(t["step"]), _num(t["bits"], ".4e"), _num(t["wall_s"], ".2f"),
-                              _num(t["modelled_s"], ".4f")])
+                arows.append(
+                    [
+                        r["run"],
+                        kind,
+                        str(t["step"]),
+                        _num(t["bits"], ".4e"),
+                        _num(t["wall_s"], ".2f"),
+                        _num(t["modelled_s"], ".4f"),
+                    ]
+                )
             elif t["accuracy_set"] is None:
                 arows.append([r["run"], kind, "no accuracy", "(regression or no series)", "-", "-"])
             else:
-                arows.append([r["run"], kind, "not reached", f"(best {_num(t['best_accuracy'], '.4f')})", "-", "-"])
+                arows.append(
+                    [
+                        r["run"],
+                        kind,
+                        "not reached",
+                        f"(best {_num(t['best_accuracy'], '.4f')})",
+                        "-",
+                        "-",
+                    ]
+                )
         out += grid(["run", "accuracy on", "step", "bits", "wall s", "modelled s"], arows, left=2)
     notes = []
     if test_marked:
         notes.append("accuracy: on the test set where marked t, else on the training set")
-    links = sorted({(r["link_bandwidth_bps"], r["link_latency_s"], r["link_shared"], r["link_source"]) for r in recs})
+    links = sorted(
+        {
+            (r["link_bandwidth_bps"], r["link_latency_s"], r["link_shared"], r["link_source"])
+            for r in recs
+        }
+    )
     link_text = "; ".join(f"{LinkModel(b, l, s).describe()} ({src})" for b, l, s, src in links)
     notes.append(f"{MODEL_NOTE}; link: {link_text}")
     for r in recs:

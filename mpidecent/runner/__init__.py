@@ -15,7 +15,12 @@ loaded on first use, so importing ``mpidecent.runner.simulate`` never initialise
 
 from importlib import import_module
 
-_EXPORTS = {"Runner": "loop", "RunResult": "summary", "comparison_table": "summary", "gossip_only": "build"}
+_EXPORTS = {
+    "Runner": "loop",
+    "RunResult": "summary",
+    "comparison_table": "summary",
+    "gossip_only": "build",
+}
 __all__ = sorted(_EXPORTS)
 
 

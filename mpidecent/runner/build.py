@@ -50,24 +50,58 @@ def build_node(plan: Plan, rank: int, size: int, comm: Any = None) -> Node:
         data, weights, eval_shard = layout_data(job, layout, rank, size, comm)
     folder = job_folder(job)
     with memory_guard(f"[model] name = {job.model['name']!r}", size):
-        flat = build_flat_model(job.model, data.input_shape, data.num_classes, dtype, seed, node=rank,
-                                base_dir=folder)
-        objective = TorchObjective(flat, data, job.model["l2"] if layout.regularize else 0.0,
-                                   job.data["batch_size"], seed, rank, sample_weights=weights,
-                                   eval_shard=eval_shard, loss=job.model["loss"], base_dir=folder)
-        objective.eval_l2 = job.model["l2"]  # the network objective includes ℓ2 even if training does not
+        flat = build_flat_model(
+            job.model, data.input_shape, data.num_classes, dtype, seed, node=rank, base_dir=folder
+        )
+        objective = TorchObjective(
+            flat,
+            data,
+            job.model["l2"] if layout.regularize else 0.0,
+            job.data["batch_size"],
+            seed,
+            rank,
+            sample_weights=weights,
+            eval_shard=eval_shard,
+            loss=job.model["loss"],
+            base_dir=folder,
+        )
+        objective.eval_l2 = job.model[
+            "l2"
+        ]  # the network objective includes ℓ2 even if training does not
         objective.model_name = job.model["name"]
         compressor = build_compressor(job.compression["name"], flat.dim, dtype, job.compression)
     return Node(layout, data, objective, compressor)
 
 
-def context(spec: AlgorithmSpec, connection: Connection, rank: int, size: int, seed: int, params: dict,
-            objective: Any, compressor: Compressor, collectives: Collectives, **extra: Any) -> Context:
+def context(
+    spec: AlgorithmSpec,
+    connection: Connection,
+    rank: int,
+    size: int,
+    seed: int,
+    params: dict,
+    objective: Any,
+    compressor: Compressor,
+    collectives: Collectives,
+    **extra: Any,
+) -> Context:
     """The algorithm's context from the pattern's connection (MPI objects) and this rank's pieces."""
-    return Context(spec=spec, rank=rank, size=size, seed=seed, dtype=compressor.dtype, params=params,
-                   objective=objective, compressor=compressor, collectives=collectives,
-                   neighbors=connection.neighbors, master_worker=connection.master_worker,
-                   window=connection.window, peers=connection.peers, **extra)
+    return Context(
+        spec=spec,
+        rank=rank,
+        size=size,
+        seed=seed,
+        dtype=compressor.dtype,
+        params=params,
+        objective=objective,
+        compressor=compressor,
+        collectives=collectives,
+        neighbors=connection.neighbors,
+        master_worker=connection.master_worker,
+        window=connection.window,
+        peers=connection.peers,
+        **extra,
+    )
 
 
 def implementation(spec: AlgorithmSpec, outer: Any = None) -> type:
@@ -90,22 +124,44 @@ def instantiate(spec: AlgorithmSpec, ctx: Context) -> Algorithm:
     return algorithm
 
 
-def build_algorithm(plan: Plan, node: Node, comm: Any, collectives: Collectives) -> tuple[Algorithm, Connection]:
+def build_algorithm(
+    plan: Plan, node: Node, comm: Any, collectives: Collectives
+) -> tuple[Algorithm, Connection]:
     """Collective over ``comm``: connect the algorithm's pattern and build the algorithm on this rank.
     The caller closes the connection (collective) at the end of the run."""
     job, spec = plan.job, plan.algorithm
     rank, size = comm.rank, comm.size
-    wiring = Wiring(rank, plan.schedule, plan.slot_weights, node.objective.dim, node.compressor.dtype,
-                    node.compressor.nbytes)
+    wiring = Wiring(
+        rank,
+        plan.schedule,
+        plan.slot_weights,
+        node.objective.dim,
+        node.compressor.dtype,
+        node.compressor.nbytes,
+    )
     connection = spec.pattern.connect(comm, wiring)
-    ctx = context(spec, connection, rank, size, int(job.run["seed"]), job.algorithm, node.objective,
-                  node.compressor, collectives, steps=job.run["steps"], l2=job.model["l2"],
-                  stragglers=job.stragglers, error_feedback=job.compression["error_feedback"],
-                  outer=job.outer or None)
+    ctx = context(
+        spec,
+        connection,
+        rank,
+        size,
+        int(job.run["seed"]),
+        job.algorithm,
+        node.objective,
+        node.compressor,
+        collectives,
+        steps=job.run["steps"],
+        l2=job.model["l2"],
+        stragglers=job.stragglers,
+        error_feedback=job.compression["error_feedback"],
+        outer=job.outer or None,
+    )
     load_kernels(node.compressor)
     algorithm = instantiate(spec, ctx)
     if ctx.neighbors is not None and job.run["progress"] == "hooks":
-        node.objective.on_progress(ctx.neighbors.progress)  # exchanges move while the gradient is computed
+        node.objective.on_progress(
+            ctx.neighbors.progress
+        )  # exchanges move while the gradient is computed
     return algorithm, connection
 
 
@@ -120,9 +176,18 @@ def load_kernels(compressor: Any) -> None:
     compressor.decode(compressor.encode(zeros, RandomKey(0, 0, 0)).buffer, RandomKey(0, 0, 0))
 
 
-def gossip_only(comm: Any, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str | AlgorithmSpec,
-                compressor: str, comp_params: dict, params: dict, x0: np.ndarray, seed: int = 0,
-                steps: int = 0) -> tuple[Algorithm, Connection]:
+def gossip_only(
+    comm: Any,
+    schedule: Schedule,
+    slot_weights: tuple[np.ndarray, ...],
+    name: str | AlgorithmSpec,
+    compressor: str,
+    comp_params: dict,
+    params: dict,
+    x0: np.ndarray,
+    seed: int = 0,
+    steps: int = 0,
+) -> tuple[Algorithm, Connection]:
     """Collective: neighbour algorithm ``name`` (or a declaration not in the catalog) with zero gradients
     (pure gossip, i.e. average consensus) on ``comm``, starting from this rank's ``x0`` (its dtype is the
     state dtype); ``params`` override the algorithm's defaults; ``steps``: the run's length as the
@@ -133,8 +198,19 @@ def gossip_only(comm: Any, schedule: Schedule, slot_weights: tuple[np.ndarray, .
     objective = NullObjective(x0.size, x0.dtype)
     objective.params[:] = x0
     codec = build_compressor(compressor, x0.size, x0.dtype, comp_params)
-    connection = spec.pattern.connect(comm, Wiring(comm.rank, schedule, slot_weights, x0.size, x0.dtype,
-                                                   codec.nbytes))
-    ctx = context(spec, connection, comm.rank, comm.size, seed, {p.name: p.default for p in spec.params} | params,
-                  objective, codec, MpiCollectives(comm), steps=steps)
+    connection = spec.pattern.connect(
+        comm, Wiring(comm.rank, schedule, slot_weights, x0.size, x0.dtype, codec.nbytes)
+    )
+    ctx = context(
+        spec,
+        connection,
+        comm.rank,
+        comm.size,
+        seed,
+        {p.name: p.default for p in spec.params} | params,
+        objective,
+        codec,
+        MpiCollectives(comm),
+        steps=steps,
+    )
     return instantiate(spec, ctx), connection

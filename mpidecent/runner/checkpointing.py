@@ -22,14 +22,23 @@ def live_state(algorithm: Algorithm, objective: Any) -> dict[str, np.ndarray]:
     return {**algorithm.state(), **{BUFFER + name: array for name, array in buffers.items()}}
 
 
-def snapshot(step: int, results_rows: int, algorithm: Algorithm, objective: Any, totals: Totals,
-             wall_s: float) -> Snapshot:
+def snapshot(
+    step: int,
+    results_rows: int,
+    algorithm: Algorithm,
+    objective: Any,
+    totals: Totals,
+    wall_s: float,
+) -> Snapshot:
     """This rank's complete state at a step boundary (the live arrays, referenced)."""
     counters = {
-        "bits": np.array([totals.bits], dtype=np.int64), "bytes": np.array([totals.bytes], dtype=np.int64),
+        "bits": np.array([totals.bits], dtype=np.int64),
+        "bytes": np.array([totals.bytes], dtype=np.int64),
         "messages": np.array([totals.messages], dtype=np.int64),
-        "compute_s": np.array([totals.compute_s]), "comm_s": np.array([totals.comm_s]),
-        "losses": np.array(totals.losses, dtype=np.float64), "wall_s": np.array([wall_s]),
+        "compute_s": np.array([totals.compute_s]),
+        "comm_s": np.array([totals.comm_s]),
+        "losses": np.array(totals.losses, dtype=np.float64),
+        "wall_s": np.array([wall_s]),
     }
     return Snapshot(step, results_rows, live_state(algorithm, objective), counters)
 
@@ -38,13 +47,19 @@ def check_shapes(saved: Snapshot, live: dict[str, np.ndarray]) -> None:
     """``JobError`` unless the checkpoint holds exactly the live arrays, with their shapes and kinds of
     values (checked before anything is overwritten)."""
     if set(saved.state) != set(live):
-        raise JobError(f"the checkpoint's state {sorted(saved.state)} does not match the algorithm's {sorted(live)} "
-                       "(corrupt or edited)")
+        raise JobError(
+            f"the checkpoint's state {sorted(saved.state)} does not match the algorithm's {sorted(live)} "
+            "(corrupt or edited)"
+        )
     for name, array in live.items():
         stored = saved.state[name]
-        if stored.shape != array.shape or not np.can_cast(stored.dtype, array.dtype, casting="same_kind"):
-            raise JobError(f"the checkpoint's {name} is {stored.dtype} {stored.shape} but this run's is "
-                           f"{array.dtype} {array.shape} (corrupt or edited)")
+        if stored.shape != array.shape or not np.can_cast(
+            stored.dtype, array.dtype, casting="same_kind"
+        ):
+            raise JobError(
+                f"the checkpoint's {name} is {stored.dtype} {stored.shape} but this run's is "
+                f"{array.dtype} {array.shape} (corrupt or edited)"
+            )
 
 
 def restore(saved: Snapshot, algorithm: Algorithm, objective: Any, totals: Totals) -> float:
@@ -56,7 +71,11 @@ def restore(saved: Snapshot, algorithm: Algorithm, objective: Any, totals: Total
         np.copyto(array, saved.state[name])
     algorithm.after_restore()
     c = saved.counters
-    totals.bits, totals.bytes, totals.messages = int(c["bits"][0]), int(c["bytes"][0]), int(c["messages"][0])
+    totals.bits, totals.bytes, totals.messages = (
+        int(c["bits"][0]),
+        int(c["bytes"][0]),
+        int(c["messages"][0]),
+    )
     totals.compute_s, totals.comm_s = float(c["compute_s"][0]), float(c["comm_s"][0])
     totals.losses = [float(v) for v in c["losses"]]
     return float(c["wall_s"][0])

@@ -19,25 +19,45 @@ from mpidecent.learning.data import NodeData, Shard
 from mpidecent.plan import job_folder
 
 
-def layout_data(job: Job, layout: DataLayout, rank: int, size: int,
-                comm: Any = None) -> tuple[NodeData, np.ndarray | None, Shard | None]:
+def layout_data(
+    job: Job, layout: DataLayout, rank: int, size: int, comm: Any = None
+) -> tuple[NodeData, np.ndarray | None, Shard | None]:
     """This rank's data: (NodeData, per-sample weights or None, evaluation shard or None). Collective over
     ``comm`` (when given) for the usual layout."""
     folder = job_folder(job)
     if layout.nodes == size and layout.train == ((rank, 1.0),) and layout.evaluate == rank:
         return load_node_data(job.data, size, rank, comm=comm, base_dir=folder), None, None
-    parts = {j: load_node_data(job.data, layout.nodes, j, base_dir=folder)
-             for j in {j for j, _ in layout.train} | ({layout.evaluate} - {None})}
-    template = next(iter(parts.values())) if parts else load_node_data(job.data, layout.nodes, 0, base_dir=folder)
+    parts = {
+        j: load_node_data(job.data, layout.nodes, j, base_dir=folder)
+        for j in {j for j, _ in layout.train} | ({layout.evaluate} - {None})
+    }
+    template = (
+        next(iter(parts.values()))
+        if parts
+        else load_node_data(job.data, layout.nodes, 0, base_dir=folder)
+    )
     chosen = [parts[j].train for j, _ in layout.train]
-    features = np.concatenate([s.features for s in chosen]) if chosen else template.train.features[:0]
+    features = (
+        np.concatenate([s.features for s in chosen]) if chosen else template.train.features[:0]
+    )
     targets = np.concatenate([s.targets for s in chosen]) if chosen else template.train.targets[:0]
     indices = np.concatenate([s.indices for s in chosen]) if chosen else template.train.indices[:0]
-    weights = np.concatenate([np.full(s.num_samples, w / max(s.num_samples, 1))
-                              for s, (_, w) in zip(chosen, layout.train)]) if chosen else np.zeros(0)
+    weights = (
+        np.concatenate(
+            [
+                np.full(s.num_samples, w / max(s.num_samples, 1))
+                for s, (_, w) in zip(chosen, layout.train)
+            ]
+        )
+        if chosen
+        else np.zeros(0)
+    )
     train = Shard(rank, indices, features, targets)
-    evaluate = parts[layout.evaluate].train if layout.evaluate is not None else Shard(
-        rank, indices[:0], features[:0], targets[:0])
+    evaluate = (
+        parts[layout.evaluate].train
+        if layout.evaluate is not None
+        else Shard(rank, indices[:0], features[:0], targets[:0])
+    )
     test = parts[layout.evaluate].test if layout.evaluate is not None else None
     data = dataclasses.replace(template, train=train, test=test)
     return data, weights, evaluate

@@ -30,7 +30,9 @@ def model_path(results_path: str, rank: int | None = None) -> str:
     return f"{stem}.model.pt" if rank is None else f"{stem}.node{rank}.model.pt"
 
 
-def state_dict(flat: FlatParameters, values: np.ndarray, buffers: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def state_dict(
+    flat: FlatParameters, values: np.ndarray, buffers: dict[str, np.ndarray]
+) -> dict[str, torch.Tensor]:
     """The module's ``state_dict`` with its parameters taken from the flat vector ``values`` and its
     buffers from ``buffers`` (copies: the module itself is untouched)."""
     dtype = torch.from_numpy(flat.values).dtype
@@ -42,10 +44,13 @@ def state_dict(flat: FlatParameters, values: np.ndarray, buffers: dict[str, np.n
     for name, tensor in flat.module.state_dict().items():
         if name in offsets:
             start, shape = offsets[name]
-            out[name] = torch.tensor(values[start:start + int(np.prod(shape, dtype=np.int64))],
-                                     dtype=dtype).reshape(shape)
+            out[name] = torch.tensor(
+                values[start : start + int(np.prod(shape, dtype=np.int64))], dtype=dtype
+            ).reshape(shape)
         else:
-            out[name] = torch.as_tensor(np.array(buffers[name])).to(tensor.dtype).reshape(tensor.shape)
+            out[name] = (
+                torch.as_tensor(np.array(buffers[name])).to(tensor.dtype).reshape(tensor.shape)
+            )
     return out
 
 
@@ -55,8 +60,14 @@ def _save(tensors: dict[str, torch.Tensor], path: str) -> None:
     os.replace(tmp, path)
 
 
-def save_models(results_path: str, flat: FlatParameters, model: np.ndarray, collectives: Collectives, rank: int,
-                mode: str) -> list[str]:
+def save_models(
+    results_path: str,
+    flat: FlatParameters,
+    model: np.ndarray,
+    collectives: Collectives,
+    rank: int,
+    mode: str,
+) -> list[str]:
     """Collective: write the models ``mode`` asks for (see the module docstring); returns the paths
     written (the average model's on every rank, each node's own on its rank)."""
     if mode == "none":
@@ -65,14 +76,17 @@ def save_models(results_path: str, flat: FlatParameters, model: np.ndarray, coll
     mean = np.asarray(model, dtype=np.float64).copy()
     collectives.allreduce_sum(mean)
     mean /= size
-    floats = {name: np.asarray(b, dtype=np.float64).copy() for name, b in flat.buffers.items()
-              if np.issubdtype(b.dtype, np.floating)}
+    floats = {
+        name: np.asarray(b, dtype=np.float64).copy()
+        for name, b in flat.buffers.items()
+        if np.issubdtype(b.dtype, np.floating)
+    }
     if floats:
         packed = np.concatenate([a.reshape(-1) for a in floats.values()])
         collectives.allreduce_sum(packed)
         offset = 0
         for name, array in floats.items():
-            array.reshape(-1)[:] = packed[offset:offset + array.size] / size
+            array.reshape(-1)[:] = packed[offset : offset + array.size] / size
             offset += array.size
     written = [model_path(results_path)]
     if rank == 0:

@@ -45,11 +45,16 @@ def agree(comm: Any, problem: str | None) -> str | None:
     if not found:
         return None
     rank, text = found[0]
-    return text if all(p == text for _, p in found) and len(found) == comm.size else f"{text} (on rank {rank})"
+    return (
+        text
+        if all(p == text for _, p in found) and len(found) == comm.size
+        else f"{text} (on rank {rank})"
+    )
 
 
-def prepare_all(comm: Any, load: Callable[[], Sequence[Job]], out: str | None, force: bool,
-                resume: bool) -> tuple[list[Work], str | None]:
+def prepare_all(
+    comm: Any, load: Callable[[], Sequence[Job]], out: str | None, force: bool, resume: bool
+) -> tuple[list[Work], str | None]:
     """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or request) and
     prepares each for this launch on its own, then the ranks ``agree``. Returns (the prepared work, the
     problem every rank reports or None)."""
@@ -95,26 +100,38 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
         return _plan(job, size, rank), out, None
     # Resume checks come first: a launch with the wrong number of ranks should hear about the
     # checkpoint's world size, not about a topology that does not fit that number.
-    from mpidecent.io.checkpoint import checkpoint_path, read_checkpoint  # h5py: only a resume reads files here
+    from mpidecent.io.checkpoint import (
+        checkpoint_path,
+        read_checkpoint,
+    )  # h5py: only a resume reads files here
 
     checkpoint = checkpoint_path(out)
     status, rows = results_status(out, job) if os.path.exists(out) else ("", 0)
     if status == "completed":
         if rank == 0:
-            print(f"mpidecent: {job.run['name']} already completed ({out}); nothing to resume", flush=True)
+            print(
+                f"mpidecent: {job.run['name']} already completed ({out}); nothing to resume",
+                flush=True,
+            )
         return None
     if os.path.exists(checkpoint):
         check_room(os.path.dirname(os.path.abspath(out)))
         snapshot = read_checkpoint(checkpoint, rank, size, job.to_toml())
         if not status:
-            raise JobError(f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, or "
-                           "start over with --force")
+            raise JobError(
+                f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, or "
+                "start over with --force"
+            )
         check_pair(out, rows, checkpoint, snapshot, job)
         return _plan(job, size, rank), out, snapshot
     if status:
-        raise JobError(f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
-                       "over with --force (this overwrites it)")
-    check_output(out, False)  # neither file exists yet: a requeued job that never checkpointed starts
+        raise JobError(
+            f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
+            "over with --force (this overwrites it)"
+        )
+    check_output(
+        out, False
+    )  # neither file exists yet: a requeued job that never checkpointed starts
     return _plan(job, size, rank), out, None
 
 
@@ -126,21 +143,28 @@ def check_pair(out: str, rows: int, checkpoint: str, snapshot: Snapshot, job: Jo
     from mpidecent.io.layout import logged_steps
     from mpidecent.io.reader import ReportError, read_logged_steps
 
-    fix = ("restore the results file and checkpoint that belong together, or start over with --force; both were "
-           "left untouched")
+    fix = (
+        "restore the results file and checkpoint that belong together, or start over with --force; both were "
+        "left untouched"
+    )
     if rows < snapshot.results_rows:
-        raise JobError(f"results file {out!r} has {rows} log rows but checkpoint {checkpoint!r} was taken after "
-                       f"{snapshot.results_rows}: they are not one run's pair; {fix}")
+        raise JobError(
+            f"results file {out!r} has {rows} log rows but checkpoint {checkpoint!r} was taken after "
+            f"{snapshot.results_rows}: they are not one run's pair; {fix}"
+        )
     expected = logged_steps(snapshot.step, job.run["steps"], job.run["log_every"])
     try:
         found = read_logged_steps(out, len(expected))
     except ReportError as err:
-        raise JobError(f"results file {out!r} cannot be checked against checkpoint {checkpoint!r} ({err}); {fix}") \
-            from None
+        raise JobError(
+            f"results file {out!r} cannot be checked against checkpoint {checkpoint!r} ({err}); {fix}"
+        ) from None
     for row, (there, logged) in enumerate(zip(found.tolist(), expected)):
         if there != logged:
-            raise JobError(f"results file {out!r} does not match checkpoint {checkpoint!r}: its row {row} is step "
-                           f"{there} where the checkpoint of step {snapshot.step} logged step {logged}; {fix}")
+            raise JobError(
+                f"results file {out!r} does not match checkpoint {checkpoint!r}: its row {row} is step "
+                f"{there} where the checkpoint of step {snapshot.step} logged step {logged}; {fix}"
+            )
 
 
 def _plan(job: Job, size: int, rank: int) -> Plan:
@@ -152,8 +176,10 @@ def _plan(job: Job, size: int, rank: int) -> Plan:
         fewest = fewest_ranks(job) if size == 1 else None
         if fewest is None or fewest <= 1:
             raise
-        raise JobError(f"{err}; this launch has 1 rank: start it with mpirun -n N mpidecent run {job.path} "
-                       f"(N ≥ {fewest})") from None
+        raise JobError(
+            f"{err}; this launch has 1 rank: start it with mpirun -n N mpidecent run {job.path} "
+            f"(N ≥ {fewest})"
+        ) from None
 
 
 def fewest_ranks(job: Job, most: int = 16) -> int | None:
@@ -183,10 +209,14 @@ def results_status(out: str, job) -> tuple[str, int]:
     try:
         header = read_header(out)
     except ReportError as err:
-        raise JobError(f"results file {out!r} cannot be resumed: {err}; it was left untouched") from None
+        raise JobError(
+            f"results file {out!r} cannot be resumed: {err}; it was left untouched"
+        ) from None
     if header.job != job.to_toml():
-        raise JobError(f"results file {out!r} belongs to a different job ({job_difference(job.to_toml(), header.job)}); "
-                       "resume with the same job and --set options, or choose another --out")
+        raise JobError(
+            f"results file {out!r} belongs to a different job ({job_difference(job.to_toml(), header.job)}); "
+            "resume with the same job and --set options, or choose another --out"
+        )
     return header.status, header.rows
 
 
@@ -202,7 +232,12 @@ def job_difference(ours: str, stored: str, where: str = "the file") -> str:
     for section in dict.fromkeys([*a, *b]):
         mine, theirs = a.get(section, {}), b.get(section, {})
         for key in dict.fromkeys([*mine, *theirs]):
-            if key in mine and key in theirs and mine[key] == theirs[key] and type(mine[key]) is type(theirs[key]):
+            if (
+                key in mine
+                and key in theirs
+                and mine[key] == theirs[key]
+                and type(mine[key]) is type(theirs[key])
+            ):
                 continue
             here = toml_value(mine[key]) if key in mine else "not set"
             there = toml_value(theirs[key]) if key in theirs else "not set"
@@ -216,23 +251,31 @@ def check_output(out: str, force: bool) -> None:
     about read-only file systems). Checked before any collective, so a bad path ends every rank with
     one line instead of failing inside the collective file creation."""
     if os.path.isdir(out):
-        raise JobError(f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5")
+        raise JobError(
+            f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5"
+        )
     if os.path.exists(out) and not force:
-        raise JobError(f"results file {out!r} already exists; pass --force to overwrite it or --out to "
-                       "write elsewhere")
+        raise JobError(
+            f"results file {out!r} already exists; pass --force to overwrite it or --out to "
+            "write elsewhere"
+        )
     if os.path.exists(out):
         not_results = _not_a_results_file(out)
         if not_results:
-            raise JobError(f"--force overwrites only mpidecent results files, and {out!r} is {not_results}; "
-                           "it was left untouched: choose another --out or [run] out, or remove it yourself")
+            raise JobError(
+                f"--force overwrites only mpidecent results files, and {out!r} is {not_results}; "
+                "it was left untouched: choose another --out or [run] out, or remove it yourself"
+            )
     folder = os.path.dirname(os.path.abspath(out))
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise JobError(f"results file {out!r}: cannot write in {folder!r} ({err.strerror}); choose another "
-                       "--out or [run] out") from None
+        raise JobError(
+            f"results file {out!r}: cannot write in {folder!r} ({err.strerror}); choose another "
+            "--out or [run] out"
+        ) from None
     check_room(folder)
 
 
@@ -241,8 +284,10 @@ def check_room(folder: str) -> None:
     could not write its first rows is refused before it starts (the runner looks again before each write)."""
     free = free_bytes(folder)
     if free is not None and free < START_ROOM_BYTES:
-        raise JobError(f"no room to write results: {size_text(free)} free in {folder!r}, a run needs at least "
-                       f"{size_text(START_ROOM_BYTES)}; free some space or choose another --out or [run] out")
+        raise JobError(
+            f"no room to write results: {size_text(free)} free in {folder!r}, a run needs at least "
+            f"{size_text(START_ROOM_BYTES)}; free some space or choose another --out or [run] out"
+        )
 
 
 def _not_a_results_file(path: str) -> str | None:

@@ -55,22 +55,45 @@ from mpidecent.runner.build import build_algorithm, build_node
 from mpidecent.runner.checkpointing import live_state, restore, snapshot
 from mpidecent.runner.export import save_models
 from mpidecent.runner.metadata import run_attributes, topology_attributes, utc_now
-from mpidecent.runner.metrics import LogRow, Totals, eval_series, evaluates, health_series, log_row, network_optimum
+from mpidecent.runner.metrics import (
+    LogRow,
+    Totals,
+    eval_series,
+    evaluates,
+    health_series,
+    log_row,
+    network_optimum,
+)
 from mpidecent.runner.summary import Health, RunResult, summary
 from mpidecent.threads import threads_per_rank
 
-FAULT_AGREEMENT_S = 3.0  # how long a rank whose write failed waits for the others before it aborts alone
+FAULT_AGREEMENT_S = (
+    3.0  # how long a rank whose write failed waits for the others before it aborts alone
+)
 # The status flags: [any rank non-finite, any rank asked to stop, rank 0 sees no room or no output folder]
 NONFINITE, STOP, NO_ROOM = range(3)
 STATUS_FLAGS = 3
-_EXIT = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED, "failed": EXIT_IO}
+_EXIT = {
+    "completed": EXIT_OK,
+    "diverged": EXIT_DIVERGED,
+    "preempted": EXIT_PREEMPTED,
+    "failed": EXIT_IO,
+}
 
 
 class Runner:
     """One run on this rank (see module docstring)."""
 
-    def __init__(self, plan: Plan, env: MpiEnvironment, out: str, overwrite: bool, quiet: bool = False,
-                 resume: Snapshot | None = None, status: str | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        env: MpiEnvironment,
+        out: str,
+        overwrite: bool,
+        quiet: bool = False,
+        resume: Snapshot | None = None,
+        status: str | None = None,
+    ) -> None:
         """Collective over ``COMM_WORLD``. ``status``: how a synchronous algorithm's ranks agree on the
         status flags between log points, "pipelined" or "blocking" (a benchmark switch; None: rank 0's
         ``MPIDECENT_STATUS``, default pipelined)."""
@@ -83,14 +106,20 @@ class Runner:
         self.resume = resume
         self.checkpoint = checkpoint_path(out)
         self.comm = MPI.COMM_WORLD.Dup()  # our own communication context, separate from the user's
-        self.fault_comm = self.comm.Dup()  # only for ranks agreeing after a failed write (_abort_on_output_error)
+        self.fault_comm = (
+            self.comm.Dup()
+        )  # only for ranks agreeing after a failed write (_abort_on_output_error)
         self.rank, self.size = self.comm.rank, self.comm.size
         self.collectives = Collectives(self.comm)
         torch.set_num_threads(threads_per_rank())
         self.node = build_node(plan, self.rank, self.size, self.comm)
         self.objective = self.node.objective
-        self.optimum = network_optimum(self.job.model, self.objective, self.node.layout.nodes, self.collectives)
-        self.algorithm, self.connection = build_algorithm(plan, self.node, self.comm, self.collectives)
+        self.optimum = network_optimum(
+            self.job.model, self.objective, self.node.layout.nodes, self.collectives
+        )
+        self.algorithm, self.connection = build_algorithm(
+            plan, self.node, self.comm, self.collectives
+        )
         self.status_mode, self.status_lag = self._status_plan(status)
         self.models: list[str] = []  # the saved model files (rank 0: the average model's first)
 
@@ -105,8 +134,10 @@ class Runner:
         if requested not in STATUS_MODES:
             if self.rank != 0:  # rank 0 says it in one line and its excepthook aborts every rank
                 self.comm.Barrier()
-            raise JobError(f"{STATUS_ENV}={requested!r}: choose one of {', '.join(STATUS_MODES)} (a benchmark "
-                           "switch; leave it unset for runs)")
+            raise JobError(
+                f"{STATUS_ENV}={requested!r}: choose one of {', '.join(STATUS_MODES)} (a benchmark "
+                "switch; leave it unset for runs)"
+            )
         if not self.plan.algorithm.status_every_step:
             return "boundaries", 0
         if requested == "blocking":
@@ -143,15 +174,23 @@ class Runner:
         or no output folder before a write (status ``failed``). A write that fails anyway aborts the job."""
         job, algo, data = self.job, self.algorithm, self.node.data
         if self.rank == 0 and job.set_aside and not self.quiet:
-            print(f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
-                  f"one uses: {', '.join(job.set_aside)}", flush=True)
+            print(
+                f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
+                f"one uses: {', '.join(job.set_aside)}",
+                flush=True,
+            )
         bucket, dim = getattr(self.node.compressor, "bucket", 0), self.node.compressor.dim
         if self.rank == 0 and not self.quiet and bucket > dim and bucket != DEFAULT_BUCKET:
-            print(f"note: [compression] bucket = {bucket} is larger than the model (d = {dim}): capped to one "
-                  f"bucket of {dim} entries (the same as bucket = 0)", flush=True)
+            print(
+                f"note: [compression] bucket = {bucket} is larger than the model (d = {dim}): capped to one "
+                f"bucket of {dim} entries (the same as bucket = 0)",
+                flush=True,
+            )
         if self.rank == 0:
             for warning in stability_warnings(job):
-                print(f"mpidecent: warning: {job.run['name']}: {warning}", file=sys.stderr, flush=True)
+                print(
+                    f"mpidecent: warning: {job.run['name']}: {warning}", file=sys.stderr, flush=True
+                )
         self.watch: OutputWatch | None = None
         self.checkpoint_step = self.resume.step if self.resume is not None else None
         self.logged_step: int | None = self.resume.step if self.resume is not None else None
@@ -160,23 +199,46 @@ class Runner:
         # forever for ranks that are elsewhere. An output error ends the job here (``_abort_on_output_error``);
         # any other error reaches the excepthook, which aborts every rank (``abort_on_error``).
         try:
-            writer = ResultsWriter(self.out, self.comm, self.overwrite, list(algo.extra_metrics()),
-                                   {**(TEST_SERIES if data.num_test else {}), **eval_series(job.run)},
-                                   resume_rows=self.resume.results_rows if self.resume else None,
-                                   rank_declared=RANK_TEST_SERIES if data.num_test else {})
+            writer = ResultsWriter(
+                self.out,
+                self.comm,
+                self.overwrite,
+                list(algo.extra_metrics()),
+                {**(TEST_SERIES if data.num_test else {}), **eval_series(job.run)},
+                resume_rows=self.resume.results_rows if self.resume else None,
+                rank_declared=RANK_TEST_SERIES if data.num_test else {},
+            )
             self.watch = OutputWatch(self.out) if self.rank == 0 else None
             if self.resume is None:
                 started = self.comm.bcast(utc_now(), root=0)
                 hosts = self.comm.allgather(socket.gethostname())
-                writer.set_attrs(run_attributes(self.plan, algo, self.node, self.optimum, self.env, started, hosts))
-                writer.write_topology(self.plan.graph.edges, self.plan.slot_weights, topology_attributes(self.plan))
+                writer.set_attrs(
+                    run_attributes(
+                        self.plan, algo, self.node, self.optimum, self.env, started, hosts
+                    )
+                )
+                writer.write_topology(
+                    self.plan.graph.edges, self.plan.slot_weights, topology_attributes(self.plan)
+                )
             else:
-                resumed = [int(s) for s in np.atleast_1d(writer.file.attrs.get("resumed_at", np.zeros(0)))]
-                writer.set_attrs({"status": "running", "message": "", "finished": "",
-                                  "resumed_at": np.array([*resumed, self.resume.step], dtype=np.int64)})
+                resumed = [
+                    int(s) for s in np.atleast_1d(writer.file.attrs.get("resumed_at", np.zeros(0)))
+                ]
+                writer.set_attrs(
+                    {
+                        "status": "running",
+                        "message": "",
+                        "finished": "",
+                        "resumed_at": np.array([*resumed, self.resume.step], dtype=np.int64),
+                    }
+                )
             # Rank 0 only; a bar on a terminal, plain lines in log files. Speed and ETA count from here.
-            self.progress = Progress(job.run["name"], job.run["steps"], self.quiet or self.rank != 0,
-                                     first_step=self.resume.step if self.resume is not None else 0)
+            self.progress = Progress(
+                job.run["name"],
+                job.run["steps"],
+                self.quiet or self.rank != 0,
+                first_step=self.resume.step if self.resume is not None else 0,
+            )
             self.status_pipe = StatusPipe(self.comm, max(self.status_lag, 1), STATUS_FLAGS)
             try:
                 status, message, done, last = self._loop(writer)
@@ -185,24 +247,52 @@ class Runner:
             self.status_pipe.close()  # empty: every way out of the loop drained it
             algo.drain()  # every rank returned at the same boundary: nothing is left in flight at the close
             for name, array in algo.events(done).items():  # rank 0's record, the same on every rank
-                writer.create_event_dataset(name, self.comm.bcast(array if self.rank == 0 else None, root=0))
+                writer.create_event_dataset(
+                    name, self.comm.bcast(array if self.rank == 0 else None, root=0)
+                )
             with guarded("saving the model next to", self.out):
-                self.models = save_models(self.out, self.objective.flat, algo.model_view(), self.collectives,
-                                          self.rank, job.run["save_model"]) if status == "completed" else []
+                self.models = (
+                    save_models(
+                        self.out,
+                        self.objective.flat,
+                        algo.model_view(),
+                        self.collectives,
+                        self.rank,
+                        job.run["save_model"],
+                    )
+                    if status == "completed"
+                    else []
+                )
             finished = self.comm.bcast(utc_now(), root=0)
-            writer.set_attrs({"finished": finished, "status": status, "message": message,
-                              "steps_completed": done,
-                              "wall_s": last.global_values["wall_s"] if last else math.nan,
-                              **({"model_file": os.path.basename(self.models[0])} if self.models else {})})
+            writer.set_attrs(
+                {
+                    "finished": finished,
+                    "status": status,
+                    "message": message,
+                    "steps_completed": done,
+                    "wall_s": last.global_values["wall_s"] if last else math.nan,
+                    **({"model_file": os.path.basename(self.models[0])} if self.models else {}),
+                }
+            )
             writer.close()
         except OutputError as err:
             self._abort_on_output_error(err)
         self.connection.close()  # collective: graph communicator, master/worker channel, RMA window
         self.fault_comm.Free()
         self.comm.Free()
-        self.result = RunResult(job.run["name"], status, self.out, last, job.run["steps"], self.size,
-                                math.isfinite(self.optimum), self.models[0] if self.models else None,
-                                label=job.label, message=message, step=done)
+        self.result = RunResult(
+            job.run["name"],
+            status,
+            self.out,
+            last,
+            job.run["steps"],
+            self.size,
+            math.isfinite(self.optimum),
+            self.models[0] if self.models else None,
+            label=job.label,
+            message=message,
+            step=done,
+        )
         if self.rank == 0:
             if status == "preempted":
                 note = requeue_under_slurm()
@@ -210,28 +300,58 @@ class Runner:
             if message and status != "failed":
                 print(f"mpidecent: {message}", file=sys.stderr, flush=True)
             if not self.quiet and last is not None and status != "preempted":
-                print(summary(self.plan, algo, self.node, self.optimum, last, status, self.out,
-                              self.models[0] if self.models else None), flush=True)
+                print(
+                    summary(
+                        self.plan,
+                        algo,
+                        self.node,
+                        self.optimum,
+                        last,
+                        status,
+                        self.out,
+                        self.models[0] if self.models else None,
+                    ),
+                    flush=True,
+                )
             if status == "failed":  # last, where a terminal or a Slurm log shows it
                 print(f"mpidecent: error: {message}", file=sys.stderr, flush=True)
         return _EXIT[status]
 
     def _log_row(self, step: int, totals: Totals, wall_s: float, evaluate: bool = True) -> LogRow:
         data, run = self.node.data, self.job.run
-        return log_row(step, self.algorithm, self.objective, self.collectives, totals, wall_s, self.optimum,
-                       data.task, bool(data.num_test), evaluate, run.get("eval", "allreduce"),
-                       run["divergence_threshold"])
+        return log_row(
+            step,
+            self.algorithm,
+            self.objective,
+            self.collectives,
+            totals,
+            wall_s,
+            self.optimum,
+            data.task,
+            bool(data.num_test),
+            evaluate,
+            run.get("eval", "allreduce"),
+            run["divergence_threshold"],
+        )
 
     def _loop(self, writer: ResultsWriter) -> tuple[str, str, int, LogRow | None]:
         """The step loop; returns (status, message, steps completed, last logged row). Every rank returns
         at the same step boundary with the same status."""
         algo, job, pipe = self.algorithm, self.job, self.status_pipe
-        steps, log_every, every = job.run["steps"], job.run["log_every"], job.run["checkpoint_every"]
+        steps, log_every, every = (
+            job.run["steps"],
+            job.run["log_every"],
+            job.run["checkpoint_every"],
+        )
         threshold = job.run["divergence_threshold"]
         mode = self.status_mode
         totals = Totals()
-        local = np.zeros(STATUS_FLAGS, dtype=np.int32)  # this rank's flags not yet handed to an agreement
-        self.nonfinite_since: int | None = None  # the first boundary at which this rank was non-finite
+        local = np.zeros(
+            STATUS_FLAGS, dtype=np.int32
+        )  # this rank's flags not yet handed to an agreement
+        self.nonfinite_since: int | None = (
+            None  # the first boundary at which this rank was non-finite
+        )
         row: LogRow | None = None
         first = self.resume.step if self.resume is not None else 0
         if self.resume is not None:
@@ -274,21 +394,36 @@ class Runner:
                 pipe.start(done, local)
                 local[:] = 0
                 agreed = pipe.due(done)
-                if agreed is not None and agreed.any():  # acting now: decide on every flag raised so far
+                if (
+                    agreed is not None and agreed.any()
+                ):  # acting now: decide on every flag raised so far
                     agreed |= pipe.drain()
-            elif mode == "blocking":  # the benchmark's reference: a blocking reduction after every step
+            elif (
+                mode == "blocking"
+            ):  # the benchmark's reference: a blocking reduction after every step
                 pipe.agree(local)
                 agreed, local = local, np.zeros_like(local)
             bad = stop = False
             if agreed is not None:
                 bad, stop = bool(agreed[NONFINITE]), bool(agreed[STOP])
-                if agreed[NO_ROOM]:  # every rank stops here, before writing anything (message from rank 0)
-                    return "failed", self._stopped_message(done, self.comm.bcast(output_problem, root=0)), done, row
+                if agreed[
+                    NO_ROOM
+                ]:  # every rank stops here, before writing anything (message from rank 0)
+                    return (
+                        "failed",
+                        self._stopped_message(done, self.comm.bcast(output_problem, root=0)),
+                        done,
+                        row,
+                    )
             if bad or log_point:
                 algo.drain()
                 algo.before_log()
-                row = self._log_row(done, totals, time.perf_counter() - start,
-                                    bad or evaluates(done, steps, job.run.get("eval_every", 0)))
+                row = self._log_row(
+                    done,
+                    totals,
+                    time.perf_counter() - start,
+                    bad or evaluates(done, steps, job.run.get("eval_every", 0)),
+                )
                 writer.append(done, row.rank_values, row.global_values)
                 self.logged_step = done
                 blown = health.problem(row.health) if row.health is not None else None
@@ -299,21 +434,35 @@ class Runner:
                 algo.drain()
                 self._checkpoint(done, totals, writer.rows, time.perf_counter() - start)
             if stop:
-                return ("preempted", f"stop requested ({stop_signal_name() or 'signal on another rank'}) at "
-                        f"step {done}: checkpoint {self.checkpoint} written; continue with --resume", done, row)
+                return (
+                    "preempted",
+                    f"stop requested ({stop_signal_name() or 'signal on another rank'}) at "
+                    f"step {done}: checkpoint {self.checkpoint} written; continue with --resume",
+                    done,
+                    row,
+                )
         return "completed", "", steps, row
 
     def _checkpoint(self, step: int, totals: Totals, rows: int, wall_s: float) -> None:
         """Collective: write every rank's state at this step boundary (atomic; see io/checkpoint.py)."""
-        write_checkpoint(self.checkpoint, self.comm, snapshot(step, rows, self.algorithm, self.objective, totals,
-                                                              wall_s),
-                         {"job": self.job.to_toml(), "world_size": self.size, "algorithm": self.job.algorithm["name"],
-                          "results_file": os.path.abspath(self.out)})
+        write_checkpoint(
+            self.checkpoint,
+            self.comm,
+            snapshot(step, rows, self.algorithm, self.objective, totals, wall_s),
+            {
+                "job": self.job.to_toml(),
+                "world_size": self.size,
+                "algorithm": self.job.algorithm["name"],
+                "results_file": os.path.abspath(self.out),
+            },
+        )
         self.checkpoint_step = step
 
     # ---- output faults (io/faults.py) ---------------------------------------------------------------------
 
-    def _output_problem(self, writer: ResultsWriter, step: int, log_point: bool, checkpoint_point: bool) -> str | None:
+    def _output_problem(
+        self, writer: ResultsWriter, step: int, log_point: bool, checkpoint_point: bool
+    ) -> str | None:
         """Rank 0 (None elsewhere): what stops the writes of this boundary — a vanished folder or results
         file, or too little room for the row and the checkpoint (the previous checkpoint's size; before
         the first, twice rank 0's state per rank) and, at the end, the saved model."""
@@ -371,20 +520,27 @@ class Runner:
         # When every rank saw the error (e.g. all failed to create the file), rank 0 alone speaks; a rank
         # whose partners are stuck elsewhere speaks for itself after a short wait.
         if not self._every_rank_failed(FAULT_AGREEMENT_S) or self.rank == 0:
-            sys.stderr.write(f"mpidecent: error: {self.job.run['name']}: {err} (rank {self.rank}, step "
-                             f"{self.step_now}); every rank was stopped. Kept: {self._kept()}\n")
+            sys.stderr.write(
+                f"mpidecent: error: {self.job.run['name']}: {err} (rank {self.rank}, step "
+                f"{self.step_now}); every rank was stopped. Kept: {self._kept()}\n"
+            )
             sys.stderr.flush()
         try:
             MPI.COMM_WORLD.Abort(EXIT_IO)
         finally:
             os._exit(EXIT_IO)
 
-    def _divergence_message(self, step: int, row: LogRow, stats: StepStats, blown: str | None) -> str:
+    def _divergence_message(
+        self, step: int, row: LogRow, stats: StepStats, blown: str | None
+    ) -> str:
         """Collective: which quantity blew up (non-finite ranks first, and the first to go non-finite when
         the ranks agreed on it some steps later), at which step, and what to try."""
         since = self.nonfinite_since
-        if since is None and (stats.nonfinite or not math.isfinite(stats.loss)
-                              or not np.all(np.isfinite(self.algorithm.model_view()))):
+        if since is None and (
+            stats.nonfinite
+            or not math.isfinite(stats.loss)
+            or not np.all(np.isfinite(self.algorithm.model_view()))
+        ):
             since = step
         found = [(s, r) for r, s in enumerate(self.comm.allgather(since)) if s is not None]
         ranks = sorted(r for _, r in found)
@@ -396,7 +552,11 @@ class Runner:
         elif blown:
             what = blown
         else:
-            what = (f"a model entry exceeded [run] divergence_threshold = {self.job.run['divergence_threshold']:g}"
-                    f" (max |x| = {row.max_abs:.3g})")
-        return (f"run diverged at step {step}: {what}; {self.algorithm.describe()}. Hint: "
-                f"{divergence_hint(self.job)}. Results so far are in {self.out}")
+            what = (
+                f"a model entry exceeded [run] divergence_threshold = {self.job.run['divergence_threshold']:g}"
+                f" (max |x| = {row.max_abs:.3g})"
+            )
+        return (
+            f"run diverged at step {step}: {what}; {self.algorithm.describe()}. Hint: "
+            f"{divergence_hint(self.job)}. Results so far are in {self.out}"
+        )

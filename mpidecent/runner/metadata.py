@@ -22,8 +22,15 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_attributes(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, env: MpiEnvironment,
-                   started: str, hosts: list[str]) -> dict[str, Any]:
+def run_attributes(
+    plan: Plan,
+    algorithm: Algorithm,
+    node: Node,
+    optimum: float,
+    env: MpiEnvironment,
+    started: str,
+    hosts: list[str],
+) -> dict[str, Any]:
     """The root attributes of a new results file (the same on every rank)."""
     job = plan.job
     return {
@@ -73,6 +80,12 @@ def run_attributes(plan: Plan, algorithm: Algorithm, node: Node, optimum: float,
 def topology_attributes(plan: Plan) -> dict[str, Any]:
     """The attributes of /topology."""
     job = plan.job
-    return {"kind": job.topology["kind"], "directed": bool(plan.graph.directed), "n": plan.n,
-            "weights_name": job.topology["weights"], "strongly_connected": bool(plan.strongly_connected),
-            "spectral_gap": float(plan.spectral_gap), "period": plan.schedule.period}
+    return {
+        "kind": job.topology["kind"],
+        "directed": bool(plan.graph.directed),
+        "n": plan.n,
+        "weights_name": job.topology["weights"],
+        "strongly_connected": bool(plan.strongly_connected),
+        "spectral_gap": float(plan.spectral_gap),
+        "period": plan.schedule.period,
+    }

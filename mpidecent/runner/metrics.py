@@ -31,12 +31,22 @@ EVAL_FORMS = ("allreduce", "reduce")
 # /metrics/global/eval_bytes: written only by runs that set [run] eval_every or eval (a file of the default
 # settings stays as it was, and a run made before the keys existed resumes unchanged).
 EVAL_SERIES: Mapping[str, Series] = {
-    "eval_bytes": Series("i8", "bytes", "bytes of model vectors each rank handed to this row's evaluation "
-                                        "(8·d allreduce, itemsize·d reduce, 0 for a row not evaluated)"),
+    "eval_bytes": Series(
+        "i8",
+        "bytes",
+        "bytes of model vectors each rank handed to this row's evaluation "
+        "(8·d allreduce, itemsize·d reduce, 0 for a row not evaluated)",
+    ),
 }
 # The global metrics a row that is not evaluated leaves NaN (the test ones only in runs with a test set).
-EVALUATED_GLOBAL = ("avg_model_loss", "suboptimality", "accuracy", "consensus_distance", "test_loss",
-                    "test_accuracy")
+EVALUATED_GLOBAL = (
+    "avg_model_loss",
+    "suboptimality",
+    "accuracy",
+    "consensus_distance",
+    "test_loss",
+    "test_accuracy",
+)
 EVALUATED_RANK = ("local_objective", "test_loss", "test_accuracy")
 
 
@@ -66,7 +76,9 @@ class LogRow:
     rank_values: dict[str, float]
     global_values: dict[str, float]
     max_abs: float  # largest |entry| of any rank's model (NaN if any is non-finite)
-    evaluated: bool = True  # False: the evaluated metrics are NaN (a row between [run] eval_every points)
+    evaluated: bool = (
+        True  # False: the evaluated metrics are NaN (a row between [run] eval_every points)
+    )
     # What the divergence rule (runner.summary.Health) judges: the global values of an "allreduce" row; for
     # "reduce" the test loss of x̄ stands in for its training loss (0.0, never tripping, without a test set);
     # None for a row that is not evaluated.
@@ -76,7 +88,11 @@ class LogRow:
 def eval_series(run: Mapping) -> Mapping[str, Series]:
     """The global series beyond the base ones that a run of these ``[run]`` settings writes (``EVAL_SERIES``
     unless eval_every and eval are left at their defaults)."""
-    return EVAL_SERIES if run.get("eval_every", 0) or run.get("eval", "allreduce") != "allreduce" else {}
+    return (
+        EVAL_SERIES
+        if run.get("eval_every", 0) or run.get("eval", "allreduce") != "allreduce"
+        else {}
+    )
 
 
 def evaluates(step: int, steps: int, eval_every: int) -> bool:
@@ -90,7 +106,9 @@ def health_series(form: str, has_test: bool) -> str:
     return "test_loss" if form == "reduce" and has_test else "avg_model_loss"
 
 
-def network_optimum(model: dict, objective: TorchObjective, nodes: int, collectives: Collectives) -> float:
+def network_optimum(
+    model: dict, objective: TorchObjective, nodes: int, collectives: Collectives
+) -> float:
     """f* of the network objective for convex generalised linear models with ℓ2 > 0, computed
     collectively by Newton's method on the shards (NaN when unknown: non-convex models, softmax)."""
     name, l2 = model["name"], model["l2"]
@@ -103,9 +121,20 @@ def network_optimum(model: dict, objective: TorchObjective, nodes: int, collecti
     return glm_optimum(features, shard.targets, nodes, l2, loss, bias, collectives).value
 
 
-def log_row(step: int, algorithm: Algorithm, objective: TorchObjective, collectives: Collectives, totals: Totals,
-            wall_s: float, optimum: float, task: str, has_test: bool, evaluate: bool = True,
-            form: str = "allreduce", threshold: float = math.inf) -> LogRow:
+def log_row(
+    step: int,
+    algorithm: Algorithm,
+    objective: TorchObjective,
+    collectives: Collectives,
+    totals: Totals,
+    wall_s: float,
+    optimum: float,
+    task: str,
+    has_test: bool,
+    evaluate: bool = True,
+    form: str = "allreduce",
+    threshold: float = math.inf,
+) -> LogRow:
     """Collective: one log row; clears the losses of ``totals`` (they are averaged into this row).
 
     ``evaluate``: compute the network metrics at the reported models (``form`` "allreduce": 4 small reductions
@@ -118,14 +147,27 @@ def log_row(step: int, algorithm: Algorithm, objective: TorchObjective, collecti
     if not evaluate:
         max_abs = _largest_entry(algorithm.model_view(), collectives)
         if math.isfinite(max_abs[0]) and max_abs[0] <= threshold:
-            return _counters_row(step, algorithm, collectives, totals, wall_s, has_test, float(max_abs[0]))
+            return _counters_row(
+                step, algorithm, collectives, totals, wall_s, has_test, float(max_abs[0])
+            )
     if form == "reduce":
         return _reduce_row(step, algorithm, objective, collectives, totals, wall_s, task, has_test)
-    return _allreduce_row(step, algorithm, objective, collectives, totals, wall_s, optimum, task, has_test)
+    return _allreduce_row(
+        step, algorithm, objective, collectives, totals, wall_s, optimum, task, has_test
+    )
 
 
-def _allreduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, collectives: Collectives,
-                   totals: Totals, wall_s: float, optimum: float, task: str, has_test: bool) -> LogRow:
+def _allreduce_row(
+    step: int,
+    algorithm: Algorithm,
+    objective: TorchObjective,
+    collectives: Collectives,
+    totals: Totals,
+    wall_s: float,
+    optimum: float,
+    task: str,
+    has_test: bool,
+) -> LogRow:
     """Every rank forms x̄ from an all-reduce of a float64 copy of every model (4 small reductions + one of
     size d): the network objective, training accuracy and test metrics of x̄ are sums of every rank's shard
     and test slice. The default form; its numbers are those of every run before ``[run] eval`` existed."""
@@ -138,14 +180,25 @@ def _allreduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, c
     local_own = objective.evaluate(model)
     test = objective.evaluate_test(mean) or LocalEval(0.0, 0, 0)
     spread = float(np.sum((model - mean) ** 2))
-    sums = collectives.sum_scalars(spread, local_at_mean.objective, local_at_mean.correct, local_at_mean.count,
-                                   totals.compute_s, totals.comm_s, test.objective * test.count, test.correct,
-                                   test.count, float(local_at_mean.count > 0))
+    sums = collectives.sum_scalars(
+        spread,
+        local_at_mean.objective,
+        local_at_mean.correct,
+        local_at_mean.count,
+        totals.compute_s,
+        totals.comm_s,
+        test.objective * test.count,
+        test.correct,
+        test.count,
+        float(local_at_mean.count > 0),
+    )
     counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
     collectives.allreduce_sum(counts)
     max_abs = _largest_entry(model, collectives)
     avg_loss = sums[1] / sums[9]  # f = (1/n) Σ_i F_i over the ranks that evaluate a partition
-    rank_values = _rank_values(algorithm, totals, local_own.objective if local_own.count else math.nan)
+    rank_values = _rank_values(
+        algorithm, totals, local_own.objective if local_own.count else math.nan
+    )
     global_values = {
         "avg_model_loss": avg_loss,
         "suboptimality": avg_loss - optimum,
@@ -161,9 +214,13 @@ def _allreduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, c
         global_values["test_loss"] = sums[6] / sums[8]
         global_values["test_accuracy"] = sums[7] / sums[8] if task != "regression" else math.nan
         rank_values |= _own_test_values(objective, model, task)
-    global_values["eval_bytes"] = model.size * 8  # the float64 copy each rank hands to the all-reduce
+    global_values["eval_bytes"] = (
+        model.size * 8
+    )  # the float64 copy each rank hands to the all-reduce
     totals.losses.clear()
-    return LogRow(step, rank_values, global_values, float(max_abs[0]), evaluated=True, health=global_values)
+    return LogRow(
+        step, rank_values, global_values, float(max_abs[0]), evaluated=True, health=global_values
+    )
 
 
 def _rank_values(algorithm: Algorithm, totals: Totals, local_objective: float) -> dict[str, float]:
@@ -183,13 +240,19 @@ def _rank_values(algorithm: Algorithm, totals: Totals, local_objective: float) -
 def _own_test_values(objective: TorchObjective, model: np.ndarray, task: str) -> dict[str, float]:
     """This node's own model (float64) on the whole test set."""
     own = objective.evaluate_test_all(model) or LocalEval(math.nan, 0, 0)
-    return {"test_loss": own.objective,
-            "test_accuracy": own.correct / own.count if own.count and task != "regression" else math.nan}
+    return {
+        "test_loss": own.objective,
+        "test_accuracy": own.correct / own.count
+        if own.count and task != "regression"
+        else math.nan,
+    }
 
 
 def _largest_entry(model: np.ndarray, collectives: Collectives) -> np.ndarray:
     """Collective: (1,) float64, the largest |entry| of any rank's model (inf if any is non-finite)."""
-    max_abs = np.array([np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf], dtype=np.float64)
+    max_abs = np.array(
+        [np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf], dtype=np.float64
+    )
     collectives.allreduce_max(max_abs)
     return max_abs
 
@@ -198,8 +261,16 @@ def _rank(collectives: Collectives) -> int:
     return int(getattr(collectives, "rank", 0))
 
 
-def _reduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, collectives: Collectives,
-                totals: Totals, wall_s: float, task: str, has_test: bool) -> LogRow:
+def _reduce_row(
+    step: int,
+    algorithm: Algorithm,
+    objective: TorchObjective,
+    collectives: Collectives,
+    totals: Totals,
+    wall_s: float,
+    task: str,
+    has_test: bool,
+) -> LogRow:
     """The models move once, in their own dtype, to rank 0 (one Reduce of size d), which forms x̄ and
     evaluates it on the whole test set; rank 0 broadcasts ‖x̄‖² and the test sums (4 scalars), and the
     consensus distance is max(0, (1/n) Σ_i ‖x_i‖² − ‖x̄‖²) in float64. x̄ is on rank 0 only, so its
@@ -208,7 +279,9 @@ def _reduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, coll
     root = _rank(collectives) == 0
     model = np.ascontiguousarray(algorithm.model_view())  # the state dtype: no copy
     total = collectives.reduce_sum(model)  # the models, once, in their own dtype
-    scalars = np.zeros(4, dtype=np.float64)  # ‖x̄‖², test loss × count, test correct, test count (rank 0's)
+    scalars = np.zeros(
+        4, dtype=np.float64
+    )  # ‖x̄‖², test loss × count, test correct, test count (rank 0's)
     if root:
         mean = total.astype(np.float64)
         del total
@@ -219,13 +292,17 @@ def _reduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, coll
             scalars[1:] = test.objective * test.count, test.correct, test.count
         del mean
     collectives.broadcast(scalars)
-    model64 = model.astype(np.float64)  # this rank's own metrics and ‖x_i‖², as the allreduce form has them
+    model64 = model.astype(
+        np.float64
+    )  # this rank's own metrics and ‖x_i‖², as the allreduce form has them
     local_own = objective.evaluate(model64)
     sums = collectives.sum_scalars(float(model64 @ model64), totals.compute_s, totals.comm_s)
     counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
     collectives.allreduce_sum(counts)
     max_abs = _largest_entry(model, collectives)
-    rank_values = _rank_values(algorithm, totals, local_own.objective if local_own.count else math.nan)
+    rank_values = _rank_values(
+        algorithm, totals, local_own.objective if local_own.count else math.nan
+    )
     consensus = sums[0] / size - scalars[0]
     # A non-finite difference stays so (the divergence rule must see it); a negative one is rounding.
     consensus = max(consensus, 0.0) if math.isfinite(consensus) else consensus
@@ -244,16 +321,27 @@ def _reduce_row(step: int, algorithm: Algorithm, objective: TorchObjective, coll
     if has_test:
         test_loss = scalars[1] / scalars[3] if scalars[3] else math.nan
         global_values["test_loss"] = test_loss
-        global_values["test_accuracy"] = scalars[2] / scalars[3] if scalars[3] and task != "regression" else math.nan
+        global_values["test_accuracy"] = (
+            scalars[2] / scalars[3] if scalars[3] and task != "regression" else math.nan
+        )
         rank_values |= _own_test_values(objective, model64, task)
         health["avg_model_loss"] = test_loss if scalars[3] else 0.0  # NaN only when x̄'s loss is
     global_values["eval_bytes"] = model.size * model.dtype.itemsize
     totals.losses.clear()
-    return LogRow(step, rank_values, global_values, float(max_abs[0]), evaluated=True, health=health)
+    return LogRow(
+        step, rank_values, global_values, float(max_abs[0]), evaluated=True, health=health
+    )
 
 
-def _counters_row(step: int, algorithm: Algorithm, collectives: Collectives, totals: Totals, wall_s: float,
-                  has_test: bool, max_abs: float) -> LogRow:
+def _counters_row(
+    step: int,
+    algorithm: Algorithm,
+    collectives: Collectives,
+    totals: Totals,
+    wall_s: float,
+    has_test: bool,
+    max_abs: float,
+) -> LogRow:
     """A row between evaluations: the counters (2 small reductions, after the caller's max), NaN for the
     evaluated metrics."""
     sums = collectives.sum_scalars(totals.compute_s, totals.comm_s)

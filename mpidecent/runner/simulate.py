@@ -33,13 +33,17 @@ class _NoCollectives:
         self.size = size
 
     def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(f"collectives.{name}: the in-memory twin simulates the neighbour pattern only")
+        raise RuntimeError(
+            f"collectives.{name}: the in-memory twin simulates the neighbour pattern only"
+        )
 
 
 class Simulation:
     """n nodes of one neighbour algorithm (``algorithms[rank]``) over a ``MemoryNetwork``."""
 
-    def __init__(self, network: MemoryNetwork, algorithms: list[Algorithm], nodes: list[Node] | None = None) -> None:
+    def __init__(
+        self, network: MemoryNetwork, algorithms: list[Algorithm], nodes: list[Node] | None = None
+    ) -> None:
         self.network = network
         self.algorithms = algorithms
         self.nodes = nodes
@@ -51,11 +55,14 @@ class Simulation:
         return self.network.n
 
     @staticmethod
-    def _neighbors(spec: AlgorithmSpec, network: MemoryNetwork, slot_weights: tuple[np.ndarray, ...],
-                   rank: int) -> Connection:
+    def _neighbors(
+        spec: AlgorithmSpec, network: MemoryNetwork, slot_weights: tuple[np.ndarray, ...], rank: int
+    ) -> Connection:
         if not isinstance(spec.pattern, NeighborGossip):
-            raise ValueError(f"{spec.name} uses the {spec.pattern.name} pattern; the in-memory twin runs neighbour "
-                             "gossip algorithms")
+            raise ValueError(
+                f"{spec.name} uses the {spec.pattern.name} pattern; the in-memory twin runs neighbour "
+                "gossip algorithms"
+            )
         rows = mixing_rows(network.schedule.graphs, slot_weights, rank)
         return Connection(neighbors=Neighbors(network.transport(rank), rows))
 
@@ -67,17 +74,38 @@ class Simulation:
         nodes = [build_node(plan, rank, n) for rank in range(n)]
         algorithms = []
         for rank, node in enumerate(nodes):
-            ctx = context(spec, cls._neighbors(spec, network, plan.slot_weights, rank), rank, n,
-                          int(job.run["seed"]), job.algorithm, node.objective, node.compressor, _NoCollectives(n),
-                          steps=job.run["steps"], l2=job.model["l2"], stragglers=job.stragglers,
-                          error_feedback=job.compression["error_feedback"], outer=job.outer or None)
+            ctx = context(
+                spec,
+                cls._neighbors(spec, network, plan.slot_weights, rank),
+                rank,
+                n,
+                int(job.run["seed"]),
+                job.algorithm,
+                node.objective,
+                node.compressor,
+                _NoCollectives(n),
+                steps=job.run["steps"],
+                l2=job.model["l2"],
+                stragglers=job.stragglers,
+                error_feedback=job.compression["error_feedback"],
+                outer=job.outer or None,
+            )
             algorithms.append(implementation(spec, ctx.outer)(ctx))
         return cls(network, algorithms, nodes)
 
     @classmethod
-    def gossip(cls, schedule: Schedule, slot_weights: tuple[np.ndarray, ...], name: str | AlgorithmSpec,
-               compressor: str, comp_params: Mapping[str, Any], params: Mapping[str, Any], x0: np.ndarray,
-               seed: int = 0, steps: int = 0) -> Simulation:
+    def gossip(
+        cls,
+        schedule: Schedule,
+        slot_weights: tuple[np.ndarray, ...],
+        name: str | AlgorithmSpec,
+        compressor: str,
+        comp_params: Mapping[str, Any],
+        params: Mapping[str, Any],
+        x0: np.ndarray,
+        seed: int = 0,
+        steps: int = 0,
+    ) -> Simulation:
         """Algorithm ``name`` (or a declaration not in the catalog) with zero gradients (average consensus)
         from the rows of ``x0`` (n, d) (their dtype is the state dtype); ``params`` override the algorithm's
         defaults; ``steps``: the run's length as the algorithm sees it (``Context.steps``)."""
@@ -88,9 +116,18 @@ class Simulation:
             objective = NullObjective(x0.shape[1], x0.dtype)
             objective.params[:] = x0[rank]
             codec = build_compressor(compressor, x0.shape[1], x0.dtype, comp_params)
-            ctx = context(spec, cls._neighbors(spec, network, slot_weights, rank), rank, schedule.n, seed,
-                          {p.name: p.default for p in spec.params} | dict(params), objective, codec,
-                          _NoCollectives(schedule.n), steps=steps)
+            ctx = context(
+                spec,
+                cls._neighbors(spec, network, slot_weights, rank),
+                rank,
+                schedule.n,
+                seed,
+                {p.name: p.default for p in spec.params} | dict(params),
+                objective,
+                codec,
+                _NoCollectives(schedule.n),
+                steps=steps,
+            )
             algorithms.append(spec.load()(ctx))
         return cls(network, algorithms)
 

@@ -54,11 +54,17 @@ class Health:
         if not math.isfinite(spread):
             return f"the consensus distance is {spread}"
         if not math.isnan(self.loss0) and loss > self.LOSS_FACTOR * max(self.loss0, 1.0):
-            return (f"the average model's loss {loss:.3g} exceeded {self.LOSS_FACTOR:g} × max(initial loss "
-                    f"{self.loss0:.3g}, 1)")
-        if not math.isnan(self.consensus0) and spread > self.CONSENSUS_FACTOR * max(self.consensus0, 1.0):
-            return (f"the consensus distance {spread:.3g} exceeded {self.CONSENSUS_FACTOR:g} × max(its first "
-                    f"nonzero value {self.consensus0:.3g}, 1)")
+            return (
+                f"the average model's loss {loss:.3g} exceeded {self.LOSS_FACTOR:g} × max(initial loss "
+                f"{self.loss0:.3g}, 1)"
+            )
+        if not math.isnan(self.consensus0) and spread > self.CONSENSUS_FACTOR * max(
+            self.consensus0, 1.0
+        ):
+            return (
+                f"the consensus distance {spread:.3g} exceeded {self.CONSENSUS_FACTOR:g} × max(its first "
+                f"nonzero value {self.consensus0:.3g}, 1)"
+            )
         return None
 
 
@@ -84,12 +90,22 @@ def topology_text(plan: Plan) -> str:
     shape = "directed" if graph.directed else "undirected"
     if plan.schedule.time_varying:
         shape += f", time-varying with period {plan.schedule.period}"
-    return (f"{kind} ({shape}), {plan.n} nodes, {graph.num_edges} edges, spectral gap {plan.spectral_gap:.4f}"
-            f"{' per step' if plan.schedule.time_varying else ''}")
+    return (
+        f"{kind} ({shape}), {plan.n} nodes, {graph.num_edges} edges, spectral gap {plan.spectral_gap:.4f}"
+        f"{' per step' if plan.schedule.time_varying else ''}"
+    )
 
 
-def summary(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, row: LogRow, status: str, out: str,
-            model: str | None = None) -> str:
+def summary(
+    plan: Plan,
+    algorithm: Algorithm,
+    node: Node,
+    optimum: float,
+    row: LogRow,
+    status: str,
+    out: str,
+    model: str | None = None,
+) -> str:
     """The block printed at the end of a run."""
     g, job, data = row.global_values, plan.job, node.data
     steps = max(row.step, 1)
@@ -100,8 +116,11 @@ def summary(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, row: L
         *([("variant", f"{job.variant}: {job.label}")] if job.variant and job.label else []),
         ("algorithm", algorithm.describe()),
         ("topology", topology_text(plan)),
-        ("model", f"{job.model['name']}, d = {node.objective.dim}, {job.run['dtype']}; data {job.data['name']} "
-                  f"({data.task}, {data.num_train} train / {data.num_test} test samples)"),
+        (
+            "model",
+            f"{job.model['name']}, d = {node.objective.dim}, {job.run['dtype']}; data {job.data['name']} "
+            f"({data.task}, {data.num_train} train / {data.num_test} test samples)",
+        ),
         ("avg-model loss", f"{g['avg_model_loss']:.8f}"),
     ]
     if math.isfinite(optimum):
@@ -113,11 +132,17 @@ def summary(plan: Plan, algorithm: Algorithm, node: Node, optimum: float, row: L
         lines.append(("test set", f"loss {g['test_loss']:.6f}{test_acc} (average model)"))
     lines += [
         ("consensus dist.", f"{g['consensus_distance']:.4e}"),
-        ("bits sent", f"{g['cumulative_bits']:.6e} total, {g['cumulative_bits'] / (plan.n * steps):.1f} "
-                      "per node per step"),
+        (
+            "bits sent",
+            f"{g['cumulative_bits']:.6e} total, {g['cumulative_bits'] / (plan.n * steps):.1f} "
+            "per node per step",
+        ),
         ("bytes sent", f"{g['cumulative_bytes']:,} total"),
-        ("wall time", f"{g['wall_s']:.2f} s (compute {100 * compute_share:.0f}%, "
-                      f"communication {100 * (1 - compute_share):.0f}% of rank time)"),
+        (
+            "wall time",
+            f"{g['wall_s']:.2f} s (compute {100 * compute_share:.0f}%, "
+            f"communication {100 * (1 - compute_share):.0f}% of rank time)",
+        ),
         ("results", out),
     ]
     if model:
@@ -129,8 +154,20 @@ def comparison_table(runs: list[RunResult]) -> str:
     """One line per run: the final numbers side by side (a sweep's summary), its swept settings last, then
     one line per run that did not complete and the launch's exit status rule."""
     labelled = any(r.label for r in runs)
-    header = ["run", "status", "steps", "avg-loss", "subopt", "accuracy", "consensus", "bits", "bits/node/step",
-              "paper units", "wall s", *(["settings"] if labelled else [])]
+    header = [
+        "run",
+        "status",
+        "steps",
+        "avg-loss",
+        "subopt",
+        "accuracy",
+        "consensus",
+        "bits",
+        "bits/node/step",
+        "paper units",
+        "wall s",
+        *(["settings"] if labelled else []),
+    ]
     rows = []
     for r in runs:
         label = [r.label or "-"] if labelled else []
@@ -140,12 +177,24 @@ def comparison_table(runs: list[RunResult]) -> str:
         g = r.row.global_values
         acc = g.get("test_accuracy", g["accuracy"])
         paper = r.row.rank_values.get("paper_bits")
-        rows.append([r.name, r.status, str(r.row.step), f"{g['avg_model_loss']:.6f}",
-                     f"{g['suboptimality']:.3e}" if r.has_optimum else "-",
-                     "-" if not math.isfinite(acc) else f"{acc:.4f}{' (test)' if 'test_accuracy' in g else ''}",
-                     f"{g['consensus_distance']:.2e}", f"{g['cumulative_bits']:.3e}",
-                     f"{g['cumulative_bits'] / (r.n * max(r.row.step, 1)):.0f}",
-                     "-" if paper is None else f"{paper:.4g}", f"{g['wall_s']:.1f}", *label])
+        rows.append(
+            [
+                r.name,
+                r.status,
+                str(r.row.step),
+                f"{g['avg_model_loss']:.6f}",
+                f"{g['suboptimality']:.3e}" if r.has_optimum else "-",
+                "-"
+                if not math.isfinite(acc)
+                else f"{acc:.4f}{' (test)' if 'test_accuracy' in g else ''}",
+                f"{g['consensus_distance']:.2e}",
+                f"{g['cumulative_bits']:.3e}",
+                f"{g['cumulative_bits'] / (r.n * max(r.row.step, 1)):.0f}",
+                "-" if paper is None else f"{paper:.4g}",
+                f"{g['wall_s']:.1f}",
+                *label,
+            ]
+        )
     lines = [table(header, rows, left=2), sweep_status(runs)]
     return "\n".join(line for line in lines if line)
 
@@ -160,13 +209,21 @@ def sweep_status(runs: list[RunResult]) -> str:
     lines = [f"{len(runs)} runs: " + ", ".join(f"{c} {s}" for s, c in counts.items() if c)]
     for r in runs:
         if r.status != "completed":
-            lines.append(f"  {r.name}: {r.status} at step {r.step}" + (f": {r.message}" if r.message else ""))
+            lines.append(
+                f"  {r.name}: {r.status} at step {r.step}" + (f": {r.message}" if r.message else "")
+            )
     from mpidecent.errors import EXIT_DIVERGED, EXIT_IO, EXIT_OK, EXIT_PREEMPTED
 
     codes = {"diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED, "failed": EXIT_IO}
     code = max((EXIT_OK, *(codes.get(r.status, EXIT_OK) for r in runs)))
-    lines.append(f"exit status {code}" + (" (every run completed)" if code == EXIT_OK else
-                                           " (a diverged run does not stop the others; the status is the worst: "
-                                           f"{EXIT_DIVERGED} diverged, {EXIT_PREEMPTED} stopped by a signal, "
-                                           f"{EXIT_IO} an output file could not be written)"))
+    lines.append(
+        f"exit status {code}"
+        + (
+            " (every run completed)"
+            if code == EXIT_OK
+            else " (a diverged run does not stop the others; the status is the worst: "
+            f"{EXIT_DIVERGED} diverged, {EXIT_PREEMPTED} stopped by a signal, "
+            f"{EXIT_IO} an output file could not be written)"
+        )
+    )
     return "\n".join(lines)

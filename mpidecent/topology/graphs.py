@@ -46,6 +46,7 @@ SECTION = "topology"
 # Graph
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """A directed graph on nodes ``0 .. n-1`` (see the module docstring for the conventions).
@@ -83,7 +84,9 @@ class Graph:
         # Strictly increasing (src, dst) keys ⇔ rows unique and lexicographically sorted.
         keys = src * n + dst
         if np.any(np.diff(keys) <= 0):
-            raise ValueError("edges must be unique and sorted lexicographically (use Graph.from_pairs)")
+            raise ValueError(
+                "edges must be unique and sorted lexicographically (use Graph.from_pairs)"
+            )
         if not self.directed and not _lists_reverse_edges(edges, n):
             raise ValueError("an undirected graph must list both directions of every edge")
         frozen = edges.astype(np.int32)
@@ -93,8 +96,14 @@ class Graph:
         object.__setattr__(self, "directed", bool(self.directed))
 
     @classmethod
-    def from_pairs(cls, n: int, pairs: Iterable[Iterable[int]] | np.ndarray, *, directed: bool,
-                   kind: str = "custom") -> Graph:
+    def from_pairs(
+        cls,
+        n: int,
+        pairs: Iterable[Iterable[int]] | np.ndarray,
+        *,
+        directed: bool,
+        kind: str = "custom",
+    ) -> Graph:
         """Build a graph from any iterable of ``(src, dst)`` pairs.
 
         Duplicates are merged; out-of-range endpoints and self-loops raise ``ValueError``. With
@@ -113,10 +122,14 @@ class Graph:
             raise ValueError(f"node {bad} is out of range for {n} nodes (nodes are 0..{n - 1})")
         loops = arr[:, 0] == arr[:, 1]
         if np.any(loops):
-            raise ValueError(f"self-loop {int(arr[loops][0, 0])} → {int(arr[loops][0, 0])} is not allowed")
+            raise ValueError(
+                f"self-loop {int(arr[loops][0, 0])} → {int(arr[loops][0, 0])} is not allowed"
+            )
         if not directed:
             arr = np.concatenate([arr, arr[:, ::-1]])
-        return cls(n, np.unique(arr, axis=0), directed, kind)  # np.unique sorts rows lexicographically
+        return cls(
+            n, np.unique(arr, axis=0), directed, kind
+        )  # np.unique sorts rows lexicographically
 
     # -- basic views ------------------------------------------------------------------------------
 
@@ -153,13 +166,13 @@ class Graph:
         """Sorted int32 array of the nodes ``i`` sends to."""
         indptr, indices = self.out_csr
         i = self.check_node(i)
-        return indices[indptr[i]:indptr[i + 1]]
+        return indices[indptr[i] : indptr[i + 1]]
 
     def in_neighbors(self, i: int) -> np.ndarray:
         """Sorted int32 array of the nodes ``i`` receives from."""
         indptr, indices = self.in_csr
         i = self.check_node(i)
-        return indices[indptr[i]:indptr[i + 1]]
+        return indices[indptr[i] : indptr[i + 1]]
 
     def adjacency(self) -> np.ndarray:
         """``(n, n)`` bool with ``A[i, j]`` True iff edge ``j → i`` (row = receiver, like ``W``)."""
@@ -183,15 +196,21 @@ class Graph:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return (self.n == other.n and self.directed == other.directed and self.kind == other.kind
-                and np.array_equal(self.edges, other.edges))
+        return (
+            self.n == other.n
+            and self.directed == other.directed
+            and self.kind == other.kind
+            and np.array_equal(self.edges, other.edges)
+        )
 
     def __hash__(self) -> int:
         return hash((self.n, self.directed, self.kind, self.edges.tobytes()))
 
     def __repr__(self) -> str:
-        return (f"Graph(kind={self.kind!r}, n={self.n}, directed={self.directed}, "
-                f"num_edges={self.num_edges})")
+        return (
+            f"Graph(kind={self.kind!r}, n={self.n}, directed={self.directed}, "
+            f"num_edges={self.num_edges})"
+        )
 
 
 def _lists_reverse_edges(edges: np.ndarray, n: int) -> bool:
@@ -209,6 +228,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 # Builders (the Python API; each raises JobError naming the [topology] key on bad input)
 # --------------------------------------------------------------------------------------------------
 
+
 def _check_nodes(kind: str, n: int, minimum: int = 1) -> int:
     n = operator.index(n)
     if n < 1:
@@ -222,7 +242,9 @@ def _from_base(kind: str, n: int, src: np.ndarray, dst: np.ndarray, directed: bo
     """Graph from a base edge set given as index arrays; self-loops (from wrap-around on tiny
     graphs, e.g. a torus with one column) are dropped and duplicates merged."""
     keep = src != dst
-    return Graph.from_pairs(n, np.stack([src[keep], dst[keep]], axis=1), directed=directed, kind=kind)
+    return Graph.from_pairs(
+        n, np.stack([src[keep], dst[keep]], axis=1), directed=directed, kind=kind
+    )
 
 
 def ring(n: int, directed: bool = False) -> Graph:
@@ -275,18 +297,24 @@ def torus(n: int, rows: int = 0, cols: int = 0, directed: bool = False) -> Graph
         rows, cols = square_factors(n)
         if rows == 1 and n > 1:
             near = [m for m in (n - 1, n + 1) if m >= 4 and square_factors(m)[0] > 1]
-            raise JobError(f"[{SECTION}] kind = 'torus' on n = {n} nodes: {n} is prime, so the only shape is "
-                           f"1 × {n} (a ring); start {' or '.join(map(str, near)) or 'a non-prime number of'} "
-                           f"ranks, use kind = \"ring\", or set rows = 1 to accept the ring")
+            raise JobError(
+                f"[{SECTION}] kind = 'torus' on n = {n} nodes: {n} is prime, so the only shape is "
+                f"1 × {n} (a ring); start {' or '.join(map(str, near)) or 'a non-prime number of'} "
+                f'ranks, use kind = "ring", or set rows = 1 to accept the ring'
+            )
     elif rows == 0 or cols == 0:
         given, value = ("cols", cols) if rows == 0 else ("rows", rows)
         if n % value:
-            raise JobError(f"[{SECTION}] {given} = {value} does not divide the number of nodes ({n}); "
-                           f"set {given} to a divisor of {n} or leave rows and cols at 0")
+            raise JobError(
+                f"[{SECTION}] {given} = {value} does not divide the number of nodes ({n}); "
+                f"set {given} to a divisor of {n} or leave rows and cols at 0"
+            )
         rows, cols = (n // cols, cols) if rows == 0 else (rows, n // rows)
     if rows * cols != n:
-        raise JobError(f"[{SECTION}] rows × cols = {rows} × {cols} = {rows * cols} must equal the number "
-                       f"of nodes ({n})")
+        raise JobError(
+            f"[{SECTION}] rows × cols = {rows} × {cols} = {rows * cols} must equal the number "
+            f"of nodes ({n})"
+        )
     r, c = np.divmod(np.arange(n), cols)
     right = r * cols + (c + 1) % cols
     down = ((r + 1) % rows) * cols + c
@@ -309,7 +337,9 @@ def disconnected(n: int, directed: bool = False) -> Graph:
 
 def _check_node_id(key: str, value: int, n: int) -> None:
     if not 0 <= value < n:
-        raise JobError(f"[{SECTION}] {key} = {value} is out of range for {n} nodes (nodes are 0..{n - 1})")
+        raise JobError(
+            f"[{SECTION}] {key} = {value} is out of range for {n} nodes (nodes are 0..{n - 1})"
+        )
 
 
 def star(n: int, hub: int = 0, directed: bool = False) -> Graph:
@@ -323,7 +353,9 @@ def star(n: int, hub: int = 0, directed: bool = False) -> Graph:
     return _from_base("star", n, np.full(leaves.size, hub), leaves, directed)
 
 
-def erdos_renyi(n: int, p: float, seed: int = 0, directed: bool = True, max_tries: int = 1000) -> Graph:
+def erdos_renyi(
+    n: int, p: float, seed: int = 0, directed: bool = True, max_tries: int = 1000
+) -> Graph:
     """Erdős–Rényi graph conditioned on connectivity.
 
     Each ordered pair ``i ≠ j`` (directed) or unordered pair (undirected) is present independently
@@ -344,18 +376,24 @@ def erdos_renyi(n: int, p: float, seed: int = 0, directed: bool = True, max_trie
         if n > 1 and not (linked.any(axis=0).all() and linked.any(axis=1).all()):
             continue
         src, dst = np.nonzero(present)
-        graph = Graph.from_pairs(n, np.stack([src, dst], axis=1), directed=directed, kind="erdos_renyi")
+        graph = Graph.from_pairs(
+            n, np.stack([src, dst], axis=1), directed=directed, kind="erdos_renyi"
+        )
         if is_strongly_connected(graph):
             return graph
     what = "strongly connected" if directed else "connected"
-    raise JobError(f"[{SECTION}] p = {p} is too small: no {what} graph in {max_tries} tries for n = {n} "
-                   f"nodes; raise p")
+    raise JobError(
+        f"[{SECTION}] p = {p} is too small: no {what} graph in {max_tries} tries for n = {n} "
+        f"nodes; raise p"
+    )
 
 
 CHORDS_DEFAULT = -1  # sentinel for chord_ring's `chords`: n // 2 random chords
 
 
-def chord_ring(n: int, chords: int | list[Any] = CHORDS_DEFAULT, seed: int = 0, directed: bool = True) -> Graph:
+def chord_ring(
+    n: int, chords: int | list[Any] = CHORDS_DEFAULT, seed: int = 0, directed: bool = True
+) -> Graph:
     """Directed ring ``i → i+1`` plus extra chords: an irregular, strongly connected digraph.
 
     ``chords`` is either a count ``m ≥ 0`` of random chords ``i → j`` with ``j ∉ {i, i+1 mod n}``,
@@ -377,14 +415,19 @@ def chord_ring(n: int, chords: int | list[Any] = CHORDS_DEFAULT, seed: int = 0, 
         cand = np.stack([cand_src, cand_dst], axis=1)
         cand = cand[cand[:, 1] != (cand[:, 0] + 1) % n]
         if m > len(cand):
-            raise JobError(f"[{SECTION}] chords = {m} is more than the {len(cand)} possible chords for "
-                           f"n = {n} nodes (pairs i → j with j ≠ i, i+1); use at most {len(cand)}")
+            raise JobError(
+                f"[{SECTION}] chords = {m} is more than the {len(cand)} possible chords for "
+                f"n = {n} nodes (pairs i → j with j ≠ i, i+1); use at most {len(cand)}"
+            )
         pick = generator(seed, 0, 0, "graph").choice(len(cand), size=m, replace=False)
         extra = cand[np.sort(pick)]
     else:
-        extra = np.asarray([_chord_pair(k, pair, n) for k, pair in enumerate(chords)],
-                           dtype=np.int64).reshape(-1, 2)
-    return Graph.from_pairs(n, np.concatenate([ring_edges, extra]), directed=directed, kind="chord_ring")
+        extra = np.asarray(
+            [_chord_pair(k, pair, n) for k, pair in enumerate(chords)], dtype=np.int64
+        ).reshape(-1, 2)
+    return Graph.from_pairs(
+        n, np.concatenate([ring_edges, extra]), directed=directed, kind="chord_ring"
+    )
 
 
 _CHORDS_PROBLEM = "must be an integer ≥ 0 (-1 for n // 2) or a list of [src, dst] pairs"
@@ -400,8 +443,11 @@ def _chords_check(value: Any) -> str | None:
 
 
 def _is_int_pair(pair: Any) -> bool:
-    return (isinstance(pair, (list, tuple)) and len(pair) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in pair))
+    return (
+        isinstance(pair, (list, tuple))
+        and len(pair) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+    )
 
 
 def _chord_pair(k: int, pair: Any, n: int) -> tuple[int, int]:
@@ -411,13 +457,17 @@ def _chord_pair(k: int, pair: Any, n: int) -> tuple[int, int]:
     src, dst = pair
     for node in (src, dst):
         if not 0 <= node < n:
-            raise JobError(f"{where}: node {node} is out of range for {n} nodes (nodes are 0..{n - 1})")
+            raise JobError(
+                f"{where}: node {node} is out of range for {n} nodes (nodes are 0..{n - 1})"
+            )
     if src == dst:
         raise JobError(f"{where} is a self-loop; a chord must join two different nodes")
     return src, dst
 
 
-def from_file(n: int, path: str | Path, directed: bool = False, base_dir: str | Path | None = None) -> Graph:
+def from_file(
+    n: int, path: str | Path, directed: bool = False, base_dir: str | Path | None = None
+) -> Graph:
     """Graph read from an edge-list file: one edge ``src dst`` (0-based ints) per line.
 
     ``#`` starts a comment; blank lines are ignored; an edge listed twice is an error (undirected: ``0 1``
@@ -436,7 +486,9 @@ def from_file(n: int, path: str | Path, directed: bool = False, base_dir: str | 
     except FileNotFoundError:
         raise JobError(f"[{SECTION}] path: no such file {shown!r}") from None
     except IsADirectoryError:
-        raise JobError(f"[{SECTION}] path: {shown!r} is a directory, not an edge-list file") from None
+        raise JobError(
+            f"[{SECTION}] path: {shown!r} is a directory, not an edge-list file"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise JobError(f"[{SECTION}] path: cannot read {shown!r}: {err}") from None
     pairs: list[tuple[int, int]] = []
@@ -451,26 +503,37 @@ def from_file(n: int, path: str | Path, directed: bool = False, base_dir: str | 
                 raise ValueError
             src, dst = int(fields[0]), int(fields[1])
         except ValueError:
-            raise JobError(f"{where}: expected two node ids 'src dst', got {line.strip()!r}") from None
+            raise JobError(
+                f"{where}: expected two node ids 'src dst', got {line.strip()!r}"
+            ) from None
         for node in (src, dst):
             if not 0 <= node < n:
-                raise JobError(f"{where}: node {node} is out of range for {n} ranks (nodes are 0..{n - 1}); "
-                               f"start more ranks or fix the file")
+                raise JobError(
+                    f"{where}: node {node} is out of range for {n} ranks (nodes are 0..{n - 1}); "
+                    f"start more ranks or fix the file"
+                )
         if src == dst:
-            raise JobError(f"{where}: self-loop {src} → {dst} is not allowed (a node's own weight is implicit)")
+            raise JobError(
+                f"{where}: self-loop {src} → {dst} is not allowed (a node's own weight is implicit)"
+            )
         key = (src, dst) if directed else (min(src, dst), max(src, dst))
         if key in seen:
             same = "" if directed else " (undirected: src dst and dst src are the same edge)"
-            raise JobError(f"{where}: duplicate edge {src} {dst}, already listed on line {seen[key]}{same}; "
-                           "list each edge once")
+            raise JobError(
+                f"{where}: duplicate edge {src} {dst}, already listed on line {seen[key]}{same}; "
+                "list each edge once"
+            )
         seen[key] = lineno
         pairs.append((src, dst))
-    return Graph.from_pairs(n, np.asarray(pairs, dtype=np.int64).reshape(-1, 2), directed=directed, kind="file")
+    return Graph.from_pairs(
+        n, np.asarray(pairs, dtype=np.int64).reshape(-1, 2), directed=directed, kind="file"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Registry: [topology] kind → keys and builder
 # --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TopologyKind:
@@ -490,7 +553,9 @@ class TopologyKind:
 
     def describe(self) -> str:
         """Multi-line job-file reference for this kind."""
-        lines = [f"{self.name} (directed default {'true' if self.default_directed else 'false'}): {self.doc}"]
+        lines = [
+            f"{self.name} (directed default {'true' if self.default_directed else 'false'}): {self.doc}"
+        ]
         lines += [f"  {p.describe()}" for p in self.params]
         return "\n".join(lines)
 
@@ -498,45 +563,112 @@ class TopologyKind:
 _SEED = Param("seed", int, 0, "seed of the random graph (same seed, same graph)", minimum=0)
 
 KINDS: dict[str, TopologyKind] = {
-    k.name: k for k in (
+    k.name: k
+    for k in (
         TopologyKind("ring", (), False, "ring i → i+1 mod n (undirected: i ↔ i±1)", ring),
         TopologyKind(
             "exponential",
-            (Param("base", int, 2, "node i sends to i + base^k mod n for every base^k < n", minimum=2),),
-            True, "exponential graph i → i + 1, 2, 4, … mod n", exponential),
+            (
+                Param(
+                    "base",
+                    int,
+                    2,
+                    "node i sends to i + base^k mod n for every base^k < n",
+                    minimum=2,
+                ),
+            ),
+            True,
+            "exponential graph i → i + 1, 2, 4, … mod n",
+            exponential,
+        ),
         TopologyKind(
             "torus",
-            (Param("rows", int, 0, "rows of the torus (0: choose from n)", minimum=0),
-             Param("cols", int, 0, "columns of the torus (0: choose from n); rows × cols must equal n",
-                   minimum=0)),
-            False, "2-D torus with wrap-around; rows = cols = 0 picks the most square rows ≤ cols (a prime n is an "
-            "error: set rows = 1 for a 1 × n ring)", torus),
+            (
+                Param("rows", int, 0, "rows of the torus (0: choose from n)", minimum=0),
+                Param(
+                    "cols",
+                    int,
+                    0,
+                    "columns of the torus (0: choose from n); rows × cols must equal n",
+                    minimum=0,
+                ),
+            ),
+            False,
+            "2-D torus with wrap-around; rows = cols = 0 picks the most square rows ≤ cols (a prime n is an "
+            "error: set rows = 1 for a 1 × n ring)",
+            torus,
+        ),
         TopologyKind("complete", (), False, "every node talks to every other", complete),
-        TopologyKind("disconnected", (), False,
-                     "no edges (W = I): every node trains alone; the no-communication baseline, accepted by "
-                     "every algorithm despite not being connected", disconnected),
+        TopologyKind(
+            "disconnected",
+            (),
+            False,
+            "no edges (W = I): every node trains alone; the no-communication baseline, accepted by "
+            "every algorithm despite not being connected",
+            disconnected,
+        ),
         TopologyKind(
             "star",
             (Param("hub", int, 0, "the centre node", minimum=0),),
-            False, "hub ↔ every other node (directed: hub → others only)", star),
+            False,
+            "hub ↔ every other node (directed: hub → others only)",
+            star,
+        ),
         TopologyKind(
             "erdos_renyi",
-            (Param("p", float, REQUIRED, "probability of each edge", minimum=0.0, maximum=1.0,
-                   exclusive_minimum=True),
-             _SEED,
-             Param("max_tries", int, 1000, "draws to try before giving up on connectivity", minimum=1)),
-            True, "random graph, redrawn until strongly connected (undirected: connected)", erdos_renyi),
+            (
+                Param(
+                    "p",
+                    float,
+                    REQUIRED,
+                    "probability of each edge",
+                    minimum=0.0,
+                    maximum=1.0,
+                    exclusive_minimum=True,
+                ),
+                _SEED,
+                Param(
+                    "max_tries",
+                    int,
+                    1000,
+                    "draws to try before giving up on connectivity",
+                    minimum=1,
+                ),
+            ),
+            True,
+            "random graph, redrawn until strongly connected (undirected: connected)",
+            erdos_renyi,
+        ),
         TopologyKind(
             "chord_ring",
-            (Param("chords", (int, list), CHORDS_DEFAULT,
-                   "number of random chords i → j (j ≠ i, i+1; -1 means n // 2) or a list of [src, dst] pairs",
-                   check=_chords_check),
-             _SEED),
-            True, "directed ring plus chords: an irregular strongly connected digraph (n ≥ 3)", chord_ring),
+            (
+                Param(
+                    "chords",
+                    (int, list),
+                    CHORDS_DEFAULT,
+                    "number of random chords i → j (j ≠ i, i+1; -1 means n // 2) or a list of [src, dst] pairs",
+                    check=_chords_check,
+                ),
+                _SEED,
+            ),
+            True,
+            "directed ring plus chords: an irregular strongly connected digraph (n ≥ 3)",
+            chord_ring,
+        ),
         TopologyKind(
             "file",
-            (Param("path", str, REQUIRED, "edge-list file: one 'src dst' per line (0-based), # comments"),),
-            False, "edges read from a file (undirected: symmetrised)", from_file),
+            (
+                Param(
+                    "path",
+                    str,
+                    REQUIRED,
+                    "edge-list file: one 'src dst' per line (0-based), # comments",
+                ),
+            ),
+            False,
+            "edges read from a file (undirected: symmetrised)",
+            from_file,
+        ),
     )
 }
 
@@ -551,8 +683,13 @@ def get_kind(kind: str) -> TopologyKind:
     return KINDS[KIND_PARAM.coerce(SECTION, kind)]
 
 
-def build_graph(kind: str, n: int, directed: bool | None, table: Mapping[str, Any],
-                base_dir: str | Path | None = None) -> Graph:
+def build_graph(
+    kind: str,
+    n: int,
+    directed: bool | None,
+    table: Mapping[str, Any],
+    base_dir: str | Path | None = None,
+) -> Graph:
     """Validate a ``[topology]`` table for ``kind`` and build the graph on ``n`` nodes.
 
     ``directed=None`` uses the kind's default. Every key of ``table`` must belong to ``kind`` (the keys

@@ -47,7 +47,9 @@ class Schedule:
         if self.period == 1:
             return self.graphs[0]
         edges = np.concatenate([g.edges for g in self.graphs])
-        return Graph.from_pairs(self.n, edges, directed=any(g.directed for g in self.graphs), kind=self.kind)
+        return Graph.from_pairs(
+            self.n, edges, directed=any(g.directed for g in self.graphs), kind=self.kind
+        )
 
     @staticmethod
     def static(graph: Graph) -> Schedule:
@@ -62,10 +64,19 @@ def one_peer_exponential(n: int, base: int = 2) -> Schedule:
         offsets.append(offset)
         offset *= base
     nodes = np.arange(n)
-    graphs = tuple(Graph.from_pairs(n, np.stack([nodes, (nodes + k) % n], axis=1), directed=True,
-                                    kind="one_peer_exponential") for k in offsets)
-    return Schedule(graphs or (Graph(n, np.zeros((0, 2), dtype=np.int64), True, "one_peer_exponential"),),
-                    "one_peer_exponential")
+    graphs = tuple(
+        Graph.from_pairs(
+            n,
+            np.stack([nodes, (nodes + k) % n], axis=1),
+            directed=True,
+            kind="one_peer_exponential",
+        )
+        for k in offsets
+    )
+    return Schedule(
+        graphs or (Graph(n, np.zeros((0, 2), dtype=np.int64), True, "one_peer_exponential"),),
+        "one_peer_exponential",
+    )
 
 
 def random_pairs(n: int, period: int, seed: int = 0) -> Schedule:
@@ -78,7 +89,11 @@ def random_pairs(n: int, period: int, seed: int = 0) -> Schedule:
     for r in range(period):
         order = np.random.default_rng([seed, r, 0x9A1B]).permutation(n)
         pairs = order[: n - n % 2].reshape(-1, 2)
-        edges = np.concatenate([pairs, pairs[:, ::-1]]) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
+        edges = (
+            np.concatenate([pairs, pairs[:, ::-1]])
+            if len(pairs)
+            else np.zeros((0, 2), dtype=np.int64)
+        )
         graphs.append(Graph.from_pairs(n, edges, directed=False, kind="random_pairs"))
     return Schedule(tuple(graphs), "random_pairs")
 
@@ -107,15 +122,23 @@ class ScheduleKind:
 SCHEDULES: dict[str, ScheduleKind] = {
     "one_peer_exponential": ScheduleKind(
         "one_peer_exponential",
-        (Param("base", int, 2, "at step t node i sends only to i + base^(t mod K) mod n", minimum=2),),
+        (
+            Param(
+                "base", int, 2, "at step t node i sends only to i + base^(t mod K) mod n", minimum=2
+            ),
+        ),
         "time-varying directed exponential graph: one peer per node and step, offsets cycling (push-sum only)",
         lambda n, p: one_peer_exponential(n, p["base"]),
     ),
     "random_pairs": ScheduleKind(
         "random_pairs",
-        (Param("period", int, 64, "number of distinct pairings; slot r = t mod period", minimum=1),
-         Param("seed", int, 0, "seed of the permutations", minimum=0)),
-        "a new random pairing of the nodes every slot, n odd: one sits out ([outer] pairing = \"random\" "
+        (
+            Param(
+                "period", int, 64, "number of distinct pairings; slot r = t mod period", minimum=1
+            ),
+            Param("seed", int, 0, "seed of the permutations", minimum=0),
+        ),
+        'a new random pairing of the nodes every slot, n odd: one sits out ([outer] pairing = "random" '
         "sets it up with one slot per round)",
         lambda n, p: random_pairs(n, p["period"], p["seed"]),
     ),

@@ -16,14 +16,28 @@ from mpidecent.topology.graphs import KINDS
 from mpidecent.topology.schedule import SCHEDULES
 
 COMMON_PARAMS: tuple[Param, ...] = (
-    Param("kind", str, "complete", "graph family (static) or schedule (time-varying)",
-          choices=(*KINDS, *SCHEDULES)),
-    Param("n", int, 0, "number of nodes; 0 = the number of MPI ranks started (when set it must match)",
-          minimum=0),
+    Param(
+        "kind",
+        str,
+        "complete",
+        "graph family (static) or schedule (time-varying)",
+        choices=(*KINDS, *SCHEDULES),
+    ),
+    Param(
+        "n",
+        int,
+        0,
+        "number of nodes; 0 = the number of MPI ranks started (when set it must match)",
+        minimum=0,
+    ),
     Param("directed", bool, None, "directed graph (default depends on the kind)"),
-    Param("weights", str, "auto",
-          "mixing matrix: column_uniform (push-sum), metropolis (undirected); auto = the algorithm's choice",
-          choices=("auto", "column_uniform", "metropolis")),
+    Param(
+        "weights",
+        str,
+        "auto",
+        "mixing matrix: column_uniform (push-sum), metropolis (undirected); auto = the algorithm's choice",
+        choices=("auto", "column_uniform", "metropolis"),
+    ),
 )
 COMMON_KEYS: tuple[str, ...] = tuple(p.name for p in COMMON_PARAMS)
 KIND_NAMES: tuple[str, ...] = (*KINDS, *SCHEDULES)

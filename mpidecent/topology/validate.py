@@ -93,7 +93,9 @@ def connectivity_problem(graph: Graph, strong: bool = True) -> str | None:
         apart = np.flatnonzero(~_reachable_ignoring_direction(graph, 0)).tolist()
         if not apart:
             return None
-        return f"{_nodes_phrase(apart)} {'is' if len(apart) == 1 else 'are'} not connected to node 0"
+        return (
+            f"{_nodes_phrase(apart)} {'is' if len(apart) == 1 else 'are'} not connected to node 0"
+        )
     stuck = cannot_reach(graph, 0)
     if stuck:
         return f"{_nodes_phrase(stuck)} cannot reach node 0"
@@ -118,7 +120,9 @@ def eccentricity(graph: Graph, source: int, limit: int) -> int | None:
         starts = indptr[frontier]
         counts = indptr[frontier + 1] - starts
         # position p of the concatenated out-lists is targets[starts[k] + (p - offset of list k)]
-        gather = np.arange(int(counts.sum())) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
+        gather = np.arange(int(counts.sum())) + np.repeat(
+            starts - (np.cumsum(counts) - counts), counts
+        )
         ahead = np.unique(targets[gather])
         frontier = ahead[~seen[ahead]]
         if frontier.size == 0:

@@ -32,7 +32,9 @@ def column_stochastic_uniform(graph: Graph) -> np.ndarray:
     (directed ring, exponential graph) this ``W`` is also row stochastic; on an irregular one it is not,
     which is what push-sum's weight ``y`` corrects.
     """
-    share = 1.0 / (graph.out_degree + 1.0)  # (n,): the fraction each sender j gives to each recipient
+    share = 1.0 / (
+        graph.out_degree + 1.0
+    )  # (n,): the fraction each sender j gives to each recipient
     w = np.diag(share)
     w[graph.edges[:, 1], graph.edges[:, 0]] = share[graph.edges[:, 0]]
     return w
@@ -89,7 +91,9 @@ WEIGHTS: dict[str, Callable[[Graph], np.ndarray]] = {
 }
 
 
-WEIGHTS_PARAM = Param("weights", str, REQUIRED, "the mixing-weight rule", choices=tuple(sorted(WEIGHTS)))
+WEIGHTS_PARAM = Param(
+    "weights", str, REQUIRED, "the mixing-weight rule", choices=tuple(sorted(WEIGHTS))
+)
 
 
 def build_weights(name: str, graph: Graph) -> np.ndarray:
@@ -99,8 +103,10 @@ def build_weights(name: str, graph: Graph) -> np.ndarray:
     try:
         return WEIGHTS[name](graph)
     except ValueError:
-        raise JobError(f"[topology] weights = {name!r} needs an undirected graph, but this {graph.kind} "
-                       f"graph is directed; set directed = false or use weights = 'column_uniform'") from None
+        raise JobError(
+            f"[topology] weights = {name!r} needs an undirected graph, but this {graph.kind} "
+            f"graph is directed; set directed = false or use weights = 'column_uniform'"
+        ) from None
 
 
 def _stochastic_along(w: np.ndarray, axis: int, tol: float) -> bool:
