@@ -1,11 +1,11 @@
 """mpidecent: decentralized, communication-compressed learning on MPI.
 
-``mpidecent.train(job, model=..., data=...)`` runs a job from your own script under mpirun (``api.py``);
-``mpidecent run`` is the command line.
+``mpidecent.train(job, model=..., data=...)`` runs a job from your own script under mpirun
+(``api.py``); ``mpidecent run`` is the command line.
 
-Layers (imports point down only; ``tests/unit/test_layers.py`` checks it): cli / api → bench / report →
-runner → plan → config → algorithms → comm / io → topology / compression / coding / gossip / learning →
-errors, params, rng, plugins. See the README's architecture section.
+Layers (imports point down only; ``tests/unit/test_layers.py`` checks it): cli / api → bench /
+report → runner → plan → config → algorithms → comm / io → topology / compression / coding / gossip
+/ learning → errors, params, rng, plugins. See the README's architecture section.
 """
 
 from mpidecent.threads import limit_native_threads as _limit_native_threads

@@ -8,18 +8,19 @@
     result = mpidecent.train("job.toml", model=Net)        # every rank calls it
     print(result.metrics["test_accuracy"], result.model)    # the same on every rank
 
-``job`` is a job file's path, TOML text or a dict of sections (relative paths in the job — data files,
-``.py`` files — are read from the job file's folder, or from the current folder for text and dicts).
-``model`` and ``data`` may be Python
-callables: a model factory (a ``torch.nn.Module`` class or function taking the ``[model]`` keys and, if it
-names them, ``input_shape`` and ``classes``) and a data loader (see ``learning/sources.py``). They are
-given import paths that resolve to these objects (``module:qualname``, stored in the results file's job
-text), so a resumed run must pass the same callables again.
+``job`` is a job file's path, TOML text or a dict of sections (relative paths in the job — data
+files, ``.py`` files — are read from the job file's folder, or from the current folder for text and
+dicts). ``model`` and ``data`` may be Python callables: a model factory (a ``torch.nn.Module`` class
+or function taking the ``[model]`` keys and, if it names them, ``input_shape`` and ``classes``) and
+a data loader (see ``learning/sources.py``). They are given import paths that resolve to these
+objects (``module:qualname``, stored in the results file's job text), so a resumed run must pass the
+same callables again.
 
-Every rank validates the job on its own, then the ranks agree: a bad job raises ``JobError`` with the
-same one-line message on every rank, before any run starts. A run installs mpidecent's handlers for
-SIGUSR1/SIGTERM (checkpoint and stop at a step boundary the ranks agree on) and an excepthook that aborts every rank
-when one fails, as ``mpidecent run`` does, so a failing rank cannot leave the others waiting.
+Every rank validates the job on its own, then the ranks agree: a bad job raises ``JobError`` with
+the same one-line message on every rank, before any run starts. A run installs mpidecent's handlers
+for SIGUSR1/SIGTERM (checkpoint and stop at a step boundary the ranks agree on) and an excepthook
+that aborts every rank when one fails, as ``mpidecent run`` does, so a failing rank cannot leave the
+others waiting.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _jobs(job: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str]) 
     if isinstance(job, str):
         return load_text_jobs(job, "<string>", overrides)
     raise JobError(
-        f"mpidecent.train: job must be a job file's path, TOML text or a dict, got {type(job).__name__}"
+        "mpidecent.train: job must be a job file's path, TOML text or a dict, got "
+        f"{type(job).__name__}"
     )
 
 
@@ -85,10 +87,10 @@ def train(
     """Run a job on every rank of ``MPI.COMM_WORLD`` (collective: every rank calls it with the same
     arguments); returns its ``TrainResult`` (a list for a job with [[sweep]] variants).
 
-    ``out``: the results file (a sweep's folder), default [run] out; ``overrides``: ``--set`` strings
-    such as ``"algorithm.lr=0.05"``; ``force`` overwrites an existing results file; ``resume`` continues
-    from its checkpoint; ``quiet`` prints no progress. Raises ``JobError`` (every rank, the same message)
-    for a bad job, model, data set or output path."""
+    ``out``: the results file (a sweep's folder), default [run] out; ``overrides``: ``--set``
+    strings such as ``"algorithm.lr=0.05"``; ``force`` overwrites an existing results file;
+    ``resume`` continues from its checkpoint; ``quiet`` prints no progress. Raises ``JobError``
+    (every rank, the same message) for a bad job, model, data set or output path."""
     from mpidecent.comm.world import init_mpi
 
     env = init_mpi(probe_osc=True)

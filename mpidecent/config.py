@@ -1,16 +1,16 @@
 """Job files: TOML → a validated, frozen ``Job``.
 
-Pure (no MPI): every rank runs ``load_job`` on its own before the first collective, so a bad job fails
-identically everywhere. Each section's keys are declared as ``Param`` tuples, by this module for the
-fixed sections ([run]) and by the plug-ins for the variant sections (topology kinds, algorithms,
-compressors, data sets, models): an unknown key, a wrong type or an out-of-range value raises
-``JobError`` with one line naming ``[section] key``.
+Pure (no MPI): every rank runs ``load_job`` on its own before the first collective, so a bad job
+fails identically everywhere. Each section's keys are declared as ``Param`` tuples, by this module
+for the fixed sections ([run]) and by the plug-ins for the variant sections (topology kinds,
+algorithms, compressors, data sets, models): an unknown key, a wrong type or an out-of-range value
+raises ``JobError`` with one line naming ``[section] key``.
 
-``--set section.key=value`` overrides are applied to the parsed table before validation; the value is
-read as a TOML literal (``0.05``, ``true``, ``[1, 2]``, ``"ring"``), and a bare word is taken as a string.
-Switching a plug-in with ``--set`` (``--set compression.name=identity``) sets aside the file's keys that
-only the replaced plug-in knew (after checking them against it), so runs can be compared side by side
-from one job file; ``Job.set_aside`` lists them and the run prints them.
+``--set section.key=value`` overrides are applied to the parsed table before validation; the value
+is read as a TOML literal (``0.05``, ``true``, ``[1, 2]``, ``"ring"``), and a bare word is taken as
+a string. Switching a plug-in with ``--set`` (``--set compression.name=identity``) sets aside the
+file's keys that only the replaced plug-in knew (after checking them against it), so runs can be
+compared side by side from one job file; ``Job.set_aside`` lists them and the run prints them.
 """
 
 from __future__ import annotations
@@ -78,22 +78,22 @@ RUN_PARAMS: tuple[Param, ...] = (
         "eval_every",
         int,
         0,
-        "evaluate the network (the average model, its training and test metrics, the "
-        "consensus distance, each node's own full-shard and test metrics) only every this many steps, a "
-        "multiple of log_every, and at the last step; the log rows in between keep the counters (bits, bytes, "
-        "loss, seconds, the algorithm's extras) and NaN for the evaluated metrics (docs/results-format.md). "
-        "0 = at every log point",
+        "evaluate the network (the average model, its training and test metrics, the consensus "
+        "distance, each node's own full-shard and test metrics) only every this many steps, a "
+        "multiple of log_every, and at the last step; the log rows in between keep the counters "
+        "(bits, bytes, loss, seconds, the algorithm's extras) and NaN for the evaluated metrics "
+        "(docs/results-format.md). 0 = at every log point",
         minimum=0,
     ),
     Param(
         "eval",
         str,
         "allreduce",
-        "how a log point forms the average model x̄: allreduce = on every rank, "
-        "from an all-reduce of a float64 copy of every model (8·d bytes per rank); reduce = on rank 0 only, "
-        "the models summed in their own dtype (itemsize·d bytes per rank): rank 0 evaluates x̄ on the whole "
-        "test set, the consensus distance comes from norms, and the training-set metrics of x̄ "
-        "(avg_model_loss, suboptimality, accuracy) are NaN (docs/results-format.md)",
+        "how a log point forms the average model x̄: allreduce = on every rank, from an all-reduce "
+        "of a float64 copy of every model (8·d bytes per rank); reduce = on rank 0 only, the "
+        "models summed in their own dtype (itemsize·d bytes per rank): rank 0 evaluates x̄ on the "
+        "whole test set, the consensus distance comes from norms, and the training-set metrics of "
+        "x̄ (avg_model_loss, suboptimality, accuracy) are NaN (docs/results-format.md)",
         choices=("allreduce", "reduce"),
     ),
     Param(
@@ -116,8 +116,8 @@ RUN_PARAMS: tuple[Param, ...] = (
         "divergence_threshold",
         float,
         1e8,
-        "stop the run as diverged when any model entry exceeds this magnitude (checked at log steps, "
-        "besides the loss and consensus rules of Run health below)",
+        "stop the run as diverged when any model entry exceeds this magnitude (checked at log "
+        "steps, besides the loss and consensus rules of Run health below)",
         minimum=0.0,
         exclusive_minimum=True,
     ),
@@ -125,25 +125,25 @@ RUN_PARAMS: tuple[Param, ...] = (
         "save_model",
         str,
         "average",
-        "at the end of a completed run, save the network-average model as a "
-        "torch state_dict (<out without .h5>.model.pt); all: also each node's (.node<rank>.model.pt); none",
+        "at the end of a completed run, save the network-average model as a torch state_dict (<out "
+        "without .h5>.model.pt); all: also each node's (.node<rank>.model.pt); none",
         choices=("average", "all", "none"),
     ),
     Param(
         "progress",
         str,
         "hooks",
-        "how a rank lets MPI move its neighbour exchanges in flight while it "
-        "computes (a large message over TCP moves only inside MPI calls): hooks = a non-blocking test of "
-        "every exchange in flight after each layer's forward pass and each parameter's gradient; none = "
-        "only when the algorithm waits. The numbers are identical either way; only the time differs "
-        "(docs/performance.md, the overlap section)",
+        "how a rank lets MPI move its neighbour exchanges in flight while it computes (a large "
+        "message over TCP moves only inside MPI calls): hooks = a non-blocking test of every "
+        "exchange in flight after each layer's forward pass and each parameter's gradient; none = "
+        "only when the algorithm waits. The numbers are identical either way; only the time "
+        "differs (docs/performance.md, the overlap section)",
         choices=("hooks", "none"),
     ),
 )
 
-# The network a report models the run on (``mpidecent report``'s modelled time, see comm/linkmodel.py);
-# it does not change how the run itself communicates.
+# The network a report models the run on (``mpidecent report``'s modelled time, see
+# comm/linkmodel.py); it does not change how the run itself communicates.
 LINK_PARAMS: tuple[Param, ...] = (
     Param(
         "bandwidth_bps",
@@ -179,7 +179,8 @@ STRAGGLER_PARAMS: tuple[Param, ...] = (
         str,
         "none",
         "none; fixed (exactly count workers skip each step); bernoulli (each skips with "
-        "probability p); delay (every worker sleeps delay_shift_s + Exp(delay_mean_s) before sending)",
+        "probability p); delay (every worker sleeps delay_shift_s + Exp(delay_mean_s) before "
+        "sending)",
         choices=("none", "fixed", "bernoulli", "delay"),
     ),
     Param("count", int, 0, "fixed: stragglers per step", minimum=0),
@@ -203,8 +204,9 @@ STRAGGLER_PARAMS: tuple[Param, ...] = (
 
 ALGORITHM_NAME = Param("name", str, doc="algorithm", choices=tuple(ALGORITHMS))
 COMPRESSION_NAME, ERROR_FEEDBACK = COMPRESSION_COMMON
-# Keys added after results files and checkpoints existed: written into the stored job only when set, so
-# a run made before the key existed is still the same job (``--resume`` compares the stored job text).
+# Keys added after results files and checkpoints existed: written into the stored job only when set,
+# so a run made before the key existed is still the same job (``--resume`` compares the stored job
+# text).
 _WRITTEN_WHEN_SET = {
     ("compression", "error_feedback"): False,
     ("run", "save_model"): "average",
@@ -245,21 +247,23 @@ class Job:
     source: str  # the job file's text as given
     path: str  # where it came from ("<string>" for text)
     overrides: tuple[str, ...]
-    # Keys of the job file that belonged to a plug-in replaced by --set (e.g. compression.levels after
-    # --set compression.name=identity); they were valid for it and are not used.
+    # Keys of the job file that belonged to a plug-in replaced by --set (e.g. compression.levels
+    # after --set compression.name=identity); they were valid for it and are not used.
     set_aside: tuple[str, ...] = ()
-    # For a variant of a [[sweep]]: its name (the sweep's settings are already applied), and its value of
-    # every key the sweep varies, e.g. "levels=4 gamma=0.5" (the sweep table's label).
+    # For a variant of a [[sweep]]: its name (the sweep's settings are already applied), and its
+    # value of every key the sweep varies, e.g. "levels=4 gamma=0.5" (the sweep table's label).
     variant: str = ""
     label: str = ""
-    # [outer]: local steps and an outer optimizer (algorithms/local_steps.py); empty when the job has none
+    # [outer]: local steps and an outer optimizer (algorithms/local_steps.py); empty when the job
+    # has none
     outer: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     def section(self, name: str) -> Mapping[str, Any]:
         return getattr(self, name)
 
     def to_toml(self) -> str:
-        """The resolved job (every key, defaults included) as TOML; ``load_text`` of it gives this job."""
+        """The resolved job (every key, defaults included) as TOML; ``load_text`` of it gives this
+        job."""
         lines: list[str] = []
         for name in SECTIONS:
             if name == "outer" and not self.outer:
@@ -323,8 +327,8 @@ def load_text_jobs(
         [[sweep]]                      # a grid: one variant per combination, named levels4-gamma0.5, ...
         grid = { "compression.levels" = [4, 16], "algorithm.gamma" = [0.5, 1.0] }
 
-    Each variant is the file's job with its ``set`` (and grid values) applied, then the command line's
-    ``--set`` overrides. Variant ``v`` of a job named ``base`` is named ``base-v`` and writes
+    Each variant is the file's job with its ``set`` (and grid values) applied, then the command
+    line's ``--set`` overrides. Variant ``v`` of a job named ``base`` is named ``base-v`` and writes
     ``<[run] out folder, default runs/base>/v.h5``. Every variant is validated here, so a bad one
     stops the whole sweep before anything runs."""
     try:
@@ -411,7 +415,8 @@ def expand_sweep(sweep: Any) -> list[tuple[str, dict[str, Any]]]:
                 or not all(isinstance(v, list) and v for v in grid.values())
             ):
                 raise JobError(
-                    f'{where}: grid must be a table of "section.key" = [value, ...] lists, each with '
+                    f'{where}: grid must be a table of "section.key" = [value, ...] lists, each '
+                    "with "
                     'at least one value, e.g. grid = { "algorithm.gamma" = [0.5, 1.0] }'
                 )
             keys = list(grid)
@@ -467,8 +472,8 @@ def _name_part(key: str, short: str, value: Any) -> str:
 
 
 def sweep_label(job: Job, swept: Sequence[str], settings: Mapping[str, Any]) -> str:
-    """Every swept key's value in this variant, e.g. ``levels=4 gamma=0.5`` (a key the variant does not
-    set shows the job's resolved value; ``-`` when the variant's plug-in has no such key)."""
+    """Every swept key's value in this variant, e.g. ``levels=4 gamma=0.5`` (a key the variant does
+    not set shows the job's resolved value; ``-`` when the variant's plug-in has no such key)."""
     parts = []
     for key, short in zip(swept, _short_keys(swept)):
         section, _, name = key.partition(".")
@@ -504,8 +509,8 @@ def _set_key(table: dict[str, Any], dotted: str, value: Any, where: str) -> None
         raise JobError(f"[{section}] must be a table")
     selector = _SELECTORS.get(section)
     if name == selector and sub.get(name, value) != value:
-        # Switching plug-in (e.g. --set compression.name=identity): remember the one the file chose, so
-        # its own keys can be set aside instead of being rejected as unknown.
+        # Switching plug-in (e.g. --set compression.name=identity): remember the one the file chose,
+        # so its own keys can be set aside instead of being rejected as unknown.
         table.setdefault(_SWITCHED, {}).setdefault(section, sub[name])
     sub[name] = value
 
@@ -549,8 +554,8 @@ def _switch_user_plugin(
     common: Sequence[str],
 ) -> list[str]:
     """``--set model.name=...`` (or data.name) switched a plug-in: drop the keys of the one the file
-    chose that the new one does not take. An import path's keys are its callable's arguments: every key
-    but the common ones belongs to it. Returns the dropped keys."""
+    chose that the new one does not take. An import path's keys are its callable's arguments: every
+    key but the common ones belongs to it. Returns the dropped keys."""
     if old is None:
         return []
     own = set(common) | {"name"}
@@ -597,9 +602,10 @@ def validate(
     run = resolve("run", RUN_PARAMS, table.get("run", {}))
     if run["name"] and not _VARIANT_NAME.fullmatch(run["name"]):
         raise JobError(
-            f"[run] name = {run['name']!r}: a run name must be a plain file name of letters, digits "
-            "and _ . + - that does not start with a dot (no / or \\); it names runs/<name>.h5 — set "
-            "[run] out to choose the folder"
+            f"[run] name = {run['name']!r}: a run name must be a plain file name of letters, "
+            "digits "
+            "and _ . + - that does not start with a dot (no / or \\); it names runs/<name>.h5 — "
+            "set [run] out to choose the folder"
         )
     run["name"] = run["name"] or default_name
     run["out"] = run["out"] or f"runs/{run['name']}.h5"
@@ -607,8 +613,9 @@ def validate(
         every, log_every = run["eval_every"], run["log_every"]
         near = max(round(every / log_every), 1) * log_every
         raise JobError(
-            f"[run] eval_every = {every} is not a multiple of log_every = {log_every}: set eval_every "
-            f"= {near} (evaluations happen at log points), or 0 to evaluate at every log point"
+            f"[run] eval_every = {every} is not a multiple of log_every = {log_every}: set "
+            f"eval_every = {near} (evaluations happen at log points), or 0 to evaluate at every "
+            "log point"
         )
 
     algo_table = table["algorithm"]
@@ -630,8 +637,9 @@ def validate(
     stray = sorted((unused_optimizer_keys(algorithm) - {"optimizer"}) & set(algo_table))
     if stray:
         raise JobError(
-            f"[algorithm] {stray[0]} does not apply to optimizer = {algorithm['optimizer']!r} (it reads "
-            f"{', '.join(OPTIMIZER_KEYS[algorithm['optimizer']]) or 'no keys of its own'}); remove it or "
+            f"[algorithm] {stray[0]} does not apply to optimizer = {algorithm['optimizer']!r} (it "
+            f"reads {', '.join(OPTIMIZER_KEYS[algorithm['optimizer']]) or 'no keys of its own'}); "
+            "remove it or "
             "choose the optimizer that uses it"
         )
 
@@ -694,7 +702,8 @@ def validate(
         )
     if master_worker and data["batch_size"] != 0:
         raise JobError(
-            f"[data] batch_size = {data['batch_size']}: {algo_name} workers send gradients of whole "
+            f"[data] batch_size = {data['batch_size']}: {algo_name} workers send gradients of "
+            "whole "
             "partitions; set batch_size = 0"
         )
     job = Job(
@@ -721,9 +730,10 @@ PAIRING_PERIOD_LIMIT = (
 def _pairing_topology(
     spec: AlgorithmSpec, run: Mapping[str, Any], outer: Mapping[str, Any], table: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The [topology] of ``[outer] pairing = "random"``: the random_pairs schedule with one slot per round
-    of the run (up to PAIRING_PERIOD_LIMIT), seeded by [run] seed; a ``[topology] kind = "random_pairs"``
-    table may set n, period and seed itself (and repeat the derived directed and weights)."""
+    """The [topology] of ``[outer] pairing = "random"``: the random_pairs schedule with one slot per
+    round of the run (up to PAIRING_PERIOD_LIMIT), seeded by [run] seed; a ``[topology] kind =
+    "random_pairs"`` table may set n, period and seed itself (and repeat the derived directed and
+    weights)."""
     rounds = -(-run["steps"] // outer["every"])
     directed = bool(getattr(spec.pattern, "directed", False))
     derived = {
@@ -757,9 +767,9 @@ def _validate_compression(
     set_aside: list[str],
     local_steps: bool = False,
 ) -> dict[str, Any]:
-    """The [compression] section for the algorithm ``spec``: an operator it accepts, its keys, and error
-    feedback only where the algorithm has a stream it applies to (with ``local_steps``: the compressed
-    pseudo-gradient of a "compressed_gossip" round)."""
+    """The [compression] section for the algorithm ``spec``: an operator it accepts, its keys, and
+    error feedback only where the algorithm has a stream it applies to (with ``local_steps``: the
+    compressed pseudo-gradient of a "compressed_gossip" round)."""
     table = dict(table)
     name = COMPRESSION_NAME.coerce("compression", table.get("name", "identity"))
     old = COMPRESSORS.get(switched.get("compression", ""))
@@ -783,8 +793,8 @@ def _validate_compression(
     ):
         users = ", ".join(s.name for s in ALGORITHMS.values() if s.error_feedback)
         raise JobError(
-            f"[compression] error_feedback = true does not apply to {spec.name}: its messages carry "
-            f"no compression error forward (error feedback applies to {users}); remove it"
+            f"[compression] error_feedback = true does not apply to {spec.name}: its messages "
+            f"carry no compression error forward (error feedback applies to {users}); remove it"
         )
     options = resolve(
         "compression", COMPRESSORS[name].params, table, owner=name, ignore=COMPRESSION_KEYS
@@ -793,21 +803,22 @@ def _validate_compression(
         probe = COMPRESSORS[name](8, "float64", **options)
         if not probe.contractive:
             raise JobError(
-                f"[compression] {probe.describe()} is not contractive; {spec.name} needs a contractive "
-                f"operator ({contractive_operators()})"
+                f"[compression] {probe.describe()} is not contractive; {spec.name} needs a "
+                f"contractive operator ({contractive_operators()})"
             )
     if spec.needs_unbiased:
         probe = COMPRESSORS[name](8, "float64", **options)
         if not probe.unbiased:
             raise JobError(
-                f"[compression] {probe.describe()} is biased; {spec.name} needs an unbiased operator "
-                f"({unbiased_operators()})"
+                f"[compression] {probe.describe()} is biased; {spec.name} needs an unbiased "
+                f"operator ({unbiased_operators()})"
             )
     return {"name": name, **options, "error_feedback": feedback}
 
 
 def table_to_toml(table: Mapping[str, Any]) -> str:
-    """A job given as a dict of sections (and an optional "sweep" list of variant tables) as TOML text."""
+    """A job given as a dict of sections (and an optional "sweep" list of variant tables) as TOML
+    text."""
     lines: list[str] = []
     for name, section in table.items():
         if name == "sweep" and isinstance(section, (list, tuple)):
@@ -862,69 +873,106 @@ def _table(params: Sequence[Param]) -> list[str]:
 SWEEP_REFERENCE: list[str] = [
     "## [[sweep]]",
     "",
-    "A job file may hold variants of its job: `mpidecent run` validates every variant first (one bad variant",
-    "refuses the whole launch, before anything runs), then runs them one after another in the same launch.",
-    "Variant `v` of a job named `base` is named `base-v` and writes `<[run] out folder, default runs/base>/v.h5`",
-    "(`--out DIR` puts the files in DIR). Command-line `--set` options apply to every variant, after the",
+    "A job file may hold variants of its job: `mpidecent run` validates every variant first (one "
+    "bad variant",
+    "refuses the whole launch, before anything runs), then runs them one after another in the same "
+    "launch.",
+    "Variant `v` of a job named `base` is named `base-v` and writes `<[run] out folder, default "
+    "runs/base>/v.h5`",
+    "(`--out DIR` puts the files in DIR). Command-line `--set` options apply to every variant, "
+    "after the",
     "variant's own settings. Each entry is one of:",
     "",
     "| key | type | meaning |",
     "|---|---|---|",
-    "| `name` | string | the variant's name (letters, digits, `_ . + -`); with `grid`, a prefix of the generated names |",
-    '| `set` | table | `"section.key" = value` settings of this variant (with `grid`: applied to every combination) |',
-    '| `grid` | table of lists | `"section.key" = [values]`: one variant per combination (the Cartesian product, first key slowest) |',
+    "| `name` | string | the variant's name (letters, digits, `_ . + -`); with `grid`, a prefix of "
+    "the generated names |",
+    '| `set` | table | `"section.key" = value` settings of this variant (with `grid`: applied to '
+    "every combination) |",
+    '| `grid` | table of lists | `"section.key" = [values]`: one variant per combination (the '
+    "Cartesian product, first key slowest) |",
     "",
     "```toml",
     "[[sweep]]",
     'name = "Q10"',
     'set = { "algorithm.gossip_rounds" = 10, "compression.fraction" = 0.1 }',
     "",
-    "[[sweep]]                       # 4 variants: levels4-gamma0.5, levels4-gamma1, levels16-gamma0.5, levels16-gamma1",
+    "[[sweep]]                       # 4 variants: levels4-gamma0.5, levels4-gamma1, "
+    "levels16-gamma0.5, levels16-gamma1",
     'grid = { "compression.levels" = [4, 16], "algorithm.gamma" = [0.5, 1.0] }',
     "```",
     "",
-    "A grid variant's name joins `<key><value>` for each key (the key without its section, unless two keys",
-    "share it; a plug-in's `name`/`kind` shows its value alone, e.g. `topk-gamma0.5`), characters other than",
-    "letters, digits and `_ . + -` becoming `_`. A single `[sweep]` table with a `grid` works too. Two variants",
+    "A grid variant's name joins `<key><value>` for each key (the key without its section, unless "
+    "two keys",
+    "share it; a plug-in's `name`/`kind` shows its value alone, e.g. `topk-gamma0.5`), characters "
+    "other than",
+    "letters, digits and `_ . + -` becoming `_`. A single `[sweep]` table with a `grid` works too. "
+    "Two variants",
     "with the same name are an error.",
     "",
-    "After the runs, rank 0 prints a table with one line per variant: its status, final numbers and its",
-    "`settings`, the value of every key any variant sets (`levels=4 gamma=0.5`). A variant that diverges (or",
-    "fails its health check) is recorded as `diverged` in its results file and the table, and the others still",
-    "run; the launch's exit status is 0 only when every variant completed, else the worst (3 diverged, 4 stopped",
-    "by a signal: the launch ends there and `--resume` continues it). An internal error aborts the launch (1).",
+    "After the runs, rank 0 prints a table with one line per variant: its status, final numbers "
+    "and its",
+    "`settings`, the value of every key any variant sets (`levels=4 gamma=0.5`). A variant that "
+    "diverges (or",
+    "fails its health check) is recorded as `diverged` in its results file and the table, and the "
+    "others still",
+    "run; the launch's exit status is 0 only when every variant completed, else the worst (3 "
+    "diverged, 4 stopped",
+    "by a signal: the launch ends there and `--resume` continues it). An internal error aborts the "
+    "launch (1).",
     "",
-    "`mpidecent run JOB --variant NAME_OR_INDEX` runs one variant only (by name, or by 0-based index in file",
-    "order, e.g. a Slurm array task's `$SLURM_ARRAY_TASK_ID`: `slurm/sweep-array.sbatch`); it writes the same",
+    "`mpidecent run JOB --variant NAME_OR_INDEX` runs one variant only (by name, or by 0-based "
+    "index in file",
+    "order, e.g. a Slurm array task's `$SLURM_ARRAY_TASK_ID`: `slurm/sweep-array.sbatch`); it "
+    "writes the same",
     "results file as a whole-sweep run. Every variant is still validated first.",
     "",
-    "`mpidecent simulate-gossip JOB -n 8,64` replaces the job's `[topology] n`: variants that differ only in",
+    "`mpidecent simulate-gossip JOB -n 8,64` replaces the job's `[topology] n`: variants that "
+    "differ only in",
     "`n` count once.",
     "",
     "## Run health",
     "",
-    "At every log point a run is stopped as `diverged` (exit status 3, the results so far kept) when the average",
-    "model's loss is non-finite or above 1000 × max(its step-0 value, 1), when the consensus distance is",
-    "non-finite or above 10⁶ × max(its first nonzero logged value, 1), or when a model entry exceeds",
-    "`[run] divergence_threshold`; the message names the quantity, the step and a hint for the algorithm and",
-    "compressor. At the start, rank 0 warns (`mpidecent: warning: ...`) about known-unstable combinations:",
-    "quantized_push_sum, multi_gossip or choco_sgd with a biased operator (topk, sign, qsgd_contractive, randk",
+    "At every log point a run is stopped as `diverged` (exit status 3, the results so far kept) "
+    "when the average",
+    "model's loss is non-finite or above 1000 × max(its step-0 value, 1), when the consensus "
+    "distance is",
+    "non-finite or above 10⁶ × max(its first nonzero logged value, 1), or when a model entry "
+    "exceeds",
+    "`[run] divergence_threshold`; the message names the quantity, the step and a hint for the "
+    "algorithm and",
+    "compressor. At the start, rank 0 warns (`mpidecent: warning: ...`) about known-unstable "
+    "combinations:",
+    "quantized_push_sum, multi_gossip or choco_sgd with a biased operator (topk, sign, "
+    "qsgd_contractive, randk",
     "with scaled = false) and gamma = 1.",
     "",
     "## Memory",
     "",
-    "Before the data are generated or read, every rank estimates the memory its part of the job needs and",
-    "refuses a job that needs more than its share of the machine, in one line naming the key that dominates",
-    "(`[data] samples`, `features`, `batch_size`, `[model] hidden`, `channels`, or a data file's `path`):",
-    "`[data] samples = 1000000000 needs about 723 GiB per rank (data 525 GiB, model 2.8 KiB, …) but each of",
-    "the 4 ranks on this machine has about 5.5 GiB (22 GiB available)` (exit status 2). The share is the",
-    "memory available now (`MemAvailable`, or the room under a cgroup limit when smaller, as under Slurm or in",
-    "a container) divided by the ranks on this machine (from Open MPI, MPICH or Slurm; else all the ranks).",
-    "The estimate counts the data (a generated or built-in set is held whole on every rank while its shard",
-    "is cut), the model's parameters with their copies, the algorithm's d-sized vectors, the message buffers,",
-    "a step's activations and, for a convex model with `[model] l2` > 0, the exact optimum's d×d Newton",
-    "system; it is rough, and not the Python and torch runtime itself. A user's loader or model is not",
-    "estimated: running out of memory while building it is one line naming `[data] name` or `[model] name`.",
+    "Before the data are generated or read, every rank estimates the memory its part of the job "
+    "needs and",
+    "refuses a job that needs more than its share of the machine, in one line naming the key that "
+    "dominates",
+    "(`[data] samples`, `features`, `batch_size`, `[model] hidden`, `channels`, or a data file's "
+    "`path`):",
+    "`[data] samples = 1000000000 needs about 723 GiB per rank (data 525 GiB, model 2.8 KiB, …) "
+    "but each of",
+    "the 4 ranks on this machine has about 5.5 GiB (22 GiB available)` (exit status 2). The share "
+    "is the",
+    "memory available now (`MemAvailable`, or the room under a cgroup limit when smaller, as under "
+    "Slurm or in",
+    "a container) divided by the ranks on this machine (from Open MPI, MPICH or Slurm; else all "
+    "the ranks).",
+    "The estimate counts the data (a generated or built-in set is held whole on every rank while "
+    "its shard",
+    "is cut), the model's parameters with their copies, the algorithm's d-sized vectors, the "
+    "message buffers,",
+    "a step's activations and, for a convex model with `[model] l2` > 0, the exact optimum's d×d "
+    "Newton",
+    "system; it is rough, and not the Python and torch runtime itself. A user's loader or model is "
+    "not",
+    "estimated: running out of memory while building it is one line naming `[data] name` or "
+    "`[model] name`.",
     "`MPIDECENT_NO_MEMORY_CHECK=1` in the environment skips the estimate.",
     "",
 ]
@@ -978,13 +1026,20 @@ def job_reference() -> str:
     out += [
         "## [data]",
         "",
-        '`name` is a built-in below or a loader by import path, `"package.module:load"` or `"loader.py:load"`',
-        "(a file relative to the job file). **A job file that names an import path runs that code on every",
-        "rank.** The loader gets the table's other keys as keyword arguments and returns `(x, y)` or",
-        "`(x, y, x_test, y_test)` (arrays or tensors, x of any per-sample shape); a loader whose signature names",
-        "`rank` and `world_size` returns only that rank's training shard (and the whole test set). Keys of a",
-        "loader besides its own: `task` (`auto` | binary | multiclass | regression; auto: integer labels →",
-        "multiclass, others → regression), `test_fraction` (when it returns no test set) and the keys every",
+        '`name` is a built-in below or a loader by import path, `"package.module:load"` or '
+        '`"loader.py:load"`',
+        "(a file relative to the job file). **A job file that names an import path runs that code "
+        "on every",
+        "rank.** The loader gets the table's other keys as keyword arguments and returns `(x, y)` "
+        "or",
+        "`(x, y, x_test, y_test)` (arrays or tensors, x of any per-sample shape); a loader whose "
+        "signature names",
+        "`rank` and `world_size` returns only that rank's training shard (and the whole test set). "
+        "Keys of a",
+        "loader besides its own: `task` (`auto` | binary | multiclass | regression; auto: integer "
+        "labels →",
+        "multiclass, others → regression), `test_fraction` (when it returns no test set) and the "
+        "keys every",
         "data set has:",
         "",
         *_table(LOADER_PARAMS),
@@ -997,12 +1052,18 @@ def job_reference() -> str:
     out += [
         "## [model]",
         "",
-        '`name` is a built-in below or a factory by import path, `"package.module:make"` or `"nets.py:Net"`',
-        "(a file relative to the job file). **A job file that names an import path runs that code on every",
-        "rank.** The factory gets the table's other keys as keyword arguments, plus `input_shape` (one",
-        "sample's shape) and `classes` (2 binary, C multiclass, 0 regression) when its signature names them,",
-        "and returns a `torch.nn.Module`: one logit for binary tasks, `(B, classes)` for multiclass. Its",
-        "non-trainable buffers (batch norm's running statistics) stay local to each node and are checkpointed;",
+        '`name` is a built-in below or a factory by import path, `"package.module:make"` or '
+        '`"nets.py:Net"`',
+        "(a file relative to the job file). **A job file that names an import path runs that code "
+        "on every",
+        "rank.** The factory gets the table's other keys as keyword arguments, plus `input_shape` "
+        "(one",
+        "sample's shape) and `classes` (2 binary, C multiclass, 0 regression) when its signature "
+        "names them,",
+        "and returns a `torch.nn.Module`: one logit for binary tasks, `(B, classes)` for "
+        "multiclass. Its",
+        "non-trainable buffers (batch norm's running statistics) stay local to each node and are "
+        "checkpointed;",
         "the saved average model (`[run] save_model`) holds their mean. Keys of every model:",
         "",
         *_table(MODEL_COMMON),
@@ -1021,9 +1082,11 @@ def job_reference() -> str:
     out += [
         "## [outer]",
         "",
-        "Local steps and an outer optimizer (DiLoCo family; [docs/algorithms/local-steps.md](algorithms/local-steps.md)):",
+        "Local steps and an outer optimizer (DiLoCo family; "
+        "[docs/algorithms/local-steps.md](algorithms/local-steps.md)):",
         "H inner steps with the `[algorithm]`'s optimizer and no communication, then the round's",
-        "pseudo-gradient Δ = φ − θ is aggregated over the algorithm's pattern and the outer optimizer steps",
+        "pseudo-gradient Δ = φ − θ is aggregated over the algorithm's pattern and the outer "
+        "optimizer steps",
         f"φ. Accepted by {', '.join(outer_algorithms())}. Without `[outer]` nothing changes.",
         "",
         *_table(OUTER_PARAMS),

@@ -1,8 +1,8 @@
 """Error types that reach the user as one line.
 
-``JobError`` is bad input (job file, topology, CLI flag, data file): the CLI prints its message as one
-line on rank 0 and every rank exits with status 2. Messages name the job key (``[section] key``) and
-say how to fix it.
+``JobError`` is bad input (job file, topology, CLI flag, data file): the CLI prints its message as
+one line on rank 0 and every rank exits with status 2. Messages name the job key (``[section] key``)
+and say how to fix it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ class JobError(Exception):
 
 
 class OutputError(Exception):
-    """Writing an output file failed (full disk, vanished folder, I/O error); ``str(err)`` says what was
-    written where and why, in one line. The runner stops every rank with ``EXIT_IO``."""
+    """Writing an output file failed (full disk, vanished folder, I/O error); ``str(err)`` says what
+    was written where and why, in one line. The runner stops every rank with ``EXIT_IO``."""
 
 
 class NonFiniteInputError(ValueError):

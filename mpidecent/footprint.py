@@ -1,34 +1,41 @@
-"""How much memory one rank of a job needs, estimated from the job before anything is allocated, and the
-one-line refusal of a job that needs more than the rank's share of the machine.
+"""How much memory one rank of a job needs, estimated from the job before anything is allocated, and
+the one-line refusal of a job that needs more than the rank's share of the machine.
 
 ``check_memory`` is called by every rank on its own (pure, before the first collective) from
-``plan.plan_job``, after the topology checks and before the data are generated or read, so a job whose
-sizes are out of reach (``[data] samples``, ``features``, ``[model] hidden`` or ``batch_size`` in the
-billions) ends every rank with one ``JobError`` naming the key that dominates and the numbers, instead of
-a MemoryError deep inside (or the kernel's OOM killer). The estimate, in bytes per rank:
+``plan.plan_job``, after the topology checks and before the data are generated or read, so a job
+whose sizes are out of reach (``[data] samples``, ``features``, ``[model] hidden`` or ``batch_size``
+in the billions) ends every rank with one ``JobError`` naming the key that dominates and the
+numbers, instead of a MemoryError deep inside (or the kernel's OOM killer). The estimate, in bytes
+per rank:
 
 * data: a generated or built-in set is held whole on every rank while its shard is cut (8 bytes per
   entry), then the rank's training rows, the whole test set and its slice; a file (``hdf5``) by its
-  datasets' shapes: the labels, the rank's rows and the test set. Labels and the split/partition index
-  arrays count 64 bytes per sample. A master/worker rank holding several partitions counts each.
-* model: d parameters (from ``[model]`` and the sample shape: logistic, softmax, mlp, cnn1d, cnn) times
-  the parameters, their gradient, the torch copy made while building, the float64 evaluation copy with
-  its gradient and the metrics' float64 copies.
-* algorithm: the d-sized vectors its declaration counts (``AlgorithmSpec.memory``: its state, and copies
-  kept per schedule slot for itself and each in-neighbour, such as quantized push-sum's references), the
-  local optimizer's, error feedback's and the compressor's scratch (measured on a small instance).
-* messages: for each message stream the algorithm declares, its vectors per message × its buffer sets in
-  flight × the pattern's buffers per set: the send buffer and one receive buffer per in-neighbour of this
-  rank, each the compressed message's size (a master receives one from every worker).
+  datasets' shapes: the labels, the rank's rows and the test set. Labels and the split/partition
+  index arrays count 64 bytes per sample. A master/worker rank holding several partitions counts
+  each.
+* model: d parameters (from ``[model]`` and the sample shape: logistic, softmax, mlp, cnn1d, cnn)
+  times the parameters, their gradient, the torch copy made while building, the float64 evaluation
+  copy with its gradient and the metrics' float64 copies.
+* algorithm: the d-sized vectors its declaration counts (``AlgorithmSpec.memory``: its state, and
+  copies kept per schedule slot for itself and each in-neighbour, such as quantized push-sum's
+  references), the local optimizer's, error feedback's and the compressor's scratch (measured on a
+  small instance).
+* messages: for each message stream the algorithm declares, its vectors per message × its buffer
+  sets in flight × the pattern's buffers per set: the send buffer and one receive buffer per
+  in-neighbour of this rank, each the compressed message's size (a master receives one from every
+  worker).
 * batch: the minibatch's gathered rows and the forward/backward activations of every layer (3 per
   width), or the evaluation's forward pass over the shard or the test set, whichever is larger.
-* optimum: the exact f* of a convex model with ℓ2 > 0 (Newton on the d×d Hessian, about 4 d² floats).
+* optimum: the exact f* of a convex model with ℓ2 > 0 (Newton on the d×d Hessian, about 4 d²
+  floats).
 
-What only the user's code knows (a loader's arrays, a factory's model) is not estimated; a MemoryError
-while building it is turned into the same kind of one line by ``memory_guard`` (``plan_job`` and
-``runner/build.py``). ``MPIDECENT_NO_MEMORY_CHECK=1`` skips the refusal (not the guard).
+What only the user's code knows (a loader's arrays, a factory's model) is not estimated; a
+MemoryError while building it is turned into the same kind of one line by ``memory_guard``
+(``plan_job`` and ``runner/build.py``). ``MPIDECENT_NO_MEMORY_CHECK=1`` skips the refusal (not the
+guard).
 
-No torch: validation never imports it (h5py only for a file's shapes, the compressors without numba).
+No torch: validation never imports it (h5py only for a file's shapes, the compressors without
+numba).
 """
 
 from __future__ import annotations
@@ -71,8 +78,8 @@ _SAMPLE_DIM = (
 
 @dataclass(frozen=True)
 class Part:
-    """One component of the estimate: bytes per rank, and the job key that drives it (``[data] samples =
-    1000000000``) with how to lower it."""
+    """One component of the estimate: bytes per rank, and the job key that drives it (``[data]
+    samples = 1000000000``) with how to lower it."""
 
     bytes: int
     key: str
@@ -81,7 +88,8 @@ class Part:
 
 @dataclass(frozen=True)
 class Footprint:
-    """A rank's estimated memory by component (bytes); components that cannot be estimated are absent."""
+    """A rank's estimated memory by component (bytes); components that cannot be estimated are
+    absent."""
 
     parts: Mapping[str, Part]
 
@@ -107,11 +115,11 @@ def check_memory(
     base_dir: str | None = None,
     share: MemoryShare | None = None,
 ) -> Footprint | None:
-    """Refuse (``JobError``, one line with the numbers) a job whose estimated memory on this rank is above
-    the rank's share of the machine. Every rank, pure, before the first collective. ``weights``: the
-    plan's mixing matrix per slot (n × n, row i = receiver i), for this rank's in-degree; ``share``: for
-    tests (default: this machine's, ``machine.memory_share``). Returns the estimate (None: no share known
-    or the check is switched off)."""
+    """Refuse (``JobError``, one line with the numbers) a job whose estimated memory on this rank is
+    above the rank's share of the machine. Every rank, pure, before the first collective.
+    ``weights``: the plan's mixing matrix per slot (n × n, row i = receiver i), for this rank's
+    in-degree; ``share``: for tests (default: this machine's, ``machine.memory_share``). Returns the
+    estimate (None: no share known or the check is switched off)."""
     if os.environ.get(SKIP_ENV, "").strip() not in ("", "0"):
         return None
     world = int(weights[0].shape[0])
@@ -125,7 +133,8 @@ def check_memory(
 
 
 def refusal(footprint: Footprint, share: MemoryShare) -> str:
-    """The one line of a refused job: the dominant key, the estimate by component, the rank's share."""
+    """The one line of a refused job: the dominant key, the estimate by component, the rank's
+    share."""
     top = footprint.dominant
     room = (
         f"each of the {share.ranks} ranks on this machine has about {size_text(share.per_rank)} "
@@ -139,17 +148,17 @@ def refusal(footprint: Footprint, share: MemoryShare) -> str:
         else "use a machine with more memory"
     )
     return (
-        f"{top.key} needs about {size_text(footprint.total)} per rank ({footprint.breakdown()}) but {room}: "
-        f"{top.fix} or {more}; {SKIP_ENV}=1 skips this check"
+        f"{top.key} needs about {size_text(footprint.total)} per rank ({footprint.breakdown()}) "
+        f"but {room}: {top.fix} or {more}; {SKIP_ENV}=1 skips this check"
     )
 
 
 @contextmanager
 def memory_guard(what: str, world_size: int) -> Iterator[None]:
-    """Turn running out of memory inside the block (numpy's MemoryError, torch's allocator error) into a
-    one-line ``JobError`` naming ``what`` (e.g. ``[model] name = 'nets.py:Big'``): for sizes only known
-    once the user's code has built them. Every rank that allocates; the caller decides what a JobError
-    means where it runs (before or after the ranks agreed)."""
+    """Turn running out of memory inside the block (numpy's MemoryError, torch's allocator error)
+    into a one-line ``JobError`` naming ``what`` (e.g. ``[model] name = 'nets.py:Big'``): for sizes
+    only known once the user's code has built them. Every rank that allocates; the caller decides
+    what a JobError means where it runs (before or after the ranks agreed)."""
     try:
         yield
     except MemoryError as err:
@@ -168,13 +177,14 @@ def out_of_memory(what: str, err: BaseException, world_size: int) -> str:
     room = ""
     if share is not None:
         room = (
-            f"; each of the {share.ranks} ranks on this machine has about {size_text(share.per_rank)} "
-            f"({size_text(share.available)} available)"
+            f"; each of the {share.ranks} ranks on this machine has about "
+            f"{size_text(share.per_rank)} ({size_text(share.available)} available)"
             if share.ranks > 1
             else f"; this machine has about {size_text(share.available)} available"
         )
     return (
-        f"{what} ran out of memory ({text}){room}: make its data or model smaller, or use more machines "
+        f"{what} ran out of memory ({text}){room}: make its data or model smaller, or use more "
+        "machines "
         "(fewer ranks on each)"
     )
 
@@ -185,8 +195,8 @@ def out_of_memory(what: str, err: BaseException, world_size: int) -> str:
 @dataclass(frozen=True)
 class DataShape:
     """A data set's sizes, known without building it. ``samples``: the whole set (training + test);
-    ``test``: the test rows; ``whole``: the whole set is held in memory by every rank while its shard
-    is cut (generated and built-in sets); ``key``/``fix``: the job key that sets the size;
+    ``test``: the test rows; ``whole``: the whole set is held in memory by every rank while its
+    shard is cut (generated and built-in sets); ``key``/``fix``: the job key that sets the size;
     ``feature_key``: the key that sets a sample's size (for the model's first layer)."""
 
     samples: int
@@ -206,8 +216,8 @@ class DataShape:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A built-in model's parameter count d and the widths of its layers' outputs per sample (for the
-    activations), with the key that sets d."""
+    """A built-in model's parameter count d and the widths of its layers' outputs per sample (for
+    the activations), with the key that sets d."""
 
     dim: int
     widths: tuple[int, ...]
@@ -218,8 +228,8 @@ class ModelShape:
 def estimate(
     job: Job, weights: Sequence[np.ndarray], rank: int, base_dir: str | None = None
 ) -> Footprint:
-    """This rank's memory by component (see the module docstring); pure, no allocation beyond a small
-    compressor instance."""
+    """This rank's memory by component (see the module docstring); pure, no allocation beyond a
+    small compressor instance."""
     from mpidecent.algorithms import ALGORITHMS
 
     spec = ALGORITHMS[job.algorithm["name"]]
@@ -298,8 +308,8 @@ def _in_degree(weights: Sequence[np.ndarray], rank: int) -> tuple[int, int]:
 
 
 def _buffers_per_message(pattern: Pattern, rank: int, world: int, max_in: int) -> int:
-    """The buffers this rank holds for one message of a stream (one set in flight): the pattern's send
-    buffer and receive buffers."""
+    """The buffers this rank holds for one message of a stream (one set in flight): the pattern's
+    send buffer and receive buffers."""
     from mpidecent.comm.patterns import AllReduce, MasterWorker, NeighborGossip, OneSidedGossip
 
     if isinstance(pattern, NeighborGossip):
@@ -312,10 +322,11 @@ def _buffers_per_message(pattern: Pattern, rank: int, world: int, max_in: int) -
 
 
 def _compressor_bytes(table: Mapping[str, Any], state: int, dim: int) -> tuple[float, float]:
-    """(message bytes per entry, scratch bytes per entry) of the job's compressor for ``dim`` entries,
-    measured on an instance of ``_SAMPLE_DIM`` entries (sizes are linear in d); the uncompressed size when
-    it cannot be built. The sample runs the numpy reference (below the kernels' minimum length, so numba
-    is not imported); where the fused kernels will run instead, their scratch is counted as one vector."""
+    """(message bytes per entry, scratch bytes per entry) of the job's compressor for ``dim``
+    entries, measured on an instance of ``_SAMPLE_DIM`` entries (sizes are linear in d); the
+    uncompressed size when it cannot be built. The sample runs the numpy reference (below the
+    kernels' minimum length, so numba is not imported); where the fused kernels will run instead,
+    their scratch is counted as one vector."""
     from mpidecent.compression import build_compressor
 
     try:
@@ -329,8 +340,8 @@ def _compressor_bytes(table: Mapping[str, Any], state: int, dim: int) -> tuple[f
 
 
 def _kernels_at(dim: int) -> bool:
-    """Whether a compressor of ``dim`` entries will use the compiled kernels (``compression/kernels.py``),
-    decided without importing numba."""
+    """Whether a compressor of ``dim`` entries will use the compiled kernels
+    (``compression/kernels.py``), decided without importing numba."""
     import importlib.util
 
     from mpidecent.compression import kernels
@@ -343,8 +354,9 @@ def _kernels_at(dim: int) -> bool:
 
 
 def _batch(job: Job, data: DataShape, model: ModelShape, rows: int, state: int) -> Part:
-    """The larger of a training step (the minibatch's rows, indices and activations) and the evaluation's
-    forward pass over the shard or the whole test set (float64, no gradients: two layers at a time)."""
+    """The larger of a training step (the minibatch's rows, indices and activations) and the
+    evaluation's forward pass over the shard or the whole test set (float64, no gradients: two
+    layers at a time)."""
     size = int(job.data["batch_size"])
     batch = size or rows
     width = sum(model.widths)
@@ -370,7 +382,8 @@ def _batch(job: Job, data: DataShape, model: ModelShape, rows: int, state: int) 
 
 
 def _optimum(model: Mapping[str, Any], data: DataShape, rows: int) -> int:
-    """Bytes of the exact optimum's Newton solve (runner/metrics.py ``network_optimum``), 0 when none."""
+    """Bytes of the exact optimum's Newton solve (runner/metrics.py ``network_optimum``), 0 when
+    none."""
     name = model["name"]
     if name not in ("logistic", "linear") or model["l2"] <= 0 or model["loss"] != "auto":
         return 0
@@ -382,8 +395,8 @@ def _optimum(model: Mapping[str, Any], data: DataShape, rows: int) -> int:
 
 
 def data_shape(values: Mapping[str, Any], base_dir: str | None = None) -> DataShape | None:
-    """The sizes of the job's data set without building it; None for a user's loader or a file that cannot
-    be read (``check_data`` then reports it)."""
+    """The sizes of the job's data set without building it; None for a user's loader or a file that
+    cannot be read (``check_data`` then reports it)."""
     from mpidecent import plugins
     from mpidecent.learning.data import num_test_samples
     from mpidecent.learning.sources import DATASETS
@@ -470,8 +483,8 @@ def _file_shape(values: Mapping[str, Any], base_dir: str | None, classes: int) -
 
 
 def model_shape(values: Mapping[str, Any], data: DataShape) -> ModelShape | None:
-    """d and the layer widths of a built-in model on ``data``'s samples; None for a user's model (or a
-    sample shape the model refuses: ``check_model`` reports that)."""
+    """d and the layer widths of a built-in model on ``data``'s samples; None for a user's model (or
+    a sample shape the model refuses: ``check_model`` reports that)."""
     name, shape, p = values["name"], data.input_shape, data.features
     outputs = 1 if data.classes in (0, 2) else data.classes
     feature = (data.feature_key, data.feature_fix)
@@ -503,7 +516,8 @@ def _conv_out(length: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def _cnn1d(shape: tuple[int, ...], outputs: int, channels: int) -> ModelShape | None:
-    """``networks.CNN1d``: convolutions (kernel 5, 3, 3; stride 2; padding 1), then a linear layer."""
+    """``networks.CNN1d``: convolutions (kernel 5, 3, 3; stride 2; padding 1), then a linear
+    layer."""
     if len(shape) not in (1, 2):
         return None
     fan_in, length = (1, shape[0]) if len(shape) == 1 else shape
@@ -524,8 +538,8 @@ def _cnn1d(shape: tuple[int, ...], outputs: int, channels: int) -> ModelShape | 
 def _lenet(
     shape: tuple[int, ...], outputs: int, channels: list[int], hidden: list[int]
 ) -> ModelShape | None:
-    """``networks.LeNet``: 5×5 convolutions (the first padded by 2), each with ReLU and 2×2 pooling, then
-    the fully connected layers."""
+    """``networks.LeNet``: 5×5 convolutions (the first padded by 2), each with ReLU and 2×2 pooling,
+    then the fully connected layers."""
     if len(shape) not in (2, 3):
         return None
     fan_in, height, width = (1, *shape) if len(shape) == 2 else shape

@@ -1,12 +1,13 @@
 """What this machine offers one rank: the memory available now, and how many ranks share it (and
 ``size_text``, how mpidecent writes a number of bytes in its messages).
 
-Pure and per rank (no MPI, no collective): every rank calls ``memory_share`` on its own before the first
-collective (``footprint.check_memory``). The available memory is ``MemAvailable`` of ``/proc/meminfo``,
-or the room left under a cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``) when that is smaller,
-as under Slurm or in a container. The ranks sharing the machine come from the launcher's environment
-(Open MPI, MPICH/Hydra, Slurm), capped at the world size; without one, every rank is taken to be on this
-machine (the world size), the conservative guess for ``mpirun -n N`` on a workstation.
+Pure and per rank (no MPI, no collective): every rank calls ``memory_share`` on its own before the
+first collective (``footprint.check_memory``). The available memory is ``MemAvailable`` of
+``/proc/meminfo``, or the room left under a cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``)
+when that is smaller, as under Slurm or in a container. The ranks sharing the machine come from the
+launcher's environment (Open MPI, MPICH/Hydra, Slurm), capped at the world size; without one, every
+rank is taken to be on this machine (the world size), the conservative guess for ``mpirun -n N`` on
+a workstation.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def memory_share(world_size: int, env: Mapping[str, str] | None = None) -> Memor
 
 
 def available_memory() -> int | None:
-    """Bytes a new allocation can take now: MemAvailable, or the room under a cgroup limit if smaller."""
+    """Bytes a new allocation can take now: MemAvailable, or the room under a cgroup limit if
+    smaller."""
     found = _meminfo_available()
     room = _cgroup_room()
     if found is None:
@@ -53,7 +55,8 @@ def available_memory() -> int | None:
 
 def ranks_on_this_machine(world_size: int, env: Mapping[str, str]) -> int:
     """The ranks of this launch on this machine, from the launcher's environment (the same number on
-    every rank of a machine); the world size when no launcher says. Never more than ``world_size``."""
+    every rank of a machine); the world size when no launcher says. Never more than
+    ``world_size``."""
     for key in (
         "OMPI_COMM_WORLD_LOCAL_SIZE",
         "MPI_LOCALNRANKS",
@@ -120,8 +123,8 @@ def _read_int(path: str) -> int | None:
 
 
 def _cgroup_room() -> int | None:
-    """The smallest room (limit − usage) over this process's memory cgroup and its ancestors, v2 or v1;
-    None when no limit applies or none can be read."""
+    """The smallest room (limit − usage) over this process's memory cgroup and its ancestors, v2 or
+    v1; None when no limit applies or none can be read."""
     rooms = []
     for folder, limit_name, usage_name in _cgroup_folders():
         limit, usage = (
@@ -134,8 +137,8 @@ def _cgroup_room() -> int | None:
 
 
 def _cgroup_folders() -> Iterator[tuple[str, str, str]]:
-    """(folder, limit file, usage file) of this process's memory cgroup and each ancestor, where mounted
-    (the cgroup's own path, and the mount root a container sees as its own cgroup)."""
+    """(folder, limit file, usage file) of this process's memory cgroup and each ancestor, where
+    mounted (the cgroup's own path, and the mount root a container sees as its own cgroup)."""
     try:
         with open("/proc/self/cgroup", encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -170,7 +173,8 @@ def _cgroup_folders() -> Iterator[tuple[str, str, str]]:
 
 
 def size_text(nbytes: float) -> str:
-    """Bytes in binary units: ``512 B``, ``0.2 MiB``, ``5.6 GiB``, ``186 GiB`` (a decimal below 10)."""
+    """Bytes in binary units: ``512 B``, ``0.2 MiB``, ``5.6 GiB``, ``186 GiB`` (a decimal below
+    10)."""
     units = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
     if nbytes < 1024:
         return f"{int(nbytes)} B"

@@ -1,8 +1,8 @@
 """Declarative job-file keys.
 
 Every job section and every plug-in (topology kind, compressor, algorithm, data set, model) declares
-its keys as a tuple of ``Param``. ``resolve`` checks a TOML table against such a tuple and returns the
-values with defaults filled in, raising ``JobError`` with one line that names the key:
+its keys as a tuple of ``Param``. ``resolve`` checks a TOML table against such a tuple and returns
+the values with defaults filled in, raising ``JobError`` with one line that names the key:
 
     [compression] levels must be ≥ 1, got 0
     [algorithm] unknown key 'gama' for quantized_push_sum (did you mean 'gamma'?; valid keys: ...)
@@ -142,8 +142,8 @@ def resolve(
 ) -> dict[str, Any]:
     """Validate ``table`` against ``specs``; return ``{name: value}`` with defaults filled in.
 
-    ``owner`` names the plug-in whose keys these are (``"for qsgd"`` in messages). Keys in ``ignore``
-    are handled by the caller (for example the ``name`` key that selected the plug-in).
+    ``owner`` names the plug-in whose keys these are (``"for qsgd"`` in messages). Keys in
+    ``ignore`` are handled by the caller (for example the ``name`` key that selected the plug-in).
     """
     specs = tuple(specs)
     known = {p.name: p for p in specs}

@@ -1,9 +1,9 @@
 """Job + world size → the graph schedule, mixing matrices and checks that can fail on bad input.
 
-Pure and deterministic (no MPI): every rank computes the same ``Plan`` before the first collective, so
-a job whose topology does not fit the ranks started, whose graph the algorithm cannot use, or whose
-data file is missing fails on every rank with the same one-line ``JobError``. ``mpidecent topology``
-uses the same functions.
+Pure and deterministic (no MPI): every rank computes the same ``Plan`` before the first collective,
+so a job whose topology does not fit the ranks started, whose graph the algorithm cannot use, or
+whose data file is missing fails on every rank with the same one-line ``JobError``. ``mpidecent
+topology`` uses the same functions.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def job_folder(job: Job) -> str | None:
 
 
 def build_topology(job: Job, n: int) -> tuple[Schedule, tuple[np.ndarray, ...]]:
-    """The job's graph schedule on ``n`` nodes and each slot's mixing matrix (no algorithm checks)."""
+    """The job's graph schedule on ``n`` nodes and each slot's mixing matrix (no algorithm
+    checks)."""
     topo = job.topology
     if is_schedule(topo["kind"]):
         schedule = build_schedule(topo["kind"], n, kind_keys(topo))
@@ -94,9 +95,10 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
     nodes = spec.pattern.data_nodes(n)
     if nodes != n and is_import_path(job.data["name"]) and is_shard_loader(job.data, folder):
         raise JobError(
-            f"[data] name = {job.data['name']!r} returns one shard per rank, but {spec.name} trains "
-            "every rank on partitions of the whole set: let the loader return the whole set (drop its "
-            "rank and world_size parameters)"
+            f"[data] name = {job.data['name']!r} returns one shard per rank, but {spec.name} "
+            "trains "
+            "every rank on partitions of the whole set: let the loader return the whole set (drop "
+            "its rank and world_size parameters)"
         )
     from mpidecent.footprint import check_memory, memory_guard
 
@@ -124,8 +126,9 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
 def _check_initial_model(
     job: Job, input_shape: tuple[int, ...], classes: int, rank: int, folder: str | None
 ) -> None:
-    """This rank's initial model (drawn as the runner draws it) must be finite: a huge [model] init_scale
-    (or a user model whose layers start with NaN/inf) is a JobError here, before any collective."""
+    """This rank's initial model (drawn as the runner draws it) must be finite: a huge [model]
+    init_scale (or a user model whose layers start with NaN/inf) is a JobError here, before any
+    collective."""
     import numpy as np
 
     from mpidecent.learning.flat import build_flat_model
@@ -139,13 +142,15 @@ def _check_initial_model(
     if bad.size:
         init = job.model["init"]
         cause = (
-            f"[model] init_scale = {job.model['init_scale']:g} is too large for {dtype.name}; choose a smaller "
+            f"[model] init_scale = {job.model['init_scale']:g} is too large for {dtype.name}; "
+            "choose a smaller "
             "init_scale"
             if init == "normal"
-            else f"[model] name = {job.model['name']!r} starts with non-finite parameters (init = {init!r}); fix "
+            else f"[model] name = {job.model['name']!r} starts with non-finite parameters (init = "
+            f"{init!r}); fix "
             'its initialisation or set init = "zeros" or "normal"'
         )
         raise JobError(
-            f"the initial model is not finite ({bad.size} of {flat.dim} entries are NaN or inf, the first "
-            f"at index {int(bad[0])}): {cause}"
+            f"the initial model is not finite ({bad.size} of {flat.dim} entries are NaN or inf, "
+            f"the first at index {int(bad[0])}): {cause}"
         )

@@ -1,14 +1,15 @@
-"""Import paths in job files: ``[model] name``, ``[data] name`` and ``[model] loss`` may name a callable.
+"""Import paths in job files: ``[model] name``, ``[data] name`` and ``[model] loss`` may name a
+callable.
 
     name = "mypackage.models:make_net"     # an importable module (on PYTHONPATH or installed)
     name = "nets.py:make_net"              # a .py file, relative to the job file's folder
 
-A job file that names an import path runs that code on every rank, like a script would. Python code can
-also hand mpidecent a callable directly (``mpidecent.train(job, model=Net)``): ``register`` gives it an
-import path that resolves to that very object in this process.
+A job file that names an import path runs that code on every rank, like a script would. Python code
+can also hand mpidecent a callable directly (``mpidecent.train(job, model=Net)``): ``register``
+gives it an import path that resolves to that very object in this process.
 
-Errors are one line naming the job key (``JobError``): a path that does not parse, a module that cannot
-be imported (or raises while importing), a missing attribute, something that is not callable.
+Errors are one line naming the job key (``JobError``): a path that does not parse, a module that
+cannot be imported (or raises while importing), a missing attribute, something that is not callable.
 """
 
 from __future__ import annotations
@@ -46,26 +47,28 @@ def check_syntax(name: str, key: str) -> None:
 
 
 def register(obj: Callable[..., Any]) -> str:
-    """An import path for ``obj`` that resolves to this object in this process (its module and qualified
-    name, e.g. ``__main__:Net``); returns it."""
+    """An import path for ``obj`` that resolves to this object in this process (its module and
+    qualified name, e.g. ``__main__:Net``); returns it."""
     path = f"{getattr(obj, '__module__', None) or 'python'}:{getattr(obj, '__qualname__', None) or id(obj)}"
     _REGISTERED[path] = obj
     return path
 
 
 def _exited(err: SystemExit) -> str:
-    """The words for a plug-in that ended the process instead of returning (``sys.exit``, ``exit()``)."""
+    """The words for a plug-in that ended the process instead of returning (``sys.exit``,
+    ``exit()``)."""
     return (
-        f"called sys.exit({err.code!r}) (a plug-in must return, not end the process: e.g. a training "
+        f"called sys.exit({err.code!r}) (a plug-in must return, not end the process: e.g. a "
+        "training "
         "script that parses sys.argv when imported)"
     )
 
 
 @contextlib.contextmanager
 def user_code(key: str, name: str) -> Iterator[None]:
-    """Around a call into the user's code after set-up (the model's forward and backward, the loss): an
-    exit becomes a JobError naming ``key`` (every rank then stops with one line), not a silent exit 0
-    that leaves the other ranks waiting."""
+    """Around a call into the user's code after set-up (the model's forward and backward, the loss):
+    an exit becomes a JobError naming ``key`` (every rank then stops with one line), not a silent
+    exit 0 that leaves the other ranks waiting."""
     try:
         yield
     except SystemExit as err:
@@ -116,8 +119,8 @@ def _module(module: str, key: str, name: str, base_dir: str | None) -> Any:
 
 
 def load(name: str, key: str, base_dir: str | None = None) -> Callable[..., Any]:
-    """The callable ``name`` names (see the module docstring); ``key`` (e.g. ``[model] name``) goes into
-    every error message; ``base_dir`` resolves a relative ``.py`` file."""
+    """The callable ``name`` names (see the module docstring); ``key`` (e.g. ``[model] name``) goes
+    into every error message; ``base_dir`` resolves a relative ``.py`` file."""
     if name in _REGISTERED:
         return _REGISTERED[name]
     check_syntax(name, key)
@@ -136,9 +139,9 @@ def load(name: str, key: str, base_dir: str | None = None) -> Callable[..., Any]
 def call(
     fn: Callable[..., Any], key: str, name: str, kwargs: dict[str, Any], optional: dict[str, Any]
 ) -> Any:
-    """``fn(**kwargs, **those of optional it accepts)`` — optional arguments (e.g. ``input_shape``) are
-    passed when the signature names them or takes ``**kwargs``. Any exception becomes one line naming
-    ``key``."""
+    """``fn(**kwargs, **those of optional it accepts)`` — optional arguments (e.g. ``input_shape``)
+    are passed when the signature names them or takes ``**kwargs``. Any exception becomes one line
+    naming ``key``."""
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -159,7 +162,8 @@ def call(
 
 
 def names_parameters(fn: Callable[..., Any], *names: str) -> bool:
-    """Whether ``fn``'s signature names every one of ``names`` explicitly (``**kwargs`` does not count)."""
+    """Whether ``fn``'s signature names every one of ``names`` explicitly (``**kwargs`` does not
+    count)."""
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):

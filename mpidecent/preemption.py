@@ -1,10 +1,10 @@
 """Stop requests (SIGUSR1 / SIGTERM) and what Slurm needs: the launch check and the requeue.
 
-A signal only sets a flag; the runner reads it at the next step boundary and the ranks agree on it in
-their status agreement (``comm/status.py``: pipelined, a few steps later, or at the next log or
+A signal only sets a flag; the runner reads it at the next step boundary and the ranks agree on it
+in their status agreement (``comm/status.py``: pipelined, a few steps later, or at the next log or
 checkpoint boundary), so they checkpoint at the same step and exit together with ``EXIT_PREEMPTED``.
-Under Slurm, rank 0 then asks for a requeue when the job allows it (submitted with
-``--requeue`` or ``MPIDECENT_REQUEUE=1``); the requeued job (``SLURM_RESTART_COUNT`` > 0) is started with
+Under Slurm, rank 0 then asks for a requeue when the job allows it (submitted with ``--requeue`` or
+``MPIDECENT_REQUEUE=1``); the requeued job (``SLURM_RESTART_COUNT`` > 0) is started with
 ``--resume`` by ``slurm/train.sbatch`` and continues from the checkpoint.
 """
 
@@ -39,12 +39,13 @@ def stop_signal_name() -> str:
 
 
 def check_world_size(size: int) -> None:
-    """Under Slurm, a world size different from SLURM_NTASKS means the launcher and MPI disagree (for
-    example a PMI mismatch that starts every rank as a singleton)."""
+    """Under Slurm, a world size different from SLURM_NTASKS means the launcher and MPI disagree
+    (for example a PMI mismatch that starts every rank as a singleton)."""
     tasks = os.environ.get("SLURM_NTASKS")
     if tasks and tasks.isdigit() and int(tasks) != size and "SLURM_JOB_ID" in os.environ:
         raise JobError(
-            f"MPI started {size} rank(s) but Slurm allocated SLURM_NTASKS = {tasks}: the MPI library "
+            f"MPI started {size} rank(s) but Slurm allocated SLURM_NTASKS = {tasks}: the MPI "
+            "library "
             "and the launcher disagree (use mpirun inside the allocation, or srun --mpi=pmix)"
         )
 
@@ -62,16 +63,16 @@ def requeue_allowed(job_id: str) -> bool:
 
 
 def requeue_under_slurm() -> str:
-    """Rank 0, after the checkpoint is on disk: requeue this Slurm job when allowed. Returns what was
-    done, for the log ("" outside Slurm)."""
+    """Rank 0, after the checkpoint is on disk: requeue this Slurm job when allowed. Returns what
+    was done, for the log ("" outside Slurm)."""
     job_id = os.environ.get("SLURM_JOB_ID")
     if not job_id:
         return ""
     if not requeue_allowed(job_id):
         return f"Slurm job {job_id} does not allow requeue (submit with --requeue); resume it with --resume"
-    # Under srun the requeue ends this job step at once, and Slurm signals every process of the step,
-    # scontrol included, often before it reports: it ignores SIGTERM, and death by a signal means the
-    # requeue was under way.
+    # Under srun the requeue ends this job step at once, and Slurm signals every process of the
+    # step, scontrol included, often before it reports: it ignores SIGTERM, and death by a signal
+    # means the requeue was under way.
     result = subprocess.run(
         ["scontrol", "requeue", job_id],
         capture_output=True,
@@ -81,7 +82,8 @@ def requeue_under_slurm() -> str:
     )
     if result.returncode < 0:
         return (
-            f"requeue of Slurm job {job_id} requested (Slurm ended this step while scontrol ran); it will "
+            f"requeue of Slurm job {job_id} requested (Slurm ended this step while scontrol ran); "
+            "it will "
             "resume from the checkpoint"
         )
     if result.returncode != 0:

@@ -1,11 +1,14 @@
 """Rank 0's progress output during a run.
 
 ``Progress(name, steps, quiet)``; ``update(step, values)`` at every log point (``values``:
-``avg_model_loss``, ``suboptimality``, ``consensus_distance``, ``cumulative_bits``); ``close()`` at the end.
+``avg_model_loss``, ``suboptimality``, ``consensus_distance``, ``cumulative_bits``); ``close()`` at
+the end.
 
-* stderr is a terminal: one progress bar line on stderr, redrawn in place, with the latest values, the
-  speed and an ETA; ``close()`` ends the line. Nothing goes to stdout, so the summary stays readable.
-* otherwise (a log file under Slurm, a pipe, tests): one plain, compact line per log point on stdout,
+* stderr is a terminal: one progress bar line on stderr, redrawn in place, with the latest values,
+  the speed and an ETA; ``close()`` ends the line. Nothing goes to stdout, so the summary stays
+  readable.
+* otherwise (a log file under Slurm, a pipe, tests): one plain, compact line per log point on
+  stdout,
   flushed at once::
 
       [quickstart] step  50/500  avg-loss 0.366981  subopt 1.651e-02  consensus 9.86e-01  bits 2.412e+05    88.2 steps/s  ETA   5.1s
@@ -85,7 +88,8 @@ class Progress:
         """The plain line of one log point (the format of log files)."""
         rate, eta = self._speed(step)
         speed = f"{rate:6.1f} steps/s  ETA {eta:5.1f}s" if math.isfinite(eta) else ""
-        # only what is known: no optimum (subopt), or a row that was not evaluated ([run] eval_every, eval)
+        # only what is known: no optimum (subopt), or a row that was not evaluated ([run]
+        # eval_every, eval)
         known = "".join(
             f"{label} {values[key]:{form}}  "
             for label, key, form in (

@@ -35,16 +35,16 @@ def generator(seed: int, rank: int, step: int, purpose: str) -> np.random.Genera
 
 @dataclass(frozen=True)
 class RandomKey:
-    """Who draws, and when: sender ``rank`` at iteration ``step`` of a run seeded with ``seed``, for the
-    message stream ``stream``.
+    """Who draws, and when: sender ``rank`` at iteration ``step`` of a run seeded with ``seed``, for
+    the message stream ``stream``.
 
     Compressors receive a key rather than a generator so that a receiver can rebuild the sender's
     generator when the wire format relies on shared randomness (rand-k indices).
 
-    ``stream`` tells an algorithm's message streams apart (``comm/neighbor.py``: 0 for its first stream,
-    a hash of the name for the others), so two streams never draw the same dither or indices. Stream 0
-    is keyed by (seed, rank, step, purpose) alone — exactly the key of every run made before streams had
-    names — and any other by (seed, rank, step, purpose, stream).
+    ``stream`` tells an algorithm's message streams apart (``comm/neighbor.py``: 0 for its first
+    stream, a hash of the name for the others), so two streams never draw the same dither or
+    indices. Stream 0 is keyed by (seed, rank, step, purpose) alone — exactly the key of every run
+    made before streams had names — and any other by (seed, rank, step, purpose, stream).
     """
 
     seed: int
@@ -61,5 +61,6 @@ class RandomKey:
 
     def word(self, purpose: str) -> int:
         """A 64-bit key (0 ≤ key < 2^64) for counter-based streams such as the quantizers' dither
-        (``compression/kernels.py``), from the same (seed, rank, step, purpose, stream) as ``generator``."""
+        (``compression/kernels.py``), from the same (seed, rank, step, purpose, stream) as
+        ``generator``."""
         return int(self._sequence(purpose).generate_state(1, np.uint64)[0])

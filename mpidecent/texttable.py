@@ -33,7 +33,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -
 
 
 def pairs(items: Sequence[tuple[str, str]], ruled: bool = False) -> str:
-    """A key/value block, keys padded to one width; ``ruled`` adds a line of dashes above and below."""
+    """A key/value block, keys padded to one width; ``ruled`` adds a line of dashes above and
+    below."""
     width = max((len(k) for k, _ in items), default=0)
     lines = [f"{k:<{width}}  {v}".rstrip() for k, v in items]
     if not ruled:

@@ -1,9 +1,10 @@
 """All-reduce SGD: the centralized reference, what a DDP user runs (``specs/baselines.md``).
 
 x ← x − α · (1/n) Σ_i g_i with an in-place ``Allreduce`` of the flat gradient; every rank holds the
-same x. With a local optimizer (``optim.py``) every rank steps along its direction d of that mean, the
-same on every rank. Traffic is the all-reduce pattern's model of the wire (``AllReduce.ring_traffic``: a ring
-all-reduce of the flat gradient), reported as such: the MPI library chooses its own algorithm.
+same x. With a local optimizer (``optim.py``) every rank steps along its direction d of that mean,
+the same on every rank. Traffic is the all-reduce pattern's model of the wire
+(``AllReduce.ring_traffic``: a ring all-reduce of the flat gradient), reported as such: the MPI
+library chooses its own algorithm.
 """
 
 from __future__ import annotations

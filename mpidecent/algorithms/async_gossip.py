@@ -1,47 +1,49 @@
 """Asynchronous randomized gossip with version vectors and staleness, on one-sided MPI windows.
 
-Spec: ``specs/async-gossip.md`` (Mitra & Ulukus 2024). Each rank publishes its model x_i, its version
-vector V_i and its round counter in one ``Win.Allocate`` window (``comm/window.py``) and runs two
-interleaved processes without any barrier between log points:
+Spec: ``specs/async-gossip.md`` (Mitra & Ulukus 2024). Each rank publishes its model x_i, its
+version vector V_i and its round counter in one ``Win.Allocate`` window (``comm/window.py``) and
+runs two interleaved processes without any barrier between log points:
 
     update:  rounds of K local SGD steps on a working copy w (``gossip/rounds.py``); when a round
-             completes, x ← x_mixed + (w − x_before), V_i[i] += 1, republish (exclusive lock, own window)
+             completes, x ← x_mixed + (w − x_before), V_i[i] += 1, republish (exclusive lock, own
+             window)
     mixing:  at the gossip times of the rank's seeded Exp(λ) clock, read a random peer j (shared lock,
              Get, Unlock), x ← ½(x + x_j), V_i ← max(V_i, V_j) (``gossip/versions.py``), republish
 
-One runner step is one local SGD step: ``[run] steps`` is every rank's SGD budget (``steps / K`` rounds),
-so the gradient work equals a synchronous algorithm's at the same ``steps``.
+One runner step is one local SGD step: ``[run] steps`` is every rank's SGD budget (``steps / K``
+rounds), so the gradient work equals a synchronous algorithm's at the same ``steps``.
 
-Time (``clock``). ``logical``: round r lasts c + Exp(μ) logical units, its K SGD steps split it evenly,
-and the gossips with times up to the end of a step are done right after that step (those of the last
-step before the round completes) — each rank's event order is reproducible from (seed, rank) and equals
-the simulator's user i (``gossip/clock.py``); what a read returns still depends on the peers' real
-progress. ``wall``: gossip times are Exp(λ) seconds since the start, checked after every SGD step and
-during a slow rank's sleep, at most one overdue gossip per check (the memoryless clock restarts rather
-than queueing gossips missed while busy).
+Time (``clock``). ``logical``: round r lasts c + Exp(μ) logical units, its K SGD steps split it
+evenly, and the gossips with times up to the end of a step are done right after that step (those of
+the last step before the round completes) — each rank's event order is reproducible from (seed,
+rank) and equals the simulator's user i (``gossip/clock.py``); what a read returns still depends on
+the peers' real progress. ``wall``: gossip times are Exp(λ) seconds since the start, checked after
+every SGD step and during a slow rank's sleep, at most one overdue gossip per check (the memoryless
+clock restarts rather than queueing gossips missed while busy).
 
-Stopping. Every rank runs its own SGD budget; ``deadline_s`` > 0 adds a shared wall-clock deadline after
-which ranks stop working (their remaining runner steps are no-ops). The runner only meets the ranks at
-log and checkpoint boundaries (``status_every_step = False``); a log point waits for every rank to reach
-that step, so with slow ranks log rarely (``log_every = steps``) or use a deadline. The window belongs to
-the one-sided pattern (``comm/patterns.py``), which frees it collectively at the end of the run; every
-lock is released inside the call that took it.
+Stopping. Every rank runs its own SGD budget; ``deadline_s`` > 0 adds a shared wall-clock deadline
+after which ranks stop working (their remaining runner steps are no-ops). The runner only meets the
+ranks at log and checkpoint boundaries (``status_every_step = False``); a log point waits for every
+rank to reach that step, so with slow ranks log rarely (``log_every = steps``) or use a deadline.
+The window belongs to the one-sided pattern (``comm/patterns.py``), which frees it collectively at
+the end of the run; every lock is released inside the call that took it.
 
-Metrics (per rank, at log points): ``staleness_mean`` / ``staleness_max`` — mean and max over the samples
-since the previous log point of S_j^i = N_j^j − V_i[j] over peers j ≠ i, sampled after every
-``sample_every`` rounds by reading every rank's round counter; ``updates`` (rounds completed), ``gossips``,
-``get_bytes`` / ``put_bytes`` (Get traffic pulled, bytes published into the own window), ``lock_wait_s``,
-``logical_time``, ``arrive_s`` (seconds from the start until this rank finished its last step before the
-log point: a slow rank arrives late, the others do not wait for it in between) and ``version_violations``
-(a peer whose counter went backwards, V_i[j] > N_j^j, or a non-monotone V_i at a sample: must stay 0).
-``bytes_sent`` counts the Get traffic this rank pulled (what crossed the network for it), ``bits_sent``
-= 8 × that, ``messages_sent`` the Gets. /events at the end: ``version_vectors`` (n, n), row i = V_i, and
-``staleness_samples`` (n, S, 4): each rank's samples (wall s, logical time, mean, max), NaN-padded.
+Metrics (per rank, at log points): ``staleness_mean`` / ``staleness_max`` — mean and max over the
+samples since the previous log point of S_j^i = N_j^j − V_i[j] over peers j ≠ i, sampled after every
+``sample_every`` rounds by reading every rank's round counter; ``updates`` (rounds completed),
+``gossips``, ``get_bytes`` / ``put_bytes`` (Get traffic pulled, bytes published into the own
+window), ``lock_wait_s``, ``logical_time``, ``arrive_s`` (seconds from the start until this rank
+finished its last step before the log point: a slow rank arrives late, the others do not wait for it
+in between) and ``version_violations`` (a peer whose counter went backwards, V_i[j] > N_j^j, or a
+non-monotone V_i at a sample: must stay 0). ``bytes_sent`` counts the Get traffic this rank pulled
+(what crossed the network for it), ``bits_sent`` = 8 × that, ``messages_sent`` the Gets. /events at
+the end: ``version_vectors`` (n, n), row i = V_i, and ``staleness_samples`` (n, S, 4): each rank's
+samples (wall s, logical time, mean, max), NaN-padded.
 
-Checkpoints: ``state()`` holds the model, working copy, round start, version vector, every counter and
-the logical clock's position (the random state: counter-based draws); a resumed run continues each
-rank's event sequence exactly, but not bit for bit the models, which depend on the real interleaving
-of reads (in either clock mode).
+Checkpoints: ``state()`` holds the model, working copy, round start, version vector, every counter
+and the logical clock's position (the random state: counter-based draws); a resumed run continues
+each rank's event sequence exactly, but not bit for bit the models, which depend on the real
+interleaving of reads (in either clock mode).
 """
 
 from __future__ import annotations
@@ -158,7 +160,8 @@ class AsyncGossip(Algorithm):
         }
 
     def after_restore(self) -> None:
-        """Resume: the clock continues from its counters; republish, then wait until every rank has."""
+        """Resume: the clock continues from its counters; republish, then wait until every rank
+        has."""
         self.round.active = bool(self.counters[_IN_ROUND])
         self._gap_peer = self.clock.gossip(int(self.counters[_GOSSIP_K]))
         self.window.get_bytes, self.window.put_bytes = (
@@ -212,7 +215,8 @@ class AsyncGossip(Algorithm):
         return StepStats(loss, 8 * pulled, pulled, self.window.gets - gets, sw.compute_s, sw.comm_s)
 
     def _gossip_until(self, until: float, sw: Stopwatch) -> None:
-        """Logical clock: every gossip with time ≤ ``until``; wall clock: at most one overdue gossip."""
+        """Logical clock: every gossip with time ≤ ``until``; wall clock: at most one overdue
+        gossip."""
         c, times = self.counters, self.times
         while times[_NEXT_GOSSIP] <= until:
             self._pull(self._gap_peer[1], sw)
@@ -287,7 +291,8 @@ class AsyncGossip(Algorithm):
                 self._gossip_until(self.times[_NOW], sw)
 
     def _sample(self) -> None:
-        """Staleness of every peer's information at this rank, from the counters the peers published."""
+        """Staleness of every peer's information at this rank, from the counters the peers
+        published."""
         c = self.counters
         counts = self.window.read_rounds(self._counts)
         counts[self.rank] = self.versions[self.rank]
@@ -353,7 +358,8 @@ class AsyncGossip(Algorithm):
         return dict(self._logged)
 
     def events(self, steps_done: int) -> dict[str, np.ndarray]:
-        """Collective: every rank's final version vector and staleness samples (identical on all ranks)."""
+        """Collective: every rank's final version vector and staleness samples (identical on all
+        ranks)."""
         n, rank = self.n, self.rank
         table = np.zeros((n, n), dtype=np.int64)
         table[rank] = self.versions

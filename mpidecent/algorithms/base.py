@@ -1,11 +1,12 @@
 """The algorithm interface and what the runner hands each algorithm.
 
-An algorithm is one file holding its state (named flat arrays) and its per-step update equations. Its
-declaration — job keys, communication pattern, accepted compressors — is in ``catalog.py``; everything
-it shares with others of its pattern lives in ``comm/``: a neighbour algorithm opens named message
-streams (``stream``, ``comm/neighbor.py``) and never touches buffers, keys, tags, exchanges or bit
-counts; its optimizers come from ``add_optimizer`` (``optim.py``), each with its own job keys and state
-names. Algorithm modules do not import mpi4py. ``docs/writing-an-algorithm.md`` walks through one.
+An algorithm is one file holding its state (named flat arrays) and its per-step update equations.
+Its declaration — job keys, communication pattern, accepted compressors — is in ``catalog.py``;
+everything it shares with others of its pattern lives in ``comm/``: a neighbour algorithm opens
+named message streams (``stream``, ``comm/neighbor.py``) and never touches buffers, keys, tags,
+exchanges or bit counts; its optimizers come from ``add_optimizer`` (``optim.py``), each with its
+own job keys and state names. Algorithm modules do not import mpi4py.
+``docs/writing-an-algorithm.md`` walks through one.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class StepStats:
-    """What one rank did in one step. Bits are counted from the packed buffers (payload + headers), per
-    out-edge; bytes are what was handed to MPI; seconds are wall-clock on this rank."""
+    """What one rank did in one step. Bits are counted from the packed buffers (payload + headers),
+    per out-edge; bytes are what was handed to MPI; seconds are wall-clock on this rank."""
 
     loss: float
     bits_sent: int
@@ -48,9 +49,9 @@ class StepStats:
 @dataclass
 class Context:
     """Everything the runner builds for an algorithm on one rank: its declaration and job keys, the
-    objective, the compressor, and the MPI objects its pattern connected (``neighbors`` for neighbour
-    gossip, ``master_worker`` for master/worker, ``window`` and ``peers`` for one-sided gossip;
-    ``collectives`` always)."""
+    objective, the compressor, and the MPI objects its pattern connected (``neighbors`` for
+    neighbour gossip, ``master_worker`` for master/worker, ``window`` and ``peers`` for one-sided
+    gossip; ``collectives`` always)."""
 
     spec: AlgorithmSpec
     rank: int
@@ -105,10 +106,10 @@ class Algorithm(ABC):
         error_feedback: bool = False,
     ) -> Stream:
         """Open the neighbour message stream ``name`` (``comm/neighbor.py``): ``vectors`` compressed
-        vectors (default: with the job's compressor) and ``scalars`` exact float64 numbers per message,
-        ``rounds`` exchanges per step, up to ``in_flight`` exchanges in flight at once. Open every stream in
-        ``__init__``, the same ones in the same order on every rank; the name gives the stream its own
-        tags and random key."""
+        vectors (default: with the job's compressor) and ``scalars`` exact float64 numbers per
+        message, ``rounds`` exchanges per step, up to ``in_flight`` exchanges in flight at once.
+        Open every stream in ``__init__``, the same ones in the same order on every rank; the name
+        gives the stream its own tags and random key."""
         if self.ctx.neighbors is None:
             raise TypeError(
                 f"{self.name} opens a message stream but its pattern is not neighbour gossip"
@@ -131,10 +132,10 @@ class Algorithm(ABC):
     def add_optimizer(
         self, keys: Mapping[str, Any] | None = None, name: str = "optimizer", dim: int | None = None
     ) -> LocalOptimizer:
-        """A local optimizer over d-vectors (``dim``, default the model's) configured by ``keys`` (default:
-        the ``[algorithm]`` keys ``optimizer``, ``momentum``, ``adam_*``) whose state is checkpointed as
-        ``<name>_m``, ``<name>_v``, ``<name>_steps``; an algorithm may hold several (e.g. inner and
-        outer), each under its own name."""
+        """A local optimizer over d-vectors (``dim``, default the model's) configured by ``keys``
+        (default: the ``[algorithm]`` keys ``optimizer``, ``momentum``, ``adam_*``) whose state is
+        checkpointed as ``<name>_m``, ``<name>_v``, ``<name>_steps``; an algorithm may hold several
+        (e.g. inner and outer), each under its own name."""
         if name in self.optimizers:
             raise ValueError(f"{self.name}: a second optimizer named {name!r}")
         opt = LocalOptimizer(
@@ -165,8 +166,8 @@ class Algorithm(ABC):
         )
 
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to resume this rank bit for bit, by name: ``own_state`` followed by every
-        optimizer's arrays (in the order they were made)."""
+        """Everything needed to resume this rank bit for bit, by name: ``own_state`` followed by
+        every optimizer's arrays (in the order they were made)."""
         state = dict(self.own_state())
         for opt in self.optimizers.values():
             for key, array in opt.state().items():
@@ -179,23 +180,23 @@ class Algorithm(ABC):
 
     @abstractmethod
     def own_state(self) -> dict[str, np.ndarray]:
-        """The algorithm's own arrays needed to resume this rank bit for bit, by name: the live arrays
-        themselves (a restore writes into them), scalars and counters as shape-(1,) arrays, the same names
-        in the same order on every rank. Its optimizers' arrays are added by ``state``. Buffers derived
-        from these (e.g. z = x / y) are rebuilt by ``after_restore``; scratch buffers and messages are not
-        state: a message in flight at a step boundary is either finished by ``drain`` or derived from the
-        state (and started again after a resume). Randomness needs nothing here: it is derived from
-        (seed, rank, step)."""
+        """The algorithm's own arrays needed to resume this rank bit for bit, by name: the live
+        arrays themselves (a restore writes into them), scalars and counters as shape-(1,) arrays,
+        the same names in the same order on every rank. Its optimizers' arrays are added by
+        ``state``. Buffers derived from these (e.g. z = x / y) are rebuilt by ``after_restore``;
+        scratch buffers and messages are not state: a message in flight at a step boundary is either
+        finished by ``drain`` or derived from the state (and started again after a resume).
+        Randomness needs nothing here: it is derived from (seed, rank, step)."""
 
     def after_restore(self) -> None:
         """Called after ``state()`` arrays were overwritten from a checkpoint."""
 
     def drain(self) -> None:
-        """Finish every exchange this rank has in flight, without changing the state: the runner calls it
-        on every rank at the same step boundary before a log row, before a checkpoint and at the end of
-        the run, so that no message is left in the network when the state is read or the run closes.
-        By default every stream's exchanges in flight are completed; what arrived stays in its message
-        for the next step to use."""
+        """Finish every exchange this rank has in flight, without changing the state: the runner
+        calls it on every rank at the same step boundary before a log row, before a checkpoint and
+        at the end of the run, so that no message is left in the network when the state is read or
+        the run closes. By default every stream's exchanges in flight are completed; what arrived
+        stays in its message for the next step to use."""
         if self.ctx.neighbors is not None:
             self.ctx.neighbors.drain()
 

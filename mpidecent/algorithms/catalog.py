@@ -1,26 +1,28 @@
-"""Every algorithm's declaration: job keys, communication pattern, accepted compressors, checks, memory
-use and the cases of its MPI tests.
+"""Every algorithm's declaration: job keys, communication pattern, accepted compressors, checks,
+memory use and the cases of its MPI tests.
 
 Pure (numpy, the pattern declarations, the gradient codes): reading and checking a job
-(``config.py``, ``plan.py``) uses only these declarations and never imports an algorithm's code, torch
-or mpi4py. The implementation — one file per family holding the state and the update equations — is
-imported by ``AlgorithmSpec.load`` when a run starts.
+(``config.py``, ``plan.py``) uses only these declarations and never imports an algorithm's code,
+torch or mpi4py. The implementation — one file per family holding the state and the update equations
+— is imported by ``AlgorithmSpec.load`` when a run starts.
 
-To add an algorithm: write its file (a subclass of ``algorithms.base.Algorithm``) and declare it here,
-in one ``AlgorithmSpec`` (nothing else names it):
+To add an algorithm: write its file (a subclass of ``algorithms.base.Algorithm``) and declare it
+here, in one ``AlgorithmSpec`` (nothing else names it):
 
-- ``params``, ``pattern``, ``compressors`` and the checks: what the job file may say and which graphs fit;
+- ``params``, ``pattern``, ``compressors`` and the checks: what the job file may say and which
+  graphs fit;
 - ``memory``: the d-sized vectors it keeps and the messages it holds (``MemoryUse``); the memory
   estimate (``footprint.py``) reads only this, so count its state as its file allocates it;
-- ``test_cases``: the cases its MPI tests run, as ``"section.key=value"`` overrides of the tests' base
-  job for its pattern (the tests set ``algorithm.name`` and the pattern's graph; the default is one case
-  named after the algorithm, no overrides). Every case runs in the bit-identical resume test
-  (``tests/mpi/test_checkpoint.py``) and, for a ``NeighborGossip`` algorithm, in the in-memory twin
-  (``tests/mpi/test_memory_twin.py``); where stop-and-resume is not step-for-step bit-identical, set
-  ``resume_tested_by`` to the test that checks its resume instead (``"tests/<file>.py::<test>: why"``).
+- ``test_cases``: the cases its MPI tests run, as ``"section.key=value"`` overrides of the tests'
+  base job for its pattern (the tests set ``algorithm.name`` and the pattern's graph; the default is
+  one case named after the algorithm, no overrides). Every case runs in the bit-identical resume
+  test (``tests/mpi/test_checkpoint.py``) and, for a ``NeighborGossip`` algorithm, in the in-memory
+  twin (``tests/mpi/test_memory_twin.py``); where stop-and-resume is not step-for-step
+  bit-identical, set ``resume_tested_by`` to the test that checks its resume instead
+  (``"tests/<file>.py::<test>: why"``).
 
-``tests/unit/test_catalog_declarations.py`` fails on a spec without test cases, a resume test that is
-not named, or an algorithm named outside its declaration in ``footprint.py``.
+``tests/unit/test_catalog_declarations.py`` fails on a spec without test cases, a resume test that
+is not named, or an algorithm named outside its declaration in ``footprint.py``.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ class DataLayout:
 
     The training set is cut into ``nodes`` partitions (the job's partition scheme). ``train`` lists
     (partition, weight) pairs: the rank's objective is Σ weight · mean loss of the partition (one
-    partition with weight 1 = the usual F_i). ``evaluate`` is the partition this rank evaluates for the
-    network metrics (None: none), so that every partition counts once. ``regularize``: whether the rank's
-    gradient includes the ℓ2 term (a master that adds it itself turns it off on its workers).
+    partition with weight 1 = the usual F_i). ``evaluate`` is the partition this rank evaluates for
+    the network metrics (None: none), so that every partition counts once. ``regularize``: whether
+    the rank's gradient includes the ℓ2 term (a master that adds it itself turns it off on its
+    workers).
     """
 
     nodes: int
@@ -58,7 +61,8 @@ class DataLayout:
 
 
 def one_partition_per_rank(job: Any, world_size: int, rank: int) -> DataLayout:
-    """The usual layout: partition ``rank`` of ``world_size``, trained and evaluated by that rank."""
+    """The usual layout: partition ``rank`` of ``world_size``, trained and evaluated by that
+    rank."""
     return DataLayout(world_size, ((rank, 1.0),), rank)
 
 
@@ -66,8 +70,9 @@ def one_partition_per_rank(job: Any, world_size: int, rank: int) -> DataLayout:
 class MessageStream:
     """One stream of messages as the memory estimate counts it: a message carries ``vectors``
     (compressed) d-vectors, and ``in_flight`` sets of buffers are held at once. One set is what the
-    pattern holds per message (neighbour gossip: a send buffer and one receive buffer per in-neighbour,
-    so a stream costs vectors × in_flight × (1 + max in-degree) messages of one d-vector)."""
+    pattern holds per message (neighbour gossip: a send buffer and one receive buffer per
+    in-neighbour, so a stream costs vectors × in_flight × (1 + max in-degree) messages of one
+    d-vector)."""
 
     vectors: int = 1
     in_flight: int = 1
@@ -75,13 +80,15 @@ class MessageStream:
 
 @dataclass(frozen=True)
 class MemoryUse:
-    """What one rank of an algorithm holds, in d-sized vectors, for the memory estimate (``footprint.py``).
+    """What one rank of an algorithm holds, in d-sized vectors, for the memory estimate
+    (``footprint.py``).
 
-    ``state_vectors``: its own state beyond the parameters and their gradient (scratch, mixes, momenta,
-    push-sum weights' vectors; a little conservative); the local optimizer's, error feedback's and the
-    compressor's are added by the estimate. ``copies_per_slot_and_neighbour``: vectors kept in every slot
-    of the graph schedule for the rank itself and for each in-neighbour (quantized push-sum's reference
-    copies x̂_i, x̂_j), counted period × (1 + max in-degree) times. ``streams``: its message streams.
+    ``state_vectors``: its own state beyond the parameters and their gradient (scratch, mixes,
+    momenta, push-sum weights' vectors; a little conservative); the local optimizer's, error
+    feedback's and the compressor's are added by the estimate. ``copies_per_slot_and_neighbour``:
+    vectors kept in every slot of the graph schedule for the rank itself and for each in-neighbour
+    (quantized push-sum's reference copies x̂_i, x̂_j), counted period × (1 + max in-degree) times.
+    ``streams``: its message streams.
     """
 
     state_vectors: int
@@ -90,7 +97,8 @@ class MemoryUse:
 
     @property
     def message_vectors(self) -> int:
-        """Compressed d-vectors in one buffer set of every stream together: Σ vectors × in_flight."""
+        """Compressed d-vectors in one buffer set of every stream together: Σ vectors ×
+        in_flight."""
         return sum(s.vectors * s.in_flight for s in self.streams)
 
 
@@ -102,27 +110,27 @@ class AlgorithmSpec:
     """One algorithm as the job file and the planner see it.
 
     ``implementation``: "module:Class" under ``mpidecent.algorithms``. ``compressors``: the
-    ``[compression] name`` values it accepts (None: any). ``needs_contractive``: the operator must be
-    contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs; ``needs_unbiased``: the
-    operator must be unbiased (E[Q(v)] = v), as compressed Push-Pull needs. ``error_feedback``: it has a
-    compressed stream that error feedback may wrap (``[compression] error_feedback = true``).
-    ``status_every_step``: the runner starts an agreement on divergence and stop signals after every
-    step, pipelined so that no step waits for it (``comm/status.py``: every rank acts at the same
-    boundary, at most the graph's diameter later) (False: only at log and checkpoint boundaries, for
-    algorithms whose ranks do not step together).
-    ``check_world(job, n, weights)``: further checks for n ranks and each slot's mixing matrix (JobError). ``code``: master/worker algorithms'
-    gradient code, (params, stragglers, workers, seed) → ``GradientCode``.
+    ``[compression] name`` values it accepts (None: any). ``needs_contractive``: the operator must
+    be contractive (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²), as CHOCO-style gossip needs; ``needs_unbiased``:
+    the operator must be unbiased (E[Q(v)] = v), as compressed Push-Pull needs. ``error_feedback``:
+    it has a compressed stream that error feedback may wrap (``[compression] error_feedback =
+    true``). ``status_every_step``: the runner starts an agreement on divergence and stop signals
+    after every step, pipelined so that no step waits for it (``comm/status.py``: every rank acts at
+    the same boundary, at most the graph's diameter later) (False: only at log and checkpoint
+    boundaries, for algorithms whose ranks do not step together). ``check_world(job, n, weights)``:
+    further checks for n ranks and each slot's mixing matrix (JobError). ``code``: master/worker
+    algorithms' gradient code, (params, stragglers, workers, seed) → ``GradientCode``.
 
-    ``memory``: what a rank holds (``MemoryUse``), or job → ``MemoryUse`` where a key changes it; the
-    memory estimate reads it through ``memory_use``. ``test_cases``: case name → ``"section.key=value"``
-    overrides the MPI tests apply to their base job for the pattern (see the module docstring; empty: one
-    case named after the algorithm, ``cases``). ``resume_tested_by``: None when the bit-identical resume
-    test (``tests/mpi/test_checkpoint.py``) runs every case; otherwise ``"tests/<file>.py::<test>: why"``,
-    the test that checks this algorithm's resume instead.
-    ``outer``: how a round of local steps (``[outer]``, ``local_steps.py``) aggregates with this
-    algorithm's pattern: "allreduce", "gossip" (exact), "compressed_gossip" (reference copies of φ and a
-    compressed pseudo-gradient), "tracking" (Push-Pull of φ and a tracker of the pseudo-gradients); None:
-    ``[outer]`` is refused.
+    ``memory``: what a rank holds (``MemoryUse``), or job → ``MemoryUse`` where a key changes it;
+    the memory estimate reads it through ``memory_use``. ``test_cases``: case name →
+    ``"section.key=value"`` overrides the MPI tests apply to their base job for the pattern (see the
+    module docstring; empty: one case named after the algorithm, ``cases``). ``resume_tested_by``:
+    None when the bit-identical resume test (``tests/mpi/test_checkpoint.py``) runs every case;
+    otherwise ``"tests/<file>.py::<test>: why"``, the test that checks this algorithm's resume
+    instead. ``outer``: how a round of local steps (``[outer]``, ``local_steps.py``) aggregates with
+    this algorithm's pattern: "allreduce", "gossip" (exact), "compressed_gossip" (reference copies
+    of φ and a compressed pseudo-gradient), "tracking" (Push-Pull of φ and a tracker of the
+    pseudo-gradients); None: ``[outer]`` is refused.
     """
 
     name: str
@@ -149,14 +157,15 @@ class AlgorithmSpec:
         return getattr(importlib.import_module(f"mpidecent.algorithms.{module}"), cls)
 
     def memory_use(self, job: Any) -> MemoryUse:
-        """What one rank of ``job`` holds (``memory``, evaluated for the job where it depends on it; with
-        ``[outer]`` the round of local steps' own, ``local_steps_memory``)."""
+        """What one rank of ``job`` holds (``memory``, evaluated for the job where it depends on it;
+        with ``[outer]`` the round of local steps' own, ``local_steps_memory``)."""
         if getattr(job, "outer", None):
             return local_steps_memory(self, job)
         return self.memory if isinstance(self.memory, MemoryUse) else self.memory(job)
 
     def cases(self) -> dict[str, tuple[str, ...]]:
-        """The MPI tests' cases: ``test_cases``, or one case named after the algorithm with no overrides."""
+        """The MPI tests' cases: ``test_cases``, or one case named after the algorithm with no
+        overrides."""
         return dict(self.test_cases) or {self.name: ()}
 
 
@@ -365,7 +374,8 @@ def _coded_check(
             matrix = code(params, stragglers, workers, job.run["seed"])
         except ValueError as err:
             raise JobError(
-                f"[algorithm] {err} ({workers} workers = ranks − 1); change stragglers or the number "
+                f"[algorithm] {err} ({workers} workers = ranks − 1); change stragglers or the "
+                "number "
                 "of ranks"
             ) from None
         exact = matrix.exact and not params.get("approximate", False)
@@ -375,8 +385,9 @@ def _coded_check(
             )
         if exact and stragglers["model"] == "fixed" and stragglers["count"] > matrix.tolerance:
             raise JobError(
-                f"[stragglers] count = {stragglers['count']} is more than the {params['code']} code "
-                f"tolerates (stragglers = {matrix.tolerance}); raise [algorithm] stragglers or set "
+                f"[stragglers] count = {stragglers['count']} is more than the {params['code']} "
+                f"code tolerates (stragglers = {matrix.tolerance}); raise [algorithm] stragglers "
+                "or set "
                 "approximate = true"
             )
         if exact and stragglers["model"] == "bernoulli":
@@ -423,11 +434,13 @@ def _master_worker(
 
 
 def _check_push_pull(job: Any, n: int, weights: tuple[np.ndarray, ...]) -> None:
-    """γ only with a compressor; ``pull_weights = "topology"`` only with row-stochastic [topology] weights."""
+    """γ only with a compressor; ``pull_weights = "topology"`` only with row-stochastic [topology]
+    weights."""
     params = job.algorithm
     if job.compression["name"] == "identity" and params["gamma"] != 1.0:
         raise JobError(
-            f"[algorithm] gamma = {params['gamma']:g} is the consensus step of compressed Push-Pull, "
+            f"[algorithm] gamma = {params['gamma']:g} is the consensus step of compressed "
+            "Push-Pull, "
             'but [compression] name = "identity" runs exact Push-Pull; remove gamma or choose an '
             "unbiased compressor (e.g. qsgd)"
         )
@@ -436,15 +449,16 @@ def _check_push_pull(job: Any, n: int, weights: tuple[np.ndarray, ...]) -> None:
 
         if not all(map(is_row_stochastic, weights)):
             raise JobError(
-                f'[algorithm] pull_weights = "topology" needs row-stochastic [topology] weights, but '
+                '[algorithm] pull_weights = "topology" needs row-stochastic [topology] weights, '
+                "but "
                 f"weights = {job.topology['weights']!r} are not row stochastic on this graph; use "
                 'pull_weights = "row_uniform" (or weights = "metropolis" on an undirected graph)'
             )
 
 
 def _push_pull_memory(job: Any) -> MemoryUse:
-    """y, g^old, the mix (+ the scratch of the copies); two streams; compressed: x̂ and ŷ per slot for the
-    rank and each in-neighbour."""
+    """y, g^old, the mix (+ the scratch of the copies); two streams; compressed: x̂ and ŷ per slot
+    for the rank and each in-neighbour."""
     streams = (MessageStream(), MessageStream())
     if job.compression["name"] == "identity":
         return MemoryUse(state_vectors=3, streams=streams)
@@ -468,17 +482,18 @@ OUTER_PARAMS: tuple[Param, ...] = (
         "every",
         int,
         1,
-        "H: inner steps per round; the round's pseudo-gradient Δ = φ − θ is aggregated and "
-        "the outer step taken once per round (the [algorithm]'s optimizer keys are the inner optimizer)",
+        "H: inner steps per round; the round's pseudo-gradient Δ = φ − θ is aggregated and the "
+        "outer step taken once per round (the [algorithm]'s optimizer keys are the inner "
+        "optimizer)",
         minimum=1,
     ),
     Param(
         "optimizer",
         str,
         "nesterov",
-        "outer optimizer on the aggregated pseudo-gradient Δ̄: nesterov (DiLoCo: "
-        "m ← μ m + Δ̄, φ ← φ − η (Δ̄ + μ m)), heavy_ball (m ← μ m + Δ̄, φ ← φ − η m) or sgd (φ ← φ − η Δ̄; "
-        "η = 1 is Local SGD, model averaging)",
+        "outer optimizer on the aggregated pseudo-gradient Δ̄: nesterov (DiLoCo: m ← μ m + Δ̄, φ ← "
+        "φ − η (Δ̄ + μ m)), heavy_ball (m ← μ m + Δ̄, φ ← φ − η m) or sgd (φ ← φ − η Δ̄; η = 1 is "
+        "Local SGD, model averaging)",
         choices=("nesterov", "heavy_ball", "sgd"),
     ),
     Param("lr", float, 0.7, "η: the outer step size", minimum=0.0, exclusive_minimum=True),
@@ -489,8 +504,8 @@ OUTER_PARAMS: tuple[Param, ...] = (
         "delay",
         int,
         0,
-        "τ: the round's exchange is started at its end and applied τ inner steps into the "
-        "next round, overlapping them (Streaming DiLoCo); θ keeps those steps, θ ← θ + (φ_new − θ_end); "
+        "τ: the round's exchange is started at its end and applied τ inner steps into the next "
+        "round, overlapping them (Streaming DiLoCo); θ keeps those steps, θ ← θ + (φ_new − θ_end); "
         "0 ≤ τ < every",
         minimum=0,
     ),
@@ -498,10 +513,11 @@ OUTER_PARAMS: tuple[Param, ...] = (
         "pairing",
         str,
         "graph",
-        "graph: aggregate over the algorithm's own pattern and [topology]; random: "
-        "NoLoCo, every round each rank averages with one partner of a permutation seeded by (seed, round) "
-        "(no communication to agree; n odd: the last rank of the permutation sits out) and takes NoLoCo's "
-        "step m ← μ m − η Δ̄ + η (φ̄ − φ), φ ← φ + m (dpsgd or push_sum only; no [topology])",
+        "graph: aggregate over the algorithm's own pattern and [topology]; random: NoLoCo, every "
+        "round each rank averages with one partner of a permutation seeded by (seed, round) (no "
+        "communication to agree; n odd: the last rank of the permutation sits out) and takes "
+        "NoLoCo's step m ← μ m − η Δ̄ + η (φ̄ − φ), φ ← φ + m (dpsgd or push_sum only; no "
+        "[topology])",
         choices=("graph", "random"),
     ),
 )
@@ -510,13 +526,15 @@ _OUTER_REFUSED = {
     "gradient_coding": "its master/worker rounds are gradient codes",
     "uncoded": "its master/worker rounds are gradient codes",
     "async_gossip": "it already takes K local steps per round without a barrier",
-    "push_diging": "its rounds are not implemented; push_pull with [outer] tracks the pseudo-gradients",
+    "push_diging": "its rounds are not implemented; push_pull with [outer] tracks the "
+    "pseudo-gradients",
 }
 
 
 def local_steps_memory(spec: AlgorithmSpec, job: Any) -> MemoryUse:
-    """``local_steps.py``: φ, its de-biased view, Δ, Δ̄, the kept steps, the outer momentum and NoLoCo's φ_old;
-    compressed: three scratch vectors, Δ's error memory and the copies of φ; one stream of two vectors."""
+    """``local_steps.py``: φ, its de-biased view, Δ, Δ̄, the kept steps, the outer momentum and
+    NoLoCo's φ_old; compressed: three scratch vectors, Δ's error memory and the copies of φ; one
+    stream of two vectors."""
     if spec.outer == "allreduce":
         return MemoryUse(state_vectors=7, streams=())
     if spec.outer == "compressed_gossip":
@@ -536,8 +554,8 @@ def outer_algorithms() -> list[str]:
 def check_outer(
     job: Any, outer_table: Mapping[str, Any], topology_table: Mapping[str, Any] | None
 ) -> None:
-    """One-line JobError for an [outer] table that cannot run with the job's algorithm, compressor or graph
-    (``outer_table``/``topology_table``: the keys the job file gave)."""
+    """One-line JobError for an [outer] table that cannot run with the job's algorithm, compressor
+    or graph (``outer_table``/``topology_table``: the keys the job file gave)."""
     spec, outer, params = ALGORITHMS[job.algorithm["name"]], job.outer, job.algorithm
     if spec.outer is None:
         why = _OUTER_REFUSED.get(spec.name, "it has no round aggregation")
@@ -553,13 +571,14 @@ def check_outer(
         )
     if every > job.run["steps"]:
         raise JobError(
-            f"[outer] every = {every} is more than [run] steps = {job.run['steps']}: no round would "
+            f"[outer] every = {every} is more than [run] steps = {job.run['steps']}: no round "
+            "would "
             "end; lower every or raise steps"
         )
     if params.get("overlap"):
         raise JobError(
-            "[algorithm] overlap = true overlaps per-step exchanges; with [outer] overlap the round's "
-            "exchange with [outer] delay instead and remove overlap"
+            "[algorithm] overlap = true overlaps per-step exchanges; with [outer] overlap the "
+            "round's exchange with [outer] delay instead and remove overlap"
         )
     if params.get("debias") is False or params.get("reference") is False:
         key = "debias" if params.get("debias") is False else "reference"
@@ -570,13 +589,15 @@ def check_outer(
     if outer["pairing"] == "random":
         if spec.outer != "gossip":
             raise JobError(
-                f'[outer] pairing = "random" averages exact models between pairs: use it with dpsgd '
+                '[outer] pairing = "random" averages exact models between pairs: use it with '
+                "dpsgd "
                 f"or push_sum, not {spec.name}"
             )
         if topology_table and topology_table.get("kind") != "random_pairs":
             raise JobError(
                 '[outer] pairing = "random" draws a new partner for every rank each round: remove '
-                '[topology] or set its kind = "random_pairs" (or set pairing = "graph" to use the graph)'
+                '[topology] or set its kind = "random_pairs" (or set pairing = "graph" to use the '
+                "graph)"
             )
         if outer_table.get("optimizer", "heavy_ball") != "heavy_ball":
             raise JobError(
@@ -599,8 +620,8 @@ def check_outer(
     if operator is not None and not operator.unbiased and not job.compression["error_feedback"]:
         raise JobError(
             f"[compression] name = {job.compression['name']!r} is biased: with [outer] the "
-            "pseudo-gradient it compresses needs error feedback; set [compression] error_feedback = "
-            "true or use an unbiased operator (e.g. qsgd)"
+            "pseudo-gradient it compresses needs error feedback; set [compression] error_feedback "
+            "= true or use an unbiased operator (e.g. qsgd)"
         )
 
 
@@ -636,9 +657,9 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         ),
         AlgorithmSpec(
             "async_gossip",
-            "asynchronous randomized gossip on one-sided MPI windows: K local SGD steps "
-            "per round, pull-and-average with a random peer at rate λ, version vectors and staleness "
-            "(Mitra & Ulukus 2024); local optimizer in the local steps",
+            "asynchronous randomized gossip on one-sided MPI windows: K local SGD steps per round, "
+            "pull-and-average with a random peer at rate λ, version vectors and staleness (Mitra & "
+            "Ulukus 2024); local optimizer in the local steps",
             OneSidedGossip(),
             "async_gossip:AsyncGossip",
             ASYNC_PARAMS,
@@ -651,8 +672,8 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         ),
         AlgorithmSpec(
             "dpsgd",
-            "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision exchange; "
-            "local optimizer in the step x ← Σ_j w_ij x_j − α d",
+            "decentralized parallel SGD (D-PSGD) over an undirected graph, full-precision "
+            "exchange; local optimizer in the step x ← Σ_j w_ij x_j − α d",
             _UNDIRECTED,
             "dpsgd:DPSGD",
             STEP_PARAMS,
@@ -669,9 +690,9 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         ),
         _master_worker(
             "gradient_coding",
-            "gradient coding with stragglers, master/worker (Li & Skoglund 2024); "
-            "1-bit (onebit) or full-precision (identity) messages, or any other operator's; the master's "
-            "local optimizer steps on the decoded gradient (+ ℓ2)",
+            "gradient coding with stragglers, master/worker (Li & Skoglund 2024); 1-bit (onebit) "
+            "or full-precision (identity) messages, or any other operator's; the master's local "
+            "optimizer steps on the decoded gradient (+ ℓ2)",
             "gradient_coding:GradientCoding",
             (
                 *STEP_PARAMS,
@@ -703,8 +724,8 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         ),
         _master_worker(
             "uncoded",
-            "uncoded master/worker SGD: one partition per worker, the non-stragglers' "
-            "messages rescaled by n/|F|; the master's local optimizer steps on their estimate (+ ℓ2)",
+            "uncoded master/worker SGD: one partition per worker, the non-stragglers' messages "
+            "rescaled by n/|F|; the master's local optimizer steps on their estimate (+ ℓ2)",
             "gradient_coding:Uncoded",
             (
                 *STEP_PARAMS,
@@ -730,7 +751,8 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         AlgorithmSpec(
             "local_momentum",
             "decentralized SGD with heavy-ball momentum kept local, only models mixed "
-            "(CDMSGD-style baseline); its momentum is the algorithm's own, so no local optimizer keys",
+            "(CDMSGD-style baseline); its momentum is the algorithm's own, so no local optimizer "
+            "keys",
             _UNDIRECTED,
             "momentum:LocalMomentum",
             (*LR_PARAMS, BETA),
@@ -827,10 +849,10 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         ),
         AlgorithmSpec(
             "push_pull",
-            "Push-Pull / AB gradient tracking over a directed, possibly time-varying graph: "
-            "models pulled with row-stochastic R, gradient trackers pushed with column-stochastic C; exact, "
-            "or compressed Push-Pull (CPP) with an unbiased operator and reference copies; local optimizer "
-            "on the tracker",
+            "Push-Pull / AB gradient tracking over a directed, possibly time-varying graph: models "
+            "pulled with row-stochastic R, gradient trackers pushed with column-stochastic C; "
+            "exact, or compressed Push-Pull (CPP) with an unbiased operator and reference copies; "
+            "local optimizer on the tracker",
             _DIRECTED,
             "gradient_tracking:PushPull",
             (
@@ -850,10 +872,10 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
                     "normalize_tracker",
                     bool,
                     False,
-                    "step along y_i / v_i with v_i a push-sum weight "
-                    "sent with the tracker (+64 bits per message): every node steps along ≈ ḡ instead of "
-                    "n·u_i·ḡ (u: C's right Perron vector), which evens out the step sizes on an irregular "
-                    "digraph; still exact",
+                    "step along y_i / v_i with v_i a push-sum weight sent with the tracker (+64 "
+                    "bits per message): every node steps along ≈ ḡ instead of n·u_i·ḡ (u: C's "
+                    "right Perron vector), which evens out the step sizes on an irregular digraph; "
+                    "still exact",
                 ),
             ),
             compressors=None,
@@ -880,8 +902,8 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         ),
         AlgorithmSpec(
             "push_diging",
-            "Push-DIGing gradient tracking over a directed, possibly time-varying graph: "
-            "push-sum SGD stepping along a push-sum tracker of the average gradient (column-stochastic "
+            "Push-DIGing gradient tracking over a directed, possibly time-varying graph: push-sum "
+            "SGD stepping along a push-sum tracker of the average gradient (column-stochastic "
             "weights only); local optimizer on the tracker",
             _DIRECTED,
             "gradient_tracking:PushDIGing",
@@ -898,8 +920,8 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
         ),
         AlgorithmSpec(
             "quantized_push_sum",
-            "quantized push-sum SGD with reference copies (Taheri et al. 2020) over "
-            "a directed graph; local optimizer in the step on the mass x; any operator, but a biased one "
+            "quantized push-sum SGD with reference copies (Taheri et al. 2020) over a directed "
+            "graph; local optimizer in the step on the mass x; any operator, but a biased one "
             "needs gamma < 1",
             _DIRECTED,
             "push_sum:QuantizedPushSum",
@@ -909,9 +931,9 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
                     "gamma",
                     float,
                     1.0,
-                    "consensus step size γ ∈ (0, 1]; γ = 1 is safe only with an "
-                    "unbiased operator (identity, qsgd, onebit, randk with scaled = true): a biased one (topk, "
-                    "sign, qsgd_contractive, randk with scaled = false) needs γ < 1, e.g. ≤ 0.5, and a "
+                    "consensus step size γ ∈ (0, 1]; γ = 1 is safe only with an unbiased operator "
+                    "(identity, qsgd, onebit, randk with scaled = true): a biased one (topk, sign, "
+                    "qsgd_contractive, randk with scaled = false) needs γ < 1, e.g. ≤ 0.5, and a "
                     "coarse qsgd (few levels) may need it too",
                     minimum=0.0,
                     exclusive_minimum=True,
@@ -975,8 +997,8 @@ _CONSENSUS_GAMMA = ("quantized_push_sum", "multi_gossip", "choco_sgd")
 
 
 def _operator(job: Any) -> Any | None:
-    """An instance of the job's compressor on a tiny vector (its unbiased/contractive flags can depend on
-    its keys, e.g. randk's scaled), or None for full precision."""
+    """An instance of the job's compressor on a tiny vector (its unbiased/contractive flags can
+    depend on its keys, e.g. randk's scaled), or None for full precision."""
     from mpidecent.compression import COMPRESSORS
 
     comp = job.compression
@@ -994,7 +1016,8 @@ def _describe(job: Any) -> str:
 
 
 def stability_warnings(job: Any) -> list[str]:
-    """One line per known-unstable setting of ``job`` (printed by rank 0 at the start of the run)."""
+    """One line per known-unstable setting of ``job`` (printed by rank 0 at the start of the
+    run)."""
     algo, gamma = job.algorithm["name"], job.algorithm.get("gamma")
     if algo not in _CONSENSUS_GAMMA or gamma is None or gamma < 1.0:
         return []
@@ -1002,7 +1025,8 @@ def stability_warnings(job: Any) -> list[str]:
     if operator is None or operator.unbiased or job.compression.get("error_feedback"):
         return []
     return [
-        f"{algo} with the biased operator {_describe(job)} and [algorithm] gamma = {gamma:g} is known to "
+        f"{algo} with the biased operator {_describe(job)} and [algorithm] gamma = {gamma:g} is "
+        "known to "
         "diverge; set gamma ≤ 0.5 (or use an unbiased operator such as qsgd)"
     ]
 
@@ -1028,8 +1052,8 @@ def divergence_hint(job: Any) -> str:
             "randk": "a larger fraction",
         }.get(operator.name, "a finer operator")
         return (
-            f"{kind} compressor ({_describe(job)}) with γ = {gamma:g}: try γ ≤ {min(gamma / 2, 0.5):g}, "
-            f"{finer}, or {lr}"
+            f"{kind} compressor ({_describe(job)}) with γ = {gamma:g}: try γ ≤ "
+            f"{min(gamma / 2, 0.5):g}, {finer}, or {lr}"
         )
     if operator is not None:
         return f"{lr}, or use a finer operator than {_describe(job)}" + (

@@ -1,7 +1,8 @@
-"""1-bit gradient coding with stragglers (Li & Skoglund, 2024) and the uncoded baseline; master/worker.
+"""1-bit gradient coding with stragglers (Li & Skoglund, 2024) and the uncoded baseline;
+master/worker.
 
-Spec: ``specs/gradient-coding.md``. Rank 0 is the master, ranks 1..n the workers; the data set is cut
-into n partitions D_1..D_n and g_j = ∇F_j(θ)/n is partition j's share of the gradient of
+Spec: ``specs/gradient-coding.md``. Rank 0 is the master, ranks 1..n the workers; the data set is
+cut into n partitions D_1..D_n and g_j = ∇F_j(θ)/n is partition j's share of the gradient of
 f = (1/n) Σ_j F_j (+ ℓ2, which the master adds). Per iteration t::
 
     master: send θ_t to every worker (tag t)
@@ -12,17 +13,17 @@ f = (1/n) Σ_j F_j (+ ℓ2, which the master adds). Per iteration t::
 
 (with a local optimizer, ``optim.py``: the master steps along its direction d(ĝ + λ θ_t)).
 
-E[ĝ | F] = g for linear decoding of unbiased messages. Late messages (the ``delay`` model) are drained
-by the master in later steps and at shutdown. ``bits_sent`` counts the uplink (worker → master), the
-quantity the paper budgets; the master's model broadcast is logged per rank as ``downlink_bits``.
-The messages travel on the master/worker pattern's streams (``comm/uplink.py``), which also apply
-error feedback to the workers' updates when the job asks for it (``[compression] error_feedback``:
-EF-SGD, for biased operators such as ``sign`` and ``topk``).
-The straggler set of every step is recorded and written to ``/events/stragglers`` (steps × workers).
+E[ĝ | F] = g for linear decoding of unbiased messages. Late messages (the ``delay`` model) are
+drained by the master in later steps and at shutdown. ``bits_sent`` counts the uplink (worker →
+master), the quantity the paper budgets; the master's model broadcast is logged per rank as
+``downlink_bits``. The messages travel on the master/worker pattern's streams (``comm/uplink.py``),
+which also apply error feedback to the workers' updates when the job asks for it (``[compression]
+error_feedback``: EF-SGD, for biased operators such as ``sign`` and ``topk``). The straggler set of
+every step is recorded and written to ``/events/stragglers`` (steps × workers).
 
 Between log points the ranks do not synchronise (a slow worker never holds the master back): stop
-signals and divergence are agreed at log and checkpoint boundaries (``status_every_step = False``), where
-the master also broadcasts θ so that every rank reports the same model.
+signals and divergence are agreed at log and checkpoint boundaries (``status_every_step = False``),
+where the master also broadcasts θ so that every rank reports the same model.
 """
 
 from __future__ import annotations

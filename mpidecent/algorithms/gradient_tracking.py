@@ -1,21 +1,22 @@
-"""Gradient tracking over directed graphs: Push-Pull (AB), compressed Push-Pull (CPP) and Push-DIGing.
+"""Gradient tracking over directed graphs: Push-Pull (AB), compressed Push-Pull (CPP) and
+Push-DIGing.
 
 The maths, the decisions and the tested properties: ``docs/algorithms/gradient-tracking.md``.
 
-Each rank keeps a tracker y_i of the network's average gradient and steps along it instead of its own
-gradient, which removes the bias that heterogeneous data (ζ²) causes in push-sum and D-PSGD: with a
-constant step size these methods converge exactly on strongly convex problems.
+Each rank keeps a tracker y_i of the network's average gradient and steps along it instead of its
+own gradient, which removes the bias that heterogeneous data (ζ²) causes in push-sum and D-PSGD:
+with a constant step size these methods converge exactly on strongly convex problems.
 
-Notation: R row stochastic (receiver i averages its in-neighbours; default R_ij = 1 / (d_i^in + 1)), C
-column stochastic (sender j splits its mass; the topology's ``column_uniform`` weights
-C_ij = 1 / (d_j^out + 1)), both on the step's graph with self-loops; g_i(x) the stochastic gradient of
-rank i at x; d_i = opt(y_i) the local optimizer's direction for the tracker (sgd: d_i = y_i).
+Notation: R row stochastic (receiver i averages its in-neighbours; default R_ij = 1 / (d_i^in + 1)),
+C column stochastic (sender j splits its mass; the topology's ``column_uniform`` weights C_ij = 1 /
+(d_j^out + 1)), both on the step's graph with self-loops; g_i(x) the stochastic gradient of rank i
+at x; d_i = opt(y_i) the local optimizer's direction for the tracker (sgd: d_i = y_i).
 
-Order within one step t (every method): the gradient of the current model comes first and corrects the
-tracker, y_i ← y_i + g_i(x_t) − g_i^old, so that the state at a step boundary holds the mixed tracker
-of the previous step and the gradient it was corrected with (y = 0, g^old = 0 before step 0, so y_i(0) =
-g_i(x_i(0)) as the papers start). Invariant at every boundary: Σ_i y_i = Σ_i g_i^old (C is column
-stochastic, and compressed copies are bit-identical on every rank).
+Order within one step t (every method): the gradient of the current model comes first and corrects
+the tracker, y_i ← y_i + g_i(x_t) − g_i^old, so that the state at a step boundary holds the mixed
+tracker of the previous step and the gradient it was corrected with (y = 0, g^old = 0 before step 0,
+so y_i(0) = g_i(x_i(0)) as the papers start). Invariant at every boundary: Σ_i y_i = Σ_i g_i^old (C
+is column stochastic, and compressed copies are bit-identical on every rank).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from mpidecent.algorithms.lr import step_size
 
 
 class _Tracking(Algorithm):
-    """The tracker y, the last gradient g^old, the per-rank tracking error, shared by every method."""
+    """The tracker y, the last gradient g^old, the per-rank tracking error, shared by every
+    method."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -41,7 +43,8 @@ class _Tracking(Algorithm):
         self.tracking_error = float("nan")  # ‖ŷ_i − ḡ‖ at the last log point (before_log)
 
     def _track(self, t: int) -> float:
-        """g = g_i(x_t) on step t's batch; y ← y + (g − g^old); g^old ← g. Returns the batch loss."""
+        """g = g_i(x_t) on step t's batch; y ← y + (g − g^old); g^old ← g. Returns the batch
+        loss."""
         loss = self.objective.loss_grad(t)
         grads = self.objective.grads
         np.subtract(grads, self.g_old, out=self.g_old)  # g − g^old, then g^old ← g
@@ -50,16 +53,18 @@ class _Tracking(Algorithm):
         return loss
 
     def _direction(self) -> torch.Tensor:
-        """d = opt(y): the local optimizer's step on the tracker (sgd: the tracker tensor itself)."""
+        """d = opt(y): the local optimizer's step on the tracker (sgd: the tracker tensor
+        itself)."""
         return self.optimizer.direction(self._y_t)
 
     def _tracker_estimate(self) -> np.ndarray:
-        """This rank's estimate of the average gradient ḡ (the tracker, de-biased where the method needs it)."""
+        """This rank's estimate of the average gradient ḡ (the tracker, de-biased where the method
+        needs it)."""
         return self.y
 
     def before_log(self) -> None:
-        """Collective: ḡ = (1/n) Σ_i g_i^old (one all-reduce of a d-vector, at log points only), then this
-        rank's tracking error ‖ŷ_i − ḡ‖."""
+        """Collective: ḡ = (1/n) Σ_i g_i^old (one all-reduce of a d-vector, at log points only),
+        then this rank's tracking error ‖ŷ_i − ḡ‖."""
         mean = self.g_old.astype(np.float64)
         self.ctx.collectives.allreduce_sum(mean)
         mean /= self.ctx.size
@@ -70,9 +75,10 @@ class _Tracking(Algorithm):
 
 
 def pull_weights(ctx: Context) -> tuple[tuple[float, ...], tuple[np.ndarray, ...]]:
-    """R's row ``rank`` per slot: (self weights R_ii, in-weights R_ij in the row's order, in the state dtype).
-    ``pull_weights = "row_uniform"``: 1 / (d_i^in + 1) everywhere in the row; ``"topology"``: the
-    ``[topology]`` weights themselves (row stochastic, checked when the job is planned)."""
+    """R's row ``rank`` per slot: (self weights R_ii, in-weights R_ij in the row's order, in the
+    state dtype). ``pull_weights = "row_uniform"``: 1 / (d_i^in + 1) everywhere in the row;
+    ``"topology"``: the ``[topology]`` weights themselves (row stochastic, checked when the job is
+    planned)."""
     rows = ctx.neighbors.rows
     if ctx.params["pull_weights"] == "topology":
         return tuple(r.self_weight for r in rows), tuple(
@@ -85,7 +91,8 @@ def pull_weights(ctx: Context) -> tuple[tuple[float, ...], tuple[np.ndarray, ...
 
 
 class PushPull(_Tracking):
-    """Push-Pull / AB (Pu, Shi, Xu, Nedić 2021; Xin & Khan 2018), exact or compressed (CPP, Song et al. 2021).
+    """Push-Pull / AB (Pu, Shi, Xu, Nedić 2021; Xin & Khan 2018), exact or compressed (CPP, Song et
+    al. 2021).
 
     Exact (``[compression] name = "identity"``), per step t::
 
@@ -103,18 +110,20 @@ class PushPull(_Tracking):
         x_i ← x_i + γ (Σ_{j∈N_in∪{i}} R_ij x̂_j − x̂_i) − α d
         y_i ← y_i + γ (Σ_{j∈N_in∪{i}} C_ij ŷ_j − ŷ_i)
 
-    Decision (CPP, arXiv 2106.07243 Algorithm 1): its reference update H ← (1 − a)H + a·X̂ is used with
-    a = 1 (x̂ ← x̂ + q), the form quantized push-sum and CHOCO share; the two vectors travel as two streams
-    with independent randomness, so the model's message leaves before the gradient is computed and
-    travels while it is (two messages per out-edge per step; the bits are the two payloads).
-    Decision (optimizers): the local optimizer acts on the tracker, d = opt(y_i), not on the gradient.
+    Decision (CPP, arXiv 2106.07243 Algorithm 1): its reference update H ← (1 − a)H + a·X̂ is used
+    with a = 1 (x̂ ← x̂ + q), the form quantized push-sum and CHOCO share; the two vectors travel as
+    two streams with independent randomness, so the model's message leaves before the gradient is
+    computed and travels while it is (two messages per out-edge per step; the bits are the two
+    payloads). Decision (optimizers): the local optimizer acts on the tracker, d = opt(y_i), not on
+    the gradient.
 
-    ``normalize_tracker = true`` (an extension, off by default): y_i tends to n·u_i·ḡ, u the right Perron
-    vector of C, so on an irregular digraph node i steps with α·n·u_i (0.18α to 2.16α on the quickstart's
-    chord ring). With it the tracker message also carries a push-sum weight v_i (float64, v_i(0) = 1,
-    v_i ← Σ_j C_ij v_j, or v_i ← v_i + γ(Σ_j C_ij v_j − v_i) compressed), v_i → n·u_i, and the step is
-    d = opt(y_i / v_i): every node steps along ≈ ḡ. At a fixed point y_i / v_i = ḡ and consensus of x
-    forces ḡ = 0, so convergence stays exact; Σ_i y_i = Σ_i g_i is unchanged.
+    ``normalize_tracker = true`` (an extension, off by default): y_i tends to n·u_i·ḡ, u the right
+    Perron vector of C, so on an irregular digraph node i steps with α·n·u_i (0.18α to 2.16α on the
+    quickstart's chord ring). With it the tracker message also carries a push-sum weight v_i
+    (float64, v_i(0) = 1, v_i ← Σ_j C_ij v_j, or v_i ← v_i + γ(Σ_j C_ij v_j − v_i) compressed), v_i
+    → n·u_i, and the step is d = opt(y_i / v_i): every node steps along ≈ ḡ. At a fixed point y_i /
+    v_i = ḡ and consensus of x forces ḡ = 0, so convergence stays exact; Σ_i y_i = Σ_i g_i is
+    unchanged.
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -138,7 +147,8 @@ class PushPull(_Tracking):
         if self.compressed:
             period = ctx.neighbors.period
             max_in = max(len(r.in_neighbors) for r in ctx.neighbors.rows)
-            # x̂_i, ŷ_i per slot (identical to every receiver's replica) and x̂_j, ŷ_j per slot and in-neighbour.
+            # x̂_i, ŷ_i per slot (identical to every receiver's replica) and x̂_j, ŷ_j per slot and
+            # in-neighbour.
             self.ref_x_out = np.zeros((period, dim), dtype=dtype)
             self.ref_x_in = np.zeros((period, max_in, dim), dtype=dtype)
             self.ref_y_out = np.zeros((period, dim), dtype=dtype)

@@ -1,8 +1,10 @@
-"""Local steps and an outer optimizer (the DiLoCo family) over every aggregation pattern: ``[outer]``.
+"""Local steps and an outer optimizer (the DiLoCo family) over every aggregation pattern:
+``[outer]``.
 
 The maths, the decisions and the tested properties: ``docs/algorithms/local-steps.md``.
 
-Each rank keeps the inner model θ_i (gradients are taken here; the objective's flat buffer) and the outer
+Each rank keeps the inner model θ_i (gradients are taken here; the objective's flat buffer) and the
+outer
 model φ_i. Round r is H = ``[outer] every`` steps, t = rH … rH + H − 1::
 
     every step:     θ_i ← θ_i − α_t d_i          d_i: the [algorithm]'s optimizer on g_i(θ_i) (the inner one)
@@ -13,34 +15,35 @@ model φ_i. Round r is H = ``[outer] every`` steps, t = rH … rH + H − 1::
 
 Aggregations (``AlgorithmSpec.outer``):
 
-- ``allreduce`` (allreduce_sgd, DiLoCo): Δ̄ = (1/n) Σ_j Δ_j, one all-reduce of Δ; φ̄ = φ (identical on
-  every rank).
-- ``gossip`` (dpsgd; push_sum): one message per out-edge per round carrying (φ, Δ): φ̄_i = Σ_j w_ij φ_j,
-  Δ̄_i = Σ_j w_ij Δ_j over j ∈ N_in ∪ {i}. With push-sum (column-stochastic C) the rank holds φ as mass
-  φ^m = w_i φ_i and a float64 weight w_i, sends (φ^m_i, w_i Δ_i, w_i) and de-biases both by the mixed
-  weight w'_i = Σ_j c_ij w_j: φ̄_i = (Σ_j c_ij φ^m_j) / w'_i, Δ̄_i = (Σ_j c_ij w_j Δ_j) / w'_i, a weighted
-  average; after the outer step φ^m_i = w'_i φ_i. With H = 1, inner SGD and outer SGD η = 1 this is
-  push-sum of the stepped models, x ← C(w ⊙ (z − α g(z))), z = x / w, and on a doubly stochastic W
-  adapt-then-combine D-PSGD, x ← W(x − α g).
-- ``compressed_gossip`` (quantized_push_sum; choco_sgd): φ travels as Q(φ^m_i − φ̂_i[s]) against reference
-  copies kept per slot s = r mod period (as quantized push-sum and CHOCO keep theirs) and is mixed with
-  the consensus step γ, φ^m_i ← φ^m_i + γ (Σ_{j∈N_in∪{i}} w_ij φ̂_j − φ̂_i); Δ travels as Q(w_i Δ_i) itself (it
-  changes every round: a copy would not converge), Δ̄_i = Σ_j w_ij Q(w_j Δ_j) / Σ_j w_ij w_j with the rank's own
-  term decoded from its own bytes (mass is conserved); with ``[compression] error_feedback`` (required for
-  biased operators) Q(w_i Δ_i + e_i) is sent and e_i ← e_i + w_i Δ_i − Q(w_i Δ_i + e_i). The push-sum weight
-  mixes with γ as in quantized push-sum; Δ̄'s normaliser is its full mix Σ_j w_ij w_j.
+- ``allreduce`` (allreduce_sgd, DiLoCo): Δ̄ = (1/n) Σ_j Δ_j, one all-reduce of Δ; φ̄ = φ (identical
+  on every rank).
+- ``gossip`` (dpsgd; push_sum): one message per out-edge per round carrying (φ, Δ): φ̄_i = Σ_j w_ij
+  φ_j, Δ̄_i = Σ_j w_ij Δ_j over j ∈ N_in ∪ {i}. With push-sum (column-stochastic C) the rank holds φ
+  as mass φ^m = w_i φ_i and a float64 weight w_i, sends (φ^m_i, w_i Δ_i, w_i) and de-biases both by
+  the mixed weight w'_i = Σ_j c_ij w_j: φ̄_i = (Σ_j c_ij φ^m_j) / w'_i, Δ̄_i = (Σ_j c_ij w_j Δ_j) /
+  w'_i, a weighted average; after the outer step φ^m_i = w'_i φ_i. With H = 1, inner SGD and outer
+  SGD η = 1 this is push-sum of the stepped models, x ← C(w ⊙ (z − α g(z))), z = x / w, and on a
+  doubly stochastic W adapt-then-combine D-PSGD, x ← W(x − α g).
+- ``compressed_gossip`` (quantized_push_sum; choco_sgd): φ travels as Q(φ^m_i − φ̂_i[s]) against
+  reference copies kept per slot s = r mod period (as quantized push-sum and CHOCO keep theirs) and
+  is mixed with the consensus step γ, φ^m_i ← φ^m_i + γ (Σ_{j∈N_in∪{i}} w_ij φ̂_j − φ̂_i); Δ travels
+  as Q(w_i Δ_i) itself (it changes every round: a copy would not converge), Δ̄_i = Σ_j w_ij Q(w_j
+  Δ_j) / Σ_j w_ij w_j with the rank's own term decoded from its own bytes (mass is conserved); with
+  ``[compression] error_feedback`` (required for biased operators) Q(w_i Δ_i + e_i) is sent and e_i
+  ← e_i + w_i Δ_i − Q(w_i Δ_i + e_i). The push-sum weight mixes with γ as in quantized push-sum;
+  Δ̄'s normaliser is its full mix Σ_j w_ij w_j.
 - ``tracking`` (push_pull): Push-Pull one level up, the pseudo-gradient in the gradient's place
   (``TrackingRounds``).
 - ``pairing = "random"`` (NoLoCo): the ``gossip`` aggregation over a new random pairing each round
   (``topology/schedule.py: random_pairs``; w_ij = w_ii = 1/2), and NoLoCo's outer step with its sign
   convention Δ' = θ − φ = −Δ: m ← μ m − η Δ̄ + η (φ̄ − φ), φ ← φ + m.
 
-Delay τ (``[outer] delay``, Streaming DiLoCo's overlap): the exchange of round r starts at its end and is
-applied at the end of step rH + H − 1 + τ, so it travels during τ inner steps of round r + 1; then
-θ ← θ + (φ_new − θ_end), θ_end = φ_old − Δ_r: the τ steps stay on top of the new outer model, and every
-inner step enters exactly one pseudo-gradient. τ = 0 is the plain round. The exchange in flight is a
-function of the state (φ, w, Δ_r, e, the copies; the message's randomness keyed by r), so it is not
-checkpointed: a run resumed inside the window starts it again, with the same bytes.
+Delay τ (``[outer] delay``, Streaming DiLoCo's overlap): the exchange of round r starts at its end
+and is applied at the end of step rH + H − 1 + τ, so it travels during τ inner steps of round r + 1;
+then θ ← θ + (φ_new − θ_end), θ_end = φ_old − Δ_r: the τ steps stay on top of the new outer model,
+and every inner step enters exactly one pseudo-gradient. τ = 0 is the plain round. The exchange in
+flight is a function of the state (φ, w, Δ_r, e, the copies; the message's randomness keyed by r),
+so it is not checkpointed: a run resumed inside the window starts it again, with the same bytes.
 """
 
 from __future__ import annotations
@@ -135,8 +138,8 @@ class _LocalSteps(Algorithm):
         return (r + 1) * self.every - 1 + self.delay
 
     def _in_flight_at(self, t: int) -> int:
-        """The round whose exchange is in flight at the start of step t (−1: none): started at the end of
-        step (r + 1)H − 1 < t and applied at the end of a step ≥ t."""
+        """The round whose exchange is in flight at the start of step t (−1: none): started at the
+        end of step (r + 1)H − 1 < t and applied at the end of a step ≥ t."""
         if self.delay == 0 or t < self.every or t % self.every >= self.delay:
             return -1
         r = t // self.every - 1
@@ -162,8 +165,9 @@ class _LocalSteps(Algorithm):
         if applied:
             self._apply(self.pending, self.pending_round)
             self.pending, self.pending_round = None, -1
-        # A round's traffic is booked in the step that applies it, whenever MPI completed the exchange
-        # (inside a progress hook, at a drain, or at the wait): the counts do not depend on timing.
+        # A round's traffic is booked in the step that applies it, whenever MPI completed the
+        # exchange (inside a progress hook, at a drain, or at the wait): the counts do not depend on
+        # timing.
         stats = self.stats(loss)
         self.unbooked.add(stats.bits_sent, stats.bytes_sent, stats.messages_sent)
         if applied:
@@ -182,7 +186,8 @@ class _LocalSteps(Algorithm):
             np.divide(self.phi, self.w[0], out=self.phi_model)
 
     def _apply(self, exchange: Any, r: int) -> None:
-        """The round's outer step: θ_end = φ − Δ; kept = θ − θ_end; mix; outer step; θ ← φ + kept."""
+        """The round's outer step: θ_end = φ − Δ; kept = θ − θ_end; mix; outer step; θ ← φ +
+        kept."""
         np.subtract(self.phi_model, self.delta, out=self.kept)  # θ_end
         np.subtract(self.theta, self.kept, out=self.kept)  # the τ steps since (0 when τ = 0)
         if self.noloco:
@@ -218,8 +223,8 @@ class _LocalSteps(Algorithm):
         outer = self.ctx.outer or {}
         rule = "NoLoCo pairing" if self.noloco else outer["optimizer"]
         return (
-            f"{super().describe()}, local steps: every {self.every} (delay {self.delay}), outer {rule} "
-            f"lr={self.outer_lr:g} momentum={self.outer_momentum:g}"
+            f"{super().describe()}, local steps: every {self.every} (delay {self.delay}), outer "
+            f"{rule} lr={self.outer_lr:g} momentum={self.outer_momentum:g}"
         )
 
     def after_restore(self) -> None:
@@ -239,7 +244,8 @@ class _LocalSteps(Algorithm):
 
 
 class AllReduceRounds(_LocalSteps):
-    """DiLoCo (and Local SGD with outer sgd, η = 1, μ = 0): Δ̄ = (1/n) Σ_j Δ_j by one all-reduce per round."""
+    """DiLoCo (and Local SGD with outer sgd, η = 1, μ = 0): Δ̄ = (1/n) Σ_j Δ_j by one all-reduce per
+    round."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -268,8 +274,8 @@ class AllReduceRounds(_LocalSteps):
 
 
 class GossipRounds(_LocalSteps):
-    """Decentralized local steps: one exact message (φ or its mass, Δ, and the push-sum weight on directed
-    graphs) per out-edge per round; Δ̄ and φ̄ mixed with the round's weights."""
+    """Decentralized local steps: one exact message (φ or its mass, Δ, and the push-sum weight on
+    directed graphs) per out-edge per round; Δ̄ and φ̄ mixed with the round's weights."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -308,8 +314,8 @@ class PushSumGossipRounds(GossipRounds):
 
 
 class CompressedGossipRounds(_LocalSteps):
-    """Decentralized local steps with compressed messages: φ against reference copies (consensus step γ),
-    Δ compressed itself (with error feedback where ``[compression] error_feedback``)."""
+    """Decentralized local steps with compressed messages: φ against reference copies (consensus
+    step γ), Δ compressed itself (with error feedback where ``[compression] error_feedback``)."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -380,17 +386,19 @@ class PushSumCompressedGossipRounds(CompressedGossipRounds):
 
 
 class TrackingRounds(_LocalSteps):
-    """Decentralized local steps over Push-Pull (``push_pull`` + ``[outer]``): gradient tracking one level up,
-    with the pseudo-gradient in the gradient's place. Per round r (R row stochastic, the pull weights; C the
-    topology's column-stochastic weights; y the tracker of the average pseudo-gradient, Δ_{-1} = 0, y = 0
+    """Decentralized local steps over Push-Pull (``push_pull`` + ``[outer]``): gradient tracking one
+    level up, with the pseudo-gradient in the gradient's place. Per round r (R row stochastic, the
+    pull weights; C the topology's column-stochastic weights; y the tracker of the average
+    pseudo-gradient, Δ_{-1} = 0, y = 0
     before the first round)::
 
         y⁺_i = y_i + Δ_i,r − Δ_i,r−1                    the corrected tracker (sent; the state keeps y)
         φ_i ← Σ_{j∈N_in∪{i}} R_ij φ_j − η d_outer(y⁺_i)  pull the outer models, step along the own tracker
         y_i ← Σ_{j∈N_in∪{i}} C_ij y⁺_j                   push the trackers
 
-    With H = 1, inner SGD and outer SGD η = 1 this is exact Push-Pull (AB) with step α. Exact messages only:
-    φ on the stream "model", y⁺ on "tracker" (two messages per out-edge per round, 2·b·d bits)."""
+    With H = 1, inner SGD and outer SGD η = 1 this is exact Push-Pull (AB) with step α. Exact
+    messages only: φ on the stream "model", y⁺ on "tracker" (two messages per out-edge per round,
+    2·b·d bits)."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -427,7 +435,8 @@ class TrackingRounds(_LocalSteps):
 
 
 def local_steps_class(spec: AlgorithmSpec) -> type:
-    """The class that runs rounds of local steps over ``spec``'s aggregation (``AlgorithmSpec.outer``)."""
+    """The class that runs rounds of local steps over ``spec``'s aggregation
+    (``AlgorithmSpec.outer``)."""
     weighted = getattr(spec.pattern, "weights", "") == "column_stochastic"
     if spec.outer == "allreduce":
         return AllReduceRounds

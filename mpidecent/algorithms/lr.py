@@ -1,5 +1,5 @@
-"""The gradient step every algorithm shares: the learning-rate schedule α_t and the local optimizer's
-job keys (pure; the optimizer itself is ``optim.py``)."""
+"""The gradient step every algorithm shares: the learning-rate schedule α_t and the local
+optimizer's job keys (pure; the optimizer itself is ``optim.py``)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ def _below_one(value: float) -> str | None:
     return "must be < 1" if value >= 1.0 else None
 
 
-# The local optimizer turns the local gradient g into a direction d, and the algorithm takes its usual
-# step with d in place of g (x ← x − α_t d). Which keys each optimizer reads (the others are ignored):
+# The local optimizer turns the local gradient g into a direction d, and the algorithm takes its
+# usual step with d in place of g (x ← x − α_t d). Which keys each optimizer reads (the others are
+# ignored):
 OPTIMIZER_KEYS: Mapping[str, tuple[str, ...]] = {
     "sgd": (),
     "heavy_ball": ("momentum",),
@@ -48,12 +49,13 @@ OPTIMIZER_PARAMS: tuple[Param, ...] = (
         str,
         "sgd",
         "local optimizer, the direction d that replaces the gradient g in the step x ← x − α_t d: "
-        "sgd: d = g; heavy_ball: m ← β m + g, d = m; nesterov: m ← β m + g, d = g + β m; "
-        "adam: m ← β₁ m + (1 − β₁) g, v ← β₂ v + (1 − β₂) g², d = m̂ / (√v̂ + ε) with the bias corrections "
-        "m̂ = m / (1 − β₁ᵏ), v̂ = v / (1 − β₂ᵏ) at the optimizer's k-th step (PyTorch's convention). Each rank "
-        "keeps its own m, v; adam is not linear in g, so where ranks step on different local gradients "
-        "(the neighbour and async algorithms) its fixed point solves Σ_i d_i = 0 rather than Σ_i g_i = 0: "
-        "with heterogeneous data it settles near, not at, the optimum",
+        "sgd: d = g; heavy_ball: m ← β m + g, d = m; nesterov: m ← β m + g, d = g + β m; adam: m ← "
+        "β₁ m + (1 − β₁) g, v ← β₂ v + (1 − β₂) g², d = m̂ / (√v̂ + ε) with the bias corrections "
+        "m̂ = m / (1 − β₁ᵏ), v̂ = v / (1 − β₂ᵏ) at the optimizer's k-th step (PyTorch's "
+        "convention). Each rank keeps its own m, v; adam is not linear in g, so where ranks step "
+        "on different local gradients (the neighbour and async algorithms) its fixed point solves "
+        "Σ_i d_i = 0 rather than Σ_i g_i = 0: with heterogeneous data it settles near, not at, the "
+        "optimum",
         choices=tuple(OPTIMIZER_KEYS),
     ),
     Param(
@@ -97,8 +99,9 @@ def step_size(params: Mapping[str, Any], t: int) -> float:
 
 
 def unused_optimizer_keys(params: Mapping[str, Any]) -> frozenset[str]:
-    """The optimizer keys the job's optimizer does not read; with sgd (or no optimizer keys at all) every
-    one of them, ``optimizer`` included, so that an SGD algorithm describes itself as before."""
+    """The optimizer keys the job's optimizer does not read; with sgd (or no optimizer keys at all)
+    every one of them, ``optimizer`` included, so that an SGD algorithm describes itself as
+    before."""
     name = params.get("optimizer", "sgd")
     every = {p.name for p in OPTIMIZER_PARAMS}
     return frozenset(every if name == "sgd" else every - {"optimizer", *OPTIMIZER_KEYS[name]})

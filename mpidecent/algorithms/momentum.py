@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 def shared_momentum_update(
     m_t: torch.Tensor, mixed_m_t: torch.Tensor, g_t: torch.Tensor, beta: float
 ) -> None:
-    """m ← β (Σ_l π_jl m_l) + g, with ``mixed_m_t`` holding Σ_{l∈N_j∪{j}} π_jl m_l (the spec's reading)."""
+    """m ← β (Σ_l π_jl m_l) + g, with ``mixed_m_t`` holding Σ_{l∈N_j∪{j}} π_jl m_l (the spec's
+    reading)."""
     torch.add(g_t, mixed_m_t, alpha=beta, out=m_t)
 
 

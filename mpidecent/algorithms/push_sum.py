@@ -1,22 +1,24 @@
-"""Push-sum SGD over directed graphs: exact (SGP) and quantized (Taheri et al., ICML 2020), each with an
-optional overlap of communication and computation (``[algorithm] overlap = true``).
+"""Push-sum SGD over directed graphs: exact (SGP) and quantized (Taheri et al., ICML 2020), each
+with an optional overlap of communication and computation (``[algorithm] overlap = true``).
 
-The maths: ``docs/algorithms/push-sum.md``. W is column stochastic and is applied by the receiver (row
-``rank`` of W, which every rank knows from the shared topology), so one message per step goes to all
-out-neighbours of the step: the exact push-sum weight y_i as a float64 scalar, then the compressed vector
-(the stream ``model`` with one scalar and one vector, so bits per out-edge = compressor bits + 64).
+The maths: ``docs/algorithms/push-sum.md``. W is column stochastic and is applied by the receiver
+(row ``rank`` of W, which every rank knows from the shared topology), so one message per step goes
+to all out-neighbours of the step: the exact push-sum weight y_i as a float64 scalar, then the
+compressed vector (the stream ``model`` with one scalar and one vector, so bits per out-edge =
+compressor bits + 64).
 
-State per rank: mass x_i, push-sum weight y_i (float64, starts at 1), de-biased model z_i = x_i / y_i
-(the objective's flat parameter buffer, where gradients are taken).
+State per rank: mass x_i, push-sum weight y_i (float64, starts at 1), de-biased model z_i = x_i /
+y_i (the objective's flat parameter buffer, where gradients are taken).
 
-Graphs may be time-varying (a periodic schedule such as one_peer_exponential): step t uses the mixing
-row of slot t mod period.
+Graphs may be time-varying (a periodic schedule such as one_peer_exponential): step t uses the
+mixing row of slot t mod period.
 
-Overlap: the message of step t carries x_t (or x_t − x̂_i), which is known before the gradient g(z_t) is
-computed, so its exchange is started at the end of step t − 1 and stays in flight, across the step
-boundary, while step t computes its gradient. The message in flight is a function of the state
-(x_t, y_t, x̂) and of the key (seed, rank, t): it is not checkpointed; a run that resumes at step t (or
-the first step of a run) starts it at the beginning of step t, and the bytes are the same.
+Overlap: the message of step t carries x_t (or x_t − x̂_i), which is known before the gradient
+g(z_t) is computed, so its exchange is started at the end of step t − 1 and stays in flight, across
+the step boundary, while step t computes its gradient. The message in flight is a function of the
+state (x_t, y_t, x̂) and of the key (seed, rank, t): it is not checkpointed; a run that resumes at
+step t (or the first step of a run) starts it at the beginning of step t, and the bytes are the
+same.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 
 
 class _PushSumBase(Algorithm):
-    """State, weight mixing, read-out and the overlap schedule shared by exact and quantized push-sum."""
+    """State, weight mixing, read-out and the overlap schedule shared by exact and quantized
+    push-sum."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -75,15 +78,15 @@ class _PushSumBase(Algorithm):
         raise NotImplementedError
 
     def _overlapped_message(self, t: int) -> Message:
-        """Overlap: step t's message, started at the end of step t − 1 (or now, at the first step of a run
-        or of a resumed one)."""
+        """Overlap: step t's message, started at the end of step t − 1 (or now, at the first step of
+        a run or of a resumed one)."""
         message = self.pending if self.pending is not None else self._send(t)
         self.pending = None
         return message
 
     def _send_ahead(self, t: int) -> None:
-        """Overlap: start step t + 1's exchange now, to run while it computes its gradient (not after the
-        last step of the run)."""
+        """Overlap: start step t + 1's exchange now, to run while it computes its gradient (not
+        after the last step of the run)."""
         if t + 1 < self.ctx.steps:
             self.pending = self._send(t + 1)
 
@@ -100,18 +103,18 @@ class _PushSumBase(Algorithm):
 class PushSum(_PushSumBase):
     """Exact push-sum SGD (Stochastic Gradient Push), the baseline of the push-sum family.
 
-    Per step: g = ∇F_i(z_i); x_i ← x_i − α g; send (x_i, y_i) to out-neighbours;
-    x_i ← Σ_{j∈N_in∪{i}} w_ij x_j, y_i ← Σ_j w_ij y_j; z_i = x_i / y_i. The payload is x_i at the wire
-    precision of the identity compressor (the state dtype by default, so Σ_i x_i is conserved exactly
-    up to rounding).
+    Per step: g = ∇F_i(z_i); x_i ← x_i − α g; send (x_i, y_i) to out-neighbours; x_i ←
+    Σ_{j∈N_in∪{i}} w_ij x_j, y_i ← Σ_j w_ij y_j; z_i = x_i / y_i. The payload is x_i at the wire
+    precision of the identity compressor (the state dtype by default, so Σ_i x_i is conserved
+    exactly up to rounding).
 
     ``overlap = true`` (SGP's overlap, one step of delay between sending and using the gradient)::
 
         X_{t+1} = P X_t − α G(Z_t),   Y_{t+1} = P Y_t,   Z_{t+1} = X_{t+1} / Y_{t+1}
 
-    per rank: x_i ← w_ii x_i + (Σ_j w_ij x_j − α d_i) with d_i the optimizer's direction for g(z_i), the
-    exchange of (x_t, y_t) in flight while g(z_t) is computed. Σ_i x_i changes only by −α Σ_i d_i and
-    Σ_i y_i = n, as without overlap.
+    per rank: x_i ← w_ii x_i + (Σ_j w_ij x_j − α d_i) with d_i the optimizer's direction for g(z_i),
+    the exchange of (x_t, y_t) in flight while g(z_t) is computed. Σ_i x_i changes only by −α Σ_i
+    d_i and Σ_i y_i = n, as without overlap.
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -165,19 +168,20 @@ class QuantizedPushSum(_PushSumBase):
         x_i ← x_i + γ (Σ_j w_ij x̂_j[s] − (1 − w_ii) x̂_i[s]);  y_i ← y_i + γ (Σ_j w_ij y_j − (1 − w_ii) y_i)
         z_i = x_i / y_i
 
-    On a static graph (one slot) this is exactly the paper's update, x_i += γ(Σ_{j∈N_in∪{i}} w_ij x̂_j − x̂_i).
-    Decision (time-varying graphs): the public copy is kept per slot — every receiver of slot s sees
-    exactly the messages that built x̂_i[s] — so sender and receivers stay bit-identical even though a
-    pair only talks every few steps; mass stays conserved because the mass i gives away,
-    (1 − w_ii) x̂_i[s] = Σ_k w_ki x̂_i[s], is what its receivers add.
-    ``reference = false`` is the negative control of spec property 2: send Q(x_i) itself and replace
-    (not accumulate) the copies, x̂_j = Q(x_j); the quantization noise then never vanishes.
-    Decision (spec): γ ∈ (0, 1] is exposed; W and (1 − γ)I + γW share the Perron vector, so z still
-    converges to the exact average, and γ < 1 stabilises coarse quantizers.
+    On a static graph (one slot) this is exactly the paper's update, x_i += γ(Σ_{j∈N_in∪{i}} w_ij
+    x̂_j − x̂_i). Decision (time-varying graphs): the public copy is kept per slot — every receiver
+    of slot s sees exactly the messages that built x̂_i[s] — so sender and receivers stay
+    bit-identical even though a pair only talks every few steps; mass stays conserved because the
+    mass i gives away, (1 − w_ii) x̂_i[s] = Σ_k w_ki x̂_i[s], is what its receivers add. ``reference
+    = false`` is the negative control of spec property 2: send Q(x_i) itself and replace (not
+    accumulate) the copies, x̂_j = Q(x_j); the quantization noise then never vanishes. Decision
+    (spec): γ ∈ (0, 1] is exposed; W and (1 − γ)I + γW share the Perron vector, so z still converges
+    to the exact average, and γ < 1 stabilises coarse quantizers.
 
-    ``overlap = true``: the reference copies allow it. The message of step t is q_i = Q(x_t − x̂_i[s]),
-    built before the gradient step, and every copy — the sender's x̂_i[s] and the receivers' x̂_j[s] — is
-    updated with the same decoded bytes when the message is used, in step t, so the copies stay
+    ``overlap = true``: the reference copies allow it. The message of step t is q_i = Q(x_t −
+    x̂_i[s]), built before the gradient step, and every copy — the sender's x̂_i[s] and the
+    receivers' x̂_j[s] — is updated with the same decoded bytes when the message is used, in step t,
+    so the copies stay
     bit-identical and the state at a step boundary holds no copy of a message still in flight::
 
         q_i = Q(x_i − x̂_i[s])  (sent at the end of step t − 1, in flight while g = ∇F_i(z_i) is computed)
@@ -193,11 +197,13 @@ class QuantizedPushSum(_PushSumBase):
         self.reference = bool(ctx.params["reference"])
         dim, dtype, period = self.objective.dim, ctx.dtype, ctx.neighbors.period
         max_in = max(len(r.in_neighbors) for r in ctx.neighbors.rows)
-        # x̂_i per slot, identical to every receiver's replica of it; x̂_j per slot and in-neighbour.
+        # x̂_i per slot, identical to every receiver's replica of it; x̂_j per slot and
+        # in-neighbour.
         self.ref_out = np.zeros((period, dim), dtype=dtype)
         self.ref_in = np.zeros((period, max_in, dim), dtype=dtype)
-        # Scratch, one vector: x − x̂, the decoded own message, each in-neighbour's decoded message in
-        # turn (added into its copy: no (in-degree, dim) block of decoded messages), then the mix.
+        # Scratch, one vector: x − x̂, the decoded own message, each in-neighbour's decoded message
+        # in turn (added into its copy: no (in-degree, dim) block of decoded messages), then the
+        # mix.
         self.delta = np.zeros(dim, dtype=dtype)
         self._delta_t = torch.from_numpy(self.delta)
 

@@ -1,9 +1,10 @@
-"""``mpidecent bench``: side-by-side performance ratios, printed as tables and written to a JSON file.
+"""``mpidecent bench``: side-by-side performance ratios, printed as tables and written to a JSON
+file.
 
-Run it without mpirun; it starts ``mpirun -n N`` itself for the sections that need ranks (``--launcher``
-changes the command, e.g. ``--launcher "srun --mpi=pmix"`` inside an allocation). On a workstation it
-sets what ``scripts/mpienv.sh`` sets (oversubscription, and running as root) unless a batch system
-gave the slots.
+Run it without mpirun; it starts ``mpirun -n N`` itself for the sections that need ranks
+(``--launcher`` changes the command, e.g. ``--launcher "srun --mpi=pmix"`` inside an allocation). On
+a workstation it sets what ``scripts/mpienv.sh`` sets (oversubscription, and running as root) unless
+a batch system gave the slots.
 
 Sections (``--sections``, comma-separated; default all):
 
@@ -19,24 +20,27 @@ Sections (``--sections``, comma-separated; default all):
                    step 0, of the training and to the exit (``tiny``: 8 and 16 ranks, 50 steps)
    ``network``     exact vs compressed algorithms over a real rate-limited link (1 Gbit/s, 100 Mbit/s):
                    step time, time to a target test accuracy, gradient coding's upload and broadcast
-                   (needs root for a network namespace; skips in one line where that is not permitted)
+                   (needs root for a network namespace; skips in one line where that is not
+                   permitted)
    ``status``      steps/s of the quickstart at 8 and 32 ranks with the status flags agreed by a blocking
                    Allreduce after every step vs pipelined (``comm/status.py``), interleaved runs
                    (``tiny``: 4 ranks, 50 steps, one run each)
    ``overlap``     over the emulated 1 Gbit/s link: D-PSGD's and exact push-sum's step time against compute
-                   alone, communication alone, their sum and maximum, with the exchange progressed only when
-                   waited, by hooks in the forward/backward pass, or by Open MPI's TCP progress thread; push-sum
-                   with and without overlap, and their test accuracy (``large`` adds 100 Mbit/s)
+                   alone, communication alone, their sum and maximum, with the exchange progressed
+                   only when waited, by hooks in the forward/backward pass, or by Open MPI's TCP
+                   progress thread; push-sum with and without overlap, and their test accuracy
+                   (``large`` adds 100 Mbit/s)
    ``local_steps`` behind one emulated 100 Mbit/s link (d ≈ 1e6): time to a target test accuracy of
-                   all-reduce SGD and quantized push-sum every step against DiLoCo, decentralized DiLoCo over
-                   quantized push-sum and NoLoCo pairs with H = 50 local steps (``[outer]``)
+                   all-reduce SGD and quantized push-sum every step against DiLoCo, decentralized
+                   DiLoCo over quantized push-sum and NoLoCo pairs with H = 50 local steps
+                   (``[outer]``)
 
-``--size tiny`` (the CI smoke test: about a minute and a half on 2 idle cores, almost all of it starting
-a dozen ``mpirun`` jobs whose ranks import torch, 8 and 16 of them for ``startup``), ``small`` (default:
-about 40 minutes on 2 cores, 20 of them the network section, 10 the local_steps section and 5 the startup section's 64 ranks;
-``--sections`` without those three: about 5) or ``large``.
-Absolute times on shared machines are noise; the ratios compare contenders measured in one run, calls
-interleaved.
+``--size tiny`` (the CI smoke test: about a minute and a half on 2 idle cores, almost all of it
+starting a dozen ``mpirun`` jobs whose ranks import torch, 8 and 16 of them for ``startup``),
+``small`` (default: about 40 minutes on 2 cores, 20 of them the network section, 10 the local_steps
+section and 5 the startup section's 64 ranks; ``--sections`` without those three: about 5) or
+``large``. Absolute times on shared machines are noise; the ratios compare contenders measured in
+one run, calls interleaved.
 """
 
 from __future__ import annotations
@@ -294,8 +298,8 @@ def _tables(name: str, result: dict) -> str:
                 (
                     "yes"
                     if r["ratio"] <= 1.15
-                    else f"NO: {(r['mpidecent_s'] - r['raw_s']) * 1e6:.0f} µs more per call (per-call Python, or load: "
-                    f"rerun)"
+                    else f"NO: {(r['mpidecent_s'] - r['raw_s']) * 1e6:.0f} µs more per call "
+                    "(per-call Python, or load: rerun)"
                 )
                 if r["d"] >= 1e5
                 else "-",
@@ -344,8 +348,8 @@ def _tables(name: str, result: dict) -> str:
             for r in rows
         ]
         return (
-            "quantized push-sum gossip (qsgd 8-bit), directed ring + 1 chord: out-degree 2 at every n\n"
-            + _grid(head, body)
+            "quantized push-sum gossip (qsgd 8-bit), directed ring + 1 chord: out-degree 2 at "
+            "every n\n" + _grid(head, body)
         )
     if name == "memory":
         peaks, before = result["peak_rss_bytes"], min(result["rss_before_bytes"]) / 2**20
@@ -360,8 +364,9 @@ def _tables(name: str, result: dict) -> str:
             text += (
                 "\ngoal ≤ 450 MiB: yes"
                 if mib <= 450
-                else f"\ngoal ≤ 450 MiB: NO: {before:.0f} MiB before building (python, numpy, torch, MPI), "
-                f"{arrays:.0f} MiB of the library's large arrays, the rest numba's kernels and the allocator"
+                else f"\ngoal ≤ 450 MiB: NO: {before:.0f} MiB before building (python, numpy, "
+                f"torch, MPI), {arrays:.0f} MiB of the library's large arrays, the rest "
+                "numba's kernels and the allocator"
             )
         return text
     if name == "rma":
@@ -472,7 +477,8 @@ def main(args: argparse.Namespace) -> int:
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
         print(
-            f"mpidecent: error: --sections: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}",
+            f"mpidecent: error: --sections: unknown section {unknown[0]!r}; choose from "
+            f"{', '.join(SECTIONS)}",
             file=sys.stderr,
         )
         return 2

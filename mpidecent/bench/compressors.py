@@ -2,8 +2,8 @@
 ``numpy.copyto`` of the same array measured in the same run (one core's memory bandwidth).
 
 Single process, no MPI. Each timing is the best of ``repeats`` runs (the least disturbed by other
-processes on a shared machine); memcpy is timed between the operators, so a ratio compares numbers taken
-seconds apart.
+processes on a shared machine); memcpy is timed between the operators, so a ratio compares numbers
+taken seconds apart.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 
 
 def run(dims: Sequence[int], repeats: int = 7, fast: bool | None = None) -> list[dict]:
-    """One row per (operator, d): seconds and GB/s (float32 input bytes per second) of encode, decode and
-    both, memcpy's GB/s, the ratio of encode+decode to memcpy, the same ratio for the numpy reference of
-    operators that have a kernel (``reference_ratio``), and the goal."""
+    """One row per (operator, d): seconds and GB/s (float32 input bytes per second) of encode,
+    decode and both, memcpy's GB/s, the ratio of encode+decode to memcpy, the same ratio for the
+    numpy reference of operators that have a kernel (``reference_ratio``), and the goal."""
     rows = []
     for d in dims:
         v = np.random.default_rng(d).standard_normal(d).astype(np.float32)
@@ -117,8 +117,8 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     ]
     body = []
     for r in rows:
-        # The goals are about the memory-bound case (d ≥ 1e7); a smaller array sits in cache, where memcpy
-        # runs several times faster and every ratio looks worse.
+        # The goals are about the memory-bound case (d ≥ 1e7); a smaller array sits in cache, where
+        # memcpy runs several times faster and every ratio looks worse.
         goal = r["goal"] if r["d"] >= 10_000_000 else None
         body.append(
             [

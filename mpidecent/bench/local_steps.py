@@ -1,6 +1,7 @@
-"""The ``local_steps`` section of ``mpidecent bench``: time to a target test accuracy over an emulated slow
-link (``netlink.py``, all ranks behind one rate-limited link, as in the ``network`` section) for per-step
-methods against local steps with an outer optimizer (``[outer]``, ``algorithms/local_steps.py``):
+"""The ``local_steps`` section of ``mpidecent bench``: time to a target test accuracy over an
+emulated slow link (``netlink.py``, all ranks behind one rate-limited link, as in the ``network``
+section) for per-step methods against local steps with an outer optimizer (``[outer]``,
+``algorithms/local_steps.py``):
 
 * all-reduce SGD, every step (the data-parallel reference);
 * quantized push-sum, QSGD 8-bit, every step, on the directed chord ring;
@@ -9,12 +10,12 @@ methods against local steps with an outer optimizer (``[outer]``, ``algorithms/l
 * NoLoCo: random pairs every H steps.
 
 Each contender is a [[sweep]] variant of one job (the network section's base job: digits, an MLP of
-d ≈ 1e6, float32, inner Nesterov), run in one ``mpirun`` behind the link; per-step contenders run fewer
-steps than the local ones (their steps cost the link's time). "Train s" is the slowest rank's compute +
-communication seconds (the steps only); "wall s" adds the evaluation at log points (``[run] eval =
-"reduce"``: every model moved once to rank 0 in float32 per log point; its bytes are the difference
-between what crossed the link and what the runs counted). The first log point whose average model reaches
-the target accuracy gives the time to target.
+d ≈ 1e6, float32, inner Nesterov), run in one ``mpirun`` behind the link; per-step contenders run
+fewer steps than the local ones (their steps cost the link's time). "Train s" is the slowest rank's
+compute + communication seconds (the steps only); "wall s" adds the evaluation at log points
+(``[run] eval = "reduce"``: every model moved once to rank 0 in float32 per log point; its bytes are
+the difference between what crossed the link and what the runs counted). The first log point whose
+average model reaches the target accuracy gives the time to target.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ CHORD_QPS = {"algorithm.name": "quantized_push_sum", "topology.kind": "chord_rin
 
 
 def contenders(per_step: dict, local: dict) -> list[Contender]:
-    """The five contenders; ``per_step`` / ``local``: their run.steps and run.log_every (local: and H)."""
+    """The five contenders; ``per_step`` / ``local``: their run.steps and run.log_every (local: and
+    H)."""
     every = local.get("outer.every", H)
-    # the evaluation at log points moves each model once to rank 0 in float32 ([run] eval = "reduce")
+    # the evaluation at log points moves each model once to rank 0 in float32 ([run] eval =
+    # "reduce")
     per_step, local = {**per_step, "run.eval": "reduce"}, {**local, "run.eval": "reduce"}
     return [
         Contender(
@@ -107,8 +110,8 @@ def run(size: str, launcher_argv: Sequence[str], out: Path) -> dict:
     config = SIZES[size]
     chosen = contenders(config["per_step"], config["local"])
     link = Link(config["link"])
-    # the pairing refuses a [topology]: the base job's graph is replaced in its variant by random_pairs,
-    # which [outer] pairing = "random" also builds (the same schedule, the same seed)
+    # the pairing refuses a [topology]: the base job's graph is replaced in its variant by
+    # random_pairs, which [outer] pairing = "random" also builds (the same schedule, the same seed)
     ranks = config["ranks"]
     job = job_text(
         "local-steps",
@@ -139,7 +142,8 @@ def run(size: str, launcher_argv: Sequence[str], out: Path) -> dict:
 
 
 def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
-    """(title, head, body) of the time-to-target table with the speed-ups against the per-step methods."""
+    """(title, head, body) of the time-to-target table with the speed-ups against the per-step
+    methods."""
     rows = {r["algorithm"]: r for r in result["rows"]}
     reference, per_step_qps = (result["rows"][0], result["rows"][1])
 
@@ -177,11 +181,12 @@ def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
         )
     launch = result["launch"]
     title = (
-        f"time to test accuracy {result['target_accuracy']} behind one emulated {result['link']} link, "
-        f"{result['ranks']} ranks, H = {result['every']} "
-        f"(goals: ≥ 10× faster than all-reduce and ≥ 3× faster than per-step quantized push-sum). The launch "
-        f"counted {launch['bytes_counted'] / 1e6:,.1f} MB of training messages; "
-        f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with evaluation at log points, TCP/IP "
+        f"time to test accuracy {result['target_accuracy']} behind one emulated {result['link']} "
+        f"link, {result['ranks']} ranks, H = {result['every']} (goals: ≥ 10× faster than "
+        "all-reduce and ≥ 3× faster than per-step quantized push-sum). The launch counted "
+        f"{launch['bytes_counted'] / 1e6:,.1f} MB of training messages; "
+        f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with evaluation at log "
+        "points, TCP/IP "
         "headers and start-up)"
     )
     return title, head, body

@@ -1,15 +1,16 @@
-"""An emulated slow network on one machine: a private network namespace whose loopback is rate-limited.
+"""An emulated slow network on one machine: a private network namespace whose loopback is
+rate-limited.
 
-``command(argv, link)`` wraps any command (typically ``mpirun -n 8 mpidecent run job.toml``) so that it
-runs in a new network namespace (``unshare --net``: the host's real interfaces are never touched, and
-the namespace disappears with the command) whose loopback carries a token-bucket filter
-(``tc qdisc add dev lo root tbf rate R burst B latency L``), with Open MPI forced onto TCP over that
+``command(argv, link)`` wraps any command (typically ``mpirun -n 8 mpidecent run job.toml``) so that
+it runs in a new network namespace (``unshare --net``: the host's real interfaces are never touched,
+and the namespace disappears with the command) whose loopback carries a token-bucket filter (``tc
+qdisc add dev lo root tbf rate R burst B latency L``), with Open MPI forced onto TCP over that
 loopback (``pml ob1``, ``btl tcp,self``: no shared memory), so every byte between ranks crosses the
-limited link. All ranks share the one link, like nodes behind one slow uplink: an interval's bytes of
-all ranks together take 8 · bytes / R seconds, not each rank's own bytes.
+limited link. All ranks share the one link, like nodes behind one slow uplink: an interval's bytes
+of all ranks together take 8 · bytes / R seconds, not each rank's own bytes.
 
-Needs root (or CAP_NET_ADMIN in a user namespace) and ``tc``/``ip`` from iproute2; ``probe()`` says in
-one line why not where it cannot run. ``netem`` (delay, loss) is not used: these kernels lack it.
+Needs root (or CAP_NET_ADMIN in a user namespace) and ``tc``/``ip`` from iproute2; ``probe()`` says
+in one line why not where it cannot run. ``netem`` (delay, loss) is not used: these kernels lack it.
 
 Command line (``scripts/emulate-link.sh`` calls this)::
 
@@ -28,9 +29,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Open MPI over TCP on the namespace's loopback only. pml ob1 (not ucx, which would pick shared memory),
-# btl tcp,self (no vader), and loopback included for both the byte transfer and the launcher's out-of-band
-# channel (Open MPI excludes lo by default).
+# Open MPI over TCP on the namespace's loopback only. pml ob1 (not ucx, which would pick shared
+# memory), btl tcp,self (no vader), and loopback included for both the byte transfer and the
+# launcher's out-of-band channel (Open MPI excludes lo by default).
 OMPI_OVER_LOOPBACK = {
     "OMPI_MCA_pml": "ob1",
     "OMPI_MCA_btl": "tcp,self",
@@ -39,11 +40,13 @@ OMPI_OVER_LOOPBACK = {
 }
 _UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 
-# Runs inside the namespace: $1 rate, $2 burst, $3 latency, $4 file for the loopback's byte count, then argv.
+# Runs inside the namespace: $1 rate, $2 burst, $3 latency, $4 file for the loopback's byte count,
+# then argv.
 _INSIDE = r"""set -e
 ip link set lo up
 tc qdisc add dev lo root tbf rate "$1" burst "$2" latency "$3"
-# /proc/net/dev belongs to this namespace (/sys/class/net would show the host's): lo's transmitted bytes
+# /proc/net/dev belongs to this namespace (/sys/class/net would show the host's): lo's transmitted
+# bytes
 tx() { awk '{ sub(/^ *lo:/, "lo: ") } $1 == "lo:" { print $10 }' /proc/net/dev; }
 before=$(tx)
 out="$4"
@@ -59,9 +62,10 @@ exit "$status"
 
 @dataclass(frozen=True)
 class Link:
-    """A token bucket on the namespace's loopback: ``rate`` as tc spells it (``100mbit``, ``1gbit``),
-    ``burst`` in bytes as tc spells it (``512kb``: what may pass at once), ``latency`` the longest a packet
-    may wait in the bucket's queue (``50ms``; a queue bound, not a delay: netem is absent)."""
+    """A token bucket on the namespace's loopback: ``rate`` as tc spells it (``100mbit``,
+    ``1gbit``), ``burst`` in bytes as tc spells it (``512kb``: what may pass at once), ``latency``
+    the longest a packet may wait in the bucket's queue (``50ms``; a queue bound, not a delay: netem
+    is absent)."""
 
     rate: str = "100mbit"
     burst: str = "512kb"
@@ -78,7 +82,8 @@ class Link:
 
 
 def parse_rate(rate: str) -> float:
-    """``100mbit`` → 1e8 bits per second (tc's bit units; bytes units such as ``mbps`` are refused)."""
+    """``100mbit`` → 1e8 bits per second (tc's bit units; bytes units such as ``mbps`` are
+    refused)."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?bit)\s*", rate.lower())
     if not match:
         raise ValueError(
@@ -91,7 +96,8 @@ def parse_rate(rate: str) -> float:
 
 
 def probe() -> str | None:
-    """None if an emulated link can be made here, else one line saying why not (run as a plain process)."""
+    """None if an emulated link can be made here, else one line saying why not (run as a plain
+    process)."""
     for tool in ("unshare", "ip", "tc"):
         if shutil.which(tool) is None:
             return f"`{tool}` not found (util-linux / iproute2): cannot emulate a slow link here"
@@ -111,8 +117,8 @@ def probe() -> str | None:
 
 
 def command(argv: Sequence[str], link: Link, bytes_file: str = "") -> list[str]:
-    """``argv`` run in a fresh network namespace behind ``link``; the loopback's transmitted bytes during the
-    command are written to ``bytes_file`` if given. Run it with ``environment()``."""
+    """``argv`` run in a fresh network namespace behind ``link``; the loopback's transmitted bytes
+    during the command are written to ``bytes_file`` if given. Run it with ``environment()``."""
     parse_rate(link.rate)
     return [
         "unshare",

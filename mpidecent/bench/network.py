@@ -1,23 +1,27 @@
-"""The ``network`` section of ``mpidecent bench``: exact vs compressed algorithms, measured over a real
-bandwidth-limited link (``netlink.py``: a private network namespace, its loopback rate-limited by a
-token bucket, Open MPI on TCP over it). All ranks share the one link, like nodes behind one slow uplink.
+"""The ``network`` section of ``mpidecent bench``: exact vs compressed algorithms, measured over a
+real bandwidth-limited link (``netlink.py``: a private network namespace, its loopback rate-limited
+by a token bucket, Open MPI on TCP over it). All ranks share the one link, like nodes behind one
+slow uplink.
 
-Per link × model size it runs, each as a real ``mpirun`` job of ``mpidecent run`` inside the namespace:
+Per link × model size it runs, each as a real ``mpirun`` job of ``mpidecent run`` inside the
+namespace:
 
-* **step time** of every contender (exact and quantized push-sum, D-PSGD, CHOCO-SGD, multi-gossip Q = 5,
-  all-reduce SGD, 1-bit and 32-bit gradient coding): a short run, the steady per-step training time
-  read from the results file between its last two log points (the first steps load compiled kernels);
-* **time to a target test accuracy** for the push-sum pair: a longer run, the training time at the first
-  log point whose average model reaches the target;
+* **step time** of every contender (exact and quantized push-sum, D-PSGD, CHOCO-SGD, multi-gossip Q
+  = 5, all-reduce SGD, 1-bit and 32-bit gradient coding): a short run, the steady per-step training
+  time read from the results file between its last two log points (the first steps load compiled
+  kernels);
+* **time to a target test accuracy** for the push-sum pair: a longer run, the training time at the
+  first log point whose average model reaches the target;
 * **gradient coding's phases** (``uplink`` below, run on the ranks): the workers' upload of a 1-bit
   vs a 32-bit update, and the master's full-precision broadcast, each timed on its own.
 
 "Training time" is the slowest rank's cumulative compute + communication seconds (``compute_s`` +
 ``comm_s`` of the results file): the steps themselves, without the evaluation at log points (whose
 all-reduce of the model over the slow link would otherwise dominate short runs). Wall time including
-everything is shown beside it. Every run also reports the bytes that crossed the link (the loopback's
-transmit counter: payload, TCP/IP headers, launcher and evaluation traffic) against the bytes the run
-counted, and the report's link model (``comm/linkmodel.py``, shared-link form) against the measurement.
+everything is shown beside it. Every run also reports the bytes that crossed the link (the
+loopback's transmit counter: payload, TCP/IP headers, launcher and evaluation traffic) against the
+bytes the run counted, and the report's link model (``comm/linkmodel.py``, shared-link form) against
+the measurement.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from mpidecent.params import toml_value
 
 @dataclass(frozen=True)
 class Contender:
-    """One algorithm of the comparison: a [[sweep]] variant of the base job (``name``, its ``set`` of
-    "section.key" values) on ``ranks`` ranks."""
+    """One algorithm of the comparison: a [[sweep]] variant of the base job (``name``, its ``set``
+    of "section.key" values) on ``ranks`` ranks."""
 
     label: str
     name: str
@@ -149,8 +153,9 @@ SIZES["large"] = {
     "uplink": {"repeats": 9},
 }
 
-# The base job every contender varies: digits (64 features, 10 classes, held-out test set), an MLP of the
-# size's width, float32, Nesterov momentum; the graph a directed chord ring unless a contender sets another.
+# The base job every contender varies: digits (64 features, 10 classes, held-out test set), an MLP
+# of the size's width, float32, Nesterov momentum; the graph a directed chord ring unless a
+# contender sets another.
 BASE = {
     "run": {"seed": 1, "dtype": "float32"},
     "topology": {"kind": "chord_ring"},
@@ -168,7 +173,8 @@ def job_text(
     log_every: int,
     ranks: int,
 ) -> str:
-    """One job file whose [[sweep]] variants are the contenders (one launch runs them one after another)."""
+    """One job file whose [[sweep]] variants are the contenders (one launch runs them one after
+    another)."""
     sections: dict[str, dict] = {k: dict(v) for k, v in BASE.items()}
     sections["run"].update({"name": name, "steps": steps, "log_every": log_every})
     sections["topology"]["n"] = ranks
@@ -198,9 +204,9 @@ def measure(
     timeout_s: float,
     env: dict[str, str] | None = None,
 ) -> tuple[list[dict], dict]:
-    """One ``mpirun … mpidecent run`` of the contenders' sweep behind ``link`` (``env``: more variables for
-    the launch, e.g. MCA settings): (one row per contender, the launch: bytes that crossed the link, bytes
-    the runs counted, seconds of the whole command)."""
+    """One ``mpirun … mpidecent run`` of the contenders' sweep behind ``link`` (``env``: more
+    variables for the launch, e.g. MCA settings): (one row per contender, the launch: bytes that
+    crossed the link, bytes the runs counted, seconds of the whole command)."""
     from mpidecent.bench import BenchError
     from mpidecent.comm.linkmodel import LinkModel
     from mpidecent.io.reader import read_runs
@@ -367,7 +373,8 @@ def run(
                 ]
                 for r in rows:
                     print(
-                        f"   {rate} {model_name} {r['algorithm']}: test accuracy {tcfg['test_accuracy']} at "
+                        f"   {rate} {model_name} {r['algorithm']}: test accuracy "
+                        f"{tcfg['test_accuracy']} at "
                         f"{'-' if not r['reached'] else round(r['reached']['train_s'], 2)} s",
                         flush=True,
                     )
@@ -425,8 +432,8 @@ def _on_ranks(
 
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
             raise BenchError(
-                f"the {section} probe behind the {link.rate} link exited with {proc.returncode}:\n  "
-                + "\n  ".join(tail)
+                f"the {section} probe behind the {link.rate} link exited with {proc.returncode}:\n "
+                " " + "\n  ".join(tail)
             )
         return json.loads(result.read_text())
 
@@ -451,8 +458,8 @@ def uplink_phases(launcher_argv: Sequence[str], link: Link, config: dict) -> lis
 
 
 def calibrate(launcher_argv: Sequence[str], link: Link, nbytes: int, repeats: int) -> dict:
-    """The link's effective rate: one message of ``nbytes`` from rank 0 to rank 1 (2 ranks), median of
-    ``repeats``, from a barrier until the receiver has it."""
+    """The link's effective rate: one message of ``nbytes`` from rank 0 to rank 1 (2 ranks), median
+    of ``repeats``, from a barrier until the receiver has it."""
     seconds = _on_ranks(
         launcher_argv, link, "calibrate", 2, {"nbytes": nbytes, "repeats": repeats}, 600
     )["seconds"]
@@ -490,9 +497,9 @@ def _mlp_dim(features: int, hidden: Sequence[int], classes: int) -> int:
 
 
 def uplink(comm, params: dict) -> dict:
-    """On the ranks (rank 0 master): the workers' upload of an encoded update (encode + send until the
-    master holds all of them) and the master's broadcast of θ at full precision, each timed from a
-    barrier on the slowest rank, median over repeats, 1-bit and float32 calls interleaved."""
+    """On the ranks (rank 0 master): the workers' upload of an encoded update (encode + send until
+    the master holds all of them) and the master's broadcast of θ at full precision, each timed from
+    a barrier on the slowest rank, median over repeats, 1-bit and float32 calls interleaved."""
     from mpidecent.bench.ranks import _timed
     from mpidecent.comm.master import MasterWorker
     from mpidecent.comm.messages import Stopwatch
@@ -574,8 +581,8 @@ def tables(result: dict) -> str:
         for c in result.get("calibration", [])
     ]
     parts.append(
-        "train s = slowest rank's compute + communication (steps only); wall s includes evaluation at log "
-        "points; model ÷ measured = the shared-link model's time ÷ train s."
+        "train s = slowest rank's compute + communication (steps only); wall s includes evaluation "
+        "at log points; model ÷ measured = the shared-link model's time ÷ train s."
     )
     head = [
         "link",
@@ -607,10 +614,11 @@ def tables(result: dict) -> str:
     parts.append(texttable.table(head, body, left=3))
     for launch in result["launches"]:
         parts.append(
-            f"launch {launch['launch']}: the runs counted {launch['bytes_counted'] / 1e6:,.1f} MB of "
+            f"launch {launch['launch']}: the runs counted {launch['bytes_counted'] / 1e6:,.1f} MB "
+            "of "
             "messages; "
-            f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with TCP/IP headers, start-up "
-            f"and the evaluation at log points); whole command {launch['command_s']:.0f} s"
+            f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with TCP/IP headers, "
+            f"start-up and the evaluation at log points); whole command {launch['command_s']:.0f} s"
         )
     if result["target"]:
         head = [
@@ -638,7 +646,8 @@ def tables(result: dict) -> str:
                         if value >= 3
                         else (
                             f"NOT met: {value:.2f}× < 3× (compute per step "
-                            f"{r['compute_s'] / max(r['steps'], 1) * 1e3:.0f} ms of the compressed run)"
+                            f"{r['compute_s'] / max(r['steps'], 1) * 1e3:.0f} ms of the compressed "
+                            "run)"
                         )
                     )
             body.append(
@@ -676,7 +685,8 @@ def tables(result: dict) -> str:
                 (
                     "met"
                     if r["upload_speedup"] >= 5
-                    else f"NOT met: {r['upload_speedup']:.1f}× < 5× (1-bit upload {_ms(r['upload_onebit_s'])} ms: encode "
+                    else f"NOT met: {r['upload_speedup']:.1f}× < 5× (1-bit upload "
+                    f"{_ms(r['upload_onebit_s'])} ms: encode "
                     "and latency)"
                 )
                 if r["link"] == "100mbit" and r["d"] >= 1e6

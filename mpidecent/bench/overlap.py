@@ -1,34 +1,35 @@
-"""The ``overlap`` section of ``mpidecent bench``: does a neighbour exchange really move while the gradient
-is computed, over a real rate-limited link (``netlink.py``: every byte crosses a token bucket on the
-loopback of a private network namespace, Open MPI on TCP)?
+"""The ``overlap`` section of ``mpidecent bench``: does a neighbour exchange really move while the
+gradient is computed, over a real rate-limited link (``netlink.py``: every byte crosses a token
+bucket on the loopback of a private network namespace, Open MPI on TCP)?
 
-A nonblocking exchange of a large message moves only while its rank is inside MPI: over TCP, Open MPI
-sends the first 64 KiB and waits for the receiver's rendezvous answer, and a slow link fills the socket
-buffer, whose rest is written only when MPI runs again. So "start, compute, wait" can still cost
-compute + communication. Per algorithm — D-PSGD (ring, x_t sent before its gradient) and exact push-sum
-(chord ring, ``overlap = true``: x_t sent at the end of step t − 1) — one ``mpirun`` runs, as [[sweep]]
-variants of one job on one workload (digits, an MLP, float32, Nesterov momentum, a batch chosen so that
-computation and communication per step are of the same order, step size 0.05):
+A nonblocking exchange of a large message moves only while its rank is inside MPI: over TCP, Open
+MPI sends the first 64 KiB and waits for the receiver's rendezvous answer, and a slow link fills the
+socket buffer, whose rest is written only when MPI runs again. So "start, compute, wait" can still
+cost compute + communication. Per algorithm — D-PSGD (ring, x_t sent before its gradient) and exact
+push-sum (chord ring, ``overlap = true``: x_t sent at the end of step t − 1) — one ``mpirun`` runs,
+as [[sweep]] variants of one job on one workload (digits, an MLP, float32, Nesterov momentum, a
+batch chosen so that computation and communication per step are of the same order, step size 0.05):
 
 * compute alone: the same job on the ``disconnected`` graph (no message at all);
-* communication alone: the same job with ``batch_size = 1`` and ``lr = 0`` (a gradient of one sample, a
-  few ms, that moves nothing: the same messages, without a step that one sample would make unstable);
-* the algorithm with ``[run] progress = "none"`` (MPI moves the exchange only when the rank waits) and
-  with ``progress = "hooks"`` (the default: a non-blocking test of every exchange in flight after each
-  layer's forward pass and each parameter's gradient);
+* communication alone: the same job with ``batch_size = 1`` and ``lr = 0`` (a gradient of one
+  sample, a few ms, that moves nothing: the same messages, without a step that one sample would make
+  unstable);
+* the algorithm with ``[run] progress = "none"`` (MPI moves the exchange only when the rank waits)
+  and with ``progress = "hooks"`` (the default: a non-blocking test of every exchange in flight
+  after each layer's forward pass and each parameter's gradient);
 * for push-sum also ``overlap = false`` (the message needs the gradient: compute, then communicate);
 
 and a second ``mpirun`` runs the ``none`` variants with Open MPI's own progress thread for TCP
-(``OMPI_MCA_btl_tcp_progress_thread=1``). Step times are the steady per-step training time of the slowest
-rank (between the last two log points); the goal is ≤ 1.15 × max(compute, communication). Test accuracy
-after the same number of steps shows what the overlap does to learning: exact push-sum with overlap
-against without (goal: within 1 point), as the mean over the last ``ACCURACY_POINTS_LOGGED`` log points
-(a single log point of a run with momentum moves by a few points from one to the next); D-PSGD's
-variants are bit-identical by construction.
+(``OMPI_MCA_btl_tcp_progress_thread=1``). Step times are the steady per-step training time of the
+slowest rank (between the last two log points); the goal is ≤ 1.15 × max(compute, communication).
+Test accuracy after the same number of steps shows what the overlap does to learning: exact push-sum
+with overlap against without (goal: within 1 point), as the mean over the last
+``ACCURACY_POINTS_LOGGED`` log points (a single log point of a run with momentum moves by a few
+points from one to the next); D-PSGD's variants are bit-identical by construction.
 
-On a link shared by all ranks, "compute alone + communication alone" is not a floor for a run without
-overlap: while one rank computes, the others' messages use the link, so ranks overlap each other even
-when no rank overlaps itself.
+On a link shared by all ranks, "compute alone + communication alone" is not a floor for a run
+without overlap: while one rank computes, the others' messages use the link, so ranks overlap each
+other even when no rank overlaps itself.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ ACCURACY_POINTS = 1.0  # overlap vs not: test accuracy within this many percenta
 ACCURACY_POINTS_LOGGED = 3  # the test accuracy compared: the mean over this many last log points
 TCP_THREAD = {"OMPI_MCA_btl_tcp_progress_thread": "1"}
 
-# lr 0.05 with Nesterov 0.9: at lr 0.1 the overlapped (combine-then-adapt) push-sum is less stable on this
-# workload (jobs/digits_overlap.toml measures both; docs/performance.md).
+# lr 0.05 with Nesterov 0.9: at lr 0.1 the overlapped (combine-then-adapt) push-sum is less stable
+# on this workload (jobs/digits_overlap.toml measures both; docs/performance.md).
 FAMILIES: dict[str, dict] = {
     "dpsgd": {
         "label": "D-PSGD (ring)",
@@ -62,7 +63,8 @@ FAMILIES: dict[str, dict] = {
         },
     },
 }
-# What the MPI library's own progress thread is compared on: the variants that leave progress to MPI.
+# What the MPI library's own progress thread is compared on: the variants that leave progress to
+# MPI.
 THREADED = {"dpsgd": "progress none", "push_sum": "overlap, progress none"}
 
 SIZES: dict[str, dict] = {
@@ -73,9 +75,9 @@ SIZES: dict[str, dict] = {
         "families": ["dpsgd"],
         "tcp_thread": False,
     },
-    # MLP 64 → 1024 → 1024 → 10 (d = 1,126,410, 4.5 MB per float32 message): D-PSGD's 8 ranks send 16
-    # messages per step, about 0.6 s on the shared 1 Gbit/s link (push-sum's chord ring 12: 0.45 s); batch
-    # 2048 takes about as long to compute on 8 ranks sharing 2 cores.
+    # MLP 64 → 1024 → 1024 → 10 (d = 1,126,410, 4.5 MB per float32 message): D-PSGD's 8 ranks send
+    # 16 messages per step, about 0.6 s on the shared 1 Gbit/s link (push-sum's chord ring 12: 0.45
+    # s); batch 2048 takes about as long to compute on 8 ranks sharing 2 cores.
     "small": {
         "workloads": [
             {
@@ -199,7 +201,8 @@ def run(size: str, launcher_argv: Sequence[str], out: Path) -> dict:
 
 
 def summary(rows: Sequence[dict]) -> list[dict]:
-    """Per (link, family): compute, communication, their sum and max, and each mechanism's step ÷ max."""
+    """Per (link, family): compute, communication, their sum and max, and each mechanism's step ÷
+    max."""
     out = []
     for key in dict.fromkeys((r["link"], r["family"]) for r in rows):
         group = {r["variant"]: r for r in rows if (r["link"], r["family"]) == key}
@@ -250,8 +253,9 @@ def _late_accuracy(row: dict) -> float | None:
 def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
     """(title, head, body) of the section's table."""
     title = (
-        "step time vs compute alone and communication alone (ms, slowest rank, steady state); hidden = "
-        "(compute + comm − step) ÷ min(compute, comm): 1 = the shorter one fully hidden, 0 = none"
+        "step time vs compute alone and communication alone (ms, slowest rank, steady state); "
+        "hidden = (compute + comm − step) ÷ min(compute, comm): 1 = the shorter one fully hidden, "
+        "0 = none"
     )
     head = [
         "link",

@@ -2,20 +2,21 @@
 
     mpirun -n N python -m mpidecent.bench.ranks SECTION PARAMS.json RESULT.json
 
-Every rank takes part; rank 0 writes RESULT.json. Times are per call on the slowest rank (each timed call
-starts after a barrier and ends with a max-reduction of the ranks' durations); a section reports the
-median over repeats, with the contenders of a comparison interleaved call by call, so that a burst of
-load from another process hits both.
+Every rank takes part; rank 0 writes RESULT.json. Times are per call on the slowest rank (each timed
+call starts after a barrier and ends with a max-reduction of the ranks' durations); a section
+reports the median over repeats, with the contenders of a comparison interleaved call by call, so
+that a burst of load from another process hits both.
 
 Sections:
 
-* ``exchange``: ``NeighborExchange`` (mpidecent's neighbour exchange) vs a raw mpi4py ``Irecv``/``Isend``
-  loop moving the same bytes over the same graph (directed exponential), float32 payloads of d entries.
+* ``exchange``: ``NeighborExchange`` (mpidecent's neighbour exchange) vs a raw mpi4py
+  ``Irecv``/``Isend`` loop moving the same bytes over the same graph (directed exponential), float32
+  payloads of d entries.
 * ``step``: one training step of the same torch MLP (~1e6 parameters) and minibatch for
   ``allreduce_sgd``, ``dpsgd``, ``push_sum``, ``quantized_push_sum`` and
   ``torch.nn.parallel.DistributedDataParallel`` (gloo over loopback), with bytes per step.
-* ``scaling``: bytes per node per step and step time of pure gossip (quantized push-sum, qsgd 8-bit, no
-  gradients) on a fixed-degree graph (directed ring plus one chord per node) for the given d.
+* ``scaling``: bytes per node per step and step time of pure gossip (quantized push-sum, qsgd 8-bit,
+  no gradients) on a fixed-degree graph (directed ring plus one chord per node) for the given d.
 * ``memory``: peak RSS per rank after gossip steps at a given d.
 * ``rma``: the passive-target progress probe of ``comm/window.py``.
 * ``status``: the quickstart run again and again with blocking vs pipelined status agreement
@@ -111,7 +112,8 @@ def exchange(comm: MPI.Intracomm, params: dict) -> dict:
         )
     dist.Free()
     return {
-        "graph": f"exponential (directed), {comm.size} nodes, out-degree {len(graph.out_neighbors(0))}",
+        "graph": f"exponential (directed), {comm.size} nodes, out-degree "
+        f"{len(graph.out_neighbors(0))}",
         "rows": rows,
     }
 
@@ -168,7 +170,8 @@ def _free(runner) -> None:
 
 
 def _ddp_step_fn(comm: MPI.Intracomm, runner, batch: int):
-    """A DistributedDataParallel (gloo) step of the same architecture and data as ``runner``'s model."""
+    """A DistributedDataParallel (gloo) step of the same architecture and data as ``runner``'s
+    model."""
     import copy
 
     import torch
@@ -272,9 +275,9 @@ def step(comm: MPI.Intracomm, params: dict) -> dict:
 
 
 def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
-    """Quantized push-sum with zero gradients (pure gossip) on a directed ring plus one chord per node
-    (out-degree 2 at every n ≥ 4): fixed-degree, so per-node traffic must not grow with n. Returns
-    (algorithm, connection); the caller closes the connection."""
+    """Quantized push-sum with zero gradients (pure gossip) on a directed ring plus one chord per
+    node (out-degree 2 at every n ≥ 4): fixed-degree, so per-node traffic must not grow with n.
+    Returns (algorithm, connection); the caller closes the connection."""
     from mpidecent.runner import gossip_only
     from mpidecent.topology.graphs import Graph
     from mpidecent.topology.schedule import Schedule
@@ -331,7 +334,8 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
 
 def _large_arrays(algo, least: int) -> dict[str, int]:
     """Bytes of every numpy array of at least ``least`` bytes that the algorithm, its objective, its
-    streams, their messages and exchanges hold (views of one buffer are counted once, under the first name)."""
+    streams, their messages and exchanges hold (views of one buffer are counted once, under the
+    first name)."""
     found: dict[str, int] = {}
     seen: set[int] = set()
     owners = [("algorithm", algo), ("objective", algo.objective), ("compressor", algo.compressor)]

@@ -1,20 +1,22 @@
-"""The ``startup`` section of ``mpidecent bench``: the quickstart (``jobs/quickstart.toml``) launched with n
-ranks on this machine, however few its cores (oversubscribed where no batch system gave the slots), each a
-real ``mpirun -n n python -m mpidecent run`` timed from outside (this process runs no MPI).
+"""The ``startup`` section of ``mpidecent bench``: the quickstart (``jobs/quickstart.toml``)
+launched with n ranks on this machine, however few its cores (oversubscribed where no batch system
+gave the slots), each a real ``mpirun -n n python -m mpidecent run`` timed from outside (this
+process runs no MPI).
 
 Per n it records:
 
-* **launch → exit**: wall time of the whole command (MPI start, every rank's imports, validation, the
-  run, the results file, the exit);
-* **launch → step 0**: when rank 0's first progress line (step 0, printed once every rank is set up and
-  the initial model evaluated) reached this process;
+* **launch → exit**: wall time of the whole command (MPI start, every rank's imports, validation,
+  the run, the results file, the exit);
+* **launch → step 0**: when rank 0's first progress line (step 0, printed once every rank is set up
+  and the initial model evaluated) reached this process;
 * **training**: the results file's ``wall_s`` (the training loop, from step 0 to the last step);
 * the exit status, and the 1-minute load average before the launch (a busy machine shows here).
 
-Start-up on a few cores is dominated by what every rank imports before step 0 (torch above all): each
-of the n ranks pays it, the cores serve them in turn. A launch that does not end within the timeout is
-killed and recorded, and larger n are not tried; an n whose ranks would not fit in the available memory
-(``RANK_MIB`` each) is skipped with a note instead of pushing the machine into swap.
+Start-up on a few cores is dominated by what every rank imports before step 0 (torch above all):
+each of the n ranks pays it, the cores serve them in turn. A launch that does not end within the
+timeout is killed and recorded, and larger n are not tried; an n whose ranks would not fit in the
+available memory (``RANK_MIB`` each) is skipped with a note instead of pushing the machine into
+swap.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from pathlib import Path
 from mpidecent.machine import available_memory
 
 JOB = "jobs/quickstart.toml"
-# Proportional set size of one quickstart rank, measured at 8 ranks (about 170 MiB: python, numpy, torch,
-# mpi4py, h5py), rounded up: what each rank needs from the machine's available memory.
+# Proportional set size of one quickstart rank, measured at 8 ranks (about 170 MiB: python, numpy,
+# torch, mpi4py, h5py), rounded up: what each rank needs from the machine's available memory.
 RANK_MIB = 200
 _STEP0 = re.compile(r"\bstep +0/")
 
@@ -80,7 +82,8 @@ def _launch(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> di
 
 
 def _training(path: Path) -> tuple[float | None, int | None]:
-    """(training wall seconds, steps completed) from a results file; (None, None) if it cannot be read."""
+    """(training wall seconds, steps completed) from a results file; (None, None) if it cannot be
+    read."""
     from mpidecent.io.reader import ReportError, read_runs
 
     try:
@@ -101,7 +104,8 @@ def run(
     timeout_s: float,
 ) -> dict:
     """Launch the quickstart with each n of ``ranks`` (``launcher`` is the command before ``-n``;
-    ``steps`` overrides run.steps, None: the job's own). Returns {"job", "steps", "cores", "rows"}."""
+    ``steps`` overrides run.steps, None: the job's own). Returns {"job", "steps", "cores",
+    "rows"}."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     stopped = ""
@@ -166,7 +170,8 @@ def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
 
     steps = result["steps"] or "its 500"
     title = (
-        f"{result['job']} ({steps} steps) launched with n ranks on {result['cores']} cores: wall time from "
+        f"{result['job']} ({steps} steps) launched with n ranks on {result['cores']} cores: wall "
+        "time from "
         "launch to exit, to the step-0 line, and of the training loop"
     )
     head = [

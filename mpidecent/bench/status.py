@@ -1,15 +1,15 @@
-"""The ``status`` section of ``mpidecent bench``: steps per second of the quickstart (``jobs/quickstart.toml``:
-quantized push-sum of a logistic model with d = 51, so small that the per-step status agreement is a visible
-part of a step) with the status flags agreed by a blocking ``Allreduce`` after every step
-(``MPIDECENT_STATUS=blocking``, the behaviour before the pipeline) against the pipelined agreement of
-``comm/status.py`` (the default).
+"""The ``status`` section of ``mpidecent bench``: steps per second of the quickstart
+(``jobs/quickstart.toml``: quantized push-sum of a logistic model with d = 51, so small that the
+per-step status agreement is a visible part of a step) with the status flags agreed by a blocking
+``Allreduce`` after every step (``MPIDECENT_STATUS=blocking``, the behaviour before the pipeline)
+against the pipelined agreement of ``comm/status.py`` (the default).
 
-One ``mpirun -n n python -m mpidecent.bench.ranks status ...`` per n: its ranks run the quickstart in one
-process again and again, both ways, interleaved (the order alternates from one repeat to the next, after an
-unrecorded warm-up run that pays the one-time costs: numba's kernels, torch's first calls), and rank 0 reads
-each run's steps and training wall time (``wall_s``) from its results file. The table gives the median
-steps/s of each way and their ratio; the launcher side (``run``) skips an n whose ranks would not fit in the
-available memory, as the startup section does.
+One ``mpirun -n n python -m mpidecent.bench.ranks status ...`` per n: its ranks run the quickstart
+in one process again and again, both ways, interleaved (the order alternates from one repeat to the
+next, after an unrecorded warm-up run that pays the one-time costs: numba's kernels, torch's first
+calls), and rank 0 reads each run's steps and training wall time (``wall_s``) from its results file.
+The table gives the median steps/s of each way and their ratio; the launcher side (``run``) skips an
+n whose ranks would not fit in the available memory, as the startup section does.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ MODES = ("blocking", "pipelined")
 
 
 def measure(comm: Any, params: dict) -> dict:
-    """Collective over ``comm`` (``COMM_WORLD``): ``params["repeats"]`` runs of the quickstart each way, with
-    ``params["steps"]`` steps (None: the job's 500) and results files in ``params["out"]``. Returns (on every
-    rank; rank 0's numbers) {"n", "steps", "lag", "steps_per_s": {mode: [...]}}."""
+    """Collective over ``comm`` (``COMM_WORLD``): ``params["repeats"]`` runs of the quickstart each
+    way, with ``params["steps"]`` steps (None: the job's 500) and results files in
+    ``params["out"]``. Returns (on every rank; rank 0's numbers) {"n", "steps", "lag",
+    "steps_per_s": {mode: [...]}}."""
     from mpidecent.comm.world import init_mpi
     from mpidecent.config import load_job
     from mpidecent.io.reader import read_run
@@ -54,7 +55,8 @@ def measure(comm: Any, params: dict) -> dict:
         return plan_job(load_job(Path(params["root"]) / JOB, keys), comm.size)
 
     def run_once(mode: str, plan, name: str) -> tuple[float, int, int]:
-        """(steps/s, steps completed, the lag used) of one run; rank 0's reading of its results file."""
+        """(steps/s, steps completed, the lag used) of one run; rank 0's reading of its results
+        file."""
         out = folder / f"{name}-{comm.size}.h5"
         runner = Runner(plan, env, str(out), overwrite=True, quiet=True, status=mode)
         code = runner.run()
@@ -88,8 +90,9 @@ def run(
     steps: int | None,
     repeats: int,
 ) -> dict:
-    """One launch per n of ``ranks`` through ``section`` (``Launcher.section``); returns {"job", "steps",
-    "repeats", "rows"}, each row {"n", "lag", "steps", "steps_per_s", "median", "ratio"} or a skip note."""
+    """One launch per n of ``ranks`` through ``section`` (``Launcher.section``); returns {"job",
+    "steps", "repeats", "rows"}, each row {"n", "lag", "steps", "steps_per_s", "median", "ratio"} or
+    a skip note."""
     rows: list[dict] = []
     for n in ranks:
         free = available_memory()
@@ -123,8 +126,9 @@ def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
     """(title, head, body) of the section's table."""
     steps = result["steps"] or "its 500"
     title = (
-        f"{result['job']} ({steps} steps): steps/s with the status flags agreed by a blocking Allreduce "
-        f"after every step vs pipelined (lag L), median of {result['repeats']} interleaved runs each"
+        f"{result['job']} ({steps} steps): steps/s with the status flags agreed by a blocking "
+        f"Allreduce after every step vs pipelined (lag L), median of {result['repeats']} "
+        "interleaved runs each"
     )
     head = [
         "n",

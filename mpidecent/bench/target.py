@@ -1,6 +1,6 @@
-"""Time to target under a link model: pairs of runs of the shipped jobs, compared by the report's modelled
-time (measured compute + 8·bytes / bandwidth + messages · latency, slowest rank per log interval) at
-which each first reaches the same suboptimality.
+"""Time to target under a link model: pairs of runs of the shipped jobs, compared by the report's
+modelled time (measured compute + 8·bytes / bandwidth + messages · latency, slowest rank per log
+interval) at which each first reaches the same suboptimality.
 
 The target of a pair is 1.1 × the larger of the two final suboptimalities (loss gaps), so that both
 runs reach it; each run's time to it is read at the first log point at or below it.
@@ -66,8 +66,8 @@ def run(
     steps: dict[str, int] | None = None,
     ranks_of: dict[int, int] | None = None,
 ) -> list[dict]:
-    """Run the chosen pairs (indices into PAIRS) with ``launch(mpidecent argv, ranks)`` and compare them;
-    ``steps`` overrides run.steps per job file, ``ranks_of`` the rank count per pair."""
+    """Run the chosen pairs (indices into PAIRS) with ``launch(mpidecent argv, ranks)`` and compare
+    them; ``steps`` overrides run.steps per job file, ``ranks_of`` the rank count per pair."""
     from mpidecent.config import load_jobs
     from mpidecent.io.reader import read_runs
 

@@ -1,11 +1,11 @@
-"""Command line: ``mpidecent run | report | topology | simulate-gossip | bench | info`` (thin: parse,
-validate, hand over). One module per command; this one parses and dispatches.
+"""Command line: ``mpidecent run | report | topology | simulate-gossip | bench | info`` (thin:
+parse, validate, hand over). One module per command; this one parses and dispatches.
 
 ``run`` is started on every rank by ``mpirun``/``srun``; the other commands run in one process.
 
 Exit statuses (``mpidecent.errors``): 0 success, 1 internal error, 2 bad input (job file, CLI flag,
-existing results file, unusable checkpoint), 3 the run diverged (results so far are kept), 4 stopped by
-SIGUSR1/SIGTERM after writing a checkpoint (continue with --resume).
+existing results file, unusable checkpoint), 3 the run diverged (results so far are kept), 4 stopped
+by SIGUSR1/SIGTERM after writing a checkpoint (continue with --resume).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
                 self.prog.split()[1:2]
             )  # "mpidecent run" → run; the top level has none
             sys.stderr.write(
-                f"mpidecent: error: {message} (see {' '.join(['mpidecent', command]).strip()} --help)\n"
+                f"mpidecent: error: {message} (see {' '.join(['mpidecent', command]).strip()} "
+                "--help)\n"
             )
         raise SystemExit(EXIT_BAD_INPUT)
 

@@ -1,5 +1,5 @@
-"""``mpidecent data``: convert a ``.npz`` file, or MNIST-style IDX files, into the HDF5 layout of the
-``hdf5`` data kind (one process, no MPI); the conversion itself is ``mpidecent.io.convert``."""
+"""``mpidecent data``: convert a ``.npz`` file, or MNIST-style IDX files, into the HDF5 layout of
+the ``hdf5`` data kind (one process, no MPI); the conversion itself is ``mpidecent.io.convert``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from mpidecent.errors import EXIT_OK, JobError
 from mpidecent.params import toml_value
 
 USAGE = (
-    "%(prog)s FILE.npz OUT.h5 [--x KEY] [--y KEY] [--x-test KEY] [--y-test KEY] [--scale] [--force]\n"
-    "       %(prog)s --idx TRAIN_IMAGES TRAIN_LABELS [TEST_IMAGES TEST_LABELS] OUT.h5 [--scale] [--force]"
+    "%(prog)s FILE.npz OUT.h5 [--x KEY] [--y KEY] [--x-test KEY] [--y-test KEY] [--scale] "
+    "[--force]\n       %(prog)s --idx TRAIN_IMAGES TRAIN_LABELS [TEST_IMAGES TEST_LABELS] OUT.h5 "
+    "[--scale] [--force]"
 )
 
 _NPZ_OPTIONS = (("x", "--x"), ("y", "--y"), ("x_test", "--x-test"), ("y_test", "--y-test"))
@@ -23,15 +24,17 @@ def add_parser(sub) -> None:
         "data",
         usage=USAGE,
         help="convert a .npz file or MNIST-style IDX files into an HDF5 data file",
-        description="Convert a .npz file, or MNIST-style IDX files (gzipped or not), into the HDF5 layout the "
-        "hdf5 data kind reads: /features (N, ...), /labels (N,), and /test_features, /test_labels "
-        "when a test split is given. Prints the [data] table to paste into a job file.",
+        description="Convert a .npz file, or MNIST-style IDX files (gzipped or not), into the HDF5 "
+        "layout the hdf5 data kind reads: /features (N, ...), /labels (N,), and "
+        "/test_features, /test_labels when a test split is given. Prints the [data] table to "
+        "paste into a job file.",
     )
     data.add_argument(
         "paths",
         nargs="+",
         metavar="PATH",
-        help="FILE.npz OUT.h5, or with --idx: TRAIN_IMAGES TRAIN_LABELS [TEST_IMAGES TEST_LABELS] OUT.h5",
+        help="FILE.npz OUT.h5, or with --idx: TRAIN_IMAGES TRAIN_LABELS [TEST_IMAGES TEST_LABELS] "
+        "OUT.h5",
     )
     data.add_argument(
         "--idx",
@@ -129,7 +132,8 @@ def _report(summary, source: str) -> str:
         dtype += " (stored as 0..255; --scale would store float32 in [0, 1], which models train much better on)"
     task, note = _task(summary)
     lines = [
-        f"wrote {summary.path} from {source}: {summary.train} training sample{_s(summary.train)}{test}, {shape}, "
+        f"wrote {summary.path} from {source}: {summary.train} training "
+        f"sample{_s(summary.train)}{test}, {shape}, "
         f"{dtype}; {_classes_text(summary)}." + (f" Note: {note}." if note else ""),
         "",
         "Paste into the job file (a relative path is read from the job file's folder):",

@@ -1,5 +1,5 @@
-"""``mpidecent info``: the MPI library, thread level, one-sided component and its passive-target progress,
-h5py's MPI support (start with mpirun -n 2 to measure the progress)."""
+"""``mpidecent info``: the MPI library, thread level, one-sided component and its passive-target
+progress, h5py's MPI support (start with mpirun -n 2 to measure the progress)."""
 
 from __future__ import annotations
 

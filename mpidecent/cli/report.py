@@ -1,4 +1,5 @@
-"""``mpidecent report RUN.h5 ...``: the command's flags; the report itself is ``mpidecent.report`` (no MPI)."""
+"""``mpidecent report RUN.h5 ...``: the command's flags; the report itself is ``mpidecent.report``
+(no MPI)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def add_parser(sub) -> None:
         "files",
         nargs="+",
         metavar="RUN.h5",
-        help="results files (partial runs are marked), folders (their *.h5 files) or quoted patterns "
-        "such as 'runs/sweep/*.h5' (checkpoints *.ckpt.h5 are skipped)",
+        help="results files (partial runs are marked), folders (their *.h5 files) or quoted "
+        "patterns such as 'runs/sweep/*.h5' (checkpoints *.ckpt.h5 are skipped)",
     )
     report.add_argument("--plot", metavar="DIR", help="write PNG figures into this folder")
     report.add_argument(
@@ -83,7 +84,8 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Hand the parsed flags to ``mpidecent.report.main`` (imported here: other commands need not load it)."""
+    """Hand the parsed flags to ``mpidecent.report.main`` (imported here: other commands need not
+    load it)."""
     from mpidecent.report import main as report
 
     return report(args)

@@ -1,14 +1,15 @@
-"""``mpidecent run``: validate the job on every rank, agree, then run it (every rank, under mpirun/srun).
+"""``mpidecent run``: validate the job on every rank, agree, then run it (every rank, under
+mpirun/srun).
 
-Each rank validates the job on its own (pure, before any collective), then all ranks agree: if any rank
-found a problem, rank 0 prints one line and every rank exits with status 2, so a bad job never leaves
-ranks waiting in a collective. After that, an uncaught exception on any rank aborts the whole job
-(``abort_on_error``).
+Each rank validates the job on its own (pure, before any collective), then all ranks agree: if any
+rank found a problem, rank 0 prints one line and every rank exits with status 2, so a bad job never
+leaves ranks waiting in a collective. After that, an uncaught exception on any rank aborts the whole
+job (``abort_on_error``).
 
-Validation imports neither torch nor numba, matplotlib or (without --resume or an HDF5 data file) h5py:
-a bad job fails in well under a second per rank. torch comes with the model check, the last one
-(``plan_job``); ``tests/unit/test_lazy_imports.py`` keeps it so. After the runs each rank ends its process
-at once (``_end_process``) instead of tearing down the interpreter.
+Validation imports neither torch nor numba, matplotlib or (without --resume or an HDF5 data file)
+h5py: a bad job fails in well under a second per rank. torch comes with the model check, the last
+one (``plan_job``); ``tests/unit/test_lazy_imports.py`` keeps it so. After the runs each rank ends
+its process at once (``_end_process``) instead of tearing down the interpreter.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ def add_parser(sub) -> None:
     run.add_argument(
         "--variant",
         metavar="NAME_OR_INDEX",
-        help="run only this [[sweep]] variant: its name, or its index counting from 0 in file order "
-        "(e.g. $SLURM_ARRAY_TASK_ID); it writes the file the whole sweep would",
+        help="run only this [[sweep]] variant: its name, or its index counting from 0 in file "
+        "order (e.g. $SLURM_ARRAY_TASK_ID); it writes the file the whole sweep would",
     )
 
 
 def select_variant(jobs, wanted: str, path: str):
-    """The [[sweep]] variant ``wanted`` names: a variant's name, else an index counting from 0 (JobError
-    naming the valid names and range otherwise)."""
+    """The [[sweep]] variant ``wanted`` names: a variant's name, else an index counting from 0
+    (JobError naming the valid names and range otherwise)."""
     names = [job.variant for job in jobs if job.variant]
     if not names:
         raise JobError(
@@ -84,10 +85,11 @@ def select_variant(jobs, wanted: str, path: str):
 
 
 def damaged_checkpoint(job_path: str, overrides: list[str], out: str | None) -> str | None:
-    """Before MPI starts (a forked child must not share a started MPI library): read every checkpoint this
-    launch could resume once in a forked child (``io/hdf5guard.crash_probe``; each rank its own rows), so a
-    checkpoint that crashes libhdf5 is refused in one line instead of killing the ranks. None when every one read through (or the
-    job is bad: that is refused properly once the ranks can agree)."""
+    """Before MPI starts (a forked child must not share a started MPI library): read every
+    checkpoint this launch could resume once in a forked child (``io/hdf5guard.crash_probe``; each
+    rank its own rows), so a checkpoint that crashes libhdf5 is refused in one line instead of
+    killing the ranks. None when every one read through (or the job is bad: that is refused properly
+    once the ranks can agree)."""
     import functools
 
     from mpidecent.comm.world import launcher_rank
@@ -102,12 +104,14 @@ def damaged_checkpoint(job_path: str, overrides: list[str], out: str | None) -> 
         return None
     for job in jobs:
         path = checkpoint_path(results_file(job, out))
-        # this rank's row of every dataset: what its real read touches (not the other ranks' gigabytes)
+        # this rank's row of every dataset: what its real read touches (not the other ranks'
+        # gigabytes)
         read = functools.partial(read_every_object, row=launcher_rank() or 0)
         crashed = crash_probe(path, read) if os.path.isfile(path) else None
         if crashed:
             return (
-                f"checkpoint {path!r} is damaged ({crashed}); it and its results file were left untouched: "
+                f"checkpoint {path!r} is damaged ({crashed}); it and its results file were left "
+                "untouched: "
                 "restore a good copy, or start over with --force"
             )
     return None
@@ -158,12 +162,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _end_process(status: int) -> NoReturn:
-    """Every rank, once its runs are over and their files closed: flush the output, run the exit handlers,
-    finalize MPI and end the process without the interpreter's tear-down. Why: freeing every module and
-    object of a process that imported torch takes about 0.4 s of CPU (measured: 1.28 s vs 0.86 s for
-    ``import torch, h5py, mpi4py.MPI`` then exit), work nobody needs at exit; with 64 ranks on 2 cores
-    that is over 10 s of the launch. The runner has closed the results file and checkpoints by now (and
-    HDF5 closes whatever is left open when MPI is finalized)."""
+    """Every rank, once its runs are over and their files closed: flush the output, run the exit
+    handlers, finalize MPI and end the process without the interpreter's tear-down. Why: freeing
+    every module and object of a process that imported torch takes about 0.4 s of CPU (measured:
+    1.28 s vs 0.86 s for ``import torch, h5py, mpi4py.MPI`` then exit), work nobody needs at exit;
+    with 64 ranks on 2 cores that is over 10 s of the launch. The runner has closed the results file
+    and checkpoints by now (and HDF5 closes whatever is left open when MPI is finalized)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

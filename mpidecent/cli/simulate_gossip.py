@@ -1,13 +1,14 @@
-"""``mpidecent simulate-gossip``: the discrete-event simulator run on async_gossip job files (no MPI).
+"""``mpidecent simulate-gossip``: the discrete-event simulator run on async_gossip job files (no
+MPI).
 
     mpidecent simulate-gossip jobs/async_sim_const.toml          # a [[sweep]] over [topology] n
     mpidecent simulate-gossip jobs/async_gossip.toml -n 8,16,32,64 --policy constant,log_n
 
-Each job (or sweep variant) × n × policy is one simulation of the job's system: its rounds
-(c + Exp(μ) per round, ``[run] steps / local_steps`` rounds per user on average, i.e. horizon
-T = steps / (K·λ_e)), its gossip rate and rate policy, its seed and graph, over n users. Every job is
-validated before the first simulation; a bad one ends the command with one line and status 2. Each
-simulation writes a results file (``io/simulation.py``) and the command prints mean staleness vs n.
+Each job (or sweep variant) × n × policy is one simulation of the job's system: its rounds (c +
+Exp(μ) per round, ``[run] steps / local_steps`` rounds per user on average, i.e. horizon T = steps /
+(K·λ_e)), its gossip rate and rate policy, its seed and graph, over n users. Every job is validated
+before the first simulation; a bad one ends the command with one line and status 2. Each simulation
+writes a results file (``io/simulation.py``) and the command prints mean staleness vs n.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def add_parser(sub) -> None:
         "--mode",
         default="pull",
         choices=MODES,
-        help="pull: i reads j (the MPI engine); push: i writes to j (the reference formula's model); "
-        "exchange: both merge (default pull)",
+        help="pull: i reads j (the MPI engine); push: i writes to j (the reference formula's "
+        "model); exchange: both merge (default pull)",
     )
     sim.add_argument(
         "--sources",
@@ -110,9 +111,9 @@ def log_steps(steps: int, log_every: int) -> np.ndarray:
 
 
 def _without_swept_n(jobs: list) -> list:
-    """-n replaces the job's own [topology] n: sweep variants that differ only in it are one job (the
-    first of them, renamed to the sweep's base name), so -n 8,64 on a sweep over n gives 2 simulations,
-    not 2 × the variants."""
+    """-n replaces the job's own [topology] n: sweep variants that differ only in it are one job
+    (the first of them, renamed to the sweep's base name), so -n 8,64 on a sweep over n gives 2
+    simulations, not 2 × the variants."""
     import dataclasses
 
     def key(job) -> str:
@@ -191,7 +192,8 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
                     )
                     if any(c.size == 0 for c in candidates):
                         raise JobError(
-                            f"[topology] kind = {job.topology['kind']!r} on {n} nodes leaves a node "
+                            f"[topology] kind = {job.topology['kind']!r} on {n} nodes leaves a "
+                            "node "
                             "without peers"
                         )
                 setup = SimSetup(
@@ -228,7 +230,8 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
             raise JobError(f"--out {item.out!r} is a directory; give a file name")
         if os.path.exists(item.out) and not args.force:
             raise JobError(
-                f"results file {item.out!r} already exists; pass --force to overwrite it or --out to "
+                f"results file {item.out!r} already exists; pass --force to overwrite it or --out "
+                "to "
                 "write elsewhere"
             )
     return planned
@@ -288,7 +291,8 @@ def main(args: argparse.Namespace) -> int:
                 "job_source": job.source,
                 "job_path": job.path,
                 "run_name": item.label,
-                "algorithm_description": f"async_gossip simulation ({item.setup.mode}, {item.policy})",
+                "algorithm_description": f"async_gossip simulation ({item.setup.mode}, "
+                f"{item.policy})",
                 "rate_policy": item.policy,
                 "gossip_rate": a["gossip_rate"],
                 "local_steps": a["local_steps"],
@@ -300,23 +304,26 @@ def main(args: argparse.Namespace) -> int:
         )
         print(
             f"[{item.label}] n = {item.n}: mean staleness {result.mean_staleness:.4f} (formula "
-            f"{result.formula:.4f}), {result.events:,} events in {result.wall_s:.2f} s -> {item.out}",
+            f"{result.formula:.4f}), {result.events:,} events in {result.wall_s:.2f} s -> "
+            f"{item.out}",
             flush=True,
         )
         rows.append((item, result))
     mode = planned[0].setup.mode
     lam_e = rows[0][1].version_rate
     print(
-        f"mean staleness vs n ({mode} gossip, version rate λ_e = {lam_e:.4g} rounds per time unit; formula "
-        f"f·(λ_e/λ)·H_(n−1) with f = {MODE_FACTOR[mode]:g} for {mode})"
+        f"mean staleness vs n ({mode} gossip, version rate λ_e = {lam_e:.4g} rounds per time unit; "
+        f"formula f·(λ_e/λ)·H_(n−1) with f = {MODE_FACTOR[mode]:g} for {mode})"
     )
     print(staleness_table(rows))
     if any(item.job.algorithm["clock"] == "wall" for item, _ in rows):
         print(
-            "note: wall-clock jobs are simulated on the logical clock (rounds of c + Exp(μ) time units)"
+            "note: wall-clock jobs are simulated on the logical clock (rounds of c + Exp(μ) time "
+            "units)"
         )
     if any(r.inconsistencies for _, r in rows):
         print(
-            "warning: version vectors became inconsistent (a bug): see the files' inconsistencies attribute"
+            "warning: version vectors became inconsistent (a bug): see the files' inconsistencies "
+            "attribute"
         )
     return EXIT_OK

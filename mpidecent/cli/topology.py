@@ -1,5 +1,5 @@
-"""``mpidecent topology JOB``: a job's graph on n nodes — degrees, connectivity, spectral gap, the spread of
-the weights' Perron vectors (no MPI)."""
+"""``mpidecent topology JOB``: a job's graph on n nodes — degrees, connectivity, spectral gap, the
+spread of the weights' Perron vectors (no MPI)."""
 
 from __future__ import annotations
 
@@ -54,26 +54,31 @@ def main(args: argparse.Namespace) -> int:
         else ""
     )
     print(
-        f"topology: {job.topology['kind']} ({'directed' if graph.directed else 'undirected'}), {n} nodes, "
-        f"{graph.num_edges} directed edges; weights: {job.topology['weights']}{period}"
+        f"topology: {job.topology['kind']} ({'directed' if graph.directed else 'undirected'}), {n} "
+        f"nodes, {graph.num_edges} directed edges; weights: {job.topology['weights']}{period}"
     )
     print(f"{'node':>6} {'in':>4} {'out':>4}  out-neighbours")
     for i in range(n):
         nbrs = " ".join(str(j) for j in graph.out_neighbors(i))
         print(f"{i:>6} {graph.in_degree[i]:>4} {graph.out_degree[i]:>4}  {nbrs}")
     print(
-        f"in-degree min/mean/max: {graph.in_degree.min()}/{graph.in_degree.mean():.2f}/{graph.in_degree.max()}; "
-        f"out-degree min/mean/max: {graph.out_degree.min()}/{graph.out_degree.mean():.2f}/{graph.out_degree.max()}"
+        "in-degree min/mean/max: "
+        f"{graph.in_degree.min()}/{graph.in_degree.mean():.2f}/{graph.in_degree.max()}; out-degree "
+        "min/mean/max: "
+        f"{graph.out_degree.min()}/{graph.out_degree.mean():.2f}/{graph.out_degree.max()}"
     )
     regular = all(bool(np.all(g.out_degree == g.out_degree[0])) for g in schedule.graphs)
     print(
-        f"strongly connected: {'yes' if strong else 'no (' + str(connectivity_problem(graph)) + ')'}"
+        "strongly connected: "
+        f"{'yes' if strong else 'no (' + str(connectivity_problem(graph)) + ')'}"
     )
     print(
-        f"regular out-degree: {'yes' if regular else 'no (push-sum weights y_i will differ from 1)'}"
+        "regular out-degree: "
+        f"{'yes' if regular else 'no (push-sum weights y_i will differ from 1)'}"
     )
     print(
-        f"spectral gap of W: {schedule_spectral_gap(weights):.6f} (1 − |λ₂|{' per step over a period' if schedule.time_varying else ''}; "
+        f"spectral gap of W: {schedule_spectral_gap(weights):.6f} (1 − "
+        f"|λ₂|{' per step over a period' if schedule.time_varying else ''}; "
         "larger mixes faster)"
     )
     if strong:
@@ -103,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _period_product(matrices: Sequence[np.ndarray]) -> np.ndarray:
-    """M_{p−1} ⋯ M_1 M_0: the map of one period of a schedule (the matrix itself on a static graph)."""
+    """M_{p−1} ⋯ M_1 M_0: the map of one period of a schedule (the matrix itself on a static
+    graph)."""
     product = matrices[0]
     for m in matrices[1:]:
         product = m @ product
@@ -111,8 +117,9 @@ def _period_product(matrices: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def perron_spread(schedule: Schedule, weights: Sequence[np.ndarray]) -> str:
-    """Two lines: the spread of n·u (C = W's right Perron vector) and of n·v (Push-Pull's R = row_uniform,
-    left Perron vector), over one period of the schedule: 1 everywhere on a regular graph."""
+    """Two lines: the spread of n·u (C = W's right Perron vector) and of n·v (Push-Pull's R =
+    row_uniform, left Perron vector), over one period of the schedule: 1 everywhere on a regular
+    graph."""
     from mpidecent.topology import perron_vector, row_stochastic_uniform
 
     n = schedule.n
@@ -122,8 +129,10 @@ def perron_spread(schedule: Schedule, weights: Sequence[np.ndarray]) -> str:
         _period_product([row_stochastic_uniform(g) for g in schedule.graphs]), "left"
     )
     return (
-        f"Perron vector of W{over}, W u = u: n·u_i min/max {u.min():.3f}/{u.max():.3f} (push-sum weights settle at "
+        f"Perron vector of W{over}, W u = u: n·u_i min/max {u.min():.3f}/{u.max():.3f} (push-sum "
+        "weights settle at "
         "n·u_i; Push-Pull's trackers at n·u_i·ḡ, so node i's effective step is α·n·u_i)\n"
-        f"Perron vector of R = row_uniform{over}, vᵀR = vᵀ: n·v_i min/max {v.min():.3f}/{v.max():.3f} (Push-Pull's "
+        f"Perron vector of R = row_uniform{over}, vᵀR = vᵀ: n·v_i min/max "
+        f"{v.min():.3f}/{v.max():.3f} (Push-Pull's "
         "models average with these weights)"
     )

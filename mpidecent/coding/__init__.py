@@ -1,1 +1,2 @@
-"""Gradient coding for master/worker training: codes with their decoders, and straggler models (pure)."""
+"""Gradient coding for master/worker training: codes with their decoders, and straggler models
+(pure)."""

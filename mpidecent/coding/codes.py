@@ -1,34 +1,35 @@
-"""Gradient codes: which partitions each worker holds, how it combines their gradients, how the master
-decodes (spec ``specs/gradient-coding.md``). Pure numpy, no MPI.
+"""Gradient codes: which partitions each worker holds, how it combines their gradients, how the
+master decodes (spec ``specs/gradient-coding.md``). Pure numpy, no MPI.
 
-n workers, n data partitions, target g = Σ_j g_j. Worker i sends c_i = Σ_j B_ij g_j; for a finished set
-F the master forms ĝ = Σ_{i∈F} a_i c_i with decoding coefficients a (0 outside F).
+n workers, n data partitions, target g = Σ_j g_j. Worker i sends c_i = Σ_j B_ij g_j; for a finished
+set F the master forms ĝ = Σ_{i∈F} a_i c_i with decoding coefficients a (0 outside F).
 
-- FRC (fractional repetition, exact, tolerates s stragglers, needs (s+1) | n): G = n/(s+1) groups of s+1
-  workers (workers g(s+1) … g(s+1)+s form group g); all workers of group g hold the group's s+1
-  partitions {j : j ≡ g mod G} with B_ij = 1. Decode: the finished
-  workers of each group averaged, a_i = 1 / |F ∩ group(i)|.
+- FRC (fractional repetition, exact, tolerates s stragglers, needs (s+1) | n): G = n/(s+1) groups of
+  s+1 workers (workers g(s+1) … g(s+1)+s form group g); all workers of group g hold the group's s+1
+  partitions {j : j ≡ g mod G} with B_ij = 1. Decode: the finished workers of each group averaged,
+  a_i = 1 / |F ∩ group(i)|.
 - CRC (cyclic repetition, exact, tolerates s): worker i holds {i, …, i+s} mod n; B from the random
-  construction: H ∈ R^{s×n} Gaussian with H·1 = 0, B_ii = 1, B_{i,S_i∖i} = −H_{:,S_i∖i}^{-1} H_{:,i}. Every
-  row of B is then orthogonal to the rows of H, so any n − s rows span 1ᵀ. Decode: B_Fᵀ a = 1 by least
-  squares (checked).
-- SGC (stochastic gradient coding, unbiased, not exact): each partition on d workers (cyclic),
-  B_ij = 1, ĝ = (1/(d(1−p))) Σ_{i∈F} c_i for workers that finish independently with probability 1 − p.
+  construction: H ∈ R^{s×n} Gaussian with H·1 = 0, B_ii = 1, B_{i,S_i∖i} = −H_{:,S_i∖i}^{-1}
+  H_{:,i}. Every row of B is then orthogonal to the rows of H, so any n − s rows span 1ᵀ. Decode:
+  B_Fᵀ a = 1 by least squares (checked).
+- SGC (stochastic gradient coding, unbiased, not exact): each partition on d workers (cyclic), B_ij
+  = 1, ĝ = (1/(d(1−p))) Σ_{i∈F} c_i for workers that finish independently with probability 1 − p.
 - uncoded: B = I, ĝ = (n/|F|) Σ_{i∈F} c_i (approximate whenever someone straggles).
 
-Decision (FRC partitions): the spec leaves open which s+1 partitions a group holds. A stride (partitions
-g, g+G, g+2G, …) rather than a contiguous block makes each group's data span the whole data order, so with
-label-sorted partitions a group's gradient sum is closer to its share of the full gradient; the 1-bit
-scale R = ‖c‖∞ then shrinks near the optimum instead of staying at the size of one class's gradient.
+Decision (FRC partitions): the spec leaves open which s+1 partitions a group holds. A stride
+(partitions g, g+G, g+2G, …) rather than a contiguous block makes each group's data span the whole
+data order, so with label-sorted partitions a group's gradient sum is closer to its share of the
+full gradient; the 1-bit scale R = ‖c‖∞ then shrinks near the optimum instead of staying at the size
+of one class's gradient.
 
-Decision (FRC decoding): the spec decodes with one finished worker per group (a = 1). Any a with Σ_{i∈group∩F} a_i = 1
-per group is exact for full-precision messages; the average is the one of least variance for 1-bit
-messages, whose quantization noise is independent across workers, and it costs no extra uplink bits (the
-other finished workers sent anyway). E[ĝ | F] = g either way.
+Decision (FRC decoding): the spec decodes with one finished worker per group (a = 1). Any a with
+Σ_{i∈group∩F} a_i = 1 per group is exact for full-precision messages; the average is the one of
+least variance for 1-bit messages, whose quantization noise is independent across workers, and it
+costs no extra uplink bits (the other finished workers sent anyway). E[ĝ | F] = g either way.
 
-Decision: with more stragglers than an exact code tolerates, ``decode`` raises ``NotDecodable`` unless
-``approximate=True``, which then uses the least-squares a (CRC) or rescales the groups that finished
-(FRC) — never a silently wrong gradient.
+Decision: with more stragglers than an exact code tolerates, ``decode`` raises ``NotDecodable``
+unless ``approximate=True``, which then uses the least-squares a (CRC) or rescales the groups that
+finished (FRC) — never a silently wrong gradient.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class NotDecodable(ValueError):
 
 @dataclass(frozen=True)
 class GradientCode:
-    """An (n × n) encoding matrix with its decoder. ``tolerance`` = stragglers an exact code survives."""
+    """An (n × n) encoding matrix with its decoder. ``tolerance`` = stragglers an exact code
+    survives."""
 
     name: str
     B: np.ndarray  # (n, n) float64, row i = worker i
@@ -86,8 +88,9 @@ class GradientCode:
         return a
 
     def _decode_frc(self, finished: np.ndarray, approximate: bool) -> np.ndarray:
-        # Every finished worker of a group sent (a quantization of) the same sum, so averaging them is as
-        # exact as taking one, and averages their independent quantization noise (see module docstring).
+        # Every finished worker of a group sent (a quantization of) the same sum, so averaging them
+        # is as exact as taking one, and averages their independent quantization noise (see module
+        # docstring).
         groups = int(self.group.max()) + 1
         per_group = np.bincount(self.group[finished], minlength=groups)
         missing = int(np.sum(per_group == 0))
@@ -121,7 +124,8 @@ def frc(n: int, s: int) -> GradientCode:
         raise ValueError(f"FRC needs (s + 1) | n; got n = {n} workers and s = {s}")
     groups = n // (s + 1)
     group = np.arange(n) // (s + 1)  # workers 0..s form group 0, and so on
-    # Group g holds the partitions j ≡ g (mod groups): a stride through the data (see module docstring).
+    # Group g holds the partitions j ≡ g (mod groups): a stride through the data (see module
+    # docstring).
     B = (group[:, None] == (np.arange(n) % groups)[None, :]).astype(np.float64)
     return GradientCode("frc", B, s, True, group=group)
 

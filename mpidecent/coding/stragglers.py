@@ -1,11 +1,11 @@
 """Seeded straggler models for master/worker training (spec ``specs/gradient-coding.md``). Pure.
 
-- ``fixed``: exactly ``count`` workers straggle each step, drawn by the generator of (seed, step): logical
-  stragglers that skip sending, reproducible bit for bit.
+- ``fixed``: exactly ``count`` workers straggle each step, drawn by the generator of (seed, step):
+  logical stragglers that skip sending, reproducible bit for bit.
 - ``bernoulli``: each worker straggles with probability ``p`` per step (for SGC), also logical.
-- ``delay``: nobody skips; every worker sleeps ``shift + Exp(mean)`` seconds (seeded by (seed, worker,
-  step)) before sending, and the master takes the first arrivals: real straggling, reproducible only in
-  distribution (which workers arrive first depends on the machine).
+- ``delay``: nobody skips; every worker sleeps ``shift + Exp(mean)`` seconds (seeded by (seed,
+  worker, step)) before sending, and the master takes the first arrivals: real straggling,
+  reproducible only in distribution (which workers arrive first depends on the machine).
 
 Every rank can evaluate a logical model for any step without communication, so the master knows whom
 to wait for and the workers know whether to send.
@@ -61,7 +61,8 @@ class StragglerModel:
         return out
 
     def delay(self, worker: int, step: int) -> float:
-        """Seconds worker ``worker`` (0-based) waits before sending at ``step`` (0 unless ``delay``)."""
+        """Seconds worker ``worker`` (0-based) waits before sending at ``step`` (0 unless
+        ``delay``)."""
         if self.name != "delay":
             return 0.0
         return self.shift_s + float(

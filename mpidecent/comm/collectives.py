@@ -21,14 +21,15 @@ class Collectives:
         self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
 
     def reduce_sum(self, array: np.ndarray) -> np.ndarray | None:
-        """Σ over ranks of ``array`` (contiguous, in its own dtype) on rank 0, None elsewhere (one ``Reduce``)."""
+        """Σ over ranks of ``array`` (contiguous, in its own dtype) on rank 0, None elsewhere (one
+        ``Reduce``)."""
         total = np.empty_like(array) if self.rank == 0 else None
         self.comm.Reduce(array, total, op=MPI.SUM, root=0)
         return total
 
     def start_allreduce_sum(self, array: np.ndarray) -> "AllreduceInFlight":
-        """Start array ← Σ over ranks of array (in place, non-blocking ``Iallreduce``); the array must not be
-        touched until the handle's ``wait``."""
+        """Start array ← Σ over ranks of array (in place, non-blocking ``Iallreduce``); the array
+        must not be touched until the handle's ``wait``."""
         return AllreduceInFlight(self.comm.Iallreduce(MPI.IN_PLACE, array, op=MPI.SUM))
 
     def broadcast(self, array: np.ndarray) -> None:
@@ -49,7 +50,8 @@ class Collectives:
 
 
 class AllreduceInFlight:
-    """A started ``Iallreduce``: ``wait`` completes it (again: nothing), ``test`` lets MPI move it."""
+    """A started ``Iallreduce``: ``wait`` completes it (again: nothing), ``test`` lets MPI move
+    it."""
 
     def __init__(self, request: MPI.Request) -> None:
         self.request = request

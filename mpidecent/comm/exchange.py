@@ -1,4 +1,5 @@
-"""Neighbour exchange of one packed byte buffer: nonblocking ``Isend``/``Irecv`` into reused buffers.
+"""Neighbour exchange of one packed byte buffer: nonblocking ``Isend``/``Irecv`` into reused
+buffers.
 
 An exchange sends one message (one uint8 buffer) to each out-neighbour of its step and receives one
 fixed-size message from each in-neighbour of that step into a preallocated (max in-degree,
@@ -20,12 +21,13 @@ from mpi4py import MPI
 
 
 class NeighborExchange:
-    """A reusable exchange over a periodic sequence of neighbourhoods (period 1 = a static graph), with at
-    most one message in flight: a stream holds one ``NeighborExchange`` per message it can have in flight.
+    """A reusable exchange over a periodic sequence of neighbourhoods (period 1 = a static graph),
+    with at most one message in flight: a stream holds one ``NeighborExchange`` per message it can
+    have in flight.
 
-    ``slots[s] = (in_neighbors, out_neighbors)`` of this rank at steps t ≡ s (mod period). Every rank
-    calls ``start(send_buf, step, tag)`` then ``wait()`` (or ``test()`` until it is true) for the same
-    steps and tags.
+    ``slots[s] = (in_neighbors, out_neighbors)`` of this rank at steps t ≡ s (mod period). Every
+    rank calls ``start(send_buf, step, tag)`` then ``wait()`` (or ``test()`` until it is true) for
+    the same steps and tags.
     """
 
     def __init__(
@@ -46,9 +48,9 @@ class NeighborExchange:
         self._done = True
 
     def start(self, send_buf: np.ndarray, step: int = 0, tag: int = 0) -> None:
-        """Post this step's receives, then send ``send_buf`` (uint8, send_nbytes, contiguous) to every
-        out-neighbour of the step, with ``tag`` (modulo the MPI tag limit). ``send_buf`` must not be
-        modified until the exchange is complete."""
+        """Post this step's receives, then send ``send_buf`` (uint8, send_nbytes, contiguous) to
+        every out-neighbour of the step, with ``tag`` (modulo the MPI tag limit). ``send_buf`` must
+        not be modified until the exchange is complete."""
         if not self._done:
             raise RuntimeError("exchange started again before it completed")
         if (
@@ -71,16 +73,16 @@ class NeighborExchange:
         self._done = False
 
     def test(self) -> bool:
-        """Let MPI progress the exchange (a rendezvous over TCP moves only inside MPI calls); True once
-        it is complete. Never blocks."""
+        """Let MPI progress the exchange (a rendezvous over TCP moves only inside MPI calls); True
+        once it is complete. Never blocks."""
         if not self._done and MPI.Request.Testall(self._requests):
             self._done = True
             self._requests = []
         return self._done
 
     def wait(self) -> np.ndarray:
-        """Complete the exchange; returns the received rows (row k from the step's k-th in-neighbour), a
-        view of ``recv``."""
+        """Complete the exchange; returns the received rows (row k from the step's k-th
+        in-neighbour), a view of ``recv``."""
         if not self._done:
             MPI.Request.Waitall(self._requests)
             self._requests = []

@@ -1,5 +1,5 @@
-"""This rank's neighbourhood on a static or time-varying directed graph: the MPI ``Transport`` of the
-neighbour pattern (``comm/neighbor.py``).
+"""This rank's neighbourhood on a static or time-varying directed graph: the MPI ``Transport`` of
+the neighbour pattern (``comm/neighbor.py``).
 
 Static graphs: every rank passes its own in- and out-neighbours to
 ``Create_dist_graph_adjacent(reorder=False)`` (communicator ranks = ``COMM_WORLD`` ranks), and the
@@ -53,8 +53,8 @@ class Neighborhood:
         return NeighborExchange(self.comm, self.slots, send_nbytes, recv_nbytes)
 
     def agree(self, value: object) -> list:
-        """Collective over every rank of the communicator (set-up only, pickled): every rank's ``value``,
-        in rank order."""
+        """Collective over every rank of the communicator (set-up only, pickled): every rank's
+        ``value``, in rank order."""
         return self.comm.allgather(value)
 
     def free(self) -> None:

@@ -37,8 +37,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LinkModel:
-    """``bandwidth_bps``: bits per second (> 0); ``latency_s``: seconds per message (≥ 0); ``shared``: one
-    link for all ranks instead of one per rank."""
+    """``bandwidth_bps``: bits per second (> 0); ``latency_s``: seconds per message (≥ 0);
+    ``shared``: one link for all ranks instead of one per rank."""
 
     bandwidth_bps: float = 10e9
     latency_s: float = 5e-6
@@ -51,7 +51,8 @@ class LinkModel:
             and self.bandwidth_bps > 0
         ):
             raise ValueError(
-                f"bandwidth must be a finite number of bits per second > 0, got {self.bandwidth_bps!r}"
+                "bandwidth must be a finite number of bits per second > 0, got "
+                f"{self.bandwidth_bps!r}"
             )
         if not (
             isinstance(self.latency_s, (int, float))
@@ -78,7 +79,8 @@ class LinkModel:
         self, compute_s: np.ndarray, bytes_sent: np.ndarray, messages_sent: np.ndarray
     ) -> np.ndarray:
         """Per-interval, per-rank modelled seconds ``(L, n)`` from cumulative ``(L, n)`` counters
-        (row 0 is the interval from the start of the run to the first log point), each rank on its own link."""
+        (row 0 is the interval from the start of the run to the first log point), each rank on its
+        own link."""
         c, b, m = self._deltas(compute_s, bytes_sent, messages_sent)
         return c + 8.0 * b / self.bandwidth_bps + m * self.latency_s
 
@@ -100,8 +102,8 @@ class LinkModel:
     def describe(self) -> str:
         """``10 Gbit/s, latency 5 µs`` (``… shared by all ranks`` for a shared link)."""
         return (
-            f"{format_rate(self.bandwidth_bps)}{' shared by all ranks' if self.shared else ''}, latency "
-            f"{format_seconds(self.latency_s)}"
+            f"{format_rate(self.bandwidth_bps)}{' shared by all ranks' if self.shared else ''}, "
+            f"latency {format_seconds(self.latency_s)}"
         )
 
 

@@ -1,19 +1,19 @@
 """Master/worker messaging for gradient coding: rank 0 is the master, ranks 1..n the workers.
 
-Every message carries its step in the tag, on a duplicate of the given communicator, and is raw bytes
-(uppercase buffer methods). Per step t:
+Every message carries its step in the tag, on a duplicate of the given communicator, and is raw
+bytes (uppercase buffer methods). Per step t:
 
-- master ``broadcast(buf, t)``: Isend of the model to every worker (the buffer is copied into a per-step
-  slot, so it may be reused at once);
-- master ``post(t, workers)``: one Irecv per expected worker into a fresh row of a per-step slot, then
-  ``wait_until(t, ready)``: ``Waitany`` until ``ready(finished)`` holds (the finished set decodes). The
-  receives still open (late workers) stay posted with their slot and are completed — drained — by later
-  calls; their bytes are never used;
+- master ``broadcast(buf, t)``: Isend of the model to every worker (the buffer is copied into a
+  per-step slot, so it may be reused at once);
+- master ``post(t, workers)``: one Irecv per expected worker into a fresh row of a per-step slot,
+  then ``wait_until(t, ready)``: ``Waitany`` until ``ready(finished)`` holds (the finished set
+  decodes). The receives still open (late workers) stay posted with their slot and are completed —
+  drained — by later calls; their bytes are never used;
 - worker ``receive(buf, t)``: blocking Recv of step t's model; ``send(buf, t)``: Isend of its update
   (the previous send is completed first, so one buffer serves every step).
 
-``close()`` completes every outstanding request on both sides (the master waits for all late messages:
-every posted receive has a matching send), so nothing is left pending at shutdown.
+``close()`` completes every outstanding request on both sides (the master waits for all late
+messages: every posted receive has a matching send), so nothing is left pending at shutdown.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from mpi4py import MPI
 
 
 class MasterWorker:
-    """Which ranks call: all ranks of ``comm`` construct it (collective Dup); then the master (rank 0)
-    uses broadcast/post/wait_until and the workers receive/send; all call close()."""
+    """Which ranks call: all ranks of ``comm`` construct it (collective Dup); then the master (rank
+    0) uses broadcast/post/wait_until and the workers receive/send; all call close()."""
 
     def __init__(self, comm: MPI.Intracomm, down_nbytes: int, up_nbytes: int) -> None:
         self.comm = comm.Dup()
@@ -55,7 +55,8 @@ class MasterWorker:
         self._sends[step] = (requests, copy)
 
     def post(self, step: int, workers: np.ndarray) -> None:
-        """Pre-post receives of step ``step`` from the 0-based ``workers`` (those expected to send)."""
+        """Pre-post receives of step ``step`` from the 0-based ``workers`` (those expected to
+        send)."""
         self._drain()
         rows = np.zeros((self.workers, self.up_nbytes), dtype=np.uint8)
         requests = [MPI.REQUEST_NULL] * self.workers
@@ -69,8 +70,9 @@ class MasterWorker:
         self, step: int, ready: Callable[[np.ndarray], bool]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Complete step ``step``'s receives one at a time until ``ready(finished)``; returns
-        (finished (workers,) bool, rows (workers, up_nbytes)). Rows of unfinished workers are garbage.
-        Raises RuntimeError if every expected message arrived and the set still is not ready."""
+        (finished (workers,) bool, rows (workers, up_nbytes)). Rows of unfinished workers are
+        garbage. Raises RuntimeError if every expected message arrived and the set still is not
+        ready."""
         requests, rows = self._receives[step]
         finished = np.zeros(self.workers, dtype=bool)
         while not ready(finished):
@@ -96,7 +98,8 @@ class MasterWorker:
                 del self._receives[step]
 
     def complete_broadcasts(self) -> None:
-        """Master: wait until every broadcast so far has reached its workers (their buffers are free)."""
+        """Master: wait until every broadcast so far has reached its workers (their buffers are
+        free)."""
         for requests, _ in self._sends.values():
             MPI.Request.Waitall(requests)
         self._sends.clear()
@@ -113,7 +116,8 @@ class MasterWorker:
         self.comm.Recv([buf, MPI.BYTE], source=0, tag=self._tag(step))
 
     def complete_send(self) -> None:
-        """Wait until the previous update has left ``buf``: call before writing the next one into it."""
+        """Wait until the previous update has left ``buf``: call before writing the next one into
+        it."""
         if self._last_send is not None:
             self._last_send.Wait()
             self._last_send = None
@@ -125,7 +129,8 @@ class MasterWorker:
     # ---- both ----------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Complete everything outstanding (collective: every rank calls it), then free the communicator."""
+        """Complete everything outstanding (collective: every rank calls it), then free the
+        communicator."""
         for store in (self._receives, self._sends):
             for step, (requests, _) in list(store.items()):
                 pending = [r for r in requests if r != MPI.REQUEST_NULL]

@@ -1,19 +1,19 @@
 """The neighbour pattern in one process: n simulated nodes exchanging bytes through memory.
 
-``MemoryNetwork(schedule)`` gives every simulated rank a ``Transport`` (``transport(rank)``) with the
-same neighbour lists, the same message order and the same tags as the MPI transport (``comm/graph.py``):
-row k of a completed exchange is the message of the step's k-th in-neighbour. Each node runs in its own
-thread (``run``), so an algorithm's ``step`` — encode, exchange, decode, mix — is the very code of an MPI
-run, and the results are bit-identical to it: the same bytes arrive in the same order and every node's
-arithmetic is its own.
+``MemoryNetwork(schedule)`` gives every simulated rank a ``Transport`` (``transport(rank)``) with
+the same neighbour lists, the same message order and the same tags as the MPI transport
+(``comm/graph.py``): row k of a completed exchange is the message of the step's k-th in-neighbour.
+Each node runs in its own thread (``run``), so an algorithm's ``step`` — encode, exchange, decode,
+mix — is the very code of an MPI run, and the results are bit-identical to it: the same bytes arrive
+in the same order and every node's arithmetic is its own.
 
-Like MPI point-to-point messages, an exchange is asynchronous: ``start`` posts (a copy of) the message
-into each out-neighbour's inbox under (tag, sender) and returns; ``wait`` blocks until every
-in-neighbour's message with that tag is there and takes it out. So a node may keep several exchanges in
-flight, across its steps, and nodes need not move in lock step — only as far as their messages allow.
-An exception in one node fails the others' waits instead of leaving them blocked, and so does a
-deadlock (every running node waiting for a message that no node can still send: the exchanges do not
-match); ``run`` re-raises the first real error. Pure: numpy and threading, never mpi4py.
+Like MPI point-to-point messages, an exchange is asynchronous: ``start`` posts (a copy of) the
+message into each out-neighbour's inbox under (tag, sender) and returns; ``wait`` blocks until every
+in-neighbour's message with that tag is there and takes it out. So a node may keep several exchanges
+in flight, across its steps, and nodes need not move in lock step — only as far as their messages
+allow. An exception in one node fails the others' waits instead of leaving them blocked, and so does
+a deadlock (every running node waiting for a message that no node can still send: the exchanges do
+not match); ``run`` re-raises the first real error. Pure: numpy and threading, never mpi4py.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ TAG_LIMIT = 2**31  # the tags the twin accepts (Open MPI's MPI_TAG_UB + 1)
 
 
 class PeerFailed(RuntimeError):
-    """Raised in a simulated node whose wait can never complete: another node failed, or every running
-    node is waiting for a message that nobody will send."""
+    """Raised in a simulated node whose wait can never complete: another node failed, or every
+    running node is waiting for a message that nobody will send."""
 
 
 class MemoryNetwork:
@@ -59,8 +59,9 @@ class MemoryNetwork:
         return MemoryTransport(self, rank)
 
     def run(self, work: Sequence[Callable[[], T]]) -> list[T]:
-        """Call ``work[rank]()`` for every rank, each in its own thread; returns their results in rank
-        order, or re-raises the first exception (the other ranks' waits fail with ``PeerFailed``)."""
+        """Call ``work[rank]()`` for every rank, each in its own thread; returns their results in
+        rank order, or re-raises the first exception (the other ranks' waits fail with
+        ``PeerFailed``)."""
         if len(work) != self.n:
             raise ValueError(f"run needs one callable per rank ({self.n}), got {len(work)}")
         results: list = [None] * self.n
@@ -99,7 +100,8 @@ class MemoryNetwork:
         return results
 
     def undelivered(self) -> list[tuple[int, int, int]]:
-        """(receiver, tag, sender) of every message posted but not yet taken: exchanges still in flight."""
+        """(receiver, tag, sender) of every message posted but not yet taken: exchanges still in
+        flight."""
         with self._cond:
             return sorted(
                 (r, tag, sender) for r, inbox in enumerate(self._inbox) for tag, sender in inbox
@@ -129,8 +131,8 @@ class MemoryNetwork:
         return all((tag, int(s)) in inbox for s in senders)
 
     def _take(self, receiver: int, senders: np.ndarray, tag: int, out: np.ndarray) -> None:
-        """Block until every sender's message with ``tag`` is in ``receiver``'s inbox; move them into the
-        rows of ``out`` in the senders' order."""
+        """Block until every sender's message with ``tag`` is in ``receiver``'s inbox; move them
+        into the rows of ``out`` in the senders' order."""
         with self._cond:
             self._waiters[receiver] = (senders, tag)
             try:
@@ -152,7 +154,8 @@ class MemoryNetwork:
                 out[k] = inbox.pop((tag, int(sender)))
 
     def _deadlocked(self) -> bool:
-        """Every running node is blocked in ``_take`` on a message that has not arrived (under the lock)."""
+        """Every running node is blocked in ``_take`` on a message that has not arrived (under the
+        lock)."""
         return len(self._waiters) >= self._running and not any(
             self._ready(r, senders, tag) for r, (senders, tag) in self._waiters.items()
         )
@@ -184,7 +187,8 @@ class MemoryTransport:
         return MemoryExchange(self, send_nbytes, recv_nbytes)
 
     def agree(self, value: object) -> list:
-        """Every simulated rank's ``value`` in rank order (all ranks call it, from their threads)."""
+        """Every simulated rank's ``value`` in rank order (all ranks call it, from their
+        threads)."""
         return self.network._agree(self.rank, value)
 
     def free(self) -> None:
@@ -192,8 +196,8 @@ class MemoryTransport:
 
 
 class MemoryExchange:
-    """A preallocated exchange of fixed-size byte messages between simulated ranks, at most one in flight
-    (the same contract as ``comm.exchange.NeighborExchange``)."""
+    """A preallocated exchange of fixed-size byte messages between simulated ranks, at most one in
+    flight (the same contract as ``comm.exchange.NeighborExchange``)."""
 
     def __init__(self, transport: MemoryTransport, send_nbytes: int, recv_nbytes: int) -> None:
         self.transport = transport
@@ -221,7 +225,8 @@ class MemoryExchange:
         )
 
     def test(self) -> bool:
-        """True once the exchange is complete (every in-neighbour's message has arrived and was taken)."""
+        """True once the exchange is complete (every in-neighbour's message has arrived and was
+        taken)."""
         if self._senders is None:
             return True
         network = self.transport.network

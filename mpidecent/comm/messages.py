@@ -1,5 +1,5 @@
-"""What every message stream shares: an encoder that never drops out of an exchange, the traffic a step
-sent (bits, bytes, messages) and the seconds it spent computing and communicating.
+"""What every message stream shares: an encoder that never drops out of an exchange, the traffic a
+step sent (bits, bytes, messages) and the seconds it spent computing and communicating.
 
 Pure (numpy and the compression package; never mpi4py).
 """
@@ -18,8 +18,8 @@ from mpidecent.rng import RandomKey
 
 @dataclass
 class Traffic:
-    """What one rank sent: ``bits`` counted from the packed buffers (payload + headers) per out-edge,
-    ``bytes`` handed to MPI, ``messages`` point-to-point messages."""
+    """What one rank sent: ``bits`` counted from the packed buffers (payload + headers) per
+    out-edge, ``bytes`` handed to MPI, ``messages`` point-to-point messages."""
 
     bits: int = 0
     bytes: int = 0
@@ -38,8 +38,8 @@ class Traffic:
 
 
 class Stopwatch:
-    """Splits one step's wall-clock time on this rank into compute and communication seconds: each mark
-    (``compute()`` or ``comm()``) books the time since the previous mark."""
+    """Splits one step's wall-clock time on this rank into compute and communication seconds: each
+    mark (``compute()`` or ``comm()``) books the time since the previous mark."""
 
     def __init__(self) -> None:
         self.restart()
@@ -65,8 +65,8 @@ class Encoder:
     """Encodes one sender-side stream with the job's compressor (and, when asked, error feedback).
 
     A vector holding NaN/inf is not sent: the encoder flags ``nonfinite`` (sticky) and sends the
-    all-zero message instead, because a rank must never drop out of an exchange its neighbours wait on;
-    the runner's status reduction then stops every rank together with a clear message.
+    all-zero message instead, because a rank must never drop out of an exchange its neighbours wait
+    on; the runner's status reduction then stops every rank together with a clear message.
     ``memory``: the error-feedback residual e (dim,), or None without error feedback."""
 
     def __init__(self, compressor: Compressor, error_feedback: bool = False) -> None:
@@ -80,7 +80,8 @@ class Encoder:
         return self.feedback.memory if self.feedback is not None else None
 
     def encode(self, v: np.ndarray, key: RandomKey, out: np.ndarray) -> Packed:
-        """Pack ``v`` (dim,) into ``out`` (the compressor's nbytes, uint8); see the class docstring."""
+        """Pack ``v`` (dim,) into ``out`` (the compressor's nbytes, uint8); see the class
+        docstring."""
         try:
             if self.feedback is not None:
                 return self.feedback.encode(v, key, out)

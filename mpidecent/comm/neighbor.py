@@ -1,11 +1,12 @@
-"""The neighbour-gossip pattern on one rank: named message streams (encode → exchange → decode → weighted
-mix), their exchanges in flight as handles, and their traffic counts.
+"""The neighbour-gossip pattern on one rank: named message streams (encode → exchange → decode →
+weighted mix), their exchanges in flight as handles, and their traffic counts.
 
 ``Neighbors`` is what the pattern hands an algorithm: this rank's mixing rows (one per slot of a
 static or time-varying graph; step t uses slot t mod period) over a transport that moves fixed-size
-byte messages to the step's out-neighbours and from its in-neighbours — MPI (``comm/graph.py``) or in
-memory (``comm/memory.py``), which give bit-identical results. An algorithm opens one ``Stream`` per
-kind of message, by name (``Algorithm.stream``), and never touches buffers, keys, tags or transports.
+byte messages to the step's out-neighbours and from its in-neighbours — MPI (``comm/graph.py``) or
+in memory (``comm/memory.py``), which give bit-identical results. An algorithm opens one ``Stream``
+per kind of message, by name (``Algorithm.stream``), and never touches buffers, keys, tags or
+transports.
 
 **Streams.** Every rank opens the same streams in the same order while the algorithm is built; then
 ``seal`` (collective) compares the names of every rank and refuses a mismatch in one line, so two
@@ -14,28 +15,29 @@ streams can never be confused. A stream's name gives it
 * its own tags: exchange e of stream s carries tag s + MAX_STREAMS·e (modulo the tag limit), so a
   message can only match the receive of its own stream and exchange;
 * its own random key: the first stream of an algorithm is keyed by the sender's (seed, rank, step) —
-  the key of every single-stream algorithm since the first release — and any other stream adds a 31-bit
-  hash of its name (``stream_key``), so two streams never draw the same dither or rand-k indices.
+  the key of every single-stream algorithm since the first release — and any other stream adds a
+  31-bit hash of its name (``stream_key``), so two streams never draw the same dither or rand-k
+  indices.
 
-**Exchanges in flight.** ``Stream.start`` encodes and starts one exchange and returns its ``Message``:
-the handle that waits for it (``wait``, or ``test`` to let MPI progress it while computing) and then
-decodes and mixes what arrived. A stream opened with ``in_flight = k`` has k messages, each with its own
-send buffer and receive rows, used in turn, so up to k exchanges can be in flight at once — across a
-step boundary too; what a message received stays readable until the stream reuses it k starts later.
-``drain`` completes whatever is in flight without consuming it (the runner asks for it before a log row,
-a checkpoint and the end of the run).
+**Exchanges in flight.** ``Stream.start`` encodes and starts one exchange and returns its
+``Message``: the handle that waits for it (``wait``, or ``test`` to let MPI progress it while
+computing) and then decodes and mixes what arrived. A stream opened with ``in_flight = k`` has k
+messages, each with its own send buffer and receive rows, used in turn, so up to k exchanges can be
+in flight at once — across a step boundary too; what a message received stays readable until the
+stream reuses it k starts later. ``drain`` completes whatever is in flight without consuming it (the
+runner asks for it before a log row, a checkpoint and the end of the run).
 
 Wire format of a stream's message (little-endian), the same bytes to every out-neighbour::
 
     [ scalars: float64 each, sent exactly ][ vector 0: compressor payload ][ vector 1 ] ...
 
 Bits per out-edge = Σ payload bits (counted from the packed buffers) + 64 per scalar; bytes per
-out-edge = the message length; both are added to the stream's ``traffic`` when the exchange completes
-(so a message sent at the end of one step and received in the next is counted in the step that receives
-it, and a resumed run counts exactly what an uninterrupted one does). Randomness: vector f of round r of
-step t is keyed by the sender's (seed, rank, s, stream) with s = t·rounds + r for one vector per message
-(s·vectors + f for several), so a receiver rebuilds the sender's key. Pure: numpy and the compression
-package, never mpi4py.
+out-edge = the message length; both are added to the stream's ``traffic`` when the exchange
+completes (so a message sent at the end of one step and received in the next is counted in the step
+that receives it, and a resumed run counts exactly what an uninterrupted one does). Randomness:
+vector f of round r of step t is keyed by the sender's (seed, rank, s, stream) with s = t·rounds + r
+for one vector per message (s·vectors + f for several), so a receiver rebuilds the sender's key.
+Pure: numpy and the compression package, never mpi4py.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ MAX_STREAMS = 64  # streams per algorithm; the tag of exchange e of stream s is 
 
 
 class StreamError(RuntimeError):
-    """An algorithm used its message streams wrongly (opened them differently on different ranks, reused
-    a message still in flight, read a message before it arrived)."""
+    """An algorithm used its message streams wrongly (opened them differently on different ranks,
+    reused a message still in flight, read a message before it arrived)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,8 @@ class MixingRow:
 
 
 def mixing_rows(graphs, slot_weights, rank: int) -> tuple[MixingRow, ...]:
-    """Row ``rank`` of each slot's mixing matrix: ``graphs`` and ``slot_weights`` ((n, n) float64 each)
-    are a schedule's graphs and weights, slot by slot."""
+    """Row ``rank`` of each slot's mixing matrix: ``graphs`` and ``slot_weights`` ((n, n) float64
+    each) are a schedule's graphs and weights, slot by slot."""
     return tuple(
         MixingRow(
             g.in_neighbors(rank),
@@ -89,13 +91,14 @@ def mixing_rows(graphs, slot_weights, rank: int) -> tuple[MixingRow, ...]:
 
 
 def stream_key(name: str) -> int:
-    """The random-key id of a stream that is not its algorithm's first: a hash of its name in [1, 2^31)."""
+    """The random-key id of a stream that is not its algorithm's first: a hash of its name in [1,
+    2^31)."""
     return zlib.crc32(name.encode()) % (2**31 - 1) + 1
 
 
 class Neighbors:
-    """This rank's neighbourhood: mixing rows per slot over a transport, and the streams opened on it (see
-    the module docstring)."""
+    """This rank's neighbourhood: mixing rows per slot over a transport, and the streams opened on
+    it (see the module docstring)."""
 
     def __init__(self, transport: Transport, rows: tuple[MixingRow, ...]) -> None:
         self.transport = transport
@@ -123,9 +126,10 @@ class Neighbors:
         in_flight: int = 1,
         error_feedback: bool = False,
     ) -> Stream:
-        """Open the message stream ``name``: ``vectors`` compressed vectors and ``scalars`` exact float64
-        numbers per message, ``rounds`` exchanges per step (keys t·rounds + r), up to ``in_flight``
-        exchanges in flight at once. Every rank opens the same streams in the same order, before ``seal``."""
+        """Open the message stream ``name``: ``vectors`` compressed vectors and ``scalars`` exact
+        float64 numbers per message, ``rounds`` exchanges per step (keys t·rounds + r), up to
+        ``in_flight`` exchanges in flight at once. Every rank opens the same streams in the same
+        order, before ``seal``."""
         if self.sealed:
             raise StreamError(
                 f"stream {name!r} opened after the algorithm was built: open every stream in the "
@@ -167,9 +171,9 @@ class Neighbors:
         return stream
 
     def seal(self) -> None:
-        """Collective over every rank of the transport, once, after the algorithm opened its streams:
-        ``StreamError`` (the same line on every rank) unless every rank opened the same streams in the
-        same order with the same message sizes."""
+        """Collective over every rank of the transport, once, after the algorithm opened its
+        streams: ``StreamError`` (the same line on every rank) unless every rank opened the same
+        streams in the same order with the same message sizes."""
         opened = tuple((s.name, s.nbytes, len(s.messages)) for s in self.streams.values())
         every = self.transport.agree(opened)
         self.sealed = True
@@ -201,9 +205,10 @@ def _describe(opened: Sequence[tuple[str, int, int]]) -> str:
 
 
 class Stream:
-    """One named message stream of one rank (see the module docstring). ``start`` returns the ``Message``
-    of the exchange; ``traffic`` accumulates what completed exchanges sent; ``nonfinite`` is set (for
-    good) when a vector held NaN/inf and the zero message was sent instead."""
+    """One named message stream of one rank (see the module docstring). ``start`` returns the
+    ``Message`` of the exchange; ``traffic`` accumulates what completed exchanges sent;
+    ``nonfinite`` is set (for good) when a vector held NaN/inf and the zero message was sent
+    instead."""
 
     def __init__(
         self,
@@ -230,7 +235,8 @@ class Stream:
         self.header_nbytes = SCALAR_BYTES * scalars
         self.nbytes = self.header_nbytes + vectors * compressor.nbytes
         dtype = compressor.dtype
-        # Per slot: in-weights in the state dtype (with the decoded payloads) and in float64 (the scalars).
+        # Per slot: in-weights in the state dtype (with the decoded payloads) and in float64 (the
+        # scalars).
         self.in_weights = [np.asarray(r.in_weights, dtype=dtype) for r in neighbors.rows]
         self.in_weights64 = [np.asarray(r.in_weights, dtype=np.float64) for r in neighbors.rows]
         self.max_in = max(len(r.in_neighbors) for r in neighbors.rows)
@@ -261,13 +267,14 @@ class Stream:
         scalars: Sequence[float] = (),
         round: int = 0,
     ) -> Message:
-        """Encode ``vectors`` ((dim,) each, not modified; they may be reused at once) and ``scalars`` into
-        the message of round ``round`` of ``step`` and start its exchange; returns the message's handle."""
+        """Encode ``vectors`` ((dim,) each, not modified; they may be reused at once) and
+        ``scalars`` into the message of round ``round`` of ``step`` and start its exchange; returns
+        the message's handle."""
         message = self.messages[self._next]
         if message.in_flight:
             raise StreamError(
-                f"stream {self.name!r}: {len(self.messages)} exchange(s) in flight already; open it "
-                f"with in_flight={len(self.messages) + 1} or wait for one first"
+                f"stream {self.name!r}: {len(self.messages)} exchange(s) in flight already; open "
+                f"it with in_flight={len(self.messages) + 1} or wait for one first"
             )
         self._next = (self._next + 1) % len(self.messages)
         tag = self.index + MAX_STREAMS * (self._started % self._tags)
@@ -310,14 +317,15 @@ class Message:
         message.decode(field)                      their vectors one row each (only for callers that need rows)
         message.received_scalars(i) / mixed_scalar(i)
 
-    Decode-and-accumulate: ``mix`` and ``accumulate`` decode one in-neighbour's message at a time into one
-    scratch vector and add it, weighted, into ``out`` (in the row's order: out = fl(fl(w_1 x_1) + fl(w_2 x_2))
+    Decode-and-accumulate: ``mix`` and ``accumulate`` decode one in-neighbour's message at a time
+    into one scratch vector and add it, weighted, into ``out`` (in the row's order: out = fl(fl(w_1
+    x_1) + fl(w_2 x_2))
     ...), so no (in-degree, dim) block of decoded vectors exists unless ``decode`` is called (allocated
-    then, lazily). The scratch is the caller's (``scratch=``) or the stream's own, allocated on first need
-    (``mix`` needs none at in-degree ≤ 1).
+    then, lazily). The scratch is the caller's (``scratch=``) or the stream's own, allocated on
+    first need (``mix`` needs none at in-degree ≤ 1).
 
-    Marks on the algorithm's ``watch``: encoding and decoding are compute, starting and waiting for the
-    exchange are communication.
+    Marks on the algorithm's ``watch``: encoding and decoding are compute, starting and waiting for
+    the exchange are communication.
     """
 
     def __init__(self, stream: Stream) -> None:
@@ -382,14 +390,15 @@ class Message:
         )
 
     def test(self) -> bool:
-        """Let the transport move the exchange (MPI progresses a large message only inside MPI calls); True
-        once it is complete. Never blocks; cheap to call often while computing."""
+        """Let the transport move the exchange (MPI progresses a large message only inside MPI
+        calls); True once it is complete. Never blocks; cheap to call often while computing."""
         if self.in_flight and self.exchange.test():
             self._arrived(self.exchange.wait())
         return not self.in_flight
 
     def wait(self) -> Message:
-        """Complete the exchange (a no-op once complete): the in-neighbours' messages are in. Returns self."""
+        """Complete the exchange (a no-op once complete): the in-neighbours' messages are in.
+        Returns self."""
         if self.in_flight:
             watch = self.stream.watch
             watch.compute()
@@ -407,8 +416,8 @@ class Message:
         return self.row.self_weight
 
     def own(self, out: np.ndarray, field: int = 0) -> np.ndarray:
-        """Vector ``field`` of this rank's message decoded from its bytes, exactly as its receivers see it
-        (apply this to the sender's own copies, never the pre-packing values)."""
+        """Vector ``field`` of this rank's message decoded from its bytes, exactly as its receivers
+        see it (apply this to the sender's own copies, never the pre-packing values)."""
         return self.stream.compressor.decode(
             self._payloads[field], self._key(self.stream.rank, field), out=out
         )
@@ -423,7 +432,8 @@ class Message:
 
     @property
     def received(self) -> np.ndarray:
-        """Every in-neighbour's decoded vectors, (vectors, max in-degree, dim); allocated on first use."""
+        """Every in-neighbour's decoded vectors, (vectors, max in-degree, dim); allocated on first
+        use."""
         if self._received is None:
             stream = self.stream
             self._received = np.zeros(
@@ -433,7 +443,8 @@ class Message:
         return self._received
 
     def decode_one(self, k: int, out: np.ndarray, field: int = 0) -> np.ndarray:
-        """Vector ``field`` of the k-th in-neighbour's message (the row's order) decoded into ``out`` (dim,)."""
+        """Vector ``field`` of the k-th in-neighbour's message (the row's order) decoded into
+        ``out`` (dim,)."""
         compressor = self.stream.compressor
         start = self._offsets[field]
         return compressor.decode(
@@ -443,8 +454,8 @@ class Message:
         )
 
     def decode(self, field: int = 0) -> np.ndarray:
-        """Vector ``field`` of every in-neighbour's message, (in-degree, dim) in the row's order: a loop
-        over messages, each decode vectorised. Allocates ``received`` on first use: ``mix``,
+        """Vector ``field`` of every in-neighbour's message, (in-degree, dim) in the row's order: a
+        loop over messages, each decode vectorised. Allocates ``received`` on first use: ``mix``,
         ``accumulate`` and ``decode_one`` need no per-neighbour rows."""
         rows = self.received[field]
         senders = len(self.row.in_neighbors)
@@ -453,9 +464,9 @@ class Message:
         return rows[:senders]
 
     def _weights(self, weights: np.ndarray | None) -> np.ndarray:
-        """The in-weights to apply: the pattern's row (w_ij) or the caller's own weights for the same
-        in-neighbours in the row's order (e.g. Push-Pull's row-stochastic R next to the column-stochastic
-        C of the topology)."""
+        """The in-weights to apply: the pattern's row (w_ij) or the caller's own weights for the
+        same in-neighbours in the row's order (e.g. Push-Pull's row-stochastic R next to the
+        column-stochastic C of the topology)."""
         if weights is None:
             return self.stream.in_weights[self._slot]
         if len(weights) != len(self.row.in_neighbors):
@@ -467,9 +478,9 @@ class Message:
     def weighted_sum(
         self, rows: np.ndarray, out: np.ndarray, weights: np.ndarray | None = None
     ) -> np.ndarray:
-        """Σ_j w_ij rows[j] over this rank's in-neighbours of this exchange's step (rows (in-degree, dim) in
-        the row's order) into ``out``, e.g. an algorithm's own copies of its in-neighbours' vectors;
-        ``weights`` (in-degree,) replaces the row's w_ij."""
+        """Σ_j w_ij rows[j] over this rank's in-neighbours of this exchange's step (rows (in-degree,
+        dim) in the row's order) into ``out``, e.g. an algorithm's own copies of its in-neighbours'
+        vectors; ``weights`` (in-degree,) replaces the row's w_ij."""
         return np.dot(self._weights(weights), rows, out=out)
 
     def mix(
@@ -479,10 +490,10 @@ class Message:
         scratch: np.ndarray | None = None,
         weights: np.ndarray | None = None,
     ) -> np.ndarray:
-        """out ← Σ_j w_ij x_j over the in-neighbours' decoded vector ``field`` (the own term w_ii x_i
-        excluded), decoded and added one message at a time; ``scratch`` (dim,), distinct from ``out``, is
-        used from the second in-neighbour on (default: the stream's own); ``weights`` (in-degree,), in the
-        row's order and the vectors' dtype, replaces the row's w_ij."""
+        """out ← Σ_j w_ij x_j over the in-neighbours' decoded vector ``field`` (the own term w_ii
+        x_i excluded), decoded and added one message at a time; ``scratch`` (dim,), distinct from
+        ``out``, is used from the second in-neighbour on (default: the stream's own); ``weights``
+        (in-degree,), in the row's order and the vectors' dtype, replaces the row's w_ij."""
         weights = self._weights(weights)
         if len(weights) == 0:
             out.fill(0)
@@ -499,9 +510,9 @@ class Message:
         scratch: np.ndarray | None = None,
         weights: np.ndarray | None = None,
     ) -> np.ndarray:
-        """out += Σ_j w_ij x_j over the in-neighbours' decoded vector ``field``, one message at a time:
-        out ← fl(out + fl(w_1 x_1)), then w_2 x_2, ... (``scratch`` (dim,), distinct from ``out``; default:
-        the stream's own; ``weights`` as in ``mix``)."""
+        """out += Σ_j w_ij x_j over the in-neighbours' decoded vector ``field``, one message at a
+        time: out ← fl(out + fl(w_1 x_1)), then w_2 x_2, ... (``scratch`` (dim,), distinct from
+        ``out``; default: the stream's own; ``weights`` as in ``mix``)."""
         return self._add_weighted(out, field, scratch, first=0, weights=self._weights(weights))
 
     def _add_weighted(

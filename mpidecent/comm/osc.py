@@ -1,12 +1,12 @@
 """Which Open MPI one-sided (osc) component serves a window.
 
-MPI has no call for this, and Open MPI prints no selection message, yet it matters: with ``pt2pt`` or
-``ucx`` over some transports, passive-target operations only progress when the target enters MPI, and
-"asynchronous" gossip silently becomes synchronous. The probe follows pointers from the window handle
-(only into readable memory, as listed by /proc/self/maps) and asks the dynamic linker (``dladdr``) which
-``mca_osc_<name>`` library or ``ompi_osc_<name>_*`` function the window's module points into. It does not
-depend on the layout of Open MPI's structures; it answers "unknown" when nothing matches and
-"n/a" for other MPI libraries.
+MPI has no call for this, and Open MPI prints no selection message, yet it matters: with ``pt2pt``
+or ``ucx`` over some transports, passive-target operations only progress when the target enters MPI,
+and "asynchronous" gossip silently becomes synchronous. The probe follows pointers from the window
+handle (only into readable memory, as listed by /proc/self/maps) and asks the dynamic linker
+(``dladdr``) which ``mca_osc_<name>`` library or ``ompi_osc_<name>_*`` function the window's module
+points into. It does not depend on the layout of Open MPI's structures; it answers "unknown" when
+nothing matches and "n/a" for other MPI libraries.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def window_component(win: MPI.Win) -> str:
 
 
 def probe_osc_component(comm: MPI.Intracomm) -> str:
-    """Collective over ``comm``: the component(s) serving a ``Win.Allocate`` window on it, e.g. "rdma"."""
+    """Collective over ``comm``: the component(s) serving a ``Win.Allocate`` window on it, e.g.
+    "rdma"."""
     win = MPI.Win.Allocate(8, 1, comm=comm)
     try:
         mine = window_component(win)

@@ -3,8 +3,8 @@
 An algorithm declares one pattern (``algorithms/catalog.py``). The pattern owns everything that
 algorithms of its kind share:
 
-- **which graphs fit**, checked when the job is read (``topology``: the ``[topology]`` section, pure)
-  and when it is planned for n ranks (``check``: connectivity, mixing weights, enough ranks);
+- **which graphs fit**, checked when the job is read (``topology``: the ``[topology]`` section,
+  pure) and when it is planned for n ranks (``check``: connectivity, mixing weights, enough ranks);
 - **its MPI objects** for one rank (``connect``: a distributed-graph communicator, a master/worker
   channel, an RMA window), freed together by ``Connection.close``;
 - for neighbour gossip, the **message stream** itself (``comm/neighbor.py``: encode → exchange →
@@ -19,8 +19,8 @@ The four patterns::
     OneSidedGossip   reads of peers' RMA windows (the in-neighbours of a strongly connected graph,
                      default: any rank)
 
-This module is pure (numpy and the topology package): ``connect`` imports the MPI modules only when it
-runs, so job validation never loads mpi4py.
+This module is pure (numpy and the topology package): ``connect`` imports the MPI modules only when
+it runs, so job validation never loads mpi4py.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Wiring:
     """What a pattern needs to build one rank's MPI objects: the planned graph schedule and mixing
-    matrices ((n, n) float64 per slot, row = receiver), and the sizes of the model and of a message."""
+    matrices ((n, n) float64 per slot, row = receiver), and the sizes of the model and of a
+    message."""
 
     rank: int
     schedule: Schedule
@@ -111,8 +112,8 @@ class Pattern:
             if not self.time_varying:
                 raise JobError(
                     f"[topology] kind = {kind!r} is time-varying; {algorithm} needs a static "
-                    "graph (time-varying graphs work with push_sum, quantized_push_sum, push_pull and "
-                    "push_diging)"
+                    "graph (time-varying graphs work with push_sum, quantized_push_sum, push_pull "
+                    "and push_diging)"
                 )
             if common["directed"] is False:
                 raise JobError(f"[topology] kind = {kind!r} is directed; remove directed = false")
@@ -122,8 +123,10 @@ class Pattern:
             common["directed"] = KINDS[kind].default_directed
         if self.undirected and common["directed"] and kind != "disconnected":
             raise JobError(
-                f"[topology] directed = true: {algorithm} needs an undirected graph; set directed = "
-                "false or use push_sum, quantized_push_sum, push_pull or push_diging on directed graphs"
+                f"[topology] directed = true: {algorithm} needs an undirected graph; set directed "
+                "= "
+                "false or use push_sum, quantized_push_sum, push_pull or push_diging on directed "
+                "graphs"
             )
         if common["weights"] == "auto":
             common["weights"] = self.default_weights
@@ -172,8 +175,9 @@ def _connectivity(union: Graph, kind: str, algorithm: str, need: str) -> str | N
     where = f"[topology] kind = {kind!r}"
     if need == "strong":
         return (
-            f"{where} (directed = {str(union.directed).lower()}) on {union.n} nodes is not strongly "
-            f"connected ({connectivity_problem(union)}); {algorithm} needs every node to reach every "
+            f"{where} (directed = {str(union.directed).lower()}) on {union.n} nodes is not "
+            f"strongly connected ({connectivity_problem(union)}); {algorithm} needs every node to "
+            "reach every "
             "other: use another kind or directed = false (`mpidecent topology JOB -n N` shows it)"
         )
     return (
@@ -184,11 +188,13 @@ def _connectivity(union: Graph, kind: str, algorithm: str, need: str) -> str | N
 
 @dataclass(frozen=True)
 class NeighborGossip(Pattern):
-    """Neighbour gossip: each step one message to the step's out-neighbours, one from each in-neighbour.
+    """Neighbour gossip: each step one message to the step's out-neighbours, one from each
+    in-neighbour.
 
     ``directed``: a strongly connected digraph (push-sum) instead of a connected undirected graph;
-    ``weights``: the property the mixing matrix must have ("column_stochastic" or "doubly_stochastic");
-    ``time_varying``: periodic schedules are allowed (step t uses slot t mod period)."""
+    ``weights``: the property the mixing matrix must have ("column_stochastic" or
+    "doubly_stochastic"); ``time_varying``: periodic schedules are allowed (step t uses slot t mod
+    period)."""
 
     directed: bool
     weights: str
@@ -235,8 +241,8 @@ class NeighborGossip(Pattern):
             )
 
     def connect(self, comm: Any, wiring: Wiring) -> Connection:
-        """Collective: the graph communicator (static graphs) or a duplicate communicator with step tags
-        (time-varying), and this rank's mixing rows."""
+        """Collective: the graph communicator (static graphs) or a duplicate communicator with step
+        tags (time-varying), and this rank's mixing rows."""
         from mpidecent.comm.graph import Neighborhood
         from mpidecent.comm.neighbor import Neighbors, mixing_rows
 
@@ -282,18 +288,18 @@ class AllReduce(_FixedGraph):
 
     @staticmethod
     def ring_traffic(n: int, dim: int, dtype: np.dtype) -> Traffic:
-        """What one rank sends in an all-reduce of ``dim`` entries, modelled as a ring (reduce-scatter +
-        all-gather over chunks of ⌈d/n⌉ entries): 2(n − 1) messages of ⌈d/n⌉ entries, i.e.
-        bits = 2(n − 1)·⌈d/n⌉·b with b = 32 or 64 bits per entry. A model of the wire, not a measurement:
-        the MPI library chooses its own all-reduce algorithm."""
+        """What one rank sends in an all-reduce of ``dim`` entries, modelled as a ring
+        (reduce-scatter + all-gather over chunks of ⌈d/n⌉ entries): 2(n − 1) messages of ⌈d/n⌉
+        entries, i.e. bits = 2(n − 1)·⌈d/n⌉·b with b = 32 or 64 bits per entry. A model of the wire,
+        not a measurement: the MPI library chooses its own all-reduce algorithm."""
         messages = 2 * (n - 1)
         bits = messages * math.ceil(dim / n) * 8 * np.dtype(dtype).itemsize
         return Traffic(bits, bits // 8, messages)
 
 
 class MasterWorker(_FixedGraph):
-    """Rank 0 serves ranks 1..n over tagged point-to-point messages (``comm/master.py``); the star around
-    rank 0 is recorded. The training set is cut into one partition per worker."""
+    """Rank 0 serves ranks 1..n over tagged point-to-point messages (``comm/master.py``); the star
+    around rank 0 is recorded. The training set is cut into one partition per worker."""
 
     name: ClassVar[str] = "master_worker"
     fixed_kind: ClassVar[str] = "star"
@@ -319,8 +325,8 @@ class MasterWorker(_FixedGraph):
         return n - 1
 
     def connect(self, comm: Any, wiring: Wiring) -> Connection:
-        """Collective: the master/worker channel (a duplicate communicator with step tags). Downlink: the
-        full-precision model; uplink: one compressed message."""
+        """Collective: the master/worker channel (a duplicate communicator with step tags).
+        Downlink: the full-precision model; uplink: one compressed message."""
         from mpidecent.comm.master import MasterWorker as Channel
 
         channel = Channel(comm, wiring.dim * np.dtype(wiring.dtype).itemsize, wiring.message_nbytes)
@@ -329,15 +335,16 @@ class MasterWorker(_FixedGraph):
 
 class OneSidedGossip(Pattern):
     """Asynchronous reads of peers' one-sided windows (``comm/window.py``): a rank reads the
-    in-neighbours of a strongly connected graph (default complete: any rank); no graph communicator."""
+    in-neighbours of a strongly connected graph (default complete: any rank); no graph
+    communicator."""
 
     name: ClassVar[str] = "one_sided"
     default_weights: str = "column_uniform"
 
     def describe_needs(self) -> str:
         return (
-            "a strongly connected graph whose in-neighbours a rank reads (default complete: any rank; "
-            "no graph communicator)"
+            "a strongly connected graph whose in-neighbours a rank reads (default complete: any "
+            "rank; no graph communicator)"
         )
 
     def default_section(self, algorithm: str) -> dict[str, Any]:

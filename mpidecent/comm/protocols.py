@@ -17,8 +17,8 @@ class Exchange(Protocol):
     """A preallocated neighbour exchange of fixed-size byte messages, at most one in flight."""
 
     def start(self, send_buf: np.ndarray, step: int = 0, tag: int = 0) -> None:
-        """Send ``send_buf`` (uint8) to the out-neighbours of ``step``'s slot and post the receives from
-        its in-neighbours, all with ``tag`` (modulo the tag limit)."""
+        """Send ``send_buf`` (uint8) to the out-neighbours of ``step``'s slot and post the receives
+        from its in-neighbours, all with ``tag`` (modulo the tag limit)."""
 
     def test(self) -> bool:
         """Progress the exchange without blocking; True once it is complete."""

@@ -1,4 +1,5 @@
-"""The master/worker pattern's message streams on one rank: the model down, one compressed update up.
+"""The master/worker pattern's message streams on one rank: the model down, one compressed update
+up.
 
 Over a ``MasterWorkerLink`` (MPI: ``comm/master.py``). Per step t::
 
@@ -9,10 +10,11 @@ Over a ``MasterWorkerLink`` (MPI: ``comm/master.py``). Per step t::
             encode(v, t)                  the update, compressed (with error feedback when asked)
             send(t)                       to the master
 
-Worker i's message of step t is keyed by (seed, i, t) so the master rebuilds the sender's key. With error
-feedback the worker sends C(v + e) and keeps e ← (v + e) − decode(message) (``compression/memory.py``);
-``state()`` then holds e for the checkpoint (an empty array on the master, so every rank has the same
-names). Pure: numpy and the compression package; the MPI calls are the link's.
+Worker i's message of step t is keyed by (seed, i, t) so the master rebuilds the sender's key. With
+error feedback the worker sends C(v + e) and keeps e ← (v + e) − decode(message)
+(``compression/memory.py``); ``state()`` then holds e for the checkpoint (an empty array on the
+master, so every rank has the same names). Pure: numpy and the compression package; the MPI calls
+are the link's.
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ class Uplink:
     def gather(
         self, step: int, expected: np.ndarray, ready: Callable[[np.ndarray], bool]
     ) -> np.ndarray:
-        """Receive step ``step``'s updates from the 0-based ``expected`` workers until ``ready(finished)``;
-        returns finished (workers,) bool. Late messages are drained by later calls."""
+        """Receive step ``step``'s updates from the 0-based ``expected`` workers until
+        ``ready(finished)``; returns finished (workers,) bool. Late messages are drained by later
+        calls."""
         self.link.post(step, expected)
         self.watch.comm()
         finished, self._rows = self.link.wait_until(step, ready)
@@ -88,8 +91,8 @@ class Uplink:
         return finished
 
     def updates(self, finished: np.ndarray, step: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(worker, decoded update) for each finished worker, in worker order: a loop over ≤ n messages,
-        each decode vectorised; the array is reused, consume it before the next item."""
+        """(worker, decoded update) for each finished worker, in worker order: a loop over ≤ n
+        messages, each decode vectorised; the array is reused, consume it before the next item."""
         for w in np.flatnonzero(finished):
             yield (
                 int(w),
@@ -106,7 +109,8 @@ class Uplink:
         theta[:] = self.down.view(self.dtype)
 
     def encode(self, update: np.ndarray, step: int) -> Packed:
-        """Compress this worker's update into the send buffer (after the previous send completed)."""
+        """Compress this worker's update into the send buffer (after the previous send
+        completed)."""
         self.link.complete_send()
         return self.encoder.encode(update, RandomKey(self.seed, self.rank, step), self.up)
 

@@ -6,18 +6,19 @@ Layout of rank i's window (bytes, ``disp_unit`` 1; int64 fields, the model in th
     [32, 32 + 8n)        version vector V_i (int64, n entries)
     [32 + 8n, + d·size)  published model x_i
 
-Which ranks call what: the constructor and ``free`` are collective over ``comm`` (passed explicitly to
-``Win.Allocate``); ``publish`` writes this rank's own window under an exclusive lock on itself (local
-stores + ``Win.Sync``, valid in the separate and the unified memory model); ``read`` copies a peer's
-whole window under a shared lock (``Lock(peer, LOCK_SHARED)``, ``Get``, ``Unlock``); ``read_rounds``
-reads every rank's round counter (a shared lock per rank). No call holds two locks, and every lock is
-released before the call returns, so no rank can wait on another forever: a lock waits at most for the
-owner's own short exclusive publication. With an osc component that needs the target to progress
-(``pt2pt``, some ``ucx`` transports), a read waits until the target next enters MPI —
-``measure_passive_progress`` detects that (``mpidecent info``).
+Which ranks call what: the constructor and ``free`` are collective over ``comm`` (passed explicitly
+to ``Win.Allocate``); ``publish`` writes this rank's own window under an exclusive lock on itself
+(local stores + ``Win.Sync``, valid in the separate and the unified memory model); ``read`` copies a
+peer's whole window under a shared lock (``Lock(peer, LOCK_SHARED)``, ``Get``, ``Unlock``);
+``read_rounds`` reads every rank's round counter (a shared lock per rank). No call holds two locks,
+and every lock is released before the call returns, so no rank can wait on another forever: a lock
+waits at most for the owner's own short exclusive publication. With an osc component that needs the
+target to progress (``pt2pt``, some ``ucx`` transports), a read waits until the target next enters
+MPI — ``measure_passive_progress`` detects that (``mpidecent info``).
 
-Counters (this rank as origin): ``get_bytes`` / ``gets`` moved by Get, ``put_bytes`` written into the own
-window by publications, ``lock_wait_s`` seconds spent in Lock/Unlock (Unlock completes the Get).
+Counters (this rank as origin): ``get_bytes`` / ``gets`` moved by Get, ``put_bytes`` written into
+the own window by publications, ``lock_wait_s`` seconds spent in Lock/Unlock (Unlock completes the
+Get).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class GossipWindow:
 
     @property
     def peer_header(self) -> np.ndarray:
-        """(4,) int64 of the last ``read``: rounds, publications, steps, logical time (float64 bits)."""
+        """(4,) int64 of the last ``read``: rounds, publications, steps, logical time (float64
+        bits)."""
         return self.peer[0]
 
     @property
@@ -77,7 +79,8 @@ class GossipWindow:
     def publish(
         self, model: np.ndarray, versions: np.ndarray, rounds: int, steps: int, logical_time: float
     ) -> None:
-        """Make (model, V, counters) this rank's published state: exclusive lock on the own window."""
+        """Make (model, V, counters) this rank's published state: exclusive lock on the own
+        window."""
         header, own_versions, own_model = self._own
         t0 = time.perf_counter()
         self.win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
@@ -106,10 +109,10 @@ class GossipWindow:
         self.gets += 1
 
     def read_rounds(self, out: np.ndarray) -> np.ndarray:
-        """Every rank's published round counter N_j^j into ``out`` (n,) int64 (own entry: from the own
-        window too): n Gets of 8 bytes, each under its own shared lock (so a peer busy publishing delays
-        only its own read; measured faster than one ``Lock_all`` epoch on an oversubscribed node); not
-        counted as gossip traffic."""
+        """Every rank's published round counter N_j^j into ``out`` (n,) int64 (own entry: from the
+        own window too): n Gets of 8 bytes, each under its own shared lock (so a peer busy
+        publishing delays only its own read; measured faster than one ``Lock_all`` epoch on an
+        oversubscribed node); not counted as gossip traffic."""
         t0 = time.perf_counter()
         for j in range(self.n):
             self.win.Lock(j, MPI.LOCK_SHARED)
@@ -131,8 +134,8 @@ class GossipWindow:
 
 @dataclass(frozen=True)
 class ProgressProbe:
-    """Latency of one Lock/Get/Unlock from rank 0 to a target that waits inside MPI (``idle_s``) and to
-    one that sleeps without MPI calls for ``busy_s`` (``busy_get_s``)."""
+    """Latency of one Lock/Get/Unlock from rank 0 to a target that waits inside MPI (``idle_s``) and
+    to one that sleeps without MPI calls for ``busy_s`` (``busy_get_s``)."""
 
     idle_s: float
     busy_get_s: float
@@ -147,11 +150,13 @@ class ProgressProbe:
         verdict = (
             "yes"
             if self.progresses
-            else "NO - a Get waited for the target to enter MPI: asynchronous gossip runs synchronously"
+            else "NO - a Get waited for the target to enter MPI: asynchronous gossip runs "
+            "synchronously"
         )
         return (
             f"{verdict} (Lock/Get/Unlock {self.busy_get_s * 1e6:.0f} µs while the target sleeps "
-            f"{self.busy_s * 1e3:.0f} ms outside MPI, {self.idle_s * 1e6:.0f} µs while it waits in MPI)"
+            f"{self.busy_s * 1e3:.0f} ms outside MPI, {self.idle_s * 1e6:.0f} µs while it waits in "
+            "MPI)"
         )
 
 
@@ -159,9 +164,9 @@ def measure_passive_progress(
     comm: MPI.Intracomm, busy_s: float = 0.2, nbytes: int = 4096, repeats: int = 5
 ) -> ProgressProbe | None:
     """Collective: does passive-target RMA progress without the target entering MPI? Rank 0 reads
-    ``nbytes`` from the last rank (a) ``repeats`` times while that rank waits in a barrier, then (b) once
-    while it sleeps ``busy_s`` seconds without any MPI call. None on fewer than two ranks; the same
-    result on every rank."""
+    ``nbytes`` from the last rank (a) ``repeats`` times while that rank waits in a barrier, then (b)
+    once while it sleeps ``busy_s`` seconds without any MPI call. None on fewer than two ranks; the
+    same result on every rank."""
     if comm.size < 2:
         return None
     target = comm.size - 1

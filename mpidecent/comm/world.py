@@ -43,7 +43,8 @@ _env: MpiEnvironment | None = None
 
 
 def init_mpi(probe_osc: bool = False) -> MpiEnvironment:
-    """Initialise MPI (idempotent) and describe it. Collective over COMM_WORLD when ``probe_osc``."""
+    """Initialise MPI (idempotent) and describe it. Collective over COMM_WORLD when
+    ``probe_osc``."""
     global _env
     if _env is not None and (_env.osc_component != "not probed" or not probe_osc):
         return _env
@@ -72,9 +73,10 @@ def init_mpi(probe_osc: bool = False) -> MpiEnvironment:
 
 
 def abort_on_error() -> None:
-    """Install an excepthook that prints the error from the failing rank and aborts every rank. Bad input
-    that only shows once the ranks are running (``JobError``, e.g. a user's loader running out of memory)
-    is one line and exit status 2; anything else is an internal error with its traceback (status 1)."""
+    """Install an excepthook that prints the error from the failing rank and aborts every rank. Bad
+    input that only shows once the ranks are running (``JobError``, e.g. a user's loader running out
+    of memory) is one line and exit status 2; anything else is an internal error with its traceback
+    (status 1)."""
 
     def hook(exc_type, exc, tb) -> None:  # pragma: no cover - exercised through subprocess tests
         rank = launcher_rank()

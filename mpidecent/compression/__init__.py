@@ -2,8 +2,8 @@
 
 ``build_compressor(name, dim, dtype, table)`` builds an operator from the job's ``[compression]``
 table; ``COMPRESSORS`` lists them by name (identity, qsgd, qsgd_contractive, sign, onebit, topk,
-randk) and ``COMMON_PARAMS`` the keys every operator has. ``ErrorFeedback`` adds error-feedback memory
-to any of them. Never imports mpi4py or torch.
+randk) and ``COMMON_PARAMS`` the keys every operator has. ``ErrorFeedback`` adds error-feedback
+memory to any of them. Never imports mpi4py or torch.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ COMMON_PARAMS: tuple[Param, ...] = (
         "error_feedback",
         bool,
         False,
-        "error feedback (memory): send C(v + e), keep e ← (v + e) − decode(message), so a biased operator "
-        '(sign, topk) loses nothing, only delays it; for the algorithms marked "error feedback available"',
+        "error feedback (memory): send C(v + e), keep e ← (v + e) − decode(message), so a biased "
+        "operator "
+        '(sign, topk) loses nothing, only delays it; for the algorithms marked "error feedback '
+        'available"',
     ),
 )
 COMMON_KEYS: tuple[str, ...] = tuple(p.name for p in COMMON_PARAMS)
@@ -47,8 +49,8 @@ def build_compressor(
     name: str, dim: int, dtype: np.dtype | str, table: Mapping[str, Any]
 ) -> Compressor:
     """Build the operator ``name`` for vectors of length ``dim`` and state ``dtype`` from the job's
-    ``[compression]`` table (the keys every operator has are ignored here). Raises ``JobError`` naming
-    the key for an unknown operator, an unknown key or a bad value."""
+    ``[compression]`` table (the keys every operator has are ignored here). Raises ``JobError``
+    naming the key for an unknown operator, an unknown key or a bad value."""
     cls = COMPRESSORS.get(name) if isinstance(name, str) else None
     if cls is None:
         names = sorted(COMPRESSORS)

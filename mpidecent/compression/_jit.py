@@ -1,6 +1,7 @@
-"""The numba kernels of ``kernels.py`` (imported only by ``kernels.load()``: numba costs ~0.3 s to import,
-which commands that compress nothing should not pay). Module-level functions, so that numba's on-disk
-cache (``cache=True``) finds them again in the next process instead of compiling anew.
+"""The numba kernels of ``kernels.py`` (imported only by ``kernels.load()``: numba costs ~0.3 s to
+import, which commands that compress nothing should not pay). Module-level functions, so that
+numba's on-disk cache (``cache=True``) finds them again in the next process instead of compiling
+anew.
 
 What keeps them fast (measured at d = 1e7 float32, issue 13; each rule cost 2–8x where broken):
 
@@ -8,14 +9,14 @@ What keeps them fast (measured at d = 1e7 float32, issue 13; each rule cost 2–
   wraparound select (negative → from the end), which LLVM turns into gathers; slices of the arrays
   instead cost reference-count calls per chunk.
 * Chunks of 64 entries with a constant trip count: fully unrolled vector code, no remainder loops.
-* What LLVM does not vectorise by itself is written in LLVM IR (``@intrinsic``): the eight-lane float64
-  sums of squares, the max |x|, the 64-entry sign-bit select and the top-k candidate compress. Plain IEEE
-  operations without fast-math flags (no reassociation, no FMA contraction): the same bits as the
-  scalar definition.
-* QSGD works on blocks of ~2,048 entries: the block's norms, then its dither in one vector loop, then its
-  codes, so memory is read once (the block stays in L1).
-* Branch-free: the round-up and sign decisions are random; the float32 round-up of a norm adds 1 to its
-  bit pattern instead of calling nextafter behind a branch taken half the time."""
+* What LLVM does not vectorise by itself is written in LLVM IR (``@intrinsic``): the eight-lane
+  float64 sums of squares, the max |x|, the 64-entry sign-bit select and the top-k candidate
+  compress. Plain IEEE operations without fast-math flags (no reassociation, no FMA contraction):
+  the same bits as the scalar definition.
+* QSGD works on blocks of ~2,048 entries: the block's norms, then its dither in one vector loop,
+  then its codes, so memory is read once (the block stays in L1).
+* Branch-free: the round-up and sign decisions are random; the float32 round-up of a norm adds 1 to
+  its bit pattern instead of calling nextafter behind a branch taken half the time."""
 
 import numpy as np
 from llvmlite import ir
@@ -38,8 +39,9 @@ def _word(key, c):
 
 @intrinsic
 def _next_up_if(typingctx, x32, up):
-    """x32 (a float32 ≥ +0.0, below inf) or, where ``up``, the next float32 above it: its bit pattern + 1,
-    without a branch (the kernels round a norm up about every other bucket, at random)."""
+    """x32 (a float32 ≥ +0.0, below inf) or, where ``up``, the next float32 above it: its bit
+    pattern + 1, without a branch (the kernels round a norm up about every other bucket, at
+    random)."""
     if x32 != types.float32 or up != types.boolean:
         return None
 
@@ -53,8 +55,9 @@ def _next_up_if(typingctx, x32, up):
 
 @njit(inline="always")
 def _round_up_f32(x):
-    """The smallest float32 ≥ x (0 ≤ x ≤ FLT_MAX): float32(x) is then finite, and the next float32 above a
-    finite non-negative one is its bit pattern + 1 (np.nextafter, without its branch and call)."""
+    """The smallest float32 ≥ x (0 ≤ x ≤ FLT_MAX): float32(x) is then finite, and the next float32
+    above a finite non-negative one is its bit pattern + 1 (np.nextafter, without its branch and
+    call)."""
     x32 = np.float32(x)
     return _next_up_if(x32, np.float64(x32) < x)
 
@@ -62,13 +65,14 @@ def _round_up_f32(x):
 @intrinsic
 def _lane_sumsq(typingctx, arr, start, stop):
     """Σ x_k² over arr[start:stop] in float64 in eight lanes, lane j holding the entries start + j,
-    start + 8 + j, … in order (the tail zero-padded: + 0.0 changes no lane), combined as
-    ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): independent chains instead of one (an add's latency
+    start + 8 + j, … in order (the tail zero-padded: + 0.0 changes no lane), combined as ((l0 + l1)
+    + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): independent chains instead of one (an add's latency
     bounds a single sum to ~1.3 ns per entry). ``kernels.lane_sums`` is the reference.
 
-    Written in LLVM IR as one <8 x double> accumulator because LLVM does not vectorise the eight scalar
-    chains by itself (0.4–0.55 ns per entry scalar, ~0.15 vectorised). Plain IEEE operations, no fast-math
-    flags: no reassociation and no FMA contraction, so every lane is the reference's sum to the bit."""
+    Written in LLVM IR as one <8 x double> accumulator because LLVM does not vectorise the eight
+    scalar chains by itself (0.4–0.55 ns per entry scalar, ~0.15 vectorised). Plain IEEE operations,
+    no fast-math flags: no reassociation and no FMA contraction, so every lane is the reference's
+    sum to the bit."""
     if not (
         isinstance(arr, types.Array)
         and arr.ndim == 1
@@ -118,8 +122,9 @@ def _lane_sumsq(typingctx, arr, start, stop):
 
 @njit(inline="always")
 def _fill_dither(key, start, stop, words):
-    """Dither words of entries [start, stop) into ``words`` (uint64 scratch; its uint32 view then holds
-    u_start … at index k − 2·(start // 2)). A separate loop, so that both it and the entry loop vectorise."""
+    """Dither words of entries [start, stop) into ``words`` (uint64 scratch; its uint32 view then
+    holds u_start … at index k − 2·(start // 2)). A separate loop, so that both it and the entry
+    loop vectorise."""
     c0 = start >> 1
     for c in range(((stop + 1) >> 1) - c0):
         words[c] = _word(key, c0 + c)
@@ -128,12 +133,13 @@ def _fill_dither(key, start, stop, words):
 
 @njit(inline="always")
 def _quantize(v, vo, dither, do, factor, s, sign_bit, codes, co, n):
-    """Codes of n entries of one bucket: codes[co + j] = ξ_j + sign_j·2^L (``sign_bit`` = 2^L as float64)
-    for the entries v[vo + j] and their dither integers dither[do + j] (uint32, before the shift by 2): the
-    reference's float64 arithmetic, every value an exact small integer, one conversion at the end (integer
-    lanes would be int64 in numba: twice the instructions). The offsets are uint64: numba gives a signed
-    index a wraparound select (negative → from the end), which turns the vector loads into gathers (~8x
-    slower); slices instead cost reference-count calls per chunk."""
+    """Codes of n entries of one bucket: codes[co + j] = ξ_j + sign_j·2^L (``sign_bit`` = 2^L as
+    float64) for the entries v[vo + j] and their dither integers dither[do + j] (uint32, before the
+    shift by 2): the reference's float64 arithmetic, every value an exact small integer, one
+    conversion at the end (integer lanes would be int64 in numba: twice the instructions). The
+    offsets are uint64: numba gives a signed index a wraparound select (negative → from the end),
+    which turns the vector loads into gathers (~8x slower); slices instead cost reference-count
+    calls per chunk."""
     for i in range(n):
         j = np.uint64(i)
         x = np.float64(v[vo + j])
@@ -151,15 +157,15 @@ def _quantize(v, vo, dither, do, factor, s, sign_bit, codes, co, n):
 @njit(**OPTIONS)
 def qsgd_encode(v, levels, bucket, level_bits, key, norms, out, words, codes):
     """QSGD codes of ``v`` (d,) into ``out`` (packed, MSB-first, width 1 + level_bits) and the
-    rounded-up float32 bucket norms into ``norms`` (n_buckets,). ``words`` (uint64, ≥ bucket/2 + 2) and
-    ``codes`` (uint16, ≥ bucket) are scratch. Returns False on a non-finite norm or one beyond the float32
-    range (nothing useful is written then).
+    rounded-up float32 bucket norms into ``norms`` (n_buckets,). ``words`` (uint64, ≥ bucket/2 + 2)
+    and ``codes`` (uint16, ≥ bucket) are scratch. Returns False on a non-finite norm or one beyond
+    the float32 range (nothing useful is written then).
 
-    Blocks of as many whole buckets as ``words`` holds the dither of (at least one): the norms of the
-    block's buckets (independent chains, so their square roots and divisions overlap), the block's dither
-    in one long vector loop, then each bucket's codes; the block stays in L1/L2 between the passes, so
-    memory is read once. Branch-free per entry: the round-up and sign decisions are random, so branches on
-    them would be mispredicted half the time."""
+    Blocks of as many whole buckets as ``words`` holds the dither of (at least one): the norms of
+    the block's buckets (independent chains, so their square roots and divisions overlap), the
+    block's dither in one long vector loop, then each bucket's codes; the block stays in L1/L2
+    between the passes, so memory is read once. Branch-free per entry: the round-up and sign
+    decisions are random, so branches on them would be mispredicted half the time."""
     d = v.shape[0]
     width = 1 + level_bits
     s = np.float64(levels)
@@ -190,8 +196,8 @@ def qsgd_encode(v, levels, bucket, level_bits, key, norms, out, words, codes):
             stop = min(k + bucket, end)
             r32 = norms[b]
             factor = s / (np.float64(r32) if r32 > 0 else 1.0)
-            # Chunks of 64 entries with a constant trip count (fully unrolled, no remainder loops: 25%
-            # faster than one loop of a run-time length), then the rest.
+            # Chunks of 64 entries with a constant trip count (fully unrolled, no remainder loops:
+            # 25% faster than one loop of a run-time length), then the rest.
             j = k
             while j < stop:
                 m = min(64, stop - j)
@@ -224,8 +230,8 @@ def qsgd_encode(v, levels, bucket, level_bits, key, norms, out, words, codes):
 
 @njit(inline="always")
 def _signed_level(c, level_bits):
-    """±ξ of a code (int32: sign bit at ``level_bits``, ξ below it) as an integer: what the decode table
-    ``signed_level`` holds, as float64, for every code."""
+    """±ξ of a code (int32: sign bit at ``level_bits``, ξ below it) as an integer: what the decode
+    table ``signed_level`` holds, as float64, for every code."""
     negative = c >> level_bits
     level = c & ((np.int32(1) << level_bits) - np.int32(1))
     return (level ^ -negative) + negative
@@ -247,11 +253,12 @@ def _dequantize_tau(codes, out, o, n, level_bits, scale, tau):
 
 @njit(**OPTIONS)
 def qsgd_decode(codes, norms, bucket, level_bits, signed_level, tau, out):
-    """Inverse of ``qsgd_encode``: out_k = signed_level[code_k] · (float64(r32) / s), then / τ when τ ≠ 1,
-    cast to out's dtype. ``signed_level`` (2^width float64) maps a code to ±ξ, and the caller passes the
-    norms already divided by s (``norms`` float64, one per bucket). Width 8 computes ±ξ from the code
-    instead (the same float64 values: an integer, negated as an integer, so never −0.0) in a loop over
-    slices, which vectorises; the table's gather and a wraparound-checked index do not."""
+    """Inverse of ``qsgd_encode``: out_k = signed_level[code_k] · (float64(r32) / s), then / τ when
+    τ ≠ 1, cast to out's dtype. ``signed_level`` (2^width float64) maps a code to ±ξ, and the caller
+    passes the norms already divided by s (``norms`` float64, one per bucket). Width 8 computes ±ξ
+    from the code instead (the same float64 values: an integer, negated as an integer, so never
+    −0.0) in a loop over slices, which vectorises; the table's gather and a wraparound-checked index
+    do not."""
     d = out.shape[0]
     width = 1 + level_bits
     wmask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
@@ -283,10 +290,11 @@ def qsgd_decode(codes, norms, bucket, level_bits, signed_level, tau, out):
 
 @intrinsic
 def _abs_max(typingctx, arr, stop):
-    """max |x_k| over arr[0:stop) as float64 (0.0 for none), or NaN when one of them is NaN. One vector of
-    running maxima (16 float32 or 8 float64 lanes: a maximum does not depend on the order), the last
-    stop mod lanes entries one at a time. LLVM does not vectorise the max of a scalar loop by itself
-    (it may not reorder it without fast-math flags, although a maximum is exact in any order)."""
+    """max |x_k| over arr[0:stop) as float64 (0.0 for none), or NaN when one of them is NaN. One
+    vector of running maxima (16 float32 or 8 float64 lanes: a maximum does not depend on the
+    order), the last stop mod lanes entries one at a time. LLVM does not vectorise the max of a
+    scalar loop by itself (it may not reorder it without fast-math flags, although a maximum is
+    exact in any order)."""
     if not (
         isinstance(arr, types.Array)
         and arr.ndim == 1
@@ -361,16 +369,17 @@ def _abs_max(typingctx, arr, stop):
 
 @njit(inline="always")
 def _store_bits(w, out, o, nbytes):
-    """The first ``nbytes`` bytes of the little-endian ``w`` into out[o:o + nbytes]: with entry j of a chunk
-    at bit j ^ 7 of ``w``, that is the wire's MSB-first order (entry 8i + t: bit 7 − t of byte i)."""
+    """The first ``nbytes`` bytes of the little-endian ``w`` into out[o:o + nbytes]: with entry j of
+    a chunk at bit j ^ 7 of ``w``, that is the wire's MSB-first order (entry 8i + t: bit 7 − t of
+    byte i)."""
     for i in range(nbytes):
         out[np.uint64(o) + np.uint64(i)] = np.uint8((w >> np.uint64(8 * i)) & np.uint64(0xFF))
 
 
 @njit(inline="always")
 def _onebit_chunk(v, vo, dither, do, inverse, m):
-    """Sign bits of m ≤ 64 entries (v[vo:], their dither from dither[do:]) as one word, entry j at bit
-    j ^ 7."""
+    """Sign bits of m ≤ 64 entries (v[vo:], their dither from dither[do:]) as one word, entry j at
+    bit j ^ 7."""
     w = np.uint64(0)
     for j in range(m):
         p = (np.float64(v[vo + np.uint64(j)]) * inverse + 1.0) * 0.5
@@ -384,8 +393,9 @@ def _onebit_chunk(v, vo, dither, do, inverse, m):
 def onebit_encode(v, key, out, words):
     """Stochastic 1-bit: sign bits (1 = −R) of ``v`` into ``out`` (⌈d/8⌉ bytes); returns R32 (the
     rounded-up ‖v‖∞), or −1 for a NaN/inf input or R beyond the float32 range. ``words``: uint64
-    scratch of ≥ 34 entries; blocks of 2·(len − 2) entries rounded down to a multiple of 64 get their
-    dither in one fill. Two passes over memory (R first), each one vector loop per 64 entries."""
+    scratch of ≥ 34 entries; blocks of 2·(len − 2) entries rounded down to a multiple of 64 get
+    their dither in one fill. Two passes over memory (R first), each one vector loop per 64
+    entries."""
     d = v.shape[0]
     r = _abs_max(v, d)
     if not r <= F32_MAX:
@@ -423,9 +433,9 @@ def _sign_chunk(v, vo, m):
 @njit(**OPTIONS)
 def sign_encode(v, out):
     """Scaled sign: sign bits (1 = negative) into ``out``; returns float32(Σ|v_k| / d), or −1 for a
-    non-finite sum or one beyond the float32 range. One pass, 64 entries at a time: the sum must run in
-    entry order (one chain of dependent adds, bound by the add's latency), and the sign bits of the same
-    entries (a vector loop) execute in its shadow."""
+    non-finite sum or one beyond the float32 range. One pass, 64 entries at a time: the sum must run
+    in entry order (one chain of dependent adds, bound by the add's latency), and the sign bits of
+    the same entries (a vector loop) execute in its shadow."""
     d = v.shape[0]
     total = 0.0
     for k in range(0, d, 64):
@@ -453,9 +463,9 @@ def _signbits_chunk(w, positive, negative, out, o, m):
 
 @intrinsic
 def _signbits64(typingctx, w, positive, negative, out, o):
-    """out[o:o + 64] ← negative where entry j's bit (bit j ^ 7 of ``w``) is set, else positive: the word's
-    bits reordered to entry order (bitreverse, then bswap: bits within each byte reversed) become a
-    <64 x i1> mask for vector selects, instead of 64 shifts."""
+    """out[o:o + 64] ← negative where entry j's bit (bit j ^ 7 of ``w``) is set, else positive: the
+    word's bits reordered to entry order (bitreverse, then bswap: bits within each byte reversed)
+    become a <64 x i1> mask for vector selects, instead of 64 shifts."""
     if not (
         isinstance(out, types.Array)
         and out.ndim == 1
@@ -522,7 +532,8 @@ def signbits_decode(bits, a, out):
 
 @njit(inline="always")
 def _count_at_least(v, vo, threshold, m):
-    """(entries with |x| ≥ threshold, entries that are not finite) among v[vo:vo + m]: a vector loop."""
+    """(entries with |x| ≥ threshold, entries that are not finite) among v[vo:vo + m]: a vector
+    loop."""
     hits = 0
     bad = 0
     for j in range(m):
@@ -535,8 +546,8 @@ def _count_at_least(v, vo, threshold, m):
 @intrinsic
 def _compress8(typingctx, arr, k, threshold, index, value, n):
     """Of the eight entries arr[k:k + 8], those with |x| ≥ threshold (as float64) go, in order, to
-    index[n:] (their indices) and value[n:] (|x|); returns n + their count. A vector compress (vpcompressq)
-    and two full-width stores: index and value need eight places of room past n."""
+    index[n:] (their indices) and value[n:] (|x|); returns n + their count. A vector compress
+    (vpcompressq) and two full-width stores: index and value need eight places of room past n."""
     if not (
         isinstance(arr, types.Array)
         and arr.ndim == 1
@@ -601,8 +612,8 @@ def _compress8(typingctx, arr, k, threshold, index, value, n):
 
 @intrinsic
 def _has_vector_compress(typingctx):
-    """True when the code is compiled for AVX-512 (vpcompressq): a compile-time constant. Elsewhere LLVM
-    expands a vector compress element by element through memory, slower than a scan."""
+    """True when the code is compiled for AVX-512 (vpcompressq): a compile-time constant. Elsewhere
+    LLVM expands a vector compress element by element through memory, slower than a scan."""
 
     def codegen(context, builder, signature, args):
         features = getattr(context.codegen(), "_tm_features", "") or ""
@@ -613,8 +624,9 @@ def _has_vector_compress(typingctx):
 
 @njit(inline="always")
 def _scan(v, k, m, threshold, index, value, n):
-    """The candidates among v[k:k + m] appended at index[n:], value[n:] without a branch per entry (each
-    entry is written at the next free place, which advances only for a candidate); returns the new n."""
+    """The candidates among v[k:k + m] appended at index[n:], value[n:] without a branch per entry
+    (each entry is written at the next free place, which advances only for a candidate); returns the
+    new n."""
     for j in range(m):
         a = abs(np.float64(v[np.uint64(k + j)]))
         index[np.uint64(n)] = k + j
@@ -625,12 +637,13 @@ def _scan(v, k, m, threshold, index, value, n):
 
 @njit(**OPTIONS)
 def topk_candidates(v, threshold, index, value):
-    """The entries with |v_k| ≥ ``threshold`` in index order: their indices into ``index`` (intp) and their
+    """The entries with |v_k| ≥ ``threshold`` in index order: their indices into ``index`` (intp)
+    and their
     |v_k| (float64) into ``value``, as many as fit (less 72 places: room for the vector stores); returns
-    how many there are (which may exceed the room), or −1 when v holds NaN or ±inf. One pass over memory,
-    64 entries at a time: a vector loop counts the candidates and the non-finite entries, then eight
-    vector compresses (``_compress8``, AVX-512) write the candidates without a branch per entry; without
-    AVX-512, the groups of eight that hold a candidate are scanned."""
+    how many there are (which may exceed the room), or −1 when v holds NaN or ±inf. One pass over
+    memory, 64 entries at a time: a vector loop counts the candidates and the non-finite entries,
+    then eight vector compresses (``_compress8``, AVX-512) write the candidates without a branch per
+    entry; without AVX-512, the groups of eight that hold a candidate are scanned."""
     d = v.shape[0]
     room = index.shape[0] - 72
     n = 0
@@ -661,8 +674,8 @@ def topk_candidates(v, threshold, index, value):
 
 @njit(**OPTIONS)
 def pack_indices(index, width, out):
-    """``index`` (ascending, each < 2^width, width ≤ 56) as ``width``-bit codes, MSB-first, into ``out``
-    (⌈k·width/8⌉ bytes, the last one zero-padded): ``packing.pack_codes``' bit stream."""
+    """``index`` (ascending, each < 2^width, width ≤ 56) as ``width``-bit codes, MSB-first, into
+    ``out`` (⌈k·width/8⌉ bytes, the last one zero-padded): ``packing.pack_codes``' bit stream."""
     acc = np.uint64(0)
     filled = 0
     pos = 0
@@ -680,9 +693,10 @@ def pack_indices(index, width, out):
 
 @njit(**OPTIONS)
 def topk_decode(codes, width, values, out):
-    """Top-k decode from the index list: k ``width``-bit indices (MSB-first) from ``codes``, values[i] at
-    index i, zeros everywhere else, in one pass over ``out``. Returns False (out then undefined) when the
-    indices are not strictly increasing below d, which a canonical message never has."""
+    """Top-k decode from the index list: k ``width``-bit indices (MSB-first) from ``codes``,
+    values[i] at index i, zeros everywhere else, in one pass over ``out``. Returns False (out then
+    undefined) when the indices are not strictly increasing below d, which a canonical message never
+    has."""
     d = out.shape[0]
     mask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
     acc = np.uint64(0)

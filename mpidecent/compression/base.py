@@ -1,14 +1,14 @@
 """The compressor interface, the packed-message type and the registry.
 
 A compressor maps a flat float vector ``v`` (shape ``(dim,)``) to a ``Packed`` message — one uint8
-buffer of exactly ``ceil(bits / 8)`` bytes — and decodes such bytes back to a ``(dim,)`` vector. Rules
-every operator follows (see ``specs/compressors.md``):
+buffer of exactly ``ceil(bits / 8)`` bytes — and decodes such bytes back to a ``(dim,)`` vector.
+Rules every operator follows (see ``specs/compressors.md``):
 
 * Sizes are fixed by ``dim`` and the operator's parameters, never by the data, so receivers can
   pre-post receives of ``nbytes`` bytes.
-* Decoding depends only on the bytes (and the sender's ``RandomKey`` for shared-seed operators), and is
-  deterministic: the same bytes decode to bit-identical values on every rank. Senders therefore apply
-  ``decode(their own packed bytes)`` to their own state, never their pre-packing values.
+* Decoding depends only on the bytes (and the sender's ``RandomKey`` for shared-seed operators), and
+  is deterministic: the same bytes decode to bit-identical values on every rank. Senders therefore
+  apply ``decode(their own packed bytes)`` to their own state, never their pre-packing values.
 * Randomness comes from ``key.generator(purpose)``, so a run repeats exactly and a receiver can
   rebuild a sender's generator.
 * NaN/inf input raises ``NonFiniteInputError`` naming the operator instead of sending garbage.
@@ -38,9 +38,9 @@ class Packed:
     """One encoded message.
 
     ``buffer``: uint8, shape (ceil(bits / 8),) — exactly what is handed to MPI; a view into the
-    caller's ``out`` when one was given to ``encode``. ``payload_bits``: bits of per-entry data (e.g.
-    sign + level codes); ``header_bits``: bits of per-message side information (e.g. per-bucket float32
-    norms). Both are in bits, not bytes.
+    caller's ``out`` when one was given to ``encode``. ``payload_bits``: bits of per-entry data
+    (e.g. sign + level codes); ``header_bits``: bits of per-message side information (e.g.
+    per-bucket float32 norms). Both are in bits, not bytes.
     """
 
     buffer: np.ndarray
@@ -73,11 +73,11 @@ class Compressor(ABC):
     """Base class of every compression operator (see the module docstring for the contract).
 
     Subclasses set ``name`` (the job-file ``[compression] name``), ``params`` (their other job-file
-    keys), ``unbiased`` (E[decode(encode(v))] = v) and ``contractive`` (E‖C(v) − v‖² ≤ (1 − δ)‖v‖² for
-    some δ ∈ (0, 1], as CHOCO-style gossip and error feedback need), implement
-    ``payload_bits``/``header_bits``, ``_encode`` and ``_decode``, and are added to ``COMPRESSORS`` with
-    ``@register_compressor``. An operator whose properties depend on its parameters (``randk`` with
-    ``scaled``) sets ``unbiased``/``contractive`` per instance, leaving the class value as the
+    keys), ``unbiased`` (E[decode(encode(v))] = v) and ``contractive`` (E‖C(v) − v‖² ≤ (1 − δ)‖v‖²
+    for some δ ∈ (0, 1], as CHOCO-style gossip and error feedback need), implement
+    ``payload_bits``/``header_bits``, ``_encode`` and ``_decode``, and are added to ``COMPRESSORS``
+    with ``@register_compressor``. An operator whose properties depend on its parameters (``randk``
+    with ``scaled``) sets ``unbiased``/``contractive`` per instance, leaving the class value as the
     conservative ``False``: check them on an instance, not on the class.
     """
 
@@ -90,9 +90,9 @@ class Compressor(ABC):
     contractive_when: ClassVar[str | None] = None
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
-        """``dim``: vector length (≥ 1), fixed for the instance's life; ``dtype``: the state dtype that
-        ``decode`` produces (float32 or float64). ``params`` are validated as ``[compression]`` keys
-        (``JobError`` names a bad one); missing keys take their defaults."""
+        """``dim``: vector length (≥ 1), fixed for the instance's life; ``dtype``: the state dtype
+        that ``decode`` produces (float32 or float64). ``params`` are validated as ``[compression]``
+        keys (``JobError`` names a bad one); missing keys take their defaults."""
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"{self.name}: dim must be an integer ≥ 1, got {dim!r}")
         self.dim: int = int(dim)
@@ -124,17 +124,18 @@ class Compressor(ABC):
     @property
     def paper_bits_per_coordinate(self) -> float:
         """The nominal bit budget per coordinate that papers plot against (e.g. b for b-bit
-        quantization, 32·k/d for sparsifiers) — a label for comparing runs, NOT the wire cost, which is
-        ``bits / dim`` (it also counts headers and indices). Default: ``payload_bits / dim``; operators
-        whose papers use another unit override it."""
+        quantization, 32·k/d for sparsifiers) — a label for comparing runs, NOT the wire cost, which
+        is ``bits / dim`` (it also counts headers and indices). Default: ``payload_bits / dim``;
+        operators whose papers use another unit override it."""
         return self.payload_bits / self.dim
 
     # ------------------------------------------------------------------------------ encode / decode
     def encode(self, v: np.ndarray, key: RandomKey, out: np.ndarray | None = None) -> Packed:
-        """Compress ``v`` (1-D float32/float64 of length ``dim``; not modified) into ``nbytes`` bytes.
+        """Compress ``v`` (1-D float32/float64 of length ``dim``; not modified) into ``nbytes``
+        bytes.
 
-        ``key`` is the sender's (seed, rank, step). ``out``: optional contiguous uint8 array of exactly
-        ``nbytes`` to pack into (its content is unspecified if encoding raises). Raises
+        ``key`` is the sender's (seed, rank, step). ``out``: optional contiguous uint8 array of
+        exactly ``nbytes`` to pack into (its content is unspecified if encoding raises). Raises
         ``NonFiniteInputError`` for NaN/inf input, ``ValueError`` for a wrong shape or ``out``,
         ``TypeError`` for a non-float dtype.
         """
@@ -147,8 +148,8 @@ class Compressor(ABC):
         """Reconstruct the vector from ``buf`` (1-D uint8 of ``nbytes``, e.g. a received buffer).
 
         ``key`` is the SENDER's key (shared-seed operators rebuild its generator). Returns shape
-        (dim,) of ``self.dtype``, written into ``out`` when given; with ``out=None`` the result is a new
-        array, or for operators that document it a read-only view of ``buf``.
+        (dim,) of ``self.dtype``, written into ``out`` when given; with ``out=None`` the result is a
+        new array, or for operators that document it a read-only view of ``buf``.
         """
         if (
             not isinstance(buf, np.ndarray)
@@ -170,7 +171,8 @@ class Compressor(ABC):
 
     @abstractmethod
     def _decode(self, buf: np.ndarray, key: RandomKey, out: np.ndarray | None) -> np.ndarray:
-        """Decode the validated ``buf``; ``out`` is None or a validated (dim,) array of ``self.dtype``."""
+        """Decode the validated ``buf``; ``out`` is None or a validated (dim,) array of
+        ``self.dtype``."""
 
     # -------------------------------------------------------------------------------- descriptions
     def describe(self) -> str:
@@ -247,7 +249,8 @@ def register_compressor(cls: type[Compressor]) -> type[Compressor]:
 
 
 def unbiased_operators() -> str:
-    """The operators that can be unbiased, for messages: "identity, qsgd, onebit or randk (scaled = true)"."""
+    """The operators that can be unbiased, for messages: "identity, qsgd, onebit or randk (scaled =
+    true)"."""
     names = [name for name, cls in COMPRESSORS.items() if cls.unbiased]
     if "randk" in COMPRESSORS and "randk" not in names:
         names.append("randk (scaled = true)")
@@ -255,8 +258,8 @@ def unbiased_operators() -> str:
 
 
 def contractive_operators() -> str:
-    """The operators that can be contractive, for messages: "identity, qsgd_contractive, ... or randk
-    (scaled = false)"."""
+    """The operators that can be contractive, for messages: "identity, qsgd_contractive, ... or
+    randk (scaled = false)"."""
     names = [
         f"{name} ({cls.contractive_when})" if cls.contractive_when else name
         for name, cls in COMPRESSORS.items()

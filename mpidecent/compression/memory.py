@@ -2,9 +2,9 @@
 
     e ← 0;   message_t = C(v_t + e);   e ← (v_t + e) − decode(message_t)
 
-so Σ_t decode(message_t) + e_T = Σ_t v_t (up to float rounding): nothing is lost, only delayed. With a
-contractive C (``sign``, ``topk``, unscaled ``randk``, ``qsgd_contractive``) the memory stays bounded and
-biased operators become usable for SGD and gossip.
+so Σ_t decode(message_t) + e_T = Σ_t v_t (up to float rounding): nothing is lost, only delayed. With
+a contractive C (``sign``, ``topk``, unscaled ``randk``, ``qsgd_contractive``) the memory stays
+bounded and biased operators become usable for SGD and gossip.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ class ErrorFeedback:
 
     The memory e is the residual of this stream's previous messages, so one instance belongs to one
     sender-side stream (e.g. "my model updates to all neighbours" or "my gradient"); two streams
-    compressed with the same operator need two instances. Receivers decode with the plain compressor.
+    compressed with the same operator need two instances. Receivers decode with the plain
+    compressor.
 
     ``memory``: e, shape (dim,), the compressor's state dtype, starts at 0; it is the array itself
-    (checkpoint it, restore with ``np.copyto(ef.memory, saved)``). The residual uses the DECODED bytes of
-    the message (exactly what receivers reconstruct), never the pre-packing floats, so sender and
-    receivers agree. ``v + e`` and ``(v + e) − decoded`` are computed in the state dtype.
+    (checkpoint it, restore with ``np.copyto(ef.memory, saved)``). The residual uses the DECODED
+    bytes of the message (exactly what receivers reconstruct), never the pre-packing floats, so
+    sender and receivers agree. ``v + e`` and ``(v + e) − decoded`` are computed in the state dtype.
     """
 
     def __init__(self, compressor: Compressor) -> None:
@@ -50,7 +51,8 @@ class ErrorFeedback:
     @property
     def decoded(self) -> np.ndarray:
         """decode(last message) as receivers see it: read-only (dim,) view of the state dtype, valid
-        until the next ``encode`` — apply this to the sender's own state instead of decoding again."""
+        until the next ``encode`` — apply this to the sender's own state instead of decoding
+        again."""
         return self._decoded_view
 
     def describe(self) -> str:

@@ -1,8 +1,9 @@
 """Packing fixed-width unsigned codes into bytes, MSB-first, with no padding between codes.
 
-Layout: code ``i`` occupies bits ``[i·w, (i+1)·w)`` of the bit stream, most significant bit first, and
-bit ``j`` of the stream is bit ``7 − j % 8`` of byte ``j // 8`` (the ``np.packbits`` convention). The
-last byte is zero-padded, so ``count`` codes of width ``w`` take exactly ``ceil(count·w / 8)`` bytes.
+Layout: code ``i`` occupies bits ``[i·w, (i+1)·w)`` of the bit stream, most significant bit first,
+and bit ``j`` of the stream is bit ``7 − j % 8`` of byte ``j // 8`` (the ``np.packbits``
+convention). The last byte is zero-padded, so ``count`` codes of width ``w`` take exactly
+``ceil(count·w / 8)`` bytes.
 
 Every path is vectorised; the only Python loops run over the (at most 8) code positions inside one
 group of bytes, never over codes. Paths, fastest first:
@@ -10,9 +11,9 @@ group of bytes, never over codes. Paths, fastest first:
 * width 1 — ``np.packbits`` directly;
 * width 8 / 16 — a plain (big-endian) integer copy;
 * width 2, 4 — ``8/w`` codes per byte combined with shift-or in ``uint8``;
-* widths whose ``lcm(w, 8) ≤ 64`` (3, 5, 6, 7, 10, 12, 14) — ``lcm(w, 8)/w`` codes are shift-or'ed into one
-  ``uint32``/``uint64`` that yields exactly ``lcm(w, 8)/8`` whole bytes (QSGD's default s = 16 uses
-  width 6: 4 codes in 3 bytes);
+* widths whose ``lcm(w, 8) ≤ 64`` (3, 5, 6, 7, 10, 12, 14) — ``lcm(w, 8)/w`` codes are shift-or'ed
+  into one ``uint32``/``uint64`` that yields exactly ``lcm(w, 8)/8`` whole bytes (QSGD's default s =
+  16 uses width 6: 4 codes in 3 bytes);
 * the rest (9, 11, 13, 15) and the tails of the paths above — a ``(count, w)`` bit matrix through
   ``np.unpackbits`` / ``np.packbits``.
 
@@ -35,7 +36,8 @@ def packed_nbytes(count: int, width: int) -> int:
 
 
 def code_dtype(width: int) -> np.dtype:
-    """The unsigned dtype ``unpack_codes`` returns for ``width``: uint8 up to 8 bits, else uint16."""
+    """The unsigned dtype ``unpack_codes`` returns for ``width``: uint8 up to 8 bits, else
+    uint16."""
     return np.dtype(np.uint8) if width <= 8 else np.dtype(np.uint16)
 
 
@@ -54,7 +56,8 @@ def _group(width: int) -> tuple[int, int]:
 
 
 def _pack_bitmatrix(codes: np.ndarray, width: int, out: np.ndarray) -> None:
-    """General path: codes → (n, 16) bit matrix via their big-endian uint16 bytes → keep w columns."""
+    """General path: codes → (n, 16) bit matrix via their big-endian uint16 bytes → keep w
+    columns."""
     n = codes.shape[0]
     if n == 0:
         return
@@ -77,12 +80,14 @@ def _pack_subbyte(codes: np.ndarray, width: int, out: np.ndarray) -> int:
 
 
 def _acc_dtype(group_bytes: int) -> np.dtype:
-    """Narrowest unsigned accumulator holding one group: uint32 (faster) up to 4 bytes, else uint64."""
+    """Narrowest unsigned accumulator holding one group: uint32 (faster) up to 4 bytes, else
+    uint64."""
     return np.dtype(np.uint32) if group_bytes <= 4 else np.dtype(np.uint64)
 
 
 def _pack_grouped(codes: np.ndarray, width: int, out: np.ndarray) -> int:
-    """lcm(w, 8) ≤ 64: g codes → one integer → its low gb bytes, big-endian. Returns codes consumed."""
+    """lcm(w, 8) ≤ 64: g codes → one integer → its low gb bytes, big-endian. Returns codes
+    consumed."""
     g, gb = _group(width)
     full = codes.shape[0] // g
     if full == 0:
@@ -104,11 +109,12 @@ def _pack_grouped(codes: np.ndarray, width: int, out: np.ndarray) -> int:
 def pack_codes(codes: np.ndarray, width: int, out: np.ndarray, *, check: bool = True) -> None:
     """Pack ``codes`` (1-D unsigned integers, each < 2**width) into ``out``, MSB-first, no gaps.
 
-    ``codes``: shape (n,), any unsigned (or non-negative signed) integer dtype; ``width``: bits per code,
-    1..16; ``out``: uint8, shape (ceil(n·width/8),), C-contiguous; every byte of it is written (pad bits
-    of the last byte are zero). Raises ValueError for a bad width, a wrong-size ``out`` or a code that
-    does not fit in ``width`` bits (which would otherwise silently corrupt its neighbours); callers that
-    guarantee the range by construction may skip that O(n) check with ``check=False``.
+    ``codes``: shape (n,), any unsigned (or non-negative signed) integer dtype; ``width``: bits per
+    code, 1..16; ``out``: uint8, shape (ceil(n·width/8),), C-contiguous; every byte of it is written
+    (pad bits of the last byte are zero). Raises ValueError for a bad width, a wrong-size ``out`` or
+    a code that does not fit in ``width`` bits (which would otherwise silently corrupt its
+    neighbours); callers that guarantee the range by construction may skip that O(n) check with
+    ``check=False``.
     """
     _check_width(width)
     codes = np.asarray(codes)
@@ -204,8 +210,8 @@ def unpack_codes(
     """Inverse of ``pack_codes``: read ``count`` codes of ``width`` bits from ``buf``.
 
     ``buf``: uint8, 1-D, at least ceil(count·width/8) bytes (extra bytes are ignored). Returns shape
-    (count,) of ``code_dtype(width)`` (uint8 for width ≤ 8, else uint16), written into ``out`` when given
-    (which must have exactly that shape and dtype).
+    (count,) of ``code_dtype(width)`` (uint8 for width ≤ 8, else uint16), written into ``out`` when
+    given (which must have exactly that shape and dtype).
     """
     _check_width(width)
     need = packed_nbytes(count, width)

@@ -4,17 +4,17 @@
   (qsgd with s = 2^b levels, shrunk by τ: biased, contractive);
 * the one-bit family ``sign`` (scaled sign, biased, contractive) and ``onebit`` (stochastic 1-bit,
   unbiased). They live here rather than with the sparsifiers because they quantize every coordinate
-  (one float32 scale + d sign bits, sharing ``_SignBits``'s wire format and decoder); the sparsifiers
-  send a subset of coordinates at full float32 precision.
+  (one float32 scale + d sign bits, sharing ``_SignBits``'s wire format and decoder); the
+  sparsifiers send a subset of coordinates at full float32 precision.
 
 Wire formats are exact and data-independent (see ``specs/compressors.md``); all multi-byte floats on
 the wire are little-endian, codes are packed MSB-first by ``packing.pack_codes``.
 
 ``qsgd``, ``qsgd_contractive``, ``sign`` and ``onebit`` have two implementations that give the same
-bytes: fused single-pass kernels (``kernels.py``, numba; used when available) and the numpy code here,
-kept as the plain reference (``fast=False``, or ``MPIDECENT_KERNELS=reference``), which also serves
-vectors shorter than ``kernels.MIN_DIM``. Their dither is the
-counter-based 30-bit stream of ``kernels.py``: entry k is rounded up when u_k < frac·2^30.
+bytes: fused single-pass kernels (``kernels.py``, numba; used when available) and the numpy code
+here, kept as the plain reference (``fast=False``, or ``MPIDECENT_KERNELS=reference``), which also
+serves vectors shorter than ``kernels.MIN_DIM``. Their dither is the counter-based 30-bit stream of
+``kernels.py``: entry k is rounded up when u_k < frac·2^30.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ _WIRE_FLOAT = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 
 
 def _nonfinite_message(op: str, v: np.ndarray, limit: str) -> str:
-    """Say whether ``v`` really holds NaN/inf or is merely too large for ``limit``. Only called on the
-    failure path, so the exact O(d) check costs nothing in normal runs."""
+    """Say whether ``v`` really holds NaN/inf or is merely too large for ``limit``. Only called on
+    the failure path, so the exact O(d) check costs nothing in normal runs."""
     if np.isfinite(v).all():
         return f"{op}: input values too large ({limit}; a diverging run?)"
     return f"{op}: input contains NaN or infinite values (a diverging run?)"
@@ -47,10 +47,10 @@ def _nonfinite_message(op: str, v: np.ndarray, limit: str) -> str:
 class Identity(Compressor):
     """No compression: the vector's floats, little-endian, at precision ``precision``.
 
-    ``precision = "state"`` (default) sends the state dtype given at construction; ``"float32"`` on a
-    float64 state rounds to nearest float32 (then decodes back to float64 exactly). bits = 32·d or 64·d,
-    header 0. ``decode`` with ``out=None`` returns a zero-copy read-only view of ``buf`` when the wire
-    precision equals the state dtype.
+    ``precision = "state"`` (default) sends the state dtype given at construction; ``"float32"`` on
+    a float64 state rounds to nearest float32 (then decodes back to float64 exactly). bits = 32·d or
+    64·d, header 0. ``decode`` with ``out=None`` returns a zero-copy read-only view of ``buf`` when
+    the wire precision equals the state dtype.
     """
 
     name: ClassVar[str] = "identity"
@@ -88,8 +88,9 @@ class Identity(Compressor):
         # Overflow in a float64 → float32 cast gives inf, which the check below reports.
         with np.errstate(over="ignore", invalid="ignore"):
             np.copyto(wire, v, casting="same_kind")
-            # Cheap pass first: a finite sum proves every entry finite. Only if the sum is not finite
-            # (NaN/inf, or huge finite values overflowing the sum) do the exact per-entry check.
+            # Cheap pass first: a finite sum proves every entry finite. Only if the sum is not
+            # finite (NaN/inf, or huge finite values overflowing the sum) do the exact per-entry
+            # check.
             ok = bool(np.isfinite(wire.sum())) or bool(np.isfinite(wire).all())
         if not ok:
             raise NonFiniteInputError(
@@ -117,7 +118,8 @@ def _levels_fit(s: int) -> str | None:
 _MAX_LEVELS = (1 << 15) - 1
 
 
-# [compression] bucket default; a larger bucket than the model is capped to d (the runner notes it when set).
+# [compression] bucket default; a larger bucket than the model is capped to d (the runner notes it
+# when set).
 DEFAULT_BUCKET = 64
 
 
@@ -125,27 +127,28 @@ DEFAULT_BUCKET = 64
 class QSGD(Compressor):
     """QSGD: unbiased stochastic quantization to ``levels`` (s) levels per bucket of ``bucket`` (B).
 
-    Per bucket u (B consecutive entries; B = 0 means the whole vector; the last bucket may be shorter):
-    r = ‖u‖₂ is computed in float64 (Σu² in the eight-lane order of ``kernels.lane_sums``) and sent as float32 rounded UP (``r32 ≥ r``),
-    so |u_k| ≤ r32. ℓ_k = min(|u_k|·(s/r32), s) in float64 (a product with the bucket's factor, not a
-    division per entry; the min catches a rounding above s), ξ_k = ⌊ℓ_k⌋ + [u_k < (ℓ_k − ⌊ℓ_k⌋)·2^30] with
-    u_k the k-th 30-bit dither integer of ``key.word("quantize")`` (``kernels.py``; P(round up) is within
-    2^-30 of the fraction). Decoded value: float64(±ξ_k)·(float64(r32)/s), then the cast to the state
-    dtype, computed only from the bytes. Since E[ξ_k]·r32/s = |u_k| whatever r32 is, rounding the norm
-    up keeps the operator unbiased. Variance: E‖Q(u) − u‖² ≤ min(B/s², √B/s)·‖u‖².
+    Per bucket u (B consecutive entries; B = 0 means the whole vector; the last bucket may be
+    shorter): r = ‖u‖₂ is computed in float64 (Σu² in the eight-lane order of ``kernels.lane_sums``)
+    and sent as float32 rounded UP (``r32 ≥ r``), so |u_k| ≤ r32. ℓ_k = min(|u_k|·(s/r32), s) in
+    float64 (a product with the bucket's factor, not a division per entry; the min catches a
+    rounding above s), ξ_k = ⌊ℓ_k⌋ + [u_k < (ℓ_k − ⌊ℓ_k⌋)·2^30] with u_k the k-th 30-bit dither
+    integer of ``key.word("quantize")`` (``kernels.py``; P(round up) is within 2^-30 of the
+    fraction). Decoded value: float64(±ξ_k)·(float64(r32)/s), then the cast to the state dtype,
+    computed only from the bytes. Since E[ξ_k]·r32/s = |u_k| whatever r32 is, rounding the norm up
+    keeps the operator unbiased. Variance: E‖Q(u) − u‖² ≤ min(B/s², √B/s)·‖u‖².
 
-    Format decision — **sign + level**, not signed level: each entry is one (1 + L)-bit code,
-    L = ⌈log2(s+1)⌉, with the sign bit as MSB (1 = negative) and ξ_k in the low L bits. A zero level
+    Format decision — **sign + level**, not signed level: each entry is one (1 + L)-bit code, L =
+    ⌈log2(s+1)⌉, with the sign bit as MSB (1 = negative) and ξ_k in the low L bits. A zero level
     always carries sign 0, so each message has one canonical encoding and no −0.0 is ever decoded.
-    bits = d·(1 + L) + 32·⌈d/B⌉ (payload d·(1 + L), header 32 per bucket norm).
-    Buffer: [⌈d/B⌉ little-endian float32 norms][packed codes, MSB-first, zero-padded last byte], exactly
-    ⌈bits/8⌉ = 4·⌈d/B⌉ + ⌈d(1+L)/8⌉ bytes. Example: d = 1024, s = 16, B = 64 → 6,144 + 512 = 6,656 bits
-    = 832 bytes. s ≤ 32767 so that a code fits in 16 bits.
+    bits = d·(1 + L) + 32·⌈d/B⌉ (payload d·(1 + L), header 32 per bucket norm). Buffer: [⌈d/B⌉
+    little-endian float32 norms][packed codes, MSB-first, zero-padded last byte], exactly ⌈bits/8⌉ =
+    4·⌈d/B⌉ + ⌈d(1+L)/8⌉ bytes. Example: d = 1024, s = 16, B = 64 → 6,144 + 512 = 6,656 bits = 832
+    bytes. s ≤ 32767 so that a code fits in 16 bits.
 
-    Non-finite input is detected from the bucket norms (a NaN/inf entry makes its norm non-finite, as
-    does a finite bucket whose norm overflows float64 or the float32 range) and raises
-    ``NonFiniteInputError``. A bucket whose squared norm underflows to 0 (all |u_k| ≲ 1e-162) decodes
-    to zeros.
+    Non-finite input is detected from the bucket norms (a NaN/inf entry makes its norm non-finite,
+    as does a finite bucket whose norm overflows float64 or the float32 range) and raises
+    ``NonFiniteInputError``. A bucket whose squared norm underflows to 0 (all |u_k| ≲ 1e-162)
+    decodes to zeros.
     """
 
     name: ClassVar[str] = "qsgd"
@@ -168,8 +171,8 @@ class QSGD(Compressor):
         ),
     )
     unbiased: ClassVar[bool] = True
-    # Not guaranteed: unbiased with E‖Q(v) − v‖² ≤ ω²‖v‖² contracts only when ω² < 1, and ω² can be ≥ 1
-    # (e.g. B = 64, s = 1 gives ω² = 8). qsgd_contractive is the contractive variant.
+    # Not guaranteed: unbiased with E‖Q(v) − v‖² ≤ ω²‖v‖² contracts only when ω² < 1, and ω² can be
+    # ≥ 1 (e.g. B = 64, s = 1 gives ω² = 8). qsgd_contractive is the contractive variant.
     contractive: ClassVar[bool] = False
 
     def __init__(
@@ -193,21 +196,23 @@ class QSGD(Compressor):
         self._norm_bytes = 4 * self.n_buckets
         cdt = code_dtype(self.code_width)
 
-        # Scratch, allocated once (dim is fixed): per bucket for both paths, per bucket row for the kernels.
+        # Scratch, allocated once (dim is fixed): per bucket for both paths, per bucket row for the
+        # kernels.
         self._sq = np.empty(self.n_buckets)  # float64 squared norms
         self._r64 = np.empty(self.n_buckets)  # float64 norms / factors / scales
         self._r32 = np.empty(
             self.n_buckets, dtype=np.float32
         )  # aligned copy of the wire norms (kernels)
-        # kernel scratch: the dither of one block of buckets (≥ one bucket; ~2,048 entries, 8 KiB, in L1)
+        # kernel scratch: the dither of one block of buckets (≥ one bucket; ~2,048 entries, 8 KiB,
+        # in L1)
         self._words = np.empty(max(width, 2048) // 2 + 2, dtype=np.uint64)
         self._bucket_codes = np.empty(width, dtype=np.uint16)  # kernel scratch: one bucket's codes
         self._row = width  # entries per bucket row
         if self.kernels is None:
-            # The reference's d-sized scratch (~35 bytes per entry; not allocated for the kernels). The
-            # padding of the last bucket row stays zero forever: only the first d entries of the flat
-            # views are ever written, and 0 stays 0 under every in-place operation below, so padding
-            # never contributes to norms and is never transmitted.
+            # The reference's d-sized scratch (~35 bytes per entry; not allocated for the kernels).
+            # The padding of the last bucket row stays zero forever: only the first d entries of the
+            # flat views are ever written, and 0 stays 0 under every in-place operation below, so
+            # padding never contributes to norms and is never transmitted.
             self._mag = np.zeros((self.n_buckets, width))  # float64: u, |u|, ℓ, then ℓ − ⌊ℓ⌋
             self._work = np.zeros(
                 (self.n_buckets, width)
@@ -219,8 +224,8 @@ class QSGD(Compressor):
             self._flag = np.empty(d, dtype=bool)
             self._codes = np.empty(d, dtype=cdt)
             self._signs = np.empty(d, dtype=cdt)
-        # Decode table: code (sign bit + level) → signed level as float64. Integer levels have no −0,
-        # so even a non-canonical "negative zero" code decodes to +0.0.
+        # Decode table: code (sign bit + level) → signed level as float64. Integer levels have no
+        # −0, so even a non-canonical "negative zero" code decodes to +0.0.
         all_codes = np.arange(1 << self.code_width)
         level = all_codes & ((1 << self.level_bits) - 1)
         self._signed_level = np.where(all_codes >> self.level_bits, -level, level).astype(
@@ -266,10 +271,10 @@ class QSGD(Compressor):
         np.less(flat, 0.0, out=self._neg)
 
         # Bucket norms in float64 (einsum and sqrt raise no FP warnings). A NaN/inf entry makes its
-        # bucket's norm non-finite, and so does a finite bucket whose squared norm overflows; one max
-        # over the n_buckets norms catches all of these (NaN fails the comparison) and norms beyond the
-        # float32 range, before the float32 cast could overflow.
-        # Σu² per bucket in the kernel's eight-lane order (kernels.lane_sums): the same norms to the bit.
+        # bucket's norm non-finite, and so does a finite bucket whose squared norm overflows; one
+        # max over the n_buckets norms catches all of these (NaN fails the comparison) and norms
+        # beyond the float32 range, before the float32 cast could overflow. Σu² per bucket in the
+        # kernel's eight-lane order (kernels.lane_sums): the same norms to the bit.
         with np.errstate(over="ignore", invalid="ignore"):  # overflow → inf norm, reported below
             np.copyto(self._sq, lane_sums(mag * mag))
         r = np.sqrt(self._sq, out=self._r64)
@@ -285,10 +290,10 @@ class QSGD(Compressor):
             r32[low] = np.nextafter(r32[low], np.float32(np.inf))
         buf[: self._norm_bytes].view("<f4")[...] = r32
 
-        # ℓ = min(|u| · (s / r32), s). |u_k| ≤ r ≤ r32 (sqrt(fl(Σ u²)) ≥ sqrt(fl(u_k²)) = |u_k| in binary
-        # floating point; entries whose square underflows are far below the smallest float32 r32 > 0), so
-        # ℓ ≤ s up to the rounding of the product, which the min removes. Buckets with r32 = 0 use the
-        # factor s / 1 (their entries are 0 or underflow-tiny, so ℓ < 1).
+        # ℓ = min(|u| · (s / r32), s). |u_k| ≤ r ≤ r32 (sqrt(fl(Σ u²)) ≥ sqrt(fl(u_k²)) = |u_k| in
+        # binary floating point; entries whose square underflows are far below the smallest float32
+        # r32 > 0), so ℓ ≤ s up to the rounding of the product, which the min removes. Buckets with
+        # r32 = 0 use the factor s / 1 (their entries are 0 or underflow-tiny, so ℓ < 1).
         factor = self._r64
         np.copyto(factor, r32)
         factor[r32 == 0] = 1.0
@@ -339,7 +344,8 @@ class QSGD(Compressor):
         codes = unpack_codes(buf[self._norm_bytes :], self.code_width, d, out=self._codes)
         vals, flat = self._work, self._work_flat[:d]
         # code → signed level ±ξ in one gather: branch-free (``np.negative(where=sign)`` on random
-        # signs is ~15x slower). mode="clip" skips the buffered bounds check; codes < 2**width anyway.
+        # signs is ~15x slower). mode="clip" skips the buffered bounds check; codes < 2**width
+        # anyway.
         np.take(self._signed_level, codes, out=flat, mode="clip")
         vals *= r[:, None]
         if self.tau != 1.0:
@@ -365,15 +371,16 @@ def _quant_bits_fit(b: int) -> str | None:
 class QSGDContractive(QSGD):
     """qsgd with s = 2^``bits`` levels, decoded values divided by τ: biased but contractive.
 
-    τ = 1 + ω² with ω² = min(B/s², √B/s), B = the bucket length (``bucket``, or d when ``bucket`` = 0
-    or ≥ d); one τ for all buckets (a shorter last bucket has a smaller ω², for which the same τ is
-    still enough), so τ is known to both sides and nothing extra is sent. Since E‖Q(u) − u‖² ≤ ω²‖u‖²
-    and E[Q(u)] = u: E‖Q(v)/τ − v‖² ≤ (ω²/τ² + (1 − 1/τ)²)‖v‖² = (1 − 1/τ)‖v‖² — contractive with
-    δ = 1/τ (CHOCO-gossip's operator).
+    τ = 1 + ω² with ω² = min(B/s², √B/s), B = the bucket length (``bucket``, or d when ``bucket`` =
+    0 or ≥ d); one τ for all buckets (a shorter last bucket has a smaller ω², for which the same τ
+    is still enough), so τ is known to both sides and nothing extra is sent. Since E‖Q(u) − u‖² ≤
+    ω²‖u‖² and E[Q(u)] = u: E‖Q(v)/τ − v‖² ≤ (ω²/τ² + (1 − 1/τ)²)‖v‖² = (1 − 1/τ)‖v‖² — contractive
+    with δ = 1/τ (CHOCO-gossip's operator).
 
-    Wire format: exactly qsgd's (sign + level codes of 1 + (b + 1) bits, one float32 norm per bucket):
-    bits = d·(b + 2) + 32·⌈d/B⌉. Decoded value: (float64(±ξ)·(float64(r32)/s))/τ in float64, then the cast to
-    the state dtype. ``paper_bits_per_coordinate`` is b (the papers' "b-bit" unit), not b + 2.
+    Wire format: exactly qsgd's (sign + level codes of 1 + (b + 1) bits, one float32 norm per
+    bucket): bits = d·(b + 2) + 32·⌈d/B⌉. Decoded value: (float64(±ξ)·(float64(r32)/s))/τ in
+    float64, then the cast to the state dtype. ``paper_bits_per_coordinate`` is b (the papers'
+    "b-bit" unit), not b + 2.
     """
 
     name: ClassVar[str] = "qsgd_contractive"
@@ -417,7 +424,8 @@ class QSGDContractive(QSGD):
 
 
 def _f32_round_up(x: float) -> np.float32:
-    """The smallest float32 ≥ ``x`` (0 ≤ x ≤ FLT_MAX), so that a bound sent as float32 still bounds."""
+    """The smallest float32 ≥ ``x`` (0 ≤ x ≤ FLT_MAX), so that a bound sent as float32 still
+    bounds."""
     x32 = np.float32(x)
     if float(x32) < x:
         x32 = np.nextafter(x32, np.float32(np.inf))
@@ -429,9 +437,10 @@ class _SignBits(Compressor):
 
     Buffer: [scale a: little-endian float32][d sign bits, 1 = negative, MSB-first as ``pack_codes``
     width 1, last byte zero-padded] — exactly 4 + ⌈d/8⌉ bytes; bits = 32 (header) + d (payload).
-    Decoded entry k: a if bit k is 0, else −a (computed as 0.0 − a, which is +0.0, not −0.0, for a = 0),
-    in the state dtype (exact: a is a float32). A zero scale is always sent with all-zero bits (one canonical encoding).
-    Subclasses compute a and fill ``self._neg`` (bool, (d,)) in ``_encode``, then call ``_write``.
+    Decoded entry k: a if bit k is 0, else −a (computed as 0.0 − a, which is +0.0, not −0.0, for a =
+    0), in the state dtype (exact: a is a float32). A zero scale is always sent with all-zero bits
+    (one canonical encoding). Subclasses compute a and fill ``self._neg`` (bool, (d,)) in
+    ``_encode``, then call ``_write``.
     """
 
     def __init__(
@@ -477,14 +486,16 @@ class _SignBits(Compressor):
 
 @register_compressor
 class Sign(_SignBits):
-    """Scaled sign: C(v) = (‖v‖₁/d)·sign(v) with sign(0) = +1; biased, contractive (use with error feedback).
+    """Scaled sign: C(v) = (‖v‖₁/d)·sign(v) with sign(0) = +1; biased, contractive (use with error
+    feedback).
 
     sign(−0.0) = +1 too. Deterministic (``key`` is unused). Contraction:
     ‖C(v) − v‖² = ‖v‖² − ‖v‖₁²/d ≤ (1 − 1/d)‖v‖² (as ‖v‖₁ ≥ ‖v‖₂), plus d·(a − ‖v‖₁/d)² from the
     float32 rounding of the scale a. Meant to be used with error feedback (``ErrorFeedback``).
 
-    Wire: ``_SignBits`` with a = float32(‖v‖₁/d) (‖v‖₁ summed in float64 in entry order, rounded to nearest):
-    bits = d + 32. NaN/inf input (or a mean |v_k| beyond the float32 range) is caught from ‖v‖₁.
+    Wire: ``_SignBits`` with a = float32(‖v‖₁/d) (‖v‖₁ summed in float64 in entry order, rounded to
+    nearest): bits = d + 32. NaN/inf input (or a mean |v_k| beyond the float32 range) is caught from
+    ‖v‖₁.
     """
 
     name: ClassVar[str] = "sign"
@@ -517,15 +528,15 @@ class Sign(_SignBits):
 class OneBit(_SignBits):
     """Stochastic 1-bit quantizer (unbiased; gradient coding's Q1).
 
-    R = ‖v‖_∞, sent as the smallest float32 ≥ R (so |v_k| ≤ R32 and p_k stays in [0, 1]).
-    Q1(v)_k = +R32 with probability p_k = (1 + v_k/R32)/2, else −R32: the sign bit is
-    [u_k ≥ p_k·2^30] with u_k the k-th 30-bit dither integer of ``key.word("quantize")`` (``kernels.py``)
-    and p_k computed as (v_k·(1/R32) + 1)/2 in float64 (a product, not a division per entry).
-    E[Q1(v)_k] = R32(2p_k − 1) = v_k for any R32 ≥ |v_k|, so rounding R up keeps it unbiased;
-    E‖Q1(v) − v‖² = Σ_k (R32² − v_k²). R32 = 0 (zero vector) → all zeros, no division, no draws.
+    R = ‖v‖_∞, sent as the smallest float32 ≥ R (so |v_k| ≤ R32 and p_k stays in [0, 1]). Q1(v)_k =
+    +R32 with probability p_k = (1 + v_k/R32)/2, else −R32: the sign bit is [u_k ≥ p_k·2^30] with
+    u_k the k-th 30-bit dither integer of ``key.word("quantize")`` (``kernels.py``) and p_k computed
+    as (v_k·(1/R32) + 1)/2 in float64 (a product, not a division per entry). E[Q1(v)_k] = R32(2p_k −
+    1) = v_k for any R32 ≥ |v_k|, so rounding R up keeps it unbiased; E‖Q1(v) − v‖² = Σ_k (R32² −
+    v_k²). R32 = 0 (zero vector) → all zeros, no division, no draws.
 
-    Wire: ``_SignBits`` with a = R32: bits = d + 32. NaN/inf input (or R beyond the float32 range) is
-    caught from R.
+    Wire: ``_SignBits`` with a = R32: bits = d + 32. NaN/inf input (or R beyond the float32 range)
+    is caught from R.
     """
 
     name: ClassVar[str] = "onebit"

@@ -1,9 +1,11 @@
-"""Sparsifying operators: ``topk`` and ``randk`` send k of the d coordinates as float32, zero the rest.
+"""Sparsifying operators: ``topk`` and ``randk`` send k of the d coordinates as float32, zero the
+rest.
 
 k = max(1, round(f·d)) for the job key ``fraction`` f ∈ (0, 1] (Python's ``round``: half to even, so
 f·d = 2.5 gives k = 2). Both wire formats start with the k kept values as little-endian float32 in
-ascending index order (float64 inputs are rounded to nearest float32; values beyond the float32 range
-raise ``NonFiniteInputError``); decoding writes them at their indices and zeros everywhere else.
+ascending index order (float64 inputs are rounded to nearest float32; values beyond the float32
+range raise ``NonFiniteInputError``); decoding writes them at their indices and zeros everywhere
+else.
 
 * ``topk`` — the k largest |v_i|, indices sent (an index list or a bitmap, whichever is smaller for
   (k, d); see ``TopK``).
@@ -45,10 +47,10 @@ def kept_count(fraction: float, dim: int) -> int:
 
 
 def _pack_indices(idx: np.ndarray, width: int, out: np.ndarray) -> None:
-    """Pack sorted indices (k,) as ``width``-bit codes, MSB-first (``pack_codes``' layout), into ``out``
-    (uint8, ⌈k·width/8⌉ bytes). ``pack_codes`` handles width ≤ 16 (d ≤ 65,536); wider indices go
-    through a (k, 64) bit matrix of their big-endian uint64 bytes, keeping the low ``width`` columns —
-    the same bit stream ``pack_codes`` would produce for those widths."""
+    """Pack sorted indices (k,) as ``width``-bit codes, MSB-first (``pack_codes``' layout), into
+    ``out`` (uint8, ⌈k·width/8⌉ bytes). ``pack_codes`` handles width ≤ 16 (d ≤ 65,536); wider
+    indices go through a (k, 64) bit matrix of their big-endian uint64 bytes, keeping the low
+    ``width`` columns — the same bit stream ``pack_codes`` would produce for those widths."""
     if width == 0:
         return  # d = 1: the only index is 0, nothing to send
     if width <= MAX_WIDTH:
@@ -87,7 +89,8 @@ class _Sparsifier(Compressor):
         #: k, the number of coordinates sent.
         self.k: int = kept_count(self.fraction, self.dim)
         self._values_bytes = 4 * self.k
-        # k = d: every index, in order (no selection, no draw). Read-only: handed out by ``indices``.
+        # k = d: every index, in order (no selection, no draw). Read-only: handed out by
+        # ``indices``.
         self._all = np.arange(self.dim)
         self._all.flags.writeable = False
 
@@ -115,7 +118,8 @@ class _Sparsifier(Compressor):
             )
 
     def _place(self, buf: np.ndarray, idx: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        """out ← zeros with the k values of ``buf`` at ``idx`` (state dtype; float32 → float64 exact)."""
+        """out ← zeros with the k values of ``buf`` at ``idx`` (state dtype; float32 → float64
+        exact)."""
         values = buf[: self._values_bytes].view("<f4")
         if idx is self._all:  # k = d: a plain copy, no scatter
             if out is None:
@@ -137,15 +141,15 @@ _SAMPLED_DIM = 1 << 16  # shorter vectors select among all entries
 
 
 def _threshold(sample: np.ndarray, k: int, d: int) -> float:
-    """From the sorted strided sample of |v|: a value a little below the k-th largest of the d entries (about
-    1.5k of them at or above it)."""
+    """From the sorted strided sample of |v|: a value a little below the k-th largest of the d
+    entries (about 1.5k of them at or above it)."""
     rank = max(0, sample.shape[0] - int(np.ceil(1.5 * k / d * sample.shape[0])) - 8)
     return sample[rank]
 
 
 def _select(values: np.ndarray, k: int) -> np.ndarray:
-    """Ascending positions of the k largest of ``values`` (m ≥ k finite float64); among equal values at the
-    cut the lowest positions win."""
+    """Ascending positions of the k largest of ``values`` (m ≥ k finite float64); among equal values
+    at the cut the lowest positions win."""
     m = values.shape[0]
     cut = np.partition(values, m - k)[m - k]  # the k-th largest value
     chosen = values > cut
@@ -157,15 +161,16 @@ def _select(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def top_k_indices(magnitudes: np.ndarray, k: int) -> np.ndarray:
-    """Ascending indices of the k largest of ``magnitudes`` ((d,) finite float64, 1 ≤ k < d); among equal
-    values at the cut the lowest indices win, so the choice is canonical.
+    """Ascending indices of the k largest of ``magnitudes`` ((d,) finite float64, 1 ≤ k < d); among
+    equal values at the cut the lowest indices win, so the choice is canonical.
 
-    Long vectors first keep the candidates at or above a threshold estimated from a strided sample of
-    16,384 entries (set a little below the k-th largest, for about 1.5k candidates), then select among
-    them; the result is exact whenever at least k entries pass (else it selects among all of them): the
-    k-th largest value is then itself at or above the threshold. Cost: a few passes over memory instead of
-    a full ``argpartition`` and a sort of the k indices. (The kernel path, ``TopK._kernel_indices``, keeps
-    the same candidates in one pass over the input and gives the same indices.)
+    Long vectors first keep the candidates at or above a threshold estimated from a strided sample
+    of 16,384 entries (set a little below the k-th largest, for about 1.5k candidates), then select
+    among them; the result is exact whenever at least k entries pass (else it selects among all of
+    them): the k-th largest value is then itself at or above the threshold. Cost: a few passes over
+    memory instead of a full ``argpartition`` and a sort of the k indices. (The kernel path,
+    ``TopK._kernel_indices``, keeps the same candidates in one pass over the input and gives the
+    same indices.)
     """
     d = magnitudes.shape[0]
     candidates = None
@@ -183,20 +188,21 @@ def top_k_indices(magnitudes: np.ndarray, k: int) -> np.ndarray:
 class TopK(_Sparsifier):
     """Top-k: keep the k entries of largest |v_i|, zero the rest. Deterministic (``key`` is unused).
 
-    Contractive: ‖C(v) − v‖² = Σ_{i not kept} v_i² ≤ (1 − k/d)‖v‖² (the dropped entries are the d − k
-    smallest), plus the float32 rounding of the kept values for float64 input. Ties in |v_i| at the cut
-    go to the lowest indices (``top_k_indices``), so the message is canonical.
+    Contractive: ‖C(v) − v‖² = Σ_{i not kept} v_i² ≤ (1 − k/d)‖v‖² (the dropped entries are the d −
+    k smallest), plus the float32 rounding of the kept values for float64 input. Ties in |v_i| at
+    the cut go to the lowest indices (``top_k_indices``), so the message is canonical.
 
     Wire: [k float32 values, ascending index order][indices], indices encoded as the cheaper of
-    * ``"list"``: each index in L = ⌈log2 d⌉ bits (L = 0 for d = 1), ascending, packed MSB-first like
-      ``pack_codes`` (also for L > 16): k·L bits;
+    * ``"list"``: each index in L = ⌈log2 d⌉ bits (L = 0 for d = 1), ascending, packed MSB-first
+      like ``pack_codes`` (also for L > 16): k·L bits;
     * ``"bitmap"``: d bits, bit i = 1 iff i is kept (``pack_codes`` width 1);
-    chosen from (k, d) only (``index_encoding``; the list when k·L < d, the bitmap on a tie), so sizes
-    stay data-independent. bits = 32k + min(k·L, d), all payload (header 0); bytes = 4k + ⌈min(k·L, d)/8⌉.
+    chosen from (k, d) only (``index_encoding``; the list when k·L < d, the bitmap on a tie), so
+    sizes stay data-independent. bits = 32k + min(k·L, d), all payload (header 0); bytes = 4k +
+    ⌈min(k·L, d)/8⌉.
 
     NaN/inf input: when max |v_i| is not finite the selection falls back to ``argpartition``, which
-    orders NaN (and ±inf, via |v|) above every finite value, so a non-finite entry is always among the
-    kept values, which are checked.
+    orders NaN (and ±inf, via |v|) above every finite value, so a non-finite entry is always among
+    the kept values, which are checked.
     """
 
     name: ClassVar[str] = "topk"
@@ -222,7 +228,8 @@ class TopK(_Sparsifier):
         self._mask = np.empty(d, dtype=np.uint8)  # bitmap, both ways
         self._idx = np.empty(k, dtype=np.intp)  # decoded index list
         if self.kernels is not None:
-            # The candidates (≈ 1.5k expected; more than fit → the reference path) and 72 places of room.
+            # The candidates (≈ 1.5k expected; more than fit → the reference path) and 72 places of
+            # room.
             room = max(2 * k, k + 4096) + 72
             self._cand_index = np.empty(room, dtype=np.intp)
             self._cand_value = np.empty(room)
@@ -268,9 +275,10 @@ class TopK(_Sparsifier):
             pack_codes(self._mask, 1, tail, check=False)
 
     def _kernel_indices(self, v: np.ndarray) -> np.ndarray | None:
-        """``top_k_indices(|v|, k)`` without the float64 |v| array: the same sample and threshold, the
-        candidates from one kernel pass over v, the same selection among them. None (the caller then runs
-        the reference) for non-finite input, or when fewer than k or more than fit pass the threshold."""
+        """``top_k_indices(|v|, k)`` without the float64 |v| array: the same sample and threshold,
+        the candidates from one kernel pass over v, the same selection among them. None (the caller
+        then runs the reference) for non-finite input, or when fewer than k or more than fit pass
+        the threshold."""
         d, k = self.dim, self.k
         v = np.ascontiguousarray(v)
         sample = np.abs(v[:: d // _SAMPLE]).astype(np.float64)  # |float32| → float64 is exact
@@ -326,7 +334,8 @@ class TopK(_Sparsifier):
 
 @register_compressor
 class RandK(_Sparsifier):
-    """Rand-k: send k coordinates chosen uniformly at random (k distinct indices, sorted), shared seed.
+    """Rand-k: send k coordinates chosen uniformly at random (k distinct indices, sorted), shared
+    seed.
 
     Indices come from the SENDER's ``key.generator("sparsify")`` (see ``indices``); the receiver
     rebuilds them from the sender's key, so only the values travel: bits = 32k (payload; header 0),
@@ -336,11 +345,13 @@ class RandK(_Sparsifier):
       E‖C(v) − v‖² = (1 − k/d)‖v‖² (plus float32 rounding of the values for float64 input).
     * ``scaled = true``: values × d/k (applied by the sender in float64 before the float32 cast).
       Unbiased, not contractive (E‖C(v) − v‖² = (d/k − 1)‖v‖²).
-    ``unbiased`` and ``contractive`` are therefore set per instance (the class values are ``False``).
+    ``unbiased`` and ``contractive`` are therefore set per instance (the class values are
+    ``False``).
 
-    Since only k entries are read, non-finite input is caught by one extra pass: a sum over v (finite
-    sum ⇒ every entry finite; otherwise an exact per-entry check). A NaN in an unsent coordinate thus
-    raises too — the run is diverging either way, and with error feedback it would be sent later.
+    Since only k entries are read, non-finite input is caught by one extra pass: a sum over v
+    (finite sum ⇒ every entry finite; otherwise an exact per-entry check). A NaN in an unsent
+    coordinate thus raises too — the run is diverging either way, and with error feedback it would
+    be sent later.
     """
 
     name: ClassVar[str] = "randk"
@@ -387,8 +398,8 @@ class RandK(_Sparsifier):
     def indices(self, key: RandomKey) -> np.ndarray:
         """The k sorted distinct indices (intp, (k,), read-only) that ``key``'s sender keeps.
 
-        A uniformly random k-subset drawn from ``key.generator("sparsify")``. The rule depends only on
-        (k, d), so sender and receivers agree; it is part of the wire format (changing it breaks
+        A uniformly random k-subset drawn from ``key.generator("sparsify")``. The rule depends only
+        on (k, d), so sender and receivers agree; it is part of the wire format (changing it breaks
         decoding between versions). With m = min(k, d − k):
 
         * k = d: every index, no draw;
@@ -421,10 +432,10 @@ class RandK(_Sparsifier):
         return idx
 
     def _bernoulli_subset(self, gen: np.random.Generator) -> np.ndarray:
-        """A uniform k-subset in O(d) vectorised work: keep i when U_i < k/d (U_i float32 uniforms, in
-        index order), giving n ≈ k indices; then drop n − k of them (n > k) or add k − n of the others
-        (n < k), chosen with ``choice(..., replace=False, shuffle=False)`` among the kept / not-kept
-        indices in ascending order. Why uniform: the Bernoulli set's law is invariant under
+        """A uniform k-subset in O(d) vectorised work: keep i when U_i < k/d (U_i float32 uniforms,
+        in index order), giving n ≈ k indices; then drop n − k of them (n > k) or add k − n of the
+        others (n < k), chosen with ``choice(..., replace=False, shuffle=False)`` among the kept /
+        not-kept indices in ascending order. Why uniform: the Bernoulli set's law is invariant under
         permutations of [0, d), the corrections pick uniformly, so the final k-subset's law is too —
         and the only such law on k-subsets is the uniform one."""
         d, k = self.dim, self.k

@@ -1,10 +1,10 @@
-"""The logical clock of asynchronous gossip: seeded event times per rank, shared by the MPI engine and
-the simulator (pure).
+"""The logical clock of asynchronous gossip: seeded event times per rank, shared by the MPI engine
+and the simulator (pure).
 
 Rank i's schedule is three counter-based streams, each drawn in blocks of ``BLOCK`` values from the
-generator of (seed, rank, block, purpose) (``rng.py``), so any event can be recomputed from its index
-alone (the checkpoint of a clock is its counters) and the simulator's user i sees exactly the events the
-MPI engine's rank i sees in logical-clock mode:
+generator of (seed, rank, block, purpose) (``rng.py``), so any event can be recomputed from its
+index alone (the checkpoint of a clock is its counters) and the simulator's user i sees exactly the
+events the MPI engine's rank i sees in logical-clock mode:
 
     "gossip"     k-th gossip: gap E_k / λ (E_k ~ Exp(1)) since the previous one, and a uniform draw U_k
                  that picks the peer ⌊U_k · m⌋ among the m candidates (every other rank, or the
@@ -12,7 +12,8 @@ MPI engine's rank i sees in logical-clock mode:
     "round"      r-th update round: length c + E_r / μ
     "straggler"  r-th round of a slow rank: extra delay shift + mean · E_r seconds (real sleep)
 
-Times are in logical units (``clock = "logical"``) or seconds (``clock = "wall"``, gossip gaps only).
+Times are in logical units (``clock = "logical"``) or seconds (``clock = "wall"``, gossip gaps
+only).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ BLOCK = 1024  # draws per generator; part of the reproducibility contract (chang
 
 
 def gossip_block(seed: int, rank: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Exp(1) gaps, uniform peer draws), each (BLOCK,) float64, of gossips block·BLOCK ... + BLOCK − 1."""
+    """(Exp(1) gaps, uniform peer draws), each (BLOCK,) float64, of gossips block·BLOCK ... + BLOCK
+    − 1."""
     g = generator(seed, rank, block, "gossip")
     return g.standard_exponential(BLOCK), g.random(BLOCK)
 
@@ -38,8 +40,9 @@ def exp_block(seed: int, rank: int, block: int, purpose: str) -> np.ndarray:
 
 
 def peer_of(u: float | np.ndarray, rank: int | np.ndarray, n: int, candidates: np.ndarray | None):
-    """The peer picked by uniform draw(s) ``u``: uniform over the other n − 1 ranks (``candidates`` None)
-    or over ``candidates`` (sorted peer ranks, e.g. in-neighbours). Works on scalars and arrays."""
+    """The peer picked by uniform draw(s) ``u``: uniform over the other n − 1 ranks (``candidates``
+    None) or over ``candidates`` (sorted peer ranks, e.g. in-neighbours). Works on scalars and
+    arrays."""
     if candidates is None:
         idx = np.minimum((np.asarray(u) * (n - 1)).astype(np.int64), n - 2)
         peer = idx + (idx >= rank)
@@ -94,7 +97,8 @@ class RankClock:
         self._slow = _Stream(lambda b: (exp_block(seed, rank, b, "straggler"),))
 
     def gossip(self, k: int) -> tuple[float, int]:
-        """(gap since gossip k − 1, peer) of gossip k (0-based); gap = inf for a rank that never gossips."""
+        """(gap since gossip k − 1, peer) of gossip k (0-based); gap = inf for a rank that never
+        gossips."""
         if not self.gossips:
             return float("inf"), -1
         e, u = self._gossip.at(k)
@@ -112,7 +116,8 @@ class RankClock:
 
 
 def _accumulate(start: float, gaps: np.ndarray) -> np.ndarray:
-    """start + gap_1, (start + gap_1) + gap_2, ...: sequential sums, bit-identical to ``t += gap``."""
+    """start + gap_1, (start + gap_1) + gap_2, ...: sequential sums, bit-identical to ``t +=
+    gap``."""
     return np.cumsum(np.concatenate(([start], gaps)))[1:]
 
 
@@ -134,7 +139,8 @@ def gossip_schedule(clock: RankClock, horizon: float) -> tuple[np.ndarray, np.nd
 
 
 def round_schedule(clock: RankClock, horizon: float) -> np.ndarray:
-    """End times (≤ horizon) of the update rounds of ``clock``'s rank, identical to ``t += length``."""
+    """End times (≤ horizon) of the update rounds of ``clock``'s rank, identical to ``t +=
+    length``."""
     ends, t, block = [], 0.0, 0
     while t <= horizon:
         ts = _accumulate(

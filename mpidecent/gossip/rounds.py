@@ -1,13 +1,15 @@
 """Delta semantics of an update round (pure): a model that arrives mid-round is not lost.
 
-Two processes share one rank's model (spec, "Two engines"): local training runs K SGD steps on a working
-copy w that starts the round at x_before = x; gossip mixes the published model x at any time,
-x ← ½(x + x_peer). When the round completes, its progress is applied as a delta to whatever x has become:
+Two processes share one rank's model (spec, "Two engines"): local training runs K SGD steps on a
+working copy w that starts the round at x_before = x; gossip mixes the published model x at any
+time, x ← ½(x + x_peer). When the round completes, its progress is applied as a delta to whatever x
+has become:
 
     x ← x_mixed + (x_after_round − x_before_round) = x + (w − x_before)
 
-so with no arrival during the round x = w (plain local SGD), and with an arrival the peer's information
-stays in x. All arrays are flat, of the run's dtype; every operation is one vectorised pass.
+so with no arrival during the round x = w (plain local SGD), and with an arrival the peer's
+information stays in x. All arrays are flat, of the run's dtype; every operation is one vectorised
+pass.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import numpy as np
 
 
 class DeltaRound:
-    """``x`` the published (mixed) model and ``w`` the working copy SGD updates (e.g. the objective's
-    flat parameters); both are used in place, length d."""
+    """``x`` the published (mixed) model and ``w`` the working copy SGD updates (e.g. the
+    objective's flat parameters); both are used in place, length d."""
 
     def __init__(self, x: np.ndarray, w: np.ndarray) -> None:
         self.x, self.w = x, w

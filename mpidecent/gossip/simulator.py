@@ -2,9 +2,9 @@
 
 The same system as the MPI engine in logical-clock mode, for n up to 10,000 users: user i completes
 update rounds at the times of its "round" stream and gossips at the times and with the peers of its
-"gossip" stream (``gossip/clock.py``: the very events rank i of the MPI engine sees), and every gossip
-merges version vectors with ``merge_versions`` (``gossip/versions.py``, shared with the engine). Models are
-not simulated: staleness depends only on the event order.
+"gossip" stream (``gossip/clock.py``: the very events rank i of the MPI engine sees), and every
+gossip merges version vectors with ``merge_versions`` (``gossip/versions.py``, shared with the
+engine). Models are not simulated: staleness depends only on the event order.
 
 Modes: ``pull`` (i reads j: V_i ← max(V_i, V_j), what the engine does), ``push`` (i writes to j:
 V_j ← max(V_j, V_i), the reference formula's model) and ``exchange`` (both merge).
@@ -13,9 +13,9 @@ Scale: the events of all users are generated per user and block (vectorised), so
 processed in one loop whose body is O(m) numpy work, where m ≤ n is the number of *tracked* sources
 (columns of the version table). All users are statistically identical, so tracking m evenly spaced
 sources estimates the same mean staleness as tracking all n, at n·m instead of n² memory; round
-completions of untracked users change nothing tracked and are not simulated. The time average
-E[S] = (1/(T − T₀)) ∫_{T₀}^T (mean over (user, tracked source) pairs, user ≠ source, of S) dt is exact
-(the running total of S is updated at every event), not sampled.
+completions of untracked users change nothing tracked and are not simulated. The time average E[S] =
+(1/(T − T₀)) ∫_{T₀}^T (mean over (user, tracked source) pairs, user ≠ source, of S) dt is exact (the
+running total of S is updated at every event), not sampled.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ DEFAULT_SOURCES = 256  # tracked sources when n is larger (memory n × m int64)
 @dataclass(frozen=True)
 class SimSetup:
     """One simulation. ``rate`` λ (gossips per unit time per user, after the rate policy);
-    ``round_shift`` c and ``round_rate`` μ (rounds of length c + Exp(μ)); ``horizon`` T and ``warmup`` T₀
-    in logical time units; ``sample_times`` (L,) when the per-user series are sampled; ``candidates``
-    per-user peers (None: every other user); ``sources`` users tracked (None: min(n, 256))."""
+    ``round_shift`` c and ``round_rate`` μ (rounds of length c + Exp(μ)); ``horizon`` T and
+    ``warmup`` T₀ in logical time units; ``sample_times`` (L,) when the per-user series are sampled;
+    ``candidates`` per-user peers (None: every other user); ``sources`` users tracked (None: min(n,
+    256))."""
 
     n: int
     rate: float
@@ -92,8 +93,8 @@ def tracked_sources(n: int, count: int | None) -> np.ndarray:
 def _events(
     setup: SimSetup, sources: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every event by time: (times, code, peer) with code ≥ 0 the initiating user of a gossip and code < 0
-    the round of tracked column −code − 1; plus per-user gossip and round counts."""
+    """Every event by time: (times, code, peer) with code ≥ 0 the initiating user of a gossip and
+    code < 0 the round of tracked column −code − 1; plus per-user gossip and round counts."""
     n = setup.n
     times, codes, peers = [], [], []
     gossips = np.zeros(n, dtype=np.int64)
@@ -138,10 +139,10 @@ def _apply_batch(
     area: float,
     t_prev: float,
 ) -> tuple[int, float, float]:
-    """Apply a batch of B events that commute (see ``simulate``) at once, O(B·m) numpy: each gossip's
-    writer vector becomes max(own, reader's), as ``merge_versions`` does one at a time, and each round
-    of a tracked source adds 1 to its own entry. The staleness total and its time integral are updated
-    event by event from the per-event changes."""
+    """Apply a batch of B events that commute (see ``simulate``) at once, O(B·m) numpy: each
+    gossip's writer vector becomes max(own, reader's), as ``merge_versions`` does one at a time, and
+    each round of a tracked source adds 1 to its own entry. The staleness total and its time
+    integral are updated event by event from the per-event changes."""
     n = known.shape[0]
     gossip = codes >= 0
     deltas = np.full(
@@ -184,7 +185,8 @@ BATCH_FROM = (
 
 def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
     """Run one simulation (module docstring). ``batched``: apply runs of commuting events at once
-    (default for n ≥ BATCH_FROM); False processes every event alone (the reference it is tested against)."""
+    (default for n ≥ BATCH_FROM); False processes every event alone (the reference it is tested
+    against)."""
     start = time.perf_counter()
     batched = setup.n >= BATCH_FROM if batched is None else batched
     if setup.mode not in MODES:
@@ -258,8 +260,8 @@ def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
             i += 1
             continue
         # A batch of consecutive events that commute with reading every vector first: none reads or
-        # writes a vector an earlier event of the batch wrote (a round writes its source's), and none
-        # crosses a sample time.
+        # writes a vector an earlier event of the batch wrote (a round writes its source's), and
+        # none crosses a sample time.
         j, written, limit = i, set(), sample_at[next_sample]
         while j < count and t_list[j] < limit:
             code = c_list[j]

@@ -2,33 +2,36 @@
 
 Rank i keeps a version vector V_i ∈ N^n (int64): V_i[i] = N_i^i, the number of update rounds i has
 completed, and V_i[j] = N_j^i, the newest version of j whose information has reached i (directly or
-relayed). A gossip merges element-wise, V_i ← max(V_i, V_j). The staleness of j's information at i is
+relayed). A gossip merges element-wise, V_i ← max(V_i, V_j). The staleness of j's information at i
+is
 
     S_j^i = N_j^j − V_i[j]   (≥ 0: no rank can know a version of j that j has not produced)
 
 in versions (update rounds). Both engines call ``merge_versions`` for every gossip and
-``staleness_stats`` for every sample, so the MPI engine and the simulator count staleness identically.
+``staleness_stats`` for every sample, so the MPI engine and the simulator count staleness
+identically.
 
 Reference formula (``expected_staleness``). Homogeneous users, rounds of length c + Exp(μ) (version
 rate λ_e = 1 / (c + 1/μ)), gossip at rate λ to a uniformly random peer. Let D be the age of the
-newest information about source i that j holds (time since it left i). With k of the n users informed,
-a fresh version of i spreads to new users at rate
+newest information about source i that j holds (time since it left i). With k of the n users
+informed, a fresh version of i spreads to new users at rate
 
     push:      k informed senders, each hits one of the n − k uninformed w.p. (n − k)/(n − 1):
                r_k = λ k (n − k)/(n − 1)
     pull:      n − k uninformed readers, each reads an informed peer w.p. k/(n − 1): the same r_k
     exchange:  both directions at every gossip (push-pull): 2 r_k
 
-A given j is the m-th user reached with probability 1/(n − 1), so E[D] = (1/(n − 1)) Σ_m Σ_{k ≤ m} 1/r_k
-= Σ_k (n − k)/((n − 1) r_k) = H_{n−1}/λ for push and pull (H_{n−1}/(2λ) for exchange). Versions are a
-stationary renewal process at rate λ_e independent of the gossip, so E[S] = λ_e E[D]:
+A given j is the m-th user reached with probability 1/(n − 1), so E[D] = (1/(n − 1)) Σ_m Σ_{k ≤ m}
+1/r_k = Σ_k (n − k)/((n − 1) r_k) = H_{n−1}/λ for push and pull (H_{n−1}/(2λ) for exchange).
+Versions are a stationary renewal process at rate λ_e independent of the gossip, so E[S] = λ_e E[D]:
 
     E[S] = f · (λ_e / λ) · H_{n−1},   f = 1 (push), 1 (pull: i reads j, only i averages and merges),
-                                       f = ½ (exchange: both merge, as a symmetric pull-and-average would)
+                                       f = ½ (exchange: both merge, as a symmetric pull-and-average
+                                       would)
 
-The spec's "pull-and-average gives about half" holds for the symmetric exchange; the one-sided pull the
-MPI engine does (only the reader changes) has the same rate r_k as push, hence f = 1. The simulator
-checks all three (tests/unit/test_gossip_sim.py).
+The spec's "pull-and-average gives about half" holds for the symmetric exchange; the one-sided pull
+the MPI engine does (only the reader changes) has the same rate r_k as push, hence f = 1. The
+simulator checks all three (tests/unit/test_gossip_sim.py).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def harmonic(m: int) -> float:
 
 
 def version_rate(round_shift: float, round_rate: float) -> float:
-    """λ_e = 1 / (c + 1/μ): update rounds per unit of logical time for rounds of length c + Exp(μ)."""
+    """λ_e = 1 / (c + 1/μ): update rounds per unit of logical time for rounds of length c +
+    Exp(μ)."""
     return 1.0 / (round_shift + 1.0 / round_rate)
 
 
@@ -71,8 +75,8 @@ def expected_staleness(n: int, rate: float, versions_per_time: float, mode: str 
 def merge_versions(mine: np.ndarray, theirs: np.ndarray, mine_sum: int | None = None) -> int:
     """V_mine ← max(V_mine, V_theirs) element-wise, in place (1-D int arrays of equal length).
 
-    Returns Σ of the increase, i.e. how much total staleness the merge removed. ``mine_sum`` (Σ V_mine
-    before the merge, if the caller tracks it) saves one pass."""
+    Returns Σ of the increase, i.e. how much total staleness the merge removed. ``mine_sum`` (Σ
+    V_mine before the merge, if the caller tracks it) saves one pass."""
     before = int(mine.sum()) if mine_sum is None else int(mine_sum)
     np.maximum(mine, theirs, out=mine)
     return int(mine.sum()) - before
@@ -83,9 +87,10 @@ def staleness_stats(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and max of S = counts − known over the peers' entries (the own entry excluded).
 
-    ``counts`` (m,): N_s^s of the m sources tracked; ``known`` (m,) one rank's version vector or (r, m)
-    r ranks' rows; ``own`` the column of each row's own entry (−1: none of the tracked sources). Returns
-    (mean, max), float64 scalars for a 1-D ``known``, (r,) arrays otherwise (NaN for a row with no peer)."""
+    ``counts`` (m,): N_s^s of the m sources tracked; ``known`` (m,) one rank's version vector or (r,
+    m) r ranks' rows; ``own`` the column of each row's own entry (−1: none of the tracked sources).
+    Returns (mean, max), float64 scalars for a 1-D ``known``, (r,) arrays otherwise (NaN for a row
+    with no peer)."""
     rows = np.atleast_2d(known)
     own_cols = np.broadcast_to(np.asarray(own, dtype=np.int64), (rows.shape[0],))
     s = counts[None, :].astype(np.float64) - rows

@@ -1,4 +1,5 @@
-"""Checkpoints: one run's complete state in a parallel HDF5 file, written atomically, verified on load.
+"""Checkpoints: one run's complete state in a parallel HDF5 file, written atomically, verified on
+load.
 
 Layout (``<results file without .h5>.ckpt.h5``)::
 
@@ -14,23 +15,24 @@ Layout (``<results file without .h5>.ckpt.h5``)::
     every dataset:    attrs shapes (n_ranks, ndim) int64 — each rank's true shape (ranks may differ, e.g.
                       in-degrees), sha256 (n_ranks,) str — checksum of each rank's bytes, verified on load
 
-Reading first walks the file's global heaps (``hdf5guard.heap_problem``: a damaged one crashes libhdf5)
-and bounds every attribute's size by the file's, then verifies the checksums (format 1 files have none),
-then checks every value resume trusts for range and consistency with this launch and job (world size, job,
-algorithm, 0 ≤ step ≤ steps, results_rows = the rows logged up to step, created an ISO 8601 time, rng this
-version's note, results_file a path, each dataset's layout, the counters finite and ≥ 0), and bounds every
-size read from the file (by the dataset's extent and the file's size) before allocating. ``mpidecent run
---resume`` then checks the results file against it (``runner.launch.check_pair``: its first results_rows
-steps are the job's log steps up to step) before anything is written.
+Reading first walks the file's global heaps (``hdf5guard.heap_problem``: a damaged one crashes
+libhdf5) and bounds every attribute's size by the file's, then verifies the checksums (format 1
+files have none), then checks every value resume trusts for range and consistency with this launch
+and job (world size, job, algorithm, 0 ≤ step ≤ steps, results_rows = the rows logged up to step,
+created an ISO 8601 time, rng this version's note, results_file a path, each dataset's layout, the
+counters finite and ≥ 0), and bounds every size read from the file (by the dataset's extent and the
+file's size) before allocating. ``mpidecent run --resume`` then checks the results file against it
+(``runner.launch.check_pair``: its first results_rows steps are the job's log steps up to step)
+before anything is written.
 
 Randomness needs no stored generator state: every random draw comes from a generator derived from
 (seed, rank, step, purpose) (``rng.py``), so the step is the complete random state.
 
-Writing (every rank, collectively): the data goes to ``<path>.tmp``; after a successful collective close,
-rank 0 fsyncs it and renames it over the previous checkpoint (atomic on POSIX), so a run killed while
-writing leaves the previous checkpoint intact. Reading (each rank on its own, before any collective, no
-pickle): the rank's rows are read back, checked against their checksums and the job, and any problem is
-a ``JobError`` that leaves every file as it was.
+Writing (every rank, collectively): the data goes to ``<path>.tmp``; after a successful collective
+close, rank 0 fsyncs it and renames it over the previous checkpoint (atomic on POSIX), so a run
+killed while writing leaves the previous checkpoint intact. Reading (each rank on its own, before
+any collective, no pickle): the rank's rows are read back, checked against their checksums and the
+job, and any problem is a ``JobError`` that leaves every file as it was.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def checkpoint_path(results_path: str) -> str:
 
 @dataclass
 class Snapshot:
-    """One rank's complete state at a step boundary (arrays are copied on load, referenced on save)."""
+    """One rank's complete state at a step boundary (arrays are copied on load, referenced on
+    save)."""
 
     step: int
     results_rows: int
@@ -80,7 +83,8 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _canonical(value: object) -> str:
-    """An attribute's value as text, the same whether taken from what is written or what is read back."""
+    """An attribute's value as text, the same whether taken from what is written or what is read
+    back."""
     if isinstance(value, (bytes, np.bytes_)):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
@@ -120,7 +124,8 @@ _COLLECTIVE.set_dxpl_mpio(h5fd.MPIO_COLLECTIVE)
 
 
 def _write_row(dset: h5py.Dataset, rank: int, array: np.ndarray) -> None:
-    """Collective: write ``array`` into row ``rank`` of ``dset`` (its leading corner when padded)."""
+    """Collective: write ``array`` into row ``rank`` of ``dset`` (its leading corner when
+    padded)."""
     fspace = dset.id.get_space()
     data = np.ascontiguousarray(array, dtype=dset.dtype).reshape(1, *array.shape)
     mspace = h5s.create_simple(data.shape)
@@ -133,11 +138,12 @@ def _write_row(dset: h5py.Dataset, rank: int, array: np.ndarray) -> None:
 
 
 def write_checkpoint(path: str, comm, snapshot: Snapshot, attrs: Mapping[str, object]) -> None:
-    """Collective over ``comm``: write every rank's snapshot to ``path`` atomically (see module doc).
+    """Collective over ``comm``: write every rank's snapshot to ``path`` atomically (see module
+    doc).
 
-    ``attrs`` must be identical on every rank (job, world_size, algorithm, ...). A failed write raises
-    ``OutputError`` on the rank that saw it, after removing the temporary file; the previous checkpoint
-    is untouched."""
+    ``attrs`` must be identical on every rank (job, world_size, algorithm, ...). A failed write
+    raises ``OutputError`` on the rank that saw it, after removing the temporary file; the previous
+    checkpoint is untouched."""
     tmp = f"{path}.tmp"
     groups = {"state": snapshot.state, "runner": snapshot.counters}
     layouts = comm.allgather(
@@ -179,9 +185,9 @@ def _write_file(
     root: Mapping[str, object],
     checksums: dict[str, str],
 ) -> None:
-    """Collective: the checkpoint's content into ``tmp`` (see ``write_checkpoint``). Not a ``with`` block:
-    after a failed write the file must not be closed (a collective that the other ranks may never join);
-    the caller ends the job instead."""
+    """Collective: the checkpoint's content into ``tmp`` (see ``write_checkpoint``). Not a ``with``
+    block: after a failed write the file must not be closed (a collective that the other ranks may
+    never join); the caller ends the job instead."""
     f = h5py.File(tmp, "w", driver="mpio", comm=comm)
     for group, arrays in groups.items():
         for name in arrays:  # same names in the same order on every rank (the algorithm's contract)
@@ -223,8 +229,8 @@ def _publish(tmp: str, path: str) -> None:
 
 
 def _first_difference(ours: str, theirs: str) -> str:
-    """The first place where two resolved jobs differ: ``key = ours, the checkpoint has key = theirs`` for a
-    changed line, or the line that only one of them has."""
+    """The first place where two resolved jobs differ: ``key = ours, the checkpoint has key =
+    theirs`` for a changed line, or the line that only one of them has."""
     removed: list[str] = []
     added: list[str] = []
     for line in difflib.unified_diff(theirs.splitlines(), ours.splitlines(), lineterm="", n=0):
@@ -252,7 +258,8 @@ def _verify_checksums(path: str, f: h5py.File, limit: int, untouched: str) -> No
             raise TypeError("not a table")
     except (KeyError, ValueError, TypeError):
         raise JobError(
-            f"checkpoint {path!r} has no readable {CHECKSUMS} attribute (corrupt or edited){untouched}"
+            f"checkpoint {path!r} has no readable {CHECKSUMS} attribute (corrupt or "
+            f"edited){untouched}"
         ) from None
     found: dict[str, str] = {
         f"attr:{k}": _attr_checksum(v) for k, v in f.attrs.items() if k != CHECKSUMS
@@ -282,7 +289,8 @@ def _verify_checksums(path: str, f: h5py.File, limit: int, untouched: str) -> No
             raise JobError(f"checkpoint {path!r}: {what} is missing (corrupt or edited){untouched}")
         if key not in stored:
             raise JobError(
-                f"checkpoint {path!r}: {what} is not covered by its checksums (added or edited){untouched}"
+                f"checkpoint {path!r}: {what} is not covered by its checksums (added or "
+                f"edited){untouched}"
             )
         if stored[key] != found[key]:
             raise JobError(
@@ -303,22 +311,23 @@ def _integer(path: str, attrs: h5py.AttributeManager, name: str, untouched: str)
     value = np.asarray(attrs[name])
     if value.shape != () or value.dtype.kind not in "iu":
         raise JobError(
-            f"checkpoint {path!r}: attribute {name!r} = {_text(attrs[name])[:40]!r} is not an integer "
-            f"(corrupt or edited){untouched}"
+            f"checkpoint {path!r}: attribute {name!r} = {_text(attrs[name])[:40]!r} is not an "
+            f"integer (corrupt or edited){untouched}"
         )
     return int(value)
 
 
 def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Snapshot:
     """Read and verify this rank's part of a checkpoint (local, not collective). Raises ``JobError``
-    (one line, naming the problem and the fix) for a missing, foreign, corrupt, edited or truncated file,
-    a different world size or job, or values out of range for the job; nothing is modified."""
+    (one line, naming the problem and the fix) for a missing, foreign, corrupt, edited or truncated
+    file, a different world size or job, or values out of range for the job; nothing is modified."""
     untouched = "; nothing was changed"
     if not os.path.exists(path):
         raise JobError(
             f"no checkpoint {path!r} to resume from; run without --resume to start the job"
         )
-    # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers (hdf5guard.py).
+    # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers
+    # (hdf5guard.py).
     problem = heap_problem(path)
     if problem:
         raise JobError(f"checkpoint {path!r} is corrupt or truncated ({problem}){untouched}")
@@ -338,21 +347,23 @@ def read_checkpoint(path: str, rank: int, world_size: int, job_toml: str) -> Sna
 
 
 def _check_attribute_sizes(path: str, obj: h5py.HLObject, limit: int, untouched: str) -> None:
-    """No attribute of ``obj`` may claim more bytes than the file holds (checked before reading it)."""
+    """No attribute of ``obj`` may claim more bytes than the file holds (checked before reading
+    it)."""
     problem = attribute_problem(obj, limit)
     if problem:
         raise JobError(f"checkpoint {path!r}: {obj.name} {problem} (corrupt){untouched}")
 
 
 def _check_notes(path: str, attrs: h5py.AttributeManager, untouched: str) -> None:
-    """The descriptive attributes, beyond their checksums (format 1 has none): ``created`` an ISO 8601
-    time, ``rng`` the note this version writes, ``results_file`` a path."""
+    """The descriptive attributes, beyond their checksums (format 1 has none): ``created`` an ISO
+    8601 time, ``rng`` the note this version writes, ``results_file`` a path."""
     notes: dict[str, str] = {}
     for name in ("created", "rng", "results_file"):
         if name in attrs:
             if not isinstance(attrs[name], (str, bytes, np.bytes_)):
                 raise JobError(
-                    f"checkpoint {path!r}: attribute {name!r} is not text (corrupt or edited){untouched}"
+                    f"checkpoint {path!r}: attribute {name!r} is not text (corrupt or "
+                    f"edited){untouched}"
                 )
             notes[name] = _text(attrs[name])
     if "created" in notes:
@@ -360,8 +371,8 @@ def _check_notes(path: str, attrs: h5py.AttributeManager, untouched: str) -> Non
             _dt.datetime.fromisoformat(notes["created"])
         except ValueError:
             raise JobError(
-                f"checkpoint {path!r}: attribute 'created' = {notes['created'][:40]!r} is not an ISO "
-                f"8601 time (corrupt or edited){untouched}"
+                f"checkpoint {path!r}: attribute 'created' = {notes['created'][:40]!r} is not an "
+                f"ISO 8601 time (corrupt or edited){untouched}"
             ) from None
     if "rng" in notes and notes["rng"] != RNG_NOTE:
         raise JobError(
@@ -370,14 +381,14 @@ def _check_notes(path: str, attrs: h5py.AttributeManager, untouched: str) -> Non
         )
     if "results_file" in notes and (not notes["results_file"] or "\0" in notes["results_file"]):
         raise JobError(
-            f"checkpoint {path!r}: attribute 'results_file' = {notes['results_file'][:40]!r} is not a "
-            f"path (corrupt or edited){untouched}"
+            f"checkpoint {path!r}: attribute 'results_file' = {notes['results_file'][:40]!r} is "
+            f"not a path (corrupt or edited){untouched}"
         )
 
 
-# The runner's counters (runner/checkpointing.py): counts are integers ≥ 0, seconds finite floats ≥ 0.
-# losses (the minibatch losses since the last log point) may be anything a float holds: a diverging run
-# is only stopped at its next log point, and a checkpoint may come before it.
+# The runner's counters (runner/checkpointing.py): counts are integers ≥ 0, seconds finite floats ≥
+# 0. losses (the minibatch losses since the last log point) may be anything a float holds: a
+# diverging run is only stopped at its next log point, and a checkpoint may come before it.
 COUNTS = ("bits", "bytes", "messages")
 SECONDS = ("compute_s", "comm_s", "wall_s")
 
@@ -385,18 +396,20 @@ SECONDS = ("compute_s", "comm_s", "wall_s")
 def _check_counters(
     path: str, counters: Mapping[str, np.ndarray], log_every: int, untouched: str
 ) -> None:
-    """The runner's counters: one value each (losses: at most ``log_every``), of their kind and range."""
+    """The runner's counters: one value each (losses: at most ``log_every``), of their kind and
+    range."""
     for name in (*COUNTS, *SECONDS):
         if counters.get(name, np.zeros(0)).shape != (1,):
             raise JobError(
-                f"checkpoint {path!r}: runner/{name} is missing or not one value (corrupt or edited)"
-                f"{untouched}"
+                f"checkpoint {path!r}: runner/{name} is missing or not one value (corrupt or "
+                f"edited){untouched}"
             )
         value, kind = counters[name], "iu" if name in COUNTS else "f"
         if value.dtype.kind not in kind or not np.all(np.isfinite(value)) or value[0] < 0:
             raise JobError(
                 f"checkpoint {path!r}: runner/{name} = {value[0].item()!r} is not a finite "
-                f"{'count' if name in COUNTS else 'number of seconds'} ≥ 0 (corrupt or edited){untouched}"
+                f"{'count' if name in COUNTS else 'number of seconds'} ≥ 0 (corrupt or "
+                f"edited){untouched}"
             )
     losses = counters.get("losses")
     if (
@@ -406,8 +419,8 @@ def _check_counters(
         or losses.dtype.kind != "f"
     ):
         raise JobError(
-            f"checkpoint {path!r}: runner/losses is missing, not floats or longer than [run] log_every "
-            f"(corrupt or edited){untouched}"
+            f"checkpoint {path!r}: runner/losses is missing, not floats or longer than [run] "
+            f"log_every (corrupt or edited){untouched}"
         )
 
 
@@ -456,8 +469,8 @@ def _read_verified(
     algorithm = str(job.get("algorithm", {}).get("name", ""))
     if "algorithm" in attrs and _text(attrs["algorithm"]) != algorithm:
         raise JobError(
-            f"checkpoint {path!r}: attribute 'algorithm' = {_text(attrs['algorithm'])[:40]!r} but its job "
-            f"runs {algorithm!r} (corrupt or edited){untouched}"
+            f"checkpoint {path!r}: attribute 'algorithm' = {_text(attrs['algorithm'])[:40]!r} but "
+            f"its job runs {algorithm!r} (corrupt or edited){untouched}"
         )
     step = _integer(path, attrs, "step", untouched)
     if not 0 <= step <= steps:
@@ -492,8 +505,8 @@ def _read_verified(
             shape = tuple(int(s) for s in shapes[rank])
             if any(not 0 <= s <= m for s, m in zip(shape, dset.shape[1:])):
                 raise JobError(
-                    f"{where}: rank {rank}'s shape {shape} does not fit the stored {dset.shape[1:]} "
-                    f"(corrupt or edited){untouched}"
+                    f"{where}: rank {rank}'s shape {shape} does not fit the stored "
+                    f"{dset.shape[1:]} (corrupt or edited){untouched}"
                 )
             nbytes = int(np.prod(shape, dtype=np.int64)) * dset.dtype.itemsize
             if nbytes > limit:
@@ -504,8 +517,8 @@ def _read_verified(
             digests = np.asarray(dset.attrs["sha256"]).ravel()
             if digests.shape != (world_size,):
                 raise JobError(
-                    f"{where} has {digests.size} checksums for {world_size} ranks (corrupt or edited)"
-                    f"{untouched}"
+                    f"{where} has {digests.size} checksums for {world_size} ranks (corrupt or "
+                    f"edited){untouched}"
                 )
             row = (
                 dset[(rank, *(slice(0, s) for s in shape))]

@@ -1,4 +1,5 @@
-"""Conversion of a ``.npz`` file or MNIST-style IDX files into the layout the ``hdf5`` data kind reads.
+"""Conversion of a ``.npz`` file or MNIST-style IDX files into the layout the ``hdf5`` data kind
+reads.
 
 Layout written by ``write_dataset`` (one process, h5py's default driver, no MPI)::
 
@@ -8,17 +9,18 @@ Layout written by ``write_dataset`` (one process, h5py's default driver, no MPI)
     /test_labels     (M,)      optional
     root attrs: source, created (UTC, ISO 8601), converter = "mpidecent data"; each dataset: description
 
-Datasets are chunked along the sample axis (whole samples, about 1 MiB a chunk) and not compressed, so
-that ranks reading their rows with MPI-IO read only those rows, cheaply.
+Datasets are chunked along the sample axis (whole samples, about 1 MiB a chunk) and not compressed,
+so that ranks reading their rows with MPI-IO read only those rows, cheaply.
 
-``read_npz`` and ``read_idx``/``idx_arrays`` read the inputs into ``Arrays``; ``write_dataset`` checks
-them (``check_arrays``) and writes the file atomically: to a temporary file in OUT's folder, renamed onto
-OUT at the end, so a failure leaves no half-written file and an existing OUT is replaced only with
-``force``. Every problem is a ``JobError`` whose text is the complete one-line message.
+``read_npz`` and ``read_idx``/``idx_arrays`` read the inputs into ``Arrays``; ``write_dataset``
+checks them (``check_arrays``) and writes the file atomically: to a temporary file in OUT's folder,
+renamed onto OUT at the end, so a failure leaves no half-written file and an existing OUT is
+replaced only with ``force``. Every problem is a ``JobError`` whose text is the complete one-line
+message.
 
-IDX (http://yann.lecun.com/exdb/mnist/): two zero bytes, a type byte, a dimension count byte, that many
-big-endian uint32 sizes, then the data, big-endian; optionally gzip-compressed (detected by its magic
-bytes, whatever the file's name).
+IDX (http://yann.lecun.com/exdb/mnist/): two zero bytes, a type byte, a dimension count byte, that
+many big-endian uint32 sizes, then the data, big-endian; optionally gzip-compressed (detected by its
+magic bytes, whatever the file's name).
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ def _pick(
     if given is not None:
         if given not in keys:
             raise JobError(
-                f"{option} {given}: no array {given!r} in {name} (keys found: {', '.join(keys) or 'none'})"
+                f"{option} {given}: no array {given!r} in {name} (keys found: "
+                f"{', '.join(keys) or 'none'})"
             )
         return given
     return next((k for k in candidates if k in keys), None)
@@ -150,7 +153,8 @@ def _npz_keys(
         if pair is None:
             tried = ", ".join(f"{a}/{b}" for a, b in TRAIN_KEYS)
             raise JobError(
-                f"{name} has no training arrays under the usual names ({tried}); keys found: {found}; "
+                f"{name} has no training arrays under the usual names ({tried}); keys found: "
+                f"{found}; "
                 "name them with --x KEY --y KEY"
             )
         x, y = pair
@@ -161,7 +165,8 @@ def _npz_keys(
             missing = "--x" if x is None else "--y"
             raise JobError(
                 f"{name}: cannot tell which array holds the training "
-                f"{'features' if x is None else 'labels'}; keys found: {found}; name it with {missing} KEY"
+                f"{'features' if x is None else 'labels'}; keys found: {found}; name it with "
+                f"{missing} KEY"
             )
     if x_test is None and y_test is None:
         pair = next(((a, b) for a, b in TEST_KEYS if a in keys and b in keys), None)
@@ -169,7 +174,8 @@ def _npz_keys(
             lone = [k for pair in TEST_KEYS for k in pair if k in keys and k not in (x, y)]
             if lone:
                 raise JobError(
-                    f"{name} has {lone[0]!r} but not its partner (keys found: {found}); name the test "
+                    f"{name} has {lone[0]!r} but not its partner (keys found: {found}); name the "
+                    "test "
                     "arrays with --x-test KEY --y-test KEY"
                 )
             return x, y, None, None
@@ -179,8 +185,9 @@ def _npz_keys(
     if x_test is None or y_test is None:
         missing = "--x-test" if x_test is None else "--y-test"
         raise JobError(
-            f"{name}: cannot tell which array holds the test {'features' if x_test is None else 'labels'}; "
-            f"keys found: {found}; name it with {missing} KEY"
+            f"{name}: cannot tell which array holds the test "
+            f"{'features' if x_test is None else 'labels'}; keys found: {found}; name it with "
+            f"{missing} KEY"
         )
     return x, y, x_test, y_test
 
@@ -206,9 +213,9 @@ def read_npz(
     x_test: str | None = None,
     y_test: str | None = None,
 ) -> Arrays:
-    """The arrays of an ``.npz`` file: training features/labels under ``x``/``y`` (default: the first of
-    ``TRAIN_KEYS`` present), a test split under ``x_test``/``y_test`` (default: the first of ``TEST_KEYS``
-    present, else none). Pickled (object) arrays are refused."""
+    """The arrays of an ``.npz`` file: training features/labels under ``x``/``y`` (default: the
+    first of ``TRAIN_KEYS`` present), a test split under ``x_test``/``y_test`` (default: the first
+    of ``TEST_KEYS`` present, else none). Pickled (object) arrays are refused."""
     _readable(path, "input")
     name = os.path.basename(path)
     try:
@@ -233,7 +240,8 @@ def read_npz(
                     array = npz[key]
                     if not isinstance(array, np.ndarray):  # a member that is not an .npy file
                         raise JobError(
-                            f"cannot read {path!r} as an .npz file (corrupt or truncated: {key!r} is "
+                            f"cannot read {path!r} as an .npz file (corrupt or truncated: {key!r} "
+                            "is "
                             "not a numpy array)"
                         )
                     arrays.append(array)
@@ -265,7 +273,8 @@ def read_npz(
 
 
 def read_idx(path: str) -> np.ndarray:
-    """One IDX file (gzip-compressed or not) as a native-byte-order array of the shape its header gives."""
+    """One IDX file (gzip-compressed or not) as a native-byte-order array of the shape its header
+    gives."""
     _readable(path, "input")
     try:
         with open(path, "rb") as f:
@@ -289,9 +298,10 @@ def read_idx(path: str) -> np.ndarray:
     if zero != b"\0\0" or kind not in IDX_TYPES:
         shown = " ".join(f"{b:02x}" for b in raw[:4])
         raise JobError(
-            f"{path!r} is not an IDX file{packed}: it starts with {shown}, but an IDX file starts with "
-            "00 00, a type byte (08 uint8, 09 int8, 0b int16, 0c int32, 0d float32, 0e float64) and the "
-            "number of dimensions"
+            f"{path!r} is not an IDX file{packed}: it starts with {shown}, but an IDX file starts "
+            "with "
+            "00 00, a type byte (08 uint8, 09 int8, 0b int16, 0c int32, 0d float32, 0e float64) "
+            "and the number of dimensions"
         )
     if ndim < 1:
         raise JobError(
@@ -300,8 +310,8 @@ def read_idx(path: str) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise JobError(
-            f"{path!r} is truncated{packed}: {len(raw)} bytes, shorter than its {header}-byte header "
-            f"({ndim} dimensions)"
+            f"{path!r} is truncated{packed}: {len(raw)} bytes, shorter than its {header}-byte "
+            f"header ({ndim} dimensions)"
         )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_TYPES[kind])
@@ -310,8 +320,8 @@ def read_idx(path: str) -> np.ndarray:
     if held != expected:
         what = "is truncated" if held < expected else f"has {held - expected} bytes after its data"
         raise JobError(
-            f"{path!r} {what}{packed}: its header says {' × '.join(map(str, dims))} {dtype.name} values "
-            f"= {expected} bytes of data, the file holds {held}"
+            f"{path!r} {what}{packed}: its header says {' × '.join(map(str, dims))} {dtype.name} "
+            f"values = {expected} bytes of data, the file holds {held}"
         )
     data = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=header).reshape(dims)
     return data.astype(dtype.newbyteorder("="))  # a native, writable copy
@@ -356,7 +366,8 @@ def _check_finite(array: np.ndarray, name: str) -> None:
             bad = part[~finite].flat[0]
             sample = start + int(np.flatnonzero(~finite.reshape(len(part), -1).all(axis=1))[0])
             raise JobError(
-                f"{name} holds NaN or infinite values (e.g. {bad}, first at sample {sample}); every "
+                f"{name} holds NaN or infinite values (e.g. {bad}, first at sample {sample}); "
+                "every "
                 "value must be finite"
             )
 
@@ -423,7 +434,8 @@ def check_arrays(arrays: Arrays) -> None:
 
 
 def scale_pixels(arrays: Arrays) -> Arrays:
-    """Features divided by 255 and stored as float32 (pixels 0..255 → [0, 1]); integer pixels only."""
+    """Features divided by 255 and stored as float32 (pixels 0..255 → [0, 1]); integer pixels
+    only."""
     scaled = []
     for array, name in (
         (arrays.features, arrays.names[0]),
@@ -451,11 +463,12 @@ def scale_pixels(arrays: Arrays) -> Arrays:
 
 
 def check_output(path: str, force: bool = False) -> None:
-    """Raise ``JobError`` if ``path`` cannot be written: it exists (without ``force``), is a folder, or
-    its folder is missing or not writable."""
+    """Raise ``JobError`` if ``path`` cannot be written: it exists (without ``force``), is a folder,
+    or its folder is missing or not writable."""
     if os.path.isdir(path):
         raise JobError(
-            f"output {path!r} is a folder; give a file name such as {os.path.join(path, 'data.h5')!r}"
+            f"output {path!r} is a folder; give a file name such as "
+            f"{os.path.join(path, 'data.h5')!r}"
         )
     if os.path.lexists(path) and not force:
         raise JobError(f"output {path!r} exists; pass --force to replace it")
@@ -511,8 +524,8 @@ def _label_words(labels: np.ndarray) -> str:
 
 
 def write_dataset(path: str, arrays: Arrays, force: bool = False) -> Summary:
-    """Check ``arrays`` and write them to ``path`` in the layout of the module docstring; returns what was
-    written. Atomic: a temporary file in the same folder, renamed onto ``path``."""
+    """Check ``arrays`` and write them to ``path`` in the layout of the module docstring; returns
+    what was written. Atomic: a temporary file in the same folder, renamed onto ``path``."""
     check_arrays(arrays)
     check_output(path, force)
     x = _native(arrays.features)

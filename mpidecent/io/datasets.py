@@ -1,26 +1,27 @@
 """The ``hdf5`` data kind: a user's HDF5 file, checked serially and read in parallel.
 
-File layout: ``features_dataset`` of shape (N, ...) — one row per sample of any shape, (N, p) vectors,
-(N, C, H, W) images, (N, L) sequences — numeric; ``labels_dataset`` of shape (N,): class ids
-0..C−1 for ``task = "multiclass"`` (C = largest label + 1), 0/1 for ``"binary"``, any finite numbers for
-``"regression"`` (integral floats are accepted as class ids).
+File layout: ``features_dataset`` of shape (N, ...) — one row per sample of any shape, (N, p)
+vectors, (N, C, H, W) images, (N, L) sequences — numeric; ``labels_dataset`` of shape (N,): class
+ids 0..C−1 for ``task = "multiclass"`` (C = largest label + 1), 0/1 for ``"binary"``, any finite
+numbers for ``"regression"`` (integral floats are accepted as class ids).
 
 ``check_hdf5`` (every rank, before any collective): opens the file read-only with the default driver
 and validates shapes, types and labels, raising a one-line ``JobError`` naming the ``[data]`` key.
 
-``load_hdf5`` (every rank, collectively over ``comm``): with ``comm`` and an MPI-enabled h5py the file
-is opened with ``driver="mpio"``; every rank reads the full labels (1-D, small) to compute the same
-train/test split and partition, then reads only the feature rows it needs — its training shard, then
-the test set (each node evaluates its own model on all of it) — with collective reads of unions of
-hyperslabs over the increasing rows (every rank makes the same number of calls, computed from the
+``load_hdf5`` (every rank, collectively over ``comm``): with ``comm`` and an MPI-enabled h5py the
+file is opened with ``driver="mpio"``; every rank reads the full labels (1-D, small) to compute the
+same train/test split and partition, then reads only the feature rows it needs — its training shard,
+then the test set (each node evaluates its own model on all of it) — with collective reads of unions
+of hyperslabs over the increasing rows (every rank makes the same number of calls, computed from the
 layout all ranks share; a rank with nothing left to read takes part with an empty selection, which
 h5py's high-level indexing would skip). The file's own test set (``test_features_dataset``,
-``test_labels_dataset``) replaces the ``test_fraction`` split. Without
-``comm`` (or without MPI in h5py) the same reads are done serially.
+``test_labels_dataset``) replaces the ``test_fraction`` split. Without ``comm`` (or without MPI in
+h5py) the same reads are done serially.
 
-``load_node_data`` and ``check_data`` are the entry points for every ``[data]`` kind: this module reads
-the file kinds and hands the generated ones to ``mpidecent.learning.data`` (which never imports this
-layer). This module never imports mpi4py (it only calls methods of the ``comm`` it is given).
+``load_node_data`` and ``check_data`` are the entry points for every ``[data]`` kind: this module
+reads the file kinds and hands the generated ones to ``mpidecent.learning.data`` (which never
+imports this layer). This module never imports mpi4py (it only calls methods of the ``comm`` it is
+given).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from mpidecent.learning.sources import DataInfo, check_in_memory, data_kind, in_
 if TYPE_CHECKING:
     import h5py
 
-# h5py is imported inside the functions that open a file: ``plan_job`` imports this module to check every
-# kind of [data], and a job without an HDF5 file (or a bad job) should not pay h5py's import on every rank.
+# h5py is imported inside the functions that open a file: ``plan_job`` imports this module to check
+# every kind of [data], and a job without an HDF5 file (or a bad job) should not pay h5py's import
+# on every rank.
 
 _MAX_LISTED = 20
 
@@ -124,7 +126,8 @@ def _numeric(dset: h5py.Dataset) -> bool:
 
 
 def targets_from_labels(labels: np.ndarray, values: Mapping[str, Any]) -> tuple[np.ndarray, int]:
-    """Validate the labels read from the file for ``values["task"]``; returns (targets, num_classes).
+    """Validate the labels read from the file for ``values["task"]``; returns (targets,
+    num_classes).
 
     Classification: int64 class ids, num_classes = 2 (binary) or largest label + 1 (multiclass).
     Regression: float64, num_classes = 0.
@@ -144,7 +147,8 @@ def targets_from_labels(labels: np.ndarray, values: Mapping[str, Any]) -> tuple[
         fractional = labels != np.round(labels)
         if np.any(fractional):
             raise JobError(
-                f"{where} holds non-integer values (e.g. {labels[fractional][0]:g}); task = {task!r} "
+                f"{where} holds non-integer values (e.g. {labels[fractional][0]:g}); task = "
+                f"{task!r} "
                 'needs class ids 0..C−1 (use task = "regression" for real-valued targets)'
             )
     targets = labels.astype(np.int64)
@@ -170,8 +174,9 @@ def targets_from_labels(labels: np.ndarray, values: Mapping[str, Any]) -> tuple[
 
 @dataclass(frozen=True)
 class _Inspected:
-    """A checked file: its feature datasets (training; test or None), the targets of all samples (the
-    test set's after the training set's), the number of classes and the size of the file's own test set."""
+    """A checked file: its feature datasets (training; test or None), the targets of all samples
+    (the test set's after the training set's), the number of classes and the size of the file's own
+    test set."""
 
     features: h5py.Dataset
     test_features: h5py.Dataset | None
@@ -184,8 +189,8 @@ class _Inspected:
         return tuple(int(s) for s in self.features.shape[1:])
 
     def rows(self, rows: np.ndarray, dxpl: Any, calls: int) -> np.ndarray:
-        """Feature rows of the whole set (training rows first, then the test set's): a read is of one
-        dataset, as the layout's training and test reads are."""
+        """Feature rows of the whole set (training rows first, then the test set's): a read is of
+        one dataset, as the layout's training and test reads are."""
         train = int(self.features.shape[0])
         if self.test_features is not None and rows.size and rows[0] >= train:
             return read_rows(self.test_features, rows - train, dxpl, calls)
@@ -200,22 +205,23 @@ def _inspect(f: h5py.File, values: Mapping[str, Any], nodes: int) -> _Inspected:
         samples = int(features.shape[0])
         if samples < nodes:
             raise JobError(
-                f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} nodes; "
+                f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} "
+                "nodes; "
                 "every node needs a sample"
             )
         targets, num_classes = targets_from_labels(labels[()], values)
         return _Inspected(features, None, targets, num_classes, 0)
     if not (values["test_features_dataset"] and values["test_labels_dataset"]):
         raise JobError(
-            "[data] test_features_dataset and test_labels_dataset name the file's own test set: give "
-            "both, or neither (then test_fraction holds out a test set)"
+            "[data] test_features_dataset and test_labels_dataset name the file's own test set: "
+            "give both, or neither (then test_fraction holds out a test set)"
         )
     test_features, test_labels = _pair(f, values, "test_features_dataset", "test_labels_dataset")
     if test_features.shape[1:] != features.shape[1:]:
         raise JobError(
-            f"[data] test_features_dataset = {values['test_features_dataset']!r} holds samples of shape "
-            f"{test_features.shape[1:]} but features_dataset = {values['features_dataset']!r} holds "
-            f"{features.shape[1:]}; they must match"
+            f"[data] test_features_dataset = {values['test_features_dataset']!r} holds samples of "
+            f"shape {test_features.shape[1:]} but features_dataset = "
+            f"{values['features_dataset']!r} holds {features.shape[1:]}; they must match"
         )
     if int(features.shape[0]) < nodes:
         raise JobError(
@@ -266,8 +272,8 @@ def check_hdf5(values: Mapping[str, Any], nodes: int, base_dir: str | None = Non
     return DataInfo(values["task"], found.input_shape, found.num_classes)
 
 
-# HDF5 (1.10) builds a union of n hyperslabs in O(n²) time, so a read selects at most this many runs of
-# consecutive rows; longer selections are read in several calls.
+# HDF5 (1.10) builds a union of n hyperslabs in O(n²) time, so a read selects at most this many runs
+# of consecutive rows; longer selections are read in several calls.
 RUNS_PER_READ = 512
 
 
@@ -289,12 +295,13 @@ def read_calls(rows: np.ndarray) -> int:
 def read_rows(
     dset: h5py.Dataset, rows: np.ndarray, dxpl: Any = None, calls: int | None = None
 ) -> np.ndarray:
-    """Rows ``rows`` (increasing) of a dataset of shape (N, *sample_shape) as float64, reading nothing else.
+    """Rows ``rows`` (increasing) of a dataset of shape (N, *sample_shape) as float64, reading
+    nothing else.
 
-    The rows are read in ``calls`` read calls (default and minimum: ``read_calls(rows)``), each a union
-    of at most ``RUNS_PER_READ`` hyperslabs. With a collective ``dxpl`` every rank of the file's
-    communicator must make the same number of calls, so pass the same ``calls`` on every rank; calls
-    with nothing left to read take part with an empty selection.
+    The rows are read in ``calls`` read calls (default and minimum: ``read_calls(rows)``), each a
+    union of at most ``RUNS_PER_READ`` hyperslabs. With a collective ``dxpl`` every rank of the
+    file's communicator must make the same number of calls, so pass the same ``calls`` on every
+    rank; calls with nothing left to read take part with an empty selection.
     """
     from h5py import h5s
 
@@ -342,7 +349,8 @@ def _collective_dxpl() -> Any:
 def load_hdf5(
     values: Mapping[str, Any], nodes: int, node: int, comm: Any = None, base_dir: str | None = None
 ) -> NodeData:
-    """Node ``node``'s data from the file; collective over ``comm`` when given (see module docstring)."""
+    """Node ``node``'s data from the file; collective over ``comm`` when given (see module
+    docstring)."""
     import h5py
 
     parallel = comm is not None and bool(h5py.get_config().mpi)
@@ -351,7 +359,8 @@ def load_hdf5(
         found = _inspect(f, values, nodes)
         layout = make_layout(found.targets, values, nodes, found.fixed_test)
         dxpl = _collective_dxpl() if parallel else None
-        # Collective reads: every rank makes as many calls as the node needing the most (known to all).
+        # Collective reads: every rank makes as many calls as the node needing the most (known to
+        # all).
         calls = iter(
             [
                 max(read_calls(layout.train_rows[layout.train_indices(i)]) for i in range(nodes)),
@@ -367,7 +376,8 @@ def load_hdf5(
             node,
             lambda rows: (found.rows(rows, dxpl, next(calls)), found.targets[rows]),
         )
-    # The file row of the first sample with a NaN/inf feature on this node (-1: none); the smallest over ranks.
+    # The file row of the first sample with a NaN/inf feature on this node (-1: none); the smallest
+    # over ranks.
     first = -1
     for part, rows in (
         (data.train, layout.train_rows[layout.train_indices(node)]),
@@ -399,12 +409,13 @@ def load_hdf5(
 def check_data(
     values: Mapping[str, Any], nodes: int, base_dir: str | None = None, rank: int = 0
 ) -> DataInfo:
-    """Checks of resolved [data] values against the number of nodes, before any collective; returns the
-    task, sample shape and classes a model needs.
+    """Checks of resolved [data] values against the number of nodes, before any collective; returns
+    the task, sample shape and classes a model needs.
 
-    Raises ``JobError`` (unknown name, too few samples for the nodes, a Dirichlet partition leaving a
-    node empty, a missing or malformed hdf5 file, a loader that fails, ...). ``base_dir``: the job file's
-    folder, against which a relative path is resolved; ``rank``: whose shard a shard loader checks.
+    Raises ``JobError`` (unknown name, too few samples for the nodes, a Dirichlet partition leaving
+    a node empty, a missing or malformed hdf5 file, a loader that fails, ...). ``base_dir``: the job
+    file's folder, against which a relative path is resolved; ``rank``: whose shard a shard loader
+    checks.
     """
     if data_kind(values).file:
         return check_hdf5(values, nodes, base_dir)
@@ -414,7 +425,8 @@ def check_data(
 def load_node_data(
     values: Mapping[str, Any], nodes: int, node: int, comm: Any = None, base_dir: str | None = None
 ) -> NodeData:
-    """Node ``node``'s data of any kind; every rank calls it (collectively over ``comm`` for a file)."""
+    """Node ``node``'s data of any kind; every rank calls it (collectively over ``comm`` for a
+    file)."""
     if not 0 <= node < nodes:
         raise ValueError(f"node {node} is not in 0..{nodes - 1}")
     if data_kind(values).file:

@@ -1,19 +1,19 @@
 """Write faults: why writing an output file failed, and rank 0's look-ahead for room before a write.
 
-A full disk or a vanished folder must not hang a run. Parallel HDF5 turns a failed write into an error on
-the ranks that performed it, not on every rank, and the library's own collectives (its barriers inside
-``MPI_File_sync`` and the metadata cache) can then wait forever for the rank that failed. So the runner
-works on two levels (``runner/loop.py``):
+A full disk or a vanished folder must not hang a run. Parallel HDF5 turns a failed write into an
+error on the ranks that performed it, not on every rank, and the library's own collectives (its
+barriers inside ``MPI_File_sync`` and the metadata cache) can then wait forever for the rank that
+failed. So the runner works on two levels (``runner/loop.py``):
 
-* ``OutputWatch.problem`` (rank 0, at every log and checkpoint boundary, before anything is written):
-  is the output folder still there, is the results file still the one we opened, is there room for the
-  next row, the next checkpoint and the closing metadata? Its answer travels in the status reduction
-  the ranks make at that boundary anyway, so every rank stops at the same step, the file is closed
-  properly (status ``failed``) and the launch exits with ``EXIT_IO``.
-* ``guarded``: a write that fails anyway (the disk filled up during the write, an I/O error) becomes an
-  ``OutputError`` naming the file, the operation and the cause (``diagnose``). The rank that sees it
-  prints one line and aborts the job, since the other ranks may be stuck inside HDF5; the previous
-  checkpoint was never touched (checkpoints are written to a temporary file and renamed).
+* ``OutputWatch.problem`` (rank 0, at every log and checkpoint boundary, before anything is
+  written): is the output folder still there, is the results file still the one we opened, is there
+  room for the next row, the next checkpoint and the closing metadata? Its answer travels in the
+  status reduction the ranks make at that boundary anyway, so every rank stops at the same step, the
+  file is closed properly (status ``failed``) and the launch exits with ``EXIT_IO``.
+* ``guarded``: a write that fails anyway (the disk filled up during the write, an I/O error) becomes
+  an ``OutputError`` naming the file, the operation and the cause (``diagnose``). The rank that sees
+  it prints one line and aborts the job, since the other ranks may be stuck inside HDF5; the
+  previous checkpoint was never touched (checkpoints are written to a temporary file and renamed).
 
 Every function here is local to the calling rank (no MPI).
 """
@@ -33,7 +33,8 @@ from mpidecent.machine import size_text
 CLOSING_RESERVE_BYTES = 256 * 1024
 # The least free room a run starts with (checked in ``runner/launch.py`` before any collective).
 START_ROOM_BYTES = 1024 * 1024
-# Metadata a new row may add besides its data chunks (B-tree nodes, object headers, the free-space list).
+# Metadata a new row may add besides its data chunks (B-tree nodes, object headers, the free-space
+# list).
 ROW_METADATA_BYTES = 64 * 1024
 
 
@@ -47,7 +48,8 @@ def free_bytes(folder: str) -> int | None:
 
 
 def _os_reason(err: BaseException) -> str:
-    """An OS error's cause in words, or '' (h5py's errors carry no errno: ``diagnose`` looks at the disk)."""
+    """An OS error's cause in words, or '' (h5py's errors carry no errno: ``diagnose`` looks at the
+    disk)."""
     code = getattr(err, "errno", None)
     if isinstance(code, int) and code in errno.errorcode:
         return f"{os.strerror(code)} ({errno.errorcode[code]})"
@@ -55,8 +57,8 @@ def _os_reason(err: BaseException) -> str:
 
 
 def diagnose(path: str, err: BaseException | None = None) -> str:
-    """Why writing ``path`` failed, in words: its folder is gone, the disk is full (with the free bytes),
-    the folder is not writable, else the error's own text."""
+    """Why writing ``path`` failed, in words: its folder is gone, the disk is full (with the free
+    bytes), the folder is not writable, else the error's own text."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         return f"the folder {folder} no longer exists (removed while the run was going)"
@@ -75,7 +77,8 @@ def diagnose(path: str, err: BaseException | None = None) -> str:
 @contextlib.contextmanager
 def guarded(what: str, path: str) -> Iterator[None]:
     """Turn an OS or HDF5 error raised while ``what`` (e.g. "writing a log row to") ``path`` into an
-    ``OutputError`` with the cause. h5py reports failed writes as ``OSError`` or ``RuntimeError``."""
+    ``OutputError`` with the cause. h5py reports failed writes as ``OSError`` or
+    ``RuntimeError``."""
     try:
         yield
     except OutputError:
@@ -93,8 +96,8 @@ def remove_quietly(path: str) -> None:
 class OutputWatch:
     """Rank 0's look at the output folder before each write (see the module docstring).
 
-    ``results_path``: the results file this run has open; its identity (device, inode) is taken now, so
-    a file deleted, moved away or replaced by another during the run is noticed."""
+    ``results_path``: the results file this run has open; its identity (device, inode) is taken now,
+    so a file deleted, moved away or replaced by another during the run is noticed."""
 
     def __init__(self, results_path: str) -> None:
         self.results_path = os.path.abspath(results_path)
@@ -119,7 +122,8 @@ class OutputWatch:
             return f"the output folder {self.folder} was removed; the results file and checkpoint in it are gone"
         if not self.intact():
             return (
-                f"the results file {self.results_path} was deleted, moved or replaced while the run was "
+                f"the results file {self.results_path} was deleted, moved or replaced while the "
+                "run was "
                 "writing it"
             )
         free = free_bytes(self.folder)

@@ -1,17 +1,18 @@
-"""Checks on an HDF5 file before libhdf5 and numpy trust what it says (results files and checkpoints).
+"""Checks on an HDF5 file before libhdf5 and numpy trust what it says (results files and
+checkpoints).
 
-libhdf5 (1.10) does not validate everything it parses. In a damaged file a global-heap object whose size
-field is wrong makes it read past its buffer (a segfault) or loop forever while reading a variable-length
-string attribute, and a flipped dimension in a dataspace makes numpy try to allocate petabytes. What can
-be checked from outside libhdf5 is checked here first:
+libhdf5 (1.10) does not validate everything it parses. In a damaged file a global-heap object whose
+size field is wrong makes it read past its buffer (a segfault) or loop forever while reading a
+variable-length string attribute, and a flipped dimension in a dataspace makes numpy try to allocate
+petabytes. What can be checked from outside libhdf5 is checked here first:
 
-- ``heap_problem``: every global heap collection (where variable-length strings live) is walked and its
-  objects must tile it exactly, inside the file;
-- ``nbytes`` / ``attribute_problem``: the bytes a dataset or attribute would take in memory, computed from
-  its shape before reading it, so the reader can bound it by the file's size.
+- ``heap_problem``: every global heap collection (where variable-length strings live) is walked and
+  its objects must tile it exactly, inside the file;
+- ``nbytes`` / ``attribute_problem``: the bytes a dataset or attribute would take in memory,
+  computed from its shape before reading it, so the reader can bound it by the file's size.
 
-What remains (documented in docs/results-format.md, "Corrupted files"): damage inside object headers,
-B-trees and symbol tables is parsed by libhdf5 alone and can still crash it.
+What remains (documented in docs/results-format.md, "Corrupted files"): damage inside object
+headers, B-trees and symbol tables is parsed by libhdf5 alone and can still crash it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import h5py
 import numpy as np
 
 # Every error h5py and numpy raise while reading a damaged file: libhdf5's errors arrive as OSError,
-# RuntimeError (NotImplementedError among them), KeyError, ValueError or TypeError; a bad size or index as
-# IndexError or OverflowError. Not MemoryError: sizes are bounded before reading, so one would be real.
+# RuntimeError (NotImplementedError among them), KeyError, ValueError or TypeError; a bad size or
+# index as IndexError or OverflowError. Not MemoryError: sizes are bounded before reading, so one
+# would be real.
 READ_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     RuntimeError,
@@ -51,10 +53,10 @@ def first_line(err: BaseException) -> str:
 
 
 def heap_problem(path: str) -> str | None:
-    """The first inconsistent global heap collection of the HDF5 file at ``path``, described, or None.
-    Reads with ``pread``, not a memory map: a file that a failed write left sparse on a full tmpfs raises
-    SIGBUS when a hole is touched through a map (the kernel cannot allocate the page), while ``read``
-    returns zeros. An unreadable file is left to the HDF5 open to report."""
+    """The first inconsistent global heap collection of the HDF5 file at ``path``, described, or
+    None. Reads with ``pread``, not a memory map: a file that a failed write left sparse on a full
+    tmpfs raises SIGBUS when a hole is touched through a map (the kernel cannot allocate the page),
+    while ``read`` returns zeros. An unreadable file is left to the HDF5 open to report."""
     try:
         with open(path, "rb") as fh:
             fd = fh.fileno()
@@ -76,8 +78,8 @@ _SCAN_BLOCK = 4 << 20  # bytes read at a time while looking for collection signa
 
 
 def _signatures(read: Callable[[int, int], bytes], size: int) -> Iterable[int]:
-    """Every offset of ``HEAP_SIGNATURE`` in the file, in order (blocks overlap by the signature's length
-    less one, so one that straddles two blocks is found once)."""
+    """Every offset of ``HEAP_SIGNATURE`` in the file, in order (blocks overlap by the signature's
+    length less one, so one that straddles two blocks is found once)."""
     overlap = len(HEAP_SIGNATURE) - 1
     for offset in range(0, size, _SCAN_BLOCK):
         block = read(offset, _SCAN_BLOCK + overlap)
@@ -90,8 +92,8 @@ def _signatures(read: Callable[[int, int], bytes], size: int) -> Iterable[int]:
 def _collection_problem(
     read: Callable[[int, int], bytes], file_size: int, start: int
 ) -> str | None:
-    """One collection: its objects (index, size) must tile it from its header to its end, each index once,
-    with the free-space object (index 0), if any, last and holding exactly the rest."""
+    """One collection: its objects (index, size) must tile it from its header to its end, each index
+    once, with the free-space object (index 0), if any, last and holding exactly the rest."""
     header = read(start, HEAP_HEADER)
     if len(header) < HEAP_HEADER or header[4] != 1 or header[5:8] != b"\0\0\0":
         return (
@@ -123,8 +125,9 @@ def _collection_problem(
 
 
 def nbytes(shape: Iterable[int] | None, dtype: np.dtype) -> int:
-    """Bytes an array of ``shape`` and ``dtype`` takes in memory, in Python integers (no overflow); a
-    variable-length item counts as its 16-byte descriptor (its data lives in a checked global heap)."""
+    """Bytes an array of ``shape`` and ``dtype`` takes in memory, in Python integers (no overflow);
+    a variable-length item counts as its 16-byte descriptor (its data lives in a checked global
+    heap)."""
     count = 1
     for extent in shape or ():
         count *= max(int(extent), 0)
@@ -134,9 +137,9 @@ def nbytes(shape: Iterable[int] | None, dtype: np.dtype) -> int:
 def attribute_problem(
     obj: h5py.HLObject, limit: int, names: Iterable[str] | None = None
 ) -> str | None:
-    """The first attribute of ``obj`` (of ``names`` only, when given: every attribute opened is more of a
-    damaged file for libhdf5 to parse) that would take more than ``limit`` bytes in memory, described
-    (checked from its dataspace and type, before reading it), or None."""
+    """The first attribute of ``obj`` (of ``names`` only, when given: every attribute opened is more
+    of a damaged file for libhdf5 to parse) that would take more than ``limit`` bytes in memory,
+    described (checked from its dataspace and type, before reading it), or None."""
     for name in obj.attrs if names is None else [n for n in names if n in obj.attrs]:
         attr = obj.attrs.get_id(name)
         size = nbytes(attr.shape, attr.dtype)
@@ -155,13 +158,14 @@ _PROBE_OK, _PROBE_ERROR, _PROBE_MEMORY = 0, 1, 3  # the child's exit codes
 
 
 def crash_probe(path: str, read: Callable[[str], object]) -> str | None:
-    """Run ``read(path)`` once in a forked child and say why the file cannot be read safely, if so (None: it
-    finished, with or without an error of its own, which the real read reports). What the checks above
-    cannot catch is libhdf5 itself on a damaged object header: crashing (SIGSEGV), looping, or allocating
-    gigabytes for a file of kilobytes (measured: 24 GiB for a 24 KB checkpoint). In the child, under an
-    address-space limit (its own size + 4 × the file + ``PROBE_SPARE_BYTES``) and an alarm, that ends the
-    child only, and the caller refuses the file in one line. Never in a process that has started MPI:
-    ``mpidecent report``, and ``mpidecent run --resume`` before it starts MPI (``cli/run.py``)."""
+    """Run ``read(path)`` once in a forked child and say why the file cannot be read safely, if so
+    (None: it finished, with or without an error of its own, which the real read reports). What the
+    checks above cannot catch is libhdf5 itself on a damaged object header: crashing (SIGSEGV),
+    looping, or allocating gigabytes for a file of kilobytes (measured: 24 GiB for a 24 KB
+    checkpoint). In the child, under an address-space limit (its own size + 4 × the file +
+    ``PROBE_SPARE_BYTES``) and an alarm, that ends the child only, and the caller refuses the file
+    in one line. Never in a process that has started MPI: ``mpidecent report``, and ``mpidecent run
+    --resume`` before it starts MPI (``cli/run.py``)."""
     if not hasattr(os, "fork"):
         return None
     pid = os.fork()
@@ -202,10 +206,10 @@ def _limit_address_space(extra_bytes: int) -> None:
 
 
 def read_every_object(path: str, row: int = 0) -> None:
-    """Open ``path`` and read every attribute, and row ``row`` of every dataset (all of it when it has fewer
-    rows), that the size checks allow, discarding them: what a ``crash_probe`` of a checkpoint runs on each
-    rank (``row`` = its rank: the part of every dataset its real read touches). Errors of its own are the
-    real reader's to report."""
+    """Open ``path`` and read every attribute, and row ``row`` of every dataset (all of it when it
+    has fewer rows), that the size checks allow, discarding them: what a ``crash_probe`` of a
+    checkpoint runs on each rank (``row`` = its rank: the part of every dataset its real read
+    touches). Errors of its own are the real reader's to report."""
     if heap_problem(path):
         return
     limit = 2 * os.path.getsize(path) + (1 << 20)

@@ -1,11 +1,11 @@
 """The results file's layout, declared once: its format version and the series every run writes.
 
-Pure (no h5py, no mpi4py): the parallel writer (``io/results.py``), the serial reader (``io/reader.py``),
-the runner and the tests all take these names from here. ``docs/results-format.md`` documents them and
-the format version policy.
+Pure (no h5py, no mpi4py): the parallel writer (``io/results.py``), the serial reader
+(``io/reader.py``), the runner and the tests all take these names from here.
+``docs/results-format.md`` documents them and the format version policy.
 
-Each series is declared as name → ``Series(dtype, unit, description)``; ``unit`` "" is dimensionless.
-The order of the mappings is the order the writer creates the datasets in.
+Each series is declared as name → ``Series(dtype, unit, description)``; ``unit`` "" is
+dimensionless. The order of the mappings is the order the writer creates the datasets in.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-# Raised when a change would make a reader of the previous version misread a file (docs/results-format.md).
+# Raised when a change would make a reader of the previous version misread a file
+# (docs/results-format.md).
 FORMAT_VERSION = 1
 
 
@@ -52,7 +53,8 @@ RANK_SERIES: Mapping[str, Series] = MappingProxyType(
     }
 )
 
-# An algorithm's own per-rank series (``Algorithm.extra_metrics``): any other name under /metrics/rank.
+# An algorithm's own per-rank series (``Algorithm.extra_metrics``): any other name under
+# /metrics/rank.
 RANK_EXTRA_SERIES = Series("f8", "", "algorithm-specific per-rank value")
 
 # /metrics/global/<name> (L,), written by rank 0: every run.
@@ -84,8 +86,9 @@ TEST_SERIES: Mapping[str, Series] = MappingProxyType(
     }
 )
 
-# /metrics/rank/<name> (L, n), only in runs with a held-out test set (after RANK_SERIES): column i = rank i's
-# own model x_i evaluated on the whole test set (the global TEST_SERIES evaluate the average model).
+# /metrics/rank/<name> (L, n), only in runs with a held-out test set (after RANK_SERIES): column i =
+# rank i's own model x_i evaluated on the whole test set (the global TEST_SERIES evaluate the
+# average model).
 RANK_TEST_SERIES: Mapping[str, Series] = MappingProxyType(
     {
         "test_loss": Series(
@@ -97,10 +100,10 @@ RANK_TEST_SERIES: Mapping[str, Series] = MappingProxyType(
     }
 )
 
-# HDF5 dimension scales (so netCDF-style readers such as xarray name the axes): /metrics/step is the scale of
-# axis 0 ("step", the log row) of every /metrics series, /metrics/rank_index (n,) int64 = 0 … n−1 the scale of
-# axis 1 ("rank") of every /metrics/rank/<name>. Files written before the scales lack both; readers must not
-# need them.
+# HDF5 dimension scales (so netCDF-style readers such as xarray name the axes): /metrics/step is the
+# scale of axis 0 ("step", the log row) of every /metrics series, /metrics/rank_index (n,) int64 = 0
+# … n−1 the scale of axis 1 ("rank") of every /metrics/rank/<name>. Files written before the scales
+# lack both; readers must not need them.
 STEP_DIM = "step"
 RANK_DIM = "rank"
 RANK_INDEX = "rank_index"
@@ -110,13 +113,14 @@ RANK_INDEX_DESCRIPTION = (
 
 
 # ---- which steps have a row ---------------------------------------------------------------------------
-# Step 0, every ``log_every`` steps, and the last step: the writer (runner/loop.py) logs these, the reader
-# counts them to tell a partial file, and a resume checks a results file against its checkpoint with them.
+# Step 0, every ``log_every`` steps, and the last step: the writer (runner/loop.py) logs these, the
+# reader counts them to tell a partial file, and a resume checks a results file against its
+# checkpoint with them.
 
 
 def rows_logged(step: int, steps: int, log_every: int) -> int:
-    """Rows of the results file that belong to steps ≤ ``step`` of a ``steps``-step run (counted, not listed:
-    the numbers may come from a file and be huge)."""
+    """Rows of the results file that belong to steps ≤ ``step`` of a ``steps``-step run (counted,
+    not listed: the numbers may come from a file and be huge)."""
     every = max(int(log_every), 1)
     return step // every + 1 + int(step == steps and steps % every != 0)
 

@@ -1,13 +1,15 @@
 """Reading one results file (``docs/results-format.md``) into a ``Run`` — serially, read-only.
 
-The one reader of results files: ``mpidecent report``, ``mpidecent run --resume`` (``read_header``), the
-bench and the tests use it. Pure: h5py with its default driver and numpy, never mpi4py, so it runs
-anywhere (a laptop without MPI, a login node) on files written by any number of ranks. The layout's
-names and format version come from ``io/layout.py``, shared with the parallel writer ``io/results.py``.
+The one reader of results files: ``mpidecent report``, ``mpidecent run --resume`` (``read_header``),
+the bench and the tests use it. Pure: h5py with its default driver and numpy, never mpi4py, so it
+runs anywhere (a laptop without MPI, a login node) on files written by any number of ranks. The
+layout's names and format version come from ``io/layout.py``, shared with the parallel writer
+``io/results.py``.
 
 A file that is not an mpidecent results file is refused with one line (``ReportError``); a file of a
 newer ``format_version`` than this reader knows is refused too. A file of a run that crashed, was
-killed, diverged or is still going is read as far as it goes and flagged ``partial`` with the reason.
+killed, diverged or is still going is read as far as it goes and flagged ``partial`` with the
+reason.
 """
 
 from __future__ import annotations
@@ -55,25 +57,27 @@ __all__ = [
     "read_runs",
 ]
 
-# The newest results format this reader understands: the one the writer writes. Policy: docs/results-format.md.
+# The newest results format this reader understands: the one the writer writes. Policy:
+# docs/results-format.md.
 SUPPORTED_FORMAT_VERSION = FORMAT_VERSION
 
-# The series the runner writes (io/layout.py); anything else under /metrics/rank or /metrics/global is an
-# algorithm's extra. The test-set series (global: the average model; per rank: each node's own model) exist only
-# in runs with a test set.
+# The series the runner writes (io/layout.py); anything else under /metrics/rank or /metrics/global
+# is an algorithm's extra. The test-set series (global: the average model; per rank: each node's own
+# model) exist only in runs with a test set.
 BASE_RANK_SERIES: tuple[str, ...] = (*RANK_SERIES, *RANK_TEST_SERIES)
 BASE_GLOBAL_SERIES: tuple[str, ...] = (*GLOBAL_SERIES, *TEST_SERIES)
 
 DEFAULT_LINK = LinkModel()
 
 # Sizes read from a file are bounded before numpy allocates them: the writer stores every dataset
-# uncompressed, so one that claims more than SIZE_FACTOR × the file's size (plus SIZE_SLACK for chunks
-# not yet written, read as fill values) has a damaged shape.
+# uncompressed, so one that claims more than SIZE_FACTOR × the file's size (plus SIZE_SLACK for
+# chunks not yet written, read as fill values) has a damaged shape.
 SIZE_FACTOR = 2
 SIZE_SLACK = 1 << 20
 MAX_WORLD_SIZE = 1 << 24  # far beyond any MPI launch: a larger world_size is a damaged attribute
 
-# Root attributes the report shows or computes with, and the Python type each must have (docs/results-format.md).
+# Root attributes the report shows or computes with, and the Python type each must have
+# (docs/results-format.md).
 TEXT_ATTRS = (
     "job",
     "status",
@@ -207,8 +211,8 @@ class Run:
         return sub is not None and math.isfinite(self.optimum) and bool(np.any(np.isfinite(sub)))
 
     def accuracy_series(self) -> tuple[np.ndarray | None, str]:
-        """(accuracy series of the average model, "test" or "training"): the test accuracy when the run
-        has a test set; (None, "") when it has neither (regression)."""
+        """(accuracy series of the average model, "test" or "training"): the test accuracy when the
+        run has a test set; (None, "") when it has neither (regression)."""
         for name, kind in (("test_accuracy", "test"), ("accuracy", "training")):
             values = self.glob(name)
             if values is not None and np.any(np.isfinite(values)):
@@ -216,8 +220,9 @@ class Run:
         return None, ""
 
     def node_test_series(self, name: str) -> np.ndarray | None:
-        """Each node's own model on the test set (``name``: "test_loss" or "test_accuracy"), (L, n) float64,
-        or None when the file has no such per-rank series or it holds no finite value (regression accuracy)."""
+        """Each node's own model on the test set (``name``: "test_loss" or "test_accuracy"), (L, n)
+        float64, or None when the file has no such per-rank series or it holds no finite value
+        (regression accuracy)."""
         values = self.rank(name)
         if values is None:
             return None
@@ -232,8 +237,8 @@ class Run:
         )
         if compute is None or sent is None or messages is None:
             return None
-        # Master/worker runs count the workers' uploads in bytes_sent (the paper's budget) and log the master's
-        # full-precision broadcast of θ apart, as downlink_bits: the link carries both.
+        # Master/worker runs count the workers' uploads in bytes_sent (the paper's budget) and log
+        # the master's full-precision broadcast of θ apart, as downlink_bits: the link carries both.
         downlink = self.rank("downlink_bits")
         if downlink is not None:
             sent = sent + downlink / 8
@@ -261,7 +266,8 @@ def _open(path: str) -> h5py.File:
             raise ReportError(f"not an mpidecent results file: {path} (not an HDF5 file)")
     except READ_ERRORS as err:
         raise ReportError(f"{path}: cannot be read ({first_line(err)})") from None
-    # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers (hdf5guard.py).
+    # Before libhdf5 parses it: a damaged global heap makes libhdf5 read past its buffers
+    # (hdf5guard.py).
     problem = heap_problem(path)
     if problem:
         raise ReportError(f"{path}: damaged results file ({problem}); it cannot be read safely")
@@ -283,7 +289,8 @@ def _open(path: str) -> h5py.File:
 
 @contextmanager
 def _reading(path: str) -> Iterator[h5py.File]:
-    """The open file (``_open``); any error h5py raises while it is read becomes a one-line ``ReportError``."""
+    """The open file (``_open``); any error h5py raises while it is read becomes a one-line
+    ``ReportError``."""
     with _open(path) as f:
         try:
             yield f
@@ -297,7 +304,8 @@ def _check_version(path: str, attrs: h5py.AttributeManager) -> int:
     raw = _python(attrs["format_version"])
     if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)) or raw < 1:
         raise ReportError(
-            f"not an mpidecent results file: {path} (format_version {raw!r} is not a version number)"
+            f"not an mpidecent results file: {path} (format_version {raw!r} is not a version "
+            "number)"
         )
     if raw > SUPPORTED_FORMAT_VERSION:
         raise ReportError(
@@ -328,7 +336,8 @@ def _link_from_job(job: dict[str, Any]) -> tuple[LinkModel, str]:
 
 
 def read_run(path: str) -> Run:
-    """Read a results file (see module docstring); raises ``ReportError`` with a one-line message."""
+    """Read a results file (see module docstring); raises ``ReportError`` with a one-line
+    message."""
     path = str(path)
     with _reading(path) as f:
         return _read(path, f)
@@ -336,8 +345,8 @@ def read_run(path: str) -> Run:
 
 def read_header(path: str) -> RunHeader:
     """The stored job, the status and the row count of a results file, without reading its series;
-    raises ``ReportError`` with a one-line message (no such file, not a results file, a newer format,
-    no /metrics/step)."""
+    raises ``ReportError`` with a one-line message (no such file, not a results file, a newer
+    format, no /metrics/step)."""
     path = str(path)
     with _reading(path) as f:
         _check_version(path, f.attrs)
@@ -352,8 +361,9 @@ def read_header(path: str) -> RunHeader:
 
 
 def read_logged_steps(path: str, count: int) -> np.ndarray:
-    """The first ``count`` values of a results file's /metrics/step (``mpidecent run --resume`` compares
-    them with the checkpoint's); ``ReportError`` (one line) when the file has fewer rows or cannot be read."""
+    """The first ``count`` values of a results file's /metrics/step (``mpidecent run --resume``
+    compares them with the checkpoint's); ``ReportError`` (one line) when the file has fewer rows or
+    cannot be read."""
     path = str(path)
     with _reading(path) as f:
         step = _step_series(path, f)
@@ -396,8 +406,8 @@ def _check_types(
     texts: tuple[str, ...],
     counts: dict[str, tuple[int, int | None]],
 ) -> None:
-    """``ReportError`` unless each of ``texts`` present is a string and each of ``counts`` an integer
-    within its (low, high) bounds (high None: none)."""
+    """``ReportError`` unless each of ``texts`` present is a string and each of ``counts`` an
+    integer within its (low, high) bounds (high None: none)."""
     for name in texts:
         if name in attrs and not isinstance(attrs[name], str):
             raise ReportError(
@@ -417,8 +427,8 @@ def _check_types(
         ):
             bounds = f"≥ {low}" if high is None else f"in {low}..{high}"
             raise ReportError(
-                f"{path}: damaged results file ({where}attribute {name!r} = {repr(value)[:40]} is not "
-                f"an integer {bounds})"
+                f"{path}: damaged results file ({where}attribute {name!r} = {repr(value)[:40]} is "
+                f"not an integer {bounds})"
             )
 
 
@@ -428,8 +438,8 @@ def _check_attributes(path: str, attrs: dict[str, Any]) -> None:
 
 
 def _parse_job(path: str, attrs: dict[str, Any]) -> dict[str, Any]:
-    """The stored resolved job as a table ({} when the file has none); damaged TOML is refused, since the
-    report takes the link model, the expected rows and the job keys from it."""
+    """The stored resolved job as a table ({} when the file has none); damaged TOML is refused,
+    since the report takes the link model, the expected rows and the job keys from it."""
     text = attrs.get("job", "")
     if not text:
         return {}
@@ -468,12 +478,13 @@ def _dataset(path: str, dset: h5py.Dataset, limit: int) -> np.ndarray:
 def _series(
     path: str, dset: h5py.Dataset, limit: int, ndim: int, columns: int | None
 ) -> np.ndarray | None:
-    """A /metrics series: None for one not of this layout (another rank count of axes), else its numeric
-    values, with ``columns`` ranks when given."""
+    """A /metrics series: None for one not of this layout (another rank count of axes), else its
+    numeric values, with ``columns`` ranks when given."""
     if dset.ndim != ndim:
         return None  # not a series of this layout; ignore rather than guess
-    # The writer stores integers and floats of at most 8 bytes; anything else (e.g. a long double from a
-    # damaged type message) is damage, and would not survive the report's JSON and CSV output either.
+    # The writer stores integers and floats of at most 8 bytes; anything else (e.g. a long double
+    # from a damaged type message) is damage, and would not survive the report's JSON and CSV output
+    # either.
     if dset.dtype.kind not in "biuf" or dset.dtype.itemsize > 8:
         raise ReportError(
             f"{path}: damaged results file ({dset.name} holds {dset.dtype}, not numbers)"
@@ -487,7 +498,8 @@ def _series(
 
 
 def _check_name(path: str, group: h5py.Group, name: object) -> None:
-    """A series or event name must be text: h5py hands a name that is not UTF-8 (a damaged link) over as bytes."""
+    """A series or event name must be text: h5py hands a name that is not UTF-8 (a damaged link)
+    over as bytes."""
     if not isinstance(name, str):
         raise ReportError(
             f"{path}: damaged results file (a name in {group.name} is not UTF-8: {name!r:.40})"
@@ -495,7 +507,8 @@ def _check_name(path: str, group: h5py.Group, name: object) -> None:
 
 
 def _unit(path: str, dset: h5py.Dataset, limit: int) -> str:
-    """A series' ``unit`` attribute (only that one is read: the dimension-scale references are not needed)."""
+    """A series' ``unit`` attribute (only that one is read: the dimension-scale references are not
+    needed)."""
     problem = attribute_problem(dset, limit, ["unit"])
     if problem:
         raise ReportError(f"{path}: damaged results file ({dset.name}: {problem})")
@@ -651,9 +664,10 @@ def read_runs(
     probe: bool = False,
 ) -> list[Run]:
     """Read every file (``ReportError`` on the first unusable one) and give the runs unique labels.
-    ``bandwidth_bps`` / ``latency_s`` / ``shared`` (report flags) replace that part of each run's link model.
-    ``probe``: read each file first in a forked child (``hdf5guard.crash_probe``), so a file that crashes
-    libhdf5 is refused in one line (``mpidecent report``; serial processes only)."""
+    ``bandwidth_bps`` / ``latency_s`` / ``shared`` (report flags) replace that part of each run's
+    link model. ``probe``: read each file first in a forked child (``hdf5guard.crash_probe``), so a
+    file that crashes libhdf5 is refused in one line (``mpidecent report``; serial processes
+    only)."""
     for path in paths if probe else ():
         crashed = crash_probe(path, read_run)
         if crashed:
@@ -663,7 +677,8 @@ def read_runs(
     if any(v is not None for v in given.values()):
         flags = " and ".join(f for f, v in given.items() if v is not None)
         for run in runs:
-            # The flags say it all when they give bandwidth and latency and the job's link is not shared.
+            # The flags say it all when they give bandwidth and latency and the job's link is not
+            # shared.
             complete = (
                 bandwidth_bps is not None
                 and latency_s is not None

@@ -1,6 +1,7 @@
 """The results file: one parallel HDF5 file per run (``h5py`` with ``driver="mpio"``).
 
-Layout (``docs/results-format.md`` documents every item; the format version and the series are declared
+Layout (``docs/results-format.md`` documents every item; the format version and the series are
+declared
 in ``io/layout.py``, which the serial reader ``io/reader.py`` shares)::
 
     /                       attrs: format_version, mpidecent_version, job, job_source, overrides, world_size,
@@ -14,11 +15,12 @@ in ``io/layout.py``, which the serial reader ``io/reader.py`` shares)::
     /metrics/global/<name>  (L,); axis 0 attached to the scale step
 
 Which ranks call: every method, on every rank, in the same order (HDF5 metadata operations — file
-creation, dataset creation and resizing, attributes — are collective). Each rank writes its own column
-of the per-rank series; rank 0 writes the global series. Datasets grow by one row per log point and the
-file is flushed, so a crashed or still-running run leaves a readable file whose ``status`` says so.
-A failed write (full disk, vanished folder, I/O error) raises ``OutputError`` naming the file and the cause
-(``io/faults.py``); ``growth_bytes`` tells the runner's look-ahead how much room the next row may take.
+creation, dataset creation and resizing, attributes — are collective). Each rank writes its own
+column of the per-rank series; rank 0 writes the global series. Datasets grow by one row per log
+point and the file is flushed, so a crashed or still-running run leaves a readable file whose
+``status`` says so. A failed write (full disk, vanished folder, I/O error) raises ``OutputError``
+naming the file and the cause (``io/faults.py``); ``growth_bytes`` tells the runner's look-ahead how
+much room the next row may take.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from mpi4py import MPI
 
 from mpidecent.io.faults import ROW_METADATA_BYTES, guarded
 
-# The layout's names, declared in io/layout.py (pure, shared with the reader); importable from here too.
+# The layout's names, declared in io/layout.py (pure, shared with the reader); importable from here
+# too.
 from mpidecent.io.layout import (
     FORMAT_VERSION,
     GLOBAL_SERIES,
@@ -65,7 +68,8 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def _guarded(what: str) -> Callable[[_Method], _Method]:
-    """A ``ResultsWriter`` method whose OS/HDF5 errors become ``OutputError`` ("<what> <path> failed: …")."""
+    """A ``ResultsWriter`` method whose OS/HDF5 errors become ``OutputError`` ("<what> <path>
+    failed: …")."""
 
     def wrap(method: _Method) -> _Method:
         @functools.wraps(method)
@@ -107,10 +111,11 @@ class ResultsWriter:
         resume_rows: int | None = None,
         rank_declared: Mapping[str, tuple[str, str, str]] | None = None,
     ):
-        """Create the file (``overwrite``: replace an existing one), or with ``resume_rows`` reopen an
-        existing file of the same run and drop the rows logged after the checkpoint being resumed.
-        ``rank_declared``: per-rank series beyond the base ones with their own declaration (e.g. the
-        nodes' test metrics); ``rank_extras``: the algorithm's own, declared generically."""
+        """Create the file (``overwrite``: replace an existing one), or with ``resume_rows`` reopen
+        an existing file of the same run and drop the rows logged after the checkpoint being
+        resumed. ``rank_declared``: per-rank series beyond the base ones with their own declaration
+        (e.g. the nodes' test metrics); ``rank_extras``: the algorithm's own, declared
+        generically."""
         self.path = path
         self.comm = comm
         self.rank = comm.rank
@@ -149,9 +154,10 @@ class ResultsWriter:
         self._attach_scales(metrics)
 
     def _attach_scales(self, metrics: h5py.Group) -> None:
-        """Collective (every rank makes the same calls): make /metrics/step and /metrics/rank_index dimension
-        scales and attach them to the axes of every series, so netCDF-style readers (xarray) see named
-        dimensions. Idempotent: a resumed file written before the scales gets them; one that has them is left."""
+        """Collective (every rank makes the same calls): make /metrics/step and /metrics/rank_index
+        dimension scales and attach them to the axes of every series, so netCDF-style readers
+        (xarray) see named dimensions. Idempotent: a resumed file written before the scales gets
+        them; one that has them is left."""
         if RANK_INDEX not in metrics:
             index = metrics.create_dataset(RANK_INDEX, data=np.arange(self.size, dtype=np.int64))
             index.attrs["unit"] = ""
@@ -183,8 +189,8 @@ class ResultsWriter:
         self.file.flush()
 
     def growth_bytes(self) -> int:
-        """Bytes the next ``append`` may add to the file: a new chunk of every series when the row starts
-        one (chunks hold 64 rows), plus room for the metadata that indexes it."""
+        """Bytes the next ``append`` may add to the file: a new chunk of every series when the row
+        starts one (chunks hold 64 rows), plus room for the metadata that indexes it."""
         if self.rows % 64:
             return ROW_METADATA_BYTES
         series = (self._step, *self._rank.values(), *self._global.values())
@@ -242,9 +248,10 @@ class ResultsWriter:
         row = self.rows
         for dset in (self._step, *self._rank.values(), *self._global.values()):
             dset.resize(row + 1, axis=0)
-        # Collective writes: each rank writes its own element of every per-rank series and rank 0 the
-        # global ones; the other ranks still take part with an empty selection (h5py's high-level
-        # indexing skips the write call for an empty selection, which would leave rank 0 alone in it).
+        # Collective writes: each rank writes its own element of every per-rank series and rank 0
+        # the global ones; the other ranks still take part with an empty selection (h5py's
+        # high-level indexing skips the write call for an empty selection, which would leave rank 0
+        # alone in it).
         for name, dset in self._rank.items():
             _write_element(dset, (row, self.rank), rank_values[name])
         top = self.rank == 0
@@ -256,8 +263,9 @@ class ResultsWriter:
 
     @_guarded("writing event records to")
     def create_event_dataset(self, name: str, data: np.ndarray) -> None:
-        """Collective: write a small whole array under /events (every rank passes identical data). A resumed
-        run replaces what the interrupted run wrote: its array covers every step from the start."""
+        """Collective: write a small whole array under /events (every rank passes identical data). A
+        resumed run replaces what the interrupted run wrote: its array covers every step from the
+        start."""
         group = self.file.require_group("events")
         if name in group:
             del group[name]

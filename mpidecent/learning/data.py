@@ -4,18 +4,19 @@ The ``[data]`` kinds (built-in generators, MNIST-1D, a user's loader or file) ar
 ``learning/sources.py``; this module holds what they share. How one node's data is made
 (``io.datasets.load_node_data``, called by every rank):
 
-1. The full set of N samples (features of any sample shape): generated from the ``[data]`` keys (the same
-   on every rank; cheap at these sizes), returned by a loader, or, for ``hdf5``, the labels read from the
-   file.
-2. Train/test split: a seeded permutation puts ⌊test_fraction·N⌋ samples in the test set (or the data
-   set's own split: ``Dataset.fixed_test``); the rest is the training set. Both keep the order of the full
-   set, so "training index k" means the k-th training row in file/generation order.
+1. The full set of N samples (features of any sample shape): generated from the ``[data]`` keys (the
+   same on every rank; cheap at these sizes), returned by a loader, or, for ``hdf5``, the labels
+   read from the file.
+2. Train/test split: a seeded permutation puts ⌊test_fraction·N⌋ samples in the test set (or the
+   data set's own split: ``Dataset.fixed_test``); the rest is the training set. Both keep the order
+   of the full set, so "training index k" means the k-th training row in file/generation order.
 3. The training set is partitioned across the nodes (``partition``: iid, sorted or dirichlet); every
-   node needs at least one sample. Every node holds the whole test set (to evaluate its own model) and
-   evaluates the average model on its near-equal contiguous slice of it — only to share the work.
+   node needs at least one sample. Every node holds the whole test set (to evaluate its own model)
+   and evaluates the average model on its near-equal contiguous slice of it — only to share the
+   work.
 
-One node of ``nodes = 1`` gets the whole training and test sets, which is how a single process can get
-the global set (e.g. for an exact optimum).
+One node of ``nodes = 1`` gets the whole training and test sets, which is how a single process can
+get the global set (e.g. for an exact optimum).
 
 This module is pure: it never imports mpi4py, h5py or the io layer (which builds on it), and
 scikit-learn only when ``digits`` is used.
@@ -38,7 +39,8 @@ from mpidecent.rng import generator
 TASKS = ("binary", "multiclass", "regression")
 PARTITIONS = ("iid", "sorted", "dirichlet")
 
-# Dirichlet partitions are redrawn (attempt 0, 1, ...) until every node has a sample, at most this often.
+# Dirichlet partitions are redrawn (attempt 0, 1, ...) until every node has a sample, at most this
+# often.
 DIRICHLET_ATTEMPTS = 100
 
 # Streams of generator(seed, attempt, stream, "partition") / generator(seed, 0, stream, "data").
@@ -53,10 +55,10 @@ _SAMPLES_STREAM, _TRUTH_STREAM = 0, 1
 class Dataset:
     """A whole data set held in memory (what the generators and loaders return).
 
-    ``features``: (N, *sample_shape) float64 — (N, p) vectors, (N, C, H, W) images, (N, L) signals, ...
-    ``targets``: (N,) int64 class ids in [0, num_classes) for classification, float64 for regression
-    (``num_classes`` = 0). ``fixed_test``: the last ``fixed_test`` rows are the data set's own test set
-    (MNIST-1D, a loader's test arrays); 0 = split by ``test_fraction``.
+    ``features``: (N, *sample_shape) float64 — (N, p) vectors, (N, C, H, W) images, (N, L) signals,
+    ... ``targets``: (N,) int64 class ids in [0, num_classes) for classification, float64 for
+    regression (``num_classes`` = 0). ``fixed_test``: the last ``fixed_test`` rows are the data
+    set's own test set (MNIST-1D, a loader's test arrays); 0 = split by ``test_fraction``.
     """
 
     name: str
@@ -80,8 +82,9 @@ class Dataset:
 class Shard:
     """One node's rows of the training (or test) set.
 
-    ``indices``: (m,) int64, increasing indices into the global training (or test) set; ``features``:
-    (m, p) float64; ``targets``: (m,) int64 class ids (binary: 0/1) or float64 regression targets.
+    ``indices``: (m,) int64, increasing indices into the global training (or test) set;
+    ``features``: (m, p) float64; ``targets``: (m,) int64 class ids (binary: 0/1) or float64
+    regression targets.
     """
 
     node: int
@@ -96,13 +99,14 @@ class Shard:
 
 @dataclass(frozen=True)
 class NodeData:
-    """Everything one node needs: its training shard, its slice of the test set and the whole test set.
+    """Everything one node needs: its training shard, its slice of the test set and the whole test
+    set.
 
     ``input_shape``: the shape of one sample. ``num_classes``: 2 for binary, C for multiclass, 0 for
-    regression. ``test`` is ``None`` when there is no test set (``num_test`` = 0, e.g. test_fraction =
-    0); a node's test slice may be empty when the test set has fewer samples than there are nodes — the
-    slices share the work of evaluating the average model. ``test_all``: the whole test set, on which each
-    node evaluates its own model. ``num_train`` / ``num_test``: global sizes.
+    regression. ``test`` is ``None`` when there is no test set (``num_test`` = 0, e.g. test_fraction
+    = 0); a node's test slice may be empty when the test set has fewer samples than there are nodes
+    — the slices share the work of evaluating the average model. ``test_all``: the whole test set,
+    on which each node evaluates its own model. ``num_train`` / ``num_test``: global sizes.
     """
 
     name: str
@@ -128,9 +132,9 @@ def synthetic_logistic(samples: int, features: int, seed: int, separation: float
     """Binary classification data drawn from a logistic model.
 
     a_k ~ N(0, I_p), w_true ~ N(0, I_p / p) scaled by ``separation``, so the margin a_k · w_true has
-    standard deviation ≈ ``separation`` (larger = more separable) and the Hessian of the mean logistic
-    loss is of order 0.1·I: step sizes of order 1 are stable. b_k ~ Bernoulli(σ(a_k · w_true)): the
-    labels are noisy, so the ℓ2-regularised optimum is finite and well conditioned.
+    standard deviation ≈ ``separation`` (larger = more separable) and the Hessian of the mean
+    logistic loss is of order 0.1·I: step sizes of order 1 are stable. b_k ~ Bernoulli(σ(a_k ·
+    w_true)): the labels are noisy, so the ℓ2-regularised optimum is finite and well conditioned.
     """
     rng = generator(seed, 0, 0, "data")
     w_true = rng.standard_normal(features) * (separation / np.sqrt(features))
@@ -149,8 +153,8 @@ def syn_truth(features: int, seed: int) -> np.ndarray:
 def syn_regression(samples: int, features: int, noise: float, seed: int, relu: bool) -> Dataset:
     """SYN-1 (``relu=False``): y = A·x + ε; SYN-2 (``relu=True``): y = max(A·x, 0) + ε.
 
-    x ~ N(0, I_d), ε ~ N(0, noise²), A = ``syn_truth(features, seed)``. SYN-1 and SYN-2 with the same
-    seed share A and the inputs.
+    x ~ N(0, I_d), ε ~ N(0, noise²), A = ``syn_truth(features, seed)``. SYN-1 and SYN-2 with the
+    same seed share A and the inputs.
     """
     a = syn_truth(features, seed)
     rng = generator(seed, 0, _SAMPLES_STREAM, "data")
@@ -285,8 +289,8 @@ def eval_slice(num_test: int, nodes: int, node: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where every sample goes: ``train_rows`` / ``test_rows`` are rows of the full set (increasing);
-    ``parts[i]`` are node i's indices into the training set (increasing)."""
+    """Where every sample goes: ``train_rows`` / ``test_rows`` are rows of the full set
+    (increasing); ``parts[i]`` are node i's indices into the training set (increasing)."""
 
     train_rows: np.ndarray
     test_rows: np.ndarray
@@ -323,9 +327,9 @@ def make_layout(
     """Split the full set (its ``targets``) into train/test and partition the training set. With
     ``fixed_test`` > 0 the last ``fixed_test`` rows are the test set (the data set's own split).
 
-    Raises ``JobError`` when the training set is smaller than ``nodes`` or a Dirichlet partition leaves
-    a node empty. The caller checks that the full set itself has at least ``nodes`` samples (its
-    message names the key that sets the size).
+    Raises ``JobError`` when the training set is smaller than ``nodes`` or a Dirichlet partition
+    leaves a node empty. The caller checks that the full set itself has at least ``nodes`` samples
+    (its message names the key that sets the size).
     """
     samples = int(targets.shape[0])
     if fixed_test:
@@ -370,10 +374,10 @@ def assemble(
     node: int,
     rows_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
 ) -> NodeData:
-    """Build ``NodeData`` from a layout; ``rows_of(rows)`` returns (features, targets) of increasing rows
-    of the full set. It is called exactly twice (this node's training rows, then every test row) when
-    there is a test set, once otherwise — on every node, even for empty selections (so it may be
-    collective). The node's test slice is cut from the whole test set."""
+    """Build ``NodeData`` from a layout; ``rows_of(rows)`` returns (features, targets) of increasing
+    rows of the full set. It is called exactly twice (this node's training rows, then every test
+    row) when there is a test set, once otherwise — on every node, even for empty selections (so it
+    may be collective). The node's test slice is cut from the whole test set."""
     idx = layout.train_indices(node)
     features, targets = rows_of(layout.train_rows[idx])
     train = Shard(node, idx, _as_features(features), targets)

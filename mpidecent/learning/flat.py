@@ -1,10 +1,10 @@
 """Torch models whose parameters (and gradients) are views into one flat buffer.
 
 ``FlatParameters`` rebinds every parameter of a module to a slice of one contiguous numpy array (and
-every ``.grad`` to a slice of a second one), shared with torch through ``torch.from_numpy``. Sending,
-compressing or averaging the model is then an operation on one flat vector with no copy, and a
-backward pass accumulates straight into the flat gradient buffer. ``build_flat_model`` builds the job's
-model (``learning/models.py``) on such buffers and initialises it.
+every ``.grad`` to a slice of a second one), shared with torch through ``torch.from_numpy``.
+Sending, compressing or averaging the model is then an operation on one flat vector with no copy,
+and a backward pass accumulates straight into the flat gradient buffer. ``build_flat_model`` builds
+the job's model (``learning/models.py``) on such buffers and initialises it.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from mpidecent.rng import generator
 class FlatParameters:
     """Flat, contiguous storage for a module's parameters and gradients.
 
-    ``values`` and ``grads`` are 1-D numpy arrays of length ``dim`` and the module's dtype; the module's
-    parameters are views of ``values`` (in ``module.parameters()`` order) and their ``.grad`` are views of
-    ``grads``. Call ``zero_grad()`` (one memset) before each backward pass.
+    ``values`` and ``grads`` are 1-D numpy arrays of length ``dim`` and the module's dtype; the
+    module's parameters are views of ``values`` (in ``module.parameters()`` order) and their
+    ``.grad`` are views of ``grads``. Call ``zero_grad()`` (one memset) before each backward pass.
     """
 
     def __init__(self, module: torch.nn.Module, dtype: np.dtype):
@@ -45,7 +45,8 @@ class FlatParameters:
             p.grad = grads_t[offset : offset + size].view_as(p)
             offset += size
         # Non-trainable buffers (e.g. BatchNorm running statistics) are kept local to the node: not
-        # communicated, checkpointed by name. Numpy views of the module's own tensors (updated in place).
+        # communicated, checkpointed by name. Numpy views of the module's own tensors (updated in
+        # place).
         self.buffers: dict[str, np.ndarray] = {
             name: buf.detach().numpy() for name, buf in self.module.named_buffers()
         }
@@ -65,7 +66,8 @@ def build_module(
     base_dir: str | None = None,
 ) -> torch.nn.Module:
     """The job's model as a torch module: a built-in, or an import path's factory called with the
-    [model] keys plus ``input_shape`` and ``classes`` (JobError naming ``[model] name`` if it fails)."""
+    [model] keys plus ``input_shape`` and ``classes`` (JobError naming ``[model] name`` if it
+    fails)."""
     name = values["name"]
     if not plugins.is_import_path(name):
         try:
@@ -102,8 +104,8 @@ def build_flat_model(
     node: int = 0,
     base_dir: str | None = None,
 ) -> FlatParameters:
-    """Build the model on flat buffers and initialise it from (seed, node) — node 0's draw on every node
-    when ``init_identical``, so identical initial models need no communication."""
+    """Build the model on flat buffers and initialise it from (seed, node) — node 0's draw on every
+    node when ``init_identical``, so identical initial models need no communication."""
     source = 0 if values["init_identical"] else node
     torch.manual_seed(_init_seed(seed, source))  # layer default initialisation, reproducible
     flat = FlatParameters(build_module(values, input_shape, classes, base_dir), dtype)

@@ -1,17 +1,18 @@
 """The models of ``[model] name``: declarations, keys and the tasks each solves (pure: no torch).
 
 Built-in models, registered with the tasks they solve (see ``learning/data.py`` for tasks):
-``logistic`` (binary), ``softmax`` (multiclass, linear), ``mlp`` (binary or multiclass), ``linear`` and
-``relu`` (regression: w·x and max(w·x, 0), no bias, as in the SYN-1/SYN-2 problems) — these take the
-sample flattened — and the convolutional ``cnn1d`` (the MNIST-1D benchmark's CNN for signals) and ``cnn``
-(LeNet-style, for images). Or the user's own: ``name = "package.module:factory"`` (or ``"file.py:factory"``
-relative to the job file), called with the ``[model]`` table's other keys plus ``input_shape`` (the shape
-of one sample) and ``classes`` (2 binary, C multiclass, 0 regression), returning a ``torch.nn.Module``.
+``logistic`` (binary), ``softmax`` (multiclass, linear), ``mlp`` (binary or multiclass), ``linear``
+and ``relu`` (regression: w·x and max(w·x, 0), no bias, as in the SYN-1/SYN-2 problems) — these take
+the sample flattened — and the convolutional ``cnn1d`` (the MNIST-1D benchmark's CNN for signals)
+and ``cnn`` (LeNet-style, for images). Or the user's own: ``name = "package.module:factory"`` (or
+``"file.py:factory"`` relative to the job file), called with the ``[model]`` table's other keys plus
+``input_shape`` (the shape of one sample) and ``classes`` (2 binary, C multiclass, 0 regression),
+returning a ``torch.nn.Module``.
 
 ``[model] loss``: ``auto`` (by task: binary → logistic loss on one logit, multiclass → softmax
-cross-entropy, regression → ½·squared error), ``cross_entropy``, ``bce``, ``mse`` (mean squared error), or
-an import path to ``fn(outputs, targets) → mean loss`` (with ``reduction="none"``: per-sample losses, as
-master/worker codes need).
+cross-entropy, regression → ½·squared error), ``cross_entropy``, ``bce``, ``mse`` (mean squared
+error), or an import path to ``fn(outputs, targets) → mean loss`` (with ``reduction="none"``:
+per-sample losses, as master/worker codes need).
 
 The torch modules are in ``learning/networks.py`` and are imported only when a model is built
 (``learning/flat.py``), so a job can be checked without torch.
@@ -48,8 +49,8 @@ class ModelKind:
 
 
 def _flat(name: str, *args: Any) -> Callable[[tuple[int, ...], int, dict[str, Any]], Any]:
-    """A built-in model of flat inputs: ``networks.<name>(features, *args(classes, params))``, the sample
-    flattened first when it is not a vector."""
+    """A built-in model of flat inputs: ``networks.<name>(features, *args(classes, params))``, the
+    sample flattened first when it is not a vector."""
 
     def build(shape: tuple[int, ...], classes: int, params: dict[str, Any]) -> Any:
         module = _network(name, prod(shape), *(a(classes, params) for a in args))
@@ -100,8 +101,8 @@ COMMON_PARAMS: tuple[Param, ...] = (
         "init",
         str,
         "auto",
-        "initial model: zeros, normal (N(0, init_scale²)), torch (the layers' default initialisation); "
-        "auto = zeros for linear models, torch for the others",
+        "initial model: zeros, normal (N(0, init_scale²)), torch (the layers' default "
+        "initialisation); auto = zeros for linear models, torch for the others",
         choices=("auto", "zeros", "normal", "torch"),
     ),
     Param(
@@ -173,8 +174,9 @@ MODELS: dict[str, ModelKind] = {
         ModelKind(
             "cnn1d",
             (Param("channels", int, 25, "channels of each of the three convolutions", minimum=1),),
-            "the 1-D CNN of the MNIST-1D benchmark for signals (L,) or (C, L): three convolutions (kernel 5, "
-            "3, 3, stride 2, ReLU) and a linear layer; 5,210 parameters for length 40 and 10 classes",
+            "the 1-D CNN of the MNIST-1D benchmark for signals (L,) or (C, L): three convolutions "
+            "(kernel 5, 3, 3, stride 2, ReLU) and a linear layer; 5,210 parameters for length 40 "
+            "and 10 classes",
             CLASSIFICATION,
             lambda shape, c, p: _network("CNN1d", shape, _outputs(c), p["channels"]),
             convex=False,
@@ -198,8 +200,8 @@ MODELS: dict[str, ModelKind] = {
                     check=_positive_list,
                 ),
             ),
-            "LeNet-style 2-D CNN for images (H, W) or (C, H, W) such as 28×28 or 32×32, channels from the "
-            "data",
+            "LeNet-style 2-D CNN for images (H, W) or (C, H, W) such as 28×28 or 32×32, channels "
+            "from the data",
             CLASSIFICATION,
             lambda shape, c, p: _network(
                 "LeNet", shape, _outputs(c), list(p["channels"]), list(p["hidden"])
@@ -211,8 +213,8 @@ MODELS: dict[str, ModelKind] = {
 
 
 def resolve_model(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the [model] table; returns all keys with defaults, including ``name``. An import-path
-    model keeps the table's other keys as given (they are its factory's arguments)."""
+    """Validate the [model] table; returns all keys with defaults, including ``name``. An
+    import-path model keeps the table's other keys as given (they are its factory's arguments)."""
     name = table.get("name", "logistic")
     if plugins.is_import_path(name):
         plugins.check_syntax(name, "[model] name")
@@ -233,18 +235,20 @@ def resolve_model(table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def factory_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
-    """An import-path model's keyword arguments: the [model] keys other than name and the common ones."""
+    """An import-path model's keyword arguments: the [model] keys other than name and the common
+    ones."""
     return {k: v for k, v in values.items() if k not in COMMON_KEYS and k != "name"}
 
 
 def check_model_task(values: Mapping[str, Any], task: str, data_name: str) -> None:
     """The model and its loss must fit the data set's task (pure; part of job validation). An
-    import-path model, or a data set whose task is only known once loaded (``auto``), is checked with a
-    forward pass when the job is planned."""
+    import-path model, or a data set whose task is only known once loaded (``auto``), is checked
+    with a forward pass when the job is planned."""
     loss = values["loss"]
     if task != "auto" and loss in LOSS_TASKS and LOSS_TASKS[loss] != task:
         raise JobError(
-            f"[model] loss = {loss!r} is for {LOSS_TASKS[loss]} tasks but [data] {data_name!r} is a "
+            f"[model] loss = {loss!r} is for {LOSS_TASKS[loss]} tasks but [data] {data_name!r} is "
+            "a "
             f'{task} task; use loss = "auto"'
         )
     if plugins.is_import_path(values["name"]) or task == "auto":

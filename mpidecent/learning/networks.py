@@ -64,7 +64,8 @@ class MLP(torch.nn.Module):
 
 
 class Flattened(torch.nn.Module):
-    """``module`` applied to each sample flattened to a vector (a flat model on images or signals)."""
+    """``module`` applied to each sample flattened to a vector (a flat model on images or
+    signals)."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
@@ -80,9 +81,10 @@ def _flat_size(body: torch.nn.Module, shape: tuple[int, ...]) -> int:
 
 
 class CNN1d(torch.nn.Module):
-    """The MNIST-1D benchmark's CNN (Greydanus 2020): samples (L,) or (C, L); three convolutions with
-    kernels 5, 3, 3, stride 2, padding 1 and ReLU, then a linear layer on the flattened channels. With
-    L = 40, 25 channels and 10 classes: 150 + 1,900 + 1,900 + 1,260 = 5,210 parameters."""
+    """The MNIST-1D benchmark's CNN (Greydanus 2020): samples (L,) or (C, L); three convolutions
+    with kernels 5, 3, 3, stride 2, padding 1 and ReLU, then a linear layer on the flattened
+    channels. With L = 40, 25 channels and 10 classes: 150 + 1,900 + 1,900 + 1,260 = 5,210
+    parameters."""
 
     def __init__(self, shape: tuple[int, ...], outputs: int, channels: int = 25):
         super().__init__()
@@ -108,9 +110,9 @@ class CNN1d(torch.nn.Module):
 
 
 class LeNet(torch.nn.Module):
-    """LeNet-style CNN for images (H, W) or (C, H, W): per channel count a 5×5 convolution (the first
-    padded by 2, so 28×28 and 32×32 both work), ReLU and 2×2 max pooling, then fully connected ReLU layers
-    and the output layer."""
+    """LeNet-style CNN for images (H, W) or (C, H, W): per channel count a 5×5 convolution (the
+    first padded by 2, so 28×28 and 32×32 both work), ReLU and 2×2 max pooling, then fully connected
+    ReLU layers and the output layer."""
 
     def __init__(
         self, shape: tuple[int, ...], outputs: int, channels: list[int], hidden: list[int]

@@ -1,16 +1,18 @@
-"""Local objectives (what a node differentiates), exact evaluation, and the optimum of convex problems.
+"""Local objectives (what a node differentiates), exact evaluation, and the optimum of convex
+problems.
 
-The network objective is f(θ) = (1/n) Σ_i F_i(θ), with F_i the mean loss over node i's training shard
-plus the ℓ2 term (λ/2)‖θ‖². The loss is ``[model] loss``; ``auto`` depends on the task: binary → logistic
-(BCE with logits), multiclass → softmax cross-entropy, regression → ½·squared error. A model's output
-for binary and regression tasks may be (B,) or (B, 1); multiclass models output (B, classes) logits. Training gradients come from torch
-autograd on the flat-buffer model; the ℓ2 term is applied directly on the flat buffers (one vectorised
-pass, no loop over parameters). Evaluation for the metrics runs a float64 copy of the model, so
-suboptimality f(θ̄) − f* is exact to rounding whatever the training dtype.
+The network objective is f(θ) = (1/n) Σ_i F_i(θ), with F_i the mean loss over node i's training
+shard plus the ℓ2 term (λ/2)‖θ‖². The loss is ``[model] loss``; ``auto`` depends on the task: binary
+→ logistic (BCE with logits), multiclass → softmax cross-entropy, regression → ½·squared error. A
+model's output for binary and regression tasks may be (B,) or (B, 1); multiclass models output (B,
+classes) logits. Training gradients come from torch autograd on the flat-buffer model; the ℓ2 term
+is applied directly on the flat buffers (one vectorised pass, no loop over parameters). Evaluation
+for the metrics runs a float64 copy of the model, so suboptimality f(θ̄) − f* is exact to rounding
+whatever the training dtype.
 
-Which ranks call what: every rank owns one ``TorchObjective`` (its shard) and calls ``loss_grad`` each
-step and ``evaluate`` at log points (the runner sums the results across ranks). ``glm_optimum`` is
-collective: every rank calls it with its own shard and a ``Reducer`` (no MPI import here).
+Which ranks call what: every rank owns one ``TorchObjective`` (its shard) and calls ``loss_grad``
+each step and ``evaluate`` at log points (the runner sums the results across ranks). ``glm_optimum``
+is collective: every rank calls it with its own shard and a ``Reducer`` (no MPI import here).
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ class LocalEval:
 class Objective(Protocol):
     """What an algorithm needs from the learning problem on one node.
 
-    ``params`` is the flat evaluation point (dtype of the run, length ``dim``) and ``grads`` the flat
-    gradient; algorithms write the point they want differentiated into ``params`` (or use it as their
-    model state directly) and call ``loss_grad``.
+    ``params`` is the flat evaluation point (dtype of the run, length ``dim``) and ``grads`` the
+    flat gradient; algorithms write the point they want differentiated into ``params`` (or use it as
+    their model state directly) and call ``loss_grad``.
     """
 
     dim: int
@@ -58,11 +60,13 @@ class Objective(Protocol):
         ...
 
     def on_progress(self, poke: Callable[[], None]) -> None:
-        """Call ``poke`` at points inside ``loss_grad`` where communication in flight may progress."""
+        """Call ``poke`` at points inside ``loss_grad`` where communication in flight may
+        progress."""
         ...
 
     def evaluate(self, theta: np.ndarray) -> LocalEval:
-        """Full-shard objective F_i(θ) (incl. ℓ2) and accuracy at ``theta`` (float64, length dim)."""
+        """Full-shard objective F_i(θ) (incl. ℓ2) and accuracy at ``theta`` (float64, length
+        dim)."""
         ...
 
 
@@ -82,8 +86,9 @@ _AUTO = {"binary": "bce", "multiclass": "cross_entropy"}
 
 
 def data_loss(task: str, loss: str = "auto", base_dir: str | None = None):
-    """Loss over a batch: (outputs, targets, reduction="mean"|"none") → scalar (or per-sample) tensor.
-    ``loss``: ``[model] loss`` (a name, or an import path of fn(outputs, targets[, reduction]))."""
+    """Loss over a batch: (outputs, targets, reduction="mean"|"none") → scalar (or per-sample)
+    tensor. ``loss``: ``[model] loss`` (a name, or an import path of fn(outputs, targets[,
+    reduction]))."""
     if plugins.is_import_path(loss):
         fn = plugins.load(loss, "[model] loss", base_dir)
 
@@ -129,10 +134,10 @@ class TorchObjective:
     Minibatches: ``batch_size`` samples drawn with replacement by the generator of
     (seed, rank, step, "minibatch"); ``batch_size = 0`` means the whole shard every step.
 
-    ``sample_weights`` (m,) replace the mean by Σ_k w_k ℓ_k over the whole shard (full batch only): a
-    master/worker code's combination Σ_j B_ij F_j / n of several partitions. ``eval_shard`` is the rows
-    ``evaluate`` uses (default: the training shard), so that each partition is evaluated once even when
-    several ranks train on it.
+    ``sample_weights`` (m,) replace the mean by Σ_k w_k ℓ_k over the whole shard (full batch only):
+    a master/worker code's combination Σ_j B_ij F_j / n of several partitions. ``eval_shard`` is the
+    rows ``evaluate`` uses (default: the training shard), so that each partition is evaluated once
+    even when several ranks train on it.
     """
 
     def __init__(
@@ -169,8 +174,9 @@ class TorchObjective:
         self.weights = (
             None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch_dtype)
         )
-        # A float64 twin of the model for exact evaluation at arbitrary points (e.g. the network average),
-        # in eval mode (dropout off, batch norm on the running statistics, copied from the node's model).
+        # A float64 twin of the model for exact evaluation at arbitrary points (e.g. the network
+        # average), in eval mode (dropout off, batch norm on the running statistics, copied from the
+        # node's model).
         self._eval = FlatParameters(copy.deepcopy(flat.module), np.float64)
         self._eval.module.eval()
         self.eval_shard = data.train if eval_shard is None else eval_shard
@@ -186,11 +192,11 @@ class TorchObjective:
         )
 
     def on_progress(self, poke: Callable[[], None]) -> None:
-        """Call ``poke`` (cheap, never blocking) after every leaf module's forward pass and when every
-        parameter's gradient has been computed: the points of ``loss_grad`` where a rank can let MPI move
-        the exchanges it has in flight (a large message over TCP moves only inside MPI calls). Forward
-        hooks and tensor hooks only observe: they change no value and no autograd graph (no module
-        backward hooks, which break in-place activations)."""
+        """Call ``poke`` (cheap, never blocking) after every leaf module's forward pass and when
+        every parameter's gradient has been computed: the points of ``loss_grad`` where a rank can
+        let MPI move the exchanges it has in flight (a large message over TCP moves only inside MPI
+        calls). Forward hooks and tensor hooks only observe: they change no value and no autograd
+        graph (no module backward hooks, which break in-place activations)."""
 
         def after_forward(module: torch.nn.Module, inputs: Any, output: Any) -> None:
             poke()
@@ -226,7 +232,8 @@ class TorchObjective:
             loss.backward()
         value = float(loss.detach())
         if self.l2:
-            # (λ/2)‖θ‖² and its gradient λθ on the flat buffers: one pass each, no per-parameter loop.
+            # (λ/2)‖θ‖² and its gradient λθ on the flat buffers: one pass each, no per-parameter
+            # loop.
             value += 0.5 * self.l2 * float(np.dot(self.params, self.params))
             self.grads += self.l2 * self.params
         return value
@@ -258,7 +265,8 @@ class TorchObjective:
         return LocalEval(*self._eval_at(theta, self._eval_test))
 
     def evaluate_test_all(self, theta: np.ndarray) -> LocalEval | None:
-        """Mean loss (no ℓ2) and correct predictions on the whole test set (this node's own model)."""
+        """Mean loss (no ℓ2) and correct predictions on the whole test set (this node's own
+        model)."""
         if self._eval_test_all is None:
             return None
         return LocalEval(*self._eval_at(theta, self._eval_test_all))
@@ -291,13 +299,15 @@ class NullObjective:
 def check_model(
     values: dict, input_shape: tuple[int, ...], task: str, classes: int, base_dir: str | None = None
 ) -> None:
-    """One forward pass of the job's model (and its loss) on two zero samples, before any collective:
-    the output must fit the task — (B,) or (B, 1) for binary and regression, (B, classes) for
-    multiclass — and the loss must give a finite number. JobError names ``[model] name`` or ``loss``."""
+    """One forward pass of the job's model (and its loss) on two zero samples, before any
+    collective: the output must fit the task — (B,) or (B, 1) for binary and regression, (B,
+    classes) for multiclass — and the loss must give a finite number. JobError names ``[model]
+    name`` or ``loss``."""
     loss = values["loss"]
     if loss in LOSS_TASKS and LOSS_TASKS[loss] != task:
         raise JobError(
-            f"[model] loss = {loss!r} is for {LOSS_TASKS[loss]} tasks but the data set is a {task} task; "
+            f"[model] loss = {loss!r} is for {LOSS_TASKS[loss]} tasks but the data set is a {task} "
+            "task; "
             'use loss = "auto"'
         )
     module = build_module(values, input_shape, classes, base_dir).eval()
@@ -308,7 +318,8 @@ def check_model(
     except Exception as err:  # noqa: BLE001 - the user's model: any error becomes one line
         raise JobError(
             f"[model] name = {name!r} fails on a batch of samples of shape {tuple(input_shape)} "
-            f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+            f"({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})"
         ) from None
     if not isinstance(raw, torch.Tensor):
         raise JobError(
@@ -319,9 +330,9 @@ def check_model(
     if tuple(outputs.shape) != want:
         shown = f"(B, {classes})" if task == "multiclass" else "(B,) or (B, 1)"
         raise JobError(
-            f"[model] name = {name!r} outputs shape {tuple(raw.shape[1:])} per batch of samples, but "
-            f"the {task} task{f' with {classes} classes' if task == 'multiclass' else ''} needs "
-            f"{shown}"
+            f"[model] name = {name!r} outputs shape {tuple(raw.shape[1:])} per batch of samples, "
+            f"but the {task} task{f' with {classes} classes' if task == 'multiclass' else ''} "
+            f"needs {shown}"
         )
     targets = torch.zeros(2, dtype=torch.int64 if task == "multiclass" else outputs.dtype)
     loss_fn = data_loss(task, values["loss"], base_dir)
@@ -332,12 +343,14 @@ def check_model(
         )
     except Exception as err:  # noqa: BLE001
         raise JobError(
-            f"[model] loss = {values['loss']!r} fails on the model's outputs ({type(err).__name__}: "
+            f"[model] loss = {values['loss']!r} fails on the model's outputs "
+            f"({type(err).__name__}: "
             f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})"
         ) from None
     if not finite:
         raise JobError(
-            f"[model] loss = {values['loss']!r} must return one finite number per batch, got {value!r}"
+            f"[model] loss = {values['loss']!r} must return one finite number per batch, got "
+            f"{value!r}"
         )
 
 
@@ -377,12 +390,12 @@ def glm_optimum(
 ) -> Optimum:
     """Minimise f(θ) = (1/n) Σ_i mean_{k ∈ shard i} ℓ(θ; a_k, y_k) + (λ/2)‖θ‖² by Newton's method.
 
-    Collective: every rank passes its own shard (``features`` (m_i, p), ``targets`` (m_i,)); gradients,
-    Hessians and objective values are summed with ``reducer``, so no rank needs the whole data set.
-    ``loss``: "logistic" (y ∈ {0, 1}) or "squared" (½(θ·a − y)², where one Newton step is exact).
-    θ = [w (p), b] when ``bias``. Needs λ > 0 (strong convexity: the optimum exists and Newton with
-    Armijo backtracking converges globally). Stops when ‖∇f‖ ≤ tol·max(1, |f|). The result is rank
-    0's, broadcast, so every rank holds bitwise the same θ* and f*.
+    Collective: every rank passes its own shard (``features`` (m_i, p), ``targets`` (m_i,));
+    gradients, Hessians and objective values are summed with ``reducer``, so no rank needs the whole
+    data set. ``loss``: "logistic" (y ∈ {0, 1}) or "squared" (½(θ·a − y)², where one Newton step is
+    exact). θ = [w (p), b] when ``bias``. Needs λ > 0 (strong convexity: the optimum exists and
+    Newton with Armijo backtracking converges globally). Stops when ‖∇f‖ ≤ tol·max(1, |f|). The
+    result is rank 0's, broadcast, so every rank holds bitwise the same θ* and f*.
     """
     if l2 <= 0:
         raise ValueError("glm_optimum needs l2 > 0 (otherwise the optimum need not exist)")
@@ -431,9 +444,10 @@ def glm_optimum(
         hess = packed[dim + 1 :].reshape(dim, dim) + l2 * np.eye(dim)
         direction = np.linalg.solve(hess, grad)
         step = 1.0
-        # Rounding noise of f: near the optimum the predicted decrease (the Newton decrement, ~‖∇f‖²/λ)
-        # falls below f's resolution, and a full step may then round to a slightly larger f. Accepting
-        # such a step is harmless; refusing it stalled the iteration at ‖∇f‖ ≈ 2e-11 for 100 iterations.
+        # Rounding noise of f: near the optimum the predicted decrease (the Newton decrement,
+        # ~‖∇f‖²/λ) falls below f's resolution, and a full step may then round to a slightly larger
+        # f. Accepting such a step is harmless; refusing it stalled the iteration at ‖∇f‖ ≈ 2e-11
+        # for 100 iterations.
         noise = 8 * np.finfo(np.float64).eps * max(1.0, abs(f))
         while True:  # Armijo backtracking; full Newton steps are accepted near the optimum
             candidate = theta - step * direction

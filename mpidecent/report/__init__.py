@@ -1,9 +1,10 @@
-"""``mpidecent report RUN.h5 [RUN2.h5 ...]``: compare runs from their results files, query them, plot them.
+"""``mpidecent report RUN.h5 [RUN2.h5 ...]``: compare runs from their results files, query them,
+plot them.
 
 Pure (h5py, numpy, matplotlib; never mpi4py): runs serially anywhere, on finished, crashed or still
-running runs. ``mpidecent.io.reader`` reads a file into a ``Run``, ``tables`` makes the comparison table
-and the budget/target queries (text, CSV, JSON), ``plots`` writes the PNG figures. ``main`` is the command
-(its flags are parsed by ``mpidecent.cli.report``).
+running runs. ``mpidecent.io.reader`` reads a file into a ``Run``, ``tables`` makes the comparison
+table and the budget/target queries (text, CSV, JSON), ``plots`` writes the PNG figures. ``main`` is
+the command (its flags are parsed by ``mpidecent.cli.report``).
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ def _results_files(paths: Sequence[str]) -> list[str]:
 
 
 def expand_files(items: Sequence[str]) -> list[str]:
-    """The results files the report's arguments name, in order: a file as given; a folder: its *.h5 files
-    (sorted, not recursive); a pattern with * ? or [ ] that names no existing file (quoted, so the shell
-    left it): its matching *.h5 files (sorted, ``**`` recursive). Checkpoints (``*.ckpt.h5``) are skipped.
-    A folder or pattern without results files is a ``ReportError``."""
+    """The results files the report's arguments name, in order: a file as given; a folder: its *.h5
+    files (sorted, not recursive); a pattern with * ? or [ ] that names no existing file (quoted, so
+    the shell left it): its matching *.h5 files (sorted, ``**`` recursive). Checkpoints
+    (``*.ckpt.h5``) are skipped. A folder or pattern without results files is a ``ReportError``."""
     out: list[str] = []
     for item in items:
         item = str(item)
@@ -64,13 +65,15 @@ def expand_files(items: Sequence[str]) -> list[str]:
             found = _results_files(glob.glob(os.path.join(glob.escape(item), "*.h5")))
             if not found:
                 raise ReportError(
-                    f"{item}: no results files (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) in this folder"
+                    f"{item}: no results files (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) in "
+                    "this folder"
                 )
         elif glob.has_magic(item) and not os.path.exists(item):
             found = _results_files(glob.glob(os.path.expanduser(item), recursive=True))
             if not found:
                 raise ReportError(
-                    f"{item}: no results file (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) matches "
+                    f"{item}: no results file (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) "
+                    "matches "
                     "this pattern"
                 )
         else:
@@ -80,8 +83,9 @@ def expand_files(items: Sequence[str]) -> list[str]:
 
 
 def parse_targets(raw: Sequence[object] | None) -> tuple[float | None, float | None]:
-    """``--target`` values → (loss target, accuracy target): ``0.35`` or ``loss=0.35`` is a loss, ``acc=0.9``
-    (or ``accuracy=0.9``) an accuracy, the same as ``--target-accuracy 0.9``. One of each at most."""
+    """``--target`` values → (loss target, accuracy target): ``0.35`` or ``loss=0.35`` is a loss,
+    ``acc=0.9`` (or ``accuracy=0.9``) an accuracy, the same as ``--target-accuracy 0.9``. One of
+    each at most."""
     found: dict[str, float] = {}
     for item in raw or ():
         text = str(item).strip()
@@ -167,9 +171,10 @@ def _write_series(text: str, target: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the report for the parsed arguments of ``mpidecent report ...`` (``mpidecent.cli.report``).
-    Returns the exit status: 0, or 2 with one line on stderr for a file or flag it cannot use. Partial
-    runs with at least one log row are reported (and marked); a file with none is refused."""
+    """Run the report for the parsed arguments of ``mpidecent report ...``
+    (``mpidecent.cli.report``). Returns the exit status: 0, or 2 with one line on stderr for a file
+    or flag it cannot use. Partial runs with at least one log row are reported (and marked); a file
+    with none is refused."""
     try:
         _check_flags(args)
         budgets = _budgets(getattr(args, "budget", None))
@@ -225,7 +230,8 @@ def main(args: argparse.Namespace) -> int:
     if series_to not in (None, "-"):
         rows = sum(r.rows for r in runs)
         notes.append(
-            f"series: {rows} rows ({len(runs)} run{'s' if len(runs) != 1 else ''} × logged steps) in {series_to}"
+            f"series: {rows} rows ({len(runs)} run{'s' if len(runs) != 1 else ''} × logged steps) "
+            f"in {series_to}"
         )
     if figures:
         notes += [f"figures ({len(figures)}) in {args.plot}:", *(f"  {f}" for f in figures)]

@@ -1,11 +1,12 @@
-"""PNG figures of one or more runs (matplotlib's Agg canvas, no pyplot state), and the topology drawing.
+"""PNG figures of one or more runs (matplotlib's Agg canvas, no pyplot state), and the topology
+drawing.
 
 Every figure has a fixed size (``FIGSIZE`` inches at ``DPI``: 800 × 500 pixels; the topology drawing
-``TOPOLOGY_FIGSIZE``: 700 × 700), a title, axis labels with units and a legend naming each run. A y axis
-is logarithmic when its positive values span at least a decade (never for accuracy); a bits or modelled-time x
-axis when the runs' final values differ by a decade (steps stay linear; accuracy_vs_bits is always log in x).
-Each run keeps one colour in every figure. ``write_plots`` returns the files it wrote; figures whose data no
-run has are not written.
+``TOPOLOGY_FIGSIZE``: 700 × 700), a title, axis labels with units and a legend naming each run. A y
+axis is logarithmic when its positive values span at least a decade (never for accuracy); a bits or
+modelled-time x axis when the runs' final values differ by a decade (steps stay linear;
+accuracy_vs_bits is always log in x). Each run keeps one colour in every figure. ``write_plots``
+returns the files it wrote; figures whose data no run has are not written.
 
 Files (in the ``--plot`` folder):
 
@@ -13,7 +14,8 @@ Files (in the ``--plot`` folder):
     suboptimality_vs_step.png, ..._vs_bits.png, ..._vs_modelled_time.png   f(x̄) − f* (runs with f*)
     accuracy_vs_step.png          test accuracy of x̄ (training accuracy for runs without a test set)
     accuracy_vs_bits.png          the same vs cumulative bits (log x), with the min–max band over ranks of
-                                  each node's own test accuracy (per-rank test_accuracy) where the file has it
+                                  each node's own test accuracy (per-rank test_accuracy) where the
+                                  file has it
     consensus_vs_step.png         (1/n) Σ‖x_i − x̄‖²
     rank_spread.png               local objective F_i(x_i) per rank: min–max band and mean
     extra_<name>.png              an algorithm's per-rank series (push_sum_weight, paper_bits, ...)
@@ -90,8 +92,8 @@ def spans_decades(*arrays: np.ndarray | None) -> bool:
 
 
 def ends_differ_by_decades(*arrays: np.ndarray | None) -> bool:
-    """Do the curves' largest x values differ by a factor of 10 or more (one run would be squeezed into
-    a corner of a linear axis)?"""
+    """Do the curves' largest x values differ by a factor of 10 or more (one run would be squeezed
+    into a corner of a linear axis)?"""
     ends = []
     for a in arrays:
         v = np.asarray(a, dtype=np.float64).ravel() if a is not None else np.zeros(0)
@@ -110,8 +112,9 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
 def _style(i: int, points: int = 0) -> dict:
-    """Run i's line style: colour, line style and marker all cycle (at different periods), so runs whose curves
-    lie on top of each other stay distinguishable, also in grey; about a dozen markers per line."""
+    """Run i's line style: colour, line style and marker all cycle (at different periods), so runs
+    whose curves lie on top of each other stay distinguishable, also in grey; about a dozen markers
+    per line."""
     return {
         "color": _color(i),
         "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
@@ -123,7 +126,8 @@ def _style(i: int, points: int = 0) -> dict:
 
 
 def informative(*arrays: np.ndarray | None) -> bool:
-    """Is there anything to see: at least one finite value, and not one value everywhere (all zero, a constant)?"""
+    """Is there anything to see: at least one finite value, and not one value everywhere (all zero,
+    a constant)?"""
     values = [np.asarray(a, dtype=np.float64).ravel() for a in arrays if a is not None]
     v = np.concatenate(values) if values else np.zeros(0)
     v = v[np.isfinite(v)]
@@ -140,7 +144,8 @@ def _finish(
     legend: bool = True,
     ylog: bool = True,
 ) -> None:
-    """Title, labels, grid, legend; y logarithmic when its values span decades (and ``ylog``), x when asked."""
+    """Title, labels, grid, legend; y logarithmic when its values span decades (and ``ylog``), x
+    when asked."""
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -166,11 +171,12 @@ def _line_figure(
     ylog: bool = True,
     xlog_always: bool = False,
 ) -> str | None:
-    """One line per curve (label, style index, x, y, optional (low, high) band); None (no file) when there is
-    nothing to draw or nothing to see (no finite value, or one value everywhere: e.g. a consensus distance of 0 in
-    every all-reduce run). Steps stay on a linear axis; bits always on a log axis (``xlog_always``); with
-    ``x_may_log`` (modelled time) x is logarithmic when the runs' ranges differ by decades. A curve with no point
-    on a log axis (no bits sent; y never > 0) is named in the legend with the reason."""
+    """One line per curve (label, style index, x, y, optional (low, high) band); None (no file) when
+    there is nothing to draw or nothing to see (no finite value, or one value everywhere: e.g. a
+    consensus distance of 0 in every all-reduce run). Steps stay on a linear axis; bits always on a
+    log axis (``xlog_always``); with ``x_may_log`` (modelled time) x is logarithmic when the runs'
+    ranges differ by decades. A curve with no point on a log axis (no bits sent; y never > 0) is
+    named in the legend with the reason."""
     curves = [
         c
         for c in curves
@@ -227,10 +233,11 @@ def _accuracy_label(kinds: set[str]) -> str:
 
 
 def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
-    """Average-model accuracy (test, else training) vs cumulative bits on a log axis, one line per run,
-    and a band between the min and max over ranks of each node's own test accuracy where the file has the
-    per-rank series. Log points with no bits sent yet (step 0) have no place on the axis; a run that never
-    sends a bit is named in the legend only. None (no file) when no run has an accuracy series."""
+    """Average-model accuracy (test, else training) vs cumulative bits on a log axis, one line per
+    run, and a band between the min and max over ranks of each node's own test accuracy where the
+    file has the per-rank series. Log points with no bits sent yet (step 0) have no place on the
+    axis; a run that never sends a bit is named in the legend only. None (no file) when no run has
+    an accuracy series."""
     have = []
     for i, run in enumerate(runs):
         values, kind = run.accuracy_series()
@@ -311,10 +318,11 @@ def _links(runs: Sequence[Run]) -> tuple[LinkModel | None, str]:
 def _band_figure(
     path: str, runs: Sequence[Run], name: str, title: str, ylabel: str, skip_flat: bool = False
 ) -> str | None:
-    """Per-rank series ``name``: mean line and min–max band over ranks for each run that has it (runs keep their
-    style index). One or two runs share one axis (light bands with edges); three or more get one panel each
-    (shared axes), where overlapping bands would blend into one colour. ``skip_flat``: no figure when the values
-    carry nothing to see (no finite value, or one value everywhere, e.g. a counter that stays 0)."""
+    """Per-rank series ``name``: mean line and min–max band over ranks for each run that has it
+    (runs keep their style index). One or two runs share one axis (light bands with edges); three or
+    more get one panel each (shared axes), where overlapping bands would blend into one colour.
+    ``skip_flat``: no figure when the values carry nothing to see (no finite value, or one value
+    everywhere, e.g. a counter that stays 0)."""
     have = [
         (i, r)
         for i, r in enumerate(runs)
@@ -432,9 +440,9 @@ STRAGGLER_BINS = (
 
 
 def _stragglers_figure(path: str, runs: Sequence[Run]) -> str | None:
-    """Raster of /events/stragglers (step × worker) per run that has any event; None when no run has one. Runs
-    longer than ``STRAGGLER_BINS`` steps are drawn in bins of k steps, shaded by the share of the bin's steps
-    at which the worker straggled (a barcode of single steps is unreadable)."""
+    """Raster of /events/stragglers (step × worker) per run that has any event; None when no run has
+    one. Runs longer than ``STRAGGLER_BINS`` steps are drawn in bins of k steps, shaded by the share
+    of the bin's steps at which the worker straggled (a barcode of single steps is unreadable)."""
     have = []
     for i, r in enumerate(runs):
         data = np.asarray(r.events.get(STRAGGLERS, np.zeros((0, 0)))).astype(bool)
@@ -483,7 +491,8 @@ def _stragglers_figure(path: str, runs: Sequence[Run]) -> str | None:
     what = (
         "black: the master went on without that worker at that step"
         if k == 1
-        else f"shade: share of the {k} steps of a bin at which the master went on without that worker"
+        else f"shade: share of the {k} steps of a bin at which the master went on without that "
+        "worker"
     )
     fig.suptitle(f"Stragglers (worker w = rank w + 1)\n{what}", fontsize="medium")
     if k > 1 and image is not None:
@@ -495,8 +504,8 @@ MANIFEST = ".mpidecent-figures"  # in the --plot folder: the figures the last re
 
 
 def _clear_previous(directory: str, keep: set[str]) -> None:
-    """Remove the figures an earlier report wrote into ``directory`` (listed in its manifest) that this one does
-    not write again; no other file is touched."""
+    """Remove the figures an earlier report wrote into ``directory`` (listed in its manifest) that
+    this one does not write again; no other file is touched."""
     manifest = os.path.join(directory, MANIFEST)
     try:
         with open(manifest, encoding="utf-8") as f:
@@ -512,7 +521,8 @@ def _clear_previous(directory: str, keep: set[str]) -> None:
 
 
 def _entities(runs: Sequence[Run], groups: Sequence | None) -> list[tuple[str, int, list[Run]]]:
-    """What a line figure draws: each run (label, style index, [run]), or with ``groups`` each group."""
+    """What a line figure draws: each run (label, style index, [run]), or with ``groups`` each
+    group."""
     if groups:
         return [
             (
@@ -528,7 +538,8 @@ def _entities(runs: Sequence[Run], groups: Sequence | None) -> list[tuple[str, i
 
 
 def _curve(label: str, i: int, members: list[Run], x_of, y_of) -> Curve:
-    """One run's curve, or a group's: the mean of x and y over its runs and the min–max band of y."""
+    """One run's curve, or a group's: the mean of x and y over its runs and the min–max band of
+    y."""
     if len(members) == 1:
         return (label, i, x_of(members[0]), y_of(members[0]))
     xs, ys = aggregate_rows([x_of(r) for r in members]), aggregate_rows([y_of(r) for r in members])
@@ -538,13 +549,15 @@ def _curve(label: str, i: int, members: list[Run], x_of, y_of) -> Curve:
 
 
 def tex_safe(text: str) -> str:
-    """User text (a run name or label, a group's values) for a figure: ``$`` escaped so matplotlib draws it
-    as typed instead of parsing it as mathtext (``$\\frac{a$`` would raise while saving)."""
+    """User text (a run name or label, a group's values) for a figure: ``$`` escaped so matplotlib
+    draws it as typed instead of parsing it as mathtext (``$\\frac{a$`` would raise while
+    saving)."""
     return str(text).replace("$", r"\$")
 
 
 def write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = None) -> list[str]:
-    """``_write_plots`` with the runs' labels made safe for matplotlib (``tex_safe``) while it draws."""
+    """``_write_plots`` with the runs' labels made safe for matplotlib (``tex_safe``) while it
+    draws."""
     saved = [run.label for run in runs]
     try:
         for run in runs:
@@ -556,10 +569,10 @@ def write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = N
 
 
 def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = None) -> list[str]:
-    """Write every figure the runs have something to show for into ``directory`` (created); returns the paths.
-    With ``groups`` (``tables.group_runs``, --group-by) the line figures draw each group's mean and min–max band.
-    Figures an earlier report wrote there (its manifest) and this one does not are removed; the manifest then
-    lists this report's figures."""
+    """Write every figure the runs have something to show for into ``directory`` (created); returns
+    the paths. With ``groups`` (``tables.group_runs``, --group-by) the line figures draw each
+    group's mean and min–max band. Figures an earlier report wrote there (its manifest) and this one
+    does not are removed; the manifest then lists this report's figures."""
     os.makedirs(directory, exist_ok=True)
     path = lambda name: os.path.join(directory, name)  # noqa: E731
     entities = _entities(runs, groups)
@@ -707,8 +720,8 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
 
 
 def torus_shape(n: int, edges: np.ndarray) -> tuple[int, int] | None:
-    """(rows, cols) when the edges are those of a 2-D torus on n nodes (``topology.graphs.torus``: node (r, c) has
-    id r·cols + c), rows and cols ≥ 2; None otherwise."""
+    """(rows, cols) when the edges are those of a 2-D torus on n nodes (``topology.graphs.torus``:
+    node (r, c) has id r·cols + c), rows and cols ≥ 2; None otherwise."""
     from mpidecent.topology.graphs import torus
 
     given = {(int(s), int(d)) for s, d in np.asarray(edges).reshape(-1, 2)}
@@ -725,10 +738,10 @@ def torus_shape(n: int, edges: np.ndarray) -> tuple[int, int] | None:
 
 
 def plot_topology(n: int, edges: np.ndarray, directed: bool, path: str, title: str) -> str:
-    """Draw a graph: a 2-D torus as its grid (node r·cols + c in row r, column c; the wrap-around edges as
-    dashed arcs outside the grid), any other graph on a circle: node i at angle 90° − 360°·i/n (0 on top,
-    clockwise), arrows src → dst for directed graphs (two opposite edges bend apart), plain lines for undirected
-    ones."""
+    """Draw a graph: a 2-D torus as its grid (node r·cols + c in row r, column c; the wrap-around
+    edges as dashed arcs outside the grid), any other graph on a circle: node i at angle 90° −
+    360°·i/n (0 on top, clockwise), arrows src → dst for directed graphs (two opposite edges bend
+    apart), plain lines for undirected ones."""
     from matplotlib.patches import FancyArrowPatch
 
     fig = _figure(TOPOLOGY_FIGSIZE)

@@ -1,20 +1,23 @@
-"""The comparison table of runs, the bit-budget, target-loss and target-accuracy queries, as text, CSV or JSON.
+"""The comparison table of runs, the bit-budget, target-loss and target-accuracy queries, as text,
+CSV or JSON.
 
 Every number comes from the results files (``Run``); ``summarize`` gives one run's final values as a
 flat mapping (the CSV/JSON fields), the ``render_*`` functions lay several runs side by side.
 
 Queries:
 
-* budget B bits: the average-model loss (and suboptimality) when the network had sent B bits in total,
-  by linear interpolation between the two log points around B in ``cumulative_bits``; "not reached"
-  when the run ended before sending B bits.
-* target loss T: the first logged step whose average-model loss is ≤ T, with the cumulative bits, wall
-  time and modelled time at that log point ("not reached" otherwise). Resolution is ``log_every``.
-* target accuracy A: the same for the first logged step whose average-model accuracy is ≥ A: the test
-  accuracy when the run has a test set, else the training accuracy (the answer says which).
+* budget B bits: the average-model loss (and suboptimality) when the network had sent B bits in
+  total, by linear interpolation between the two log points around B in ``cumulative_bits``; "not
+  reached" when the run ended before sending B bits.
+* target loss T: the first logged step whose average-model loss is ≤ T, with the cumulative bits,
+  wall time and modelled time at that log point ("not reached" otherwise). Resolution is
+  ``log_every``.
+* target accuracy A: the same for the first logged step whose average-model accuracy is ≥ A: the
+  test accuracy when the run has a test set, else the training accuracy (the answer says which).
 
 Runs with a test set also hold each node's own model evaluated on it (per-rank ``test_loss`` and
-``test_accuracy``); the final values give their min / mean / max over ranks next to the average model's.
+``test_accuracy``); the final values give their min / mean / max over ranks next to the average
+model's.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from mpidecent.texttable import grid
 
 MODEL_NOTE = (
     "modelled time is a model, not a measurement: the sum over log intervals of the slowest rank's "
-    "measured compute + 8·bytes sent / bandwidth + messages sent · latency (a shared link: the slowest "
-    "rank's compute + 8·all ranks' bytes / bandwidth + the most messages · latency)"
+    "measured compute + 8·bytes sent / bandwidth + messages sent · latency (a shared link: the "
+    "slowest rank's compute + 8·all ranks' bytes / bandwidth + the most messages · latency)"
 )
 
 
@@ -61,7 +64,8 @@ def _clean(value: Any) -> Any:
 
 
 def _over_ranks(values: np.ndarray | None) -> tuple[Any, Any, Any]:
-    """(min, mean, max) over ranks of the last row of a per-rank series, finite values only (None: none)."""
+    """(min, mean, max) over ranks of the last row of a per-rank series, finite values only (None:
+    none)."""
     if values is None or values.shape[0] == 0:
         return None, None, None
     last = np.asarray(values[-1], dtype=np.float64)
@@ -81,8 +85,8 @@ def topology_text(run: Run) -> str:
 
 
 def summarize(run: Run) -> dict[str, Any]:
-    """The run's final values (at its last logged step) as a flat mapping of plain values (None where
-    the file has no such value)."""
+    """The run's final values (at its last logged step) as a flat mapping of plain values (None
+    where the file has no such value)."""
     n, step = run.n, run.last_step
     bits, nbytes = _last(run.glob("cumulative_bits")), _last(run.glob("cumulative_bytes"))
     compute = run.rank("compute_s")
@@ -160,7 +164,8 @@ def summarize(run: Run) -> dict[str, Any]:
 
 
 def _interpolate_at(x: np.ndarray, y: np.ndarray, at: float) -> float | None:
-    """y where the nondecreasing x first reaches ``at`` (linear between log points); None beyond x."""
+    """y where the nondecreasing x first reaches ``at`` (linear between log points); None beyond
+    x."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.size == 0 or not at <= x[-1]:
@@ -205,8 +210,9 @@ def _first_reached(
     best: Any,
     result: dict[str, Any],
 ) -> dict[str, Any]:
-    """Fill ``result[best_key]`` with ``best`` (np.min or np.max) of the finite values and, at the first
-    logged row where ``reached`` holds, its step, cumulative bits, wall and modelled seconds."""
+    """Fill ``result[best_key]`` with ``best`` (np.min or np.max) of the finite values and, at the
+    first logged row where ``reached`` holds, its step, cumulative bits, wall and modelled
+    seconds."""
     if values is None or run.rows == 0:
         return result
     finite = values[np.isfinite(values)]
@@ -244,8 +250,9 @@ def target_query(run: Run, target: float) -> dict[str, Any]:
 
 
 def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
-    """The first logged step with average-model accuracy ≥ ``target``: test accuracy when the run has a
-    test set, else training accuracy (``accuracy_set``: "test", "training", or None without either)."""
+    """The first logged step with average-model accuracy ≥ ``target``: test accuracy when the run
+    has a test set, else training accuracy (``accuracy_set``: "test", "training", or None without
+    either)."""
     values, kind = run.accuracy_series()
     result: dict[str, Any] = {
         "target": target,
@@ -265,7 +272,8 @@ def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
 
 # ---- job keys, groups of runs (--group-by), the series CSV (--series) ------------------------------------
 
-# Job keys that name a run or its files rather than what it computes: never a reason to keep runs apart.
+# Job keys that name a run or its files rather than what it computes: never a reason to keep runs
+# apart.
 IDENTIFYING_KEYS = ("run.name", "run.out")
 
 # Final values aggregated over the runs of a group: summarize() field → text column heading, format.
@@ -282,7 +290,8 @@ GROUP_METRICS: tuple[tuple[str, str, str], ...] = (
 
 
 def _cell(value: Any) -> Any:
-    """A job value as one CSV cell / hashable: TOML spelling for booleans, compact JSON for arrays and tables."""
+    """A job value as one CSV cell / hashable: TOML spelling for booleans, compact JSON for arrays
+    and tables."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
@@ -291,7 +300,8 @@ def _cell(value: Any) -> Any:
 
 
 def job_keys(run: Run) -> dict[str, Any]:
-    """The run's resolved job as ``section.key`` → value (one level; arrays and sub-tables as JSON text)."""
+    """The run's resolved job as ``section.key`` → value (one level; arrays and sub-tables as JSON
+    text)."""
     out: dict[str, Any] = {}
     for section, table in run.job.items():
         if isinstance(table, dict):
@@ -315,8 +325,9 @@ class Group:
 
 
 def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
-    """Partition ``runs`` (order kept: a group sits where its first run is) into groups of runs whose jobs agree on
-    every key but ``keys`` and ``IDENTIFYING_KEYS``. ``ReportError`` when no run's job has a key of ``keys``."""
+    """Partition ``runs`` (order kept: a group sits where its first run is) into groups of runs
+    whose jobs agree on every key but ``keys`` and ``IDENTIFYING_KEYS``. ``ReportError`` when no
+    run's job has a key of ``keys``."""
     flat = [job_keys(r) for r in runs]
     for key in keys:
         if not any(key in f for f in flat):
@@ -405,8 +416,9 @@ def group_record(group: Group) -> dict[str, Any]:
 def aggregate_rows(
     arrays: Sequence[np.ndarray | None],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Row-wise (mean, min, max) over the runs' series of one group, finite values only, over the rows every
-    run has (a partial run shortens the group's curve); None when no run has the series."""
+    """Row-wise (mean, min, max) over the runs' series of one group, finite values only, over the
+    rows every run has (a partial run shortens the group's curve); None when no run has the
+    series."""
     have = [np.asarray(a, dtype=np.float64) for a in arrays if a is not None]
     if not have:
         return None
@@ -419,8 +431,9 @@ def aggregate_rows(
 
 def render_series_csv(runs: Sequence[Run], groups: Sequence[Group] | None = None) -> str:
     """The tidy series CSV: one row per run × logged step. Columns: run (label), file, group (with
-    ``--group-by``), step, every global series of the files (base ones first, then algorithm extras), modelled_s,
-    then every job key as section.key (empty where a run's job lacks it). Empty cell: no value (NaN)."""
+    ``--group-by``), step, every global series of the files (base ones first, then algorithm
+    extras), modelled_s, then every job key as section.key (empty where a run's job lacks it). Empty
+    cell: no value (NaN)."""
     names: list[str] = [k for k in BASE_GLOBAL_SERIES if any(k in r.global_series for r in runs)]
     for run in runs:
         names += [k for k in run.global_extras if k not in names]
@@ -449,7 +462,8 @@ def render_groups_text(groups: Sequence[Group]) -> list[str]:
     keys = groups[0].keys if groups else []
     out = [
         "",
-        f"groups: runs that differ only in {', '.join(keys)} — mean [min–max] over the runs, last logged step",
+        f"groups: runs that differ only in {', '.join(keys)} — mean [min–max] over the runs, last "
+        "logged step",
     ]
     rows = []
     for g in groups:
@@ -475,8 +489,8 @@ def render_groups_text(groups: Sequence[Group]) -> list[str]:
 
 
 def render_groups_csv(groups: Sequence[Group]) -> str:
-    """One row per group: group, runs, partial, the group-by keys' values (space-separated), members, and for each
-    of ``GROUP_METRICS`` its ``_mean``, ``_min``, ``_max``."""
+    """One row per group: group, runs, partial, the group-by keys' values (space-separated),
+    members, and for each of ``GROUP_METRICS`` its ``_mean``, ``_min``, ``_max``."""
     recs = [group_record(g) for g in groups]
     keys = groups[0].keys if groups else []
     columns = [

@@ -9,8 +9,8 @@
     summary.py        what rank 0 prints: the run summary, a sweep's table
     simulate.py       the in-memory twin: a neighbour algorithm on n simulated nodes (no MPI)
 
-``Runner``, ``RunResult``, ``comparison_table`` and ``gossip_only`` are importable from here; they are
-loaded on first use, so importing ``mpidecent.runner.simulate`` never initialises MPI.
+``Runner``, ``RunResult``, ``comparison_table`` and ``gossip_only`` are importable from here; they
+are loaded on first use, so importing ``mpidecent.runner.simulate`` never initialises MPI.
 """
 
 from importlib import import_module

@@ -1,9 +1,10 @@
-"""Building one rank's run from a plan: its data and objective, the compressor, the pattern's MPI objects
-and the algorithm.
+"""Building one rank's run from a plan: its data and objective, the compressor, the pattern's MPI
+objects and the algorithm.
 
-``build_node`` is pure of MPI apart from the parallel read of a data file (``comm``); ``build_algorithm``
-connects the algorithm's pattern (collective over ``comm``) and instantiates it. ``gossip_only`` builds
-an algorithm with zero gradients (average consensus) for tests and benchmarks.
+``build_node`` is pure of MPI apart from the parallel read of a data file (``comm``);
+``build_algorithm`` connects the algorithm's pattern (collective over ``comm``) and instantiates it.
+``gossip_only`` builds an algorithm with zero gradients (average consensus) for tests and
+benchmarks.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ class Node:
 
 
 def build_node(plan: Plan, rank: int, size: int, comm: Any = None) -> Node:
-    """Rank ``rank``'s data, model and compressor (the data read collectively over ``comm`` when given).
-    Running out of memory raises ``JobError`` naming ``[data] name`` or ``[model] name``."""
+    """Rank ``rank``'s data, model and compressor (the data read collectively over ``comm`` when
+    given). Running out of memory raises ``JobError`` naming ``[data] name`` or ``[model] name``."""
     job, spec = plan.job, plan.algorithm
     dtype, seed = np.dtype(job.run["dtype"]), int(job.run["seed"])
     layout = spec.data_layout(job, size, rank)
-    # plan_job estimated the memory from the job; what only the user's code knows (or an estimate too low)
-    # can still run out here: one line naming the key, not a MemoryError deep inside.
+    # plan_job estimated the memory from the job; what only the user's code knows (or an estimate
+    # too low) can still run out here: one line naming the key, not a MemoryError deep inside.
     with memory_guard(f"[data] name = {job.data['name']!r}", size):
         data, weights, eval_shard = layout_data(job, layout, rank, size, comm)
     folder = job_folder(job)
@@ -85,7 +86,8 @@ def context(
     collectives: Collectives,
     **extra: Any,
 ) -> Context:
-    """The algorithm's context from the pattern's connection (MPI objects) and this rank's pieces."""
+    """The algorithm's context from the pattern's connection (MPI objects) and this rank's
+    pieces."""
     return Context(
         spec=spec,
         rank=rank,
@@ -105,8 +107,8 @@ def context(
 
 
 def implementation(spec: AlgorithmSpec, outer: Any = None) -> type:
-    """The class that runs ``spec``: its own, or with an ``[outer]`` table the round of local steps over
-    its pattern (``algorithms/local_steps.py``)."""
+    """The class that runs ``spec``: its own, or with an ``[outer]`` table the round of local steps
+    over its pattern (``algorithms/local_steps.py``)."""
     if outer:
         from mpidecent.algorithms.local_steps import local_steps_class
 
@@ -115,9 +117,9 @@ def implementation(spec: AlgorithmSpec, outer: Any = None) -> type:
 
 
 def instantiate(spec: AlgorithmSpec, ctx: Context) -> Algorithm:
-    """Collective over the ranks of ``ctx``'s pattern: build the algorithm, then (neighbour gossip) agree
-    that every rank opened the same message streams (``Neighbors.seal``; a mismatch is the same
-    ``StreamError`` on every rank)."""
+    """Collective over the ranks of ``ctx``'s pattern: build the algorithm, then (neighbour gossip)
+    agree that every rank opened the same message streams (``Neighbors.seal``; a mismatch is the
+    same ``StreamError`` on every rank)."""
     algorithm = implementation(spec, ctx.outer)(ctx)
     if ctx.neighbors is not None:
         ctx.neighbors.seal()
@@ -127,8 +129,8 @@ def instantiate(spec: AlgorithmSpec, ctx: Context) -> Algorithm:
 def build_algorithm(
     plan: Plan, node: Node, comm: Any, collectives: Collectives
 ) -> tuple[Algorithm, Connection]:
-    """Collective over ``comm``: connect the algorithm's pattern and build the algorithm on this rank.
-    The caller closes the connection (collective) at the end of the run."""
+    """Collective over ``comm``: connect the algorithm's pattern and build the algorithm on this
+    rank. The caller closes the connection (collective) at the end of the run."""
     job, spec = plan.job, plan.algorithm
     rank, size = comm.rank, comm.size
     wiring = Wiring(
@@ -166,10 +168,11 @@ def build_algorithm(
 
 
 def load_kernels(compressor: Any) -> None:
-    """Encode and decode one zero vector, so that the compressor's compiled kernels (numba: imported, and
-    compiled or loaded from its cache) are in place before the training clock starts rather than inside
-    the first step: a one-time start-up cost of up to seconds per rank on oversubscribed cores, which a
-    run's step times and time to target should not carry. Pure compute; no random state is consumed."""
+    """Encode and decode one zero vector, so that the compressor's compiled kernels (numba:
+    imported, and compiled or loaded from its cache) are in place before the training clock starts
+    rather than inside the first step: a one-time start-up cost of up to seconds per rank on
+    oversubscribed cores, which a run's step times and time to target should not carry. Pure
+    compute; no random state is consumed."""
     from mpidecent.rng import RandomKey
 
     zeros = np.zeros(compressor.dim, dtype=compressor.dtype)
@@ -188,10 +191,11 @@ def gossip_only(
     seed: int = 0,
     steps: int = 0,
 ) -> tuple[Algorithm, Connection]:
-    """Collective: neighbour algorithm ``name`` (or a declaration not in the catalog) with zero gradients
-    (pure gossip, i.e. average consensus) on ``comm``, starting from this rank's ``x0`` (its dtype is the
-    state dtype); ``params`` override the algorithm's defaults; ``steps``: the run's length as the
-    algorithm sees it. The caller closes the connection when done. For tests and benchmarks."""
+    """Collective: neighbour algorithm ``name`` (or a declaration not in the catalog) with zero
+    gradients (pure gossip, i.e. average consensus) on ``comm``, starting from this rank's ``x0``
+    (its dtype is the state dtype); ``params`` override the algorithm's defaults; ``steps``: the
+    run's length as the algorithm sees it. The caller closes the connection when done. For tests and
+    benchmarks."""
     from mpidecent.comm.collectives import Collectives as MpiCollectives
 
     spec = ALGORITHMS[name] if isinstance(name, str) else name

@@ -1,6 +1,6 @@
-"""A run's state to and from a checkpoint snapshot: the algorithm's arrays, the model's non-trainable
-buffers (e.g. batch-norm running statistics, local to each node) and the runner's counters
-(``io/checkpoint.py`` writes and verifies the file)."""
+"""A run's state to and from a checkpoint snapshot: the algorithm's arrays, the model's
+non-trainable buffers (e.g. batch-norm running statistics, local to each node) and the runner's
+counters (``io/checkpoint.py`` writes and verifies the file)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ BUFFER = "model_buffer:"  # prefix of the model buffers' names in the snapshot
 
 
 def live_state(algorithm: Algorithm, objective: Any) -> dict[str, np.ndarray]:
-    """Every array that makes up this rank's state, by name: the algorithm's, then the model buffers."""
+    """Every array that makes up this rank's state, by name: the algorithm's, then the model
+    buffers."""
     buffers = getattr(getattr(objective, "flat", None), "buffers", {})
     return {**algorithm.state(), **{BUFFER + name: array for name, array in buffers.items()}}
 
@@ -44,11 +45,12 @@ def snapshot(
 
 
 def check_shapes(saved: Snapshot, live: dict[str, np.ndarray]) -> None:
-    """``JobError`` unless the checkpoint holds exactly the live arrays, with their shapes and kinds of
-    values (checked before anything is overwritten)."""
+    """``JobError`` unless the checkpoint holds exactly the live arrays, with their shapes and kinds
+    of values (checked before anything is overwritten)."""
     if set(saved.state) != set(live):
         raise JobError(
-            f"the checkpoint's state {sorted(saved.state)} does not match the algorithm's {sorted(live)} "
+            f"the checkpoint's state {sorted(saved.state)} does not match the algorithm's "
+            f"{sorted(live)} "
             "(corrupt or edited)"
         )
     for name, array in live.items():
@@ -63,8 +65,8 @@ def check_shapes(saved: Snapshot, live: dict[str, np.ndarray]) -> None:
 
 
 def restore(saved: Snapshot, algorithm: Algorithm, objective: Any, totals: Totals) -> float:
-    """Overwrite the algorithm's state, the model buffers and the counters from ``saved``; returns the
-    wall time already spent (the run's clock continues from it)."""
+    """Overwrite the algorithm's state, the model buffers and the counters from ``saved``; returns
+    the wall time already spent (the run's clock continues from it)."""
     check_shapes(saved, live_state(algorithm, objective))
     live = live_state(algorithm, objective)
     for name, array in live.items():

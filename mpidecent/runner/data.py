@@ -1,8 +1,8 @@
 """Which data a rank trains on and evaluates, for its algorithm's ``DataLayout``.
 
 The usual layout (partition ``rank`` of ``size``, trained and evaluated by that rank) is read
-collectively (parallel HDF5 for a file). Other layouts — a master/worker code where a worker trains on
-several weighted partitions and the master on none — are assembled from the partitions it names.
+collectively (parallel HDF5 for a file). Other layouts — a master/worker code where a worker trains
+on several weighted partitions and the master on none — are assembled from the partitions it names.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from mpidecent.plan import job_folder
 def layout_data(
     job: Job, layout: DataLayout, rank: int, size: int, comm: Any = None
 ) -> tuple[NodeData, np.ndarray | None, Shard | None]:
-    """This rank's data: (NodeData, per-sample weights or None, evaluation shard or None). Collective over
-    ``comm`` (when given) for the usual layout."""
+    """This rank's data: (NodeData, per-sample weights or None, evaluation shard or None).
+    Collective over ``comm`` (when given) for the usual layout."""
     folder = job_folder(job)
     if layout.nodes == size and layout.train == ((rank, 1.0),) and layout.evaluate == rank:
         return load_node_data(job.data, size, rank, comm=comm, base_dir=folder), None, None

@@ -1,14 +1,15 @@
 """The trained model, saved next to the results file as a torch ``state_dict``.
 
-At the end of a completed run (``[run] save_model``): ``average`` (default) writes the network-average
-model to ``<results without .h5>.model.pt``; ``all`` also writes each node's own model to
-``<stem>.node<rank>.model.pt``; ``none`` writes nothing. The average model's parameters are the mean of
-the nodes' reported models; its floating-point buffers (e.g. batch-norm running statistics, which each
-node keeps for itself during training) are the nodes' mean too, integer buffers (batch counters) rank 0's.
-Load it into the same module with ``net.load_state_dict(torch.load(path, weights_only=True))``.
+At the end of a completed run (``[run] save_model``): ``average`` (default) writes the
+network-average model to ``<results without .h5>.model.pt``; ``all`` also writes each node's own
+model to ``<stem>.node<rank>.model.pt``; ``none`` writes nothing. The average model's parameters are
+the mean of the nodes' reported models; its floating-point buffers (e.g. batch-norm running
+statistics, which each node keeps for itself during training) are the nodes' mean too, integer
+buffers (batch counters) rank 0's. Load it into the same module with
+``net.load_state_dict(torch.load(path, weights_only=True))``.
 
-Which ranks call: ``save_models`` on every rank (collective: two reductions); rank 0 writes the average.
-Each file is written to a temporary name and renamed, so a crash never leaves half a model.
+Which ranks call: ``save_models`` on every rank (collective: two reductions); rank 0 writes the
+average. Each file is written to a temporary name and renamed, so a crash never leaves half a model.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Starting runs on every rank: each rank validates the jobs on its own, the ranks agree, then the runs.
+"""Starting runs on every rank: each rank validates the jobs on its own, the ranks agree, then the
+runs.
 
 ``prepare`` checks one job for this launch (pure, per rank, before any collective: its plan, its
 results file and, with resume, its checkpoint). ``agree`` is the first collective: every rank learns
-whether any rank found a problem, so a bad job never leaves ranks waiting in a collective. ``run_jobs``
-runs what was prepared, one job after another. ``mpidecent run`` (``cli/run.py``) and ``mpidecent.train``
-(``api.py``) are both built from these.
+whether any rank found a problem, so a bad job never leaves ranks waiting in a collective.
+``run_jobs`` runs what was prepared, one job after another. ``mpidecent run`` (``cli/run.py``) and
+``mpidecent.train`` (``api.py``) are both built from these.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ Work = tuple[Plan, str, "Snapshot | None"]  # (plan, results file, snapshot to r
 
 
 def results_file(job: Job, out: str | None) -> str:
-    """Where a job writes: ``out`` (one results file, or the folder of a sweep's files), else [run] out."""
-    # Resolved once, here: the same string is checked (``check_output``) and opened by the writer, so a
-    # path such as nosuch/../x.h5 means x.h5 to both (the OS would refuse to open it through nosuch/).
+    """Where a job writes: ``out`` (one results file, or the folder of a sweep's files), else [run]
+    out."""
+    # Resolved once, here: the same string is checked (``check_output``) and opened by the writer,
+    # so a path such as nosuch/../x.h5 means x.h5 to both (the OS would refuse to open it through
+    # nosuch/).
     if not out:
         return os.path.normpath(job.run["out"])
     return os.path.normpath(os.path.join(out, f"{job.variant}.h5") if job.variant else out)
@@ -55,9 +58,9 @@ def agree(comm: Any, problem: str | None) -> str | None:
 def prepare_all(
     comm: Any, load: Callable[[], Sequence[Job]], out: str | None, force: bool, resume: bool
 ) -> tuple[list[Work], str | None]:
-    """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or request) and
-    prepares each for this launch on its own, then the ranks ``agree``. Returns (the prepared work, the
-    problem every rank reports or None)."""
+    """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or request)
+    and prepares each for this launch on its own, then the ranks ``agree``. Returns (the prepared
+    work, the problem every rank reports or None)."""
     problem: str | None = None
     work: list[Work] = []
     try:
@@ -71,8 +74,9 @@ def prepare_all(
 
 
 def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[int, list]:
-    """Run every prepared job on every rank; returns (exit status, the runs' ``RunResult``). A diverged
-    variant does not stop the rest of a sweep; a stop request or an output fault ends the launch."""
+    """Run every prepared job on every rank; returns (exit status, the runs' ``RunResult``). A
+    diverged variant does not stop the rest of a sweep; a stop request or an output fault ends the
+    launch."""
     from mpidecent.runner.loop import Runner
 
     status, runs = EXIT_OK, []
@@ -93,8 +97,9 @@ def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[
 
 
 def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int) -> Work | None:
-    """Validate one job for this launch (pure, per rank): its plan, its results file and, with --resume,
-    its checkpoint. Returns (plan, out, snapshot or None), or None for a run --resume finds completed."""
+    """Validate one job for this launch (pure, per rank): its plan, its results file and, with
+    --resume, its checkpoint. Returns (plan, out, snapshot or None), or None for a run --resume
+    finds completed."""
     if not resume:
         check_output(out, force)
         return _plan(job, size, rank), out, None
@@ -119,14 +124,16 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
         snapshot = read_checkpoint(checkpoint, rank, size, job.to_toml())
         if not status:
             raise JobError(
-                f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, or "
+                f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, "
+                "or "
                 "start over with --force"
             )
         check_pair(out, rows, checkpoint, snapshot, job)
         return _plan(job, size, rank), out, snapshot
     if status:
         raise JobError(
-            f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; start "
+            f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; "
+            "start "
             "over with --force (this overwrites it)"
         )
     check_output(
@@ -136,40 +143,42 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
 
 
 def check_pair(out: str, rows: int, checkpoint: str, snapshot: Snapshot, job: Job) -> None:
-    """``JobError`` unless the results file (``rows`` log rows) holds the rows the checkpoint was taken
-    after: at least ``results_rows`` of them, whose steps are the job's log points up to the checkpoint's
-    step. Checked before a resume truncates the file: a results file of another run, or a checkpoint
-    altered consistently, is refused with both files as they were."""
+    """``JobError`` unless the results file (``rows`` log rows) holds the rows the checkpoint was
+    taken after: at least ``results_rows`` of them, whose steps are the job's log points up to the
+    checkpoint's step. Checked before a resume truncates the file: a results file of another run, or
+    a checkpoint altered consistently, is refused with both files as they were."""
     from mpidecent.io.layout import logged_steps
     from mpidecent.io.reader import ReportError, read_logged_steps
 
     fix = (
-        "restore the results file and checkpoint that belong together, or start over with --force; both were "
-        "left untouched"
+        "restore the results file and checkpoint that belong together, or start over with --force; "
+        "both were left untouched"
     )
     if rows < snapshot.results_rows:
         raise JobError(
-            f"results file {out!r} has {rows} log rows but checkpoint {checkpoint!r} was taken after "
-            f"{snapshot.results_rows}: they are not one run's pair; {fix}"
+            f"results file {out!r} has {rows} log rows but checkpoint {checkpoint!r} was taken "
+            f"after {snapshot.results_rows}: they are not one run's pair; {fix}"
         )
     expected = logged_steps(snapshot.step, job.run["steps"], job.run["log_every"])
     try:
         found = read_logged_steps(out, len(expected))
     except ReportError as err:
         raise JobError(
-            f"results file {out!r} cannot be checked against checkpoint {checkpoint!r} ({err}); {fix}"
+            f"results file {out!r} cannot be checked against checkpoint {checkpoint!r} ({err}); "
+            f"{fix}"
         ) from None
     for row, (there, logged) in enumerate(zip(found.tolist(), expected)):
         if there != logged:
             raise JobError(
-                f"results file {out!r} does not match checkpoint {checkpoint!r}: its row {row} is step "
-                f"{there} where the checkpoint of step {snapshot.step} logged step {logged}; {fix}"
+                f"results file {out!r} does not match checkpoint {checkpoint!r}: its row {row} is "
+                f"step {there} where the checkpoint of step {snapshot.step} logged step {logged}; "
+                f"{fix}"
             )
 
 
 def _plan(job: Job, size: int, rank: int) -> Plan:
-    """``plan_job``; a launch of one rank (``mpidecent run`` without mpirun) whose job needs more ranks
-    hears how to start them."""
+    """``plan_job``; a launch of one rank (``mpidecent run`` without mpirun) whose job needs more
+    ranks hears how to start them."""
     try:
         return plan_job(job, size, rank)
     except JobError as err:
@@ -183,7 +192,8 @@ def _plan(job: Job, size: int, rank: int) -> Plan:
 
 
 def fewest_ranks(job: Job, most: int = 16) -> int | None:
-    """The smallest number of ranks (≤ ``most``) whose graph the job's algorithm accepts (None: none)."""
+    """The smallest number of ranks (≤ ``most``) whose graph the job's algorithm accepts (None:
+    none)."""
     from mpidecent.algorithms import ALGORITHMS
     from mpidecent.plan import build_topology
 
@@ -203,7 +213,8 @@ def fewest_ranks(job: Job, most: int = 16) -> int | None:
 
 
 def results_status(out: str, job) -> tuple[str, int]:
-    """Status and row count of an existing results file of this job (JobError if it belongs to another)."""
+    """Status and row count of an existing results file of this job (JobError if it belongs to
+    another)."""
     from mpidecent.io.reader import ReportError, read_header
 
     try:
@@ -214,15 +225,16 @@ def results_status(out: str, job) -> tuple[str, int]:
         ) from None
     if header.job != job.to_toml():
         raise JobError(
-            f"results file {out!r} belongs to a different job ({job_difference(job.to_toml(), header.job)}); "
+            f"results file {out!r} belongs to a different job "
+            f"({job_difference(job.to_toml(), header.job)}); "
             "resume with the same job and --set options, or choose another --out"
         )
     return header.status, header.rows
 
 
 def job_difference(ours: str, stored: str, where: str = "the file") -> str:
-    """The first key where two resolved jobs (``Job.to_toml`` texts) differ, compared as parsed tables
-    section by section: ``[algorithm] lr = 0.3 here, 0.1 in the file``."""
+    """The first key where two resolved jobs (``Job.to_toml`` texts) differ, compared as parsed
+    tables section by section: ``[algorithm] lr = 0.3 here, 0.1 in the file``."""
     import tomllib
 
     try:
@@ -246,10 +258,10 @@ def job_difference(ours: str, stored: str, where: str = "the file") -> str:
 
 
 def check_output(out: str, force: bool) -> None:
-    """The results file can be created: not a directory, not existing (unless --force), and its folder
-    can be made and written (tried for real with a probe file: permission bits say nothing to root or
-    about read-only file systems). Checked before any collective, so a bad path ends every rank with
-    one line instead of failing inside the collective file creation."""
+    """The results file can be created: not a directory, not existing (unless --force), and its
+    folder can be made and written (tried for real with a probe file: permission bits say nothing to
+    root or about read-only file systems). Checked before any collective, so a bad path ends every
+    rank with one line instead of failing inside the collective file creation."""
     if os.path.isdir(out):
         raise JobError(
             f"--out {out!r} is a directory; give a file name such as {out.rstrip('/')}/run.h5"
@@ -280,8 +292,9 @@ def check_output(out: str, force: bool) -> None:
 
 
 def check_room(folder: str) -> None:
-    """``JobError`` when ``folder``'s file system has less than ``START_ROOM_BYTES`` free: a run that
-    could not write its first rows is refused before it starts (the runner looks again before each write)."""
+    """``JobError`` when ``folder``'s file system has less than ``START_ROOM_BYTES`` free: a run
+    that could not write its first rows is refused before it starts (the runner looks again before
+    each write)."""
     free = free_bytes(folder)
     if free is not None and free < START_ROOM_BYTES:
         raise JobError(
@@ -291,8 +304,8 @@ def check_room(folder: str) -> None:
 
 
 def _not_a_results_file(path: str) -> str | None:
-    """None for an mpidecent results file (HDF5 with a results ``format_version`` and /metrics/step, not a
-    checkpoint), else what it is instead, for --force's refusal."""
+    """None for an mpidecent results file (HDF5 with a results ``format_version`` and /metrics/step,
+    not a checkpoint), else what it is instead, for --force's refusal."""
     import h5py
 
     from mpidecent.io.checkpoint import KIND

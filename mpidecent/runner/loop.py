@@ -1,27 +1,29 @@
-"""The run: set-up on every rank, the step loop with its logging and checkpoint cadence, the results file.
+"""The run: set-up on every rank, the step loop with its logging and checkpoint cadence, the results
+file.
 
-Which ranks call: ``Runner(...).run()`` on every rank of ``COMM_WORLD`` after the job was validated and
-the ranks agreed that it is valid (see ``cli/run.py``). Rank 0 prints progress and the summary.
+Which ranks call: ``Runner(...).run()`` on every rank of ``COMM_WORLD`` after the job was validated
+and the ranks agreed that it is valid (see ``cli/run.py``). Rank 0 prints progress and the summary.
 
-Per step the algorithm's ``step(t)`` runs on every rank. The ranks agree on three status flags (is any
-rank's state non-finite? did any rank get a stop signal? does rank 0 see no room for the output?) so that
-every rank acts on them at the same step boundary: a diverging run stops with a clear message while the
-results file is still closed properly, a stop signal checkpoints and exits 4 on every rank. The agreement
-(``comm/status.py``) is a blocking reduction at log and checkpoint boundaries, where the ranks meet
-anyway; between them a synchronous algorithm (``status_every_step``: the neighbour patterns and
-allreduce_sgd) pipelines it: after boundary b each rank starts a non-blocking reduction of its flags and
-every rank waits for it at boundary b + L, L = clamp(directed diameter of the graph, 1, 16) (1 for
-allreduce_sgd), so no step waits on the slowest rank of the world. A flag raised at boundary b (a step
-that went non-finite, a signal seen there) is thus acted on at boundary min(b + L, the next log or
-checkpoint boundary); the others (master/worker, async gossip) act at that next log or checkpoint
-boundary. ``MPIDECENT_STATUS=blocking`` (or ``Runner(status="blocking")``) restores the blocking reduction
+Per step the algorithm's ``step(t)`` runs on every rank. The ranks agree on three status flags (is
+any rank's state non-finite? did any rank get a stop signal? does rank 0 see no room for the
+output?) so that every rank acts on them at the same step boundary: a diverging run stops with a
+clear message while the results file is still closed properly, a stop signal checkpoints and exits 4
+on every rank. The agreement (``comm/status.py``) is a blocking reduction at log and checkpoint
+boundaries, where the ranks meet anyway; between them a synchronous algorithm
+(``status_every_step``: the neighbour patterns and allreduce_sgd) pipelines it: after boundary b
+each rank starts a non-blocking reduction of its flags and every rank waits for it at boundary b +
+L, L = clamp(directed diameter of the graph, 1, 16) (1 for allreduce_sgd), so no step waits on the
+slowest rank of the world. A flag raised at boundary b (a step that went non-finite, a signal seen
+there) is thus acted on at boundary min(b + L, the next log or checkpoint boundary); the others
+(master/worker, async gossip) act at that next log or checkpoint boundary.
+``MPIDECENT_STATUS=blocking`` (or ``Runner(status="blocking")``) restores the blocking reduction
 after every step (b + 0), for benchmarks only.
 
 At log points (step 0, every ``log_every`` steps and the last step) the runner computes the network
 metrics (``metrics.py``) and appends one row to the results file, then checks the run's health
-(``Health``): a non-finite or blown-up loss or consensus distance, or a model entry beyond
-``[run] divergence_threshold``, ends the run as ``diverged`` with the quantity, the step and a hint.
-Before a log row, before a checkpoint and once at the end, every rank calls ``algorithm.drain()`` at the
+(``Health``): a non-finite or blown-up loss or consensus distance, or a model entry beyond ``[run]
+divergence_threshold``, ends the run as ``diverged`` with the quantity, the step and a hint. Before
+a log row, before a checkpoint and once at the end, every rank calls ``algorithm.drain()`` at the
 same boundary, so that no message is in flight when the state is read or the run closes.
 """
 
@@ -70,7 +72,8 @@ from mpidecent.threads import threads_per_rank
 FAULT_AGREEMENT_S = (
     3.0  # how long a rank whose write failed waits for the others before it aborts alone
 )
-# The status flags: [any rank non-finite, any rank asked to stop, rank 0 sees no room or no output folder]
+# The status flags: [any rank non-finite, any rank asked to stop, rank 0 sees no room or no output
+# folder]
 NONFINITE, STOP, NO_ROOM = range(3)
 STATUS_FLAGS = 3
 _EXIT = {
@@ -94,9 +97,9 @@ class Runner:
         resume: Snapshot | None = None,
         status: str | None = None,
     ) -> None:
-        """Collective over ``COMM_WORLD``. ``status``: how a synchronous algorithm's ranks agree on the
-        status flags between log points, "pipelined" or "blocking" (a benchmark switch; None: rank 0's
-        ``MPIDECENT_STATUS``, default pipelined)."""
+        """Collective over ``COMM_WORLD``. ``status``: how a synchronous algorithm's ranks agree on
+        the status flags between log points, "pipelined" or "blocking" (a benchmark switch; None:
+        rank 0's ``MPIDECENT_STATUS``, default pipelined)."""
         self.plan = plan
         self.job = plan.job
         self.env = env
@@ -124,10 +127,11 @@ class Runner:
         self.models: list[str] = []  # the saved model files (rank 0: the average model's first)
 
     def _status_plan(self, requested: str | None) -> tuple[str, int]:
-        """Collective: (how the ranks agree on the status flags between log and checkpoint boundaries,
-        the pipeline's lag): "pipelined" with the lag of the planned (union) graph, "blocking" (every step,
-        lag 0), or "boundaries" (no agreement in between) for algorithms with ``status_every_step = False``.
-        The request is rank 0's, so that every rank runs the same protocol whatever its environment."""
+        """Collective: (how the ranks agree on the status flags between log and checkpoint
+        boundaries, the pipeline's lag): "pipelined" with the lag of the planned (union) graph,
+        "blocking" (every step, lag 0), or "boundaries" (no agreement in between) for algorithms
+        with ``status_every_step = False``. The request is rank 0's, so that every rank runs the
+        same protocol whatever its environment."""
         if requested is None and self.rank == 0:
             requested = os.environ.get(STATUS_ENV, "").strip().lower() or "pipelined"
         requested = self.comm.bcast(requested, root=0)
@@ -147,9 +151,10 @@ class Runner:
     # ---- the run --------------------------------------------------------------------------------------------
 
     def resume_problem(self) -> str | None:
-        """Collective, before ``run``: with a checkpoint to resume, the first rank's line if its saved arrays
-        do not match this run's (names, shapes, kinds), the same on every rank; checked before the results
-        file is opened, so a refused resume leaves it untouched. None when there is nothing to refuse."""
+        """Collective, before ``run``: with a checkpoint to resume, the first rank's line if its
+        saved arrays do not match this run's (names, shapes, kinds), the same on every rank; checked
+        before the results file is opened, so a refused resume leaves it untouched. None when there
+        is nothing to refuse."""
         from mpidecent.errors import JobError
         from mpidecent.runner.checkpointing import check_shapes, live_state
 
@@ -170,20 +175,21 @@ class Runner:
 
     def run(self) -> int:
         """Run (or resume) every step; returns the process exit status: EXIT_OK, EXIT_DIVERGED,
-        EXIT_PREEMPTED after a stop signal (a checkpoint was written), or EXIT_IO when rank 0 found no room
-        or no output folder before a write (status ``failed``). A write that fails anyway aborts the job."""
+        EXIT_PREEMPTED after a stop signal (a checkpoint was written), or EXIT_IO when rank 0 found
+        no room or no output folder before a write (status ``failed``). A write that fails anyway
+        aborts the job."""
         job, algo, data = self.job, self.algorithm, self.node.data
         if self.rank == 0 and job.set_aside and not self.quiet:
             print(
-                f"note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only the replaced "
-                f"one uses: {', '.join(job.set_aside)}",
+                "note: a plug-in was switched (by --set or [[sweep]]); keys of the job file only "
+                f"the replaced one uses: {', '.join(job.set_aside)}",
                 flush=True,
             )
         bucket, dim = getattr(self.node.compressor, "bucket", 0), self.node.compressor.dim
         if self.rank == 0 and not self.quiet and bucket > dim and bucket != DEFAULT_BUCKET:
             print(
-                f"note: [compression] bucket = {bucket} is larger than the model (d = {dim}): capped to one "
-                f"bucket of {dim} entries (the same as bucket = 0)",
+                f"note: [compression] bucket = {bucket} is larger than the model (d = {dim}): "
+                f"capped to one bucket of {dim} entries (the same as bucket = 0)",
                 flush=True,
             )
         if self.rank == 0:
@@ -195,9 +201,10 @@ class Runner:
         self.checkpoint_step = self.resume.step if self.resume is not None else None
         self.logged_step: int | None = self.resume.step if self.resume is not None else None
         self.step_now = self.resume.step if self.resume is not None else 0
-        # No try/finally around the file: after an error on one rank, closing it (a collective) could wait
-        # forever for ranks that are elsewhere. An output error ends the job here (``_abort_on_output_error``);
-        # any other error reaches the excepthook, which aborts every rank (``abort_on_error``).
+        # No try/finally around the file: after an error on one rank, closing it (a collective)
+        # could wait forever for ranks that are elsewhere. An output error ends the job here
+        # (``_abort_on_output_error``); any other error reaches the excepthook, which aborts every
+        # rank (``abort_on_error``).
         try:
             writer = ResultsWriter(
                 self.out,
@@ -232,7 +239,8 @@ class Runner:
                         "resumed_at": np.array([*resumed, self.resume.step], dtype=np.int64),
                     }
                 )
-            # Rank 0 only; a bar on a terminal, plain lines in log files. Speed and ETA count from here.
+            # Rank 0 only; a bar on a terminal, plain lines in log files. Speed and ETA count from
+            # here.
             self.progress = Progress(
                 job.run["name"],
                 job.run["steps"],
@@ -335,8 +343,8 @@ class Runner:
         )
 
     def _loop(self, writer: ResultsWriter) -> tuple[str, str, int, LogRow | None]:
-        """The step loop; returns (status, message, steps completed, last logged row). Every rank returns
-        at the same step boundary with the same status."""
+        """The step loop; returns (status, message, steps completed, last logged row). Every rank
+        returns at the same step boundary with the same status."""
         algo, job, pipe = self.algorithm, self.job, self.status_pipe
         steps, log_every, every = (
             job.run["steps"],
@@ -381,7 +389,8 @@ class Runner:
             local[STOP] |= int(stop_requested())
             log_point = done % log_every == 0 or done == steps
             checkpoint_point = bool(every) and done % every == 0 and done < steps
-            # Every rank gets the same `agreed` flags at the same boundary (None: nothing agreed here).
+            # Every rank gets the same `agreed` flags at the same boundary (None: nothing agreed
+            # here).
             agreed: np.ndarray | None = None
             output_problem = None
             if log_point or checkpoint_point:  # the ranks meet here anyway: one blocking reduction
@@ -444,7 +453,8 @@ class Runner:
         return "completed", "", steps, row
 
     def _checkpoint(self, step: int, totals: Totals, rows: int, wall_s: float) -> None:
-        """Collective: write every rank's state at this step boundary (atomic; see io/checkpoint.py)."""
+        """Collective: write every rank's state at this step boundary (atomic; see
+        io/checkpoint.py)."""
         write_checkpoint(
             self.checkpoint,
             self.comm,
@@ -463,9 +473,9 @@ class Runner:
     def _output_problem(
         self, writer: ResultsWriter, step: int, log_point: bool, checkpoint_point: bool
     ) -> str | None:
-        """Rank 0 (None elsewhere): what stops the writes of this boundary — a vanished folder or results
-        file, or too little room for the row and the checkpoint (the previous checkpoint's size; before
-        the first, twice rank 0's state per rank) and, at the end, the saved model."""
+        """Rank 0 (None elsewhere): what stops the writes of this boundary — a vanished folder or
+        results file, or too little room for the row and the checkpoint (the previous checkpoint's
+        size; before the first, twice rank 0's state per rank) and, at the end, the saved model."""
         if self.watch is None:
             return None
         needed = writer.growth_bytes() if log_point else 0
@@ -481,8 +491,8 @@ class Runner:
         return self.watch.problem(needed)
 
     def _kept(self) -> str:
-        """What a stopped run leaves, in words (this rank's look at the folder): the results up to the last
-        logged step, the last checkpoint, and how to go on."""
+        """What a stopped run leaves, in words (this rank's look at the folder): the results up to
+        the last logged step, the last checkpoint, and how to go on."""
         results = self.watch.intact() if self.watch is not None else os.path.exists(self.out)
         checkpoint = self.checkpoint_step is not None and os.path.exists(self.checkpoint)
         if self.logged_step is None:  # nothing of value in it yet
@@ -497,8 +507,9 @@ class Runner:
         return f"{' and '.join(kept) or 'nothing'}: {advice}"
 
     def _every_rank_failed(self, seconds: float) -> bool:
-        """Did every rank reach ``_abort_on_output_error`` within ``seconds``? A barrier on the communicator
-        used for nothing else, abandoned after the wait (the job is aborted right after)."""
+        """Did every rank reach ``_abort_on_output_error`` within ``seconds``? A barrier on the
+        communicator used for nothing else, abandoned after the wait (the job is aborted right
+        after)."""
         request = self.fault_comm.Ibarrier()
         deadline = time.monotonic() + seconds
         while not request.Test():
@@ -512,13 +523,14 @@ class Runner:
         return f"{self.job.run['name']}: stopped at step {step}: {problem}. Kept: {self._kept()}"
 
     def _abort_on_output_error(self, err: OutputError) -> None:
-        """This rank only: a write failed (``guarded``); the other ranks may be waiting inside HDF5 for this
-        one, so print one line and abort the job (MPI_Abort, exit status EXIT_IO). Never returns."""
+        """This rank only: a write failed (``guarded``); the other ranks may be waiting inside HDF5
+        for this one, so print one line and abort the job (MPI_Abort, exit status EXIT_IO). Never
+        returns."""
         progress = getattr(self, "progress", None)
         if progress is not None:
             progress.close()  # end a terminal bar's line first
-        # When every rank saw the error (e.g. all failed to create the file), rank 0 alone speaks; a rank
-        # whose partners are stuck elsewhere speaks for itself after a short wait.
+        # When every rank saw the error (e.g. all failed to create the file), rank 0 alone speaks; a
+        # rank whose partners are stuck elsewhere speaks for itself after a short wait.
         if not self._every_rank_failed(FAULT_AGREEMENT_S) or self.rank == 0:
             sys.stderr.write(
                 f"mpidecent: error: {self.job.run['name']}: {err} (rank {self.rank}, step "
@@ -533,8 +545,8 @@ class Runner:
     def _divergence_message(
         self, step: int, row: LogRow, stats: StepStats, blown: str | None
     ) -> str:
-        """Collective: which quantity blew up (non-finite ranks first, and the first to go non-finite when
-        the ranks agreed on it some steps later), at which step, and what to try."""
+        """Collective: which quantity blew up (non-finite ranks first, and the first to go
+        non-finite when the ranks agreed on it some steps later), at which step, and what to try."""
         since = self.nonfinite_since
         if since is None and (
             stats.nonfinite
@@ -553,8 +565,8 @@ class Runner:
             what = blown
         else:
             what = (
-                f"a model entry exceeded [run] divergence_threshold = {self.job.run['divergence_threshold']:g}"
-                f" (max |x| = {row.max_abs:.3g})"
+                "a model entry exceeded [run] divergence_threshold = "
+                f"{self.job.run['divergence_threshold']:g} (max |x| = {row.max_abs:.3g})"
             )
         return (
             f"run diverged at step {step}: {what}; {self.algorithm.describe()}. Hint: "

@@ -1,17 +1,18 @@
-"""What the runner measures: per-rank counters between log points, and the network metrics of a log row.
+"""What the runner measures: per-rank counters between log points, and the network metrics of a log
+row.
 
-``Totals`` accumulates a rank's ``StepStats``; ``log_row`` (collective) turns them and the algorithm's
-reported models into one row of the results file; ``network_optimum`` computes f* once for convex
-generalised linear models.
+``Totals`` accumulates a rank's ``StepStats``; ``log_row`` (collective) turns them and the
+algorithm's reported models into one row of the results file; ``network_optimum`` computes f* once
+for convex generalised linear models.
 
-A row is *evaluated* (the average model x̄, its training and test metrics, the consensus distance, each
-node's own full-shard and test metrics) at every log point by default, or only every ``[run] eval_every``
-steps, at the last step and at a row that stops the run; the rows in between carry the counters and NaN
-for the evaluated metrics (``evaluates``). ``[run] eval`` chooses how x̄ is formed (``EVAL_FORMS``):
-"allreduce" sums a float64 copy of every model on every rank (8·d bytes per rank), "reduce" sums the
-models in their own dtype onto rank 0 only (itemsize·d bytes per rank), which evaluates x̄ on the whole
-test set; the consensus distance then comes from scalars, and the training-set metrics of x̄ are NaN.
-docs/results-format.md states each value exactly.
+A row is *evaluated* (the average model x̄, its training and test metrics, the consensus distance,
+each node's own full-shard and test metrics) at every log point by default, or only every ``[run]
+eval_every`` steps, at the last step and at a row that stops the run; the rows in between carry the
+counters and NaN for the evaluated metrics (``evaluates``). ``[run] eval`` chooses how x̄ is formed
+(``EVAL_FORMS``): "allreduce" sums a float64 copy of every model on every rank (8·d bytes per rank),
+"reduce" sums the models in their own dtype onto rank 0 only (itemsize·d bytes per rank), which
+evaluates x̄ on the whole test set; the consensus distance then comes from scalars, and the
+training-set metrics of x̄ are NaN. docs/results-format.md states each value exactly.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from mpidecent.io.layout import Series
 from mpidecent.learning.problems import GLM_LOSS, LocalEval, TorchObjective, glm_optimum
 
 EVAL_FORMS = ("allreduce", "reduce")
-# /metrics/global/eval_bytes: written only by runs that set [run] eval_every or eval (a file of the default
-# settings stays as it was, and a run made before the keys existed resumes unchanged).
+# /metrics/global/eval_bytes: written only by runs that set [run] eval_every or eval (a file of the
+# default settings stays as it was, and a run made before the keys existed resumes unchanged).
 EVAL_SERIES: Mapping[str, Series] = {
     "eval_bytes": Series(
         "i8",
@@ -38,7 +39,8 @@ EVAL_SERIES: Mapping[str, Series] = {
         "(8·d allreduce, itemsize·d reduce, 0 for a row not evaluated)",
     ),
 }
-# The global metrics a row that is not evaluated leaves NaN (the test ones only in runs with a test set).
+# The global metrics a row that is not evaluated leaves NaN (the test ones only in runs with a test
+# set).
 EVALUATED_GLOBAL = (
     "avg_model_loss",
     "suboptimality",
@@ -79,15 +81,15 @@ class LogRow:
     evaluated: bool = (
         True  # False: the evaluated metrics are NaN (a row between [run] eval_every points)
     )
-    # What the divergence rule (runner.summary.Health) judges: the global values of an "allreduce" row; for
-    # "reduce" the test loss of x̄ stands in for its training loss (0.0, never tripping, without a test set);
-    # None for a row that is not evaluated.
+    # What the divergence rule (runner.summary.Health) judges: the global values of an "allreduce"
+    # row; for "reduce" the test loss of x̄ stands in for its training loss (0.0, never tripping,
+    # without a test set); None for a row that is not evaluated.
     health: Mapping[str, float] | None = None
 
 
 def eval_series(run: Mapping) -> Mapping[str, Series]:
-    """The global series beyond the base ones that a run of these ``[run]`` settings writes (``EVAL_SERIES``
-    unless eval_every and eval are left at their defaults)."""
+    """The global series beyond the base ones that a run of these ``[run]`` settings writes
+    (``EVAL_SERIES`` unless eval_every and eval are left at their defaults)."""
     return (
         EVAL_SERIES
         if run.get("eval_every", 0) or run.get("eval", "allreduce") != "allreduce"
@@ -96,13 +98,15 @@ def eval_series(run: Mapping) -> Mapping[str, Series]:
 
 
 def evaluates(step: int, steps: int, eval_every: int) -> bool:
-    """Is the log row of ``step`` evaluated (besides a row that stops the run, which always is)? Every log
-    row with ``eval_every`` 0; else step 0, every ``eval_every`` steps and the last step."""
+    """Is the log row of ``step`` evaluated (besides a row that stops the run, which always is)?
+    Every log row with ``eval_every`` 0; else step 0, every ``eval_every`` steps and the last
+    step."""
     return not eval_every or step % eval_every == 0 or step == steps
 
 
 def health_series(form: str, has_test: bool) -> str:
-    """The global series whose values ``LogRow.health`` calls the loss (a resumed run's references)."""
+    """The global series whose values ``LogRow.health`` calls the loss (a resumed run's
+    references)."""
     return "test_loss" if form == "reduce" and has_test else "avg_model_loss"
 
 
@@ -137,11 +141,11 @@ def log_row(
 ) -> LogRow:
     """Collective: one log row; clears the losses of ``totals`` (they are averaged into this row).
 
-    ``evaluate``: compute the network metrics at the reported models (``form`` "allreduce": 4 small reductions
-    and one of a float64 d-vector; "reduce": one reduction of the d-vector in its dtype to rank 0, a broadcast
-    of 4 scalars and 3 small reductions). Not evaluated: only the counters (3 small reductions) and NaN for
-    the evaluated metrics — unless a model entry is non-finite or beyond ``threshold`` (the run stops at
-    this row), which is then evaluated after all."""
+    ``evaluate``: compute the network metrics at the reported models (``form`` "allreduce": 4 small
+    reductions and one of a float64 d-vector; "reduce": one reduction of the d-vector in its dtype
+    to rank 0, a broadcast of 4 scalars and 3 small reductions). Not evaluated: only the counters (3
+    small reductions) and NaN for the evaluated metrics — unless a model entry is non-finite or
+    beyond ``threshold`` (the run stops at this row), which is then evaluated after all."""
     if form not in EVAL_FORMS:
         raise ValueError(f"eval form {form!r}: one of {', '.join(EVAL_FORMS)}")
     if not evaluate:
@@ -168,9 +172,10 @@ def _allreduce_row(
     task: str,
     has_test: bool,
 ) -> LogRow:
-    """Every rank forms x̄ from an all-reduce of a float64 copy of every model (4 small reductions + one of
-    size d): the network objective, training accuracy and test metrics of x̄ are sums of every rank's shard
-    and test slice. The default form; its numbers are those of every run before ``[run] eval`` existed."""
+    """Every rank forms x̄ from an all-reduce of a float64 copy of every model (4 small reductions +
+    one of size d): the network objective, training accuracy and test metrics of x̄ are sums of
+    every rank's shard and test slice. The default form; its numbers are those of every run before
+    ``[run] eval`` existed."""
     size = collectives.size
     model = np.asarray(algorithm.model_view(), dtype=np.float64)
     mean = model.copy()
@@ -249,7 +254,8 @@ def _own_test_values(objective: TorchObjective, model: np.ndarray, task: str) ->
 
 
 def _largest_entry(model: np.ndarray, collectives: Collectives) -> np.ndarray:
-    """Collective: (1,) float64, the largest |entry| of any rank's model (inf if any is non-finite)."""
+    """Collective: (1,) float64, the largest |entry| of any rank's model (inf if any is
+    non-finite)."""
     max_abs = np.array(
         [np.max(np.abs(model)) if np.all(np.isfinite(model)) else np.inf], dtype=np.float64
     )
@@ -271,10 +277,10 @@ def _reduce_row(
     task: str,
     has_test: bool,
 ) -> LogRow:
-    """The models move once, in their own dtype, to rank 0 (one Reduce of size d), which forms x̄ and
-    evaluates it on the whole test set; rank 0 broadcasts ‖x̄‖² and the test sums (4 scalars), and the
-    consensus distance is max(0, (1/n) Σ_i ‖x_i‖² − ‖x̄‖²) in float64. x̄ is on rank 0 only, so its
-    training-set metrics (avg_model_loss, suboptimality, accuracy) are NaN."""
+    """The models move once, in their own dtype, to rank 0 (one Reduce of size d), which forms x̄
+    and evaluates it on the whole test set; rank 0 broadcasts ‖x̄‖² and the test sums (4 scalars),
+    and the consensus distance is max(0, (1/n) Σ_i ‖x_i‖² − ‖x̄‖²) in float64. x̄ is on rank 0 only,
+    so its training-set metrics (avg_model_loss, suboptimality, accuracy) are NaN."""
     size = collectives.size
     root = _rank(collectives) == 0
     model = np.ascontiguousarray(algorithm.model_view())  # the state dtype: no copy
@@ -304,7 +310,8 @@ def _reduce_row(
         algorithm, totals, local_own.objective if local_own.count else math.nan
     )
     consensus = sums[0] / size - scalars[0]
-    # A non-finite difference stays so (the divergence rule must see it); a negative one is rounding.
+    # A non-finite difference stays so (the divergence rule must see it); a negative one is
+    # rounding.
     consensus = max(consensus, 0.0) if math.isfinite(consensus) else consensus
     global_values = {
         "avg_model_loss": math.nan,
@@ -342,8 +349,8 @@ def _counters_row(
     has_test: bool,
     max_abs: float,
 ) -> LogRow:
-    """A row between evaluations: the counters (2 small reductions, after the caller's max), NaN for the
-    evaluated metrics."""
+    """A row between evaluations: the counters (2 small reductions, after the caller's max), NaN for
+    the evaluated metrics."""
     sums = collectives.sum_scalars(totals.compute_s, totals.comm_s)
     counts = np.array([totals.bits, totals.bytes], dtype=np.int64)
     collectives.allreduce_sum(counts)

@@ -1,10 +1,11 @@
 """A neighbour algorithm on n simulated nodes in one process: the in-memory twin of an MPI run.
 
 ``Simulation.of_plan(plan)`` builds every rank's node (data, objective, compressor) and algorithm
-exactly as ``mpirun -n N mpidecent run`` does, but over ``comm.memory.MemoryNetwork`` instead of MPI;
-``step(t)`` runs iteration t on every node (one thread each) and the states are bit-identical to the
-MPI run's (``tests/mpi/test_memory_twin.py`` checks it). ``Simulation.gossip`` starts pure gossip
-(zero gradients) from given vectors. For fast single-process tests of an algorithm's maths; no MPI.
+exactly as ``mpirun -n N mpidecent run`` does, but over ``comm.memory.MemoryNetwork`` instead of
+MPI; ``step(t)`` runs iteration t on every node (one thread each) and the states are bit-identical
+to the MPI run's (``tests/mpi/test_memory_twin.py`` checks it). ``Simulation.gossip`` starts pure
+gossip (zero gradients) from given vectors. For fast single-process tests of an algorithm's maths;
+no MPI.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from mpidecent.topology.schedule import Schedule
 
 
 class _NoCollectives:
-    """Neighbour algorithms reduce nothing in their steps; the runner's metrics are not simulated."""
+    """Neighbour algorithms reduce nothing in their steps; the runner's metrics are not
+    simulated."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -47,7 +49,8 @@ class Simulation:
         self.network = network
         self.algorithms = algorithms
         self.nodes = nodes
-        # Every node agrees on the message streams, from its own thread, as the MPI ranks do (build.instantiate).
+        # Every node agrees on the message streams, from its own thread, as the MPI ranks do
+        # (build.instantiate).
         network.run([lambda a=a: a.ctx.neighbors.seal() for a in algorithms])
 
     @property
@@ -60,7 +63,8 @@ class Simulation:
     ) -> Connection:
         if not isinstance(spec.pattern, NeighborGossip):
             raise ValueError(
-                f"{spec.name} uses the {spec.pattern.name} pattern; the in-memory twin runs neighbour "
+                f"{spec.name} uses the {spec.pattern.name} pattern; the in-memory twin runs "
+                "neighbour "
                 "gossip algorithms"
             )
         rows = mixing_rows(network.schedule.graphs, slot_weights, rank)
@@ -106,9 +110,10 @@ class Simulation:
         seed: int = 0,
         steps: int = 0,
     ) -> Simulation:
-        """Algorithm ``name`` (or a declaration not in the catalog) with zero gradients (average consensus)
-        from the rows of ``x0`` (n, d) (their dtype is the state dtype); ``params`` override the algorithm's
-        defaults; ``steps``: the run's length as the algorithm sees it (``Context.steps``)."""
+        """Algorithm ``name`` (or a declaration not in the catalog) with zero gradients (average
+        consensus) from the rows of ``x0`` (n, d) (their dtype is the state dtype); ``params``
+        override the algorithm's defaults; ``steps``: the run's length as the algorithm sees it
+        (``Context.steps``)."""
         spec = ALGORITHMS[name] if isinstance(name, str) else name
         network = MemoryNetwork(schedule)
         algorithms = []
@@ -136,14 +141,14 @@ class Simulation:
         return self.network.run([lambda a=a: a.step(t) for a in self.algorithms])
 
     def run(self, steps: int | Sequence[int]) -> list[list[StepStats]]:
-        """Iterations ``range(steps)`` (or the given ones) on every node, one thread per node for the whole
-        run; returns each node's list of ``StepStats``."""
+        """Iterations ``range(steps)`` (or the given ones) on every node, one thread per node for
+        the whole run; returns each node's list of ``StepStats``."""
         order = range(steps) if isinstance(steps, int) else list(steps)
         return self.network.run([lambda a=a: [a.step(t) for t in order] for a in self.algorithms])
 
     def drain(self) -> None:
-        """Every node completes its exchanges in flight (``Algorithm.drain``), as the runner does at a log
-        point, a checkpoint and the end of a run."""
+        """Every node completes its exchanges in flight (``Algorithm.drain``), as the runner does at
+        a log point, a checkpoint and the end of a run."""
         self.network.run([a.drain for a in self.algorithms])
 
     def models(self) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""How a run ended: the health rule that calls it diverged, the summary block rank 0 prints, and the table of
-a sweep's runs."""
+"""How a run ended: the health rule that calls it diverged, the summary block rank 0 prints, and the
+table of a sweep's runs."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from mpidecent.texttable import pairs, table
 
 
 class Health:
-    """The divergence rule, applied at log points to a row's network values (the same on every rank, so
-    every rank decides alike). A run has diverged when
+    """The divergence rule, applied at log points to a row's network values (the same on every rank,
+    so every rank decides alike). A run has diverged when
 
-    - the average model's loss is non-finite, or exceeds ``LOSS_FACTOR`` × max(its value at step 0, 1);
+    - the average model's loss is non-finite, or exceeds ``LOSS_FACTOR`` × max(its value at step 0,
+      1);
     - the consensus distance is non-finite, or exceeds ``CONSENSUS_FACTOR`` × max(its first nonzero
-      logged value, 1) (identical initial models log 0 at step 0, so the reference is the first spread);
+      logged value, 1) (identical initial models log 0 at step 0, so the reference is the first
+      spread);
     - a model entry exceeds ``[run] divergence_threshold`` (checked by the runner on ``max_abs``).
 
     The factors are far above anything a converging run shows (the shipped jobs stay within 10× of
@@ -55,15 +57,15 @@ class Health:
             return f"the consensus distance is {spread}"
         if not math.isnan(self.loss0) and loss > self.LOSS_FACTOR * max(self.loss0, 1.0):
             return (
-                f"the average model's loss {loss:.3g} exceeded {self.LOSS_FACTOR:g} × max(initial loss "
-                f"{self.loss0:.3g}, 1)"
+                f"the average model's loss {loss:.3g} exceeded {self.LOSS_FACTOR:g} × max(initial "
+                f"loss {self.loss0:.3g}, 1)"
             )
         if not math.isnan(self.consensus0) and spread > self.CONSENSUS_FACTOR * max(
             self.consensus0, 1.0
         ):
             return (
-                f"the consensus distance {spread:.3g} exceeded {self.CONSENSUS_FACTOR:g} × max(its first "
-                f"nonzero value {self.consensus0:.3g}, 1)"
+                f"the consensus distance {spread:.3g} exceeded {self.CONSENSUS_FACTOR:g} × max(its "
+                f"first nonzero value {self.consensus0:.3g}, 1)"
             )
         return None
 
@@ -91,8 +93,8 @@ def topology_text(plan: Plan) -> str:
     if plan.schedule.time_varying:
         shape += f", time-varying with period {plan.schedule.period}"
     return (
-        f"{kind} ({shape}), {plan.n} nodes, {graph.num_edges} edges, spectral gap {plan.spectral_gap:.4f}"
-        f"{' per step' if plan.schedule.time_varying else ''}"
+        f"{kind} ({shape}), {plan.n} nodes, {graph.num_edges} edges, spectral gap "
+        f"{plan.spectral_gap:.4f}{' per step' if plan.schedule.time_varying else ''}"
     )
 
 
@@ -118,8 +120,9 @@ def summary(
         ("topology", topology_text(plan)),
         (
             "model",
-            f"{job.model['name']}, d = {node.objective.dim}, {job.run['dtype']}; data {job.data['name']} "
-            f"({data.task}, {data.num_train} train / {data.num_test} test samples)",
+            f"{job.model['name']}, d = {node.objective.dim}, {job.run['dtype']}; data "
+            f"{job.data['name']} ({data.task}, {data.num_train} train / {data.num_test} test "
+            "samples)",
         ),
         ("avg-model loss", f"{g['avg_model_loss']:.8f}"),
     ]
@@ -151,8 +154,8 @@ def summary(
 
 
 def comparison_table(runs: list[RunResult]) -> str:
-    """One line per run: the final numbers side by side (a sweep's summary), its swept settings last, then
-    one line per run that did not complete and the launch's exit status rule."""
+    """One line per run: the final numbers side by side (a sweep's summary), its swept settings
+    last, then one line per run that did not complete and the launch's exit status rule."""
     labelled = any(r.label for r in runs)
     header = [
         "run",
@@ -200,9 +203,9 @@ def comparison_table(runs: list[RunResult]) -> str:
 
 
 def sweep_status(runs: list[RunResult]) -> str:
-    """How a launch of several runs ended: the count per status, each run that did not complete with its
-    message, and the exit status (0 only when every run completed; else the worst: 3 diverged,
-    4 stopped by a signal, 5 an output file could not be written)."""
+    """How a launch of several runs ended: the count per status, each run that did not complete with
+    its message, and the exit status (0 only when every run completed; else the worst: 3 diverged, 4
+    stopped by a signal, 5 an output file could not be written)."""
     counts: dict[str, int] = {"completed": 0, "diverged": 0, "preempted": 0}
     for r in runs:
         counts[r.status] = counts.get(r.status, 0) + 1

@@ -5,8 +5,8 @@ Pure numpy (never imports mpi4py or torch), so everything here is testable in on
 - ``graphs``: ``Graph`` (directed edge list ``(src, dst)``, row = receiver in ``adjacency()``),
   the families (ring, exponential, torus, complete, star, erdos_renyi, chord_ring, file), the
   ``KINDS`` registry of ``[topology] kind`` values and their keys, and ``build_graph``.
-- ``weights``: mixing matrices (``W[i, j]`` = weight receiver ``i`` gives sender ``j``), stochasticity
-  checks and the spectral gap.
+- ``weights``: mixing matrices (``W[i, j]`` = weight receiver ``i`` gives sender ``j``),
+  stochasticity checks and the spectral gap.
 - ``validate``: strong / weak connectivity and phrases for error messages.
 """
 

@@ -17,8 +17,8 @@ Conventions (shared with the results file's ``/topology/edges`` and with mixing 
 Every family builds a directed *base* edge set; with ``directed=False`` that set is symmetrised
 (union with the reversed edges). The registry ``KINDS`` maps the job file's ``[topology] kind`` to a
 ``TopologyKind`` that declares the kind's own keys as ``Param`` s; ``build_graph`` validates a
-``[topology]`` table against them and builds the graph. User-input problems raise ``JobError`` with a
-one-line message naming the key; misuse from Python code (bad arrays passed to ``Graph``) raises
+``[topology]`` table against them and builds the graph. User-input problems raise ``JobError`` with
+a one-line message naming the key; misuse from Python code (bad arrays passed to ``Graph``) raises
 ``ValueError``.
 """
 
@@ -150,13 +150,15 @@ class Graph:
 
     @cached_property
     def out_csr(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(indptr (n+1,), indices (E,))``: out-neighbours of ``i`` are ``indices[indptr[i]:indptr[i+1]]``."""
+        """``(indptr (n+1,), indices (E,))``: out-neighbours of ``i`` are
+        ``indices[indptr[i]:indptr[i+1]]``."""
         indptr = np.searchsorted(self.edges[:, 0], np.arange(self.n + 1)).astype(np.int64)
         return _readonly(indptr), _readonly(self.edges[:, 1].copy())
 
     @cached_property
     def in_csr(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(indptr (n+1,), indices (E,))``: in-neighbours of ``i`` are ``indices[indptr[i]:indptr[i+1]]``."""
+        """``(indptr (n+1,), indices (E,))``: in-neighbours of ``i`` are
+        ``indices[indptr[i]:indptr[i+1]]``."""
         order = np.lexsort((self.edges[:, 0], self.edges[:, 1]))  # by dst, then src
         by_dst = self.edges[order]
         indptr = np.searchsorted(by_dst[:, 1], np.arange(self.n + 1)).astype(np.int64)
@@ -276,7 +278,8 @@ def exponential(n: int, directed: bool = True, base: int = 2) -> Graph:
 
 
 def square_factors(n: int) -> tuple[int, int]:
-    """The most square factorisation ``rows × cols = n`` with ``rows ≤ cols`` (``n`` prime → ``1 × n``)."""
+    """The most square factorisation ``rows × cols = n`` with ``rows ≤ cols`` (``n`` prime → ``1 ×
+    n``)."""
     candidates = np.arange(1, math.isqrt(n) + 1)
     rows = int(candidates[n % candidates == 0].max())
     return rows, n // rows
@@ -288,8 +291,8 @@ def torus(n: int, rows: int = 0, cols: int = 0, directed: bool = False) -> Graph
     Base edges go right ``(r, c) → (r, c+1)`` and down ``(r, c) → (r+1, c)``, wrapping around. A
     dimension of 1 adds no edges along it and a dimension of 2 reaches the same neighbour both ways
     (merged), so a 2 × 4 torus has degree 3 and a 1 × n torus is a ring. ``rows = cols = 0`` picks
-    the most square factorisation (a prime ``n`` has none with two dimensions ≥ 2: ``JobError``; ask for the
-    ring with ``rows = 1``); giving one of them derives the other. Undirected by default
+    the most square factorisation (a prime ``n`` has none with two dimensions ≥ 2: ``JobError``; ask
+    for the ring with ``rows = 1``); giving one of them derives the other. Undirected by default
     (degree 4 when both dimensions are ≥ 3).
     """
     n = _check_nodes("torus", n)
@@ -360,8 +363,8 @@ def erdos_renyi(
 
     Each ordered pair ``i ≠ j`` (directed) or unordered pair (undirected) is present independently
     with probability ``p``. Attempt ``a = 0, 1, …`` draws from ``generator(seed, 0, a, "graph")``,
-    and the first strongly connected (directed) / connected (undirected) draw is returned, so a given
-    ``(n, p, seed)`` always gives the same graph. After ``max_tries`` failures: ``JobError``.
+    and the first strongly connected (directed) / connected (undirected) draw is returned, so a
+    given ``(n, p, seed)`` always gives the same graph. After ``max_tries`` failures: ``JobError``.
     """
     n = _check_nodes("erdos_renyi", n)
     if not 0.0 < p <= 1.0:
@@ -399,9 +402,9 @@ def chord_ring(
     ``chords`` is either a count ``m ≥ 0`` of random chords ``i → j`` with ``j ∉ {i, i+1 mod n}``,
     drawn without replacement from ``generator(seed, 0, 0, "graph")`` (``-1``, the default, means
     ``n // 2``; with ``0 < m < n`` out-degrees always differ), or an explicit list of ``[src, dst]``
-    pairs (duplicates, and chords that repeat a ring edge, are merged). Needs ``n ≥ 3``: smaller rings
-    have no room for a chord. Directed by default (that is the point: push-sum de-biasing is only
-    exercised on irregular digraphs).
+    pairs (duplicates, and chords that repeat a ring edge, are merged). Needs ``n ≥ 3``: smaller
+    rings have no room for a chord. Directed by default (that is the point: push-sum de-biasing is
+    only exercised on irregular digraphs).
     """
     n = _check_nodes("chord_ring", n, minimum=3)
     src = np.arange(n)
@@ -434,7 +437,8 @@ _CHORDS_PROBLEM = "must be an integer ≥ 0 (-1 for n // 2) or a list of [src, d
 
 
 def _chords_check(value: Any) -> str | None:
-    """A count must be ≥ -1; a list's entries are checked one by one when building (that needs n)."""
+    """A count must be ≥ -1; a list's entries are checked one by one when building (that needs
+    n)."""
     if isinstance(value, bool):
         return _CHORDS_PROBLEM
     if isinstance(value, int):
@@ -470,11 +474,11 @@ def from_file(
 ) -> Graph:
     """Graph read from an edge-list file: one edge ``src dst`` (0-based ints) per line.
 
-    ``#`` starts a comment; blank lines are ignored; an edge listed twice is an error (undirected: ``0 1``
-    and ``1 0`` are the same edge). Undirected by default (the file's edges are symmetrised, so listing
-    one direction is enough). A relative ``path`` is
-    taken relative to ``base_dir`` when given (e.g. the job file's folder), else the working directory.
-    Errors name the file (as written in the job) and the line.
+    ``#`` starts a comment; blank lines are ignored; an edge listed twice is an error (undirected:
+    ``0 1`` and ``1 0`` are the same edge). Undirected by default (the file's edges are symmetrised,
+    so listing one direction is enough). A relative ``path`` is taken relative to ``base_dir`` when
+    given (e.g. the job file's folder), else the working directory. Errors name the file (as written
+    in the job) and the line.
     """
     n = _check_nodes("file", n)
     shown = str(path)
@@ -554,7 +558,8 @@ class TopologyKind:
     def describe(self) -> str:
         """Multi-line job-file reference for this kind."""
         lines = [
-            f"{self.name} (directed default {'true' if self.default_directed else 'false'}): {self.doc}"
+            f"{self.name} (directed default {'true' if self.default_directed else 'false'}): "
+            f"{self.doc}"
         ]
         lines += [f"  {p.describe()}" for p in self.params]
         return "\n".join(lines)
@@ -594,8 +599,8 @@ KINDS: dict[str, TopologyKind] = {
                 ),
             ),
             False,
-            "2-D torus with wrap-around; rows = cols = 0 picks the most square rows ≤ cols (a prime n is an "
-            "error: set rows = 1 for a 1 × n ring)",
+            "2-D torus with wrap-around; rows = cols = 0 picks the most square rows ≤ cols (a "
+            "prime n is an error: set rows = 1 for a 1 × n ring)",
             torus,
         ),
         TopologyKind("complete", (), False, "every node talks to every other", complete),
@@ -646,7 +651,8 @@ KINDS: dict[str, TopologyKind] = {
                     "chords",
                     (int, list),
                     CHORDS_DEFAULT,
-                    "number of random chords i → j (j ≠ i, i+1; -1 means n // 2) or a list of [src, dst] pairs",
+                    "number of random chords i → j (j ≠ i, i+1; -1 means n // 2) or a list of "
+                    "[src, dst] pairs",
                     check=_chords_check,
                 ),
                 _SEED,
@@ -679,7 +685,8 @@ KIND_PARAM = Param("kind", str, REQUIRED, "the graph family", choices=tuple(sort
 
 
 def get_kind(kind: str) -> TopologyKind:
-    """The registry entry for ``kind``, or ``JobError`` listing the valid kinds with a did-you-mean."""
+    """The registry entry for ``kind``, or ``JobError`` listing the valid kinds with a
+    did-you-mean."""
     return KINDS[KIND_PARAM.coerce(SECTION, kind)]
 
 
@@ -692,9 +699,10 @@ def build_graph(
 ) -> Graph:
     """Validate a ``[topology]`` table for ``kind`` and build the graph on ``n`` nodes.
 
-    ``directed=None`` uses the kind's default. Every key of ``table`` must belong to ``kind`` (the keys
-    every kind has are resolved by ``topology/section.py``, which passes the rest). ``base_dir`` resolves a
-    relative ``path`` of the ``file`` kind (pass the job file's folder). Raises ``JobError``.
+    ``directed=None`` uses the kind's default. Every key of ``table`` must belong to ``kind`` (the
+    keys every kind has are resolved by ``topology/section.py``, which passes the rest).
+    ``base_dir`` resolves a relative ``path`` of the ``file`` kind (pass the job file's folder).
+    Raises ``JobError``.
     """
     spec = get_kind(kind)
     params = resolve(SECTION, spec.params, table, owner=spec.name)

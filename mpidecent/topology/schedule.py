@@ -1,11 +1,12 @@
-"""Time-varying graphs: a periodic sequence of graphs, the one used at step t being graphs[t % period].
+"""Time-varying graphs: a periodic sequence of graphs, the one used at step t being graphs[t %
+period].
 
-A static graph is a schedule of period 1, so algorithms and the runner treat both alike. Each slot has
-its own mixing matrix (``weights.py`` rules applied to that slot's graph). Pure: no MPI.
+A static graph is a schedule of period 1, so algorithms and the runner treat both alike. Each slot
+has its own mixing matrix (``weights.py`` rules applied to that slot's graph). Pure: no MPI.
 
-``one_peer_exponential``: at step t every node i sends to the single peer i + base^(t mod K) (mod n),
-K = number of offsets base^k < n. Every node has one out- and one in-neighbour per step, so a step costs
-one message per node; over a period the union is the directed exponential graph.
+``one_peer_exponential``: at step t every node i sends to the single peer i + base^(t mod K) (mod
+n), K = number of offsets base^k < n. Every node has one out- and one in-neighbour per step, so a
+step costs one message per node; over a period the union is the directed exponential graph.
 """
 
 from __future__ import annotations
@@ -80,11 +81,11 @@ def one_peer_exponential(n: int, base: int = 2) -> Schedule:
 
 
 def random_pairs(n: int, period: int, seed: int = 0) -> Schedule:
-    """Slot r: the ranks of ``rng(seed, r).permutation(n)`` paired in order, (p_0, p_1), (p_2, p_3), ...,
-    each pair joined both ways; with n odd the permutation's last rank sits out (no edge that slot).
-    Every rank computes the same pairs from (seed, r) alone: no communication to agree. NoLoCo's
-    pairing (``[outer] pairing = "random"``); with metropolis or column_uniform weights a pair averages,
-    w_ij = w_ii = 1/2, and the rank that sits out keeps its model (w_ii = 1)."""
+    """Slot r: the ranks of ``rng(seed, r).permutation(n)`` paired in order, (p_0, p_1), (p_2, p_3),
+    ..., each pair joined both ways; with n odd the permutation's last rank sits out (no edge that
+    slot). Every rank computes the same pairs from (seed, r) alone: no communication to agree.
+    NoLoCo's pairing (``[outer] pairing = "random"``); with metropolis or column_uniform weights a
+    pair averages, w_ij = w_ii = 1/2, and the rank that sits out keeps its model (w_ii = 1)."""
     graphs = []
     for r in range(period):
         order = np.random.default_rng([seed, r, 0x9A1B]).permutation(n)
@@ -99,7 +100,8 @@ def random_pairs(n: int, period: int, seed: int = 0) -> Schedule:
 
 
 def schedule_spectral_gap(weights: tuple[np.ndarray, ...]) -> float:
-    """Per-step spectral gap of a period: 1 − |λ₂(W_{K−1} ⋯ W_0)|^(1/K) (the static gap when K = 1)."""
+    """Per-step spectral gap of a period: 1 − |λ₂(W_{K−1} ⋯ W_0)|^(1/K) (the static gap when K =
+    1)."""
     product = np.eye(weights[0].shape[0])
     for w in weights:
         product = w @ product
@@ -127,7 +129,8 @@ SCHEDULES: dict[str, ScheduleKind] = {
                 "base", int, 2, "at step t node i sends only to i + base^(t mod K) mod n", minimum=2
             ),
         ),
-        "time-varying directed exponential graph: one peer per node and step, offsets cycling (push-sum only)",
+        "time-varying directed exponential graph: one peer per node and step, offsets cycling "
+        "(push-sum only)",
         lambda n, p: one_peer_exponential(n, p["base"]),
     ),
     "random_pairs": ScheduleKind(
@@ -138,7 +141,8 @@ SCHEDULES: dict[str, ScheduleKind] = {
             ),
             Param("seed", int, 0, "seed of the permutations", minimum=0),
         ),
-        'a new random pairing of the nodes every slot, n odd: one sits out ([outer] pairing = "random" '
+        "a new random pairing of the nodes every slot, n odd: one sits out ([outer] pairing = "
+        '"random" '
         "sets it up with one slot per round)",
         lambda n, p: random_pairs(n, p["period"], p["seed"]),
     ),
@@ -146,6 +150,7 @@ SCHEDULES: dict[str, ScheduleKind] = {
 
 
 def build_schedule(kind: str, n: int, table: Mapping[str, Any]) -> Schedule:
-    """The schedule ``kind`` on ``n`` nodes from its own keys (``table``: no keys every kind has)."""
+    """The schedule ``kind`` on ``n`` nodes from its own keys (``table``: no keys every kind
+    has)."""
     spec = SCHEDULES[kind]
     return spec.build(n, resolve("topology", spec.params, table, owner=kind))

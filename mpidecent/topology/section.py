@@ -1,9 +1,10 @@
-"""The job file's ``[topology]`` section: the keys every kind has, and the kind's (or schedule's) own.
+"""The job file's ``[topology]`` section: the keys every kind has, and the kind's (or schedule's)
+own.
 
 Pure (no MPI). The communication pattern of the job's algorithm decides which graphs fit
-(``comm/patterns.py``); this module only knows the keys: ``resolve_common`` checks the keys every kind
-has, ``resolve_specific`` the chosen kind's own, and ``kind_keys`` hands a resolved section's own keys
-to ``build_graph`` / ``build_schedule``.
+(``comm/patterns.py``); this module only knows the keys: ``resolve_common`` checks the keys every
+kind has, ``resolve_specific`` the chosen kind's own, and ``kind_keys`` hands a resolved section's
+own keys to ``build_graph`` / ``build_schedule``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ COMMON_PARAMS: tuple[Param, ...] = (
         "weights",
         str,
         "auto",
-        "mixing matrix: column_uniform (push-sum), metropolis (undirected); auto = the algorithm's choice",
+        "mixing matrix: column_uniform (push-sum), metropolis (undirected); auto = the algorithm's "
+        "choice",
         choices=("auto", "column_uniform", "metropolis"),
     ),
 )
@@ -59,5 +61,6 @@ def resolve_specific(kind: str, table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def kind_keys(section: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved section without the keys every kind has: what the graph or schedule builder takes."""
+    """A resolved section without the keys every kind has: what the graph or schedule builder
+    takes."""
     return {k: v for k, v in section.items() if k not in COMMON_KEYS}

@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # graphs.py imports this module; avoid the cycle at run time
 
 
 def _reachable(indptr: np.ndarray, indices: np.ndarray, n: int, source: int) -> np.ndarray:
-    """``(n,)`` bool: nodes reachable from ``source`` following CSR adjacency ``(indptr, indices)``."""
+    """``(n,)`` bool: nodes reachable from ``source`` following CSR adjacency ``(indptr,
+    indices)``."""
     seen = np.zeros(n, dtype=bool)
     seen[source] = True
     frontier = np.array([source], dtype=np.int64)
@@ -29,7 +30,8 @@ def _reachable(indptr: np.ndarray, indices: np.ndarray, n: int, source: int) -> 
         total = int(counts.sum())
         if total == 0:
             break
-        # Position p of the concatenated neighbour lists maps to indices[starts[k] + (p - offset_k)].
+        # Position p of the concatenated neighbour lists maps to indices[starts[k] + (p -
+        # offset_k)].
         offsets = np.cumsum(counts) - counts
         gather = np.arange(total) + np.repeat(starts - offsets, counts)
         nbrs = np.unique(indices[gather])
@@ -88,7 +90,8 @@ def _nodes_phrase(nodes: list[int], limit: int = 10) -> str:
 
 def connectivity_problem(graph: Graph, strong: bool = True) -> str | None:
     """``None`` if the graph is strongly (``strong=True``) or weakly connected, else a phrase for an
-    error message such as ``"nodes 5, 6 cannot reach node 0"`` or ``"node 0 cannot reach node 3"``."""
+    error message such as ``"nodes 5, 6 cannot reach node 0"`` or ``"node 0 cannot reach node
+    3"``."""
     if not strong:
         apart = np.flatnonzero(~_reachable_ignoring_direction(graph, 0)).tolist()
         if not apart:
@@ -106,9 +109,10 @@ def connectivity_problem(graph: Graph, strong: bool = True) -> str | None:
 
 
 def eccentricity(graph: Graph, source: int, limit: int) -> int | None:
-    """The longest shortest directed path out of ``source`` (0 for one node) when it is at most ``limit``;
-    None when ``source`` cannot reach some node within ``limit`` steps (or at all). A breadth-first search
-    of at most ``limit`` levels, each one vectorised gather over the graph's CSR arrays."""
+    """The longest shortest directed path out of ``source`` (0 for one node) when it is at most
+    ``limit``; None when ``source`` cannot reach some node within ``limit`` steps (or at all). A
+    breadth-first search of at most ``limit`` levels, each one vectorised gather over the graph's
+    CSR arrays."""
     indptr, targets = graph.out_csr
     seen = np.zeros(graph.n, dtype=bool)
     seen[source] = True
@@ -134,9 +138,9 @@ def eccentricity(graph: Graph, source: int, limit: int) -> int | None:
 
 
 def directed_diameter(graph: Graph, limit: int) -> int | None:
-    """The longest shortest directed path of ``graph`` when it is at most ``limit``, else None (some node
-    cannot reach another, or only in more steps): the largest ``eccentricity``, one search per node (the
-    runner shares this work out, one search per rank: ``comm.status.agreed_lag``)."""
+    """The longest shortest directed path of ``graph`` when it is at most ``limit``, else None (some
+    node cannot reach another, or only in more steps): the largest ``eccentricity``, one search per
+    node (the runner shares this work out, one search per rank: ``comm.status.agreed_lag``)."""
     diameter = 0
     for source in range(graph.n):
         farthest = eccentricity(graph, source, limit)

@@ -29,8 +29,8 @@ def column_stochastic_uniform(graph: Graph) -> np.ndarray:
     ``w_ij = 1 / (d_j^out + 1)`` for ``i ∈ N_j^out ∪ {j}``, 0 elsewhere. Every column sums to 1.
 
     Sender ``j`` only needs its own out-degree to compute what it sends. On a regular digraph
-    (directed ring, exponential graph) this ``W`` is also row stochastic; on an irregular one it is not,
-    which is what push-sum's weight ``y`` corrects.
+    (directed ring, exponential graph) this ``W`` is also row stochastic; on an irregular one it is
+    not, which is what push-sum's weight ``y`` corrects.
     """
     share = 1.0 / (
         graph.out_degree + 1.0
@@ -44,7 +44,8 @@ def row_stochastic_uniform(graph: Graph) -> np.ndarray:
     """Pull weights: receiver ``i`` averages itself and its in-neighbours uniformly,
     ``w_ij = 1 / (d_i^in + 1)`` for ``j ∈ N_i^in ∪ {i}``, 0 elsewhere. Every row sums to 1.
 
-    Receiver ``i`` only needs its own in-degree (Push-Pull's R; ``algorithms/gradient_tracking.py``).
+    Receiver ``i`` only needs its own in-degree (Push-Pull's R;
+    ``algorithms/gradient_tracking.py``).
     """
     share = 1.0 / (graph.in_degree + 1.0)  # (n,): the weight each receiver i gives every sender
     w = np.diag(share)
@@ -53,11 +54,11 @@ def row_stochastic_uniform(graph: Graph) -> np.ndarray:
 
 
 def perron_vector(w: np.ndarray, side: str) -> np.ndarray:
-    """The Perron vector of a stochastic ``W`` (n,), positive, summing to 1: ``side = "right"`` solves
-    W u = u (the stationary mass of a column-stochastic W, where push-sum weights and Push-Pull's
-    trackers settle, y_i → n·u_i·ḡ), ``"left"`` solves vᵀ W = vᵀ (the weights with which a row-stochastic W
-    averages: its consensus value is Σ_i v_i x_i(0)). For a strongly connected graph with self-loops it is
-    unique; a doubly stochastic W has 1/n on both sides."""
+    """The Perron vector of a stochastic ``W`` (n,), positive, summing to 1: ``side = "right"``
+    solves W u = u (the stationary mass of a column-stochastic W, where push-sum weights and
+    Push-Pull's trackers settle, y_i → n·u_i·ḡ), ``"left"`` solves vᵀ W = vᵀ (the weights with which
+    a row-stochastic W averages: its consensus value is Σ_i v_i x_i(0)). For a strongly connected
+    graph with self-loops it is unique; a doubly stochastic W has 1/n on both sides."""
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     w = np.asarray(w, dtype=np.float64)
@@ -142,10 +143,11 @@ def spectral_gap(w: np.ndarray) -> float:
 
     What it means: for a stochastic ``W`` the largest modulus is 1 (the consensus direction), and
     the disagreement ``x(t) − x̄`` of repeated gossip ``x ← W x`` shrinks roughly like ``|λ_2|^t =
-    (1 − gap)^t``, so about ``1 / gap`` rounds reduce it by a factor e. A gap of 0 means no consensus
-    (disconnected, or periodic like a directed ring with zero self-weight); 1 means one round
-    suffices (complete graph with uniform weights). Works for non-symmetric (column-stochastic) ``W``
-    via ``numpy.linalg.eigvals``; symmetric ``W`` uses ``eigvalsh``. ``n = 1`` gives 1.0.
+    (1 − gap)^t``, so about ``1 / gap`` rounds reduce it by a factor e. A gap of 0 means no
+    consensus (disconnected, or periodic like a directed ring with zero self-weight); 1 means one
+    round suffices (complete graph with uniform weights). Works for non-symmetric
+    (column-stochastic) ``W`` via ``numpy.linalg.eigvals``; symmetric ``W`` uses ``eigvalsh``. ``n =
+    1`` gives 1.0.
     """
     w = np.asarray(w, dtype=np.float64)
     if w.shape[0] == 1:
