@@ -28,28 +28,35 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from mpidecent import plugins
 from mpidecent.algorithms import ALGORITHMS, AlgorithmSpec
 from mpidecent.algorithms.catalog import OUTER_PARAMS, check_outer
 from mpidecent.algorithms.lr import OPTIMIZER_KEYS, unused_optimizer_keys
 from mpidecent.comm.patterns import MasterWorker
 from mpidecent.compression import (
     COMMON_KEYS as COMPRESSION_KEYS,
+)
+from mpidecent.compression import (
     COMMON_PARAMS as COMPRESSION_COMMON,
 )
 from mpidecent.compression import COMPRESSORS, contractive_operators, unbiased_operators
 from mpidecent.errors import JobError
-from mpidecent.learning.sources import DATASETS, LOADER_KEYS as DATA_KEYS, data_task, resolve_data
-from mpidecent import plugins
 from mpidecent.learning.models import (
     COMMON_KEYS as MODEL_KEYS,
+)
+from mpidecent.learning.models import (
     MODELS,
     check_model_task,
     resolve_model,
 )
+from mpidecent.learning.sources import DATASETS, data_task, resolve_data
+from mpidecent.learning.sources import LOADER_KEYS as DATA_KEYS
 from mpidecent.params import Param, resolve, toml_value
 from mpidecent.topology import KINDS
 from mpidecent.topology.section import (
     COMMON_KEYS as TOPOLOGY_KEYS,
+)
+from mpidecent.topology.section import (
     COMMON_PARAMS as TOPOLOGY_COMMON,
 )
 
@@ -980,8 +987,10 @@ SWEEP_REFERENCE: list[str] = [
 
 def job_reference() -> str:
     """Markdown reference of every job-file section and key (``docs/job-file.md`` is this text)."""
-    from mpidecent.learning.sources import COMMON_PARAMS as DATA_COMMON, DATASETS, LOADER_PARAMS
-    from mpidecent.learning.models import COMMON_PARAMS as MODEL_COMMON, MODELS
+    from mpidecent.learning.models import COMMON_PARAMS as MODEL_COMMON
+    from mpidecent.learning.models import MODELS
+    from mpidecent.learning.sources import COMMON_PARAMS as DATA_COMMON
+    from mpidecent.learning.sources import DATASETS, LOADER_PARAMS
 
     out = [
         "# Job file reference",

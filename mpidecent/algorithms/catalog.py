@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from mpidecent.algorithms.lr import LR_PARAMS, STEP_PARAMS, _below_one
 from mpidecent.coding.codes import GradientCode, crc, frc, sgc, uncoded
 from mpidecent.comm.patterns import AllReduce, MasterWorker, NeighborGossip, OneSidedGossip, Pattern
 from mpidecent.errors import JobError
 from mpidecent.gossip.versions import RATE_POLICIES
 from mpidecent.params import Param
-from mpidecent.algorithms.lr import LR_PARAMS, STEP_PARAMS, _below_one
 
 
 @dataclass(frozen=True)

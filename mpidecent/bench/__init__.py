@@ -395,7 +395,7 @@ def run_sections(
         "machine": _machine(launcher),
         "size": size,
         "ranks": ranks,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "sections": {},
     }
     for name in names:
@@ -497,7 +497,7 @@ def main(args: argparse.Namespace) -> int:
     except BenchError as err:
         print(f"mpidecent: error: bench: {err}", file=sys.stderr)
         return 1
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"bench-{args.size}-{stamp}.json"
     path.write_text(json.dumps(results, indent=1))
     print(f"\nresults: {path}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, JobError
 from mpidecent.gossip.simulator import DEFAULT_SOURCES, MODES, SimResult, SimSetup, simulate
-from mpidecent.gossip.versions import RATE_POLICIES, MODE_FACTOR, gossip_rate, version_rate
+from mpidecent.gossip.versions import MODE_FACTOR, RATE_POLICIES, gossip_rate, version_rate
 from mpidecent.texttable import table
 
 

@@ -7,8 +7,8 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mpidecent.errors import EXIT_OK, JobError
 from mpidecent.cli.common import fail
+from mpidecent.errors import EXIT_OK, JobError
 
 if TYPE_CHECKING:
     import numpy as np

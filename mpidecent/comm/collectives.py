@@ -27,7 +27,7 @@ class Collectives:
         self.comm.Reduce(array, total, op=MPI.SUM, root=0)
         return total
 
-    def start_allreduce_sum(self, array: np.ndarray) -> "AllreduceInFlight":
+    def start_allreduce_sum(self, array: np.ndarray) -> AllreduceInFlight:
         """Start array ← Σ over ranks of array (in place, non-blocking ``Iallreduce``); the array
         must not be touched until the handle's ``wait``."""
         return AllreduceInFlight(self.comm.Iallreduce(MPI.IN_PLACE, array, op=MPI.SUM))

@@ -422,8 +422,7 @@ def _check_types(
             isinstance(value, bool)
             or not isinstance(value, int)
             or value < low
-            or high is not None
-            and value > high
+            or (high is not None and value > high)
         ):
             bounds = f"≥ {low}" if high is None else f"in {low}..{high}"
             raise ReportError(

@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import h5py
-from h5py import h5fd, h5p, h5s
 import numpy as np
+from h5py import h5fd, h5p, h5s
 from mpi4py import MPI
 
 from mpidecent.io.faults import ROW_METADATA_BYTES, guarded
@@ -73,7 +73,7 @@ def _guarded(what: str) -> Callable[[_Method], _Method]:
 
     def wrap(method: _Method) -> _Method:
         @functools.wraps(method)
-        def inner(self: "ResultsWriter", *args: Any, **kwargs: Any) -> Any:
+        def inner(self: ResultsWriter, *args: Any, **kwargs: Any) -> Any:
             with guarded(what, self.path):
                 return method(self, *args, **kwargs)
 

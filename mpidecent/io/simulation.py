@@ -49,7 +49,7 @@ def write_simulation(
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     setup = result.setup
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     with h5py.File(path, "w" if overwrite else "w-") as f:
         f.attrs.update(
             {

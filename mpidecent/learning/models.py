@@ -20,10 +20,10 @@ The torch modules are in ``learning/networks.py`` and are imported only when a m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Callable
+from typing import Any
 
 from mpidecent import plugins
 from mpidecent.errors import JobError

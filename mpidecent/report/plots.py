@@ -574,7 +574,7 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
     group's mean and min–max band. Figures an earlier report wrote there (its manifest) and this one
     does not are removed; the manifest then lists this report's figures."""
     os.makedirs(directory, exist_ok=True)
-    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    path = lambda name: os.path.join(directory, name)
     entities = _entities(runs, groups)
     written: list[str | None] = []
 
@@ -588,10 +588,10 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
                 out.append(_curve(label(lab, members), i, members, x_of, y_of))
         return out
 
-    loss = lambda r: r.glob("avg_model_loss")  # noqa: E731
-    sub = lambda r: r.glob("suboptimality")  # noqa: E731
-    bits = lambda r: r.glob("cumulative_bits")  # noqa: E731
-    has_opt = lambda r: r.has_optimum()  # noqa: E731
+    loss = lambda r: r.glob("avg_model_loss")
+    sub = lambda r: r.glob("suboptimality")
+    bits = lambda r: r.glob("cumulative_bits")
+    has_opt = lambda r: r.has_optimum()
     written.append(
         _line_figure(
             path("loss_vs_step.png"), curves(loss), "Average-model loss vs step", _STEP, _LOSS
@@ -606,8 +606,8 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
             _SUB,
         )
     )
-    has_acc = lambda r: r.accuracy_series()[0] is not None  # noqa: E731
-    acc_label = lambda lab, members: f"{lab} ({members[0].accuracy_series()[1]})"  # noqa: E731
+    has_acc = lambda r: r.accuracy_series()[0] is not None
+    acc_label = lambda lab, members: f"{lab} ({members[0].accuracy_series()[1]})"
     written.append(
         _line_figure(
             path("accuracy_vs_step.png"),
@@ -645,8 +645,8 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
         (lambda lab, members: lab)
         if common is not None
         else (lambda lab, members: f"{lab} ({members[0].link.describe()})")
-    )  # noqa: E731
-    modelled = lambda r: r.modelled_time()  # noqa: E731
+    )
+    modelled = lambda r: r.modelled_time()
     written.append(
         _line_figure(
             path("loss_vs_modelled_time.png"),

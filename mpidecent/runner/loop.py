@@ -41,10 +41,10 @@ from mpi4py import MPI
 
 from mpidecent.algorithms.base import StepStats
 from mpidecent.algorithms.catalog import divergence_hint, stability_warnings
-from mpidecent.compression.quantizers import DEFAULT_BUCKET
 from mpidecent.comm.collectives import Collectives
 from mpidecent.comm.status import STATUS_ENV, STATUS_MODES, StatusPipe, agreed_lag
 from mpidecent.comm.world import MpiEnvironment
+from mpidecent.compression.quantizers import DEFAULT_BUCKET
 from mpidecent.errors import EXIT_DIVERGED, EXIT_IO, EXIT_OK, EXIT_PREEMPTED, JobError, OutputError
 from mpidecent.io.checkpoint import Snapshot, checkpoint_path, write_checkpoint
 from mpidecent.io.faults import ROW_METADATA_BYTES, OutputWatch, guarded

@@ -34,7 +34,7 @@ class Health:
         self.loss0, self.consensus0 = loss0, consensus0
 
     @classmethod
-    def from_series(cls, losses, consensus) -> "Health":
+    def from_series(cls, losses, consensus) -> Health:
         """The references of a resumed run, from its results file's rows so far."""
         health = cls()
         for loss, spread in zip(losses, consensus):
