@@ -431,12 +431,13 @@ def expand_sweep(sweep: Any) -> list[tuple[str, dict[str, Any]]]:
             produced = []
             for combo in itertools.product(*(grid[k] for k in keys)):
                 parts = [
-                    _name_part(key, short, value) for key, short, value in zip(keys, shorts, combo)
+                    _name_part(key, short, value)
+                    for key, short, value in zip(keys, shorts, combo, strict=True)
                 ]
                 produced.append(
                     (
                         "-".join(([name] if name else []) + parts),
-                        {**settings, **dict(zip(keys, combo))},
+                        {**settings, **dict(zip(keys, combo, strict=True))},
                     )
                 )
         for variant, values in produced:
@@ -453,7 +454,7 @@ def expand_sweep(sweep: Any) -> list[tuple[str, dict[str, Any]]]:
 def _short_keys(keys: Sequence[str]) -> list[str]:
     """Each "section.key" by its key alone, unless two of ``keys`` share it (then section.key)."""
     last = [k.rpartition(".")[2] or k for k in keys]
-    return [s if last.count(s) == 1 else k for k, s in zip(keys, last)]
+    return [s if last.count(s) == 1 else k for k, s in zip(keys, last, strict=True)]
 
 
 def _value_text(value: Any) -> str:
@@ -482,7 +483,7 @@ def sweep_label(job: Job, swept: Sequence[str], settings: Mapping[str, Any]) -> 
     """Every swept key's value in this variant, e.g. ``levels=4 gamma=0.5`` (a key the variant does
     not set shows the job's resolved value; ``-`` when the variant's plug-in has no such key)."""
     parts = []
-    for key, short in zip(swept, _short_keys(swept)):
+    for key, short in zip(swept, _short_keys(swept), strict=True):
         section, _, name = key.partition(".")
         resolved = job.section(section) if section in SECTIONS else {}
         value = resolved[name] if name in resolved else settings.get(key, "-")

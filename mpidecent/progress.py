@@ -35,7 +35,7 @@ def _eta(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(round(seconds)), 60)
+    minutes, sec = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{sec:02d}" if hours else f"{minutes}:{sec:02d}"
 
@@ -108,7 +108,7 @@ class Progress:
         """The terminal line: bar, percentage, values, speed, ETA (cut to the terminal width)."""
         rate, eta = self._speed(step)
         frac = min(max(step / self.steps, 0.0), 1.0) if self.steps else 1.0
-        filled = int(round(frac * self.BAR_WIDTH))
+        filled = round(frac * self.BAR_WIDTH)
         bar = "█" * filled + "░" * (self.BAR_WIDTH - filled)
         sub = values.get("suboptimality", math.nan)
         loss, cons = (

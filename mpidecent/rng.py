@@ -54,7 +54,7 @@ class RandomKey:
 
     def _sequence(self, purpose: str) -> np.random.SeedSequence:
         entropy = [self.seed, self.rank, self.step, PURPOSES[purpose]]
-        return np.random.SeedSequence(entropy + [self.stream] if self.stream else entropy)
+        return np.random.SeedSequence([*entropy, self.stream] if self.stream else entropy)
 
     def generator(self, purpose: str) -> np.random.Generator:
         return np.random.Generator(np.random.PCG64(self._sequence(purpose)))

@@ -21,7 +21,7 @@ def grid(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) ->
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
             str(c).ljust(w) if i < left else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths))
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     return [line(header), line(["-" * w for w in widths]), *map(line, rows)]

@@ -188,7 +188,7 @@ class Algorithm(ABC):
         finished by ``drain`` or derived from the state (and started again after a resume).
         Randomness needs nothing here: it is derived from (seed, rank, step)."""
 
-    def after_restore(self) -> None:
+    def after_restore(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Called after ``state()`` arrays were overwritten from a checkpoint."""
 
     def drain(self) -> None:
@@ -200,7 +200,7 @@ class Algorithm(ABC):
         if self.ctx.neighbors is not None:
             self.ctx.neighbors.drain()
 
-    def before_log(self) -> None:
+    def before_log(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Collective, called on every rank before the metrics of a log point are computed."""
 
     def events(self, steps_done: int) -> dict[str, np.ndarray]:

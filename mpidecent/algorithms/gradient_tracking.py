@@ -86,7 +86,7 @@ def pull_weights(ctx: Context) -> tuple[tuple[float, ...], tuple[np.ndarray, ...
         )
     shares = [1.0 / (len(r.in_neighbors) + 1.0) for r in rows]
     return tuple(shares), tuple(
-        np.full(len(r.in_neighbors), s, dtype=ctx.dtype) for r, s in zip(rows, shares)
+        np.full(len(r.in_neighbors), s, dtype=ctx.dtype) for r, s in zip(rows, shares, strict=True)
     )
 
 
@@ -171,10 +171,7 @@ class PushPull(_Tracking):
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()
-        if self.compressed:
-            loss = self._compressed_step(t)
-        else:
-            loss = self._exact_step(t)
+        loss = self._compressed_step(t) if self.compressed else self._exact_step(t)
         return self.stats(loss)
 
     def _scalars(self) -> tuple[float, ...]:

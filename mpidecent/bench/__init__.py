@@ -462,7 +462,7 @@ def run_sections(
                 cfg["repeats"],
             )
         else:
-            result = launcher.section(name, config[name] if name in config else {}, ranks)
+            result = launcher.section(name, config.get(name, {}), ranks)
         results["sections"][name] = result
         print(f"\n== {name}\n{_tables(name, result)}", flush=True)
     return results

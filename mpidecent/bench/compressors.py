@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -59,18 +60,16 @@ def run(dims: Sequence[int], repeats: int = 7, fast: bool | None = None) -> list
             compressor = cls(d, np.float32, **params, **extra)
             buf = np.zeros(compressor.nbytes, dtype=np.uint8)
             key = RandomKey(0, 0, 1)
-            memcpy = best_of(lambda: np.copyto(copy, v), repeats)
-            encode = best_of(lambda: compressor.encode(v, key, out=buf), repeats)
-            decode = best_of(lambda: compressor.decode(buf, key, out=out), repeats)
+            memcpy = best_of(partial(np.copyto, copy, v), repeats)
+            encode = best_of(partial(compressor.encode, v, key, out=buf), repeats)
+            decode = best_of(partial(compressor.decode, buf, key, out=out), repeats)
             reference_ratio = None
-            if (
-                getattr(compressor, "kernels", None) is not None
-            ):  # the numpy reference, side by side
+            if getattr(compressor, "kernels", None) is not None:
+                # the numpy reference, side by side
                 plain = cls(d, np.float32, **params, fast=False)
-                plain_encode = best_of(lambda: plain.encode(v, key, out=buf), max(2, repeats // 3))
-                plain_decode = best_of(
-                    lambda: plain.decode(buf, key, out=out), max(2, repeats // 3)
-                )
+                fewer = max(2, repeats // 3)
+                plain_encode = best_of(partial(plain.encode, v, key, out=buf), fewer)
+                plain_decode = best_of(partial(plain.decode, buf, key, out=out), fewer)
                 reference_ratio = memcpy / (plain_encode + plain_decode)
             rows.append(
                 {

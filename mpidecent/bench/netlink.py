@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
         return 2
     link = Link(options[0], burst)
     try:
-        link.bandwidth_bps
+        _ = link.bandwidth_bps  # parses the rate: a bad one raises here, before any namespace
     except ValueError as err:
         print(f"mpidecent: error: {err}", file=sys.stderr)
         return 2

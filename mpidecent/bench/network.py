@@ -26,6 +26,7 @@ the measurement.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -493,7 +494,7 @@ def _one_way(comm, params: dict) -> dict:
 
 def _mlp_dim(features: int, hidden: Sequence[int], classes: int) -> int:
     widths = [features, *hidden, classes]
-    return int(sum(a * b + b for a, b in zip(widths[:-1], widths[1:])))
+    return int(sum(a * b + b for a, b in itertools.pairwise(widths)))
 
 
 def uplink(comm, params: dict) -> dict:

@@ -185,7 +185,7 @@ def run(size: str, launcher_argv: Sequence[str], out: Path) -> dict:
                     3600,
                     env=env,
                 )
-                for c, r in zip(contenders, measured):
+                for c, r in zip(contenders, measured, strict=True):
                     rows.append(
                         {
                             "link": w["link"],

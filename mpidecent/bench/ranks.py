@@ -31,10 +31,14 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
+
+if TYPE_CHECKING:
+    from mpidecent.comm.exchange import NeighborExchange
 
 
 def _timed(comm: MPI.Intracomm, fn: Callable[[], object]) -> float:
@@ -81,20 +85,9 @@ def exchange(comm: MPI.Intracomm, params: dict) -> dict:
         ours = NeighborExchange(dist, [(sources, destinations)], nbytes, nbytes)
         raw_recv = np.zeros((len(sources), nbytes), dtype=np.uint8)
 
-        def mpidecent_exchange() -> None:
-            ours.start(send, 0)
-            ours.wait()
-
-        def raw_exchange() -> None:
-            requests = [
-                dist.Irecv([raw_recv[k], MPI.BYTE], source=src, tag=0)
-                for k, src in enumerate(sources)
-            ]
-            requests += [dist.Isend([send, MPI.BYTE], dest=dst, tag=0) for dst in destinations]
-            MPI.Request.Waitall(requests)
-
+        contenders = _exchanges(dist, ours, send, raw_recv, sources, destinations)
         repeats = max(5, int(params["repeats"] * min(1.0, 1e6 / d)))
-        t = _interleaved(comm, {"mpidecent": mpidecent_exchange, "raw": raw_exchange}, repeats)
+        t = _interleaved(comm, contenders, repeats)
         ok = bool(
             comm.allreduce(bool(np.array_equal(ours.recv[: len(sources)], raw_recv)), op=MPI.LAND)
         )
@@ -302,19 +295,49 @@ def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
     )
 
 
+def _exchanges(
+    dist: MPI.Distgraphcomm,
+    ours: NeighborExchange,
+    send: np.ndarray,
+    raw_recv: np.ndarray,
+    sources: Sequence[int],
+    destinations: Sequence[int],
+) -> dict[str, Callable[[], None]]:
+    """One neighbour exchange of ``send`` two ways: mpidecent's NeighborExchange and hand-written
+    Irecv/Isend/Waitall into ``raw_recv`` (one row of bytes per source)."""
+
+    def mpidecent_exchange() -> None:
+        ours.start(send, 0)
+        ours.wait()
+
+    def raw_exchange() -> None:
+        requests = [
+            dist.Irecv([raw_recv[k], MPI.BYTE], source=src, tag=0) for k, src in enumerate(sources)
+        ]
+        requests += [dist.Isend([send, MPI.BYTE], dest=dst, tag=0) for dst in destinations]
+        MPI.Request.Waitall(requests)
+
+    return {"mpidecent": mpidecent_exchange, "raw": raw_exchange}
+
+
+def _stepper(algo: Any, state: dict[str, int]) -> Callable[[], None]:
+    """One gossip step of ``algo`` per call; counts steps and bytes sent in ``state``."""
+
+    def one() -> None:
+        stats = algo.step(state["t"])
+        state["t"] += 1
+        state["bytes"] += stats.bytes_sent
+
+    return one
+
+
 def scaling(comm: MPI.Intracomm, params: dict) -> dict:
     rows = []
     for d in params["dims"]:
         algo, connection = _gossip(comm, int(d), "qsgd", {"levels": 127, "bucket": 64})
         state = {"t": 0, "bytes": 0}
-
-        def one() -> None:
-            stats = algo.step(state["t"])
-            state["t"] += 1
-            state["bytes"] += stats.bytes_sent
-
         repeats = max(3, int(params["repeats"] * min(1.0, 1e5 / d)))
-        t = _interleaved(comm, {"gossip": one}, repeats)["gossip"]
+        t = _interleaved(comm, {"gossip": _stepper(algo, state)}, repeats)["gossip"]
         per_node = comm.allreduce(state["bytes"], op=MPI.SUM) / state["t"] / comm.size
         rows.append(
             {

@@ -21,6 +21,7 @@ swap.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -71,10 +72,8 @@ def _launch(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> di
         code: int | None = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         code = None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
     wall = time.perf_counter() - start
     reader.join(timeout=10)

@@ -87,7 +87,7 @@ def run(
             )
             paths = [folder / m[1] for m in members]
         else:
-            for label, name, sets in members:
+            for _label, name, sets in members:
                 args = [a for s in sets for a in ("--set", s)]
                 launch(
                     [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import sys
 from typing import NoReturn
@@ -169,10 +170,9 @@ def _end_process(status: int) -> NoReturn:
     with 64 ranks on 2 cores that is over 10 s of the launch. The runner has closed the results file
     and checkpoints by now (and HDF5 closes whatever is left open when MPI is finalized)."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # a closed pipe: nothing more can be said on it anyway
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said on it anyway
-            pass
     atexit._run_exitfuncs()  # what a normal exit would run (h5py's, torch's, a user plugin's handlers)
     from mpi4py import MPI
 

@@ -86,7 +86,7 @@ def mixing_rows(graphs, slot_weights, rank: int) -> tuple[MixingRow, ...]:
             float(w[rank, rank]),
             w[rank, g.in_neighbors(rank)],
         )
-        for g, w in zip(graphs, slot_weights)
+        for g, w in zip(graphs, slot_weights, strict=True)
     )
 
 

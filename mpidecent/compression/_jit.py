@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 
 from mpidecent.compression.kernels import _M1, _M2, F32_MAX, F64_MAX, PHI, TWO30
 
-OPTIONS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+OPTIONS = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
 
 
 @njit(inline="always")
@@ -113,9 +113,12 @@ def _lane_sumsq(typingctx, arr, start, stop):
                 )
             builder.store(builder.fadd(builder.load(acc), builder.load(tail)), acc)
         lanes = builder.load(acc)
-        l = [builder.extract_element(lanes, ir.Constant(ir.IntType(32), j)) for j in range(8)]
+        lane = [builder.extract_element(lanes, ir.Constant(ir.IntType(32), j)) for j in range(8)]
         add = builder.fadd
-        return add(add(add(l[0], l[1]), add(l[2], l[3])), add(add(l[4], l[5]), add(l[6], l[7])))
+        return add(
+            add(add(lane[0], lane[1]), add(lane[2], lane[3])),
+            add(add(lane[4], lane[5]), add(lane[6], lane[7])),
+        )
 
     return sig, codegen
 
@@ -493,13 +496,16 @@ def _signbits64(typingctx, w, positive, negative, out, o):
         )
         elt = context.get_data_type(aty.dtype)
         vty = ir.VectorType(elt, 64)
-        splat = lambda x: builder.shuffle_vector(
-            builder.insert_element(
-                ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0)
-            ),
-            ir.Constant(vty, ir.Undefined),
-            ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64),
-        )
+
+        def splat(x):  # x in all 64 lanes
+            return builder.shuffle_vector(
+                builder.insert_element(
+                    ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0)
+                ),
+                ir.Constant(vty, ir.Undefined),
+                ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64),
+            )
+
         values = builder.select(mask, splat(neg), splat(pos))
         ptr = builder.bitcast(builder.gep(a.data, [o]), vty.as_pointer())
         builder.store(values, ptr, align=aty.dtype.bitwidth // 8)

@@ -231,7 +231,7 @@ def simulate(setup: SimSetup, batched: bool | None = None) -> SimResult:
     both = mode == "exchange"
     src_list = sources.tolist()
     i, count = 0, len(t_list)
-    sample_at = samples.tolist() + [float("inf")]
+    sample_at = [*samples.tolist(), float("inf")]
     while i < count:
         t = t_list[i]
         while sample_at[next_sample] <= t:

@@ -503,7 +503,7 @@ def _read_verified(
                     f"{(world_size, dset.ndim - 1)} (corrupt or edited){untouched}"
                 )
             shape = tuple(int(s) for s in shapes[rank])
-            if any(not 0 <= s <= m for s, m in zip(shape, dset.shape[1:])):
+            if any(not 0 <= s <= m for s, m in zip(shape, dset.shape[1:], strict=True)):
                 raise JobError(
                     f"{where}: rank {rank}'s shape {shape} does not fit the stored "
                     f"{dset.shape[1:]} (corrupt or edited){untouched}"

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mpidecent.errors import JobError
+from mpidecent.errors import AgreedJobError, JobError
 from mpidecent.learning.data import NodeData, assemble, make_layout, resolve_path
 from mpidecent.learning.sources import DataInfo, check_in_memory, data_kind, in_memory_node_data
 
@@ -325,7 +325,9 @@ def read_rows(
             mspace.select_none()
         else:
             op = h5s.SELECT_SET
-            for start, length in zip(starts[first:last].tolist(), lengths[first:last].tolist()):
+            for start, length in zip(
+                starts[first:last].tolist(), lengths[first:last].tolist(), strict=True
+            ):
                 fspace.select_hyperslab((start, *zeros), (length, *tail), op=op)
                 op = h5s.SELECT_OR
             mspace.select_hyperslab(
@@ -399,7 +401,8 @@ def load_hdf5(
         ]  # every rank fails together, with the same line
         first = min(found) if found else -1
     if first >= 0:
-        raise JobError(
+        # with comm every rank raises this together: one line in all (AgreedJobError), no abort
+        raise (JobError if comm is None else AgreedJobError)(
             f"[data] features_dataset = {values['features_dataset']!r} in {_shown(values)} holds "
             f"NaN or infinite values (first at sample {first}); every feature must be finite"
         )

@@ -199,7 +199,7 @@ def digits(classes: Sequence[int] = ()) -> Dataset:
 
 def num_test_samples(samples: int, test_fraction: float) -> int:
     """⌊test_fraction · samples⌋ (robust to 0.29·100 = 28.999…)."""
-    return min(samples, int(math.floor(test_fraction * samples + 1e-9)))
+    return min(samples, math.floor(test_fraction * samples + 1e-9))
 
 
 def split_train_test(

@@ -39,7 +39,9 @@ class FlatParameters:
         values_t = torch.from_numpy(self.values)
         grads_t = torch.from_numpy(self.grads)
         offset = 0
-        for p, size in zip(params, sizes):  # one-time rebinding at set-up, not a hot path
+        for p, size in zip(
+            params, sizes, strict=True
+        ):  # one-time rebinding at set-up, not a hot path
             values_t[offset : offset + size].copy_(p.data.reshape(-1))
             p.data = values_t[offset : offset + size].view_as(p)
             p.grad = grads_t[offset : offset + size].view_as(p)

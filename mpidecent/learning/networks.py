@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 
@@ -52,7 +54,7 @@ class MLP(torch.nn.Module):
         super().__init__()
         sizes = [features, *hidden]
         layers: list[torch.nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
         layers.append(torch.nn.Linear(sizes[-1], outputs))
         self.net = torch.nn.Sequential(*layers)
@@ -135,7 +137,7 @@ class LeNet(torch.nn.Module):
         self.features = torch.nn.Sequential(*layers)
         sizes = [_flat_size(self.features, self.shape), *hidden]
         dense: list[torch.nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             dense += [torch.nn.Linear(a, b), torch.nn.ReLU()]
         dense.append(torch.nn.Linear(sizes[-1], outputs))
         self.classifier = torch.nn.Sequential(*dense)

@@ -237,7 +237,7 @@ def mnist1d(generator_seed: int = 42) -> Dataset:
     features = np.concatenate([x, x_test]).astype(np.float64)
     targets = np.concatenate([y, y_test]).astype(np.int64)
     _MNIST1D[generator_seed] = Dataset(
-        "mnist1d", "multiclass", features, targets, num_classes=10, fixed_test=int(len(y_test))
+        "mnist1d", "multiclass", features, targets, num_classes=10, fixed_test=len(y_test)
     )
     return _MNIST1D[generator_seed]
 
@@ -518,7 +518,7 @@ def dataset_from_arrays(arrays: tuple[np.ndarray, ...], values: Mapping[str, Any
         features,
         targets,
         classes,
-        fixed_test=int(len(parts[1][1])) if len(parts) > 1 else 0,
+        fixed_test=len(parts[1][1]) if len(parts) > 1 else 0,
     )
 
 

@@ -25,6 +25,7 @@ Files (in the ``--plot`` folder):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -344,7 +345,7 @@ def _band_figure(
     else:
         axes = [fig.add_subplot()] * len(have)
     ys = []
-    for ax, (i, run) in zip(axes, have):
+    for ax, (i, run) in zip(axes, have, strict=True):
         values = run.rank(name).astype(np.float64)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter(
@@ -455,7 +456,7 @@ def _stragglers_figure(path: str, runs: Sequence[Run]) -> str | None:
     longest = max(d.shape[0] for *_, d in have)
     k = max(1, math.ceil(longest / STRAGGLER_BINS))
     image = None
-    for ax, (i, run, data) in zip(axes, have):
+    for ax, (i, run, data) in zip(axes, have, strict=True):
         steps, n = data.shape
         bins = math.ceil(steps / k)
         padded = np.zeros((bins * k, n))
@@ -514,10 +515,8 @@ def _clear_previous(directory: str, keep: set[str]) -> None:
         return
     for name in listed:
         if name and name not in keep and name == os.path.basename(name) and name.endswith(".png"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(directory, name))
-            except FileNotFoundError:
-                pass
 
 
 def _entities(runs: Sequence[Run], groups: Sequence | None) -> list[tuple[str, int, list[Run]]]:
@@ -564,7 +563,7 @@ def write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = N
             run.label = tex_safe(run.label)
         return _write_plots(runs, directory, groups)
     finally:
-        for run, label in zip(runs, saved):
+        for run, label in zip(runs, saved, strict=True):
             run.label = label
 
 
@@ -574,7 +573,10 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
     group's mean and min–max band. Figures an earlier report wrote there (its manifest) and this one
     does not are removed; the manifest then lists this report's figures."""
     os.makedirs(directory, exist_ok=True)
-    path = lambda name: os.path.join(directory, name)
+
+    def path(name: str) -> str:
+        return os.path.join(directory, name)
+
     entities = _entities(runs, groups)
     written: list[str | None] = []
 
@@ -588,10 +590,18 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
                 out.append(_curve(label(lab, members), i, members, x_of, y_of))
         return out
 
-    loss = lambda r: r.glob("avg_model_loss")
-    sub = lambda r: r.glob("suboptimality")
-    bits = lambda r: r.glob("cumulative_bits")
-    has_opt = lambda r: r.has_optimum()
+    def loss(r: Run) -> np.ndarray | None:
+        return r.glob("avg_model_loss")
+
+    def sub(r: Run) -> np.ndarray | None:
+        return r.glob("suboptimality")
+
+    def bits(r: Run) -> np.ndarray | None:
+        return r.glob("cumulative_bits")
+
+    def has_opt(r: Run) -> bool:
+        return r.has_optimum()
+
     written.append(
         _line_figure(
             path("loss_vs_step.png"), curves(loss), "Average-model loss vs step", _STEP, _LOSS
@@ -606,8 +616,13 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
             _SUB,
         )
     )
-    has_acc = lambda r: r.accuracy_series()[0] is not None
-    acc_label = lambda lab, members: f"{lab} ({members[0].accuracy_series()[1]})"
+
+    def has_acc(r: Run) -> bool:
+        return r.accuracy_series()[0] is not None
+
+    def acc_label(lab: str, members: Sequence[Run]) -> str:
+        return f"{lab} ({members[0].accuracy_series()[1]})"
+
     written.append(
         _line_figure(
             path("accuracy_vs_step.png"),
@@ -646,7 +661,10 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
         if common is not None
         else (lambda lab, members: f"{lab} ({members[0].link.describe()})")
     )
-    modelled = lambda r: r.modelled_time()
+
+    def modelled(r: Run) -> np.ndarray | None:
+        return r.modelled_time()
+
     written.append(
         _line_figure(
             path("loss_vs_modelled_time.png"),

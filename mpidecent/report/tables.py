@@ -341,7 +341,7 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
     skip = set(keys) | set(IDENTIFYING_KEYS)
     order: list[tuple] = []
     members: dict[tuple, list[int]] = {}
-    for i, (run, f) in enumerate(zip(runs, flat)):
+    for i, (run, f) in enumerate(zip(runs, flat, strict=True)):
         signature = (
             run.algorithm,
             run.compressor,
@@ -375,7 +375,7 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
             for k in dict.fromkeys(k for s in sigs for k in s)
             if len({s.get(k) for s in sigs}) > 1
         ]
-        for g, sig in zip(groups, sigs):
+        for g, sig in zip(groups, sigs, strict=True):
             if labels.count(g.label) > 1:
                 g.label += " [" + ", ".join(f"{k}={sig.get(k, '-')}" for k in differ[:3]) + "]"
         for i, g in enumerate(groups):
@@ -405,7 +405,7 @@ def group_record(group: Group) -> dict[str, Any]:
         "partial": sum(r["partial"] for r in recs),
         "files": [r["file"] for r in recs],
         "members": [r["run"] for r in recs],
-        "group_by": {k: v for k, v in group.values.items()},
+        "group_by": dict(group.values.items()),
     }
     for name, *_ in GROUP_METRICS:
         mean, low, high = _stats([r[name] for r in recs])
@@ -444,7 +444,7 @@ def render_series_csv(runs: Sequence[Run], groups: Sequence[Group] | None = None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    for run, flat in zip(runs, flats):
+    for run, flat in zip(runs, flats, strict=True):
         modelled = run.modelled_time()
         series = [run.glob(k) for k in names] + [modelled]
         job = ["" if flat.get(k) is None else flat[k] for k in keys]
@@ -504,7 +504,7 @@ def render_groups_csv(groups: Sequence[Group]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    for g, rec in zip(groups, recs):
+    for g, rec in zip(groups, recs, strict=True):
         row = [
             rec["group"],
             rec["runs"],
@@ -846,7 +846,7 @@ def render_text(
             for r in recs
         }
     )
-    link_text = "; ".join(f"{LinkModel(b, l, s).describe()} ({src})" for b, l, s, src in links)
+    link_text = "; ".join(f"{LinkModel(b, lat, s).describe()} ({src})" for b, lat, s, src in links)
     notes.append(f"{MODEL_NOTE}; link: {link_text}")
     for r in recs:
         if r["partial"]:

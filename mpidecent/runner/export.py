@@ -86,7 +86,7 @@ def save_models(
         packed = np.concatenate([a.reshape(-1) for a in floats.values()])
         collectives.allreduce_sum(packed)
         offset = 0
-        for name, array in floats.items():
+        for array in floats.values():
             array.reshape(-1)[:] = packed[offset : offset + array.size] / size
             offset += array.size
     written = [model_path(results_path)]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpidecent.config import Job
 from mpidecent.errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_PREEMPTED, JobError
+from mpidecent.io import run_lock
 from mpidecent.io.faults import START_ROOM_BYTES, free_bytes
 from mpidecent.machine import size_text
 from mpidecent.params import toml_value
@@ -62,21 +63,70 @@ def prepare_all(
     and prepares each for this launch on its own, then the ranks ``agree``. Returns (the prepared
     work, the problem every rank reports or None)."""
     problem: str | None = None
-    work: list[Work] = []
+    jobs: list[Job] = []
     try:
-        for job in load():
-            prepared = prepare(job, results_file(job, out), force, resume, comm.rank, comm.size)
-            if prepared is not None:
-                work.append(prepared)
+        jobs = list(load())
     except JobError as err:
         problem = str(err)
-    return work, agree(comm, problem)
+    problem = agree(comm, problem)
+    if problem:
+        return [], problem
+    # Before anything looks at or touches a results file: no other run may be writing it.
+    problem = lock_results(comm, [(results_file(job, out), job) for job in jobs])
+    if problem:
+        return [], problem
+    work: list[Work] = []
+    try:
+        try:
+            for job in jobs:
+                out_path = results_file(job, out)
+                prepared = prepare(job, out_path, force, resume, comm.rank, comm.size)
+                if prepared is not None:
+                    work.append(prepared)
+        except JobError as err:
+            problem = str(err)
+        problem = agree(comm, problem)
+    except BaseException:  # an unexpected error: the locks go with it
+        run_lock.release_all()
+        raise
+    if problem:
+        run_lock.release_all()
+        return [], problem
+    for job in jobs:  # a completed run that --resume skips: its file is not written
+        path = results_file(job, out)
+        if all(path != prepared_out for _, prepared_out, _ in work):
+            run_lock.release(path)
+    return work, None
+
+
+def lock_results(comm: Any, outputs: Sequence[tuple[str, Job]]) -> str | None:
+    """Collective: rank 0 takes the owner lock of every results file of this launch
+    (``io/run_lock.py``; a stale one with a notice on stderr) and broadcasts the outcome. Returns the
+    line every rank reports when another live run holds one (rank 0 then holds none), else None."""
+    problem = None
+    if comm.rank == 0:
+        try:
+            for path, job in outputs:
+                notice = run_lock.acquire(path, job.run["name"], comm.size)
+                if notice:
+                    print(f"mpidecent: note: {notice}", file=sys.stderr, flush=True)
+        except JobError as err:
+            run_lock.release_all()
+            problem = str(err)
+    return comm.bcast(problem, root=0)
 
 
 def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[int, list]:
     """Run every prepared job on every rank; returns (exit status, the runs' ``RunResult``). A
     diverged variant does not stop the rest of a sweep; a stop request or an output fault ends the
     launch."""
+    try:
+        return _run_all(work, env, force, quiet)
+    finally:  # every way out, an exception on its way to the excepthook too (rank 0 holds the locks)
+        run_lock.release_all()
+
+
+def _run_all(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[int, list]:
     from mpidecent.runner.loop import Runner
 
     status, runs = EXIT_OK, []
@@ -89,6 +139,7 @@ def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[
                 print(f"mpidecent: error: {problem}", file=sys.stderr, flush=True)
             return max(status, EXIT_BAD_INPUT), runs
         code = runner.run()
+        run_lock.release(out)  # this file is done; a sweep's later files stay locked until theirs
         runs.append(runner.result)
         status = max(status, code)
         if code in (EXIT_PREEMPTED, EXIT_IO):
@@ -167,7 +218,7 @@ def check_pair(out: str, rows: int, checkpoint: str, snapshot: Snapshot, job: Jo
             f"results file {out!r} cannot be checked against checkpoint {checkpoint!r} ({err}); "
             f"{fix}"
         ) from None
-    for row, (there, logged) in enumerate(zip(found.tolist(), expected)):
+    for row, (there, logged) in enumerate(zip(found.tolist(), expected, strict=True)):
         if there != logged:
             raise JobError(
                 f"results file {out!r} does not match checkpoint {checkpoint!r}: its row {row} is "

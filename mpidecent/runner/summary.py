@@ -37,7 +37,7 @@ class Health:
     def from_series(cls, losses, consensus) -> Health:
         """The references of a resumed run, from its results file's rows so far."""
         health = cls()
-        for loss, spread in zip(losses, consensus):
+        for loss, spread in zip(losses, consensus, strict=True):
             health.observe(float(loss), float(spread))
         return health
 
