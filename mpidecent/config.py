@@ -611,9 +611,8 @@ def validate(
     if run["name"] and not _VARIANT_NAME.fullmatch(run["name"]):
         raise JobError(
             f"[run] name = {run['name']!r}: a run name must be a plain file name of letters, "
-            "digits "
-            "and _ . + - that does not start with a dot (no / or \\); it names runs/<name>.h5 — "
-            "set [run] out to choose the folder"
+            "digits and _ . + - that does not start with a dot (no / or \\); it names "
+            "runs/<name>.h5 — set [run] out to choose the folder"
         )
     run["name"] = run["name"] or default_name
     run["out"] = run["out"] or f"runs/{run['name']}.h5"
@@ -647,8 +646,7 @@ def validate(
         raise JobError(
             f"[algorithm] {stray[0]} does not apply to optimizer = {algorithm['optimizer']!r} (it "
             f"reads {', '.join(OPTIMIZER_KEYS[algorithm['optimizer']]) or 'no keys of its own'}); "
-            "remove it or "
-            "choose the optimizer that uses it"
+            "remove it or choose the optimizer that uses it"
         )
 
     topo_table = table.get("topology")
@@ -711,8 +709,7 @@ def validate(
     if master_worker and data["batch_size"] != 0:
         raise JobError(
             f"[data] batch_size = {data['batch_size']}: {algo_name} workers send gradients of "
-            "whole "
-            "partitions; set batch_size = 0"
+            "whole partitions; set batch_size = 0"
         )
     job = Job(
         *(
@@ -845,7 +842,7 @@ def table_to_toml(table: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ---- the job-file reference, generated from the declarations above ----------------------------------------
+# ---- the job-file reference, generated from the declarations above -------------------------------
 
 
 def _row(p: Param) -> str:
@@ -881,15 +878,12 @@ def _table(params: Sequence[Param]) -> list[str]:
 SWEEP_REFERENCE: list[str] = [
     "## [[sweep]]",
     "",
-    "A job file may hold variants of its job: `mpidecent run` validates every variant first (one "
-    "bad variant",
-    "refuses the whole launch, before anything runs), then runs them one after another in the same "
-    "launch.",
-    "Variant `v` of a job named `base` is named `base-v` and writes `<[run] out folder, default "
-    "runs/base>/v.h5`",
-    "(`--out DIR` puts the files in DIR). Command-line `--set` options apply to every variant, "
-    "after the",
-    "variant's own settings. Each entry is one of:",
+    "A job file may hold variants of its job: `mpidecent run` validates every variant first (one",
+    "bad variant refuses the whole launch, before anything runs), then runs them one after another",
+    "in the same launch. Variant `v` of a job named `base` is named `base-v` and writes `<[run]",
+    "out folder, default runs/base>/v.h5` (`--out DIR` puts the files in DIR). Command-line",
+    "`--set` options apply to every variant, after the variant's own settings. Each entry is one",
+    "of:",
     "",
     "| key | type | meaning |",
     "|---|---|---|",
@@ -905,83 +899,59 @@ SWEEP_REFERENCE: list[str] = [
     'name = "Q10"',
     'set = { "algorithm.gossip_rounds" = 10, "compression.fraction" = 0.1 }',
     "",
-    "[[sweep]]                       # 4 variants: levels4-gamma0.5, levels4-gamma1, "
-    "levels16-gamma0.5, levels16-gamma1",
-    'grid = { "compression.levels" = [4, 16], "algorithm.gamma" = [0.5, 1.0] }',
+    "[[sweep]]                       # 4 variants: levels4-gamma0.5, levels4-gamma1,",
+    'levels16-gamma0.5, levels16-gamma1 grid = { "compression.levels" = [4, 16], "algorithm.gamma"',
+    "= [0.5, 1.0] }",
     "```",
     "",
-    "A grid variant's name joins `<key><value>` for each key (the key without its section, unless "
-    "two keys",
-    "share it; a plug-in's `name`/`kind` shows its value alone, e.g. `topk-gamma0.5`), characters "
-    "other than",
-    "letters, digits and `_ . + -` becoming `_`. A single `[sweep]` table with a `grid` works too. "
-    "Two variants",
-    "with the same name are an error.",
+    "A grid variant's name joins `<key><value>` for each key (the key without its section, unless",
+    "two keys share it; a plug-in's `name`/`kind` shows its value alone, e.g. `topk-gamma0.5`),",
+    "characters other than letters, digits and `_ . + -` becoming `_`. A single `[sweep]` table",
+    "with a `grid` works too. Two variants with the same name are an error.",
     "",
-    "After the runs, rank 0 prints a table with one line per variant: its status, final numbers "
-    "and its",
-    "`settings`, the value of every key any variant sets (`levels=4 gamma=0.5`). A variant that "
-    "diverges (or",
-    "fails its health check) is recorded as `diverged` in its results file and the table, and the "
-    "others still",
-    "run; the launch's exit status is 0 only when every variant completed, else the worst (3 "
-    "diverged, 4 stopped",
-    "by a signal: the launch ends there and `--resume` continues it). An internal error aborts the "
-    "launch (1).",
+    "After the runs, rank 0 prints a table with one line per variant: its status, final numbers",
+    "and its `settings`, the value of every key any variant sets (`levels=4 gamma=0.5`). A variant",
+    "that diverges (or fails its health check) is recorded as `diverged` in its results file and",
+    "the table, and the others still run; the launch's exit status is 0 only when every variant",
+    "completed, else the worst (3 diverged, 4 stopped by a signal: the launch ends there and",
+    "`--resume` continues it). An internal error aborts the launch (1).",
     "",
-    "`mpidecent run JOB --variant NAME_OR_INDEX` runs one variant only (by name, or by 0-based "
-    "index in file",
-    "order, e.g. a Slurm array task's `$SLURM_ARRAY_TASK_ID`: `slurm/sweep-array.sbatch`); it "
-    "writes the same",
-    "results file as a whole-sweep run. Every variant is still validated first.",
+    "`mpidecent run JOB --variant NAME_OR_INDEX` runs one variant only (by name, or by 0-based",
+    "index in file order, e.g. a Slurm array task's `$SLURM_ARRAY_TASK_ID`:",
+    "`slurm/sweep-array.sbatch`); it writes the same results file as a whole-sweep run. Every",
+    "variant is still validated first.",
     "",
-    "`mpidecent simulate-gossip JOB -n 8,64` replaces the job's `[topology] n`: variants that "
-    "differ only in",
-    "`n` count once.",
+    "`mpidecent simulate-gossip JOB -n 8,64` replaces the job's `[topology] n`: variants that",
+    "differ only in `n` count once.",
     "",
     "## Run health",
     "",
-    "At every log point a run is stopped as `diverged` (exit status 3, the results so far kept) "
-    "when the average",
-    "model's loss is non-finite or above 1000 × max(its step-0 value, 1), when the consensus "
-    "distance is",
-    "non-finite or above 10⁶ × max(its first nonzero logged value, 1), or when a model entry "
-    "exceeds",
-    "`[run] divergence_threshold`; the message names the quantity, the step and a hint for the "
-    "algorithm and",
-    "compressor. At the start, rank 0 warns (`mpidecent: warning: ...`) about known-unstable "
-    "combinations:",
-    "quantized_push_sum, multi_gossip or choco_sgd with a biased operator (topk, sign, "
-    "qsgd_contractive, randk",
-    "with scaled = false) and gamma = 1.",
+    "At every log point a run is stopped as `diverged` (exit status 3, the results so far kept)",
+    "when the average model's loss is non-finite or above 1000 × max(its step-0 value, 1), when",
+    "the consensus distance is non-finite or above 10⁶ × max(its first nonzero logged value, 1),",
+    "or when a model entry exceeds `[run] divergence_threshold`; the message names the quantity,",
+    "the step and a hint for the algorithm and compressor. At the start, rank 0 warns (`mpidecent:",
+    "warning: ...`) about known-unstable combinations: quantized_push_sum, multi_gossip or",
+    "choco_sgd with a biased operator (topk, sign, qsgd_contractive, randk with scaled = false)",
+    "and gamma = 1.",
     "",
     "## Memory",
     "",
-    "Before the data are generated or read, every rank estimates the memory its part of the job "
-    "needs and",
-    "refuses a job that needs more than its share of the machine, in one line naming the key that "
-    "dominates",
-    "(`[data] samples`, `features`, `batch_size`, `[model] hidden`, `channels`, or a data file's "
-    "`path`):",
-    "`[data] samples = 1000000000 needs about 723 GiB per rank (data 525 GiB, model 2.8 KiB, …) "
-    "but each of",
-    "the 4 ranks on this machine has about 5.5 GiB (22 GiB available)` (exit status 2). The share "
-    "is the",
-    "memory available now (`MemAvailable`, or the room under a cgroup limit when smaller, as under "
-    "Slurm or in",
-    "a container) divided by the ranks on this machine (from Open MPI, MPICH or Slurm; else all "
-    "the ranks).",
-    "The estimate counts the data (a generated or built-in set is held whole on every rank while "
-    "its shard",
-    "is cut), the model's parameters with their copies, the algorithm's d-sized vectors, the "
-    "message buffers,",
-    "a step's activations and, for a convex model with `[model] l2` > 0, the exact optimum's d×d "
-    "Newton",
-    "system; it is rough, and not the Python and torch runtime itself. A user's loader or model is "
-    "not",
-    "estimated: running out of memory while building it is one line naming `[data] name` or "
-    "`[model] name`.",
-    "`MPIDECENT_NO_MEMORY_CHECK=1` in the environment skips the estimate.",
+    "Before the data are generated or read, every rank estimates the memory its part of the job",
+    "needs and refuses a job that needs more than its share of the machine, in one line naming the",
+    "key that dominates (`[data] samples`, `features`, `batch_size`, `[model] hidden`, `channels`,",
+    "or a data file's `path`): `[data] samples = 1000000000 needs about 723 GiB per rank (data 525",
+    "GiB, model 2.8 KiB, …) but each of the 4 ranks on this machine has about 5.5 GiB (22 GiB",
+    "available)` (exit status 2). The share is the memory available now (`MemAvailable`, or the",
+    "room under a cgroup limit when smaller, as under Slurm or in a container) divided by the",
+    "ranks on this machine (from Open MPI, MPICH or Slurm; else all the ranks). The estimate",
+    "counts the data (a generated or built-in set is held whole on every rank while its shard is",
+    "cut), the model's parameters with their copies, the algorithm's d-sized vectors, the message",
+    "buffers, a step's activations and, for a convex model with `[model] l2` > 0, the exact",
+    "optimum's d×d Newton system; it is rough, and not the Python and torch runtime itself. A",
+    "user's loader or model is not estimated: running out of memory while building it is one line",
+    "naming `[data] name` or `[model] name`. `MPIDECENT_NO_MEMORY_CHECK=1` in the environment",
+    "skips the estimate.",
     "",
 ]
 
@@ -996,9 +966,9 @@ def job_reference() -> str:
     out = [
         "# Job file reference",
         "",
-        "Generated from the code's declarations by `python -m mpidecent.config > docs/job-file.md`;",
-        "a unit test fails when this file and the code disagree. Unknown keys, wrong types and",
-        "out-of-range values are errors naming `[section] key`.",
+        "Generated from the code's declarations by `python -m mpidecent.config >",
+        "docs/job-file.md`; a unit test fails when this file and the code disagree. Unknown keys,",
+        "wrong types and out-of-range values are errors naming `[section] key`.",
         "",
         "## [run]",
         "",
@@ -1036,20 +1006,14 @@ def job_reference() -> str:
     out += [
         "## [data]",
         "",
-        '`name` is a built-in below or a loader by import path, `"package.module:load"` or '
-        '`"loader.py:load"`',
-        "(a file relative to the job file). **A job file that names an import path runs that code "
-        "on every",
-        "rank.** The loader gets the table's other keys as keyword arguments and returns `(x, y)` "
-        "or",
-        "`(x, y, x_test, y_test)` (arrays or tensors, x of any per-sample shape); a loader whose "
-        "signature names",
-        "`rank` and `world_size` returns only that rank's training shard (and the whole test set). "
-        "Keys of a",
-        "loader besides its own: `task` (`auto` | binary | multiclass | regression; auto: integer "
-        "labels →",
-        "multiclass, others → regression), `test_fraction` (when it returns no test set) and the "
-        "keys every",
+        '`name` is a built-in below or a loader by import path, `"package.module:load"` or',
+        '`"loader.py:load"` (a file relative to the job file). **A job file that names an import',
+        "path runs that code on every rank.** The loader gets the table's other keys as keyword",
+        "arguments and returns `(x, y)` or `(x, y, x_test, y_test)` (arrays or tensors, x of any",
+        "per-sample shape); a loader whose signature names `rank` and `world_size` returns only",
+        "that rank's training shard (and the whole test set). Keys of a loader besides its own:",
+        "`task` (`auto` | binary | multiclass | regression; auto: integer labels → multiclass,",
+        "others → regression), `test_fraction` (when it returns no test set) and the keys every",
         "data set has:",
         "",
         *_table(LOADER_PARAMS),
@@ -1062,19 +1026,14 @@ def job_reference() -> str:
     out += [
         "## [model]",
         "",
-        '`name` is a built-in below or a factory by import path, `"package.module:make"` or '
-        '`"nets.py:Net"`',
-        "(a file relative to the job file). **A job file that names an import path runs that code "
-        "on every",
-        "rank.** The factory gets the table's other keys as keyword arguments, plus `input_shape` "
-        "(one",
-        "sample's shape) and `classes` (2 binary, C multiclass, 0 regression) when its signature "
-        "names them,",
-        "and returns a `torch.nn.Module`: one logit for binary tasks, `(B, classes)` for "
-        "multiclass. Its",
-        "non-trainable buffers (batch norm's running statistics) stay local to each node and are "
-        "checkpointed;",
-        "the saved average model (`[run] save_model`) holds their mean. Keys of every model:",
+        '`name` is a built-in below or a factory by import path, `"package.module:make"` or',
+        '`"nets.py:Net"` (a file relative to the job file). **A job file that names an import path',
+        "runs that code on every rank.** The factory gets the table's other keys as keyword",
+        "arguments, plus `input_shape` (one sample's shape) and `classes` (2 binary, C multiclass,",
+        "0 regression) when its signature names them, and returns a `torch.nn.Module`: one logit",
+        "for binary tasks, `(B, classes)` for multiclass. Its non-trainable buffers (batch norm's",
+        "running statistics) stay local to each node and are checkpointed; the saved average model",
+        "(`[run] save_model`) holds their mean. Keys of every model:",
         "",
         *_table(MODEL_COMMON),
     ]
@@ -1092,11 +1051,10 @@ def job_reference() -> str:
     out += [
         "## [outer]",
         "",
-        "Local steps and an outer optimizer (DiLoCo family; "
-        "[docs/algorithms/local-steps.md](algorithms/local-steps.md)):",
-        "H inner steps with the `[algorithm]`'s optimizer and no communication, then the round's",
-        "pseudo-gradient Δ = φ − θ is aggregated over the algorithm's pattern and the outer "
-        "optimizer steps",
+        "Local steps and an outer optimizer (DiLoCo family;",
+        "[docs/algorithms/local-steps.md](algorithms/local-steps.md)): H inner steps with the",
+        "`[algorithm]`'s optimizer and no communication, then the round's pseudo-gradient Δ = φ −",
+        "θ is aggregated over the algorithm's pattern and the outer optimizer steps",
         f"φ. Accepted by {', '.join(outer_algorithms())}. Without `[outer]` nothing changes.",
         "",
         *_table(OUTER_PARAMS),

@@ -105,7 +105,7 @@ class Footprint:
         return ", ".join(f"{name} {size_text(p.bytes)}" for name, p in self.parts.items())
 
 
-# ---- the check --------------------------------------------------------------------------------------------
+# ---- the check -----------------------------------------------------------------------------------
 
 
 def check_memory(
@@ -184,12 +184,11 @@ def out_of_memory(what: str, err: BaseException, world_size: int) -> str:
         )
     return (
         f"{what} ran out of memory ({text}){room}: make its data or model smaller, or use more "
-        "machines "
-        "(fewer ranks on each)"
+        "machines (fewer ranks on each)"
     )
 
 
-# ---- the estimate -----------------------------------------------------------------------------------------
+# ---- the estimate --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -391,7 +390,7 @@ def _optimum(model: Mapping[str, Any], data: DataShape, rows: int) -> int:
     return 4 * dd * dd * F64 + 2 * rows * dd * F64
 
 
-# ---- the data set's and the model's shapes, from the job ---------------------------------------------------
+# ---- the data set's and the model's shapes, from the job -----------------------------------------
 
 
 def data_shape(values: Mapping[str, Any], base_dir: str | None = None) -> DataShape | None:

@@ -96,9 +96,8 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
     if nodes != n and is_import_path(job.data["name"]) and is_shard_loader(job.data, folder):
         raise JobError(
             f"[data] name = {job.data['name']!r} returns one shard per rank, but {spec.name} "
-            "trains "
-            "every rank on partitions of the whole set: let the loader return the whole set (drop "
-            "its rank and world_size parameters)"
+            "trains every rank on partitions of the whole set: let the loader return the whole "
+            "set (drop its rank and world_size parameters)"
         )
     from mpidecent.footprint import check_memory, memory_guard
 
@@ -143,8 +142,7 @@ def _check_initial_model(
         init = job.model["init"]
         cause = (
             f"[model] init_scale = {job.model['init_scale']:g} is too large for {dtype.name}; "
-            "choose a smaller "
-            "init_scale"
+            "choose a smaller init_scale"
             if init == "normal"
             else f"[model] name = {job.model['name']!r} starts with non-finite parameters (init = "
             f"{init!r}); fix "

@@ -59,8 +59,7 @@ def _exited(err: SystemExit) -> str:
     ``exit()``)."""
     return (
         f"called sys.exit({err.code!r}) (a plug-in must return, not end the process: e.g. a "
-        "training "
-        "script that parses sys.argv when imported)"
+        "training script that parses sys.argv when imported)"
     )
 
 

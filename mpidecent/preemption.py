@@ -83,8 +83,7 @@ def requeue_under_slurm() -> str:
     if result.returncode < 0:
         return (
             f"requeue of Slurm job {job_id} requested (Slurm ended this step while scontrol ran); "
-            "it will "
-            "resume from the checkpoint"
+            "it will resume from the checkpoint"
         )
     if result.returncode != 0:
         return f"scontrol requeue {job_id} failed: {result.stderr.strip()}; resume with --resume"

@@ -143,7 +143,7 @@ class AsyncGossip(Algorithm):
         self._publish()
         ctx.collectives.barrier()  # no rank reads a window before its owner has published it
 
-    # ---- state -------------------------------------------------------------------------------------------
+    # ---- state -----------------------------------------------------------------------------------
 
     def own_state(self) -> dict[str, np.ndarray]:
         return {
@@ -173,7 +173,7 @@ class AsyncGossip(Algorithm):
         self._publish()
         self.ctx.collectives.barrier()
 
-    # ---- the step ----------------------------------------------------------------------------------------
+    # ---- the step --------------------------------------------------------------------------------
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._start
@@ -320,7 +320,7 @@ class AsyncGossip(Algorithm):
                 c[_STORED] += 1
         c[_SAMPLES] += 1
 
-    # ---- reporting ---------------------------------------------------------------------------------------
+    # ---- reporting -------------------------------------------------------------------------------
 
     def model_view(self) -> np.ndarray:
         """x + (w − x_before) inside a round (the partial round included), x between rounds."""

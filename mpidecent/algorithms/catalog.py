@@ -169,7 +169,7 @@ class AlgorithmSpec:
         return dict(self.test_cases) or {self.name: ()}
 
 
-# ---- shared keys ---------------------------------------------------------------------------------------
+# ---- shared keys ---------------------------------------------------------------------------------
 
 DEBIAS = Param(
     "debias",
@@ -192,15 +192,14 @@ GOSSIP_GAMMA = Param(
     "gamma",
     float,
     0.1,
-    "consensus step size γ of each gossip round; with a biased operator "
-    "(topk, sign, qsgd_contractive, randk with scaled = false) keep γ < 1 (e.g. ≤ 0.5): γ = 1 "
-    "can diverge",
+    "consensus step size γ of each gossip round; with a biased operator (topk, sign, "
+    "qsgd_contractive, randk with scaled = false) keep γ < 1 (e.g. ≤ 0.5): γ = 1 can diverge",
     minimum=0.0,
     exclusive_minimum=True,
     maximum=1.0,
 )
 
-# ---- async gossip --------------------------------------------------------------------------------------
+# ---- async gossip --------------------------------------------------------------------------------
 
 
 def _rank_list(value: list) -> str | None:
@@ -309,7 +308,7 @@ ASYNC_PARAMS: tuple[Param, ...] = (
     ),
 )
 
-# ---- master/worker: gradient codes, data layout, checks ------------------------------------------------
+# ---- master/worker: gradient codes, data layout, checks ------------------------------------------
 
 
 def straggle_probability(table: Mapping[str, Any], tolerance: int, workers: int) -> float:
@@ -375,8 +374,7 @@ def _coded_check(
         except ValueError as err:
             raise JobError(
                 f"[algorithm] {err} ({workers} workers = ranks − 1); change stragglers or the "
-                "number "
-                "of ranks"
+                "number of ranks"
             ) from None
         exact = matrix.exact and not params.get("approximate", False)
         if stragglers["model"] == "fixed" and stragglers["count"] > workers - 1:
@@ -387,8 +385,7 @@ def _coded_check(
             raise JobError(
                 f"[stragglers] count = {stragglers['count']} is more than the {params['code']} "
                 f"code tolerates (stragglers = {matrix.tolerance}); raise [algorithm] stragglers "
-                "or set "
-                "approximate = true"
+                "or set approximate = true"
             )
         if exact and stragglers["model"] == "bernoulli":
             raise JobError(
@@ -430,7 +427,7 @@ def _master_worker(
     )
 
 
-# ---- gradient tracking: pull weights, checks, memory ---------------------------------------------------
+# ---- gradient tracking: pull weights, checks, memory ---------------------------------------------
 
 
 def _check_push_pull(job: Any, n: int, weights: tuple[np.ndarray, ...]) -> None:
@@ -475,7 +472,7 @@ PULL_WEIGHTS = Param(
     choices=("row_uniform", "topology"),
 )
 
-# ---- local steps and outer optimizers: [outer] (local_steps.py) ----------------------------------------
+# ---- local steps and outer optimizers: [outer] (local_steps.py) ----------------------------------
 
 OUTER_PARAMS: tuple[Param, ...] = (
     Param(
@@ -572,8 +569,7 @@ def check_outer(
     if every > job.run["steps"]:
         raise JobError(
             f"[outer] every = {every} is more than [run] steps = {job.run['steps']}: no round "
-            "would "
-            "end; lower every or raise steps"
+            "would end; lower every or raise steps"
         )
     if params.get("overlap"):
         raise JobError(
@@ -590,8 +586,7 @@ def check_outer(
         if spec.outer != "gossip":
             raise JobError(
                 '[outer] pairing = "random" averages exact models between pairs: use it with '
-                "dpsgd "
-                f"or push_sum, not {spec.name}"
+                f"dpsgd or push_sum, not {spec.name}"
             )
         if topology_table and topology_table.get("kind") != "random_pairs":
             raise JobError(
@@ -625,7 +620,7 @@ def check_outer(
         )
 
 
-# ---- the registry --------------------------------------------------------------------------------------
+# ---- the registry --------------------------------------------------------------------------------
 
 _DIRECTED = NeighborGossip(directed=True, weights="column_stochastic", time_varying=True)
 _UNDIRECTED = NeighborGossip(directed=False, weights="doubly_stochastic")
@@ -991,7 +986,7 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
 }
 
 
-# ---- known-unstable combinations: the start-up warning and the divergence hint --------------------------
+# ---- known-unstable combinations: the start-up warning and the divergence hint -------------------
 
 _CONSENSUS_GAMMA = ("quantized_push_sum", "multi_gossip", "choco_sgd")
 
@@ -1026,8 +1021,7 @@ def stability_warnings(job: Any) -> list[str]:
         return []
     return [
         f"{algo} with the biased operator {_describe(job)} and [algorithm] gamma = {gamma:g} is "
-        "known to "
-        "diverge; set gamma ≤ 0.5 (or use an unbiased operator such as qsgd)"
+        "known to diverge; set gamma ≤ 0.5 (or use an unbiased operator such as qsgd)"
     ]
 
 

@@ -4,8 +4,7 @@
 The maths, the decisions and the tested properties: ``docs/algorithms/local-steps.md``.
 
 Each rank keeps the inner model θ_i (gradients are taken here; the objective's flat buffer) and the
-outer
-model φ_i. Round r is H = ``[outer] every`` steps, t = rH … rH + H − 1::
+outer model φ_i. Round r is H = ``[outer] every`` steps, t = rH … rH + H − 1::
 
     every step:     θ_i ← θ_i − α_t d_i          d_i: the [algorithm]'s optimizer on g_i(θ_i) (the inner one)
     end of round:   Δ_i = φ_i − θ_i              the pseudo-gradient (a descent direction)
@@ -103,7 +102,7 @@ class _LocalSteps(Algorithm):
         self.pending_round = -1
         self.norms = np.full(2, math.nan)  # ‖Δ_i‖ and ‖Δ̄_i‖ of the last round applied (logged)
 
-    # ---- what a subclass provides ---------------------------------------------------------------------
+    # ---- what a subclass provides ----------------------------------------------------------------
 
     def _start(self, r: int) -> Any:
         """Start round r's exchange from the state (φ, w, Δ = ``self.delta``, copies, memory)."""
@@ -117,7 +116,7 @@ class _LocalSteps(Algorithm):
         """Traffic not counted by a message stream (the all-reduce's model of the wire)."""
         return Traffic()
 
-    # ---- the round --------------------------------------------------------------------------------------
+    # ---- the round -------------------------------------------------------------------------------
 
     def own_state(self) -> dict[str, np.ndarray]:
         state = {
@@ -389,8 +388,7 @@ class TrackingRounds(_LocalSteps):
     """Decentralized local steps over Push-Pull (``push_pull`` + ``[outer]``): gradient tracking one
     level up, with the pseudo-gradient in the gradient's place. Per round r (R row stochastic, the
     pull weights; C the topology's column-stochastic weights; y the tracker of the average
-    pseudo-gradient, Δ_{-1} = 0, y = 0
-    before the first round)::
+    pseudo-gradient, Δ_{-1} = 0, y = 0 before the first round)::
 
         y⁺_i = y_i + Δ_i,r − Δ_i,r−1                    the corrected tracker (sent; the state keeps y)
         φ_i ← Σ_{j∈N_in∪{i}} R_ij φ_j − η d_outer(y⁺_i)  pull the outer models, step along the own tracker

@@ -6,8 +6,7 @@ graph, W symmetric doubly stochastic, C a contractive compressor. State at node 
 copy z_i (bit-identical at i and its neighbours, because everyone applies the same decoded bytes)
 and s_i = Σ_{j∈N_i∪{i}} w_ij z_j, kept incrementally so no per-neighbour copy is stored (the
 neighbours' c_j are decoded and added into s_i one at a time: ``Message.accumulate``, one scratch
-vector).
-z_i = s_i = 0 at the start. Per gradient iteration t::
+vector). z_i = s_i = 0 at the start. Per gradient iteration t::
 
     x_i ← x_i − η ∇F_i(x_i)
     repeat Q times (round r):

@@ -2,8 +2,7 @@
 
 Declared by the ``[algorithm]`` keys of ``lr.OPTIMIZER_PARAMS`` for the algorithms whose maths
 allows it (``catalog.py``); the algorithm does its usual step with d in place of g (x ← x − α_t d,
-or D-PSGD's
-x ← Σ_j w_ij x_j − α_t d). On the flat buffers, vectorised::
+or D-PSGD's x ← Σ_j w_ij x_j − α_t d). On the flat buffers, vectorised::
 
     sgd:         d = g                         (the gradient tensor itself: no copy, no state)
     heavy_ball:  m ← β m + g;  d = m

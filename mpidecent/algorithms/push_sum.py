@@ -181,8 +181,8 @@ class QuantizedPushSum(_PushSumBase):
     ``overlap = true``: the reference copies allow it. The message of step t is q_i = Q(x_t −
     x̂_i[s]), built before the gradient step, and every copy — the sender's x̂_i[s] and the
     receivers' x̂_j[s] — is updated with the same decoded bytes when the message is used, in step t,
-    so the copies stay
-    bit-identical and the state at a step boundary holds no copy of a message still in flight::
+    so the copies stay bit-identical and the state at a step boundary holds no copy of a message
+    still in flight::
 
         q_i = Q(x_i − x̂_i[s])  (sent at the end of step t − 1, in flight while g = ∇F_i(z_i) is computed)
         x̂_i[s] ← x̂_i[s] + q_i;  x̂_j[s] ← x̂_j[s] + q_j

@@ -118,9 +118,8 @@ SIZES: dict[str, dict] = {
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser(
         "bench",
-        help="benchmarks: side-by-side ratios (exchange, compressors, step, scaling, "
-        "time to target, RMA progress, memory, slow network, status agreement, "
-        "overlap, local steps)",
+        help="benchmarks: side-by-side ratios (exchange, compressors, step, scaling, time to "
+        "target, RMA progress, memory, slow network, status agreement, overlap, local steps)",
         description=__doc__.split("\n\n")[0],
     )
     bench.add_argument(

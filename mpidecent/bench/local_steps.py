@@ -186,7 +186,6 @@ def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
         "all-reduce and ≥ 3× faster than per-step quantized push-sum). The launch counted "
         f"{launch['bytes_counted'] / 1e6:,.1f} MB of training messages; "
         f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with evaluation at log "
-        "points, TCP/IP "
-        "headers and start-up)"
+        "points, TCP/IP headers and start-up)"
     )
     return title, head, body

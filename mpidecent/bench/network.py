@@ -395,7 +395,7 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.1f}"
 
 
-# ---- gradient coding's phases, on the ranks ------------------------------------------------------------------
+# ---- gradient coding's phases, on the ranks ------------------------------------------------------
 
 
 def _on_ranks(
@@ -564,7 +564,7 @@ def uplink(comm, params: dict) -> dict:
     }
 
 
-# ---- tables ------------------------------------------------------------------------------------------------
+# ---- tables --------------------------------------------------------------------------------------
 
 
 def tables(result: dict) -> str:
@@ -616,10 +616,9 @@ def tables(result: dict) -> str:
     for launch in result["launches"]:
         parts.append(
             f"launch {launch['launch']}: the runs counted {launch['bytes_counted'] / 1e6:,.1f} MB "
-            "of "
-            "messages; "
-            f"{(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with TCP/IP headers, "
-            f"start-up and the evaluation at log points); whole command {launch['command_s']:.0f} s"
+            f"of messages; {(launch['link_bytes'] or 0) / 1e6:,.1f} MB crossed the link (with "
+            "TCP/IP headers, start-up and the evaluation at log points); whole command "
+            f"{launch['command_s']:.0f} s"
         )
     if result["target"]:
         head = [
@@ -687,8 +686,7 @@ def tables(result: dict) -> str:
                     "met"
                     if r["upload_speedup"] >= 5
                     else f"NOT met: {r['upload_speedup']:.1f}× < 5× (1-bit upload "
-                    f"{_ms(r['upload_onebit_s'])} ms: encode "
-                    "and latency)"
+                    f"{_ms(r['upload_onebit_s'])} ms: encode and latency)"
                 )
                 if r["link"] == "100mbit" and r["d"] >= 1e6
                 else "-",

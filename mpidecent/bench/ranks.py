@@ -64,7 +64,7 @@ def _interleaved(
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-# ---- 1. exchange overhead ----------------------------------------------------------------------------------
+# ---- 1. exchange overhead ------------------------------------------------------------------------
 
 
 def exchange(comm: MPI.Intracomm, params: dict) -> dict:
@@ -111,7 +111,7 @@ def exchange(comm: MPI.Intracomm, params: dict) -> dict:
     }
 
 
-# ---- 3. step time vs what users run instead ------------------------------------------------------------
+# ---- 3. step time vs what users run instead ------------------------------------------------------
 
 STEP_JOB = """
 [run]
@@ -264,7 +264,7 @@ def step(comm: MPI.Intracomm, params: dict) -> dict:
     }
 
 
-# ---- 4. scaling ------------------------------------------------------------------------------------------
+# ---- 4. scaling ----------------------------------------------------------------------------------
 
 
 def _gossip(comm: MPI.Intracomm, d: int, compression: str, comp_params: dict):
@@ -352,7 +352,7 @@ def scaling(comm: MPI.Intracomm, params: dict) -> dict:
     return {"rows": rows}
 
 
-# ---- memory ----------------------------------------------------------------------------------------------
+# ---- memory --------------------------------------------------------------------------------------
 
 
 def _large_arrays(algo, least: int) -> dict[str, int]:
@@ -407,7 +407,7 @@ def memory(comm: MPI.Intracomm, params: dict) -> dict:
     }
 
 
-# ---- 6. RMA progress -------------------------------------------------------------------------------------
+# ---- 6. RMA progress -----------------------------------------------------------------------------
 
 
 def rma(comm: MPI.Intracomm, params: dict) -> dict:

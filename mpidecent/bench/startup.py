@@ -170,8 +170,7 @@ def table(result: dict) -> tuple[str, list[str], list[list[str]]]:
     steps = result["steps"] or "its 500"
     title = (
         f"{result['job']} ({steps} steps) launched with n ranks on {result['cores']} cores: wall "
-        "time from "
-        "launch to exit, to the step-0 line, and of the training loop"
+        "time from launch to exit, to the step-0 line, and of the training loop"
     )
     head = [
         "n",

@@ -25,7 +25,7 @@ from mpidecent.machine import available_memory
 MODES = ("blocking", "pipelined")
 
 
-# ---- on the ranks (mpirun -n n python -m mpidecent.bench.ranks status PARAMS RESULT) ---------------------
+# ---- on the ranks (mpirun -n n python -m mpidecent.bench.ranks status PARAMS RESULT) -------------
 
 
 def measure(comm: Any, params: dict) -> dict:
@@ -79,7 +79,7 @@ def measure(comm: Any, params: dict) -> dict:
     return {"n": comm.size, "steps": done, "lag": lag, "steps_per_s": rates}
 
 
-# ---- the launcher side (mpidecent bench) ----------------------------------------------------------------
+# ---- the launcher side (mpidecent bench) ---------------------------------------------------------
 
 
 def run(

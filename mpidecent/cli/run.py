@@ -112,8 +112,7 @@ def damaged_checkpoint(job_path: str, overrides: list[str], out: str | None) -> 
         if crashed:
             return (
                 f"checkpoint {path!r} is damaged ({crashed}); it and its results file were left "
-                "untouched: "
-                "restore a good copy, or start over with --force"
+                "untouched: restore a good copy, or start over with --force"
             )
     return None
 

@@ -193,8 +193,7 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
                     if any(c.size == 0 for c in candidates):
                         raise JobError(
                             f"[topology] kind = {job.topology['kind']!r} on {n} nodes leaves a "
-                            "node "
-                            "without peers"
+                            "node without peers"
                         )
                 setup = SimSetup(
                     n=n,
@@ -231,8 +230,7 @@ def plan_simulations(args: argparse.Namespace) -> list[_Planned]:
         if os.path.exists(item.out) and not args.force:
             raise JobError(
                 f"results file {item.out!r} already exists; pass --force to overwrite it or --out "
-                "to "
-                "write elsewhere"
+                "to write elsewhere"
             )
     return planned
 

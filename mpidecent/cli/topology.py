@@ -78,8 +78,7 @@ def main(args: argparse.Namespace) -> int:
     )
     print(
         f"spectral gap of W: {schedule_spectral_gap(weights):.6f} (1 − "
-        f"|λ₂|{' per step over a period' if schedule.time_varying else ''}; "
-        "larger mixes faster)"
+        f"|λ₂|{' per step over a period' if schedule.time_varying else ''}; larger mixes faster)"
     )
     if strong:
         print(perron_spread(schedule, weights))
@@ -130,9 +129,7 @@ def perron_spread(schedule: Schedule, weights: Sequence[np.ndarray]) -> str:
     )
     return (
         f"Perron vector of W{over}, W u = u: n·u_i min/max {u.min():.3f}/{u.max():.3f} (push-sum "
-        "weights settle at "
-        "n·u_i; Push-Pull's trackers at n·u_i·ḡ, so node i's effective step is α·n·u_i)\n"
-        f"Perron vector of R = row_uniform{over}, vᵀR = vᵀ: n·v_i min/max "
-        f"{v.min():.3f}/{v.max():.3f} (Push-Pull's "
-        "models average with these weights)"
+        "weights settle at n·u_i; Push-Pull's trackers at n·u_i·ḡ, so node i's effective step is "
+        f"α·n·u_i)\nPerron vector of R = row_uniform{over}, vᵀR = vᵀ: n·v_i min/max "
+        f"{v.min():.3f}/{v.max():.3f} (Push-Pull's models average with these weights)"
     )

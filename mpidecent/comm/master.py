@@ -43,7 +43,7 @@ class MasterWorker:
     def _tag(self, step: int) -> int:
         return step % self.tag_limit
 
-    # ---- master ------------------------------------------------------------------------------------------
+    # ---- master ----------------------------------------------------------------------------------
 
     def broadcast(self, buf: np.ndarray, step: int) -> None:
         self._complete_done(self._sends)
@@ -110,7 +110,7 @@ class MasterWorker:
             if MPI.Request.Testall(store[step][0]):
                 del store[step]
 
-    # ---- worker ------------------------------------------------------------------------------------------
+    # ---- worker ----------------------------------------------------------------------------------
 
     def receive(self, buf: np.ndarray, step: int) -> None:
         self.comm.Recv([buf, MPI.BYTE], source=0, tag=self._tag(step))
@@ -126,7 +126,7 @@ class MasterWorker:
         self.complete_send()
         self._last_send = self.comm.Isend([buf, MPI.BYTE], dest=0, tag=self._tag(step))
 
-    # ---- both ----------------------------------------------------------------------------------------------
+    # ---- both ------------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Complete everything outstanding (collective: every rank calls it), then free the

@@ -93,7 +93,7 @@ class Pattern:
         """What graph the pattern needs, for the job-file reference."""
         raise NotImplementedError
 
-    # ---- the [topology] section (config: pure, before any rank count is known) -------------------------
+    # ---- the [topology] section (config: pure, before any rank count is known) -------------------
 
     def default_section(self, algorithm: str) -> dict[str, Any]:
         raise JobError(
@@ -124,9 +124,8 @@ class Pattern:
         if self.undirected and common["directed"] and kind != "disconnected":
             raise JobError(
                 f"[topology] directed = true: {algorithm} needs an undirected graph; set directed "
-                "= "
-                "false or use push_sum, quantized_push_sum, push_pull or push_diging on directed "
-                "graphs"
+                "= false or use push_sum, quantized_push_sum, push_pull or push_diging on "
+                "directed graphs"
             )
         if common["weights"] == "auto":
             common["weights"] = self.default_weights
@@ -137,7 +136,7 @@ class Pattern:
             )
         return {**common, **specific}
 
-    # ---- the plan for n ranks (pure) --------------------------------------------------------------------
+    # ---- the plan for n ranks (pure) -------------------------------------------------------------
 
     def topology_problem(self, union: Graph, kind: str, algorithm: str) -> str | None:
         """Why the graph (the union over a period) cannot serve this pattern, or None."""
@@ -160,7 +159,7 @@ class Pattern:
         """How many partitions the training set is cut into on n ranks."""
         return n
 
-    # ---- MPI objects (collective over comm) -------------------------------------------------------------
+    # ---- MPI objects (collective over comm) ------------------------------------------------------
 
     def connect(self, comm: Any, wiring: Wiring) -> Connection:
         """Collective over ``comm``: this rank's MPI objects (none by default)."""

@@ -70,7 +70,7 @@ class Uplink:
         memory = self.encoder.memory
         return {"error_feedback": memory if memory is not None else np.zeros(0, dtype=self.dtype)}
 
-    # ---- master ------------------------------------------------------------------------------------------
+    # ---- master ----------------------------------------------------------------------------------
 
     def broadcast(self, theta: np.ndarray, step: int) -> int:
         """Send θ to every worker; returns the downlink bits (full precision, per worker)."""
@@ -101,7 +101,7 @@ class Uplink:
                 ),
             )
 
-    # ---- worker ------------------------------------------------------------------------------------------
+    # ---- worker ----------------------------------------------------------------------------------
 
     def receive(self, theta: np.ndarray, step: int) -> None:
         """θ ← the master's model of step ``step``."""

@@ -100,7 +100,7 @@ class Compressor(ABC):
         #: The resolved operator parameters, defaults filled in (job-file key → value).
         self.options: dict[str, Any] = resolve("compression", self.params, params, owner=self.name)
 
-    # ---------------------------------------------------------------- sizes (exact, data-independent)
+    # -------------------------------------------------------------- sizes (exact, data-independent)
     @property
     @abstractmethod
     def payload_bits(self) -> int:

@@ -52,7 +52,7 @@ def _group(width: int) -> tuple[int, int]:
     return bits // width, bits // 8
 
 
-# ---------------------------------------------------------------------------------------------- pack
+# --------------------------------------------------------------------------------------------- pack
 
 
 def _pack_bitmatrix(codes: np.ndarray, width: int, out: np.ndarray) -> None:
@@ -157,7 +157,7 @@ def pack_codes(codes: np.ndarray, width: int, out: np.ndarray, *, check: bool = 
         _pack_bitmatrix(codes[used:], width, out[packed_nbytes(used, width) :])
 
 
-# -------------------------------------------------------------------------------------------- unpack
+# ------------------------------------------------------------------------------------------- unpack
 
 
 def _unpack_bitmatrix(buf: np.ndarray, width: int, out: np.ndarray) -> None:

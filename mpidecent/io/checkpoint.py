@@ -3,17 +3,20 @@ load.
 
 Layout (``<results file without .h5>.ckpt.h5``)::
 
-    /                 attrs: kind = "mpidecent-checkpoint", format_version, job (resolved TOML), world_size,
-                             step (iterations completed), results_rows (rows of the results file that belong
-                             to steps ≤ step), algorithm, created, rng, results_file,
-                             checksums (format 2: JSON {"attr:<name>" | "data:<group>/<name>": sha256} over the
-                             canonical value of every other root attribute and, per dataset, its dtype, shape
-                             and its shapes/sha256 attributes — so an edited or corrupted attribute is named)
+    /                 attrs: kind = "mpidecent-checkpoint", format_version, job (resolved TOML),
+                             world_size, step (iterations completed), results_rows (rows of the
+                             results file that belong to steps ≤ step), algorithm, created, rng,
+                             results_file, checksums (format 2: JSON {"attr:<name>" |
+                             "data:<group>/<name>": sha256} over the canonical value of every
+                             other root attribute and, per dataset, its dtype, shape and its
+                             shapes/sha256 attributes — so an edited or corrupted attribute is
+                             named)
     /state/<name>     (n_ranks, *padded shape): the algorithm's state arrays (Algorithm.state())
-    /runner/<name>    (n_ranks, *padded shape): the runner's counters (bits, bytes, messages, seconds,
-                      minibatch losses since the last log point, wall time)
-    every dataset:    attrs shapes (n_ranks, ndim) int64 — each rank's true shape (ranks may differ, e.g.
-                      in-degrees), sha256 (n_ranks,) str — checksum of each rank's bytes, verified on load
+    /runner/<name>    (n_ranks, *padded shape): the runner's counters (bits, bytes, messages,
+                      seconds, minibatch losses since the last log point, wall time)
+    every dataset:    attrs shapes (n_ranks, ndim) int64 — each rank's true shape (ranks may
+                      differ, e.g. in-degrees), sha256 (n_ranks,) str — checksum of each rank's
+                      bytes, verified on load
 
 Reading first walks the file's global heaps (``hdf5guard.heap_problem``: a damaged one crashes
 libhdf5) and bounds every attribute's size by the file's, then verifies the checksums (format 1
@@ -58,7 +61,10 @@ from mpidecent.io.layout import rows_logged
 KIND = "mpidecent-checkpoint"
 FORMAT_VERSION = 2  # 2: the checksums attribute
 CHECKSUMS = "checksums"
-RNG_NOTE = "counter-based: every draw comes from a generator of (seed, rank, step, purpose); the step is its state"
+RNG_NOTE = (
+    "counter-based: every draw comes from a generator of (seed, rank, step, purpose); "
+    "the step is its state"
+)
 
 
 def checkpoint_path(results_path: str) -> str:

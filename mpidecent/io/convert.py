@@ -100,7 +100,7 @@ class Summary:
     scaled: bool
 
 
-# ---- small helpers ------------------------------------------------------------------------------------------
+# ---- small helpers -------------------------------------------------------------------------------
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -128,7 +128,7 @@ def _native(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
 
 
-# ---- npz ----------------------------------------------------------------------------------------------------
+# ---- npz -----------------------------------------------------------------------------------------
 
 
 def _pick(
@@ -154,8 +154,7 @@ def _npz_keys(
             tried = ", ".join(f"{a}/{b}" for a, b in TRAIN_KEYS)
             raise JobError(
                 f"{name} has no training arrays under the usual names ({tried}); keys found: "
-                f"{found}; "
-                "name them with --x KEY --y KEY"
+                f"{found}; name them with --x KEY --y KEY"
             )
         x, y = pair
     else:
@@ -175,8 +174,7 @@ def _npz_keys(
             if lone:
                 raise JobError(
                     f"{name} has {lone[0]!r} but not its partner (keys found: {found}); name the "
-                    "test "
-                    "arrays with --x-test KEY --y-test KEY"
+                    "test arrays with --x-test KEY --y-test KEY"
                 )
             return x, y, None, None
         return x, y, pair[0], pair[1]
@@ -241,8 +239,7 @@ def read_npz(
                     if not isinstance(array, np.ndarray):  # a member that is not an .npy file
                         raise JobError(
                             f"cannot read {path!r} as an .npz file (corrupt or truncated: {key!r} "
-                            "is "
-                            "not a numpy array)"
+                            "is not a numpy array)"
                         )
                     arrays.append(array)
                 except ValueError as err:
@@ -269,7 +266,7 @@ def read_npz(
     return Arrays(arrays[0], arrays[1], arrays[2], arrays[3], names, source)  # type: ignore[arg-type]
 
 
-# ---- IDX ----------------------------------------------------------------------------------------------------
+# ---- IDX -----------------------------------------------------------------------------------------
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -299,9 +296,8 @@ def read_idx(path: str) -> np.ndarray:
         shown = " ".join(f"{b:02x}" for b in raw[:4])
         raise JobError(
             f"{path!r} is not an IDX file{packed}: it starts with {shown}, but an IDX file starts "
-            "with "
-            "00 00, a type byte (08 uint8, 09 int8, 0b int16, 0c int32, 0d float32, 0e float64) "
-            "and the number of dimensions"
+            "with 00 00, a type byte (08 uint8, 09 int8, 0b int16, 0c int32, 0d float32, 0e "
+            "float64) and the number of dimensions"
         )
     if ndim < 1:
         raise JobError(
@@ -346,7 +342,7 @@ def idx_arrays(
     return Arrays(arrays[0], arrays[1], arrays[2], arrays[3], names, source)  # type: ignore[arg-type]
 
 
-# ---- checks and scaling -------------------------------------------------------------------------------------
+# ---- checks and scaling --------------------------------------------------------------------------
 
 
 def _check_numeric(array: np.ndarray, name: str) -> None:
@@ -367,8 +363,7 @@ def _check_finite(array: np.ndarray, name: str) -> None:
             sample = start + int(np.flatnonzero(~finite.reshape(len(part), -1).all(axis=1))[0])
             raise JobError(
                 f"{name} holds NaN or infinite values (e.g. {bad}, first at sample {sample}); "
-                "every "
-                "value must be finite"
+                "every value must be finite"
             )
 
 
@@ -459,7 +454,7 @@ def scale_pixels(arrays: Arrays) -> Arrays:
     return replace(arrays, features=scaled[0], test_features=scaled[1], scaled=True)
 
 
-# ---- writing ------------------------------------------------------------------------------------------------
+# ---- writing -------------------------------------------------------------------------------------
 
 
 def check_output(path: str, force: bool = False) -> None:

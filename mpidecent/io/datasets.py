@@ -206,8 +206,7 @@ def _inspect(f: h5py.File, values: Mapping[str, Any], nodes: int) -> _Inspected:
         if samples < nodes:
             raise JobError(
                 f"[data] path: {_shown(values)} has {samples} samples, fewer than the {nodes} "
-                "nodes; "
-                "every node needs a sample"
+                "nodes; every node needs a sample"
             )
         targets, num_classes = targets_from_labels(labels[()], values)
         return _Inspected(features, None, targets, num_classes, 0)

@@ -123,8 +123,7 @@ class OutputWatch:
         if not self.intact():
             return (
                 f"the results file {self.results_path} was deleted, moved or replaced while the "
-                "run was "
-                "writing it"
+                "run was writing it"
             )
         free = free_bytes(self.folder)
         wanted = needed_bytes + CLOSING_RESERVE_BYTES

@@ -112,7 +112,7 @@ RANK_INDEX_DESCRIPTION = (
 )
 
 
-# ---- which steps have a row ---------------------------------------------------------------------------
+# ---- which steps have a row ----------------------------------------------------------------------
 # Step 0, every ``log_every`` steps, and the last step: the writer (runner/loop.py) logs these, the
 # reader counts them to tell a partial file, and a resume checks a results file against its
 # checkpoint with them.

@@ -184,7 +184,7 @@ class Run:
         except (TypeError, ValueError):
             return math.nan
 
-    # ---- series ------------------------------------------------------------------------------------
+    # ---- series ----------------------------------------------------------------------------------
 
     def glob(self, name: str) -> np.ndarray | None:
         """A global series (L,), or None if the file has none of that name."""
@@ -245,7 +245,7 @@ class Run:
         return (link or self.link).modelled_time(compute, sent, messages)
 
 
-# ---- reading -------------------------------------------------------------------------------------------
+# ---- reading -------------------------------------------------------------------------------------
 
 
 def _python(value: Any) -> Any:

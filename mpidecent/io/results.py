@@ -1,15 +1,16 @@
 """The results file: one parallel HDF5 file per run (``h5py`` with ``driver="mpio"``).
 
 Layout (``docs/results-format.md`` documents every item; the format version and the series are
-declared
-in ``io/layout.py``, which the serial reader ``io/reader.py`` shares)::
+declared in ``io/layout.py``, which the serial reader ``io/reader.py`` shares)::
 
-    /                       attrs: format_version, mpidecent_version, job, job_source, overrides, world_size,
-                                   mpi_library, mpi4py_version, h5py_version, osc_component, started,
-                                   finished, status, message, algorithm, compressor, ...
+    /                       attrs: format_version, mpidecent_version, job, job_source, overrides,
+                                   world_size, mpi_library, mpi4py_version, h5py_version,
+                                   osc_component, started, finished, status, message, algorithm,
+                                   compressor, ...
     /topology/edges         (E, 2) int32, directed edges src → dst
     /topology/weights       (n, n) float64, the mixing matrix used (row i = receiver i)
-    /metrics/step           (L,) int64, logged steps (0 = before the first iteration); dimension scale "step"
+    /metrics/step           (L,) int64, logged steps (0 = before the first iteration); dimension
+                            scale "step"
     /metrics/rank_index     (n,) int64, 0 … n−1; dimension scale "rank"
     /metrics/rank/<name>    (L, n), one column per rank; axes attached to the scales step and rank
     /metrics/global/<name>  (L,); axis 0 attached to the scale step

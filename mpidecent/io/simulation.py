@@ -1,8 +1,8 @@
 """The simulator's results file: the layout of ``io/results.py`` (docs/results-format.md), written
 serially with h5py (one process, no MPI), so ``mpidecent report`` and h5py scripts read both alike.
 
-    /                        attrs: format_version, mpidecent_version, kind = "simulation", job, run_name,
-                                    algorithm, world_size (= n users), mpi_library, osc_component,
+    /                        attrs: format_version, mpidecent_version, kind = "simulation", job,
+                                    run_name, algorithm, world_size (= n users), mpi_library, osc_component,
                                     status, steps_requested, steps_completed, started, finished,
                                     wall_s, and the summary: mode, gossip_rate, rate_policy,
                                     version_rate, horizon, warmup, tracked_sources, mean_staleness,
@@ -10,9 +10,11 @@ serially with h5py (one process, no MPI), so ``mpidecent report`` and h5py scrip
                                     staleness_ratio, events
     /topology                attrs kind, n, directed (edges only for graphs other than complete)
     /metrics/step            (L,) int64   the job's log steps; row k is logical time step / (K·λ_e)
-    /metrics/rank/<name>     (L, n)       staleness_mean, staleness_max (versions, over tracked sources)
+    /metrics/rank/<name>     (L, n)       staleness_mean, staleness_max (versions, over tracked
+                                          sources)
     /metrics/global/<name>   (L,)         staleness_mean (all pairs), logical_time
-    /events/<name>           sources (m,) tracked users; updates, gossips (n,) per user by the horizon
+    /events/<name>           sources (m,) tracked users; updates, gossips (n,) per user by the
+                                          horizon
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ _IID_STREAM, _SPLIT_STREAM, _DIRICHLET_STREAM = 0, 1, 2
 _SAMPLES_STREAM, _TRUTH_STREAM = 0, 1
 
 
-# ---- containers --------------------------------------------------------------------------------------
+# ---- containers ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class NodeData:
         return int(np.prod(self.input_shape, dtype=np.int64))
 
 
-# ---- generators --------------------------------------------------------------------------------------
+# ---- generators ----------------------------------------------------------------------------------
 
 
 def synthetic_logistic(samples: int, features: int, seed: int, separation: float) -> Dataset:
@@ -194,7 +194,7 @@ def digits(classes: Sequence[int] = ()) -> Dataset:
     return Dataset("digits", task, features[mask], relabel[targets[mask]], num_classes=len(chosen))
 
 
-# ---- split and partition -----------------------------------------------------------------------------
+# ---- split and partition -------------------------------------------------------------------------
 
 
 def num_test_samples(samples: int, test_fraction: float) -> int:

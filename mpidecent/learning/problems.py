@@ -354,7 +354,7 @@ def check_model(
         )
 
 
-# ---- the exact optimum of convex generalised linear models, computed collectively -------------------------
+# ---- the exact optimum of convex generalised linear models, computed collectively ----------------
 
 
 class Reducer(Protocol):

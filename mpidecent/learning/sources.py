@@ -156,8 +156,7 @@ def _fixed_size(values: dict, nodes: int, train: int) -> None:
     if train < nodes:
         raise JobError(
             f"[data] {values['name']!r} has {train} training samples, fewer than the {nodes} "
-            "nodes; "
-            "every node needs a training sample"
+            "nodes; every node needs a training sample"
         )
 
 
@@ -377,7 +376,7 @@ DATASETS: dict[str, DataKind] = {
 }
 
 
-# ---- a user's loader -------------------------------------------------------------------------------------
+# ---- a user's loader -----------------------------------------------------------------------------
 
 LOADER_PARAMS: tuple[Param, ...] = (
     Param(
@@ -457,8 +456,7 @@ def _targets(y: np.ndarray, task: str, name: str, what: str) -> np.ndarray:
     if targets.size and targets.min() < 0:
         raise JobError(
             f"[data] name = {name!r}: {what} holds negative labels (e.g. {int(targets.min())}); "
-            "class "
-            "ids are 0..C−1"
+            "class ids are 0..C−1"
         )
     if task == "binary" and targets.size and targets.max() > 1:
         raise JobError(
@@ -483,8 +481,7 @@ def dataset_from_arrays(arrays: tuple[np.ndarray, ...], values: Mapping[str, Any
     if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise JobError(
             f"[data] name = {name!r}: x of shape {x.shape} and y of shape {y.shape} must have one "
-            "row "
-            "per sample each (x (N, ...), y (N,))"
+            "row per sample each (x (N, ...), y (N,))"
         )
     task = _infer_task(y, values["task"])
     parts = [(x, _targets(y, task, name, "y"))]
@@ -503,8 +500,7 @@ def dataset_from_arrays(arrays: tuple[np.ndarray, ...], values: Mapping[str, Any
         which, at = ("x", first) if first < len(x) else ("x_test", first - len(x))
         raise JobError(
             f"[data] name = {name!r}: {which} holds NaN or infinite values (first at sample {at}); "
-            "every "
-            "feature must be finite"
+            "every feature must be finite"
         )
     targets = np.concatenate([p[1] for p in parts])
     classes = 0 if task == "regression" else (2 if task == "binary" else int(targets.max()) + 1)
@@ -604,7 +600,7 @@ def _loader_kind(values: Mapping[str, Any]) -> DataKind:
     )
 
 
-# ---- resolving and dispatching ----------------------------------------------------------------------------
+# ---- resolving and dispatching -------------------------------------------------------------------
 
 
 def _check_task_partition(values: Mapping[str, Any]) -> None:

@@ -73,8 +73,7 @@ def expand_files(items: Sequence[str]) -> list[str]:
             if not found:
                 raise ReportError(
                     f"{item}: no results file (*.h5, checkpoints *{CHECKPOINT_SUFFIX} aside) "
-                    "matches "
-                    "this pattern"
+                    "matches this pattern"
                 )
         else:
             found = [item]

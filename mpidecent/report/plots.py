@@ -734,7 +734,7 @@ def _write_plots(runs: Sequence[Run], directory: str, groups: Sequence | None = 
     return files
 
 
-# ---- the topology drawing (mpidecent topology --plot) -----------------------------------------------------
+# ---- the topology drawing (mpidecent topology --plot) --------------------------------------------
 
 
 def torus_shape(n: int, edges: np.ndarray) -> tuple[int, int] | None:

@@ -44,7 +44,7 @@ MODEL_NOTE = (
 )
 
 
-# ---- one run -------------------------------------------------------------------------------------------
+# ---- one run -------------------------------------------------------------------------------------
 
 
 def _last(values: np.ndarray | None) -> float | None:
@@ -270,7 +270,7 @@ def accuracy_target_query(run: Run, target: float) -> dict[str, Any]:
     )
 
 
-# ---- job keys, groups of runs (--group-by), the series CSV (--series) ------------------------------------
+# ---- job keys, groups of runs (--group-by), the series CSV (--series) ----------------------------
 
 # Job keys that name a run or its files rather than what it computes: never a reason to keep runs
 # apart.
@@ -518,7 +518,7 @@ def render_groups_csv(groups: Sequence[Group]) -> str:
     return buffer.getvalue()
 
 
-# ---- several runs --------------------------------------------------------------------------------------
+# ---- several runs --------------------------------------------------------------------------------
 
 
 def records(

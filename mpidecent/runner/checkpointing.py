@@ -50,8 +50,7 @@ def check_shapes(saved: Snapshot, live: dict[str, np.ndarray]) -> None:
     if set(saved.state) != set(live):
         raise JobError(
             f"the checkpoint's state {sorted(saved.state)} does not match the algorithm's "
-            f"{sorted(live)} "
-            "(corrupt or edited)"
+            f"{sorted(live)} (corrupt or edited)"
         )
     for name, array in live.items():
         stored = saved.state[name]

@@ -64,8 +64,7 @@ class Simulation:
         if not isinstance(spec.pattern, NeighborGossip):
             raise ValueError(
                 f"{spec.name} uses the {spec.pattern.name} pattern; the in-memory twin runs "
-                "neighbour "
-                "gossip algorithms"
+                "neighbour gossip algorithms"
             )
         rows = mixing_rows(network.schedule.graphs, slot_weights, rank)
         return Connection(neighbors=Neighbors(network.transport(rank), rows))
