@@ -18,6 +18,11 @@ What keeps them fast (measured at d = 1e7 float32, issue 13; each rule cost 2–
 * Branch-free: the round-up and sign decisions are random; the float32 round-up of a norm adds 1 to
   its bit pattern instead of calling nextafter behind a branch taken half the time."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -26,7 +31,25 @@ from numba.extending import intrinsic
 
 from mpidecent.compression.kernels import _M1, _M2, F32_MAX, F64_MAX, PHI, TWO30
 
-OPTIONS = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
+if TYPE_CHECKING:
+    from numba.core.dispatcher import Dispatcher
+
+_F = TypeVar("_F", bound=Callable[..., object])
+_P = ParamSpec("_P")
+
+
+def _kernel(fn: _F) -> Dispatcher[_F]:
+    """``fn`` compiled as an exported kernel: cached on disk, without the GIL, unchecked indices,
+    numpy's error model (a division by zero gives inf/NaN instead of raising)."""
+    return njit(fn, cache=True, nogil=True, boundscheck=False, error_model="numpy")
+
+
+def _jitted(fn: Callable[Concatenate[Any, _P], object]) -> Callable[_P, Any]:
+    """An ``@intrinsic`` as jitted code calls it (returns ``fn`` itself). Its typing function takes
+    the typing context and then numba types; jitted code passes the values only, without the
+    context, while numba's stub types the call as the interpreter's (context first, always raising),
+    so this declares the jitted call: the arguments after the context, any result."""
+    return cast(Callable[_P, Any], fn)
 
 
 @njit(inline="always")
@@ -37,6 +60,7 @@ def _word(key, c):
     return z ^ (z >> np.uint64(31))
 
 
+@_jitted
 @intrinsic
 def _next_up_if(typingctx, x32, up):
     """x32 (a float32 ≥ +0.0, below inf) or, where ``up``, the next float32 above it: its bit
@@ -62,6 +86,7 @@ def _round_up_f32(x):
     return _next_up_if(x32, np.float64(x32) < x)
 
 
+@_jitted
 @intrinsic
 def _lane_sumsq(typingctx, arr, start, stop):
     """Σ x_k² over arr[start:stop] in float64 in eight lanes, lane j holding the entries start + j,
@@ -157,7 +182,7 @@ def _quantize(v, vo, dither, do, factor, s, sign_bit, codes, co, n):
         codes[co + j] = np.int32(code)
 
 
-@njit(**OPTIONS)
+@_kernel
 def qsgd_encode(v, levels, bucket, level_bits, key, norms, out, words, codes):
     """QSGD codes of ``v`` (d,) into ``out`` (packed, MSB-first, width 1 + level_bits) and the
     rounded-up float32 bucket norms into ``norms`` (n_buckets,). ``words`` (uint64, ≥ bucket/2 + 2)
@@ -254,7 +279,7 @@ def _dequantize_tau(codes, out, o, n, level_bits, scale, tau):
         out[j] = (np.float64(_signed_level(np.int32(codes[j]), level_bits)) * scale) / tau
 
 
-@njit(**OPTIONS)
+@_kernel
 def qsgd_decode(codes, norms, bucket, level_bits, signed_level, tau, out):
     """Inverse of ``qsgd_encode``: out_k = signed_level[code_k] · (float64(r32) / s), then / τ when
     τ ≠ 1, cast to out's dtype. ``signed_level`` (2^width float64) maps a code to ±ξ, and the caller
@@ -291,6 +316,7 @@ def qsgd_decode(codes, norms, bucket, level_bits, signed_level, tau, out):
         b += 1
 
 
+@_jitted
 @intrinsic
 def _abs_max(typingctx, arr, stop):
     """max |x_k| over arr[0:stop) as float64 (0.0 for none), or NaN when one of them is NaN. One
@@ -392,7 +418,7 @@ def _onebit_chunk(v, vo, dither, do, inverse, m):
     return w
 
 
-@njit(**OPTIONS)
+@_kernel
 def onebit_encode(v, key, out, words):
     """Stochastic 1-bit: sign bits (1 = −R) of ``v`` into ``out`` (⌈d/8⌉ bytes); returns R32 (the
     rounded-up ‖v‖∞), or −1 for a NaN/inf input or R beyond the float32 range. ``words``: uint64
@@ -433,7 +459,7 @@ def _sign_chunk(v, vo, m):
     return w
 
 
-@njit(**OPTIONS)
+@_kernel
 def sign_encode(v, out):
     """Scaled sign: sign bits (1 = negative) into ``out``; returns float32(Σ|v_k| / d), or −1 for a
     non-finite sum or one beyond the float32 range. One pass, 64 entries at a time: the sum must run
@@ -464,6 +490,7 @@ def _signbits_chunk(w, positive, negative, out, o, m):
         out[o + np.uint64(j)] = negative if (w >> np.uint64(j ^ 7)) & np.uint64(1) else positive
 
 
+@_jitted
 @intrinsic
 def _signbits64(typingctx, w, positive, negative, out, o):
     """out[o:o + 64] ← negative where entry j's bit (bit j ^ 7 of ``w``) is set, else positive: the
@@ -514,7 +541,7 @@ def _signbits64(typingctx, w, positive, negative, out, o):
     return types.none(w, positive, negative, out, types.intp), codegen
 
 
-@njit(**OPTIONS)
+@_kernel
 def signbits_decode(bits, a, out):
     """±a from sign bits: a for bit 0, 0.0 − a for bit 1 (out's dtype), branch-free, 64 entries (one
     little-endian word of bits, entry j at bit j ^ 7) at a time."""
@@ -549,6 +576,7 @@ def _count_at_least(v, vo, threshold, m):
     return hits, bad
 
 
+@_jitted
 @intrinsic
 def _compress8(typingctx, arr, k, threshold, index, value, n):
     """Of the eight entries arr[k:k + 8], those with |x| ≥ threshold (as float64) go, in order, to
@@ -616,6 +644,7 @@ def _compress8(typingctx, arr, k, threshold, index, value, n):
     return types.intp(arr, types.intp, types.float64, index, value, types.intp), codegen
 
 
+@_jitted
 @intrinsic
 def _has_vector_compress(typingctx):
     """True when the code is compiled for AVX-512 (vpcompressq): a compile-time constant. Elsewhere
@@ -641,7 +670,7 @@ def _scan(v, k, m, threshold, index, value, n):
     return n
 
 
-@njit(**OPTIONS)
+@_kernel
 def topk_candidates(v, threshold, index, value):
     """The entries with |v_k| ≥ ``threshold`` in index order: their indices into ``index`` (intp)
     and their
@@ -678,7 +707,7 @@ def topk_candidates(v, threshold, index, value):
     return n
 
 
-@njit(**OPTIONS)
+@_kernel
 def pack_indices(index, width, out):
     """``index`` (ascending, each < 2^width, width ≤ 56) as ``width``-bit codes, MSB-first, into
     ``out`` (⌈k·width/8⌉ bytes, the last one zero-padded): ``packing.pack_codes``' bit stream."""
@@ -697,7 +726,7 @@ def pack_indices(index, width, out):
         out[pos] = np.uint8((acc << np.uint64(8 - filled)) & np.uint64(0xFF))
 
 
-@njit(**OPTIONS)
+@_kernel
 def topk_decode(codes, width, values, out):
     """Top-k decode from the index list: k ``width``-bit indices (MSB-first) from ``codes``,
     values[i] at index i, zeros everywhere else, in one pass over ``out``. Returns False (out then
@@ -708,7 +737,7 @@ def topk_decode(codes, width, values, out):
     acc = np.uint64(0)
     avail = 0
     pos = 0
-    nxt = 0  # the first entry not written yet
+    nxt: int | np.intp = 0  # the first entry not written yet
     for i in range(values.shape[0]):
         while avail < width:
             acc = (acc << np.uint64(8)) | np.uint64(codes[pos])
