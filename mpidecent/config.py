@@ -331,7 +331,7 @@ def load_text_jobs(
         name = "Q10"
         set = { "algorithm.gossip_rounds" = 10, "compression.fraction" = 0.1 }
 
-        [[sweep]]                      # a grid: one variant per combination, named levels4-gamma0.5, ...
+        [[sweep]]            # a grid: one variant per combination, named levels4-gamma0.5, ...
         grid = { "compression.levels" = [4, 16], "algorithm.gamma" = [0.5, 1.0] }
 
     Each variant is the file's job with its ``set`` (and grid values) applied, then the command

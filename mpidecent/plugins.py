@@ -49,7 +49,8 @@ def check_syntax(name: str, key: str) -> None:
 def register(obj: Callable[..., Any]) -> str:
     """An import path for ``obj`` that resolves to this object in this process (its module and
     qualified name, e.g. ``__main__:Net``); returns it."""
-    path = f"{getattr(obj, '__module__', None) or 'python'}:{getattr(obj, '__qualname__', None) or id(obj)}"
+    module = getattr(obj, "__module__", None) or "python"
+    path = f"{module}:{getattr(obj, '__qualname__', None) or id(obj)}"
     _REGISTERED[path] = obj
     return path
 

@@ -69,7 +69,10 @@ def requeue_under_slurm() -> str:
     if not job_id:
         return ""
     if not requeue_allowed(job_id):
-        return f"Slurm job {job_id} does not allow requeue (submit with --requeue); resume it with --resume"
+        return (
+            f"Slurm job {job_id} does not allow requeue (submit with --requeue); resume it with "
+            "--resume"
+        )
     # Under srun the requeue ends this job step at once, and Slurm signals every process of the
     # step, scontrol included, often before it reports: it ignores SIGTERM, and death by a signal
     # means the requeue was under way.

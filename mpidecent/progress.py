@@ -8,10 +8,10 @@ the end.
   the speed and an ETA; ``close()`` ends the line. Nothing goes to stdout, so the summary stays
   readable.
 * otherwise (a log file under Slurm, a pipe, tests): one plain, compact line per log point on
-  stdout,
-  flushed at once::
+  stdout, flushed at once (here cut in two)::
 
-      [quickstart] step  50/500  avg-loss 0.366981  subopt 1.651e-02  consensus 9.86e-01  bits 2.412e+05    88.2 steps/s  ETA   5.1s
+      [quickstart] step  50/500  avg-loss 0.366981  subopt 1.651e-02  consensus 9.86e-01
+          bits 2.412e+05    88.2 steps/s  ETA   5.1s
 
 * ``quiet``: nothing at all.
 
@@ -121,7 +121,8 @@ class Progress:
             f"{f'  {rate:.1f} steps/s' if math.isfinite(rate) else ''}"
             f"{f'  loss {loss:.6f}' if math.isfinite(loss) else ''}"
             f"{f'  subopt {sub:.2e}' if math.isfinite(sub) else ''}"
-            f"{f'  cons {cons:.2e}' if math.isfinite(cons) else ''}  bits {values['cumulative_bits']:.3e}"
+            f"{f'  cons {cons:.2e}' if math.isfinite(cons) else ''}"
+            f"  bits {values['cumulative_bits']:.3e}"
         )
         width = width or shutil.get_terminal_size((120, 24)).columns
         return text[: max(width - 1, 10)]

@@ -14,6 +14,7 @@ import torch
 
 from mpidecent.algorithms.base import Algorithm, Context, StepStats
 from mpidecent.algorithms.lr import step_size
+from mpidecent.comm.patterns import AllReduce
 
 
 class AllreduceSGD(Algorithm):
@@ -23,7 +24,7 @@ class AllreduceSGD(Algorithm):
         self._x_t = torch.from_numpy(self.x)
         self._g_t = torch.from_numpy(self.objective.grads)
         self.optimizer = self.add_optimizer()
-        self.traffic = ctx.spec.pattern.ring_traffic(ctx.size, self.objective.dim, ctx.dtype)
+        self.traffic = AllReduce.ring_traffic(ctx.size, self.objective.dim, ctx.dtype)
 
     def own_state(self) -> dict[str, np.ndarray]:
         return {"x": self.x}

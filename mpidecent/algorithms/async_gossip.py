@@ -7,8 +7,9 @@ runs two interleaved processes without any barrier between log points:
     update:  rounds of K local SGD steps on a working copy w (``gossip/rounds.py``); when a round
              completes, x ← x_mixed + (w − x_before), V_i[i] += 1, republish (exclusive lock, own
              window)
-    mixing:  at the gossip times of the rank's seeded Exp(λ) clock, read a random peer j (shared lock,
-             Get, Unlock), x ← ½(x + x_j), V_i ← max(V_i, V_j) (``gossip/versions.py``), republish
+    mixing:  at the gossip times of the rank's seeded Exp(λ) clock, read a random peer j (shared
+             lock, Get, Unlock), x ← ½(x + x_j), V_i ← max(V_i, V_j) (``gossip/versions.py``),
+             republish
 
 One runner step is one local SGD step: ``[run] steps`` is every rank's SGD budget (``steps / K``
 rounds), so the gradient work equals a synchronous algorithm's at the same ``steps``.
@@ -139,7 +140,7 @@ class AsyncGossip(Algorithm):
         self._gap_peer = self.clock.gossip(0)
         self.times[_NEXT_GOSSIP] = self._gap_peer[0]
         self._logged = self._metrics(0.0, 0.0)
-        self.window = ctx.window
+        self.window = ctx.need_window()
         self._publish()
         ctx.collectives.barrier()  # no rank reads a window before its owner has published it
 
@@ -176,6 +177,7 @@ class AsyncGossip(Algorithm):
     # ---- the step --------------------------------------------------------------------------------
 
     def _elapsed(self) -> float:
+        assert self._start is not None  # step() sets it before anything in the step reads the clock
         return time.perf_counter() - self._start
 
     def step(self, t: int) -> StepStats:
@@ -277,6 +279,7 @@ class AsyncGossip(Algorithm):
         """A slow rank's delay; in wall-clock mode its gossips keep their times during the sleep."""
         end = time.perf_counter() + seconds
         if self.deadline_s:
+            assert self._start is not None  # set by step(), which is sleeping
             end = min(end, self._start + self.deadline_s)
         while True:
             left = end - time.perf_counter()
@@ -349,7 +352,9 @@ class AsyncGossip(Algorithm):
         times = self.times
         if times[_INTERVAL_N]:
             mean, high = times[_SUM_MEAN] / times[_INTERVAL_N], times[_INTERVAL_MAX]
-        else:  # no sample in the interval: 0 before the first round (nothing is stale yet), else unknown
+        else:
+            # no sample in the interval: 0 before the first round (nothing is stale yet), else
+            # unknown
             mean = high = 0.0 if self.counters[_SAMPLES] == 0 else math.nan
         times[_SUM_MEAN] = times[_INTERVAL_N] = times[_INTERVAL_MAX] = 0.0
         self._logged = self._metrics(float(mean), float(high))

@@ -78,6 +78,33 @@ class Context:
         None  # [outer]: local steps and an outer optimizer (local_steps.py)
     )
 
+    def need_neighbors(self) -> Neighbors:
+        """``neighbors``, which a neighbour-gossip algorithm uses (TypeError under another pattern:
+        the runner connected none)."""
+        if self.neighbors is None:
+            raise TypeError(
+                f"{self.spec.name} needs neighbour gossip but its pattern connected none"
+            )
+        return self.neighbors
+
+    def need_window(self) -> Window:
+        """``window``, which a one-sided gossip algorithm reads and publishes (TypeError under
+        another pattern)."""
+        if self.window is None:
+            raise TypeError(
+                f"{self.spec.name} needs a one-sided window but its pattern opened none"
+            )
+        return self.window
+
+    def need_master_worker(self) -> MasterWorkerLink:
+        """``master_worker``, a master/worker algorithm's link (TypeError under another
+        pattern)."""
+        if self.master_worker is None:
+            raise TypeError(
+                f"{self.spec.name} needs a master/worker link but its pattern made none"
+            )
+        return self.master_worker
+
 
 class Algorithm(ABC):
     """Base class of every algorithm (declared in ``catalog.py``)."""

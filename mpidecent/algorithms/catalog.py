@@ -661,9 +661,12 @@ ALGORITHMS: Mapping[str, AlgorithmSpec] = {
             status_every_step=False,
             check_world=_check_slow_ranks,
             memory=MemoryUse(state_vectors=4),
-            resume_tested_by="tests/mpi/test_async_gossip.py::test_stop_and_resume_continues_every_ranks_event_"
-            "sequence: the models depend on the real interleaving of one-sided reads, so the resume is "
-            "checked on every rank's logical event sequence instead of bit for bit",
+            resume_tested_by=(
+                "tests/mpi/test_async_gossip.py::"
+                "test_stop_and_resume_continues_every_ranks_event_sequence: the models depend on "
+                "the real interleaving of one-sided reads, so the resume is checked on every "
+                "rank's logical event sequence instead of bit for bit"
+            ),
         ),
         AlgorithmSpec(
             "dpsgd",

@@ -6,8 +6,8 @@ cut into n partitions D_1..D_n and g_j = ∇F_j(θ)/n is partition j's share of 
 f = (1/n) Σ_j F_j (+ ℓ2, which the master adds). Per iteration t::
 
     master: send θ_t to every worker (tag t)
-    worker i (unless it straggles): c_i = Σ_j B_ij g_j;  b_i = Q(c_i)   (onebit: R = ‖c_i‖∞ + d sign bits)
-             send the packed b_i to the master (tag t)
+    worker i (unless it straggles): c_i = Σ_j B_ij g_j;  b_i = Q(c_i)
+             (onebit: R = ‖c_i‖∞ + d sign bits); send the packed b_i to the master (tag t)
     master: receives pre-posted per expected worker; Waitany until the finished set F decodes
             ĝ = Σ_{i∈F} a_{F,i} decode(b_i);   θ_{t+1} = θ_t − η_t (ĝ + λ θ_t)
 

@@ -79,7 +79,7 @@ def pull_weights(ctx: Context) -> tuple[tuple[float, ...], tuple[np.ndarray, ...
     state dtype). ``pull_weights = "row_uniform"``: 1 / (d_i^in + 1) everywhere in the row;
     ``"topology"``: the ``[topology]`` weights themselves (row stochastic, checked when the job is
     planned)."""
-    rows = ctx.neighbors.rows
+    rows = ctx.need_neighbors().rows
     if ctx.params["pull_weights"] == "topology":
         return tuple(r.self_weight for r in rows), tuple(
             np.asarray(r.in_weights, dtype=ctx.dtype) for r in rows
@@ -145,8 +145,8 @@ class PushPull(_Tracking):
         )  # Σ_j R_ij x_j, then Σ_j C_ij y_j (or the copies' mixes)
         self._mix_t = torch.from_numpy(self.mix)
         if self.compressed:
-            period = ctx.neighbors.period
-            max_in = max(len(r.in_neighbors) for r in ctx.neighbors.rows)
+            period = ctx.need_neighbors().period
+            max_in = max(len(r.in_neighbors) for r in ctx.need_neighbors().rows)
             # x̂_i, ŷ_i per slot (identical to every receiver's replica) and x̂_j, ŷ_j per slot and
             # in-neighbour.
             self.ref_x_out = np.zeros((period, dim), dtype=dtype)
@@ -194,7 +194,7 @@ class PushPull(_Tracking):
         loss = self._track(t)  # while x_i travels
         trackers = self.tracker.start(t, self.y, scalars=self._scalars())
         direction = self._direction()
-        slot = t % self.ctx.neighbors.period
+        slot = t % self.ctx.need_neighbors().period
         models.wait().mix(out=self.mix, weights=self.pull_in[slot])
         mix_and_step(
             self._x_t, self._mix_t, direction, self.pull_self[slot], step_size(self.ctx.params, t)
@@ -206,7 +206,7 @@ class PushPull(_Tracking):
         return loss
 
     def _compressed_step(self, t: int) -> float:
-        slot = t % self.ctx.neighbors.period
+        slot = t % self.ctx.need_neighbors().period
         models = self.model.start(t, np.subtract(self.x, self.ref_x_out[slot], out=self.delta))
         loss = self._track(t)  # while q^x travels
         trackers = self.tracker.start(

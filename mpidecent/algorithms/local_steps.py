@@ -6,7 +6,7 @@ The maths, the decisions and the tested properties: ``docs/algorithms/local-step
 Each rank keeps the inner model θ_i (gradients are taken here; the objective's flat buffer) and the
 outer model φ_i. Round r is H = ``[outer] every`` steps, t = rH … rH + H − 1::
 
-    every step:     θ_i ← θ_i − α_t d_i          d_i: the [algorithm]'s optimizer on g_i(θ_i) (the inner one)
+    every step:     θ_i ← θ_i − α_t d_i          d_i: the [algorithm]'s optimizer on g_i(θ_i)
     end of round:   Δ_i = φ_i − θ_i              the pseudo-gradient (a descent direction)
                     φ̄_i, Δ̄_i = Aggregate_r(φ, Δ)   over the algorithm's pattern (below)
                     φ_i ← OuterStep(φ̄_i, Δ̄_i)     e.g. Nesterov: m ← μ m + Δ̄; φ ← φ̄ − η (Δ̄ + μ m)
@@ -58,6 +58,7 @@ from mpidecent.algorithms.catalog import AlgorithmSpec
 from mpidecent.algorithms.gradient_tracking import pull_weights
 from mpidecent.algorithms.lr import step_size
 from mpidecent.comm.messages import Traffic
+from mpidecent.comm.patterns import AllReduce
 
 
 class _LocalSteps(Algorithm):
@@ -248,7 +249,7 @@ class AllReduceRounds(_LocalSteps):
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.traffic = ctx.spec.pattern.ring_traffic(ctx.size, self.objective.dim, ctx.dtype)
+        self.traffic = AllReduce.ring_traffic(ctx.size, self.objective.dim, ctx.dtype)
 
     def _start(self, r: int) -> Any:
         np.copyto(self.mean_delta, self.delta)
@@ -319,8 +320,8 @@ class CompressedGossipRounds(_LocalSteps):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.gamma = float(ctx.params["gamma"])
-        dim, dtype, period = self.objective.dim, ctx.dtype, ctx.neighbors.period
-        max_in = max(len(row.in_neighbors) for row in ctx.neighbors.rows)
+        dim, dtype, period = self.objective.dim, ctx.dtype, ctx.need_neighbors().period
+        max_in = max(len(row.in_neighbors) for row in ctx.need_neighbors().rows)
         self.ref_out = np.zeros(
             (period, dim), dtype=dtype
         )  # φ̂_i per slot, identical to its receivers' replica
@@ -341,7 +342,7 @@ class CompressedGossipRounds(_LocalSteps):
         return state
 
     def _start(self, r: int) -> Any:
-        slot = r % self.ctx.neighbors.period
+        slot = r % self.ctx.need_neighbors().period
         np.subtract(self.phi, self.ref_out[slot], out=self.to_send)
         np.multiply(
             self.delta, self.w[0], out=self.delta_sent
@@ -353,7 +354,7 @@ class CompressedGossipRounds(_LocalSteps):
         )
 
     def _finish(self, message: Any, r: int) -> None:
-        slot = r % self.ctx.neighbors.period
+        slot = r % self.ctx.need_neighbors().period
         ref_out, ref_in = self.ref_out[slot], self.ref_in[slot]
         message.wait()
         c_ii = message.self_weight
@@ -390,9 +391,9 @@ class TrackingRounds(_LocalSteps):
     pull weights; C the topology's column-stochastic weights; y the tracker of the average
     pseudo-gradient, Δ_{-1} = 0, y = 0 before the first round)::
 
-        y⁺_i = y_i + Δ_i,r − Δ_i,r−1                    the corrected tracker (sent; the state keeps y)
-        φ_i ← Σ_{j∈N_in∪{i}} R_ij φ_j − η d_outer(y⁺_i)  pull the outer models, step along the own tracker
-        y_i ← Σ_{j∈N_in∪{i}} C_ij y⁺_j                   push the trackers
+        y⁺_i = y_i + Δ_i,r − Δ_i,r−1                     the corrected tracker (sent; y is kept)
+        φ_i ← Σ_{j∈N_in∪{i}} R_ij φ_j − η d_outer(y⁺_i)   pull the outer models, step along y⁺_i
+        y_i ← Σ_{j∈N_in∪{i}} C_ij y⁺_j                    push the trackers
 
     With H = 1, inner SGD and outer SGD η = 1 this is exact Push-Pull (AB) with step α. Exact
     messages only: φ on the stream "model", y⁺ on "tracker" (two messages per out-edge per round,
@@ -421,7 +422,7 @@ class TrackingRounds(_LocalSteps):
 
     def _finish(self, exchange: Any, r: int) -> None:
         models, trackers = exchange
-        slot = r % self.ctx.neighbors.period
+        slot = r % self.ctx.need_neighbors().period
         models.wait().mix(out=self.mix, weights=self.pull_in[slot])  # φ ← R_ii φ + Σ_j R_ij φ_j
         self.phi *= self.pull_self[slot]
         self.phi += self.mix

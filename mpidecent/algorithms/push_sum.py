@@ -165,7 +165,8 @@ class QuantizedPushSum(_PushSumBase):
         q_i = Q(x_i − x̂_i[s])                      # packed once; everyone decodes the same bytes
         send (q_i, y_i) to the step's out-neighbours; receive (q_j, y_j) from its in-neighbours
         x̂_i[s] ← x̂_i[s] + q_i;  x̂_j[s] ← x̂_j[s] + q_j
-        x_i ← x_i + γ (Σ_j w_ij x̂_j[s] − (1 − w_ii) x̂_i[s]);  y_i ← y_i + γ (Σ_j w_ij y_j − (1 − w_ii) y_i)
+        x_i ← x_i + γ (Σ_j w_ij x̂_j[s] − (1 − w_ii) x̂_i[s])
+        y_i ← y_i + γ (Σ_j w_ij y_j − (1 − w_ii) y_i)
         z_i = x_i / y_i
 
     On a static graph (one slot) this is exactly the paper's update, x_i += γ(Σ_{j∈N_in∪{i}} w_ij
@@ -184,7 +185,8 @@ class QuantizedPushSum(_PushSumBase):
     so the copies stay bit-identical and the state at a step boundary holds no copy of a message
     still in flight::
 
-        q_i = Q(x_i − x̂_i[s])  (sent at the end of step t − 1, in flight while g = ∇F_i(z_i) is computed)
+        q_i = Q(x_i − x̂_i[s])  (sent at the end of step t − 1, in flight while g = ∇F_i(z_i) is
+                               computed)
         x̂_i[s] ← x̂_i[s] + q_i;  x̂_j[s] ← x̂_j[s] + q_j
         x_i ← x_i + γ (Σ_j w_ij x̂_j[s] − (1 − w_ii) x̂_i[s]) − α d_i;  y_i as above;  z_i = x_i / y_i
 
@@ -195,8 +197,8 @@ class QuantizedPushSum(_PushSumBase):
         super().__init__(ctx)
         self.gamma = float(ctx.params["gamma"])
         self.reference = bool(ctx.params["reference"])
-        dim, dtype, period = self.objective.dim, ctx.dtype, ctx.neighbors.period
-        max_in = max(len(r.in_neighbors) for r in ctx.neighbors.rows)
+        dim, dtype, period = self.objective.dim, ctx.dtype, ctx.need_neighbors().period
+        max_in = max(len(r.in_neighbors) for r in ctx.need_neighbors().rows)
         # x̂_i per slot, identical to every receiver's replica of it; x̂_j per slot and
         # in-neighbour.
         self.ref_out = np.zeros((period, dim), dtype=dtype)
@@ -211,13 +213,13 @@ class QuantizedPushSum(_PushSumBase):
         return {"x": self.x, "y": self.y, "ref_out": self.ref_out, "ref_in": self.ref_in}
 
     def _send(self, t: int) -> Message:
-        ref_out = self.ref_out[t % self.ctx.neighbors.period]
+        ref_out = self.ref_out[t % self.ctx.need_neighbors().period]
         message = np.subtract(self.x, ref_out, out=self.delta) if self.reference else self.x
         return self.gossip.start(t, message, scalars=(self.y[0],))
 
     def step(self, t: int) -> StepStats:
         self.watch.restart()
-        slot = t % self.ctx.neighbors.period
+        slot = t % self.ctx.need_neighbors().period
         ref_out, ref_in = self.ref_out[slot], self.ref_in[slot]
         if self.overlap:
             message = self._overlapped_message(t)

@@ -8,7 +8,8 @@ a batch system gave the slots.
 
 Sections (``--sections``, comma-separated; default all):
 
-1. ``exchange``    mpidecent's neighbour exchange vs a raw mpi4py Isend/Irecv loop, same bytes, same graph
+1. ``exchange``    mpidecent's neighbour exchange vs a raw mpi4py Isend/Irecv loop, same bytes and
+                   graph
 2. ``compressors`` encode/decode GB/s of every operator vs numpy.copyto of the same float32 array
 3. ``step``        one training step of a ~1e6-parameter MLP: allreduce_sgd, dpsgd, push_sum,
                    quantized_push_sum vs torch DistributedDataParallel (gloo), with bytes per step
@@ -16,20 +17,21 @@ Sections (``--sections``, comma-separated; default all):
 5. ``target``      modelled time to a common target at 1 and 10 Gbit/s for pairs of shipped jobs
 6. ``rma``         passive-target RMA progress (Lock/Get/Unlock while the target computes)
    ``memory``      peak RSS per rank of gossip at a large d
-   ``startup``     the quickstart launched with 8, 16, 32 and 64 ranks on this machine's cores: wall time to
-                   step 0, of the training and to the exit (``tiny``: 8 and 16 ranks, 50 steps)
-   ``network``     exact vs compressed algorithms over a real rate-limited link (1 Gbit/s, 100 Mbit/s):
-                   step time, time to a target test accuracy, gradient coding's upload and broadcast
-                   (needs root for a network namespace; skips in one line where that is not
-                   permitted)
-   ``status``      steps/s of the quickstart at 8 and 32 ranks with the status flags agreed by a blocking
-                   Allreduce after every step vs pipelined (``comm/status.py``), interleaved runs
-                   (``tiny``: 4 ranks, 50 steps, one run each)
-   ``overlap``     over the emulated 1 Gbit/s link: D-PSGD's and exact push-sum's step time against compute
-                   alone, communication alone, their sum and maximum, with the exchange progressed
-                   only when waited, by hooks in the forward/backward pass, or by Open MPI's TCP
-                   progress thread; push-sum with and without overlap, and their test accuracy
-                   (``large`` adds 100 Mbit/s)
+   ``startup``     the quickstart launched with 8, 16, 32 and 64 ranks on this machine's cores: wall
+                   time to step 0, of the training and to the exit (``tiny``: 8 and 16 ranks, 50
+                   steps)
+   ``network``     exact vs compressed algorithms over a real rate-limited link (1 Gbit/s, 100
+                   Mbit/s): step time, time to a target test accuracy, gradient coding's upload and
+                   broadcast (needs root for a network namespace; skips in one line where that is
+                   not permitted)
+   ``status``      steps/s of the quickstart at 8 and 32 ranks with the status flags agreed by a
+                   blocking Allreduce after every step vs pipelined (``comm/status.py``),
+                   interleaved runs (``tiny``: 4 ranks, 50 steps, one run each)
+   ``overlap``     over the emulated 1 Gbit/s link: D-PSGD's and exact push-sum's step time against
+                   compute alone, communication alone, their sum and maximum, with the exchange
+                   progressed only when waited, by hooks in the forward/backward pass, or by Open
+                   MPI's TCP progress thread; push-sum with and without overlap, and their test
+                   accuracy (``large`` adds 100 Mbit/s)
    ``local_steps`` behind one emulated 100 Mbit/s link (d ≈ 1e6): time to a target test accuracy of
                    all-reduce SGD and quantized push-sum every step against DiLoCo, decentralized
                    DiLoCo over quantized push-sum and NoLoCo pairs with H = 50 local steps

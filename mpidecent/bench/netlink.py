@@ -109,10 +109,16 @@ def probe() -> str | None:
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"cannot start a network namespace ({err}): an emulated link needs root or CAP_NET_ADMIN"
+        return (
+            f"cannot start a network namespace ({err}): an emulated link needs root or "
+            "CAP_NET_ADMIN"
+        )
     if proc.returncode != 0:
         why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        return f"cannot make a rate-limited network namespace ({why}): an emulated link needs root or CAP_NET_ADMIN"
+        return (
+            f"cannot make a rate-limited network namespace ({why}): an emulated link needs root "
+            "or CAP_NET_ADMIN"
+        )
     return None
 
 

@@ -307,7 +307,10 @@ def _bench_env() -> dict[str, str]:
 def unavailable(launcher_argv: Sequence[str]) -> str | None:
     """Why no run can go behind an emulated link here (one line), or None."""
     if Path(launcher_argv[0]).name not in ("mpirun", "mpiexec", "orterun"):
-        return f"an emulated link starts every rank on this machine with mpirun, not {launcher_argv[0]!r} (--launcher)"
+        return (
+            "an emulated link starts every rank on this machine with mpirun, not "
+            f"{launcher_argv[0]!r} (--launcher)"
+        )
     return probe()
 
 

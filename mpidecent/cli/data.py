@@ -129,7 +129,10 @@ def _report(summary, source: str) -> str:
     if summary.scaled:
         dtype += " (scaled to [0, 1])"
     elif summary.dtype == "uint8":
-        dtype += " (stored as 0..255; --scale would store float32 in [0, 1], which models train much better on)"
+        dtype += (
+            " (stored as 0..255; --scale would store float32 in [0, 1], which models train much "
+            "better on)"
+        )
     task, note = _task(summary)
     lines = [
         f"wrote {summary.path} from {source}: {summary.train} training "

@@ -172,7 +172,8 @@ def _end_process(status: int) -> NoReturn:
         # a closed pipe: nothing more can be said on it anyway
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    atexit._run_exitfuncs()  # what a normal exit would run (h5py's, torch's, a user plugin's handlers)
+    # what a normal exit would run (h5py's, torch's, a user plugin's handlers)
+    atexit._run_exitfuncs()
     from mpi4py import MPI
 
     if MPI.Is_initialized() and not MPI.Is_finalized():

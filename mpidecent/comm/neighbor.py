@@ -307,22 +307,22 @@ class Message:
     """One exchange of a stream: its own send buffer and receive rows (a stream has ``in_flight`` of
     them, used in turn). Per exchange (every rank, the same steps and rounds)::
 
-        stream.start(t, vectors, scalars, round) → message   encode, start the exchange
-        message.own(out, field)                    optional: the own message as the receivers decode it
-        message.test()                             optional, while computing: let MPI move it
-        message.wait()                             the in-neighbours' messages have arrived
+        stream.start(t, vectors, scalars, round) → message
+                                           encode, start the exchange
+        message.own(out, field)            optional: the own message as the receivers decode it
+        message.test()                     optional, while computing: let MPI move it
+        message.wait()                     the in-neighbours' messages have arrived
         message.mix(out, field) / accumulate(out, field)
-                                                   out ← / out += Σ_j w_ij (their vectors) for this rank's row
-        message.decode_one(k, out, field)          the k-th in-neighbour's vector (e.g. into the sender's copy)
-        message.decode(field)                      their vectors one row each (only for callers that need rows)
+                                           out ← / out += Σ_j w_ij (their vectors), this rank's row
+        message.decode_one(k, out, field)  the k-th in-neighbour's vector (e.g. into a copy)
+        message.decode(field)              their vectors one row each (for callers that need rows)
         message.received_scalars(i) / mixed_scalar(i)
 
     Decode-and-accumulate: ``mix`` and ``accumulate`` decode one in-neighbour's message at a time
     into one scratch vector and add it, weighted, into ``out`` (in the row's order: out = fl(fl(w_1
-    x_1) + fl(w_2 x_2))
-    ...), so no (in-degree, dim) block of decoded vectors exists unless ``decode`` is called (allocated
-    then, lazily). The scratch is the caller's (``scratch=``) or the stream's own, allocated on
-    first need (``mix`` needs none at in-degree ≤ 1).
+    x_1) + fl(w_2 x_2)) ...), so no (in-degree, dim) block of decoded vectors exists unless
+    ``decode`` is called (allocated then, lazily). The scratch is the caller's (``scratch=``) or the
+    stream's own, allocated on first need (``mix`` needs none at in-degree ≤ 1).
 
     Marks on the algorithm's ``watch``: encoding and decoding are compute, starting and waiting for
     the exchange are communication.

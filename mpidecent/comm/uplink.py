@@ -4,7 +4,7 @@ up.
 Over a ``MasterWorkerLink`` (MPI: ``comm/master.py``). Per step t::
 
     master  broadcast(θ, t)               θ at full precision to every worker
-            gather(t, expected, ready)    pre-posted receives; returns once ``ready(finished)`` holds
+            gather(t, expected, ready)    pre-posted receives; returns once ``ready(finished)``
             updates(finished, t)          each finished worker's update, decoded from its bytes
     worker  receive(θ, t)                 the master's θ of step t
             encode(v, t)                  the update, compressed (with error feedback when asked)

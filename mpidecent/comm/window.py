@@ -2,7 +2,8 @@
 
 Layout of rank i's window (bytes, ``disp_unit`` 1; int64 fields, the model in the run's dtype)::
 
-    [0, 32)              header: rounds completed N_i^i, publications, SGD steps done, logical time (float64)
+    [0, 32)              header: rounds completed N_i^i, publications, SGD steps done (int64),
+                         logical time (float64)
     [32, 32 + 8n)        version vector V_i (int64, n entries)
     [32 + 8n, + d·size)  published model x_i
 

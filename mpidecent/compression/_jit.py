@@ -673,12 +673,12 @@ def _scan(v, k, m, threshold, index, value, n):
 @_kernel
 def topk_candidates(v, threshold, index, value):
     """The entries with |v_k| ≥ ``threshold`` in index order: their indices into ``index`` (intp)
-    and their
-    |v_k| (float64) into ``value``, as many as fit (less 72 places: room for the vector stores); returns
-    how many there are (which may exceed the room), or −1 when v holds NaN or ±inf. One pass over
-    memory, 64 entries at a time: a vector loop counts the candidates and the non-finite entries,
-    then eight vector compresses (``_compress8``, AVX-512) write the candidates without a branch per
-    entry; without AVX-512, the groups of eight that hold a candidate are scanned."""
+    and their |v_k| (float64) into ``value``, as many as fit (less 72 places: room for the vector
+    stores); returns how many there are (which may exceed the room), or −1 when v holds NaN or ±inf.
+    One pass over memory, 64 entries at a time: a vector loop counts the candidates and the
+    non-finite entries, then eight vector compresses (``_compress8``, AVX-512) write the candidates
+    without a branch per entry; without AVX-512, the groups of eight that hold a candidate are
+    scanned."""
     d = v.shape[0]
     room = index.shape[0] - 72
     n = 0

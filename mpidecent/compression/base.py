@@ -86,7 +86,8 @@ class Compressor(ABC):
     unbiased: ClassVar[bool]
     #: Conservative default: an operator is not assumed contractive unless it says so.
     contractive: ClassVar[bool] = False
-    #: For an operator contractive only with some parameters: the setting that makes it so (job syntax).
+    #: For an operator contractive only with some parameters: the setting that makes it so (job
+    #: syntax).
     contractive_when: ClassVar[str | None] = None
 
     def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:

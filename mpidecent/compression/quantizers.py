@@ -179,8 +179,9 @@ class QSGD(Compressor):
         self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
     ) -> None:
         super().__init__(dim, dtype, **params)
-        #: The fused kernels (``kernels.py``): for dim ≥ kernels.MIN_DIM (fast=None) or always (fast=True) when
-        #: numba is there; else (or fast=False) None, and the numpy reference runs. Both give the same bytes.
+        #: The fused kernels (``kernels.py``): for dim ≥ kernels.MIN_DIM (fast=None) or always
+        #: (fast=True) when numba is there; else (or fast=False) None, and the numpy reference
+        #: runs. Both give the same bytes.
         self.kernels = kernels.choose(fast, self.dim)
         s: int = self._levels_option()
         b: int = self.options["bucket"]

@@ -215,8 +215,9 @@ class TopK(_Sparsifier):
     ) -> None:
         super().__init__(dim, dtype, **params)
         d, k = self.dim, self.k
-        #: The numba kernels (``kernels.py``) for the candidate pass, the index list and decoding; None (the
-        #: numpy code here) for fast=False, short vectors or without numba. Both give the same bytes.
+        #: The numba kernels (``kernels.py``) for the candidate pass, the index list and decoding;
+        #: None (the numpy code here) for fast=False, short vectors or without numba. Both give the
+        #: same bytes.
         self.kernels = kernels.choose(fast, d) if d >= _SAMPLED_DIM and k < d else None
         #: L = ⌈log2 d⌉ bits per index in the list encoding.
         self.index_width: int = (d - 1).bit_length()
@@ -256,7 +257,8 @@ class TopK(_Sparsifier):
             np.abs(v, out=self._abs)
             if np.isfinite(self._abs.max()):  # max propagates NaN
                 idx = top_k_indices(self._abs, k)
-            else:  # non-finite input: the k largest with NaN sorting last, so _write_values reports it
+            else:
+                # non-finite input: the k largest with NaN sorting last, so _write_values reports it
                 idx = np.argpartition(self._abs, d - k)[d - k :]
                 idx.sort()
         self._write_values(v, idx, buf)
@@ -393,7 +395,8 @@ class RandK(_Sparsifier):
         return 0
 
     def describe(self) -> str:
-        return f"randk(fraction={self.fraction:g}, scaled={'true' if self.scaled else 'false'}, k={self.k})"
+        scaled = "true" if self.scaled else "false"
+        return f"randk(fraction={self.fraction:g}, scaled={scaled}, k={self.k})"
 
     def indices(self, key: RandomKey) -> np.ndarray:
         """The k sorted distinct indices (intp, (k,), read-only) that ``key``'s sender keeps.

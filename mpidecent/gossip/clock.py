@@ -6,8 +6,8 @@ generator of (seed, rank, block, purpose) (``rng.py``), so any event can be reco
 index alone (the checkpoint of a clock is its counters) and the simulator's user i sees exactly the
 events the MPI engine's rank i sees in logical-clock mode:
 
-    "gossip"     k-th gossip: gap E_k / λ (E_k ~ Exp(1)) since the previous one, and a uniform draw U_k
-                 that picks the peer ⌊U_k · m⌋ among the m candidates (every other rank, or the
+    "gossip"     k-th gossip: gap E_k / λ (E_k ~ Exp(1)) since the previous one, and a uniform draw
+                 U_k that picks the peer ⌊U_k · m⌋ among the m candidates (every other rank, or the
                  in-neighbours of a topology)
     "round"      r-th update round: length c + E_r / μ
     "straggler"  r-th round of a slow rank: extra delay shift + mean · E_r seconds (real sleep)
@@ -24,7 +24,8 @@ import numpy as np
 
 from mpidecent.rng import generator
 
-BLOCK = 1024  # draws per generator; part of the reproducibility contract (changing it changes every run)
+# draws per generator; part of the reproducibility contract (changing it changes every run)
+BLOCK = 1024
 
 
 def gossip_block(seed: int, rank: int, block: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ Layout written by ``write_dataset`` (one process, h5py's default driver, no MPI)
     /labels          (N,)      int64 class ids, or float64 for real-valued targets
     /test_features   (M, ...)  optional: the test samples (same sample shape)
     /test_labels     (M,)      optional
-    root attrs: source, created (UTC, ISO 8601), converter = "mpidecent data"; each dataset: description
+    root attrs: source, created (UTC, ISO 8601), converter = "mpidecent data"; each dataset:
+    description
 
 Datasets are chunked along the sample axis (whole samples, about 1 MiB a chunk) and not compressed,
 so that ranks reading their rows with MPI-IO read only those rows, cheaply.

@@ -119,7 +119,10 @@ class OutputWatch:
         """What stops the next write, in words (None: nothing does). ``needed_bytes``: what the next
         writes may add (row chunks, a checkpoint) — ``CLOSING_RESERVE_BYTES`` is added here."""
         if not os.path.isdir(self.folder):
-            return f"the output folder {self.folder} was removed; the results file and checkpoint in it are gone"
+            return (
+                f"the output folder {self.folder} was removed; the results file and checkpoint "
+                "in it are gone"
+            )
         if not self.intact():
             return (
                 f"the results file {self.results_path} was deleted, moved or replaced while the "

@@ -144,7 +144,10 @@ def attribute_problem(
         attr = obj.attrs.get_id(name)
         size = nbytes(attr.shape, attr.dtype)
         if size > limit:
-            return f"attribute {name!r} claims {attr.shape} items ({size} bytes), more than the file holds"
+            return (
+                f"attribute {name!r} claims {attr.shape} items ({size} bytes), more than the "
+                "file holds"
+            )
     return None
 
 

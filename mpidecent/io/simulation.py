@@ -2,12 +2,12 @@
 serially with h5py (one process, no MPI), so ``mpidecent report`` and h5py scripts read both alike.
 
     /                        attrs: format_version, mpidecent_version, kind = "simulation", job,
-                                    run_name, algorithm, world_size (= n users), mpi_library, osc_component,
-                                    status, steps_requested, steps_completed, started, finished,
-                                    wall_s, and the summary: mode, gossip_rate, rate_policy,
-                                    version_rate, horizon, warmup, tracked_sources, mean_staleness,
-                                    max_staleness, formula_staleness, formula_factor,
-                                    staleness_ratio, events
+                                    run_name, algorithm, world_size (= n users), mpi_library,
+                                    osc_component, status, steps_requested, steps_completed,
+                                    started, finished, wall_s, and the summary: mode, gossip_rate,
+                                    rate_policy, version_rate, horizon, warmup, tracked_sources,
+                                    mean_staleness, max_staleness, formula_staleness,
+                                    formula_factor, staleness_ratio, events
     /topology                attrs kind, n, directed (edges only for graphs other than complete)
     /metrics/step            (L,) int64   the job's log steps; row k is logical time step / (K·λ_e)
     /metrics/rank/<name>     (L, n)       staleness_mean, staleness_max (versions, over tracked

@@ -112,7 +112,8 @@ COMMON_PARAMS: tuple[Param, ...] = (
         "init_identical",
         bool,
         True,
-        "every node starts from the same model (false: each node draws its own, seeded by its rank)",
+        "every node starts from the same model (false: each node draws its own, seeded by its "
+        "rank)",
     ),
     Param(
         "loss",

@@ -310,7 +310,8 @@ DATASETS: dict[str, DataKind] = {
             ),
             _test_fraction(0.2),
         ),
-        "scikit-learn's bundled 8×8 handwritten digits (1797 samples, 64 features scaled to [0, 1])",
+        "scikit-learn's bundled 8×8 handwritten digits (1797 samples, 64 features scaled to "
+        "[0, 1])",
         lambda v: "binary" if len(v["classes"]) == 2 else "multiclass",
         dataset=lambda v, base: digits(v["classes"]),
         size=_digits_size,

@@ -13,9 +13,9 @@ Files (in the ``--plot`` folder):
     loss_vs_step.png, loss_vs_bits.png, loss_vs_modelled_time.png          average-model loss f(x̄)
     suboptimality_vs_step.png, ..._vs_bits.png, ..._vs_modelled_time.png   f(x̄) − f* (runs with f*)
     accuracy_vs_step.png          test accuracy of x̄ (training accuracy for runs without a test set)
-    accuracy_vs_bits.png          the same vs cumulative bits (log x), with the min–max band over ranks of
-                                  each node's own test accuracy (per-rank test_accuracy) where the
-                                  file has it
+    accuracy_vs_bits.png          the same vs cumulative bits (log x), with the min–max band over
+                                  ranks of each node's own test accuracy (per-rank test_accuracy)
+                                  where the file has it
     consensus_vs_step.png         (1/n) Σ‖x_i − x̄‖²
     rank_spread.png               local objective F_i(x_i) per rank: min–max band and mean
     extra_<name>.png              an algorithm's per-rank series (push_sum_weight, paper_bits, ...)
@@ -159,7 +159,8 @@ def _finish(
         ax.legend(loc="best", fontsize="small")
 
 
-Curve = tuple  # (label, style index, x, y[, (low, high)]): one run, or a group's mean with its min–max band
+# (label, style index, x, y[, (low, high)]): one run, or a group's mean with its min–max band
+Curve = tuple
 
 
 def _line_figure(
@@ -295,7 +296,10 @@ def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
     drawn = any(not isinstance(h, Line2D) or h.get_xdata().size for h in handles)
     title = "Accuracy of the average model vs bits sent"
     if banded:
-        title += "\n(line: average model $\\bar{x}$; band: min–max over ranks of each node's own model $x_i$)"
+        title += (
+            "\n(line: average model $\\bar{x}$; band: min–max over ranks of each node's own "
+            "model $x_i$)"
+        )
     ax.set_title(title)
     ax.set_xlabel(_BITS)
     ax.set_ylabel(_accuracy_label(kinds))
@@ -501,7 +505,8 @@ def _stragglers_figure(path: str, runs: Sequence[Run]) -> str | None:
     return _save(fig, path)
 
 
-MANIFEST = ".mpidecent-figures"  # in the --plot folder: the figures the last report wrote there, one a line
+# in the --plot folder: the figures the last report wrote there, one a line
+MANIFEST = ".mpidecent-figures"
 
 
 def _clear_previous(directory: str, keep: set[str]) -> None:

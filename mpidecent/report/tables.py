@@ -751,7 +751,8 @@ def render_text(
     if extra_rows:
         out += [
             "",
-            "algorithm extras (last logged value: mean and max over ranks; events: count and share)",
+            "algorithm extras (last logged value: mean and max over ranks; events: count and "
+            "share)",
         ]
         out += grid(["run", "series", "mean / count", "max / share"], extra_rows, left=2)
     if budgets:

@@ -5,7 +5,7 @@
     metrics.py        per-rank counters and the network metrics of a log row; the optimum f*
     metadata.py       the results file's attributes
     checkpointing.py  a run's state to and from a checkpoint snapshot
-    loop.py           Runner: the step loop, logging and checkpoint cadence, stop and divergence (MPI)
+    loop.py           Runner: the step loop, logging and checkpoint cadence, stop, divergence (MPI)
     summary.py        what rank 0 prints: the run summary, a sweep's table
     simulate.py       the in-memory twin: a neighbour algorithm on n simulated nodes (no MPI)
 
