@@ -43,6 +43,9 @@ class _MasterWorker(Algorithm):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.workers = ctx.size - 1
+        # The runner passes the job's [stragglers] (every job has one) and the catalog declares
+        # a gradient code for every master/worker algorithm.
+        assert ctx.stragglers is not None and ctx.spec.code is not None
         self.code_ = ctx.spec.code(ctx.params, ctx.stragglers, self.workers, ctx.seed)
         self.model = StragglerModel.from_table(ctx.stragglers, self.workers, ctx.seed)
         self.approximate = bool(ctx.params.get("approximate", False))
@@ -54,7 +57,7 @@ class _MasterWorker(Algorithm):
             torch.from_numpy(self.objective.grads),
         )
         self.uplink = Uplink(
-            ctx.master_worker,
+            ctx.need_master_worker(),
             self.compressor,
             ctx.seed,
             ctx.rank,
