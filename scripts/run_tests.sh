@@ -4,6 +4,7 @@
 #   scripts/run_tests.sh [pytest args...]      e.g. scripts/run_tests.sh -k topology -x
 #
 # Phases (all run, even after a failure; a summary follows):
+#   lint       ruff check + ruff format --check + mypy over mpidecent/ (pyproject.toml)
 #   unit+e2e   python -m pytest tests/unit tests/e2e          (one process; e2e tests start mpirun)
 #   mpi np=4   mpirun -n 4 python -m pytest --with-mpi tests/mpi
 #   mpi np=8   mpirun -n 8 python -m pytest --with-mpi tests/mpi
@@ -140,7 +141,21 @@ phase_mpi() {
     record "$name" "$(classify $rc "$limit")" "$(since "$t0")"
 }
 
+# ---- phase 0: lint, format and types (mpidecent/), before the tests ----------------------------
+# ruff (pyproject.toml [tool.ruff]: lint rules and format) and mypy ([tool.mypy]) over mpidecent/;
+# a finding fails the suite but the tests still run. A few seconds idle (mypy's cache is in .venv).
+phase_lint() {
+    local name="lint" t0 rc=0
+    echo "=== $name: ruff check, ruff format --check, mypy (mpidecent/)"
+    t0=$(now)
+    "$VENV/bin/ruff" check --no-cache mpidecent || rc=1
+    "$VENV/bin/ruff" format --no-cache --check mpidecent || rc=1
+    "$VENV/bin/mypy" --cache-dir "$VENV/.mypy_cache" mpidecent || rc=1
+    record "$name" "$(classify $rc 0)" "$(since "$t0")"
+}
+
 T0=$(now)
+phase_lint
 phase_serial "$@"
 if ! command -v mpirun >/dev/null 2>&1; then
     echo "=== mpi phases: mpirun not on PATH" >&2
