@@ -5,7 +5,7 @@
 
 Layers (imports point down only; ``tests/unit/test_layers.py`` checks it): cli / api → bench /
 report → runner → plan → config → algorithms → comm / io → topology / compression / coding / gossip
-/ learning → errors, params, rng, plugins. See the README's architecture section.
+/ learning → errors, params, rng, plugins. See docs/architecture.md.
 """
 
 from mpidecent.threads import limit_native_threads as _limit_native_threads

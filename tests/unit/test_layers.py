@@ -1,6 +1,6 @@
 """The architecture as the imports draw it: every import of mpidecent's own code (at the top of a module,
 inside a function or for type checking alike) points to a package of the same or a lower layer, and the
-packages import each other without cycles. The README's architecture section draws these layers."""
+packages import each other without cycles. docs/architecture.md draws these layers."""
 
 import ast
 from collections import defaultdict
