@@ -22,7 +22,7 @@ import itertools
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -354,11 +354,8 @@ def load_text_jobs(
         if isinstance(run, dict) and isinstance(run.get("name"), str)
         else default_name
     )
-    folder = (
-        run.get("out")
-        if isinstance(run, dict) and isinstance(run.get("out"), str) and run.get("out")
-        else f"runs/{base}"
-    )
+    out = run.get("out") if isinstance(run, dict) else None
+    folder = out if isinstance(out, str) and out else f"runs/{base}"
     swept = list(dict.fromkeys(key for _, settings in variants for key in settings))
     jobs = []
     for name, settings in variants:
@@ -413,7 +410,9 @@ def expand_sweep(sweep: Any) -> list[tuple[str, dict[str, Any]]]:
             raise JobError(
                 f'[[sweep]] {name or where}: set must be a table of "section.key" = value'
             )
+        produced: list[tuple[str, dict[str, Any]]]
         if grid is None:
+            assert isinstance(name, str)  # checked above: a variant without a grid has a name
             produced = [(name, dict(settings))]
         else:
             if (
@@ -559,7 +558,7 @@ def _switch_user_plugin(
     old: str | None,
     default: str,
     builtins: Mapping[str, Any],
-    common: Sequence[str],
+    common: Collection[str],
 ) -> list[str]:
     """``--set model.name=...`` (or data.name) switched a plug-in: drop the keys of the one the file
     chose that the new one does not take. An import path's keys are its callable's arguments: every
@@ -634,7 +633,11 @@ def validate(
     set_aside += [
         f"algorithm.{k}"
         for k in _set_aside(
-            "algorithm", algo_table, old_algo and old_algo.params, spec.params, ("name",)
+            "algorithm",
+            algo_table,
+            old_algo.params if old_algo is not None else None,
+            spec.params,
+            ("name",),
         )
     ]
     algorithm = {
@@ -657,7 +660,7 @@ def validate(
             for k in _set_aside(
                 "topology",
                 topo_table,
-                old_kind and old_kind.params,
+                old_kind.params if old_kind is not None else None,
                 KINDS[topo_table["kind"]].params,
                 TOPOLOGY_KEYS,
             )
@@ -665,7 +668,8 @@ def validate(
     outer_table = table.get("outer")
     outer = resolve("outer", OUTER_PARAMS, outer_table) if outer_table is not None else {}
     if (
-        outer.get("pairing") == "random"
+        outer_table is not None  # (else outer is empty)
+        and outer.get("pairing") == "random"
         and outer_table.get("optimizer", "heavy_ball") == "heavy_ball"
     ):
         outer["optimizer"] = (
@@ -712,10 +716,14 @@ def validate(
             "whole partitions; set batch_size = 0"
         )
     job = Job(
-        *(
-            MappingProxyType(s)
-            for s in (run, topology, algorithm, compression, data, model, link, stragglers)
-        ),
+        run=MappingProxyType(run),
+        topology=MappingProxyType(topology),
+        algorithm=MappingProxyType(algorithm),
+        compression=MappingProxyType(compression),
+        data=MappingProxyType(data),
+        model=MappingProxyType(model),
+        link=MappingProxyType(link),
+        stragglers=MappingProxyType(stragglers),
         source=source,
         path=path,
         overrides=overrides,
@@ -781,7 +789,11 @@ def _validate_compression(
     set_aside += [
         f"compression.{k}"
         for k in _set_aside(
-            "compression", table, old and old.params, COMPRESSORS[name].params, COMPRESSION_KEYS
+            "compression",
+            table,
+            old.params if old is not None else None,
+            COMPRESSORS[name].params,
+            COMPRESSION_KEYS,
         )
     ]
     if spec.compressors is not None and name not in spec.compressors:

@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from mpidecent.errors import EXIT_BAD_INPUT, EXIT_OK, JobError
 from mpidecent.gossip.simulator import DEFAULT_SOURCES, MODES, SimResult, SimSetup, simulate
 from mpidecent.gossip.versions import MODE_FACTOR, RATE_POLICIES, gossip_rate, version_rate
 from mpidecent.texttable import table
+
+if TYPE_CHECKING:
+    from mpidecent.config import Job
 
 
 def add_parser(sub) -> None:
@@ -83,7 +87,7 @@ def add_parser(sub) -> None:
 
 @dataclass
 class _Planned:
-    job: object
+    job: Job
     n: int
     policy: str
     out: str
@@ -110,19 +114,19 @@ def log_steps(steps: int, log_every: int) -> np.ndarray:
     return np.array(sorted(set(range(0, steps + 1, log_every)) | {steps}), dtype=np.int64)
 
 
-def _without_swept_n(jobs: list) -> list:
+def _without_swept_n(jobs: list[Job]) -> list[Job]:
     """-n replaces the job's own [topology] n: sweep variants that differ only in it are one job
     (the first of them, renamed to the sweep's base name), so -n 8,64 on a sweep over n gives 2
     simulations, not 2 × the variants."""
     import dataclasses
 
-    def key(job) -> str:
+    def key(job: Job) -> str:
         same = dataclasses.replace(
             job, run={**job.run, "name": "", "out": ""}, topology={**job.topology, "n": 0}
         )
         return same.to_toml()
 
-    kept: dict[str, object] = {}
+    kept: dict[str, Job] = {}
     for job in jobs:
         kept.setdefault(key(job), job)
     if len(kept) == len(jobs) or not jobs[0].variant:
