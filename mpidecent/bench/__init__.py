@@ -242,40 +242,40 @@ def _launcher_version(launcher: Launcher) -> str:
 
 def _tables(name: str, result: dict) -> str:
     if name == "compressors":
-        from mpidecent.bench.compressors import table
+        from mpidecent.bench.compressors import table as compressors_table
 
-        return _grid(*table(result["rows"]))
+        return _grid(*compressors_table(result["rows"]))
     if name == "target":
-        from mpidecent.bench.target import table
+        from mpidecent.bench.target import table as target_table
 
-        return _grid(*table(result["rows"]))
+        return _grid(*target_table(result["rows"]))
     if name == "network":
         from mpidecent.bench.network import tables
 
         return tables(result)
     if name == "startup":
-        from mpidecent.bench.startup import table
+        from mpidecent.bench.startup import table as startup_table
 
-        title, head, body = table(result)
+        title, head, body = startup_table(result)
         return title + "\n" + _grid(head, body)
     if name == "status":
-        from mpidecent.bench.status import table
+        from mpidecent.bench.status import table as status_table
 
-        title, head, body = table(result)
+        title, head, body = status_table(result)
         return title + "\n" + _grid(head, body)
     if name == "local_steps":
-        from mpidecent.bench.local_steps import table
+        from mpidecent.bench.local_steps import table as local_steps_table
 
         if "skipped" in result:
             return f"skipped: {result['skipped']}"
-        title, head, body = table(result)
+        title, head, body = local_steps_table(result)
         return title + "\n" + _grid(head, body)
     if name == "overlap":
-        from mpidecent.bench.overlap import table
+        from mpidecent.bench.overlap import table as overlap_table
 
         if "skipped" in result:
             return f"skipped: {result['skipped']}"
-        title, head, body = table(result)
+        title, head, body = overlap_table(result)
         return title + "\n" + _grid(head, body)
     rows = result.get("rows", [])
     if name == "exchange":

@@ -36,11 +36,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mpidecent.bench.netlink import Link, command, environment, probe
 from mpidecent.params import toml_value
+
+if TYPE_CHECKING:
+    from mpidecent.io.reader import Run
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ SIZES["large"] = {
 # The base job every contender varies: digits (64 features, 10 classes, held-out test set), an MLP
 # of the size's width, float32, Nesterov momentum; the graph a directed chord ring unless a
 # contender sets another.
-BASE = {
+BASE: dict[str, dict[str, Any]] = {
     "run": {"seed": 1, "dtype": "float32"},
     "topology": {"kind": "chord_ring"},
     "algorithm": {"name": "push_sum", "lr": 0.1, "optimizer": "nesterov"},
@@ -189,9 +193,9 @@ def job_text(
     return "\n".join(lines)
 
 
-def _train_seconds(run) -> np.ndarray:
+def _train_seconds(run: Run) -> np.ndarray:
     """Slowest rank's cumulative compute + comm seconds at each log point (L,)."""
-    return (run.rank("compute_s") + run.rank("comm_s")).max(axis=1)
+    return (run.need_rank("compute_s") + run.need_rank("comm_s")).max(axis=1)
 
 
 def measure(
@@ -254,7 +258,7 @@ def measure(
     for c in contenders:
         run = read_runs([str(folder / f"{c.name}.h5")])[0]
         step_index = np.asarray(run.steps)
-        train, wall = _train_seconds(run), run.glob("wall_s")
+        train, wall = _train_seconds(run), run.need_glob("wall_s")
         modelled = run.modelled_time(LinkModel(link.bandwidth_bps, 0.0, shared=True))
         accuracy = run.glob("test_accuracy")
         reached = None
@@ -265,7 +269,7 @@ def measure(
                     "step": int(step_index[hits[0]]),
                     "train_s": float(train[hits[0]]),
                     "wall_s": float(wall[hits[0]]),
-                    "bytes": int(run.glob("cumulative_bytes")[hits[0]]),
+                    "bytes": int(run.need_glob("cumulative_bytes")[hits[0]]),
                 }
         rows.append(
             {
@@ -277,9 +281,9 @@ def measure(
                 "step_s": float((train[-1] - train[-2]) / (step_index[-1] - step_index[-2])),
                 "train_s": float(train[-1]),
                 "wall_s": float(wall[-1]),
-                "bytes_counted": int(run.glob("cumulative_bytes")[-1]),
+                "bytes_counted": int(run.need_glob("cumulative_bytes")[-1]),
                 "modelled_s": float(modelled[-1]) if modelled is not None else None,
-                "compute_s": float(run.rank("compute_s")[-1].max()),
+                "compute_s": float(run.need_rank("compute_s")[-1].max()),
                 "test_accuracy": float(accuracy[-1]) if accuracy is not None else None,
                 "test_accuracy_series": [float(a) for a in accuracy]
                 if accuracy is not None

@@ -150,7 +150,9 @@ def run(size: str, launcher_argv: Sequence[str], out: Path) -> dict:
         link, tag = Link(w["link"]), f"{w['link']}-d{w['hidden'][0]}"
         for family in config["families"]:
             mechanisms = list(FAMILIES[family]["mechanisms"])
-            launches = [("", {}, _contenders(family, w["batch"], w["ranks"], mechanisms))]
+            launches: list[tuple[str, dict[str, str], list[Contender]]] = [
+                ("", {}, _contenders(family, w["batch"], w["ranks"], mechanisms))
+            ]
             if config["tcp_thread"]:
                 thread = [
                     Contender(
@@ -209,16 +211,13 @@ def summary(rows: Sequence[dict]) -> list[dict]:
         compute, comm = group["compute alone"]["step_s"], group["communication alone"]["step_s"]
         slowest = max(compute, comm)
         baseline = group.get("no overlap")  # the learning reference of push-sum's overlap
+        baseline_accuracy = _late_accuracy(baseline) if baseline is not None else None
         for variant, r in group.items():
             if variant in ("compute alone", "communication alone"):
                 continue
             accuracy, accuracy_gap = _late_accuracy(r), None
-            if (
-                baseline is not None
-                and accuracy is not None
-                and _late_accuracy(baseline) is not None
-            ):
-                accuracy_gap = 100 * (accuracy - _late_accuracy(baseline))
+            if accuracy is not None and baseline_accuracy is not None:
+                accuracy_gap = 100 * (accuracy - baseline_accuracy)
             out.append(
                 {
                     "link": key[0],

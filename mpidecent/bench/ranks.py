@@ -31,7 +31,7 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,7 +51,10 @@ def _timed(comm: MPI.Intracomm, fn: Callable[[], object]) -> float:
 
 
 def _interleaved(
-    comm: MPI.Intracomm, contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+    comm: MPI.Intracomm,
+    contenders: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 2,
 ) -> dict[str, float]:
     """Median slowest-rank seconds per call of each contender, calls interleaved."""
     for fn in contenders.values():

@@ -104,7 +104,7 @@ def run(
                 )
                 paths.append(folder / name)
         runs = read_runs([str(p) for p in paths])
-        finals = [float(r.glob("suboptimality")[-1]) for r in runs]
+        finals = [float(r.need_glob("suboptimality")[-1]) for r in runs]
         gap = 1.1 * max(finals)
         for link in LINKS:
             times = [_time_to(r, link, gap) for r in runs]
@@ -118,8 +118,8 @@ def run(
                     "b": members[1][0],
                     "a_s": times[0],
                     "b_s": times[1],
-                    "a_bits": int(runs[0].glob("cumulative_bits")[-1]),
-                    "b_bits": int(runs[1].glob("cumulative_bits")[-1]),
+                    "a_bits": int(runs[0].need_glob("cumulative_bits")[-1]),
+                    "b_bits": int(runs[1].need_glob("cumulative_bits")[-1]),
                     "speedup_b_over_a": (times[1] / times[0]) if times[0] and times[1] else None,
                 }
             )

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from mpidecent.params import Param, resolve
 from mpidecent.rng import RandomKey
@@ -90,7 +91,7 @@ class Compressor(ABC):
     #: syntax).
     contractive_when: ClassVar[str | None] = None
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: DTypeLike = "float64", **params: Any) -> None:
         """``dim``: vector length (≥ 1), fixed for the instance's life; ``dtype``: the state dtype
         that ``decode`` produces (float32 or float64). ``params`` are validated as ``[compression]``
         keys (``JobError`` names a bad one); missing keys take their defaults."""
@@ -225,7 +226,7 @@ def _shape_of(a: Any) -> str:
     return type(a).__name__
 
 
-def _float_dtype(dtype: np.dtype | str, what: str) -> np.dtype:
+def _float_dtype(dtype: DTypeLike, what: str) -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError as err:

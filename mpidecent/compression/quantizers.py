@@ -23,6 +23,7 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from mpidecent.compression import kernels
 from mpidecent.compression.base import Compressor, register_compressor
@@ -32,7 +33,7 @@ from mpidecent.errors import NonFiniteInputError
 from mpidecent.params import Param
 from mpidecent.rng import RandomKey
 
-_WIRE_FLOAT = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+_WIRE_FLOAT: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 
 
 def _nonfinite_message(op: str, v: np.ndarray, limit: str) -> str:
@@ -66,7 +67,7 @@ class Identity(Compressor):
     unbiased: ClassVar[bool] = True
     contractive: ClassVar[bool] = True  # δ = 1 (up to float32 rounding with precision = float32)
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: DTypeLike = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
         precision = self.options["precision"]
         self.precision: str = self.dtype.name if precision == "state" else precision
@@ -176,7 +177,7 @@ class QSGD(Compressor):
     contractive: ClassVar[bool] = False
 
     def __init__(
-        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+        self, dim: int, dtype: DTypeLike = "float64", fast: bool | None = None, **params: Any
     ) -> None:
         super().__init__(dim, dtype, **params)
         #: The fused kernels (``kernels.py``): for dim ≥ kernels.MIN_DIM (fast=None) or always
@@ -405,7 +406,7 @@ class QSGDContractive(QSGD):
     unbiased: ClassVar[bool] = False
     contractive: ClassVar[bool] = True
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: DTypeLike = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
         #: b, the ``bits`` key (not ``self.bits``, the wire bits per message).
         self.quant_bits: int = self.options["bits"]
@@ -445,7 +446,7 @@ class _SignBits(Compressor):
     """
 
     def __init__(
-        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+        self, dim: int, dtype: DTypeLike = "float64", fast: bool | None = None, **params: Any
     ) -> None:
         super().__init__(dim, dtype, **params)
         self.kernels = kernels.choose(fast, self.dim)  # see QSGD
@@ -545,7 +546,7 @@ class OneBit(_SignBits):
     contractive: ClassVar[bool] = False  # E‖Q1(v) − v‖² can reach (d − 1)‖v‖²
 
     def __init__(
-        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+        self, dim: int, dtype: DTypeLike = "float64", fast: bool | None = None, **params: Any
     ) -> None:
         super().__init__(dim, dtype, fast=fast, **params)
         if self.kernels is None:

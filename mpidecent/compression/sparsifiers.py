@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from mpidecent.compression import kernels
 from mpidecent.compression.base import Compressor, register_compressor
@@ -83,7 +84,7 @@ class _Sparsifier(Compressor):
     """k float32 values at sorted indices. Subclasses choose the indices and say how receivers learn
     them; values occupy bytes [0, 4k) of the buffer, little-endian, in ascending index order."""
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: DTypeLike = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
         self.fraction: float = self.options["fraction"]
         #: k, the number of coordinates sent.
@@ -211,7 +212,7 @@ class TopK(_Sparsifier):
     contractive: ClassVar[bool] = True
 
     def __init__(
-        self, dim: int, dtype: np.dtype | str = "float64", fast: bool | None = None, **params: Any
+        self, dim: int, dtype: DTypeLike = "float64", fast: bool | None = None, **params: Any
     ) -> None:
         super().__init__(dim, dtype, **params)
         d, k = self.dim, self.k
@@ -281,6 +282,7 @@ class TopK(_Sparsifier):
         the candidates from one kernel pass over v, the same selection among them. None (the caller
         then runs the reference) for non-finite input, or when fewer than k or more than fit pass
         the threshold."""
+        assert self.kernels is not None  # called only where the kernels loaded
         d, k = self.dim, self.k
         v = np.ascontiguousarray(v)
         sample = np.abs(v[:: d // _SAMPLE]).astype(np.float64)  # |float32| → float64 is exact
@@ -371,7 +373,7 @@ class RandK(_Sparsifier):
     contractive: ClassVar[bool] = False
     contractive_when: ClassVar[str | None] = "scaled = false"
 
-    def __init__(self, dim: int, dtype: np.dtype | str = "float64", **params: Any) -> None:
+    def __init__(self, dim: int, dtype: DTypeLike = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
         self.scaled: bool = self.options["scaled"]
         # Per-instance properties (shadow the conservative class values).

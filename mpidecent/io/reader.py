@@ -194,6 +194,21 @@ class Run:
         """A per-rank series (L, n), or None."""
         return self.rank_series.get(name)
 
+    def need_glob(self, name: str) -> np.ndarray:
+        """A global series (L,) the caller needs (every run of the runner writes it, or the caller
+        listed it); ReportError when the file has none of that name."""
+        values = self.global_series.get(name)
+        if values is None:
+            raise ReportError(f"{self.path}: no global series {name!r} (not a file of this run?)")
+        return values
+
+    def need_rank(self, name: str) -> np.ndarray:
+        """A per-rank series (L, n) the caller needs; ReportError when the file has none."""
+        values = self.rank_series.get(name)
+        if values is None:
+            raise ReportError(f"{self.path}: no per-rank series {name!r} (not a file of this run?)")
+        return values
+
     def unit(self, group: str, name: str) -> str:
         return self.units.get(f"{group}/{name}", "")
 

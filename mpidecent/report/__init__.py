@@ -88,9 +88,9 @@ def parse_targets(raw: Sequence[object] | None) -> tuple[float | None, float | N
     found: dict[str, float] = {}
     for item in raw or ():
         text = str(item).strip()
-        kind, _, number = text.rpartition("=")
+        given, _, number = text.rpartition("=")
         kind = {"": "loss", "loss": "loss", "acc": "accuracy", "accuracy": "accuracy"}.get(
-            kind.strip().lower()
+            given.strip().lower()
         )
         if kind is None:
             raise ReportError(

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -265,7 +266,8 @@ def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
     banded = any(v is not None for v in nodes.values())
     fig = _figure()
     ax = fig.add_subplot()
-    handles, labels = [], []
+    handles: list[Artist | tuple[Artist, Artist]] = []
+    labels: list[str] = []
     for i, run, bits, acc, kind in have:
         label = f"{run.label} (training set)" if mixed and kind == "training" else run.label
         keep = bits > 0
@@ -275,10 +277,11 @@ def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
             continue
         x = bits[keep]
         line = ax.plot(x, acc[keep], zorder=3, **_style(i, x.size))[0]
-        handle = line
-        if nodes[i] is not None:
+        handle: Artist | tuple[Artist, Artist] = line
+        node = nodes[i]
+        if node is not None:
             with np.errstate(all="ignore"):
-                low, high = np.nanmin(nodes[i][keep], axis=1), np.nanmax(nodes[i][keep], axis=1)
+                low, high = np.nanmin(node[keep], axis=1), np.nanmax(node[keep], axis=1)
             band = ax.fill_between(
                 x,
                 low,
@@ -293,7 +296,7 @@ def _accuracy_bits_figure(path: str, runs: Sequence[Run]) -> str | None:
             label = f"{label} (band: {run.n} nodes)"
         handles.append(handle)
         labels.append(label)
-    drawn = any(not isinstance(h, Line2D) or h.get_xdata().size for h in handles)
+    drawn = any(not isinstance(h, Line2D) or np.asarray(h.get_xdata()).size for h in handles)
     title = "Accuracy of the average model vs bits sent"
     if banded:
         title += (
@@ -349,8 +352,8 @@ def _band_figure(
     else:
         axes = [fig.add_subplot()] * len(have)
     ys = []
-    for ax, (i, run) in zip(axes, have, strict=True):
-        values = run.rank(name).astype(np.float64)
+    for ax, (i, run) in zip(axes[: len(have)], have, strict=True):  # (a grid may have more axes)
+        values = run.need_rank(name).astype(np.float64)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore", RuntimeWarning
@@ -396,7 +399,7 @@ def _staleness_figure(path: str, runs: Sequence[Run]) -> str | None:
     left, right = fig.subplots(1, 2)
     unit = have[0][1].unit("rank", STALENESS) or "steps"
     for i, run in have:
-        values = run.rank(STALENESS).astype(np.float64)
+        values = run.need_rank(STALENESS).astype(np.float64)
         rows = values[1:] if run.rows > 1 else values  # row 0 is before the first step
         finite = rows[np.isfinite(rows)]
         if finite.size:
@@ -789,9 +792,9 @@ def plot_topology(n: int, edges: np.ndarray, directed: bool, path: str, title: s
             abs(s % shape[1] - d % shape[1]) > 1 or abs(s // shape[1] - d // shape[1]) > 1
         )
         bend = 0.12 if directed and both else 0.0
-        if (
-            wrap
-        ):  # around the torus: an arc bulging out of the grid (up for a row, left for a column)
+        if wrap:
+            # around the torus: an arc bulging out of the grid (up for a row, left for a column)
+            assert shape is not None  # (wrap is only true on a torus)
             bend = 0.25 if s % shape[1] == d % shape[1] else -0.25
         patch = FancyArrowPatch(
             pos[s],

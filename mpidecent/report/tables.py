@@ -139,7 +139,7 @@ def summarize(run: Run) -> dict[str, Any]:
         low, mean, high = _over_ranks(run.node_test_series(name))
         out[f"node_{name}_min"], out[f"node_{name}_mean"], out[f"node_{name}_max"] = low, mean, high
     for name in run.rank_extras:
-        values = run.rank(name)
+        values = run.need_rank(name)
         last = values[-1].astype(np.float64) if run.rows else np.zeros(0)
         finite = last[np.isfinite(last)]
         out["extras"][name] = {
@@ -196,7 +196,11 @@ def budget_query(run: Run, bits: float) -> dict[str, Any]:
     result.update(
         reached=True,
         avg_model_loss=_clean(value),
-        suboptimality=_clean(_interpolate_at(cumulative, sub, bits)) if run.has_optimum() else None,
+        suboptimality=(
+            _clean(_interpolate_at(cumulative, sub, bits))
+            if sub is not None and run.has_optimum()  # (an optimum implies the series)
+            else None
+        ),
         step=_clean(_interpolate_at(cumulative, run.steps, bits)),
     )
     return result
