@@ -5,13 +5,17 @@ every rank in one line without touching earlier results."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import re
 
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from cli import ROOT, _launch, mpidecent, run_python
 from mpidecent.io.reader import read_run
+from mpidecent.learning.sources import mnist1d
 
 NETS = '''
 import os
@@ -150,10 +154,26 @@ def test_bad_user_code_ends_every_rank_with_one_line_and_keeps_earlier_results(t
 
 @pytest.mark.timeout(300)
 def test_the_example_script_trains_its_own_cnn_class(tmp_path):
+    """The example users copy first learns: 150 steps on 2 ranks (its defaults: 1,000 on 4, ~96 %)
+    already reach ~78 % (the script before issue 23 reached 26 % after 200), and its saved model,
+    loaded back the way its docstring says, classifies the test signals as well as reported."""
     out = tmp_path / "own.h5"
-    result = _launch(f"{ROOT / 'jobs' / 'own_model.py'} --steps 20 --out {out}", ranks=2, timeout=240)
+    script = ROOT / "jobs" / "own_model.py"
+    result = _launch(f"{script} --steps 150 --out {out}", ranks=2, timeout=240)
     assert result.returncode == 0, result.stderr
-    assert "own_model: completed after 20 steps" in result.stdout and str(out) in result.stdout
+    assert "own_model: completed after 150 steps" in result.stdout and str(out) in result.stdout
     run = read_run(str(out))
     assert run.attrs["model"] == "__main__:SmallCNN" and run.status == "completed"
-    assert (tmp_path / "own.model.pt").exists()
+    reported = float(re.search(r"test accuracy of the average model ([0-9.]+)", result.stdout)[1])
+    assert reported >= 0.65, result.stdout  # chance 0.10, logistic regression 0.32
+    spec = importlib.util.spec_from_file_location("own_model_example", script)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model = example.SmallCNN((40,), 10)
+    model.load_state_dict(torch.load(tmp_path / "own.model.pt", weights_only=True))
+    data = mnist1d()
+    test = slice(len(data.targets) - data.fixed_test, None)
+    with torch.no_grad():
+        logits = model.eval()(torch.as_tensor(data.features[test], dtype=torch.float32))
+    accuracy = float((logits.argmax(1).numpy() == data.targets[test]).mean())
+    assert accuracy >= 0.65 and abs(accuracy - reported) <= 0.03, (accuracy, reported)
