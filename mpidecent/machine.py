@@ -149,6 +149,7 @@ def _cgroup_folders() -> Iterator[tuple[str, str, str]]:
         if len(parts) != 3:
             continue
         _, controllers, path = parts
+        mounts: tuple[str, ...]
         if controllers == "":  # cgroup v2
             mounts, names = (
                 ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"),

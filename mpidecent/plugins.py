@@ -22,7 +22,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mpidecent.errors import JobError
@@ -94,6 +94,7 @@ def _module(module: str, key: str, name: str, base_dir: str | None) -> Any:
         if unique in sys.modules:
             return sys.modules[unique]
         spec = importlib.util.spec_from_file_location(unique, path)
+        assert spec is not None and spec.loader is not None  # a .py path gets a source loader
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[unique] = loaded
         try:
@@ -142,6 +143,7 @@ def call(
     """``fn(**kwargs, **those of optional it accepts)`` — optional arguments (e.g. ``input_shape``)
     are passed when the signature names them or takes ``**kwargs``. Any exception becomes one line
     naming ``key``."""
+    parameters: Mapping[str, inspect.Parameter]
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):

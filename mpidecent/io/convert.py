@@ -230,7 +230,7 @@ def read_npz(
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
             chosen = _npz_keys(keys, name, x, y, x_test, y_test)
-            arrays = []
+            arrays: list[np.ndarray | None] = []
             for key in chosen:
                 if key is None:
                     arrays.append(None)
@@ -263,8 +263,10 @@ def read_npz(
         + (f"; ignored {', '.join(ignored)}" if ignored else "")
         + ")"
     )
-    names = tuple(f"{k} in {name}" if k else "" for k in chosen)
-    return Arrays(arrays[0], arrays[1], arrays[2], arrays[3], names, source)  # type: ignore[arg-type]
+    n0, n1, n2, n3 = (f"{k} in {name}" if k else "" for k in chosen)
+    features, labels = arrays[0], arrays[1]
+    assert features is not None and labels is not None  # chosen[0] and chosen[1] are keys
+    return Arrays(features, labels, arrays[2], arrays[3], (n0, n1, n2, n3), source)
 
 
 # ---- IDX -----------------------------------------------------------------------------------------
@@ -336,11 +338,15 @@ def idx_arrays(
     for path in (train_images, train_labels, test_images, test_labels):  # all missing files first
         if path is not None:
             _readable(path, "input")
-    paths = [train_images, train_labels, test_images, test_labels]
-    arrays = [read_idx(p) if p is not None else None for p in paths]
-    names = tuple(os.path.basename(p) if p else "" for p in paths)
-    source = "IDX files " + ", ".join(n for n in names if n)
-    return Arrays(arrays[0], arrays[1], arrays[2], arrays[3], names, source)  # type: ignore[arg-type]
+    features, labels = read_idx(train_images), read_idx(train_labels)
+    test_features = read_idx(test_images) if test_images is not None else None
+    test_labels_ = read_idx(test_labels) if test_labels is not None else None
+    n0, n1, n2, n3 = (
+        os.path.basename(p) if p else ""
+        for p in (train_images, train_labels, test_images, test_labels)
+    )
+    source = "IDX files " + ", ".join(n for n in (n0, n1, n2, n3) if n)
+    return Arrays(features, labels, test_features, test_labels_, (n0, n1, n2, n3), source)
 
 
 # ---- checks and scaling --------------------------------------------------------------------------
@@ -432,27 +438,25 @@ def check_arrays(arrays: Arrays) -> None:
 def scale_pixels(arrays: Arrays) -> Arrays:
     """Features divided by 255 and stored as float32 (pixels 0..255 → [0, 1]); integer pixels
     only."""
-    scaled = []
-    for array, name in (
-        (arrays.features, arrays.names[0]),
-        (arrays.test_features, arrays.names[2]),
-    ):
-        if array is None:
-            scaled.append(None)
-            continue
-        _check_numeric(array, name)
-        if array.dtype.kind not in "uib":
-            raise JobError(
-                f"--scale divides pixels 0..255 by 255, but {name} holds {array.dtype} values "
-                "(already scaled?); leave out --scale"
-            )
-        if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
-            raise JobError(
-                f"--scale divides pixels 0..255 by 255, but {name} holds values in "
-                f"{int(array.min())}..{int(array.max())}; leave out --scale"
-            )
-        scaled.append(array.astype(np.float32) / np.float32(255.0))
-    return replace(arrays, features=scaled[0], test_features=scaled[1], scaled=True)
+    features = _scaled_pixels(arrays.features, arrays.names[0])
+    test = arrays.test_features
+    test_features = _scaled_pixels(test, arrays.names[2]) if test is not None else None
+    return replace(arrays, features=features, test_features=test_features, scaled=True)
+
+
+def _scaled_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    _check_numeric(array, name)
+    if array.dtype.kind not in "uib":
+        raise JobError(
+            f"--scale divides pixels 0..255 by 255, but {name} holds {array.dtype} values "
+            "(already scaled?); leave out --scale"
+        )
+    if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
+        raise JobError(
+            f"--scale divides pixels 0..255 by 255, but {name} holds values in "
+            f"{int(array.min())}..{int(array.max())}; leave out --scale"
+        )
+    return array.astype(np.float32) / np.float32(255.0)
 
 
 # ---- writing -------------------------------------------------------------------------------------

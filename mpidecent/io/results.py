@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import h5py
 import numpy as np
@@ -65,20 +65,27 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
-_Method = TypeVar("_Method", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-def _guarded(what: str) -> Callable[[_Method], _Method]:
+def _guarded(
+    what: str,
+) -> Callable[
+    [Callable[Concatenate[ResultsWriter, _P], _R]], Callable[Concatenate[ResultsWriter, _P], _R]
+]:
     """A ``ResultsWriter`` method whose OS/HDF5 errors become ``OutputError`` ("<what> <path>
     failed: …")."""
 
-    def wrap(method: _Method) -> _Method:
+    def wrap(
+        method: Callable[Concatenate[ResultsWriter, _P], _R],
+    ) -> Callable[Concatenate[ResultsWriter, _P], _R]:
         @functools.wraps(method)
-        def inner(self: ResultsWriter, *args: Any, **kwargs: Any) -> Any:
+        def inner(self: ResultsWriter, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
             with guarded(what, self.path):
                 return method(self, *args, **kwargs)
 
-        return inner  # type: ignore[return-value]
+        return inner
 
     return wrap
 
@@ -197,6 +204,12 @@ class ResultsWriter:
         series = (self._step, *self._rank.values(), *self._global.values())
         return ROW_METADATA_BYTES + sum(int(np.prod(d.chunks)) * d.dtype.itemsize for d in series)
 
+    @property
+    def _open_file(self) -> h5py.File:
+        """The file, open from ``__init__`` until ``close`` (nothing writes after it)."""
+        assert self.file is not None, f"{self.path} is closed"
+        return self.file
+
     @staticmethod
     def _series(
         group: h5py.Group, name: str, dtype: str, tail: tuple[int, ...], unit: str, doc: str
@@ -211,7 +224,7 @@ class ResultsWriter:
     @_guarded("writing attributes to")
     def set_attrs(self, attrs: Mapping[str, Any], group: str = "/") -> None:
         """Collective: every rank passes identical values."""
-        target = self.file[group]
+        target = self._open_file[group]
         for key, value in attrs.items():
             target.attrs[key] = _attr_value(value)
 
@@ -221,7 +234,7 @@ class ResultsWriter:
     ) -> None:
         """Collective. ``edges``: the graph (the union over a period for time-varying schedules);
         ``slot_weights``: the mixing matrix of each slot (one for a static graph)."""
-        group = self.file.create_group("topology")
+        group = self._open_file.create_group("topology")
         e = group.create_dataset("edges", data=np.asarray(edges, dtype=np.int32).reshape(-1, 2))
         e.attrs["description"] = (
             "directed edges src → dst (undirected graphs list both directions; "
@@ -260,14 +273,14 @@ class ResultsWriter:
         for name, dset in self._global.items():
             _write_element(dset, (row,) if top else None, global_values[name] if top else 0)
         self.rows = row + 1
-        self.file.flush()
+        self._open_file.flush()
 
     @_guarded("writing event records to")
     def create_event_dataset(self, name: str, data: np.ndarray) -> None:
         """Collective: write a small whole array under /events (every rank passes identical data). A
         resumed run replaces what the interrupted run wrote: its array covers every step from the
         start."""
-        group = self.file.require_group("events")
+        group = self._open_file.require_group("events")
         if name in group:
             del group[name]
         group.create_dataset(name, data=data)
