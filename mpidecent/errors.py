@@ -12,6 +12,13 @@ class JobError(Exception):
     """Invalid user input; ``str(err)`` is the complete one-line message."""
 
 
+class AgreedJobError(JobError):
+    """A ``JobError`` that every rank raises together, with the same message, after the ranks agreed
+    on it in a collective (e.g. bad data found while loading it). The excepthook
+    (``comm/world.abort_on_error``) prints it once, from rank 0, and every rank exits with status 2
+    without aborting; a ``JobError`` raised on one rank alone aborts the job instead."""
+
+
 class OutputError(Exception):
     """Writing an output file failed (full disk, vanished folder, I/O error); ``str(err)`` says what
     was written where and why, in one line. The runner stops every rank with ``EXIT_IO``."""

@@ -73,8 +73,9 @@ def build_topology(job: Job, n: int) -> tuple[Schedule, tuple[np.ndarray, ...]]:
 
 def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
     """Check the job against the number of ranks started, its algorithm's pattern, the data and the
-    model (one forward pass on a sample: the user's model and loss run here, before any collective).
-    ``rank``: whose shard a loader that returns one shard per rank checks."""
+    model (a forward pass in eval mode, then one training step on a batch of the job's batch size:
+    the user's model and loss run here, before any collective). ``rank``: whose shard a loader that
+    returns one shard per rank checks."""
     requested = job.topology["n"]
     if requested and requested != world_size:
         raise JobError(
@@ -115,7 +116,14 @@ def plan_job(job: Job, world_size: int, rank: int = 0) -> Plan:
     with memory_guard(
         f"[model] name = {job.model['name']!r}", n
     ):  # a user's model: only known once built
-        check_model(job.model, info.input_shape, info.task, info.num_classes, folder)
+        check_model(
+            job.model,
+            info.input_shape,
+            info.task,
+            info.num_classes,
+            folder,
+            batch_size=job.data["batch_size"],
+        )
         _check_initial_model(job, info.input_shape, info.num_classes, rank, folder)
     return Plan(
         job, n, schedule, weights, is_strongly_connected(union), schedule_spectral_gap(weights)

@@ -9,12 +9,13 @@ and ``Abort`` the whole job, instead of leaving the other ranks blocked in a col
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
 from dataclasses import dataclass
 
-from mpidecent.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, JobError
+from mpidecent.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, AgreedJobError, JobError
 
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
@@ -76,9 +77,12 @@ def abort_on_error() -> None:
     """Install an excepthook that prints the error from the failing rank and aborts every rank. Bad
     input that only shows once the ranks are running (``JobError``, e.g. a user's loader running out
     of memory) is one line and exit status 2; anything else is an internal error with its traceback
-    (status 1)."""
+    (status 1). An ``AgreedJobError`` (raised on every rank together) is printed once, by rank 0,
+    and every rank exits with status 2 without aborting (``_exit_agreed``)."""
 
     def hook(exc_type, exc, tb) -> None:  # pragma: no cover - exercised through subprocess tests
+        if issubclass(exc_type, AgreedJobError):
+            _exit_agreed(str(exc))
         rank = launcher_rank()
         if issubclass(exc_type, JobError):
             sys.stderr.write(f"mpidecent: error: {exc} (on rank {rank})\n")
@@ -97,3 +101,23 @@ def abort_on_error() -> None:
             os._exit(code)
 
     sys.excepthook = hook
+
+
+def _exit_agreed(message: str) -> None:
+    """Every rank, for an error all ranks raised together: rank 0 prints ``message`` as one line,
+    then each rank finalizes MPI (all ranks reach it, so no abort is needed and Open MPI prints no
+    abort banner) and exits with status 2."""
+    from mpi4py import MPI
+
+    running = MPI.Is_initialized() and not MPI.Is_finalized()
+    if (MPI.COMM_WORLD.rank if running else launcher_rank() or 0) == 0:
+        sys.stderr.write(f"mpidecent: error: {message}\n")
+    for stream in (sys.stdout, sys.stderr):
+        # a closed pipe: nothing more can be said on it
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    try:
+        if running:
+            MPI.Finalize()
+    finally:
+        os._exit(EXIT_BAD_INPUT)

@@ -30,6 +30,7 @@ from mpidecent.errors import JobError
 from mpidecent.learning.data import NodeData, Shard
 from mpidecent.learning.flat import FlatParameters, build_module
 from mpidecent.learning.models import LOSS_TASKS
+from mpidecent.learning.trial import check_training_step
 from mpidecent.rng import generator
 
 
@@ -297,12 +298,18 @@ class NullObjective:
 
 
 def check_model(
-    values: dict, input_shape: tuple[int, ...], task: str, classes: int, base_dir: str | None = None
+    values: dict,
+    input_shape: tuple[int, ...],
+    task: str,
+    classes: int,
+    base_dir: str | None = None,
+    batch_size: int = 0,
 ) -> None:
     """One forward pass of the job's model (and its loss) on two zero samples, before any
     collective: the output must fit the task — (B,) or (B, 1) for binary and regression, (B,
-    classes) for multiclass — and the loss must give a finite number. JobError names ``[model]
-    name`` or ``loss``."""
+    classes) for multiclass — and the loss must give a finite number; then one training step as
+    training takes it (train mode, ``batch_size`` samples, the loss and a backward pass, leaving no
+    trace: ``learning/trial.py``). JobError names ``[model] name`` or ``loss``."""
     loss = values["loss"]
     if loss in LOSS_TASKS and LOSS_TASKS[loss] != task:
         raise JobError(
@@ -352,6 +359,7 @@ def check_model(
             f"[model] loss = {values['loss']!r} must return one finite number per batch, got "
             f"{value!r}"
         )
+    check_training_step(module, values, input_shape, task, batch_size, loss_fn)
 
 
 # ---- the exact optimum of convex generalised linear models, computed collectively ----------------

@@ -85,7 +85,7 @@ def prepare_all(
                     work.append(prepared)
         except JobError as err:
             problem = str(err)
-        problem = agree(comm, problem)
+        problem = agree(comm, problem) or same_data(comm, jobs, work)
     except BaseException:  # an unexpected error: the locks go with it
         run_lock.release_all()
         raise
@@ -97,6 +97,34 @@ def prepare_all(
         if all(path != prepared_out for _, prepared_out, _ in work):
             run_lock.release(path)
     return work, None
+
+
+def same_data(comm: Any, jobs: Sequence[Job], work: Sequence[Work]) -> str | None:
+    """Collective when a job trains on the whole set a user's loader returns (decided from ``jobs``,
+    the same on every rank): one small allgather of the loaded sets' fingerprints
+    (``learning/fingerprint.py``; the sets are those ``prepare`` loaded, cached). Returns the line
+    every rank reports when two ranks loaded different sets, else None. Built-in data sets and
+    loaders that take rank or world_size: no collective, nothing computed."""
+    from mpidecent.learning.fingerprint import dataset_fingerprint, is_checked_loader, mismatch
+    from mpidecent.learning.sources import loaded_dataset
+    from mpidecent.plan import job_folder
+
+    checked = [job for job in jobs if is_checked_loader(job.data, job_folder(job))]
+    if not checked:
+        return None
+    prepared = {id(plan.job) for plan, _, _ in work}
+    mine = [  # None for a run --resume skips as completed: its data were not loaded
+        dataset_fingerprint(loaded_dataset(job.data, job_folder(job)))
+        if id(job) in prepared
+        else None
+        for job in checked
+    ]
+    gathered = comm.allgather(mine)
+    for i, job in enumerate(checked):
+        problem = mismatch(job.data["name"], [g[i] for g in gathered])
+        if problem:
+            return problem
+    return None
 
 
 def lock_results(comm: Any, outputs: Sequence[tuple[str, Job]]) -> str | None:
