@@ -1,4 +1,5 @@
-"""All-reduce SGD: the centralized reference, what a DDP user runs (``specs/baselines.md``).
+"""All-reduce SGD: the centralized reference, what a DDP user runs
+(``docs/algorithms/baselines.md``).
 
 x ← x − α · (1/n) Σ_i g_i with an in-place ``Allreduce`` of the flat gradient; every rank holds the
 same x. With a local optimizer (``optim.py``) every rank steps along its direction d of that mean,

@@ -1,8 +1,8 @@
 """Asynchronous randomized gossip with version vectors and staleness, on one-sided MPI windows.
 
-Spec: ``specs/async-gossip.md`` (Mitra & Ulukus 2024). Each rank publishes its model x_i, its
-version vector V_i and its round counter in one ``Win.Allocate`` window (``comm/window.py``) and
-runs two interleaved processes without any barrier between log points:
+Algorithm: ``docs/algorithms/async-gossip.md`` (Mitra & Ulukus 2024). Each rank publishes its
+model x_i, its version vector V_i and its round counter in one ``Win.Allocate`` window
+(``comm/window.py``) and runs two interleaved processes without any barrier between log points:
 
     update:  rounds of K local SGD steps on a working copy w (``gossip/rounds.py``); when a round
              completes, x ← x_mixed + (w − x_before), V_i[i] += 1, republish (exclusive lock, own

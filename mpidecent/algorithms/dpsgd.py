@@ -1,4 +1,4 @@
-"""D-PSGD: decentralized parallel SGD on an undirected graph (``specs/baselines.md``).
+"""D-PSGD: decentralized parallel SGD on an undirected graph (``docs/algorithms/baselines.md``).
 
 Combine-then-adapt with the gradient at the pre-mix point::
 

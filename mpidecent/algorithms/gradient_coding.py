@@ -1,9 +1,9 @@
 """1-bit gradient coding with stragglers (Li & Skoglund, 2024) and the uncoded baseline;
 master/worker.
 
-Spec: ``specs/gradient-coding.md``. Rank 0 is the master, ranks 1..n the workers; the data set is
-cut into n partitions D_1..D_n and g_j = ∇F_j(θ)/n is partition j's share of the gradient of
-f = (1/n) Σ_j F_j (+ ℓ2, which the master adds). Per iteration t::
+Algorithm: ``docs/algorithms/gradient-coding.md``. Rank 0 is the master, ranks 1..n the workers; the
+data set is cut into n partitions D_1..D_n and g_j = ∇F_j(θ)/n is partition j's share of the
+gradient of f = (1/n) Σ_j F_j (+ ℓ2, which the master adds). Per iteration t::
 
     master: send θ_t to every worker (tag t)
     worker i (unless it straggles): c_i = Σ_j B_ij g_j;  b_i = Q(c_i)

@@ -1,9 +1,9 @@
 """Momentum-accelerated consensus SGD: DMSGD (shared momentum) and the local-momentum baseline.
 
-Spec: ``specs/momentum-consensus.md`` (Balu et al., "Decentralized Deep Learning using
+Algorithm: ``docs/algorithms/momentum.md`` (Balu et al., "Decentralized Deep Learning using
 Momentum-Accelerated Consensus", ICASSP 2021). Undirected graph, Π symmetric doubly stochastic.
 
-DMSGD (the spec's reading, kept in ``shared_momentum_update`` so a variant can be added beside it):
+DMSGD (our reading of the paper, kept in ``shared_momentum_update`` so a variant can be added):
 every agent sends both x_j and m_j (the values before this step's update) to its neighbours — twice
 D-PSGD's traffic, full precision, one message with two vectors — and::
 

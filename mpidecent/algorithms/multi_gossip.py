@@ -1,12 +1,12 @@
 """Compressed gossip with Q rounds per gradient step; Q = 1 is CHOCO-SGD.
 
-Spec: ``specs/multi-gossip.md`` (Hashemi et al., "On the Benefits of Multiple Gossip Steps in
-Communication-Constrained Decentralized Optimization"; CHOCO-SGD: Koloskova et al.). Undirected
-graph, W symmetric doubly stochastic, C a contractive compressor. State at node i: model x_i, public
-copy z_i (bit-identical at i and its neighbours, because everyone applies the same decoded bytes)
-and s_i = Σ_{j∈N_i∪{i}} w_ij z_j, kept incrementally so no per-neighbour copy is stored (the
-neighbours' c_j are decoded and added into s_i one at a time: ``Message.accumulate``, one scratch
-vector). z_i = s_i = 0 at the start. Per gradient iteration t::
+Algorithm: ``docs/algorithms/multi-gossip.md`` (Hashemi et al., "On the Benefits of Multiple Gossip
+Steps in Communication-Constrained Decentralized Optimization"; CHOCO-SGD: Koloskova et al.).
+Undirected graph, W symmetric doubly stochastic, C a contractive compressor. State at node i: model
+x_i, public copy z_i (bit-identical at i and its neighbours, because everyone applies the same
+decoded bytes) and s_i = Σ_{j∈N_i∪{i}} w_ij z_j, kept incrementally so no per-neighbour copy is
+stored (the neighbours' c_j are decoded and added into s_i one at a time: ``Message.accumulate``,
+one scratch vector). z_i = s_i = 0 at the start. Per gradient iteration t::
 
     x_i ← x_i − η ∇F_i(x_i)
     repeat Q times (round r):

@@ -1,5 +1,5 @@
 """Gradient codes: which partitions each worker holds, how it combines their gradients, how the
-master decodes (spec ``specs/gradient-coding.md``). Pure numpy, no MPI.
+master decodes (``docs/algorithms/gradient-coding.md``). Pure numpy, no MPI.
 
 n workers, n data partitions, target g = Σ_j g_j. Worker i sends c_i = Σ_j B_ij g_j; for a finished
 set F the master forms ĝ = Σ_{i∈F} a_i c_i with decoding coefficients a (0 outside F).

@@ -1,4 +1,5 @@
-"""Seeded straggler models for master/worker training (spec ``specs/gradient-coding.md``). Pure.
+"""Seeded straggler models for master/worker training, pure
+(``docs/algorithms/gradient-coding.md``).
 
 - ``fixed``: exactly ``count`` workers straggle each step, drawn by the generator of (seed, step):
   logical stragglers that skip sending, reproducible bit for bit.

@@ -2,7 +2,7 @@
 
 A compressor maps a flat float vector ``v`` (shape ``(dim,)``) to a ``Packed`` message — one uint8
 buffer of exactly ``ceil(bits / 8)`` bytes — and decodes such bytes back to a ``(dim,)`` vector.
-Rules every operator follows (see ``specs/compressors.md``):
+Rules every operator follows (see ``docs/algorithms/compressors.md``):
 
 * Sizes are fixed by ``dim`` and the operator's parameters, never by the data, so receivers can
   pre-post receives of ``nbytes`` bytes.

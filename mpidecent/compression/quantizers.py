@@ -7,8 +7,9 @@
   (one float32 scale + d sign bits, sharing ``_SignBits``'s wire format and decoder); the
   sparsifiers send a subset of coordinates at full float32 precision.
 
-Wire formats are exact and data-independent (see ``specs/compressors.md``); all multi-byte floats on
-the wire are little-endian, codes are packed MSB-first by ``packing.pack_codes``.
+Wire formats are exact and data-independent (see ``docs/algorithms/compressors.md``); all
+multi-byte floats on the wire are little-endian, codes are packed MSB-first by
+``packing.pack_codes``.
 
 ``qsgd``, ``qsgd_contractive``, ``sign`` and ``onebit`` have two implementations that give the same
 bytes: fused single-pass kernels (``kernels.py``, numba; used when available) and the numpy code

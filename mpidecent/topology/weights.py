@@ -73,7 +73,7 @@ def metropolis_hastings(graph: Graph) -> np.ndarray:
     on edges, ``w_ii = 1 − Σ_{j≠i} w_ij``. Symmetric and doubly stochastic with a positive diagonal.
 
     On a ``d``-regular graph every weight is ``1 / (d + 1)``: ring 1/3, 2-D torus (both sides ≥ 3)
-    1/5, complete 1/n — the uniform weights of the papers in ``specs/``.
+    1/5, complete 1/n — the papers' uniform weights (``docs/algorithms/multi-gossip.md``).
     Raises ``ValueError`` if the edge set is not symmetric.
     """
     if not graph.is_symmetric():

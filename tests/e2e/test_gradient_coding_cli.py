@@ -1,5 +1,5 @@
 """The shipped gradient-coding jobs at 7 ranks (master + 6 workers), end to end through the CLI and the
-report's bit-budget query: spec property 3 of specs/gradient-coding.md, and the SGC job."""
+report's bit-budget query: property 3 of docs/algorithms/gradient-coding.md, and the SGC job."""
 
 import json
 

@@ -1,6 +1,6 @@
-"""async_gossip on one-sided windows (specs/async-gossip.md properties 2-4), checkpoints, the
-passive-target progress probe. Every test is small (few steps, d ≤ 50) and has a timeout, so a lock
-bug fails instead of hanging; assertions go through ``all_ranks``."""
+"""async_gossip on one-sided windows (docs/algorithms/async-gossip.md, properties 2-5), checkpoints,
+the passive-target progress probe. Every test is small (few steps, d ≤ 50) and has a timeout, so a
+lock bug fails instead of hanging; assertions go through ``all_ranks``."""
 
 import math
 

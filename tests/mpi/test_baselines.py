@@ -1,4 +1,4 @@
-"""Baselines of specs/baselines.md reach the known optimum: all-reduce SGD and D-PSGD."""
+"""Baselines of docs/algorithms/baselines.md reach the known optimum: all-reduce SGD and D-PSGD."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""Gradient coding on real ranks, master = rank 0 (specs/gradient-coding.md, property 4; property 3 needs
-exactly 7 ranks and runs end to end in tests/e2e/test_gradient_coding_cli.py).
+"""Gradient coding on real ranks, master = rank 0 (docs/algorithms/gradient-coding.md, property 4;
+property 3 needs exactly 7 ranks and runs end to end in tests/e2e/test_gradient_coding_cli.py).
 
 The codes are chosen so that every world size of the MPI phases (4, 8) has a valid one: CRC tolerates
 s < n stragglers for any number n of workers.

@@ -1,4 +1,4 @@
-"""DMSGD and local momentum, spec property 4 (ordering by graph) of specs/momentum-consensus.md; the
+"""DMSGD and local momentum, property 4 (ordering by graph) of docs/algorithms/momentum.md; the
 other properties run on simulated nodes: tests/unit/test_neighbor_algorithms.py."""
 
 import pytest

@@ -1,5 +1,6 @@
-"""Compressed gossip with Q rounds (CHOCO-SGD at Q = 1), spec properties 3–5 of specs/multi-gossip.md.
-Properties 1 and 2 run on simulated nodes: tests/unit/test_neighbor_algorithms.py."""
+"""Compressed gossip with Q rounds (CHOCO-SGD at Q = 1), properties 3–5 of
+docs/algorithms/multi-gossip.md. Properties 1 and 2 run on simulated nodes:
+tests/unit/test_neighbor_algorithms.py."""
 
 from pathlib import Path
 

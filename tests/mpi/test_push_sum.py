@@ -1,5 +1,6 @@
-"""Quantized push-sum, spec property 4 (specs/quantized-push-sum.md) through the runner on real MPI ranks.
-Properties 1–3 and the time-varying schedule run on simulated nodes: tests/unit/test_neighbor_algorithms.py."""
+"""Quantized push-sum against exact push-sum (docs/algorithms/push-sum.md) through the runner on
+real MPI ranks. The consensus properties and the time-varying schedule run on simulated nodes:
+tests/unit/test_neighbor_algorithms.py."""
 
 import pytest
 

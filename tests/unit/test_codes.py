@@ -1,4 +1,5 @@
-"""Gradient codes and straggler models (coding/), spec property 1 of specs/gradient-coding.md."""
+"""Gradient codes and straggler models (coding/): property 1 of docs/algorithms/gradient-coding.md.
+"""
 
 import itertools
 

@@ -2,8 +2,9 @@
 one-bit operators (sign, onebit), properties shared by every operator, error feedback, registry.
 (top-k and rand-k specifics: ``test_sparsifiers.py``.)
 
-Covers the property list of ``specs/compressors.md``: exact round trips against a straightforward
-reference, bit formulas, unbiasedness and variance (statistically), edge cases and errors.
+Covers the properties of ``docs/algorithms/compressors.md``: exact round trips against a
+straightforward reference, bit formulas, unbiasedness and variance (statistically), edge cases and
+errors.
 """
 
 from __future__ import annotations

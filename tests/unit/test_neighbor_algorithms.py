@@ -137,7 +137,7 @@ def test_a_failing_node_does_not_leave_the_others_waiting():
     assert threading.active_count() < 8  # every node thread ended
 
 
-# ---- quantized push-sum (specs/quantized-push-sum.md) ---------------------------------------------------
+# ---- quantized push-sum (docs/algorithms/push-sum.md) --------------------------------------------
 
 
 def _push_sum_consensus(reference: bool, iterations: int = 400):
@@ -215,7 +215,7 @@ def test_time_varying_one_peer_schedule():
     assert quantized.algorithms[0].ref_out.shape[0] == schedule.period  # one public copy per slot
 
 
-# ---- multi-gossip / CHOCO-SGD (specs/multi-gossip.md) ----------------------------------------------------
+# ---- multi-gossip / CHOCO-SGD (docs/algorithms/multi-gossip.md) ----------------------------------
 
 
 def _torus_gossip(compressor, comp_params, params, seed=0, d=300):
@@ -254,7 +254,7 @@ def test_identity_gossip_is_plain_averaging_and_many_rounds_reach_consensus():
     assert np.max(np.abs(sim.models() - mean)) <= 1e-8 * np.max(np.abs(mean))
 
 
-# ---- DMSGD and local momentum (specs/momentum-consensus.md) ----------------------------------------------
+# ---- DMSGD and local momentum (docs/algorithms/momentum.md) --------------------------------------
 
 MOMENTUM_JOB = """
 [run]

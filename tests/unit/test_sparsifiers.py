@@ -1,9 +1,10 @@
 """Single-process tests of the sparsifiers ``topk`` and ``randk`` (``mpidecent.compression.sparsifiers``).
 
 Round trips against plain references, the index-list / bitmap wire formats and their switch point,
-bit formulas, the contraction / unbiasedness properties of ``specs/compressors.md``, shared-seed index
-regeneration for rand-k, edge cases and errors. (Properties shared with the other operators — buffer
-sizes, second-instance decoding, zero vector, NaN/inf, determinism — are in ``test_compression.py``.)
+bit formulas, the contraction / unbiasedness properties of ``docs/algorithms/compressors.md``,
+shared-seed index regeneration for rand-k, edge cases and errors. (Properties shared with the other
+operators — buffer sizes, second-instance decoding, zero vector, NaN/inf, determinism — are in
+``test_compression.py``.)
 """
 
 from __future__ import annotations
