@@ -309,7 +309,7 @@ def load_text(
     return jobs[0]
 
 
-def load_jobs(path: str | Path, overrides: Sequence[str] = ()) -> list[Job]:
+def load_jobs(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> list[Job]:
     """Every job of a job file: one, or one per [[sweep]] variant (see ``load_text_jobs``)."""
     path = Path(path)
     return load_text_jobs(_read(path), str(path), overrides, default_name=path.stem)

@@ -426,6 +426,7 @@ def data_shape(values: Mapping[str, Any], base_dir: str | None = None) -> DataSh
             f"[data] features = {features}",
             "lower [data] features",
         )
+    assert kind.dataset is not None  # not a file kind (returned above)
     try:
         dataset = kind.dataset(
             dict(values), base_dir

@@ -91,8 +91,10 @@ class GradientCode:
         # Every finished worker of a group sent (a quantization of) the same sum, so averaging them
         # is as exact as taking one, and averages their independent quantization noise (see module
         # docstring).
-        groups = int(self.group.max()) + 1
-        per_group = np.bincount(self.group[finished], minlength=groups)
+        group = self.group
+        assert group is not None  # frc() sets it: the code is FRC
+        groups = int(group.max()) + 1
+        per_group = np.bincount(group[finished], minlength=groups)
         missing = int(np.sum(per_group == 0))
         if missing and not approximate:
             raise NotDecodable(
@@ -101,7 +103,7 @@ class GradientCode:
             )
         a = np.zeros(self.n)
         a[finished] = (
-            groups / (groups - missing) / per_group[self.group[finished]]
+            groups / (groups - missing) / per_group[group[finished]]
         )  # = 1/|F ∩ group| if none missing
         return a
 

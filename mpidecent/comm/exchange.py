@@ -94,4 +94,6 @@ def tag_limit() -> int:
     """The number of usable tags (MPI_TAG_UB + 1; at least 32768 by the standard). The bound is an
     attribute of COMM_WORLD that holds for every communicator (a distributed-graph communicator does
     not carry it)."""
-    return int(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB)) + 1
+    tag_ub = MPI.COMM_WORLD.Get_attr(MPI.TAG_UB)
+    assert tag_ub is not None  # set on COMM_WORLD by the standard
+    return int(tag_ub) + 1

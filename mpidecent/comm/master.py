@@ -33,7 +33,9 @@ class MasterWorker:
         self.rank = self.comm.rank
         self.workers = self.comm.size - 1
         self.down_nbytes, self.up_nbytes = int(down_nbytes), int(up_nbytes)
-        self.tag_limit = int(self.comm.Get_attr(MPI.TAG_UB)) + 1
+        tag_ub = self.comm.Get_attr(MPI.TAG_UB)
+        assert tag_ub is not None  # every intracommunicator carries MPI_TAG_UB
+        self.tag_limit = int(tag_ub) + 1
         # master: open receives and sends per step; workers: the last send
         self._receives: dict[int, tuple[list[MPI.Request], np.ndarray]] = {}
         self._sends: dict[int, tuple[list[MPI.Request], np.ndarray]] = {}

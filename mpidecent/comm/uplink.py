@@ -93,11 +93,13 @@ class Uplink:
     def updates(self, finished: np.ndarray, step: int) -> Iterator[tuple[int, np.ndarray]]:
         """(worker, decoded update) for each finished worker, in worker order: a loop over ≤ n
         messages, each decode vectorised; the array is reused, consume it before the next item."""
+        rows = self._rows
+        assert rows is not None  # wait_until() received them
         for w in np.flatnonzero(finished):
             yield (
                 int(w),
                 self.compressor.decode(
-                    self._rows[w], RandomKey(self.seed, int(w) + 1, step), out=self._decoded
+                    rows[w], RandomKey(self.seed, int(w) + 1, step), out=self._decoded
                 ),
             )
 

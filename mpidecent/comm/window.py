@@ -45,7 +45,8 @@ class GossipWindow:
         self.model_offset = HEADER_BYTES + 8 * self.n
         self.nbytes = self.model_offset + dim * self.dtype.itemsize
         self.win = MPI.Win.Allocate(self.nbytes, 1, comm=comm)
-        local = np.frombuffer(self.win.tomemory(), dtype=np.uint8)
+        # mpi4py's stub gives its buffer type __buffer__ only for Python >= 3.12:
+        local = np.frombuffer(self.win.tomemory(), dtype=np.uint8)  # type: ignore[call-overload]
         self._local = local
         self._own = self._views(local)
         self.recv = np.zeros(self.nbytes, dtype=np.uint8)

@@ -84,7 +84,7 @@ def merge_versions(mine: np.ndarray, theirs: np.ndarray, mine_sum: int | None = 
 
 def staleness_stats(
     counts: np.ndarray, known: np.ndarray, own: int | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | np.float64, np.ndarray | np.float64]:
     """Mean and max of S = counts − known over the peers' entries (the own entry excluded).
 
     ``counts`` (m,): N_s^s of the m sources tracked; ``known`` (m,) one rank's version vector or (r,

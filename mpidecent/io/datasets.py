@@ -395,10 +395,10 @@ def load_hdf5(
             )
             first = row if first < 0 else min(first, row)
     if comm is not None:
-        found = [
+        firsts = [
             r for r in comm.allgather(first) if r >= 0
         ]  # every rank fails together, with the same line
-        first = min(found) if found else -1
+        first = min(firsts) if firsts else -1
     if first >= 0:
         # with comm every rank raises this together: one line in all (AgreedJobError), no abort
         raise (JobError if comm is None else AgreedJobError)(

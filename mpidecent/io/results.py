@@ -205,7 +205,7 @@ class ResultsWriter:
         return ROW_METADATA_BYTES + sum(int(np.prod(d.chunks)) * d.dtype.itemsize for d in series)
 
     @property
-    def _open_file(self) -> h5py.File:
+    def open_file(self) -> h5py.File:
         """The file, open from ``__init__`` until ``close`` (nothing writes after it)."""
         assert self.file is not None, f"{self.path} is closed"
         return self.file
@@ -224,7 +224,7 @@ class ResultsWriter:
     @_guarded("writing attributes to")
     def set_attrs(self, attrs: Mapping[str, Any], group: str = "/") -> None:
         """Collective: every rank passes identical values."""
-        target = self._open_file[group]
+        target = self.open_file[group]
         for key, value in attrs.items():
             target.attrs[key] = _attr_value(value)
 
@@ -234,7 +234,7 @@ class ResultsWriter:
     ) -> None:
         """Collective. ``edges``: the graph (the union over a period for time-varying schedules);
         ``slot_weights``: the mixing matrix of each slot (one for a static graph)."""
-        group = self._open_file.create_group("topology")
+        group = self.open_file.create_group("topology")
         e = group.create_dataset("edges", data=np.asarray(edges, dtype=np.int32).reshape(-1, 2))
         e.attrs["description"] = (
             "directed edges src → dst (undirected graphs list both directions; "
@@ -273,14 +273,14 @@ class ResultsWriter:
         for name, dset in self._global.items():
             _write_element(dset, (row,) if top else None, global_values[name] if top else 0)
         self.rows = row + 1
-        self._open_file.flush()
+        self.open_file.flush()
 
     @_guarded("writing event records to")
     def create_event_dataset(self, name: str, data: np.ndarray) -> None:
         """Collective: write a small whole array under /events (every rank passes identical data). A
         resumed run replaces what the interrupted run wrote: its array covers every step from the
         start."""
-        group = self._open_file.require_group("events")
+        group = self.open_file.require_group("events")
         if name in group:
             del group[name]
         group.create_dataset(name, data=data)

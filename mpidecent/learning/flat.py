@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 
 from mpidecent import plugins
 from mpidecent.errors import JobError
@@ -29,7 +30,7 @@ class FlatParameters:
     ``.grad`` are views of ``grads``. Call ``zero_grad()`` (one memset) before each backward pass.
     """
 
-    def __init__(self, module: torch.nn.Module, dtype: np.dtype):
+    def __init__(self, module: torch.nn.Module, dtype: DTypeLike):
         self.module = module.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
         params = list(self.module.parameters())
         sizes = [p.numel() for p in params]

@@ -18,7 +18,7 @@ is collective: every rank calls it with its own shard and a ``Reducer`` (no MPI 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -298,7 +298,7 @@ class NullObjective:
 
 
 def check_model(
-    values: dict,
+    values: Mapping[str, Any],
     input_shape: tuple[int, ...],
     task: str,
     classes: int,

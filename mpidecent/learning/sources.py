@@ -646,9 +646,8 @@ def _kind(values: Mapping[str, Any]) -> DataKind:
     name = values.get("name")
     if plugins.is_import_path(name):
         return _loader_kind(values)
-    if name not in DATASETS:
-        Param("name", str, choices=tuple(DATASETS)).coerce("data", name)
-    return DATASETS[name]
+    # the name itself when it is one of them; else JobError naming the choices
+    return DATASETS[Param("name", str, choices=tuple(DATASETS)).coerce("data", name)]
 
 
 def data_kind(values: Mapping[str, Any]) -> DataKind:
@@ -674,6 +673,7 @@ def check_in_memory(
     if plugins.is_import_path(values["name"]) and is_shard_loader(values, base_dir):
         data = loaded_shard(values, base_dir, rank, nodes)
         return DataInfo(data.task, data.input_shape, data.num_classes)
+    assert kind.size is not None and kind.dataset is not None  # an in-memory kind: it has both
     kind.size(dict(values), nodes)
     dataset = kind.dataset(dict(values), base_dir)
     make_layout(dataset.targets, values, nodes, dataset.fixed_test)
@@ -689,5 +689,6 @@ def in_memory_node_data(
     kind = data_kind(values)
     if plugins.is_import_path(values["name"]) and is_shard_loader(values, base_dir):
         return loaded_shard(values, base_dir, node, nodes)
+    assert kind.size is not None and kind.dataset is not None  # an in-memory kind: it has both
     kind.size(dict(values), nodes)
     return node_data_from_dataset(kind.dataset(dict(values), base_dir), values, nodes, node)

@@ -9,6 +9,7 @@ benchmarks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ def context(
     rank: int,
     size: int,
     seed: int,
-    params: dict,
+    params: Mapping[str, Any],
     objective: Any,
     compressor: Compressor,
     collectives: Collectives,

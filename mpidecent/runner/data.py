@@ -33,7 +33,8 @@ def layout_data(
     try:  # serial reads, no collective: every rank reaches the agreement below
         parts = {
             j: load_node_data(job.data, layout.nodes, j, base_dir=folder)
-            for j in {j for j, _ in layout.train} | ({layout.evaluate} - {None})
+            for j in {j for j, _ in layout.train}
+            | ({layout.evaluate} if layout.evaluate is not None else set())
         }
         template = (
             next(iter(parts.values()))

@@ -26,6 +26,7 @@ from mpidecent.plan import Plan, plan_job
 
 if TYPE_CHECKING:
     from mpidecent.io.checkpoint import Snapshot
+    from mpidecent.runner.summary import RunResult
 
 Work = tuple[Plan, str, "Snapshot | None"]  # (plan, results file, snapshot to resume or None)
 
@@ -157,7 +158,8 @@ def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[
 def _run_all(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[int, list]:
     from mpidecent.runner.loop import Runner
 
-    status, runs = EXIT_OK, []
+    status = EXIT_OK
+    runs: list[RunResult] = []
     for plan, out, snapshot in work:
         runner = Runner(plan, env, out, overwrite=force, quiet=quiet, resume=snapshot)
         problem = runner.resume_problem()

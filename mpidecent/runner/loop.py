@@ -229,7 +229,8 @@ class Runner:
                 )
             else:
                 resumed = [
-                    int(s) for s in np.atleast_1d(writer.file.attrs.get("resumed_at", np.zeros(0)))
+                    int(s)
+                    for s in np.atleast_1d(writer.open_file.attrs.get("resumed_at", np.zeros(0)))
                 ]
                 writer.set_attrs(
                     {
@@ -365,7 +366,7 @@ class Runner:
         if self.resume is not None:
             start = time.perf_counter() - restore(self.resume, algo, self.objective, totals)
             rows = self.resume.results_rows
-            metrics = writer.file["metrics/global"]
+            metrics = writer.open_file["metrics/global"]
             loss = health_series(job.run.get("eval", "allreduce"), bool(self.node.data.num_test))
             health = Health.from_series(metrics[loss][:rows], metrics["consensus_distance"][:rows])
         else:
@@ -377,6 +378,7 @@ class Runner:
             self.logged_step = 0
             health = Health()
             health.observe(row.health["avg_model_loss"], row.health["consensus_distance"])
+            assert row.health is not None  # an evaluated row (step 0 always is) has its health
             self.progress.update(0, row.global_values)
         for t in range(first, steps):
             stats = algo.step(t)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def health_series(form: str, has_test: bool) -> str:
 
 
 def network_optimum(
-    model: dict, objective: TorchObjective, nodes: int, collectives: Collectives
+    model: Mapping[str, Any], objective: TorchObjective, nodes: int, collectives: Collectives
 ) -> float:
     """f* of the network objective for convex generalised linear models with ℓ2 > 0, computed
     collectively by Newton's method on the shards (NaN when unknown: non-convex models, softmax)."""
@@ -289,6 +290,7 @@ def _reduce_row(
         4, dtype=np.float64
     )  # ‖x̄‖², test loss × count, test correct, test count (rank 0's)
     if root:
+        assert total is not None  # reduce_sum's result is on rank 0
         mean = total.astype(np.float64)
         del total
         mean /= size

@@ -11,6 +11,7 @@ no MPI.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ class Simulation:
         self.nodes = nodes
         # Every node agrees on the message streams, from its own thread, as the MPI ranks do
         # (build.instantiate).
-        network.run([lambda a=a: a.ctx.neighbors.seal() for a in algorithms])
+        network.run([a.ctx.need_neighbors().seal for a in algorithms])
 
     @property
     def n(self) -> int:
@@ -137,13 +138,13 @@ class Simulation:
 
     def step(self, t: int) -> list[StepStats]:
         """Iteration ``t`` on every node; each node's ``StepStats`` in rank order."""
-        return self.network.run([lambda a=a: a.step(t) for a in self.algorithms])
+        return self.network.run([partial(a.step, t) for a in self.algorithms])
 
     def run(self, steps: int | Sequence[int]) -> list[list[StepStats]]:
         """Iterations ``range(steps)`` (or the given ones) on every node, one thread per node for
         the whole run; returns each node's list of ``StepStats``."""
         order = range(steps) if isinstance(steps, int) else list(steps)
-        return self.network.run([lambda a=a: [a.step(t) for t in order] for a in self.algorithms])
+        return self.network.run([partial(_steps, a, order) for a in self.algorithms])
 
     def drain(self) -> None:
         """Every node completes its exchanges in flight (``Algorithm.drain``), as the runner does at
@@ -153,3 +154,8 @@ class Simulation:
     def models(self) -> np.ndarray:
         """(n, d): every node's reported model (a copy)."""
         return np.stack([np.array(a.model_view(), copy=True) for a in self.algorithms])
+
+
+def _steps(algorithm: Algorithm, order: Sequence[int]) -> list[StepStats]:
+    """One node's iterations ``order``, in its own thread (``Simulation.run``)."""
+    return [algorithm.step(t) for t in order]
