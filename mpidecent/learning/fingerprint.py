@@ -83,6 +83,7 @@ def mismatch(name: str, gathered: Sequence[Fingerprint | None]) -> str | None:
     first = ranks[0] if ranks else 0
     for rank in ranks:
         ours, theirs = gathered[first], gathered[rank]
+        assert ours is not None and theirs is not None  # ranks holds the ranks with one
         if theirs == ours:
             continue
         differs = next(_difference(a, b) for a, b in zip(ours, theirs, strict=True) if a != b)
