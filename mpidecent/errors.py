@@ -28,7 +28,7 @@ class NonFiniteInputError(ValueError):
     """A compressor was asked to encode NaN or infinite values (a diverging run)."""
 
 
-# Exit statuses of the CLI (documented in the README).
+# Exit statuses of the CLI (documented in docs/running.md).
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
