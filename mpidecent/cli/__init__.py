@@ -14,6 +14,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import mpidecent
 from mpidecent.errors import EXIT_BAD_INPUT
@@ -32,7 +33,7 @@ COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line, only on rank 0, with status 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         from mpidecent.comm.world import launcher_rank
 
         if launcher_rank() in (None, 0):

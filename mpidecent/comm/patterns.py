@@ -201,11 +201,11 @@ class NeighborGossip(Pattern):
     name: ClassVar[str] = "neighbor"
 
     @property
-    def undirected(self) -> bool:  # type: ignore[override]
+    def undirected(self) -> bool:  # type: ignore[override]  # read-only, from ``directed``
         return not self.directed
 
     @property
-    def default_weights(self) -> str:  # type: ignore[override]
+    def default_weights(self) -> str:  # type: ignore[override]  # read-only, from ``directed``
         return "column_uniform" if self.directed else "metropolis"
 
     def describe_needs(self) -> str:

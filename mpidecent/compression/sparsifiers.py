@@ -376,7 +376,8 @@ class RandK(_Sparsifier):
     def __init__(self, dim: int, dtype: DTypeLike = "float64", **params: Any) -> None:
         super().__init__(dim, dtype, **params)
         self.scaled: bool = self.options["scaled"]
-        # Per-instance properties (shadow the conservative class values).
+        # Per-instance properties shadow the conservative class values (which the operator lists
+        # read on the class); mypy's ClassVar rule forbids the shadow this design relies on.
         self.unbiased = self.scaled  # type: ignore[misc]
         self.contractive = not self.scaled  # type: ignore[misc]
         self._scale: float = self.dim / self.k if self.scaled else 1.0
