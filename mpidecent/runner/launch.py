@@ -6,6 +6,11 @@ results file and, with resume, its checkpoint). ``agree`` is the first collectiv
 whether any rank found a problem, so a bad job never leaves ranks waiting in a collective.
 ``run_jobs`` runs what was prepared, one job after another. ``mpidecent run`` (``cli/run.py``) and
 ``mpidecent.train`` (``api.py``) are both built from these.
+
+Between loading the jobs and ``prepare``, rank 0 takes the owner lock of every results file of the
+launch (``lock_results``, ``io/run_lock.py``): a file another live run is writing is refused before
+anything reads or replaces it. Rank 0 removes each lock when its run ends, and every lock on any
+way out of ``prepare_all`` or ``run_jobs`` (an exception included).
 """
 
 from __future__ import annotations
@@ -60,9 +65,11 @@ def agree(comm: Any, problem: str | None) -> str | None:
 def prepare_all(
     comm: Any, load: Callable[[], Sequence[Job]], out: str | None, force: bool, resume: bool
 ) -> tuple[list[Work], str | None]:
-    """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or request)
-    and prepares each for this launch on its own, then the ranks ``agree``. Returns (the prepared
-    work, the problem every rank reports or None)."""
+    """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or request),
+    the ranks ``agree``, rank 0 locks their results files (``lock_results``), then every rank
+    prepares each job for this launch on its own and the ranks ``agree`` again. Returns (the
+    prepared work, the problem every rank reports or None); with work, rank 0 holds its locks until
+    ``run_jobs`` ends."""
     problem: str | None = None
     jobs: list[Job] = []
     try:
@@ -130,8 +137,9 @@ def same_data(comm: Any, jobs: Sequence[Job], work: Sequence[Work]) -> str | Non
 
 def lock_results(comm: Any, outputs: Sequence[tuple[str, Job]]) -> str | None:
     """Collective: rank 0 takes the owner lock of every results file of this launch
-    (``io/run_lock.py``; a stale one with a notice on stderr) and broadcasts the outcome. Returns the
-    line every rank reports when another live run holds one (rank 0 then holds none), else None."""
+    (``io/run_lock.py``; a stale one with a notice on stderr) and broadcasts the outcome. Returns
+    the line every rank reports when another live run holds one (rank 0 then holds none), else
+    None."""
     problem = None
     if comm.rank == 0:
         try:
@@ -151,7 +159,8 @@ def run_jobs(work: Sequence[Work], env: Any, force: bool, quiet: bool) -> tuple[
     launch."""
     try:
         return _run_all(work, env, force, quiet)
-    finally:  # every way out, an exception on its way to the excepthook too (rank 0 holds the locks)
+    finally:
+        # every way out, an exception on its way to the excepthook too (rank 0 holds the locks)
         run_lock.release_all()
 
 

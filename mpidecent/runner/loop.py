@@ -539,6 +539,9 @@ class Runner:
                 f"{self.step_now}); every rank was stopped. Kept: {self._kept()}\n"
             )
             sys.stderr.flush()
+        from mpidecent.io import run_lock
+
+        run_lock.release_all()  # rank 0's results-file locks: Abort skips every finally
         try:
             MPI.COMM_WORLD.Abort(EXIT_IO)
         finally:
