@@ -39,7 +39,8 @@ def leaves_no_trace(module: torch.nn.Module) -> Iterator[None]:
     and mode are as before, and so are torch's, numpy's and Python's global random states."""
     torch_state, numpy_state, python_state = (
         torch.get_rng_state(),
-        np.random.get_state(),
+        # a user's model or loss may draw from numpy's legacy global generator: its state goes back
+        np.random.get_state(),  # noqa: NPY002
         random.getstate(),
     )
     tensors = [*module.parameters(), *module.buffers()]
@@ -62,7 +63,7 @@ def leaves_no_trace(module: torch.nn.Module) -> Iterator[None]:
         for submodule, training in modes:
             submodule.training = training
         torch.set_rng_state(torch_state)
-        np.random.set_state(numpy_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002 - see above
         random.setstate(python_state)
 
 

@@ -65,9 +65,9 @@ def agree(comm: Any, problem: str | None) -> str | None:
 def prepare_all(
     comm: Any, load: Callable[[], Sequence[Job]], out: str | None, force: bool, resume: bool
 ) -> tuple[list[Work], str | None]:
-    """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or request),
-    the ranks ``agree``, rank 0 locks their results files (``lock_results``), then every rank
-    prepares each job for this launch on its own and the ranks ``agree`` again. Returns (the
+    """Collective: every rank loads the jobs (``load`` raises ``JobError`` for a bad job or
+    request), the ranks ``agree``, rank 0 locks their results files (``lock_results``), then every
+    rank prepares each job for this launch on its own and the ranks ``agree`` again. Returns (the
     prepared work, the problem every rank reports or None); with work, rank 0 holds its locks until
     ``run_jobs`` ends."""
     problem: str | None = None
@@ -215,16 +215,14 @@ def prepare(job: Job, out: str, force: bool, resume: bool, rank: int, size: int)
         if not status:
             raise JobError(
                 f"checkpoint {checkpoint!r} has no results file {out!r} to append to; restore it, "
-                "or "
-                "start over with --force"
+                "or start over with --force"
             )
         check_pair(out, rows, checkpoint, snapshot, job)
         return _plan(job, size, rank), out, snapshot
     if status:
         raise JobError(
             f"--resume: {out!r} ({status}) has no checkpoint {checkpoint!r} to continue from; "
-            "start "
-            "over with --force (this overwrites it)"
+            "start over with --force (this overwrites it)"
         )
     check_output(
         out, False
@@ -415,7 +413,11 @@ def _not_a_results_file(path: str) -> str | None:
             if (kind.decode("utf-8", "replace") if isinstance(kind, bytes) else str(kind)) == KIND:
                 return "a checkpoint, not a results file"
             if "format_version" not in attrs or "metrics" not in f or "step" not in f["metrics"]:
-                return "an HDF5 file without the results format (no format_version attribute or /metrics/step)"
+                return (
+                    "an HDF5 file without the results format (no format_version attribute or "
+                    "/metrics/step)"
+                )
     except (OSError, TypeError, ValueError) as err:
-        return f"a file that cannot be read as HDF5 ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"a file that cannot be read as HDF5 ({first})"
     return None

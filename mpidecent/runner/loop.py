@@ -148,7 +148,7 @@ class Runner:
             return "blocking", 0
         return "pipelined", agreed_lag(self.comm, self.plan.graph)
 
-    # ---- the run --------------------------------------------------------------------------------------------
+    # ---- the run ---------------------------------------------------------------------------------
 
     def resume_problem(self) -> str | None:
         """Collective, before ``run``: with a checkpoint to resume, the first rank's line if its
@@ -254,7 +254,8 @@ class Runner:
             finally:
                 self.progress.close()  # end the terminal bar's line before anything else is printed
             self.status_pipe.close()  # empty: every way out of the loop drained it
-            algo.drain()  # every rank returned at the same boundary: nothing is left in flight at the close
+            # every rank returned at the same boundary: nothing is left in flight at the close
+            algo.drain()
             for name, array in algo.events(done).items():  # rank 0's record, the same on every rank
                 writer.create_event_dataset(
                     name, self.comm.bcast(array if self.rank == 0 else None, root=0)
@@ -377,8 +378,8 @@ class Runner:
             writer.append(0, row.rank_values, row.global_values)
             self.logged_step = 0
             health = Health()
-            health.observe(row.health["avg_model_loss"], row.health["consensus_distance"])
             assert row.health is not None  # an evaluated row (step 0 always is) has its health
+            health.observe(row.health["avg_model_loss"], row.health["consensus_distance"])
             self.progress.update(0, row.global_values)
         for t in range(first, steps):
             stats = algo.step(t)
@@ -470,7 +471,7 @@ class Runner:
         )
         self.checkpoint_step = step
 
-    # ---- output faults (io/faults.py) ---------------------------------------------------------------------
+    # ---- output faults (io/faults.py) ------------------------------------------------------------
 
     def _output_problem(
         self, writer: ResultsWriter, step: int, log_point: bool, checkpoint_point: bool
@@ -562,7 +563,8 @@ class Runner:
         found = [(s, r) for r, s in enumerate(self.comm.allgather(since)) if s is not None]
         ranks = sorted(r for _, r in found)
         if ranks:
-            what = f"non-finite values on rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+            plural = "s" if len(ranks) > 1 else ""
+            what = f"non-finite values on rank{plural} {', '.join(map(str, ranks))}"
             first_step, first_rank = min(found)
             if first_step < step:
                 what += f" (first on rank {first_rank} at step {first_step})"
