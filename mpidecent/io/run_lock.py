@@ -223,6 +223,9 @@ def _write_new(path: str, data: bytes, token: str) -> None:
             os.link(tmp, path)
             return
         except FileExistsError:
+            # NFS may answer a retried link that did succeed with "exists": then tmp has two names
+            if os.stat(tmp).st_nlink == 2 and _same_file(tmp, path):
+                return
             raise
         except OSError as err:  # a file system without hard links: exclusive creation instead
             if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
@@ -235,6 +238,13 @@ def _write_new(path: str, data: bytes, token: str) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _read_lock(path: str, results: str) -> tuple[bytes, float] | None:
