@@ -5,8 +5,9 @@ Every figure has a fixed size (``FIGSIZE`` inches at ``DPI``: 800 × 500 pixels;
 ``TOPOLOGY_FIGSIZE``: 700 × 700), a title, axis labels with units and a legend naming each run. A y
 axis is logarithmic when its positive values span at least a decade (never for accuracy); a bits or
 modelled-time x axis when the runs' final values differ by a decade (steps stay linear;
-accuracy_vs_bits is always log in x). Each run keeps one colour in every figure. ``write_plots``
-returns the files it wrote; figures whose data no run has are not written.
+accuracy_vs_bits is always log in x); a log axis' minor tick label that would print over another
+label is left blank. Each run keeps one colour in every figure. ``write_plots`` returns the files it
+wrote; figures whose data no run has are not written.
 
 Files (in the ``--plot`` folder):
 
@@ -30,12 +31,15 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import Formatter
+from matplotlib.transforms import Bbox
 
 from mpidecent.comm.linkmodel import LinkModel
 from mpidecent.io.reader import Run
@@ -79,8 +83,87 @@ def _figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
 
 
 def _save(fig: Figure, path: str) -> str:
+    _unclutter_log_axes(fig)
     fig.savefig(path, dpi=DPI, format="png")  # no bbox_inches="tight": the pixel size stays fixed
     return path
+
+
+# Tick labels closer than this (pixels) count as printing over each other.
+_LABEL_GAP_PX = 2.0
+
+
+class _LabelsOnlyAt(Formatter):
+    """A minor-tick formatter that writes ``inner``'s label at the ``keep`` tick values only and
+    an empty label elsewhere."""
+
+    def __init__(self, inner: Formatter, keep: Sequence[float]) -> None:
+        self.inner = inner
+        self.keep = np.asarray(keep, dtype=np.float64)
+
+    def set_axis(self, axis) -> None:
+        super().set_axis(axis)
+        self.inner.set_axis(axis)
+
+    def set_locs(self, locs) -> None:
+        super().set_locs(locs)
+        self.inner.set_locs(locs)  # a LogFormatter picks which minor labels to write here
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if np.any(np.isclose(self.keep, x, rtol=1e-9, atol=0.0)):
+            return self.inner(x, pos)
+        return ""
+
+
+def _drawn_labels(axis, renderer, minor: bool) -> list[tuple[float, Bbox]]:
+    """(tick value, label extent in pixels) of the axis' labels drawn at the last draw: non-empty,
+    inside the view. Called after ``fig.canvas.draw()``, which gave each tick its label."""
+    lo, hi = sorted(axis.get_view_interval())
+    locs = axis.get_minorticklocs() if minor else axis.get_majorticklocs()
+    ticks = axis.get_minor_ticks(len(locs)) if minor else axis.get_major_ticks(len(locs))
+    drawn = []
+    for loc, tick in zip(locs, ticks, strict=True):
+        label = tick.label1
+        if lo <= loc <= hi and label.get_visible() and label.get_text():
+            drawn.append((float(loc), label.get_window_extent(renderer)))
+    return drawn
+
+
+def _unclutter_log_axes(fig: Figure) -> None:
+    """Blank the minor tick labels of log axes that would print over another tick label.
+
+    matplotlib labels a log axis' minor ticks when it spans under about two decades (2, 3, 4, 6 ×
+    10^k; on a short axis every tick) without checking that they fit: 3×10⁻³ and 4×10⁻³ overprinted
+    on the modelled-time figures. Here the figure is laid out and drawn, every major label is kept,
+    and each log axis keeps its minor labels from low to high values while they clear (by
+    ``_LABEL_GAP_PX``) every label kept so far, x and y; a few rounds, as fewer labels can change
+    the layout. A log axis without a decade in view keeps its first minor label at least."""
+    if not any("log" in (ax.get_xscale(), ax.get_yscale()) for ax in fig.axes):
+        return
+    for _ in range(4):
+        canvas = cast(FigureCanvasAgg, fig.canvas)  # _figure's
+        canvas.draw()
+        render = canvas.get_renderer()
+        changed = False
+        for ax in fig.axes:
+            logs = [a for a in (ax.xaxis, ax.yaxis) if a.get_scale() == "log"]
+            if not logs:
+                continue
+            kept = [box for a in (ax.xaxis, ax.yaxis) for _, box in _drawn_labels(a, render, False)]
+            for axis in logs:
+                drawn = _drawn_labels(axis, render, True)
+                keep = []
+                for loc, box in drawn:
+                    if not any(box.padded(_LABEL_GAP_PX).overlaps(k) for k in kept):
+                        kept.append(box)
+                        keep.append(loc)
+                if len(keep) < len(drawn):
+                    inner = axis.get_minor_formatter()
+                    if isinstance(inner, _LabelsOnlyAt):
+                        inner = inner.inner
+                    axis.set_minor_formatter(_LabelsOnlyAt(inner, keep))
+                    changed = True
+        if not changed:
+            return
 
 
 def spans_decades(*arrays: np.ndarray | None) -> bool:
