@@ -124,11 +124,17 @@ def summary(
             f"{job.data['name']} ({data.task}, {data.num_train} train / {data.num_test} test "
             "samples)",
         ),
-        ("avg-model loss", f"{g['avg_model_loss']:.8f}"),
     ]
-    if math.isfinite(optimum):
+    # [run] eval = "reduce": x̄ exists on rank 0 only and is evaluated on the test set alone, so its
+    # training-set loss, suboptimality and accuracy were never computed (NaN in the file)
+    training_metrics = job.run.get("eval") != "reduce"
+    if training_metrics:
+        lines.append(("avg-model loss", f"{g['avg_model_loss']:.8f}"))
+    else:
+        lines.append(("avg-model loss", 'on the test set only ([run] eval = "reduce")'))
+    if math.isfinite(optimum) and training_metrics:
         lines += [("optimum f*", f"{optimum:.8f}"), ("suboptimality", f"{g['suboptimality']:.4e}")]
-    if data.task != "regression":
+    if data.task != "regression" and training_metrics:
         lines.append(("accuracy", f"{g['accuracy']:.4f} (training set)"))
     if "test_loss" in g:
         test_acc = f", accuracy {g['test_accuracy']:.4f}" if data.task != "regression" else ""
@@ -179,14 +185,16 @@ def comparison_table(runs: list[RunResult]) -> str:
             continue
         g = r.row.global_values
         acc = g.get("test_accuracy", g["accuracy"])
+        loss = g["avg_model_loss"]
         paper = r.row.rank_values.get("paper_bits")
         rows.append(
             [
                 r.name,
                 r.status,
                 str(r.row.step),
-                f"{g['avg_model_loss']:.6f}",
-                f"{g['suboptimality']:.3e}" if r.has_optimum else "-",
+                # NaN without divergence: not computed ([run] eval = "reduce")
+                f"{loss:.6f}" if math.isfinite(loss) or r.status == "diverged" else "-",
+                f"{g['suboptimality']:.3e}" if r.has_optimum and math.isfinite(loss) else "-",
                 "-"
                 if not math.isfinite(acc)
                 else f"{acc:.4f}{' (test)' if 'test_accuracy' in g else ''}",

@@ -178,3 +178,26 @@ def test_resume_across_rows_not_evaluated_is_bit_identical(mpi_tmp_path, monkeyp
         assert attrs["status"] == "completed"
         assert math.isnan(a["global/test_loss"][1]) and math.isfinite(a["global/test_loss"][-1])
     assert all_ranks(True)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.timeout(300)
+def test_the_summary_of_a_reduce_run_shows_only_what_was_evaluated(mpi_tmp_path, capsys):
+    """Under eval = "reduce" x̄ is evaluated on the test set only: the summary says so instead of
+    printing NaN for its training loss and accuracy, and shows the test values; allreduce keeps them."""
+    printed = {}
+    for form in ("allreduce", "reduce"):
+        runner = Runner(plan_of(JOB, [f'run.eval="{form}"']), init_mpi(),
+                        str(mpi_tmp_path / f"{form}.h5"), overwrite=True, quiet=False)
+        assert runner.run() == EXIT_OK
+        printed[form] = capsys.readouterr().out
+    if MPI.COMM_WORLD.rank != 0:
+        return
+    summary = {form: [line for line in text.splitlines() if line[:1].isalpha()] for form, text in printed.items()}
+    reduce_text = "\n".join(summary["reduce"])
+    assert "nan" not in reduce_text.lower()
+    assert 'avg-model loss   on the test set only ([run] eval = "reduce")' in reduce_text
+    assert "(training set)" not in reduce_text
+    assert any(line.startswith("test set") and "accuracy" in line for line in summary["reduce"])
+    allreduce_text = "\n".join(summary["allreduce"])
+    assert "(training set)" in allreduce_text and "nan" not in allreduce_text.lower()

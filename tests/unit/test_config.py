@@ -1,5 +1,6 @@
 """Job-file validation: every bad input gets one line naming the key (config.py, plan.py)."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -417,3 +418,18 @@ def test_the_sweep_table_lists_settings_statuses_and_the_exit_status_rule():
     assert "demo-b: diverged at step 5: run diverged at step 5" in text
     assert "exit status 3" in text
     assert "exit status 0 (every run completed)" in comparison_table(runs[:1])
+
+
+def test_the_sweep_table_shows_a_loss_not_computed_as_a_dash_and_a_diverged_one_as_nan():
+    from mpidecent.runner.metrics import LogRow
+    from mpidecent.runner.summary import RunResult, comparison_table
+
+    values = {"avg_model_loss": math.nan, "suboptimality": math.nan, "accuracy": math.nan,
+              "test_accuracy": 0.5, "consensus_distance": 0.1, "cumulative_bits": 80.0,
+              "wall_s": 1.0}
+    row = LogRow(10, {}, values, 1.0)
+    runs = [RunResult("reduce", "completed", "a.h5", row, 10, 4, True),  # eval = "reduce"
+            RunResult("bad", "diverged", "b.h5", row, 10, 4, True)]
+    reduce_line, diverged_line = comparison_table(runs).splitlines()[2:4]
+    assert reduce_line.split()[3:5] == ["-", "-"] and "0.5000 (test)" in reduce_line
+    assert diverged_line.split()[3:5] == ["nan", "-"]
