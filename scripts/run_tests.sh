@@ -16,33 +16,36 @@
 # fails the run instead of stalling it.
 #
 # Environment knobs:
-#   MPIDECENT_TEST_TIMEOUT   per-test timeout in seconds (pytest-timeout; default 300)
-#   MPIDECENT_PHASE_TIMEOUT  wall-clock limit of every phase in seconds (default: per phase, below). A
-#                            phase limit is only a backstop for a machine too slow to finish; hangs are
-#                            caught by the per-test timeout (an MPI phase ends when a rank's test times
-#                            out), so the limits follow busy-machine times, not idle ones.
+#   MPIDECENT_TEST_TIMEOUT   per-test timeout in seconds (pytest-timeout; default 300): the hang guard
+#   MPIDECENT_PHASE_TIMEOUT  wall-clock limit of every phase in seconds (default: per phase, below)
+#   MPIDECENT_SUITE_TIMEOUT  wall-clock budget of the whole suite in seconds (default 4800): a phase's
+#                            limit is cut to what is left of it (at least 120 s), so even a machine
+#                            slow enough to hit every limit ends the suite within the budget
+#   MPIDECENT_MPI_SIZES      rank counts for tests/mpi (default "4 8 9"; the 9-rank phase runs only the
+#                            tests marked ranks9 — a 3×3 torus — and the others skip them)
+#   MPIDECENT_ALL_RANKS=1    stream every rank's output (default: rank 0 live, other ranks'
+#                            output shown only when the phase fails)
 #
-# Default phase limits, from busy-machine measurements on the 2-core machine (idle: nothing else
-# running; busy: a shared machine with other jobs, load average 5-11):
-#   unit+e2e  2400 s  idle ~320 s; busy: stopped by the old 1500 s limit at 97 % (≈1550 s). Its two
-#                     7-rank gradient-coding tests now run 2,080 and 400 steps instead of 3,400 and 800
-#                     (that job: 376 s → 213 s with 4 extra busy processes), so ≈1.8× the busy time.
-#   mpi np=4  1000 s  idle 23 s; busy 478 s (20×).
-#   mpi np=8  1800 s  idle ≤ 60 s; busy: 35 of 54 tests in 600 s (≈930 s for all).
+# A phase limit is only a backstop for a machine too slow to finish; hangs are caught by the
+# per-test timeout (an MPI phase ends when a rank's test times out), so the limits follow
+# busy-machine times, not idle ones. Default phase limits, from busy-machine measurements on the
+# 2-core machine (idle: nothing else running; busy: a shared machine with other jobs, load 5-13):
+#   unit+e2e  2400 s  idle ~500-630 s; busy: stopped by the old 1500 s limit at 97 % (≈1550 s). Its
+#                     two 7-rank gradient-coding tests now run 2,080 and 400 steps instead of 3,400
+#                     and 800 (that job: 376 s → 213 s with 4 extra busy processes).
+#   mpi np=4  1000 s  idle 23-40 s; busy 478 s (20×).
+#   mpi np=8  1800 s  idle 60-90 s; busy: 35 of 54 tests in 600 s (≈930 s for all).
 #   mpi np=9   700 s  idle 33 s; busy 339 s (10×).
-#   slurm      900 s  idle ~160 s (no busy measurement; unchanged).
-# Worst case about 115 minutes, reached only on a machine slow enough to need it. Beyond that is
-# beyond any limit: np=4 with 4 extra busy processes beside a load average of 5 (other agents)
-# ran 36 of its 117 tests in 567 s, ≈50× its 37 s at that load without them.
+#   slurm      900 s  idle ~160-230 s (no busy measurement; unchanged).
+# Their sum (about 115 minutes) is cut by the suite budget (80 minutes), which the busy-machine
+# times above (about 65 minutes in all) fit. Beyond that is beyond any limit: np=4 with 4 extra
+# busy processes beside a load average of 5 (other agents) ran 36 of its 117 tests in 567 s, ≈50×
+# its 37 s at that load without them.
 # Open MPI's mpi_yield_when_idle is left alone (scripts/mpienv.sh does not set it): Open MPI already
 # turns it on for oversubscribed runs (4+ ranks on 2 cores; `--mca mpi_show_mca_params all`: true at
 # -n 4, false at -n 2), where it matters (np=4, 1,000 D-PSGD steps beside 4 busy processes: 37 s with
 # it, 157 s with it forced off), and forcing it on for 2-rank runs slowed them (2,000 steps: 33-34 s
 # on, 16-18 s off).
-#   MPIDECENT_MPI_SIZES      rank counts for tests/mpi (default "4 8 9"; the 9-rank phase runs only the
-#                            tests marked ranks9 — a 3×3 torus — and the others skip them)
-#   MPIDECENT_ALL_RANKS=1    stream every rank's output (default: rank 0 live, other ranks'
-#                            output shown only when the phase fails)
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,8 +54,16 @@ VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 TEST_TIMEOUT="${MPIDECENT_TEST_TIMEOUT:-300}"
 PHASE_TIMEOUT="${MPIDECENT_PHASE_TIMEOUT:-}"
-# phase_limit NAME DEFAULT: the limit of a phase, MPIDECENT_PHASE_TIMEOUT when set
-phase_limit() { echo "${PHASE_TIMEOUT:-$2}"; }
+SUITE_TIMEOUT="${MPIDECENT_SUITE_TIMEOUT:-4800}"
+# phase_limit NAME DEFAULT: the limit of a phase (MPIDECENT_PHASE_TIMEOUT when set), cut to what is
+# left of the suite's budget, but at least 120 s
+phase_limit() {
+    local limit="${PHASE_TIMEOUT:-$2}" left
+    left=$(awk -v t0="$T0" -v now="$(now)" -v budget="$SUITE_TIMEOUT" \
+        'BEGIN { l = budget - (now - t0); printf "%d", (l < 120 ? 120 : l) }')
+    ((left < limit)) && limit=$left
+    echo "$limit"
+}
 MPI_SIZES="${MPIDECENT_MPI_SIZES:-4 8 9}"
 
 if [[ ! -x "$PY" ]] || ! "$PY" -c 'import pytest, pytest_timeout' 2>/dev/null; then
