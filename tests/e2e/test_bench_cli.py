@@ -11,8 +11,8 @@ from cli import mpidecent
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    # About 80 s on 2 idle cores (a dozen mpirun starts), and the startup section's 8- and 16-rank launches
-    # (23 s measured on a busy machine); 10× that leaves room for a busy machine.
+    # About 90 s on 2 idle cores (a dozen mpirun starts, the startup section's at 8 ranks); 10× that
+    # leaves room for a busy machine.
     result = mpidecent("bench", "--size", "tiny", "--out", str(out), timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     files = list(out.glob("bench-tiny-*.json"))
@@ -67,7 +67,7 @@ def test_per_node_traffic_is_flat_in_n_on_a_fixed_degree_graph(bench):
     by_d = {}
     for r in rows:
         by_d.setdefault(r["d"], {})[r["n"]] = r["bytes_per_node_per_step"]
-    assert set(by_d) == {1000, 100_000}
+    assert set(by_d) == {1000, 10_000}
     for d, per_n in by_d.items():
         assert set(per_n) == {4, 6} and len(set(per_n.values())) == 1, (d, per_n)  # the same bytes at every n
 
@@ -84,12 +84,12 @@ def test_target_rma_and_memory_sections(bench):
     assert len(memory["peak_rss_bytes"]) == 4 and min(memory["peak_rss_bytes"]) >= min(memory["rss_before_bytes"])
 
 
-def test_startup_section_launches_the_quickstart_at_8_and_16_ranks(bench):
+def test_startup_section_launches_the_quickstart_at_8_ranks(bench):
     """Each launch ended with status 0 after its 50 steps, step 0 came between the launch and the exit
     (or the machine had too little memory free for the ranks, said in the row)."""
     section = bench[0]["sections"]["startup"]
     assert section["job"] == "jobs/quickstart.toml" and section["steps"] == 50
-    assert [r["n"] for r in section["rows"]] == [8, 16]
+    assert [r["n"] for r in section["rows"]] == [8]
     for r in section["rows"]:
         if r["status"].startswith("skipped: "):
             continue

@@ -300,7 +300,11 @@ PartitionName=test Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 PartitionName=other Nodes={self.node} Default=NO MaxTime=INFINITE State=UP
 ReturnToService=2
 JobRequeue=1
-MinJobAge=120
+# sbatch --wait polls a job every 2 s, then 8 s, then 32 s, growing while the interval is below
+# MinJobAge / 2 (so that a finished job is still there when it looks): with 120 a 10-s job was seen
+# finished only after 42 s. 16 keeps the polls at 8 s and a finished job's record for at least 16 s,
+# longer than a poll, so sbatch --wait and the tests' scontrol queries after it still find it.
+MinJobAge=16
 KillWait=5
 InactiveLimit=0
 SlurmdTimeout=300
