@@ -132,7 +132,8 @@ def test_the_holder_heartbeat_keeps_its_lock_fresh(tmp_path, monkeypatch):
     deadline = time.monotonic() + 30
     while os.stat(path).st_mtime == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert time.time() - os.stat(path).st_mtime < 30
+    # an ordering, not a duration: the heartbeat thread moved the time stamp off the epoch
+    assert os.stat(path).st_mtime > 0, "the holder's heartbeat never touched its lock"
 
 
 def test_a_requeued_slurm_job_takes_over_its_earlier_start_but_not_a_parallel_step(
