@@ -9,11 +9,13 @@ and ``Abort`` the whole job, instead of leaving the other ranks blocked in a col
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
 import traceback
 from dataclasses import dataclass
+from typing import NoReturn
 
 from mpidecent.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, AgreedJobError, JobError
 
@@ -112,12 +114,23 @@ def _exit_agreed(message: str) -> None:
     running = MPI.Is_initialized() and not MPI.Is_finalized()
     if (MPI.COMM_WORLD.rank if running else launcher_rank() or 0) == 0:
         sys.stderr.write(f"mpidecent: error: {message}\n")
+    finalize_and_exit(EXIT_BAD_INPUT)
+
+
+def finalize_and_exit(status: int, exit_handlers: bool = False) -> NoReturn:
+    """Every rank, all reaching it: flush stdout and stderr, run the exit handlers when asked (what
+    a normal exit would run: h5py's, torch's, a user plug-in's), finalize MPI (no abort needed) and
+    end the process with ``status`` without the interpreter's tear-down."""
     for stream in (sys.stdout, sys.stderr):
         # a closed pipe: nothing more can be said on it
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
+    if exit_handlers:
+        atexit._run_exitfuncs()
     try:
-        if running:
+        from mpi4py import MPI
+
+        if MPI.Is_initialized() and not MPI.Is_finalized():
             MPI.Finalize()
     finally:
-        os._exit(EXIT_BAD_INPUT)
+        os._exit(status)
